@@ -1,0 +1,57 @@
+# medmtl — everyday commands. `make demo` and `make test` set everything up on a fresh clone.
+PY_SYS ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.medmtl-installed
+# torch is pinned to the CPU-capable release served from this machine's disk; pip's
+# machine-wide constraint (/etc/xdg/pip) keeps it there, so it is never downloaded.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+export WANDB_MODE ?= offline
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HYDRA_FULL_ERROR ?= 0
+BUSI_ROOT ?= ../shared/data/busi/Dataset_BUSI_with_GT
+export BUSI_ROOT
+
+.PHONY: install demo train eval test test-full lint format audit clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip<26.2" wheel setuptools
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/medmtl-train experiment=demo
+	@echo "Demo finished: metrics.json and the checkpoints are in the run folder printed above."
+
+train: install
+	$(VENV)/bin/medmtl-train $(ARGS)
+
+eval: install
+	$(VENV)/bin/medmtl-eval $(ARGS)
+
+audit: install
+	$(VENV)/bin/medmtl-data audit data=busi data.root=$(BUSI_ROOT)
+
+test: install
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+test-full: install
+	WANDB_MODE=disabled $(PY) -m pytest -q -m ""
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache .cache build src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

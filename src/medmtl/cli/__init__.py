@@ -1,0 +1,21 @@
+"""Thin entry points: compose the config, call the package, turn user errors into one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from medmtl.errors import MedmtlError
+
+log = logging.getLogger("medmtl")
+
+
+def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``; a :class:`MedmtlError` prints one line to stderr and exits with status 2."""
+    try:
+        return fn(*args)
+    except MedmtlError as exc:
+        print(f"medmtl: error: {exc}", file=sys.stderr)
+        sys.exit(2)

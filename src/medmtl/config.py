@@ -1,0 +1,40 @@
+"""Hydra/OmegaConf helpers: project paths and the translation of config groups into objects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def project_root() -> Path:
+    """The repository root (``MEDMTL_ROOT`` if set, else the checkout this package lives in)."""
+    env = os.environ.get("MEDMTL_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[2]
+    if (here / "conf" / "train.yaml").exists():
+        return here
+    return Path.cwd()
+
+
+CONFIG_DIR = str(project_root() / "conf")
+
+if not OmegaConf.has_resolver("medmtl_root"):
+    OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
+
+
+def model_kwargs(model_cfg: DictConfig | dict) -> dict:
+    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments."""
+    m = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    return {
+        "arch": m["arch"]["name"],
+        "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
+        "encoder": m["encoder"]["name"],
+        "encoder_weights": m["encoder"].get("weights"),
+        "in_channels": int(m.get("in_channels", 1)),
+        "task": m.get("task", "multitask"),
+        "cls_hidden": int(m.get("cls_hidden", 256)),
+        "cls_dropout": float(m.get("cls_dropout", 0.2)),
+    }

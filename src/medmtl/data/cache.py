@@ -1,0 +1,150 @@
+"""Decode, convert and resize every image once; cache the result keyed by content and settings.
+
+The deterministic part of the pipeline (read, grey, 8-bit, optional CLAHE, resize) runs here,
+once per file; random augmentation runs later on the cached arrays (MONAI's split between
+deterministic and random transforms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from medmtl.data.duplicates import thumbnail
+from medmtl.data.index import Case
+from medmtl.errors import DataError
+from medmtl.io.image import read_grey, read_mask
+from medmtl.preprocess.intensity import apply_clahe, to_uint8
+
+CACHE_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Everything that changes the cached arrays (and so the cache key)."""
+
+    image_size: int = 160
+    clahe: bool = False
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: int = 8
+    thumb_size: int = 32
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class CachedCase:
+    image: np.ndarray  # (S, S) uint8
+    mask: np.ndarray  # (S, S) bool
+    thumb: np.ndarray  # (t, t) float32, from the original image, for duplicate search
+    orig_shape: tuple[int, int]
+
+
+def preprocess_image(image: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """The deterministic image transform shared by training, evaluation and inference."""
+    img = to_uint8(image)
+    if settings.clahe:
+        img = apply_clahe(img, settings.clahe_clip_limit, settings.clahe_tile_grid)
+    size = settings.image_size
+    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Area-resize a boolean mask and keep pixels at least half covered."""
+    small = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return small >= 0.5
+
+
+def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
+    """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
+    image = read_grey(case.image)
+    mask = np.zeros(image.shape, dtype=bool)
+    for mpath in case.masks:
+        m = read_mask(mpath)
+        if m.shape != image.shape:
+            raise DataError(
+                f"{mpath}: mask is {m.shape[1]}x{m.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}. Fix or remove the mask."
+            )
+        mask |= m
+    return CachedCase(
+        image=preprocess_image(image, settings),
+        mask=resize_mask(mask, settings.image_size),
+        thumb=thumbnail(to_uint8(image), settings.thumb_size),
+        orig_shape=(int(image.shape[0]), int(image.shape[1])),
+    )
+
+
+def _key(case: Case, settings: PreprocessSettings) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps({"v": CACHE_VERSION, **settings.as_dict()}, sort_keys=True).encode())
+    for path in (case.image, *case.masks):
+        try:
+            h.update(Path(path).read_bytes())
+        except OSError as exc:
+            raise DataError(f"{path}: cannot be read ({exc.strerror}).") from exc
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load_or_build(case: Case, settings: PreprocessSettings, cache_dir: Path | None) -> CachedCase:
+    if cache_dir is None:
+        return load_case(case, settings)
+    file = cache_dir / f"{_key(case, settings)}.npz"
+    if file.exists():
+        try:
+            with np.load(file) as z:
+                return CachedCase(z["image"], z["mask"], z["thumb"], tuple(z["orig_shape"].tolist()))
+        except (OSError, ValueError, KeyError):
+            log.warning("cache file %s is damaged; rebuilding it", file)
+    item = load_case(case, settings)
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, image=item.image, mask=item.mask, thumb=item.thumb, orig_shape=np.array(item.orig_shape))
+    tmp.replace(file)  # atomic, so a killed run never leaves a half-written cache entry
+    return item
+
+
+def load_all(
+    cases: Sequence[Case],
+    settings: PreprocessSettings,
+    cache_dir: str | Path | None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[CachedCase]:
+    """Load every case (from the cache when possible). All bad files are reported together."""
+    cdir = Path(cache_dir) / "preprocessed" if cache_dir is not None else None
+    if cdir is not None:
+        cdir.mkdir(parents=True, exist_ok=True)
+    results: list[CachedCase | None] = [None] * len(cases)
+    problems: list[str] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = _load_or_build(cases[i], settings, cdir)
+        except DataError as exc:
+            problems.append(str(exc))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, _ in enumerate(pool.map(work, range(len(cases))), start=1):
+            if progress is not None:
+                progress(done, len(cases))
+    if problems:
+        problems.sort()
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DataError(
+            f"{len(problems)} unusable file(s): " + " | ".join(problems[:3]) + more
+            + ". Nothing was trained; run `medmtl-data audit` for the full list."
+        )
+    return [r for r in results if r is not None]

@@ -1,0 +1,74 @@
+"""Near-duplicate detection: Pearson correlation of small grey thumbnails, grouped transitively.
+
+BUSI has many near-copies (re-crops, the same scan with other overlays), some across classes.
+Two images whose ``size``×``size`` thumbnails correlate at ``threshold`` or more are linked, and
+linked images form one group (union-find), which a split must keep on one side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DuplicateGroups:
+    """Group id per case (singletons get their own id) and the linked pairs with correlation."""
+
+    group_of: list[int]
+    pairs: list[tuple[int, int, float]]
+
+    def members(self) -> dict[int, list[int]]:
+        """Groups with more than one member, as group id -> case indices."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.group_of):
+            out.setdefault(g, []).append(i)
+        return {g: m for g, m in out.items() if len(m) > 1}
+
+
+def thumbnail(image: np.ndarray, size: int = 32) -> np.ndarray:
+    """Area-averaged ``size``×``size`` float32 thumbnail of a 2-D image."""
+    return cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def find_groups(thumbnails: Sequence[np.ndarray], threshold: float = 0.95) -> DuplicateGroups:
+    """Link thumbnails whose Pearson correlation is >= ``threshold`` and group them transitively.
+
+    A constant thumbnail has no defined correlation and is linked only to identical ones.
+    """
+    n = len(thumbnails)
+    flat = np.stack([t.ravel().astype(np.float64) for t in thumbnails]) if n else np.zeros((0, 1))
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    constant = norm[:, 0] == 0
+    z = np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
+    corr = z @ z.T
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs: list[tuple[int, int, float]] = []
+    ii, jj = np.nonzero(np.triu(corr >= threshold, k=1))
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        pairs.append((i, j, float(corr[i, j])))
+    const_idx = np.flatnonzero(constant)
+    for a, i in enumerate(const_idx):
+        for j in const_idx[a + 1 :]:
+            if np.array_equal(flat[i], flat[j]):
+                pairs.append((int(i), int(j), 1.0))
+    for i, j, _ in pairs:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    roots = [find(i) for i in range(n)]
+    # renumber groups 0..G-1 in order of first appearance so split files stay readable
+    ids: dict[int, int] = {}
+    group_of = [ids.setdefault(r, len(ids)) for r in roots]
+    return DuplicateGroups(group_of=group_of, pairs=pairs)

@@ -1,0 +1,126 @@
+"""Indexes of class-folder data sets (BUSI and any data set laid out like it).
+
+Layout: ``<root>/<class>/<name>.<ext>`` with masks ``<name>_mask.<ext>`` and, for images with
+several lesions, ``<name>_mask_1.<ext>``, ``<name>_mask_2.<ext>`` ... merged with a pixel-wise OR.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medmtl.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image with its mask files and class label."""
+
+    case_id: str  # "<class>/<file name>", stable across machines; used by split files
+    image: Path
+    masks: tuple[Path, ...]
+    label: int
+    class_name: str
+
+
+@dataclass
+class DatasetIndex:
+    """All cases of a data set plus what was found but not used (reported, never dropped silently)."""
+
+    root: Path
+    classes: tuple[str, ...]
+    cases: list[Case]
+    ignored_files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # only filled when indexed with strict=False
+
+    def counts(self) -> dict[str, int]:
+        """Number of cases per class, in class order."""
+        return {c: sum(case.class_name == c for case in self.cases) for c in self.classes}
+
+
+def _natural_key(name: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def index_class_folders(
+    root: str | Path,
+    classes: Sequence[str],
+    mask_optional_classes: Sequence[str] = (),
+    root_hint: str = "data.root",
+    strict: bool = True,
+) -> DatasetIndex:
+    """Index ``root`` and check its layout.
+
+    Raises :class:`DataError` for a missing or empty root, a missing or unknown class folder,
+    an image without a mask (unless its class is in ``mask_optional_classes``, which then gets
+    an empty mask) and a mask without an image. Other files are listed in ``ignored_files``.
+    With ``strict=False`` (the audit) file problems are collected in ``problems`` instead.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"{root}: data folder not found. Set {root_hint} (or the BUSI_ROOT environment "
+            "variable for data=busi) to the folder that holds the class folders "
+            f"{', '.join(classes)}."
+        )
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise DataError(
+            f"{root}: folder is empty or has no class folders; expected {', '.join(classes)}. "
+            f"Point {root_hint} at the data set."
+        )
+    unknown = [d for d in subdirs if d not in classes]
+    if unknown:
+        raise DataError(
+            f"{root}: unknown class folder(s) {', '.join(unknown)}; expected only "
+            f"{', '.join(classes)}. Move them out or list them in data.classes."
+        )
+    missing = [c for c in classes if c not in subdirs]
+    if missing:
+        raise DataError(
+            f"{root}: class folder(s) {', '.join(missing)} missing. Check {root_hint} or data.classes."
+        )
+
+    cases: list[Case] = []
+    ignored: list[Path] = []
+    problems: list[str] = []
+    for label, cls in enumerate(classes):
+        images: dict[str, Path] = {}
+        masks: dict[str, list[tuple[int, Path]]] = {}
+        for path in sorted((root / cls).iterdir(), key=lambda p: _natural_key(p.name)):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored.append(path)
+                continue
+            m = _MASK_RE.match(path.stem)
+            if m:
+                masks.setdefault(m["stem"], []).append((int(m["n"] or 0), path))
+            else:
+                images[path.stem] = path
+        for stem in sorted(set(masks) - set(images), key=_natural_key):
+            problems.append(f"{masks[stem][0][1]}: mask without an image named {stem}.*")
+        for stem, img in images.items():
+            mask_files = tuple(p for _, p in sorted(masks.get(stem, [])))
+            if not mask_files and cls not in mask_optional_classes:
+                problems.append(f"{img}: image without a mask (expected {stem}_mask{img.suffix})")
+                continue
+            cases.append(Case(f"{cls}/{img.name}", img, mask_files, label, cls))
+    if problems and strict:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError(
+            f"{len(problems)} file problem(s) in {root}: "
+            + "; ".join(problems[:5])
+            + more
+            + ". Add the missing files or remove the orphans; run `medmtl-data audit` for the full list."
+        )
+    if not cases:
+        raise DataError(f"{root}: no images found in {', '.join(classes)}.")
+    return DatasetIndex(
+        root=root, classes=tuple(classes), cases=cases, ignored_files=ignored, problems=problems
+    )

@@ -1,0 +1,163 @@
+"""Group-aware, class-stratified splits written once to a JSON file and reused by every run.
+
+The file lists every case with its split and near-duplicate group. A data set that no longer
+matches its split file (files added or removed) is an error, never a silent re-split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from medmtl.errors import DataError
+
+SPLITS = ("train", "val", "test")
+SPLIT_FORMAT_VERSION = 1
+
+
+def make_split(
+    labels: Sequence[int],
+    groups: Sequence[int],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+) -> list[str]:
+    """Assign each case to train/val/test, keeping every group on one side, stratified by class."""
+    labels_a = np.asarray(labels)
+    groups_a = np.asarray(groups)
+    n = len(labels_a)
+    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(
+            f"data.split.val_fraction={val_fraction} and test_fraction={test_fraction}: each must be "
+            "in (0, 1) and their sum below 1."
+        )
+    out = np.array(["train"] * n, dtype=object)
+    test_idx = _take_fraction(labels_a, groups_a, np.arange(n), test_fraction, seed)
+    out[test_idx] = "test"
+    rest = np.setdiff1d(np.arange(n), test_idx)
+    val_idx = _take_fraction(
+        labels_a, groups_a, rest, val_fraction / (1.0 - test_fraction), seed + 1
+    )
+    out[val_idx] = "val"
+    return out.tolist()
+
+
+def _take_fraction(
+    labels: np.ndarray, groups: np.ndarray, pool: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
+    """Indices (from ``pool``) of one StratifiedGroupKFold fold of about ``fraction`` of the pool."""
+    n_splits = max(2, round(1.0 / fraction))
+    n_groups = len(np.unique(groups[pool]))
+    if n_groups < n_splits:
+        raise DataError(
+            f"only {n_groups} near-duplicate groups in a pool of {len(pool)} images: too few to "
+            f"split off {fraction:.0%}. Use a larger data set or change data.split fractions."
+        )
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, fold_idx = next(iter(sgkf.split(pool, labels[pool], groups[pool])))
+    return pool[fold_idx]
+
+
+def kfold_train_val(
+    split: Sequence[str],
+    labels: Sequence[int],
+    groups: Sequence[int],
+    num_folds: int,
+    fold: int,
+    seed: int = 42,
+) -> list[str]:
+    """Re-split the train+val pool into group-aware stratified folds; fold ``fold`` becomes val.
+
+    The test set is left exactly as it is in ``split``.
+    """
+    if num_folds < 2:
+        raise DataError(f"data.num_folds={num_folds}: k-fold needs at least 2 folds.")
+    if not 0 <= fold < num_folds:
+        raise DataError(f"data.fold={fold}: must be in 0..{num_folds - 1} for data.num_folds={num_folds}.")
+    split_a = np.asarray(split, dtype=object)
+    pool = np.flatnonzero(split_a != "test")
+    labels_a, groups_a = np.asarray(labels), np.asarray(groups)
+    sgkf = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    folds = list(sgkf.split(pool, labels_a[pool], groups_a[pool]))
+    out = split_a.copy()
+    out[pool] = "train"
+    out[pool[folds[fold][1]]] = "val"
+    return out.tolist()
+
+
+def write_split_file(
+    path: str | Path,
+    case_ids: Sequence[str],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    split: Sequence[str],
+    groups: Sequence[int],
+    settings: dict,
+    pairs: Sequence[tuple[int, int, float]] = (),
+) -> None:
+    """Write the split file (atomically: a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(int(g), []).append(i)
+    multi = {g: m for g, m in members.items() if len(m) > 1}
+    mixed = [
+        sorted(case_ids[i] for i in m) for m in multi.values() if len({labels[i] for i in m}) > 1
+    ]
+    doc = {
+        "format": SPLIT_FORMAT_VERSION,
+        "settings": settings,
+        "counts": {
+            s: dict(Counter(class_names[labels[i]] for i in range(len(split)) if split[i] == s))
+            for s in SPLITS
+        },
+        "num_groups_with_duplicates": len(multi),
+        "mixed_class_groups": sorted(mixed),
+        "duplicate_pairs": [
+            [case_ids[i], case_ids[j], round(c, 4)] for i, j, c in sorted(pairs, key=lambda p: -p[2])
+        ],
+        "cases": {
+            cid: {"split": s, "group": int(g)}
+            for cid, s, g in zip(case_ids, split, groups, strict=True)
+        },
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str], list[int], dict]:
+    """Read a split file and check it covers exactly ``case_ids``; returns split, groups, document."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        entries = doc["cases"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{path}: not a readable medmtl split file ({exc}). Delete it to write a new one "
+            "(`medmtl-data split`), or restore it from git."
+        ) from exc
+    known = set(entries)
+    missing = [c for c in case_ids if c not in known]
+    extra = sorted(known - set(case_ids))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} image(s) not in the file (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} listed image(s) not found (e.g. {extra[0]})")
+        raise DataError(
+            f"{path}: split file does not match the data set: {'; '.join(parts)}. Check data.root; "
+            "if the data set really changed, write a new split with `medmtl-data split force=true` "
+            "(results will no longer be comparable with earlier runs)."
+        )
+    bad = {e.get("split") for e in entries.values()} - set(SPLITS)
+    if bad:
+        raise DataError(f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {SPLITS}.")
+    return [entries[c]["split"] for c in case_ids], [int(entries[c]["group"]) for c in case_ids], doc

@@ -1,0 +1,119 @@
+"""One network, two heads: smp segmentation model + a classification MLP on the shared encoder."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from medmtl.errors import ConfigError
+from medmtl.models.weights import OFFLINE_WEIGHTS, load_lite0_offline
+
+ARCHITECTURES = (
+    "Unet",
+    "UnetPlusPlus",
+    "MAnet",
+    "Linknet",
+    "FPN",
+    "PSPNet",
+    "PAN",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+)
+TASKS = ("multitask", "seg", "cls")
+
+
+class ClassificationHead(nn.Module):
+    """Global average pooling of the deepest encoder feature, then an MLP."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if hidden > 0:
+            layers += [nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            in_features = hidden
+        else:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(in_features, num_classes))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.mlp(feature)
+
+
+class MultiTaskNet(nn.Module):
+    """Shared smp encoder with a segmentation decoder and/or a classification head.
+
+    ``task="multitask"`` uses both heads, ``"seg"`` only the decoder and ``"cls"`` only the
+    classification head (the decoder is not built), so single-task baselines share this code.
+    ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None}``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder: str = "resnet18",
+        encoder_weights: str | None = None,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        task: str = "multitask",
+        cls_hidden: int = 256,
+        cls_dropout: float = 0.2,
+        arch_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+        if arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"model.arch.name={arch!r} is not a supported architecture; choose one of "
+                f"{', '.join(ARCHITECTURES)} (files in conf/model/arch)."
+            )
+        offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
+        if offline is not None and encoder != offline:
+            raise ConfigError(
+                f"model.encoder.weights={encoder_weights} exists only for encoder {offline}, "
+                f"not {encoder}. Use model/encoder=efficientnet_lite0 or weights=null/imagenet."
+            )
+        self.task = task
+        self.arch = arch
+        self.encoder_name = encoder
+        try:
+            net = smp.create_model(
+                arch,
+                encoder_name=encoder,
+                encoder_weights=None if offline else encoder_weights,
+                in_channels=in_channels,
+                classes=1,
+                **(arch_kwargs or {}),
+            )
+        except KeyError as exc:
+            raise ConfigError(
+                f"model.encoder.name={encoder!r} is not an encoder smp knows ({exc.args[0][:80]}...). "
+                "Pick a file in conf/model/encoder or a name from smp.encoders.get_encoder_names()."
+            ) from exc
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot build {arch} with encoder {encoder}: {exc}") from exc
+        if offline is not None:
+            load_lite0_offline(net.encoder, in_channels)
+        self.encoder = net.encoder
+        if task == "cls":
+            self.decoder = None
+            self.segmentation_head = None
+        else:
+            self.decoder = net.decoder
+            self.segmentation_head = net.segmentation_head
+        self.cls_head = (
+            ClassificationHead(self.encoder.out_channels[-1], num_classes, cls_hidden, cls_dropout)
+            if task != "seg"
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        features = self.encoder(x)
+        seg = None
+        if self.decoder is not None:
+            decoded = self.decoder(features)
+            seg = self.segmentation_head(decoded)
+        cls = self.cls_head(features[-1]) if self.cls_head is not None else None
+        return {"seg": seg, "cls": cls}

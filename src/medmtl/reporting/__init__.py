@@ -1,0 +1,1 @@
+"""Turning run outputs into tables and figures."""

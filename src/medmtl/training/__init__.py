@@ -1,0 +1,1 @@
+"""The LightningModule, losses and metrics."""

@@ -1,0 +1,145 @@
+"""Segmentation and classification losses and how they are combined.
+
+Combined loss (the study's convention): ``L = λ·L_seg + (1 − λ)·L_cls`` with
+``λ = loss.seg_weight``; or learned homoscedastic-uncertainty weighting (Kendall et al., 2018):
+``L = Σ_t exp(−s_t)·L_t + s_t`` with one learned log-variance ``s_t`` per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmtl.errors import ConfigError
+
+SEG_LOSSES = ("dice_bce", "dice", "bce", "focal", "tversky", "lovasz")
+CLS_LOSSES = ("ce", "focal")
+WEIGHTINGS = ("fixed", "uncertainty")
+
+
+class DiceBCELoss(nn.Module):
+    """Soft Dice + binary cross-entropy on logits, summed with equal weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, target) + self.bce(logits, target)
+
+
+def build_seg_loss(name: str, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, focal_gamma: float = 2.0) -> nn.Module:
+    """Binary segmentation loss on logits (smp implementations)."""
+    if name == "dice_bce":
+        return DiceBCELoss()
+    if name == "dice":
+        return smp.losses.DiceLoss(mode="binary", from_logits=True)
+    if name == "bce":
+        return nn.BCEWithLogitsLoss()
+    if name == "focal":
+        return smp.losses.FocalLoss(mode="binary", gamma=focal_gamma)
+    if name == "tversky":
+        return smp.losses.TverskyLoss(mode="binary", from_logits=True, alpha=tversky_alpha, beta=tversky_beta)
+    if name == "lovasz":
+        return smp.losses.LovaszLoss(mode="binary", from_logits=True)
+    raise ConfigError(f"loss.seg={name!r} is unknown; choose one of {', '.join(SEG_LOSSES)}.")
+
+
+class SoftmaxFocalLoss(nn.Module):
+    """Multi-class focal loss: ``(1 − p_t)^γ · CE``, with optional class weights."""
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, reduction="none")
+        pt = torch.exp(-ce)
+        loss = (1 - pt) ** self.gamma * ce
+        if self.weight is not None:
+            loss = loss * self.weight[target]
+        return loss.mean()
+
+
+def build_cls_loss(
+    name: str,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    class_weights: Sequence[float] | None = None,
+    focal_gamma: float = 2.0,
+) -> nn.Module:
+    """Classification loss on logits: cross-entropy (label smoothing, class weights) or focal."""
+    weight = None
+    if class_weights is not None:
+        if len(class_weights) != num_classes:
+            raise ConfigError(
+                f"loss.class_weights has {len(class_weights)} values for {num_classes} classes."
+            )
+        weight = torch.tensor(list(class_weights), dtype=torch.float32)
+    if name == "ce":
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+    if name == "focal":
+        return SoftmaxFocalLoss(gamma=focal_gamma, weight=weight)
+    raise ConfigError(f"loss.cls={name!r} is unknown; choose one of {', '.join(CLS_LOSSES)}.")
+
+
+class MultiTaskLoss(nn.Module):
+    """Combines the task losses; returns the total and the parts for logging."""
+
+    def __init__(
+        self,
+        task: str = "multitask",
+        num_classes: int = 3,
+        seg: str = "dice_bce",
+        cls: str = "ce",
+        seg_weight: float = 0.7,
+        weighting: str = "fixed",
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        focal_gamma: float = 2.0,
+        tversky_alpha: float = 0.3,
+        tversky_beta: float = 0.7,
+    ) -> None:
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"loss.weighting={weighting!r} is unknown; choose one of {', '.join(WEIGHTINGS)}.")
+        if not 0.0 <= seg_weight <= 1.0:
+            raise ConfigError(f"loss.seg_weight={seg_weight}: λ must be in [0, 1].")
+        self.task = task
+        self.seg_weight = float(seg_weight)
+        self.weighting = weighting
+        self.seg_loss = build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
+        self.cls_loss = (
+            build_cls_loss(cls, num_classes, label_smoothing, class_weights, focal_gamma)
+            if task != "seg"
+            else None
+        )
+        self.log_vars = (
+            nn.Parameter(torch.zeros(2)) if weighting == "uncertainty" and task == "multitask" else None
+        )
+
+    def forward(
+        self, out: dict[str, torch.Tensor | None], mask: torch.Tensor, label: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        if self.seg_loss is not None:
+            parts["loss_seg"] = self.seg_loss(out["seg"], mask)
+        if self.cls_loss is not None:
+            parts["loss_cls"] = self.cls_loss(out["cls"], label)
+        if self.task == "seg":
+            total = parts["loss_seg"]
+        elif self.task == "cls":
+            total = parts["loss_cls"]
+        elif self.log_vars is not None:
+            s = self.log_vars
+            total = torch.exp(-s[0]) * parts["loss_seg"] + s[0] + torch.exp(-s[1]) * parts["loss_cls"] + s[1]
+        else:
+            total = self.seg_weight * parts["loss_seg"] + (1 - self.seg_weight) * parts["loss_cls"]
+        parts["loss"] = total
+        return parts

@@ -1,0 +1,110 @@
+"""Metrics with the study's names. How each is computed is written down in the README.
+
+Segmentation metrics are per image at threshold 0.5 on the predicted probability, on the
+model's input grid (``data.image_size``):
+
+* ``dice_i = 2·TP / (2·TP + FP + FN)``, ``iou_i = TP / (TP + FP + FN)``; when both the ground
+  truth and the prediction are empty the image scores 1 (a correct "no lesion").
+* ``seg_dice`` / ``seg_iou``: mean over all images (empty vs empty = 1).
+* ``seg_dice_lesion`` / ``seg_iou_lesion``: mean over images whose ground truth has a lesion.
+* ``seg_f1``: pixel-level F1 over the whole split (TP, FP, FN summed over all images first).
+* ``normal_fp_rate``: share of images with an empty ground truth (normal) with >= 1 predicted pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.utilities import dim_zero_cat
+
+
+class SegMetrics(Metric):
+    """Per-image confusion counts of binary masks, reduced to the seg metrics above."""
+
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = threshold
+        for name in ("tp", "fp", "fn", "has_lesion"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        pred = torch.sigmoid(logits.detach()) >= self.threshold
+        gt = target >= 0.5
+        dims = tuple(range(1, pred.ndim))
+        self.tp.append((pred & gt).sum(dims).double())
+        self.fp.append((pred & ~gt).sum(dims).double())
+        self.fn.append((~pred & gt).sum(dims).double())
+        self.has_lesion.append(gt.flatten(1).any(1))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        tp, fp, fn = dim_zero_cat(self.tp), dim_zero_cat(self.fp), dim_zero_cat(self.fn)
+        lesion = dim_zero_cat(self.has_lesion).bool()
+        dice = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), 1.0)
+        iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), 1.0)
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=tp.device)
+        stp, sfp, sfn = tp.sum(), fp.sum(), fn.sum()
+        empty = ~lesion
+        return {
+            "seg_dice": dice.mean(),
+            "seg_iou": iou.mean(),
+            "seg_dice_lesion": dice[lesion].mean() if lesion.any() else nan,
+            "seg_iou_lesion": iou[lesion].mean() if lesion.any() else nan,
+            "seg_f1": 2 * stp / (2 * stp + sfp + sfn) if (2 * stp + sfp + sfn) > 0 else nan,
+            "normal_fp_rate": (tp + fp)[empty].gt(0).double().mean() if empty.any() else nan,
+        }
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Macro-averaged scores (accuracy is the plain share of correct images)."""
+    kw = {"num_classes": num_classes}
+    return MetricCollection(
+        {
+            "cls_acc": MulticlassAccuracy(average="micro", **kw),
+            "cls_f1": MulticlassF1Score(average="macro", **kw),
+            "cls_precision": MulticlassPrecision(average="macro", **kw),
+            "cls_recall": MulticlassRecall(average="macro", **kw),
+            "cls_auc": MulticlassAUROC(average="macro", **kw),
+            "per_class_f1": MulticlassF1Score(average=None, **kw),
+            "per_class_precision": MulticlassPrecision(average=None, **kw),
+            "per_class_recall": MulticlassRecall(average=None, **kw),
+            "confusion_matrix": MulticlassConfusionMatrix(**kw),
+        }
+    )
+
+
+def overall_score(values: dict[str, float], task: str) -> float:
+    """``overall`` = mean of macro F1 and all-image Dice (one of them for a single-task run)."""
+    if task == "seg":
+        return values["seg_dice"]
+    if task == "cls":
+        return values["cls_f1"]
+    return 0.5 * (values["cls_f1"] + values["seg_dice"])
+
+
+def flatten_results(
+    prefix: str, values: dict[str, torch.Tensor], class_names: Sequence[str]
+) -> dict[str, float | list]:
+    """Flat ``<split>/<metric>`` keys; per-class vectors become ``<metric>_<class>`` keys."""
+    out: dict[str, float | list] = {}
+    for key, value in values.items():
+        if key == "confusion_matrix":
+            out[f"{prefix}/confusion_matrix"] = value.long().tolist()
+        elif key.startswith("per_class_"):
+            base = key.removeprefix("per_class_")
+            for name, v in zip(class_names, value.tolist(), strict=True):
+                out[f"{prefix}/cls_{base}_{name}"] = float(v)
+        else:
+            out[f"{prefix}/{key}"] = float(value)
+    return out

@@ -1,0 +1,149 @@
+"""The LightningModule: one shared-encoder network, the λ-weighted loss and the study's metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from medmtl.errors import MedmtlError
+from medmtl.models.multitask import MultiTaskNet
+from medmtl.training.losses import MultiTaskLoss
+from medmtl.training.metrics import SegMetrics, classification_metrics, flatten_results, overall_score
+
+EVAL_SPLITS = ("train", "val", "test")
+
+
+def _key(split: str) -> str:
+    # nn.ModuleDict keys may not shadow nn.Module attributes such as `train`
+    return f"{split}_metrics"
+
+
+class NonFiniteLossError(MedmtlError):
+    """The loss became NaN or infinite: training stops before anything is written."""
+
+
+class MultiTaskModule(L.LightningModule):
+    """Trains :class:`MultiTaskNet` with :class:`MultiTaskLoss`; logs ``<split>/<metric>``.
+
+    All constructor arguments are plain values so the checkpoint holds everything needed to
+    rebuild the model (and loads with ``torch.load(weights_only=True)``).
+    """
+
+    def __init__(
+        self,
+        model: dict,
+        loss: dict,
+        optimizer: dict,
+        class_names: Sequence[str],
+        scheduler: dict | None = None,
+        data: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.task = model.get("task", "multitask")
+        self.net = MultiTaskNet(**model, num_classes=len(self.class_names))
+        self.criterion = MultiTaskLoss(task=self.task, num_classes=len(self.class_names), **loss)
+        self.cls_metrics = nn.ModuleDict(
+            {_key(s): classification_metrics(len(self.class_names)) for s in EVAL_SPLITS}
+            if self.task != "seg"
+            else {}
+        )
+        self.seg_metrics = nn.ModuleDict(
+            {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
+        )
+        self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        return self.net(x)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["image"])
+        losses = self.criterion(out, batch["mask"], batch["label"])
+        if not torch.isfinite(losses["loss"]):
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
+                f"({parts}); stopped before writing results. Lower optimizer.lr, keep "
+                "trainer.precision=32, or check the data (medmtl-data audit)."
+            )
+        bs = batch["image"].shape[0]
+        parts = {f"train/{k}": v for k, v in losses.items() if k != "loss"}
+        self.log_dict(parts, batch_size=bs)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        return losses["loss"]
+
+    def _eval_step(self, batch: dict, split: str) -> None:
+        out = self(batch["image"])
+        losses = self.criterion(out, batch["mask"], batch["label"])
+        self.log(f"{split}/loss", losses["loss"], batch_size=batch["image"].shape[0])
+        if out["cls"] is not None:
+            self.cls_metrics[_key(split)].update(torch.softmax(out["cls"], dim=1), batch["label"])
+        if out["seg"] is not None:
+            self.seg_metrics[_key(split)].update(out["seg"], batch["mask"])
+
+    def _eval_epoch_end(self, split: str) -> None:
+        values: dict[str, torch.Tensor] = {}
+        key = _key(split)
+        if key in self.cls_metrics:
+            values.update(self.cls_metrics[key].compute())
+            self.cls_metrics[key].reset()
+        if key in self.seg_metrics:
+            values.update(self.seg_metrics[key].compute())
+            self.seg_metrics[key].reset()
+        flat = flatten_results(split, values, self.class_names)
+        flat[f"{split}/overall"] = overall_score(
+            {k.split("/", 1)[1]: v for k, v in flat.items() if not isinstance(v, list)}, self.task
+        )
+        self.results[split] = flat
+        overall = f"{split}/overall"
+        scalars = {
+            k: v
+            for k, v in flat.items()
+            if k != overall and not isinstance(v, list) and not math.isnan(v)
+        }
+        self.log_dict(scalars)
+        self.log(overall, flat[overall], prog_bar=True)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.eval_split)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.eval_split)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_cfg = dict(self.hparams.optimizer)
+        name = opt_cfg.pop("name", "adamw").lower()
+        optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        if name not in optimizers:
+            raise MedmtlError(f"optimizer.name={name!r} is unknown; choose one of {', '.join(optimizers)}.")
+        optimizer = optimizers[name](self.parameters(), **opt_cfg)
+        sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
+        sched = sched_cfg.get("name", "none")
+        if sched == "none":
+            return optimizer
+        if sched != "cosine":
+            raise MedmtlError(f"scheduler.name={sched!r} is unknown; choose none or cosine.")
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = min(int(sched_cfg.get("warmup_epochs", 0)), epochs - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, epochs - warmup), eta_min=float(sched_cfg.get("min_lr", 0.0))
+        )
+        if warmup > 0:
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+            cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}

@@ -1,0 +1,126 @@
+"""What ``medmtl-train`` and ``medmtl-eval`` do, as plain functions of a composed config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from medmtl.config import model_kwargs
+from medmtl.data.datamodule import MedDataModule
+from medmtl.errors import ConfigError
+from medmtl.reporting.summary import print_metrics, write_json
+from medmtl.training.checkpoint import load_checkpoint, module_from_checkpoint
+from medmtl.training.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def _check_model_input(cfg: DictConfig) -> None:
+    if cfg.model.arch.name == "PAN" and int(cfg.data.image_size) < 128:
+        raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
+
+
+def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
+    """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    return MultiTaskModule(
+        model=model_kwargs(cfg.model),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        class_names=list(dm.classes),
+        data=data_cfg,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test the best checkpoint, write ``metrics.json`` and the resolved config.
+
+    Returns the metrics (``val/overall`` is what a sweeper optimises).
+    """
+    start = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
+        L.seed_everything(int(cfg.seed), workers=True)
+    _check_model_input(cfg)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
+
+    dm: MedDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup()
+    module = build_module(cfg, dm)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    if trainer.interrupted:
+        raise ConfigError("training was interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("test"):
+        ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
+        if best:
+            state = load_checkpoint(best)["state_dict"]
+            module.load_state_dict(state)
+            log.info("Evaluating the best checkpoint %s", best)
+        else:
+            log.warning("No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights.")
+        trainer.validate(module, datamodule=dm, verbose=False)
+        module.eval_split = "test"
+        trainer.test(module, datamodule=dm, verbose=False)
+        metrics.update(module.results.get("val", {}))
+        metrics.update(module.results.get("test", {}))
+        metrics["best_ckpt"] = str(best) if best else None
+    metrics["epochs"] = int(trainer.current_epoch)
+    metrics["global_step"] = int(trainer.global_step)
+    metrics["wall_time_s"] = round(time.time() - start, 1)
+    metrics["seed"] = cfg.get("seed")
+    write_json(out_dir / "metrics.json", metrics)
+    for lg in loggers:
+        lg.finalize("success")
+    print_metrics(metrics)
+    log.info("Run folder: %s", out_dir)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
+    module, ckpt = module_from_checkpoint(cfg.ckpt_path)
+    data_cfg = OmegaConf.merge(
+        OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
+    )
+    dm: MedDataModule = hydra.utils.instantiate(data_cfg, _convert_="all")
+    dm.prepare_data()
+    dm.setup()
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
+    module.eval_split = cfg.split
+    trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
+    metrics = dict(module.results[cfg.split])
+    metrics["ckpt_path"] = str(cfg.ckpt_path)
+    out_dir = Path(cfg.paths.output_dir)
+    write_json(out_dir / "metrics.json", metrics)
+    print_metrics(metrics, (cfg.split,))
+    log.info("Wrote %s", out_dir / "metrics.json")
+    return metrics
+
+
