@@ -137,7 +137,7 @@ class MedDataModule(L.LightningDataModule):
 
     def build_index(self, strict: bool = True) -> DatasetIndex:
         root = self.resolve_root()
-        hint = "data.root (BUSI_ROOT)" if self.name == "busi" else "data.root"
+        hint = "data.root (or the BUSI_ROOT environment variable)" if self.name == "busi" else "data.root"
         return index_class_folders(root, self.classes, self.mask_optional_classes, hint, strict)
 
     def prepare_data(self) -> None:

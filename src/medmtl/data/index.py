@@ -64,9 +64,8 @@ def index_class_folders(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(
-            f"{root}: data folder not found. Set {root_hint} (or the BUSI_ROOT environment "
-            "variable for data=busi) to the folder that holds the class folders "
-            f"{', '.join(classes)}."
+            f"{root}: data folder not found. Set {root_hint} to the folder that holds the "
+            f"class folders {', '.join(classes)}."
         )
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:

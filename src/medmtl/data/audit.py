@@ -1,0 +1,160 @@
+"""``medmtl-data audit``: everything about a data set that can spoil training or evaluation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medmtl.data.duplicates import DuplicateGroups, find_groups, thumbnail
+from medmtl.data.index import Case, DatasetIndex
+from medmtl.data.splits import SPLITS, read_split_file
+from medmtl.errors import DataError
+from medmtl.io.image import read_grey, read_mask
+from medmtl.preprocess.intensity import to_uint8
+
+
+@dataclass
+class AuditReport:
+    index: DatasetIndex
+    unreadable: list[str] = field(default_factory=list)
+    size_mismatch: list[str] = field(default_factory=list)
+    multi_mask: list[Case] = field(default_factory=list)
+    empty_masks: Counter = field(default_factory=Counter)
+    lesion_class_empty: list[Case] = field(default_factory=list)
+    groups: DuplicateGroups | None = None
+    group_cases: list[Case] = field(default_factory=list)
+    split_counts: dict[str, Counter] | None = None
+    split_problem: str | None = None
+
+    @property
+    def fatal(self) -> list[str]:
+        """Reasons the data set cannot be trained on as it is."""
+        reasons = list(self.index.problems)
+        reasons += self.unreadable + self.size_mismatch
+        if self.split_problem:
+            reasons.append(self.split_problem)
+        empty_classes = [c for c, n in self.index.counts().items() if n == 0]
+        if empty_classes:
+            reasons.append(f"no images in class(es) {', '.join(empty_classes)}")
+        return reasons
+
+
+def _inspect(case: Case) -> tuple[np.ndarray | None, bool | None, str | None, str | None]:
+    """Thumbnail, mask emptiness, read problem, size problem of one case."""
+    try:
+        image = read_grey(case.image)
+    except DataError as exc:
+        return None, None, str(exc), None
+    mask = np.zeros(image.shape, dtype=bool)
+    for mpath in case.masks:
+        try:
+            m = read_mask(mpath)
+        except DataError as exc:
+            return None, None, str(exc), None
+        if m.shape != image.shape:
+            return None, None, None, (
+                f"{mpath}: mask {m.shape[1]}x{m.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
+            )
+        mask |= m
+    return thumbnail(to_uint8(image)), not mask.any(), None, None
+
+
+def audit(
+    index: DatasetIndex,
+    split_file: Path | None,
+    threshold: float = 0.95,
+    normal_classes: tuple[str, ...] = ("normal",),
+    workers: int = 2,
+) -> AuditReport:
+    """Decode every file and collect the report (nothing is raised for a bad file)."""
+    report = AuditReport(index=index)
+    cases = index.cases
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(_inspect, cases))
+    thumbs, thumb_cases = [], []
+    for case, (thumb, empty, read_err, size_err) in zip(cases, results, strict=True):
+        if len(case.masks) > 1:
+            report.multi_mask.append(case)
+        if read_err:
+            report.unreadable.append(read_err)
+            continue
+        if size_err:
+            report.size_mismatch.append(size_err)
+            continue
+        thumbs.append(thumb)
+        thumb_cases.append(case)
+        if empty:
+            report.empty_masks[case.class_name] += 1
+            if case.class_name not in normal_classes:
+                report.lesion_class_empty.append(case)
+    report.groups = find_groups(thumbs, threshold)
+    report.group_cases = thumb_cases
+    if split_file is not None:
+        if split_file.exists():
+            try:
+                split, _, _ = read_split_file(split_file, [c.case_id for c in cases])
+                report.split_counts = {
+                    s: Counter(c.class_name for c, sp in zip(cases, split, strict=True) if sp == s)
+                    for s in SPLITS
+                }
+            except DataError as exc:
+                report.split_problem = str(exc)
+    return report
+
+
+def format_report(report: AuditReport, max_groups: int = 15) -> str:
+    """Plain-text report, most important findings first."""
+    idx = report.index
+    lines = [f"Data set: {idx.root}", ""]
+    lines.append("Images per class: " + ", ".join(f"{c} {n}" for c, n in idx.counts().items())
+                 + f" (total {len(idx.cases)})")
+    if report.split_counts:
+        lines.append("Images per split and class:")
+        for s, cnt in report.split_counts.items():
+            lines.append(f"  {s:5s}: " + ", ".join(f"{c} {cnt.get(c, 0)}" for c in idx.classes)
+                         + f" (total {sum(cnt.values())})")
+    elif report.split_problem:
+        lines.append(f"Split file: PROBLEM: {report.split_problem}")
+    else:
+        lines.append("Split file: none yet (the first training run writes it)")
+    lines.append(f"Images with several masks (merged with OR): {len(report.multi_mask)}")
+    for case in report.multi_mask:
+        lines.append(f"  {case.case_id}: {len(case.masks)} mask files")
+    lines.append("Empty masks: " + (", ".join(f"{c} {n}" for c, n in report.empty_masks.items()) or "none"))
+    for case in report.lesion_class_empty:
+        lines.append(f"  WARNING {case.case_id}: class {case.class_name} but the mask is empty")
+    lines.append(f"Image/mask size mismatches: {len(report.size_mismatch)}")
+    lines += [f"  {p}" for p in report.size_mismatch]
+    lines.append(f"Unreadable files: {len(report.unreadable)}")
+    lines += [f"  {p}" for p in report.unreadable]
+    lines.append(f"Layout problems: {len(idx.problems)}")
+    lines += [f"  {p}" for p in idx.problems]
+    if idx.ignored_files:
+        lines.append(f"Ignored non-image files: {len(idx.ignored_files)}")
+        lines += [f"  {p}" for p in idx.ignored_files[:20]]
+    groups = report.groups.members() if report.groups else {}
+    cases = report.group_cases
+    mixed = [m for m in groups.values() if len({cases[i].class_name for i in m}) > 1]
+    same = [m for m in groups.values() if len({cases[i].class_name for i in m}) == 1]
+    covered = sum(len(m) for m in groups.values())
+    lines.append(
+        f"Near-duplicate groups: {len(groups)} covering {covered} images; {len(mixed)} mix classes"
+    )
+    for m in mixed:
+        lines.append("  MIXED: " + ", ".join(cases[i].case_id for i in m))
+    for m in sorted(same, key=len, reverse=True)[:max_groups]:
+        lines.append("  " + ", ".join(cases[i].case_id for i in m))
+    if len(same) > max_groups:
+        lines.append(f"  ... and {len(same) - max_groups} more single-class groups")
+    fatal = report.fatal
+    lines.append("")
+    lines.append(
+        f"RESULT: NOT trainable ({len(fatal)} problem(s)); fix the files listed above."
+        if fatal
+        else "RESULT: OK, trainable."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Training and evaluation end to end on tiny data: metrics.json, resume, eval parity, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmtl.training.checkpoint import load_checkpoint
+from medmtl.training.pipeline import evaluate, train
+from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.log_every_n_steps=1"]
+
+
+def test_fast_dev_run_on_phantom(make_cfg, tmp_path):
+    cfg = make_cfg(TINY + ["debug=fast_dev_run"])
+    metrics = train(cfg)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "test/seg_dice" in saved and "val/overall" in saved
+    assert 0.0 <= saved["test/cls_acc"] <= 1.0
+    assert saved["test/seg_dice"] == pytest.approx(metrics["test/seg_dice"])
+    assert (tmp_path / "run" / "config_resolved.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    """Two epochs on the tiny phantom with checkpoints (shared by the tests below)."""
+    from tests.conftest import compose_cfg
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = compose_cfg(TINY + ["trainer.max_epochs=2", "seed=0"], out, cache_dir)
+    metrics = train(cfg)
+    return out, metrics
+
+
+def test_train_writes_metrics_and_checkpoints(trained):
+    out, metrics = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("cls_acc", "cls_f1", "cls_precision", "cls_recall", "cls_auc", "seg_iou", "seg_dice",
+                "seg_f1", "overall", "seg_dice_lesion", "seg_iou_lesion", "normal_fp_rate",
+                "cls_f1_malignant"):
+        assert f"test/{key}" in saved, key
+    assert len(saved["test/confusion_matrix"]) == 3
+    assert saved["seed"] == 0 and saved["epochs"] == 2
+    assert (out / "checkpoints" / "last.ckpt").exists()
+    assert Path(saved["best_ckpt"]).exists()
+    assert (out / "csv" / "metrics.csv").exists()
+
+
+def test_checkpoint_loads_weights_only(trained):
+    out, _ = trained
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["model"]["arch"] == "Unet"
+
+
+def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
+    out, metrics = trained
+    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "split=test"], name="eval", config_name="eval")
+    again = evaluate(cfg)
+    for key, value in metrics.items():
+        if key.startswith("test/") and not isinstance(value, list):
+            assert again[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+    assert again["test/confusion_matrix"] == metrics["test/confusion_matrix"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test/seg_dice"] == pytest.approx(
+        metrics["test/seg_dice"]
+    )
+
+
+def test_eval_other_split(trained, make_cfg):
+    _, metrics = trained
+    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "split=val"], name="evalval", config_name="eval")
+    res = evaluate(cfg)
+    assert res["val/overall"] == pytest.approx(metrics["val/overall"], abs=1e-6)
+
+
+def test_resume_from_last_ckpt(trained, make_cfg):
+    out, _ = trained
+    last = out / "checkpoints" / "last.ckpt"
+    step_before = load_checkpoint(last)["global_step"]
+    cfg = make_cfg(TINY + ["trainer.max_epochs=3", "seed=0", f"ckpt_path={last}"], name="resumed")
+    metrics = train(cfg)
+    assert metrics["epochs"] == 3
+    assert metrics["global_step"] > step_before  # it continued, it did not start over
+    assert metrics["global_step"] == step_before * 3 // 2
+
+
+def test_same_seed_same_metrics(trained, make_cfg):
+    _, first = trained
+    again = train(make_cfg(TINY + ["trainer.max_epochs=2", "seed=0"], name="again"))
+    for key in ("test/seg_dice", "test/cls_acc", "val/overall", "test/cls_auc"):
+        assert again[key] == pytest.approx(first[key], abs=1e-6), key
+
+
+def test_seg_and_cls_only_tasks(make_cfg):
+    for task in ("seg", "cls"):
+        metrics = train(make_cfg(TINY + ["debug=fast_dev_run", f"model.task={task}"], name=task))
+        assert ("test/seg_dice" in metrics) == (task == "seg")
+        assert ("test/cls_acc" in metrics) == (task == "cls")
+
+
+def test_nan_loss_stops_with_clear_message(make_cfg, tmp_path):
+    from medmtl.training.module import NonFiniteLossError
+
+    cfg = make_cfg(TINY + ["trainer.max_epochs=1", "optimizer.lr=1e30", "trainer.gradient_clip_val=null",
+                           "optimizer.name=sgd", "+optimizer.momentum=0.0"], name="nan")
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
+        train(cfg)
+    assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+def test_short_real_run_on_busi_subset(busi, make_cfg, tmp_path):
+    cfg = make_cfg(TINY_MODEL + ["data=busi", f"data.root={busi}", "data.subset=24", "trainer.max_epochs=1"],
+                   name="busi")
+    metrics = train(cfg)
+    saved = json.loads((tmp_path / "busi" / "metrics.json").read_text())
+    assert saved["test/seg_dice"] == pytest.approx(metrics["test/seg_dice"])
+    assert sum(map(sum, saved["test/confusion_matrix"])) >= 20
+
+
+def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_config_typo_exits_nonzero_with_key_named(tmp_path):
+    res = _cli("medmtl.cli.train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}")
+    assert res.returncode != 0
+    assert "max_epoch" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unknown_group_option_exits_nonzero(tmp_path):
+    res = _cli("medmtl.cli.train", "model/arch=unett", f"hydra.run.dir={tmp_path}")
+    assert res.returncode != 0 and "unett" in res.stderr
+
+
+def test_unknown_encoder_is_one_line(tmp_path, cache_dir):
+    res = _cli("medmtl.cli.train", *TINY, "model.encoder.name=resnet19", f"paths.cache_dir={cache_dir}",
+               f"hydra.run.dir={tmp_path}")
+    assert res.returncode == 2
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error:")]
+    assert len(errors) == 1 and "resnet19" in errors[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    res = _cli("medmtl.cli.eval", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'e'}")
+    assert res.returncode == 2 and "not a loadable checkpoint" in res.stderr
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, other)
+    res = _cli("medmtl.cli.eval", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'e2'}")
+    assert res.returncode == 2 and "not from medmtl-train" in res.stderr

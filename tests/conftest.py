@@ -1,0 +1,86 @@
+"""Shared fixtures: BUSI location, a tiny phantom, and Hydra config composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+from medmtl.config import CONFIG_DIR, project_root  # noqa: E402
+
+ROOT = project_root()
+DEFAULT_BUSI = ROOT.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
+DICOM_DIR = ROOT.parent / "shared" / "data" / "dicom"
+
+# A phantom small enough for unit tests (the demo uses the full one).
+TINY_PHANTOM = [
+    "data.phantom.counts.normal=10",
+    "data.phantom.counts.benign=15",
+    "data.phantom.counts.malignant=15",
+    "data.phantom.size=96",
+]
+# A model small enough for unit tests.
+TINY_MODEL = [
+    "model/encoder=efficientnet_lite0",
+    "model.arch.kwargs={decoder_channels:[32,16,16,8,8]}",
+    "model.cls_hidden=32",
+    "data.image_size=64",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+]
+
+
+def busi_root() -> Path | None:
+    root = Path(os.environ.get("BUSI_ROOT", DEFAULT_BUSI))
+    return root if root.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def busi() -> Path:
+    """The BUSI folder; skipped when absent, a failure when REQUIRE_BUSI=1 (CI)."""
+    root = busi_root()
+    if root is None:
+        if os.environ.get("REQUIRE_BUSI") == "1":
+            pytest.fail(f"BUSI not found at {os.environ.get('BUSI_ROOT', DEFAULT_BUSI)} and REQUIRE_BUSI=1")
+        pytest.skip("BUSI not available (set BUSI_ROOT)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the whole session, so the phantom and BUSI are decoded once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose_cfg(
+    overrides: list[str], out_dir: Path, cache: Path, config_name: str = "train"
+) -> DictConfig:
+    """Compose a config as the CLI would, with the run folder and cache in tmp folders."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.cache_dir = str(cache)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path, cache_dir):
+    """``make_cfg(overrides, name="run")`` -> a train config writing into tmp_path/name."""
+
+    def _make(overrides: list[str], name: str = "run", config_name: str = "train") -> DictConfig:
+        return compose_cfg(overrides, tmp_path / name, cache_dir, config_name)
+
+    return _make

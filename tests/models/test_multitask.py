@@ -1,0 +1,82 @@
+"""Every architecture builds and runs; heads follow model.task; offline weights load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medmtl.errors import ConfigError
+from medmtl.models import ARCHITECTURES, MultiTaskNet
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_forward(arch):
+    size = 128 if arch == "PAN" else 64  # PAN's pyramid attention needs >= 128 px
+    net = MultiTaskNet(arch, "resnet18", num_classes=3).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, size, size))
+    assert out["seg"].shape == (2, 1, size, size)
+    assert out["cls"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "tu-efficientnet_lite0"])
+def test_light_encoders(encoder):
+    net = MultiTaskNet("Unet", encoder).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 64, 64))
+    assert out["seg"].shape == (1, 1, 64, 64)
+
+
+def test_tasks_switch_heads_off():
+    x = torch.randn(2, 1, 64, 64)
+    seg = MultiTaskNet("Unet", "resnet18", task="seg").eval()
+    cls = MultiTaskNet("Unet", "resnet18", task="cls").eval()
+    assert seg(x)["cls"] is None and seg(x)["seg"].shape == (2, 1, 64, 64)
+    assert cls(x)["seg"] is None and cls(x)["cls"].shape == (2, 3)
+    assert cls.decoder is None  # not built, so it has no parameters to train
+    n_cls = sum(p.numel() for p in cls.parameters())
+    n_seg = sum(p.numel() for p in seg.parameters())
+    assert n_cls < n_seg
+
+
+def test_classification_head_is_an_mlp_on_the_deepest_feature():
+    net = MultiTaskNet("Unet", "resnet18", cls_hidden=64, cls_dropout=0.3)
+    linears = [m for m in net.cls_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 64), (64, 3)]
+
+
+def test_offline_lite0_weights_load_and_change_the_encoder():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 64, 64)
+    plain = MultiTaskNet("Unet", "tu-efficientnet_lite0").eval()
+    pre = MultiTaskNet("Unet", "tu-efficientnet_lite0", encoder_weights="lite0_offline").eval()
+    pre2 = MultiTaskNet("Unet", "tu-efficientnet_lite0", encoder_weights="lite0_offline").eval()
+    with torch.no_grad():
+        f_plain, f_pre, f_pre2 = plain.encoder(x)[-1], pre.encoder(x)[-1], pre2.encoder(x)[-1]
+    assert not torch.allclose(f_plain, f_pre)
+    assert torch.equal(f_pre, f_pre2)  # the same file, the same weights
+    # the stem was adapted to one input channel from the 3-channel ImageNet stem
+    assert pre.encoder.model.conv_stem.weight.shape[1] == 1
+
+
+def test_offline_weights_only_for_lite0():
+    with pytest.raises(ConfigError, match="only for encoder tu-efficientnet_lite0"):
+        MultiTaskNet("Unet", "resnet18", encoder_weights="lite0_offline")
+
+
+def test_unknown_names_are_config_errors():
+    with pytest.raises(ConfigError, match="model.arch.name='Unett'"):
+        MultiTaskNet("Unett", "resnet18")
+    with pytest.raises(ConfigError, match="model.encoder.name='resnet19'"):
+        MultiTaskNet("Unet", "resnet19")
+    with pytest.raises(ConfigError, match="model.task"):
+        MultiTaskNet("Unet", "resnet18", task="both")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["resnet50", "resnext50_32x4d", "tu-wide_resnet50_2", "tu-efficientnet_b4"])
+def test_study_backbones_build(encoder):
+    net = MultiTaskNet("Unet", encoder).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 64, 64))
+    assert out["cls"].shape == (1, 3)

@@ -1,0 +1,67 @@
+"""The λ-weighted combination, the loss options and the learned weighting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medmtl.errors import ConfigError
+from medmtl.training.losses import CLS_LOSSES, SEG_LOSSES, MultiTaskLoss
+
+
+def _batch():
+    torch.manual_seed(0)
+    out = {"seg": torch.randn(2, 1, 8, 8), "cls": torch.randn(2, 3)}
+    mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    return out, mask, torch.tensor([0, 2])
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.7, 1.0])
+def test_lambda_weights_seg_then_cls(lam):
+    out, mask, label = _batch()
+    parts = MultiTaskLoss(seg_weight=lam)(out, mask, label)
+    expected = lam * parts["loss_seg"] + (1 - lam) * parts["loss_cls"]
+    assert torch.allclose(parts["loss"], expected)
+
+
+@pytest.mark.parametrize("seg", SEG_LOSSES)
+@pytest.mark.parametrize("cls", CLS_LOSSES)
+def test_every_loss_is_finite_and_differentiable(seg, cls):
+    out, mask, label = _batch()
+    out = {k: v.requires_grad_() for k, v in out.items()}
+    loss = MultiTaskLoss(seg=seg, cls=cls, label_smoothing=0.1 if cls == "ce" else 0.0)(out, mask, label)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and out["seg"].grad is not None and out["cls"].grad is not None
+
+
+def test_class_weights_change_ce():
+    out, mask, label = _batch()
+    plain = MultiTaskLoss(seg_weight=0.0)(out, mask, label)["loss"]
+    weighted = MultiTaskLoss(seg_weight=0.0, class_weights=[1.0, 1.0, 5.0])(out, mask, label)["loss"]
+    assert not torch.allclose(plain, weighted)
+    with pytest.raises(ConfigError, match="class_weights has 2 values"):
+        MultiTaskLoss(class_weights=[1.0, 2.0])
+
+
+def test_uncertainty_weighting_learns_log_variances():
+    out, mask, label = _batch()
+    loss_fn = MultiTaskLoss(weighting="uncertainty")
+    parts = loss_fn(out, mask, label)
+    assert torch.allclose(parts["loss"], parts["loss_seg"] + parts["loss_cls"])  # s = 0 at start
+    parts["loss"].backward()
+    assert loss_fn.log_vars.grad is not None
+
+
+def test_single_task_losses():
+    out, mask, label = _batch()
+    seg = MultiTaskLoss(task="seg")({"seg": out["seg"], "cls": None}, mask, label)
+    assert "loss_cls" not in seg and torch.allclose(seg["loss"], seg["loss_seg"])
+    cls = MultiTaskLoss(task="cls")({"seg": None, "cls": out["cls"]}, mask, label)
+    assert "loss_seg" not in cls
+
+
+def test_bad_loss_config():
+    with pytest.raises(ConfigError, match="loss.seg='dyce'"):
+        MultiTaskLoss(seg="dyce")
+    with pytest.raises(ConfigError, match="λ must be in"):
+        MultiTaskLoss(seg_weight=1.5)
