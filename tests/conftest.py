@@ -31,7 +31,7 @@ TINY_PHANTOM = [
 # A model small enough for unit tests.
 TINY_MODEL = [
     "model/encoder=efficientnet_lite0",
-    "model.arch.kwargs={decoder_channels:[32,16,16,8,8]}",
+    "+model.arch.kwargs.decoder_channels=[32,16,16,8,8]",
     "model.cls_hidden=32",
     "data.image_size=64",
     "data.batch_size=8",
@@ -50,7 +50,9 @@ def busi() -> Path:
     root = busi_root()
     if root is None:
         if os.environ.get("REQUIRE_BUSI") == "1":
-            pytest.fail(f"BUSI not found at {os.environ.get('BUSI_ROOT', DEFAULT_BUSI)} and REQUIRE_BUSI=1")
+            pytest.fail(
+                f"BUSI not found at {os.environ.get('BUSI_ROOT', DEFAULT_BUSI)} and REQUIRE_BUSI=1"
+            )
         pytest.skip("BUSI not available (set BUSI_ROOT)")
     return root
 

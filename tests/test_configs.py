@@ -12,7 +12,17 @@ from omegaconf import OmegaConf
 from medmtl.config import CONFIG_DIR, model_kwargs
 
 CONF = Path(CONFIG_DIR)
-GROUPS = ["data", "model/arch", "model/encoder", "loss", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = [
+    "data",
+    "model/arch",
+    "model/encoder",
+    "loss",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -26,7 +36,9 @@ CASES = [(g, o) for g in GROUPS for o in _options(g)]
 def test_option_composes(group, option, tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"{group}={option}", "data.root=/x", "paths.output_dir=/tmp/x"])
+        cfg = compose(
+            "train", overrides=[f"{group}={option}", "data.root=/x", "paths.output_dir=/tmp/x"]
+        )
     # every interpolation outside the hydra node resolves
     OmegaConf.to_container(cfg, resolve=True)
     kw = model_kwargs(cfg.model)
@@ -37,14 +49,26 @@ def test_all_groups_have_options():
     for g in GROUPS:
         assert _options(g), g
     assert len(_options("model/arch")) == 9
-    assert {"resnet50", "resnext50_32x4d", "wide_resnet50_2", "efficientnet_b4", "resnet18", "mobilenet_v2", "efficientnet_lite0"} <= set(_options("model/encoder"))
+    assert {
+        "resnet50",
+        "resnext50_32x4d",
+        "wide_resnet50_2",
+        "efficientnet_b4",
+        "resnet18",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+    } <= set(_options("model/encoder"))
 
 
 @pytest.mark.parametrize("name", ["eval", "data_tool"])
 def test_other_entry_configs_compose(name):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(name, overrides=["paths.output_dir=/tmp/x"] + (["ckpt_path=a.ckpt"] if name == "eval" else []))
+        cfg = compose(
+            name,
+            overrides=["paths.output_dir=/tmp/x"]
+            + (["ckpt_path=a.ckpt"] if name == "eval" else []),
+        )
     assert cfg.paths.root_dir
 
 

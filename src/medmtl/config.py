@@ -27,7 +27,11 @@ if not OmegaConf.has_resolver("medmtl_root"):
 
 def model_kwargs(model_cfg: DictConfig | dict) -> dict:
     """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments."""
-    m = model_cfg if isinstance(model_cfg, dict) else OmegaConf.to_container(model_cfg, resolve=True)
+    m = (
+        model_cfg
+        if isinstance(model_cfg, dict)
+        else OmegaConf.to_container(model_cfg, resolve=True)
+    )
     return {
         "arch": m["arch"]["name"],
         "arch_kwargs": dict(m["arch"].get("kwargs") or {}),

@@ -41,9 +41,21 @@ def trained(tmp_path_factory, cache_dir):
 def test_train_writes_metrics_and_checkpoints(trained):
     out, metrics = trained
     saved = json.loads((out / "metrics.json").read_text())
-    for key in ("cls_acc", "cls_f1", "cls_precision", "cls_recall", "cls_auc", "seg_iou", "seg_dice",
-                "seg_f1", "overall", "seg_dice_lesion", "seg_iou_lesion", "normal_fp_rate",
-                "cls_f1_malignant"):
+    for key in (
+        "cls_acc",
+        "cls_f1",
+        "cls_precision",
+        "cls_recall",
+        "cls_auc",
+        "seg_iou",
+        "seg_dice",
+        "seg_f1",
+        "overall",
+        "seg_dice_lesion",
+        "seg_iou_lesion",
+        "normal_fp_rate",
+        "cls_f1_malignant",
+    ):
         assert f"test/{key}" in saved, key
     assert len(saved["test/confusion_matrix"]) == 3
     assert saved["seed"] == 0 and saved["epochs"] == 2
@@ -60,20 +72,24 @@ def test_checkpoint_loads_weights_only(trained):
 
 def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     out, metrics = trained
-    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "split=test"], name="eval", config_name="eval")
+    cfg = make_cfg(
+        [f"ckpt_path={metrics['best_ckpt']}", "split=test"], name="eval", config_name="eval"
+    )
     again = evaluate(cfg)
     for key, value in metrics.items():
         if key.startswith("test/") and not isinstance(value, list):
             assert again[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
     assert again["test/confusion_matrix"] == metrics["test/confusion_matrix"]
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test/seg_dice"] == pytest.approx(
-        metrics["test/seg_dice"]
-    )
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[
+        "test/seg_dice"
+    ] == pytest.approx(metrics["test/seg_dice"])
 
 
 def test_eval_other_split(trained, make_cfg):
     _, metrics = trained
-    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "split=val"], name="evalval", config_name="eval")
+    cfg = make_cfg(
+        [f"ckpt_path={metrics['best_ckpt']}", "split=val"], name="evalval", config_name="eval"
+    )
     res = evaluate(cfg)
     assert res["val/overall"] == pytest.approx(metrics["val/overall"], abs=1e-6)
 
@@ -106,16 +122,27 @@ def test_seg_and_cls_only_tasks(make_cfg):
 def test_nan_loss_stops_with_clear_message(make_cfg, tmp_path):
     from medmtl.training.module import NonFiniteLossError
 
-    cfg = make_cfg(TINY + ["trainer.max_epochs=1", "optimizer.lr=1e30", "trainer.gradient_clip_val=null",
-                           "optimizer.name=sgd", "+optimizer.momentum=0.0"], name="nan")
+    cfg = make_cfg(
+        TINY
+        + [
+            "trainer.max_epochs=1",
+            "optimizer.lr=1e30",
+            "trainer.gradient_clip_val=null",
+            "optimizer.name=sgd",
+            "+optimizer.momentum=0.0",
+        ],
+        name="nan",
+    )
     with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
         train(cfg)
     assert not (tmp_path / "nan" / "metrics.json").exists()
 
 
 def test_short_real_run_on_busi_subset(busi, make_cfg, tmp_path):
-    cfg = make_cfg(TINY_MODEL + ["data=busi", f"data.root={busi}", "data.subset=24", "trainer.max_epochs=1"],
-                   name="busi")
+    cfg = make_cfg(
+        TINY_MODEL + ["data=busi", f"data.root={busi}", "data.subset=24", "trainer.max_epochs=1"],
+        name="busi",
+    )
     metrics = train(cfg)
     saved = json.loads((tmp_path / "busi" / "metrics.json").read_text())
     assert saved["test/seg_dice"] == pytest.approx(metrics["test/seg_dice"])
@@ -123,7 +150,9 @@ def test_short_real_run_on_busi_subset(busi, make_cfg, tmp_path):
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_config_typo_exits_nonzero_with_key_named(tmp_path):
@@ -138,8 +167,13 @@ def test_unknown_group_option_exits_nonzero(tmp_path):
 
 
 def test_unknown_encoder_is_one_line(tmp_path, cache_dir):
-    res = _cli("medmtl.cli.train", *TINY, "model.encoder.name=resnet19", f"paths.cache_dir={cache_dir}",
-               f"hydra.run.dir={tmp_path}")
+    res = _cli(
+        "medmtl.cli.train",
+        *TINY,
+        "model.encoder.name=resnet19",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert res.returncode == 2
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error:")]
     assert len(errors) == 1 and "resnet19" in errors[0]

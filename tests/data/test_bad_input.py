@@ -45,7 +45,7 @@ def test_good_root_indexes(good_root):
 
 
 def test_missing_root(tmp_path):
-    with pytest.raises(DataError, match=r"data folder not found.*BUSI_ROOT"):
+    with pytest.raises(DataError, match=r"data folder not found\. Set data\.root"):
         index_class_folders(tmp_path / "nope", CLASSES)
 
 
@@ -90,7 +90,9 @@ def test_non_image_files_are_reported_not_silently_used(good_root):
 def test_mask_of_another_size(good_root, tmp_path):
     _mask(good_root / "malignant" / "malignant (1)_mask.png", size=(20, 20))
     idx = index_class_folders(good_root, CLASSES)
-    with pytest.raises(DataError, match=r"malignant \(1\)_mask\.png: mask is 20x20 but its image is 40x30"):
+    with pytest.raises(
+        DataError, match=r"malignant \(1\)_mask\.png: mask is 20x20 but its image is 40x30"
+    ):
         load_all(idx.cases, PreprocessSettings(image_size=32), tmp_path / "c")
 
 
@@ -108,7 +110,10 @@ def test_truncated_and_unreadable_files_are_all_reported(good_root, tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.data", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "medmtl.cli.data", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -124,7 +129,9 @@ def test_cli_audit_reports_bad_files_and_exits_1(good_root, tmp_path):
     (good_root / "normal" / "normal (2).png").write_bytes(b"broken")
     _mask(good_root / "malignant" / "malignant (1)_mask.png", size=(20, 20))
     (good_root / "benign" / "benign (3)_mask.png").unlink()
-    res = _cli("audit", "data=folder", f"data.root={good_root}", f"data.split_file={tmp_path / 's.json'}")
+    res = _cli(
+        "audit", "data=folder", f"data.root={good_root}", f"data.split_file={tmp_path / 's.json'}"
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     out = res.stdout
     assert "Unreadable files: 1" in out and "normal (2).png" in out

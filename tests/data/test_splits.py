@@ -19,7 +19,9 @@ SPLIT_FILE = project_root() / "splits" / "busi.json"
 
 @pytest.fixture(scope="module")
 def busi_dm(busi, cache_dir):
-    dm = MedDataModule(root=str(busi), split_file=str(SPLIT_FILE), cache_dir=str(cache_dir), image_size=64)
+    dm = MedDataModule(
+        root=str(busi), split_file=str(SPLIT_FILE), cache_dir=str(cache_dir), image_size=64
+    )
     dm.setup()
     return dm
 
@@ -50,7 +52,11 @@ def test_no_near_duplicate_group_crosses_splits(busi_dm):
 def test_mixed_class_groups_are_listed(busi_dm):
     doc = json.loads(SPLIT_FILE.read_text())
     mixed = doc["mixed_class_groups"]
-    assert ["benign/benign (433).png", "benign/benign (435).png", "malignant/malignant (145).png"] in mixed
+    assert [
+        "benign/benign (433).png",
+        "benign/benign (435).png",
+        "malignant/malignant (145).png",
+    ] in mixed
     assert len(mixed) == 8
 
 
@@ -69,8 +75,12 @@ def test_kfold_keeps_test_and_groups(busi_dm):
 
 def test_datamodule_kfold_option(busi, cache_dir):
     dm = MedDataModule(
-        root=str(busi), split_file=str(SPLIT_FILE), cache_dir=str(cache_dir), image_size=64,
-        num_folds=5, fold=2,
+        root=str(busi),
+        split_file=str(SPLIT_FILE),
+        cache_dir=str(cache_dir),
+        image_size=64,
+        num_folds=5,
+        fold=2,
     )
     dm.setup()
     assert 0.1 < dm.split.count("val") / 780 < 0.2

@@ -74,7 +74,9 @@ def test_unknown_names_are_config_errors():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["resnet50", "resnext50_32x4d", "tu-wide_resnet50_2", "tu-efficientnet_b4"])
+@pytest.mark.parametrize(
+    "encoder", ["resnet50", "resnext50_32x4d", "tu-wide_resnet50_2", "tu-efficientnet_b4"]
+)
 def test_study_backbones_build(encoder):
     net = MultiTaskNet("Unet", encoder).eval()
     with torch.no_grad():

@@ -29,7 +29,9 @@ def test_lambda_weights_seg_then_cls(lam):
 def test_every_loss_is_finite_and_differentiable(seg, cls):
     out, mask, label = _batch()
     out = {k: v.requires_grad_() for k, v in out.items()}
-    loss = MultiTaskLoss(seg=seg, cls=cls, label_smoothing=0.1 if cls == "ce" else 0.0)(out, mask, label)["loss"]
+    loss = MultiTaskLoss(seg=seg, cls=cls, label_smoothing=0.1 if cls == "ce" else 0.0)(
+        out, mask, label
+    )["loss"]
     loss.backward()
     assert torch.isfinite(loss) and out["seg"].grad is not None and out["cls"].grad is not None
 
@@ -37,7 +39,9 @@ def test_every_loss_is_finite_and_differentiable(seg, cls):
 def test_class_weights_change_ce():
     out, mask, label = _batch()
     plain = MultiTaskLoss(seg_weight=0.0)(out, mask, label)["loss"]
-    weighted = MultiTaskLoss(seg_weight=0.0, class_weights=[1.0, 1.0, 5.0])(out, mask, label)["loss"]
+    weighted = MultiTaskLoss(seg_weight=0.0, class_weights=[1.0, 1.0, 5.0])(out, mask, label)[
+        "loss"
+    ]
     assert not torch.allclose(plain, weighted)
     with pytest.raises(ConfigError, match="class_weights has 2 values"):
         MultiTaskLoss(class_weights=[1.0, 2.0])

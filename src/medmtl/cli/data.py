@@ -1,7 +1,7 @@
 """medmtl-data: inspect a data set and manage its split file.
 
-  medmtl-data audit data=busi      counts, masks, bad files, near-duplicate groups (exit 1 if untrainable)
-  medmtl-data split data=busi      write the split file if missing (force=true to rewrite)
+medmtl-data audit data=busi      counts, masks, bad files, near-duplicate groups (exit 1 if untrainable)
+medmtl-data split data=busi      write the split file if missing (force=true to rewrite)
 """
 
 import sys
@@ -44,7 +44,9 @@ def main() -> None:
     args = sys.argv[1:]
     if not args or args[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
-        print(f"medmtl: error: first argument must be one of {', '.join(COMMANDS)}.", file=sys.stderr)
+        print(
+            f"medmtl: error: first argument must be one of {', '.join(COMMANDS)}.", file=sys.stderr
+        )
         sys.exit(2)
     sys.argv = [sys.argv[0], *args[1:], f"+command={args[0]}"]
     _main()

@@ -56,8 +56,13 @@ def _inspect(case: Case) -> tuple[np.ndarray | None, bool | None, str | None, st
         except DataError as exc:
             return None, None, str(exc), None
         if m.shape != image.shape:
-            return None, None, None, (
-                f"{mpath}: mask {m.shape[1]}x{m.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
+            return (
+                None,
+                None,
+                None,
+                (
+                    f"{mpath}: mask {m.shape[1]}x{m.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
+                ),
             )
         mask |= m
     return thumbnail(to_uint8(image)), not mask.any(), None, None
@@ -93,16 +98,15 @@ def audit(
                 report.lesion_class_empty.append(case)
     report.groups = find_groups(thumbs, threshold)
     report.group_cases = thumb_cases
-    if split_file is not None:
-        if split_file.exists():
-            try:
-                split, _, _ = read_split_file(split_file, [c.case_id for c in cases])
-                report.split_counts = {
-                    s: Counter(c.class_name for c, sp in zip(cases, split, strict=True) if sp == s)
-                    for s in SPLITS
-                }
-            except DataError as exc:
-                report.split_problem = str(exc)
+    if split_file is not None and split_file.exists():
+        try:
+            split, _, _ = read_split_file(split_file, [c.case_id for c in cases])
+            report.split_counts = {
+                s: Counter(c.class_name for c, sp in zip(cases, split, strict=True) if sp == s)
+                for s in SPLITS
+            }
+        except DataError as exc:
+            report.split_problem = str(exc)
     return report
 
 
@@ -110,13 +114,19 @@ def format_report(report: AuditReport, max_groups: int = 15) -> str:
     """Plain-text report, most important findings first."""
     idx = report.index
     lines = [f"Data set: {idx.root}", ""]
-    lines.append("Images per class: " + ", ".join(f"{c} {n}" for c, n in idx.counts().items())
-                 + f" (total {len(idx.cases)})")
+    lines.append(
+        "Images per class: "
+        + ", ".join(f"{c} {n}" for c, n in idx.counts().items())
+        + f" (total {len(idx.cases)})"
+    )
     if report.split_counts:
         lines.append("Images per split and class:")
         for s, cnt in report.split_counts.items():
-            lines.append(f"  {s:5s}: " + ", ".join(f"{c} {cnt.get(c, 0)}" for c in idx.classes)
-                         + f" (total {sum(cnt.values())})")
+            lines.append(
+                f"  {s:5s}: "
+                + ", ".join(f"{c} {cnt.get(c, 0)}" for c in idx.classes)
+                + f" (total {sum(cnt.values())})"
+            )
     elif report.split_problem:
         lines.append(f"Split file: PROBLEM: {report.split_problem}")
     else:
@@ -124,7 +134,9 @@ def format_report(report: AuditReport, max_groups: int = 15) -> str:
     lines.append(f"Images with several masks (merged with OR): {len(report.multi_mask)}")
     for case in report.multi_mask:
         lines.append(f"  {case.case_id}: {len(case.masks)} mask files")
-    lines.append("Empty masks: " + (", ".join(f"{c} {n}" for c, n in report.empty_masks.items()) or "none"))
+    lines.append(
+        "Empty masks: " + (", ".join(f"{c} {n}" for c, n in report.empty_masks.items()) or "none")
+    )
     for case in report.lesion_class_empty:
         lines.append(f"  WARNING {case.case_id}: class {case.class_name} but the mask is empty")
     lines.append(f"Image/mask size mismatches: {len(report.size_mismatch)}")

@@ -106,12 +106,20 @@ def _load_or_build(case: Case, settings: PreprocessSettings, cache_dir: Path | N
     if file.exists():
         try:
             with np.load(file) as z:
-                return CachedCase(z["image"], z["mask"], z["thumb"], tuple(z["orig_shape"].tolist()))
+                return CachedCase(
+                    z["image"], z["mask"], z["thumb"], tuple(z["orig_shape"].tolist())
+                )
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
     item = load_case(case, settings)
     tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, image=item.image, mask=item.mask, thumb=item.thumb, orig_shape=np.array(item.orig_shape))
+    np.savez(
+        tmp,
+        image=item.image,
+        mask=item.mask,
+        thumb=item.thumb,
+        orig_shape=np.array(item.orig_shape),
+    )
     tmp.replace(file)  # atomic, so a killed run never leaves a half-written cache entry
     return item
 
@@ -144,7 +152,9 @@ def load_all(
         problems.sort()
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DataError(
-            f"{len(problems)} unusable file(s): " + " | ".join(problems[:3]) + more
+            f"{len(problems)} unusable file(s): "
+            + " | ".join(problems[:3])
+            + more
             + ". Nothing was trained; run `medmtl-data audit` for the full list."
         )
     return [r for r in results if r is not None]

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from medmtl.data.cache import CachedCase, PreprocessSettings, load_all
 from medmtl.data.duplicates import find_groups
@@ -31,17 +31,28 @@ SOURCES = ("folder", "phantom")
 
 
 class ArrayDataset(Dataset):
-    """Cached grey images and masks with an albumentations transform."""
+    """Cached grey images and masks with an albumentations transform.
+
+    albumentations 2 keeps its own random state, untouched by ``seed_everything``; it is
+    seeded here from torch's RNG so that runs repeat with the same seed, and re-seeded once in
+    each DataLoader worker (whose torch seed differs per worker and per epoch).
+    """
 
     def __init__(self, items: Sequence[CachedCase], labels: Sequence[int], transform) -> None:
         self.items = list(items)
         self.labels = list(labels)
         self.transform = transform
+        self.transform.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        self._worker_seeded: int | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        info = get_worker_info()
+        if info is not None and self._worker_seeded != info.seed:
+            self.transform.set_random_seed(info.seed % 2**31)
+            self._worker_seeded = info.seed
         item = self.items[i]
         out = self.transform(image=item.image[..., None], mask=item.mask.astype(np.uint8))
         return {
@@ -82,7 +93,9 @@ class MedDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if source not in SOURCES:
-            raise ConfigError(f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}.")
+            raise ConfigError(
+                f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}."
+            )
         if image_size % 32 or image_size < 32:
             raise ConfigError(
                 f"data.image_size={image_size}: must be a positive multiple of 32 (encoders "
@@ -137,7 +150,11 @@ class MedDataModule(L.LightningDataModule):
 
     def build_index(self, strict: bool = True) -> DatasetIndex:
         root = self.resolve_root()
-        hint = "data.root (or the BUSI_ROOT environment variable)" if self.name == "busi" else "data.root"
+        hint = (
+            "data.root (or the BUSI_ROOT environment variable)"
+            if self.name == "busi"
+            else "data.root"
+        )
         return index_class_folders(root, self.classes, self.mask_optional_classes, hint, strict)
 
     def prepare_data(self) -> None:
@@ -165,10 +182,17 @@ class MedDataModule(L.LightningDataModule):
         if self.subset:
             self._take_subset(int(self.subset))
         counts = {s: self.split.count(s) for s in SPLITS}
-        log.info("%s: %d images (%s)", self.name, len(cases), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        log.info(
+            "%s: %d images (%s)",
+            self.name,
+            len(cases),
+            ", ".join(f"{k} {v}" for k, v in counts.items()),
+        )
         empty = [s for s in SPLITS if counts[s] == 0]
         if empty:
-            raise DataError(f"{self.name}: split(s) {', '.join(empty)} have no images; use more data.")
+            raise DataError(
+                f"{self.name}: split(s) {', '.join(empty)} have no images; use more data."
+            )
 
     def _load_or_write_split(self, root: Path, cases: list[Case]) -> tuple[list[str], list[int]]:
         path = self.split_path(root)
@@ -191,7 +215,9 @@ class MedDataModule(L.LightningDataModule):
             "thumb_size": self.settings.thumb_size,
             **self.split_cfg,
         }
-        write_split_file(path, ids, labels, self.classes, split, found.group_of, settings, found.pairs)
+        write_split_file(
+            path, ids, labels, self.classes, split, found.group_of, settings, found.pairs
+        )
         log.warning("Wrote the split file %s; commit it so every run uses the same cases.", path)
         _, _, self.split_doc = read_split_file(path, ids)
         return split, found.group_of
@@ -225,7 +251,9 @@ class MedDataModule(L.LightningDataModule):
         self._check_split(split)
         idx = [i for i, s in enumerate(self.split) if s == split]
         tf = train_transform(**self.augment) if train else eval_transform()
-        return ArrayDataset([self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf)
+        return ArrayDataset(
+            [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
+        )
 
     def _check_split(self, split: str) -> None:
         if split not in SPLITS:

@@ -38,7 +38,9 @@ def _boundary(rng: np.random.Generator, x: np.ndarray, depth: float, wobble: flo
     """A wavy horizontal tissue boundary at ``depth`` (fraction of the height)."""
     f1, f2 = rng.uniform(0.5, 1.5), rng.uniform(2.0, 4.0)
     p1, p2 = rng.uniform(0, 2 * np.pi, 2)
-    return depth + wobble * (np.sin(2 * np.pi * f1 * x + p1) + 0.4 * np.sin(2 * np.pi * f2 * x + p2))
+    return depth + wobble * (
+        np.sin(2 * np.pi * f1 * x + p1) + 0.4 * np.sin(2 * np.pi * f2 * x + p2)
+    )
 
 
 def _lesion_mask(
@@ -70,7 +72,9 @@ def _lesion_mask(
     return mask, (cx, cy, half_w, half_h)
 
 
-def generate_image(seed: int, index: int, kind: str, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def generate_image(
+    seed: int, index: int, kind: str, size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """One phantom image (uint8, ``size``×``size``) and its lesion mask (bool)."""
     if kind not in PHANTOM_CLASSES:
         raise ValueError(f"unknown phantom class {kind!r}; expected one of {PHANTOM_CLASSES}")

@@ -78,7 +78,9 @@ def kfold_train_val(
     if num_folds < 2:
         raise DataError(f"data.num_folds={num_folds}: k-fold needs at least 2 folds.")
     if not 0 <= fold < num_folds:
-        raise DataError(f"data.fold={fold}: must be in 0..{num_folds - 1} for data.num_folds={num_folds}.")
+        raise DataError(
+            f"data.fold={fold}: must be in 0..{num_folds - 1} for data.num_folds={num_folds}."
+        )
     split_a = np.asarray(split, dtype=object)
     pool = np.flatnonzero(split_a != "test")
     labels_a, groups_a = np.asarray(labels), np.asarray(groups)
@@ -120,7 +122,8 @@ def write_split_file(
         "num_groups_with_duplicates": len(multi),
         "mixed_class_groups": sorted(mixed),
         "duplicate_pairs": [
-            [case_ids[i], case_ids[j], round(c, 4)] for i, j, c in sorted(pairs, key=lambda p: -p[2])
+            [case_ids[i], case_ids[j], round(c, 4)]
+            for i, j, c in sorted(pairs, key=lambda p: -p[2])
         ],
         "cases": {
             cid: {"split": s, "group": int(g)}
@@ -159,5 +162,11 @@ def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str
         )
     bad = {e.get("split") for e in entries.values()} - set(SPLITS)
     if bad:
-        raise DataError(f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {SPLITS}.")
-    return [entries[c]["split"] for c in case_ids], [int(entries[c]["group"]) for c in case_ids], doc
+        raise DataError(
+            f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {SPLITS}."
+        )
+    return (
+        [entries[c]["split"] for c in case_ids],
+        [int(entries[c]["group"]) for c in case_ids],
+        doc,
+    )

@@ -56,7 +56,9 @@ def train_transform(
     if brightness_contrast > 0:
         ops.append(
             A.RandomBrightnessContrast(
-                brightness_limit=brightness_limit, contrast_limit=contrast_limit, p=brightness_contrast
+                brightness_limit=brightness_limit,
+                contrast_limit=contrast_limit,
+                p=brightness_contrast,
             )
         )
     if gamma > 0:

@@ -56,7 +56,13 @@ def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("val", "te
         row = [metrics.get(f"{s}/{name}") for s in present]
         if all(v is None for v in row):
             continue
-        table.add_row(name, *("-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}" for v in row))
+        table.add_row(
+            name,
+            *(
+                "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+                for v in row
+            ),
+        )
     return table
 
 

@@ -18,7 +18,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check it is a medmtl one."""
     path = Path(path)
     if not path.is_file():
-        raise MedmtlError(f"{path}: checkpoint not found. Give ckpt_path=<run>/checkpoints/<file>.ckpt.")
+        raise MedmtlError(
+            f"{path}: checkpoint not found. Give ckpt_path=<run>/checkpoints/<file>.ckpt."
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
@@ -31,7 +33,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MedmtlError(f"{path}: not a medmtl checkpoint (no state_dict/hyper_parameters).")
     hp = ckpt["hyper_parameters"]
     if not {"model", "loss", "class_names"} <= set(hp):
-        raise MedmtlError(f"{path}: a Lightning checkpoint, but not from medmtl-train (no model settings).")
+        raise MedmtlError(
+            f"{path}: a Lightning checkpoint, but not from medmtl-train (no model settings)."
+        )
     return ckpt
 
 

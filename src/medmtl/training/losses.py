@@ -33,7 +33,9 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def build_seg_loss(name: str, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, focal_gamma: float = 2.0) -> nn.Module:
+def build_seg_loss(
+    name: str, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, focal_gamma: float = 2.0
+) -> nn.Module:
     """Binary segmentation loss on logits (smp implementations)."""
     if name == "dice_bce":
         return DiceBCELoss()
@@ -44,7 +46,9 @@ def build_seg_loss(name: str, tversky_alpha: float = 0.3, tversky_beta: float = 
     if name == "focal":
         return smp.losses.FocalLoss(mode="binary", gamma=focal_gamma)
     if name == "tversky":
-        return smp.losses.TverskyLoss(mode="binary", from_logits=True, alpha=tversky_alpha, beta=tversky_beta)
+        return smp.losses.TverskyLoss(
+            mode="binary", from_logits=True, alpha=tversky_alpha, beta=tversky_beta
+        )
     if name == "lovasz":
         return smp.losses.LovaszLoss(mode="binary", from_logits=True)
     raise ConfigError(f"loss.seg={name!r} is unknown; choose one of {', '.join(SEG_LOSSES)}.")
@@ -108,20 +112,26 @@ class MultiTaskLoss(nn.Module):
     ) -> None:
         super().__init__()
         if weighting not in WEIGHTINGS:
-            raise ConfigError(f"loss.weighting={weighting!r} is unknown; choose one of {', '.join(WEIGHTINGS)}.")
+            raise ConfigError(
+                f"loss.weighting={weighting!r} is unknown; choose one of {', '.join(WEIGHTINGS)}."
+            )
         if not 0.0 <= seg_weight <= 1.0:
             raise ConfigError(f"loss.seg_weight={seg_weight}: λ must be in [0, 1].")
         self.task = task
         self.seg_weight = float(seg_weight)
         self.weighting = weighting
-        self.seg_loss = build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
+        self.seg_loss = (
+            build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
+        )
         self.cls_loss = (
             build_cls_loss(cls, num_classes, label_smoothing, class_weights, focal_gamma)
             if task != "seg"
             else None
         )
         self.log_vars = (
-            nn.Parameter(torch.zeros(2)) if weighting == "uncertainty" and task == "multitask" else None
+            nn.Parameter(torch.zeros(2))
+            if weighting == "uncertainty" and task == "multitask"
+            else None
         )
 
     def forward(
@@ -138,7 +148,12 @@ class MultiTaskLoss(nn.Module):
             total = parts["loss_cls"]
         elif self.log_vars is not None:
             s = self.log_vars
-            total = torch.exp(-s[0]) * parts["loss_seg"] + s[0] + torch.exp(-s[1]) * parts["loss_cls"] + s[1]
+            total = (
+                torch.exp(-s[0]) * parts["loss_seg"]
+                + s[0]
+                + torch.exp(-s[1]) * parts["loss_cls"]
+                + s[1]
+            )
         else:
             total = self.seg_weight * parts["loss_seg"] + (1 - self.seg_weight) * parts["loss_cls"]
         parts["loss"] = total

@@ -13,7 +13,12 @@ from torch import nn
 from medmtl.errors import MedmtlError
 from medmtl.models.multitask import MultiTaskNet
 from medmtl.training.losses import MultiTaskLoss
-from medmtl.training.metrics import SegMetrics, classification_metrics, flatten_results, overall_score
+from medmtl.training.metrics import (
+    SegMetrics,
+    classification_metrics,
+    flatten_results,
+    overall_score,
+)
 
 EVAL_SPLITS = ("train", "val", "test")
 
@@ -130,7 +135,9 @@ class MultiTaskModule(L.LightningModule):
         name = opt_cfg.pop("name", "adamw").lower()
         optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
         if name not in optimizers:
-            raise MedmtlError(f"optimizer.name={name!r} is unknown; choose one of {', '.join(optimizers)}.")
+            raise MedmtlError(
+                f"optimizer.name={name!r} is unknown; choose one of {', '.join(optimizers)}."
+            )
         optimizer = optimizers[name](self.parameters(), **opt_cfg)
         sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
         sched = sched_cfg.get("name", "none")
@@ -144,6 +151,8 @@ class MultiTaskModule(L.LightningModule):
             optimizer, T_max=max(1, epochs - warmup), eta_min=float(sched_cfg.get("min_lr", 0.0))
         )
         if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup)
+            ramp = torch.optim.lr_scheduler.LinearLR(
+                optimizer, start_factor=0.1, total_iters=warmup
+            )
             cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}

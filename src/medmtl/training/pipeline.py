@@ -40,7 +40,9 @@ def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
         model=model_kwargs(cfg.model),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
+        if cfg.get("scheduler")
+        else None,
         class_names=list(dm.classes),
         data=data_cfg,
     )
@@ -67,13 +69,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, dm)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if trainer.interrupted:
-        raise ConfigError("training was interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt")
+        raise ConfigError(
+            "training was interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt"
+        )
 
     metrics: dict[str, Any] = {}
     if cfg.get("test"):
@@ -84,7 +90,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module.load_state_dict(state)
             log.info("Evaluating the best checkpoint %s", best)
         else:
-            log.warning("No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights.")
+            log.warning(
+                "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
+            )
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
@@ -122,5 +130,3 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_metrics(metrics, (cfg.split,))
     log.info("Wrote %s", out_dir / "metrics.json")
     return metrics
-
-
