@@ -107,3 +107,8 @@ def test_find_groups_is_transitive_and_thresholded():
     groups = find_groups([a, b, c, d], 0.95)
     assert groups.group_of[0] == groups.group_of[1] == groups.group_of[2] != groups.group_of[3]
     assert find_groups([a, d], 0.95).members() == {}
+
+
+def test_too_small_class_is_a_clear_error():
+    with pytest.raises(DataError, match="a class has only 3 image"):
+        make_split([0] * 3 + [1] * 40, list(range(43)), 0.1, 0.2)

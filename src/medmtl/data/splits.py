@@ -58,6 +58,13 @@ def _take_fraction(
             f"only {n_groups} near-duplicate groups in a pool of {len(pool)} images: too few to "
             f"split off {fraction:.0%}. Use a larger data set or change data.split fractions."
         )
+    present = np.unique(labels[pool])
+    smallest = min(int((labels[pool] == c).sum()) for c in present)
+    if smallest < n_splits:
+        raise DataError(
+            f"a class has only {smallest} image(s) in a pool of {len(pool)}: too few for a "
+            f"stratified {fraction:.0%} split. Use a larger data set or change data.split fractions."
+        )
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, fold_idx = next(iter(sgkf.split(pool, labels[pool], groups[pool])))
     return pool[fold_idx]

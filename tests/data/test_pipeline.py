@@ -1,0 +1,105 @@
+"""Decode once and cache (keyed by content and settings); CLAHE; augmentation rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medmtl.data.cache as cache_mod
+from medmtl.data.cache import PreprocessSettings, load_all
+from medmtl.data.datamodule import MedDataModule
+from medmtl.data.index import index_class_folders
+from medmtl.data.phantom import ensure_phantom
+from medmtl.data.transforms import train_transform
+from medmtl.errors import ConfigError
+
+COUNTS = {"normal": 12, "benign": 14, "malignant": 14}
+
+
+@pytest.fixture
+def phantom_root(tmp_path):
+    return ensure_phantom(tmp_path / "gen", seed=2, counts=COUNTS, size=64)
+
+
+def test_cache_is_reused_and_keyed_by_content_and_settings(phantom_root, tmp_path, monkeypatch):
+    cases = index_class_folders(phantom_root, ("normal", "benign", "malignant")).cases
+    calls = []
+    real = cache_mod.load_case
+    monkeypatch.setattr(cache_mod, "load_case", lambda c, s: calls.append(c) or real(c, s))
+    s = PreprocessSettings(image_size=32)
+    first = load_all(cases, s, tmp_path / "c")
+    assert len(calls) == len(cases)
+    second = load_all(cases, s, tmp_path / "c")
+    assert len(calls) == len(cases)  # all from the cache
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second, strict=True))
+    load_all(cases, PreprocessSettings(image_size=32, clahe=True), tmp_path / "c")
+    assert len(calls) == 2 * len(cases)  # other settings, other entries
+    # a changed file is decoded again, the others are not
+    img = cases[0].image
+    img.write_bytes(img.read_bytes())  # same content: still cached
+    load_all(cases, s, tmp_path / "c")
+    assert len(calls) == 2 * len(cases)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(img)
+    load_all(cases, s, tmp_path / "c")
+    assert len(calls) == 2 * len(cases) + 1
+
+
+def test_clahe_preprocessing_changes_the_images(phantom_root, tmp_path):
+    cases = index_class_folders(phantom_root, ("normal", "benign", "malignant")).cases[:3]
+    plain = load_all(cases, PreprocessSettings(image_size=64), None)
+    eq = load_all(cases, PreprocessSettings(image_size=64, clahe=True), None)
+    assert not np.array_equal(plain[0].image, eq[0].image)
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(plain, eq, strict=True))
+
+
+def test_no_vertical_flip_by_default_and_clahe_augmentation():
+    names = [type(t).__name__ for t in train_transform().transforms]
+    assert "VerticalFlip" not in names and "HorizontalFlip" in names
+    names = [type(t).__name__ for t in train_transform(clahe=0.5, vflip=0.5).transforms]
+    assert "CLAHE" in names and "VerticalFlip" in names
+
+
+def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path):
+    dm = MedDataModule(
+        source="phantom",
+        cache_dir=str(tmp_path / "c"),
+        image_size=64,
+        phantom={"seed": 2, "counts": COUNTS, "size": 64},
+        augment={"hflip": 1.0, "affine": 0.0, "brightness_contrast": 0.0},
+    )
+    dm.setup()
+    ds_train, ds_eval = dm.dataset("train", train=True), dm.dataset("train")
+    i = next(i for i, lab in enumerate(ds_eval.labels) if lab != 0)
+    a, b = ds_train[i], ds_eval[i]
+    assert a["image"].shape == (1, 64, 64) and a["mask"].shape == (1, 64, 64)
+    assert np.allclose(a["image"].numpy()[..., ::-1], b["image"].numpy(), atol=1e-5)
+    assert np.array_equal(a["mask"].numpy()[..., ::-1], b["mask"].numpy())
+
+
+def test_image_size_must_be_multiple_of_32():
+    with pytest.raises(ConfigError, match="data.image_size=100.*try 96"):
+        MedDataModule(root="x", image_size=100)
+
+
+def test_split_file_mismatch_is_an_error(phantom_root, tmp_path):
+    from medmtl.errors import DataError
+
+    dm = MedDataModule(
+        source="phantom",
+        cache_dir=str(tmp_path / "gen"),
+        image_size=32,
+        phantom={"seed": 2, "counts": COUNTS, "size": 64},
+    )
+    dm.setup()
+    (phantom_root / "benign" / "benign (1).png").unlink()
+    (phantom_root / "benign" / "benign (1)_mask.png").unlink()
+    dm2 = MedDataModule(
+        source="phantom",
+        cache_dir=str(tmp_path / "gen"),
+        image_size=32,
+        phantom={"seed": 2, "counts": COUNTS, "size": 64},
+    )
+    with pytest.raises(DataError, match="split file does not match the data set"):
+        dm2.setup()
