@@ -14,7 +14,7 @@ export HYDRA_FULL_ERROR ?= 0
 BUSI_ROOT ?= ../shared/data/busi/Dataset_BUSI_with_GT
 export BUSI_ROOT
 
-.PHONY: install demo train eval test test-full lint format audit clean
+.PHONY: install demo train eval test test-full lint format audit bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ eval: install
 
 audit: install
 	$(VENV)/bin/medmtl-data audit data=busi data.root=$(BUSI_ROOT)
+
+bench: install
+	$(VENV)/bin/medmtl-bench preprocess
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q

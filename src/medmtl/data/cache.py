@@ -22,8 +22,9 @@ import numpy as np
 from medmtl.data.duplicates import thumbnail
 from medmtl.data.index import Case
 from medmtl.errors import DataError
-from medmtl.io.image import read_grey, read_mask
-from medmtl.preprocess.intensity import apply_clahe, to_uint8
+from medmtl.io.image import read_image, read_mask, to_grey
+from medmtl.preprocess.intensity import apply_clahe
+from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
 
 CACHE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -34,13 +35,16 @@ class PreprocessSettings:
     """Everything that changes the cached arrays (and so the cache key)."""
 
     image_size: int = 160
+    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit, as in medmtl-preprocess
     clahe: bool = False
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
     thumb_size: int = 32
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["conversion"] = dict(self.conversion.__dict__)
+        return out
 
 
 @dataclass
@@ -51,9 +55,11 @@ class CachedCase:
     orig_shape: tuple[int, int]
 
 
-def preprocess_image(image: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+def preprocess_image(
+    image: np.ndarray, settings: PreprocessSettings, meta=None, name: str = ""
+) -> np.ndarray:
     """The deterministic image transform shared by training, evaluation and inference."""
-    img = to_uint8(image)
+    img = convert_to_uint8(image, settings.conversion, meta, name)
     if settings.clahe:
         img = apply_clahe(img, settings.clahe_clip_limit, settings.clahe_tile_grid)
     size = settings.image_size
@@ -69,8 +75,9 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
     """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
-    image = read_grey(case.image)
-    mask = np.zeros(image.shape, dtype=bool)
+    raw, meta = read_image(case.image)
+    image = to_grey(raw)
+    mask = np.zeros(image.shape[:2], dtype=bool)
     for mpath in case.masks:
         m = read_mask(mpath)
         if m.shape != image.shape:
@@ -80,9 +87,10 @@ def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
             )
         mask |= m
     return CachedCase(
-        image=preprocess_image(image, settings),
+        image=preprocess_image(image, settings, meta, str(case.image)),
         mask=resize_mask(mask, settings.image_size),
-        thumb=thumbnail(to_uint8(image), settings.thumb_size),
+        # duplicate search always sees the plain full-range 8-bit image, whatever the settings
+        thumb=thumbnail(convert_to_uint8(image, Conversion()), settings.thumb_size),
         orig_shape=(int(image.shape[0]), int(image.shape[1])),
     )
 

@@ -25,6 +25,7 @@ from medmtl.data.splits import (
 )
 from medmtl.data.transforms import eval_transform, train_transform
 from medmtl.errors import ConfigError, DataError
+from medmtl.preprocess.pipeline import Conversion
 
 log = logging.getLogger(__name__)
 SOURCES = ("folder", "phantom")
@@ -75,6 +76,7 @@ class MedDataModule(L.LightningDataModule):
         mask_optional_classes: Sequence[str] = (),
         split_file: str | None = None,
         image_size: int = 160,
+        conversion: dict | None = None,
         clahe: bool = False,
         clahe_clip_limit: float = 2.0,
         clahe_tile_grid: int = 8,
@@ -111,6 +113,7 @@ class MedDataModule(L.LightningDataModule):
         self.split_file = split_file
         self.settings = PreprocessSettings(
             image_size=image_size,
+            conversion=Conversion(**(conversion or {})),
             clahe=clahe,
             clahe_clip_limit=clahe_clip_limit,
             clahe_tile_grid=clahe_tile_grid,

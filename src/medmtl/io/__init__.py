@@ -1,5 +1,6 @@
-"""Reading images (PNG/JPEG/TIFF/BMP) and masks into numpy arrays."""
+"""Reading PNG/JPEG/TIFF/BMP/DICOM images and masks into arrays, with PHI-free metadata."""
 
-from medmtl.io.image import read_grey, read_mask
+from medmtl.io.image import is_dicom, read_grey, read_image, read_mask, to_grey
+from medmtl.io.meta import ImageMeta
 
-__all__ = ["read_grey", "read_mask"]
+__all__ = ["ImageMeta", "is_dicom", "read_grey", "read_image", "read_mask", "to_grey"]

@@ -1,4 +1,4 @@
-"""Image and mask reading shared by every data set, the audit and inference."""
+"""Reading images (PNG, JPEG, TIFF, BMP — 8 or 16 bit — and DICOM) into numpy arrays."""
 
 from __future__ import annotations
 
@@ -8,12 +8,31 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medmtl.errors import DataError
+from medmtl.io.meta import ImageMeta
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+# ITU-R BT.601 luma, as PIL's "L" conversion uses; R=G=B pixels stay unchanged
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def is_dicom(path: Path) -> bool:
+    """DICOM by extension or by the 'DICM' marker after the 128-byte preamble."""
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
 
 
 def _open(path: Path) -> Image.Image:
     try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes). Replace or remove it.")
         img = Image.open(path)
-        img.load()  # force the decode here so a truncated file fails now, with its name
+        img.load()  # decode now so a truncated file fails here, with its name
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -23,22 +42,79 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def read_grey(path: str | Path) -> np.ndarray:
-    """Read an image as a 2-D grey array, keeping 16-bit data as uint16.
+def _read_pil(path: Path) -> tuple[np.ndarray, ImageMeta]:
+    img = _open(path)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(img).astype(np.uint16)
+        bits = 16
+    elif mode == "I":
+        arr = np.asarray(img)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise DataError(
+                f"{path}: 32-bit integer image with values outside 0..65535 is not supported."
+            )
+        arr = arr.astype(np.uint16)
+        bits = 16
+    elif mode in ("1", "L", "P", "LA", "PA"):
+        arr = np.asarray(img.convert("L"), dtype=np.uint8)
+        bits = 8
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        bits = 32
+    else:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        bits = 8
+    meta = ImageMeta(
+        source=path.name,
+        format=(img.format or path.suffix.lstrip(".")).lower(),
+        shape=tuple(int(s) for s in arr.shape),
+        dtype=str(arr.dtype),
+        bits_stored=bits,
+        bits_allocated=bits,
+        photometric_interpretation="RGB" if arr.ndim == 3 else "MONOCHROME2",
+    )
+    return arr, meta
 
-    Colour images (BUSI stores grey scans as RGB, some with coloured overlays) are converted
-    with the ITU-R 601 luma weights, which leaves R=G=B pixels unchanged.
+
+def read_image(
+    path: str | Path,
+    frame: int = 0,
+    apply_voi: bool = False,
+    crop_us_region: bool | int = False,
+) -> tuple[np.ndarray, ImageMeta]:
+    """Read an image file and a PHI-free metadata record.
+
+    PNG/JPEG/TIFF/BMP: grey images as uint8 or uint16, colour ones as RGB uint8. DICOM: see
+    :func:`medmtl.io.dicom.read_dicom` (``frame``, ``apply_voi`` and ``crop_us_region`` apply to
+    DICOM only).
     """
     path = Path(path)
-    img = _open(path)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img)
-        if arr.dtype != np.uint16:
-            arr = np.clip(arr, 0, 65535).astype(np.uint16)
-        return arr
-    if img.mode not in ("L", "1"):
-        img = img.convert("RGB").convert("L")
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    if is_dicom(path):
+        from medmtl.io.dicom import read_dicom
+
+        return read_dicom(path, frame=frame, apply_voi=apply_voi, crop_us_region=crop_us_region)
+    return _read_pil(path)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) to grey with luma weights, keeping the integer dtype; 2-D input unchanged."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        grey = image[..., :3].astype(np.float64) @ LUMA
+        if np.issubdtype(image.dtype, np.integer):
+            info = np.iinfo(image.dtype)
+            return np.clip(np.round(grey), info.min, info.max).astype(image.dtype)
+        return grey
+    raise DataError(f"unsupported image shape {image.shape}; expected (H, W) or (H, W, 3).")
+
+
+def read_grey(path: str | Path, **kwargs) -> np.ndarray:
+    """Read any supported image as a 2-D grey array (uint8, uint16 or float for DICOM values)."""
+    return to_grey(read_image(path, **kwargs)[0])
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -46,9 +122,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
     Handles 1-bit, grey, RGB and RGBA masks; the alpha channel is ignored.
     """
-    path = Path(path)
-    img = _open(path)
-    arr = np.asarray(img)
+    arr = np.asarray(_open(Path(path)))
     if arr.ndim == 3:
         arr = arr[..., :3] if arr.shape[-1] == 4 else arr
         return np.any(arr > 0, axis=-1)

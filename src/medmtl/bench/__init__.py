@@ -1,0 +1,1 @@
+"""Benchmarks: timings that back the speed claims in docs/benchmarks.md."""

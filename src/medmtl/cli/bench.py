@@ -1,0 +1,43 @@
+"""medmtl-bench: measure and write docs/benchmarks.md.
+
+medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from medmtl.config import project_root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medmtl-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("preprocess", help="HE, CLAHE and 8-bit conversion timings")
+    p.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
+    busi = Path(os.environ.get("BUSI_ROOT", project_root() / "data" / "Dataset_BUSI_with_GT"))
+    p.add_argument("--busi-image", type=Path, default=busi / "benign" / "benign (1).png")
+    p.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    from medmtl.bench import preprocess
+    from medmtl.bench.common import replace_section
+
+    rows, images = preprocess.run(args.busi_image, args.repeats)
+    command = (
+        "medmtl-bench preprocess"
+        if "BUSI" not in images
+        else "BUSI_ROOT=<BUSI> medmtl-bench preprocess"
+    )
+    text = preprocess.section(rows, images, command)
+    print(text)
+    replace_section(args.out, "preprocess", text)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""DICOM pixel data to a display-ready array with pydicom 3.
+
+Order of operations (DICOM PS3.3 C.11): stored values -> modality LUT (rescale slope and
+intercept) -> VOI LUT or window (optional) -> MONOCHROME1 inverted so that bright means
+more echo/density everywhere. PALETTE COLOR is mapped through its LUT to RGB; YBR colour
+spaces are converted to RGB by pydicom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medmtl.errors import DataError
+from medmtl.io.meta import ImageMeta
+
+CODEC_HINT = (
+    "install the optional codecs with `pip install -e .[dicom-codecs]` "
+    "(pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg)"
+)
+
+
+def _first(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        return (
+            float(value[0])
+            if hasattr(value, "__len__") and not isinstance(value, str)
+            else float(value)
+        )
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def us_image_regions(ds) -> list[tuple[int, int, int, int, float | None, float | None]]:
+    """Tissue regions of ``SequenceOfUltrasoundRegions`` as (x0, y0, x1, y1, dx_mm, dy_mm).
+
+    Only regions with a 2-D spatial format (RegionSpatialFormat 1) are kept; physical deltas
+    in cm (unit code 3) are converted to mm.
+    """
+    out = []
+    for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        if int(r.get("RegionSpatialFormat", 0) or 0) != 1:
+            continue
+        box = tuple(
+            int(r.get(k, 0))
+            for k in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        )
+        dx = dy = None
+        if int(r.get("PhysicalUnitsXDirection", 0) or 0) == 3:
+            dx = float(r.get("PhysicalDeltaX", 0)) * 10.0
+        if int(r.get("PhysicalUnitsYDirection", 0) or 0) == 3:
+            dy = float(r.get("PhysicalDeltaY", 0)) * 10.0
+        out.append((*box, dx, dy))
+    return out
+
+
+def read_dicom(
+    path: str | Path,
+    frame: int = 0,
+    apply_voi: bool = False,
+    crop_us_region: bool | int = False,
+) -> tuple[np.ndarray, ImageMeta]:
+    """Read one frame of a DICOM file.
+
+    Returns grey data as float64 after the modality LUT (and the VOI LUT/window with
+    ``apply_voi=True``), or RGB (uint8/uint16) for colour data. ``crop_us_region=True`` crops to
+    the largest ultrasound tissue region; an int picks a region by its position in the list.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes). Replace it with a valid DICOM file.")
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise DataError(
+            f"{path}: not a DICOM file (no DICM preamble) although it is named .dcm. "
+            "Check the file or rename it to its real type."
+        ) from exc
+    except (OSError, EOFError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: cannot be read as DICOM ({type(exc).__name__}: {exc}).") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DataError(
+            f"{path}: DICOM file without pixel data (a report or structured object?); "
+            "only image objects can be read."
+        )
+    file_meta = getattr(ds, "file_meta", None)
+    tsuid = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    try:
+        arr = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        name = getattr(tsuid, "name", str(tsuid))
+        raise DataError(
+            f"{path}: pixel data in transfer syntax '{name}' cannot be decoded here; {CODEC_HINT}."
+        ) from exc
+    except (ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: pixel data is damaged or inconsistent ({exc}).") from exc
+
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames > 1:
+        if not 0 <= frame < n_frames:
+            raise DataError(
+                f"{path}: frame={frame} but the file has {n_frames} frames (0..{n_frames - 1})."
+            )
+        arr = arr[frame]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+    elif photometric.startswith("MONOCHROME"):
+        arr = apply_modality_lut(arr, ds).astype(np.float64)
+        if apply_voi:
+            arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
+        if photometric == "MONOCHROME1":
+            arr = arr.max() + arr.min() - arr
+    # RGB and YBR_*: pydicom's pixel_array already returns RGB (as_rgb defaults to True)
+
+    regions = us_image_regions(ds)
+    spacing = None
+    if "PixelSpacing" in ds:
+        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+    elif regions and regions[0][4] and regions[0][5]:
+        spacing = (regions[0][5], regions[0][4])
+    cropped = None
+    if crop_us_region is not False and crop_us_region is not None:
+        if not regions:
+            raise DataError(
+                f"{path}: crop_us_region asked for, but the file has no ultrasound regions."
+            )
+        if crop_us_region is True:
+            pick = max(regions, key=lambda r: (r[2] - r[0]) * (r[3] - r[1]))
+        else:
+            if not 0 <= int(crop_us_region) < len(regions):
+                raise DataError(
+                    f"{path}: ultrasound region {crop_us_region} does not exist (0..{len(regions) - 1})."
+                )
+            pick = regions[int(crop_us_region)]
+        x0, y0, x1, y1 = pick[:4]
+        arr = arr[y0 : y1 + 1, x0 : x1 + 1]
+        cropped = (x0, y0, x1, y1)
+        if pick[4] and pick[5]:
+            spacing = (pick[5], pick[4])
+
+    meta = ImageMeta(
+        source=path.name,
+        format="dicom",
+        shape=tuple(int(s) for s in arr.shape),
+        dtype=str(arr.dtype),
+        modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+        bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
+        bits_allocated=int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
+        photometric_interpretation=photometric,
+        pixel_spacing_mm=spacing,
+        frame=frame if n_frames > 1 else None,
+        number_of_frames=n_frames,
+        window_center=_first(ds.get("WindowCenter")),
+        window_width=_first(ds.get("WindowWidth")),
+        rescale_slope=_first(ds.get("RescaleSlope")),
+        rescale_intercept=_first(ds.get("RescaleIntercept")),
+        transfer_syntax=getattr(tsuid, "name", None),
+        us_regions=[r[:4] for r in regions],
+        cropped_to=cropped,
+    )
+    return arr, meta

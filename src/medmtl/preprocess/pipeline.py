@@ -1,0 +1,175 @@
+"""File-level preprocessing: read any supported image, convert to 8-bit, enhance, write PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.io.image import DICOM_EXTENSIONS, is_dicom, read_image, to_grey
+from medmtl.io.meta import ImageMeta
+from medmtl.preprocess.intensity import apply_clahe, equalize_hist, to_uint8
+
+METHODS = ("none", "he", "clahe")
+READABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How an N-bit image becomes 8-bit (see :func:`medmtl.preprocess.intensity.to_uint8`).
+
+    ``method="window"`` without ``center``/``width`` uses the DICOM file's own window.
+    """
+
+    method: str = "full"
+    center: float | None = None
+    width: float | None = None
+    low: float = 0.5
+    high: float = 99.5
+
+
+def convert_to_uint8(
+    image: np.ndarray, conv: Conversion, meta: ImageMeta | None = None, name: str = ""
+) -> np.ndarray:
+    """Grey 8-bit image from any read image, with the DICOM window as fallback for ``window``."""
+    grey = to_grey(image)
+    center, width = conv.center, conv.width
+    if conv.method == "window" and (center is None or width is None):
+        if meta is None or meta.window_center is None or meta.window_width is None:
+            raise DataError(
+                f"{name}: conversion.method=window but no conversion.center/width given and the "
+                "file has no WindowCenter/WindowWidth. Give them, or use method=full|percentile."
+            )
+        center, width = meta.window_center, meta.window_width
+    try:
+        return to_uint8(grey, conv.method, center=center, width=width, low=conv.low, high=conv.high)
+    except ValueError as exc:
+        raise ConfigError(f"conversion: {exc}") from exc
+
+
+def enhance(
+    image8: np.ndarray, method: str, clip_limit: float = 2.0, tile_grid: int = 8
+) -> np.ndarray:
+    """Apply ``none``, ``he`` or ``clahe`` to a uint8 grey image."""
+    if method == "none":
+        return image8
+    if method == "he":
+        return equalize_hist(image8)
+    if method == "clahe":
+        return apply_clahe(image8, clip_limit, tile_grid)
+    raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
+
+
+@dataclass
+class FolderPlan:
+    """Files to process and where each result goes; skipped files are kept for the report."""
+
+    items: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output PNG)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _is_candidate(path: Path) -> bool:
+    return path.suffix.lower() in READABLE or (path.suffix == "" and is_dicom(path))
+
+
+def plan_outputs(inp: Path, out: Path) -> FolderPlan:
+    """Map every input file to an output PNG under ``out``, mirroring the folder structure.
+
+    Refuses an output folder that is the input folder or lies inside it, so inputs are never
+    overwritten and outputs never become inputs of the next run.
+    """
+    inp, out = inp.expanduser(), out.expanduser()
+    if not inp.exists():
+        raise DataError(f"{inp}: input not found.")
+    base = inp if inp.is_dir() else inp.parent
+    out_r, base_r = out.resolve(), base.resolve()
+    if out_r == base_r or (inp.is_dir() and base_r in out_r.parents):
+        raise ConfigError(
+            f"output={out} is the input folder or inside it; choose an output folder outside "
+            f"{base} (inputs are never overwritten)."
+        )
+    files: Iterable[Path]
+    if inp.is_dir():
+        files = sorted(p for p in inp.rglob("*") if p.is_file() and not p.name.startswith("."))
+    else:
+        files = [inp]
+    plan = FolderPlan()
+    taken: set[Path] = set()
+    for f in files:
+        if not _is_candidate(f):
+            plan.skipped.append((f, f"not an image file (extension '{f.suffix or 'none'}')"))
+            continue
+        rel = f.relative_to(base)
+        target = out / rel.with_suffix(".png")
+        if target in taken:  # a.png and a.dcm in one folder
+            target = out / rel.parent / f"{rel.name}.png"
+        taken.add(target)
+        plan.items.append((f, target))
+    return plan
+
+
+def write_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG atomically and with no metadata chunks (nothing from the source header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+@dataclass
+class RunSummary:
+    written: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def preprocess_files(
+    inp: Path,
+    out: Path,
+    method: str = "clahe",
+    conversion: Conversion = Conversion(),
+    clip_limit: float = 2.0,
+    tile_grid: int = 8,
+    frame: int = 0,
+    crop_us_region: bool | int = False,
+    compare: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Process a file or a folder; a bad file is refused (with its reason), the rest go on."""
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
+    plan = plan_outputs(Path(inp), Path(out))
+    summary = RunSummary(skipped=plan.skipped)
+    items = plan.items
+    if progress and len(items) > 1:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="preprocess", unit="img")
+    for src, dst in items:
+        try:
+            image, meta = read_image(src, frame=frame, crop_us_region=crop_us_region)
+            img8 = convert_to_uint8(image, conversion, meta, name=str(src))
+            write_png(enhance(img8, method, clip_limit, tile_grid), dst)
+            summary.written.append(dst)
+            if compare:
+                from medmtl.reporting.figures import enhancement_comparison, save_figure
+
+                panels = [
+                    ("original (8-bit)", img8),
+                    ("HE", enhance(img8, "he")),
+                    (
+                        f"CLAHE (clip {clip_limit}, {tile_grid}x{tile_grid})",
+                        enhance(img8, "clahe", clip_limit, tile_grid),
+                    ),
+                ]
+                fig = enhancement_comparison(panels, title=src.name)
+                summary.figures.append(save_figure(fig, dst.with_name(dst.stem + "_compare.png")))
+        except DataError as exc:
+            summary.refused.append((src, str(exc)))
+    return summary
