@@ -86,3 +86,20 @@ def make_cfg(tmp_path, cache_dir):
         return compose_cfg(overrides, tmp_path / name, cache_dir, config_name)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, cache_dir) -> Path:
+    """A tiny multi-task model trained for one epoch on the tiny phantom (its run folder)."""
+    from medmtl.training.pipeline import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(
+        compose_cfg(TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "seed=1"], out, cache_dir)
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run) -> Path:
+    return next((tiny_run / "checkpoints").glob("epoch*.ckpt"))

@@ -42,3 +42,46 @@ def test_preprocess_bench_writes_its_section(tmp_path):
         ]
     )
     assert out.read_text().count("<!-- preprocess:start -->") == 1  # replaced, not appended
+
+
+def test_inference_bench_tiny(tmp_path):
+    out = tmp_path / "bench.md"
+    assert (
+        main(
+            [
+                "inference",
+                "--out",
+                str(out),
+                "--busi-root",
+                str(tmp_path / "none"),
+                "--images",
+                "4",
+                "--image-size",
+                "64",
+                "--repeats",
+                "1",
+            ]
+        )
+        == 0
+    )
+    text = out.read_text()
+    for label in (
+        "| PyTorch eager |",
+        "| PyTorch eager, channels-last |",
+        "| ONNX Runtime (CPU) |",
+    ):
+        row = next(ln for ln in text.splitlines() if ln.startswith(label))
+        assert float(row.split("|")[2].split()[0]) > 0
+    assert re.search(r"cold start .*\*\*[0-9.]+ s\*\*", text)
+    ratio = float(re.search(r"PyTorch eager: \*\*([0-9.]+)×", text).group(1))
+    eager = float(
+        next(ln for ln in text.splitlines() if ln.startswith("| PyTorch eager |"))
+        .split("|")[2]
+        .split()[0]
+    )
+    onnx = float(
+        next(ln for ln in text.splitlines() if ln.startswith("| ONNX")).split("|")[2].split()[0]
+    )
+    assert (
+        abs(ratio - onnx / eager) < 0.02 * ratio + 0.01
+    )  # the ratio comes from the two measurements

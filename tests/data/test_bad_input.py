@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmtl.data.cache import PreprocessSettings, load_all
+from medmtl.data.cache import load_all
 from medmtl.data.index import index_class_folders
 from medmtl.errors import DataError
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 CLASSES = ("normal", "benign", "malignant")
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import medmtl.data.cache as cache_mod
-from medmtl.data.cache import PreprocessSettings, load_all
+from medmtl.data.cache import load_all
 from medmtl.data.datamodule import MedDataModule
 from medmtl.data.index import index_class_folders
 from medmtl.data.phantom import ensure_phantom
 from medmtl.data.transforms import train_transform
 from medmtl.errors import ConfigError
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 COUNTS = {"normal": 12, "benign": 14, "malignant": 14}
 

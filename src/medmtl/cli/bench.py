@@ -21,10 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     busi = Path(os.environ.get("BUSI_ROOT", project_root() / "data" / "Dataset_BUSI_with_GT"))
     p.add_argument("--busi-image", type=Path, default=busi / "benign" / "benign (1).png")
     p.add_argument("--repeats", type=int, default=7)
+    q = sub.add_parser("inference", help="PyTorch vs ONNX Runtime throughput, predict cold start")
+    q.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
+    q.add_argument("--busi-root", type=Path, default=busi)
+    q.add_argument("--images", type=int, default=32)
+    q.add_argument("--image-size", type=int, default=160)
+    q.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    from medmtl.bench.common import replace_section
+
+    if args.what == "inference":
+        from medmtl.bench import inference
+
+        res = inference.run(args.busi_root, args.image_size, args.images, repeats=args.repeats)
+        text = inference.section(res, "BUSI_ROOT=<BUSI> medmtl-bench inference")
+        print(text)
+        replace_section(args.out, "inference", text)
+        print(f"written to {args.out}")
+        return 0
 
     from medmtl.bench import preprocess
-    from medmtl.bench.common import replace_section
 
     rows, images = preprocess.run(args.busi_image, args.repeats)
     command = (

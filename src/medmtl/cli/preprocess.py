@@ -35,7 +35,10 @@ def _run(cfg: DictConfig) -> int:
     for path, reason in summary.skipped:
         print(f"  skipped {path}: {reason}")
     for path, reason in summary.refused:
-        print(f"  REFUSED {path}: {reason}", file=sys.stderr)
+        print(
+            f"  REFUSED {reason}" if str(path) in reason else f"  REFUSED {path}: {reason}",
+            file=sys.stderr,
+        )
     if not summary.written and not summary.refused:
         print(f"medmtl: error: no image files found in {cfg.input}.", file=sys.stderr)
         return 2

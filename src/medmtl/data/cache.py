@@ -23,28 +23,15 @@ from medmtl.data.duplicates import thumbnail
 from medmtl.data.index import Case
 from medmtl.errors import DataError
 from medmtl.io.image import read_image, read_mask, to_grey
-from medmtl.preprocess.intensity import apply_clahe
-from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
+from medmtl.preprocess.pipeline import (
+    Conversion,
+    PreprocessSettings,
+    convert_to_uint8,
+    preprocess_image,
+)
 
 CACHE_VERSION = 1
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    """Everything that changes the cached arrays (and so the cache key)."""
-
-    image_size: int = 160
-    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit, as in medmtl-preprocess
-    clahe: bool = False
-    clahe_clip_limit: float = 2.0
-    clahe_tile_grid: int = 8
-    thumb_size: int = 32
-
-    def as_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["conversion"] = dict(self.conversion.__dict__)
-        return out
 
 
 @dataclass
@@ -53,18 +40,6 @@ class CachedCase:
     mask: np.ndarray  # (S, S) bool
     thumb: np.ndarray  # (t, t) float32, from the original image, for duplicate search
     orig_shape: tuple[int, int]
-
-
-def preprocess_image(
-    image: np.ndarray, settings: PreprocessSettings, meta=None, name: str = ""
-) -> np.ndarray:
-    """The deterministic image transform shared by training, evaluation and inference."""
-    img = convert_to_uint8(image, settings.conversion, meta, name)
-    if settings.clahe:
-        img = apply_clahe(img, settings.clahe_clip_limit, settings.clahe_tile_grid)
-    size = settings.image_size
-    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

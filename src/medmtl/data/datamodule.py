@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from medmtl.data.cache import CachedCase, PreprocessSettings, load_all
+from medmtl.data.cache import CachedCase, load_all
 from medmtl.data.duplicates import find_groups
 from medmtl.data.index import Case, DatasetIndex, index_class_folders
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
@@ -25,7 +25,7 @@ from medmtl.data.splits import (
 )
 from medmtl.data.transforms import eval_transform, train_transform
 from medmtl.errors import ConfigError, DataError
-from medmtl.preprocess.pipeline import Conversion
+from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
 
 log = logging.getLogger(__name__)
 SOURCES = ("folder", "phantom")

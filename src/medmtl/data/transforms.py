@@ -6,10 +6,7 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-# Grey-level statistics of ImageNet (mean of the RGB means/stds), so pretrained encoders see
-# inputs on the scale they were trained on.
-GREY_MEAN = 0.449
-GREY_STD = 0.226
+from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 
 
 def normalize() -> list:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -16,6 +17,10 @@ from medmtl.io.meta import ImageMeta
 from medmtl.preprocess.intensity import apply_clahe, equalize_hist, to_uint8
 
 METHODS = ("none", "he", "clahe")
+# Grey-level statistics of ImageNet (mean of the RGB means/stds): model inputs are
+# (x/255 - GREY_MEAN) / GREY_STD so pretrained encoders see the scale they were trained on.
+GREY_MEAN = 0.449
+GREY_STD = 0.226
 READABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_EXTENSIONS)
 
 
@@ -50,6 +55,52 @@ def convert_to_uint8(
         return to_uint8(grey, conv.method, center=center, width=width, low=conv.low, high=conv.high)
     except ValueError as exc:
         raise ConfigError(f"conversion: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Everything that changes the cached arrays (and so the cache key)."""
+
+    image_size: int = 160
+    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit, as in medmtl-preprocess
+    clahe: bool = False
+    clahe_clip_limit: float = 2.0
+    clahe_tile_grid: int = 8
+    thumb_size: int = 32
+
+    def as_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["conversion"] = dict(self.conversion.__dict__)
+        return out
+
+
+def preprocess_image(
+    image: np.ndarray, settings: PreprocessSettings, meta=None, name: str = ""
+) -> np.ndarray:
+    """The deterministic image transform shared by training, evaluation and inference."""
+    img = convert_to_uint8(image, settings.conversion, meta, name)
+    if settings.clahe:
+        img = apply_clahe(img, settings.clahe_clip_limit, settings.clahe_tile_grid)
+    size = settings.image_size
+    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def settings_from_data_config(data: dict) -> PreprocessSettings:
+    """The deterministic preprocessing a checkpoint was trained with, from its data config."""
+    return PreprocessSettings(
+        image_size=int(data.get("image_size", 160)),
+        conversion=Conversion(**(data.get("conversion") or {})),
+        clahe=bool(data.get("clahe", False)),
+        clahe_clip_limit=float(data.get("clahe_clip_limit", 2.0)),
+        clahe_tile_grid=int(data.get("clahe_tile_grid", 8)),
+        thumb_size=int((data.get("dedup") or {}).get("thumb_size", 32)),
+    )
+
+
+def normalize_for_model(image8: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) -> float32 (H, W) on the scale the network was trained on."""
+    return (image8.astype(np.float32) / 255.0 - GREY_MEAN) / GREY_STD
 
 
 def enhance(

@@ -9,6 +9,8 @@ model's input grid (``data.image_size``):
 * ``seg_dice_lesion`` / ``seg_iou_lesion``: mean over images whose ground truth has a lesion.
 * ``seg_f1``: pixel-level F1 over the whole split (TP, FP, FN summed over all images first).
 * ``normal_fp_rate``: share of images with an empty ground truth (normal) with >= 1 predicted pixel.
+
+``cls_ece`` is the expected calibration error of the top-class probability (10 equal bins).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -76,12 +79,25 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "cls_precision": MulticlassPrecision(average="macro", **kw),
             "cls_recall": MulticlassRecall(average="macro", **kw),
             "cls_auc": MulticlassAUROC(average="macro", **kw),
+            "cls_ece": MulticlassCalibrationError(n_bins=10, norm="l1", **kw),
             "per_class_f1": MulticlassF1Score(average=None, **kw),
             "per_class_precision": MulticlassPrecision(average=None, **kw),
             "per_class_recall": MulticlassRecall(average=None, **kw),
             "confusion_matrix": MulticlassConfusionMatrix(**kw),
         }
     )
+
+
+def per_image_dice(
+    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
+) -> torch.Tensor:
+    """Per-image Dice with the same conventions as :class:`SegMetrics` (empty vs empty = 1)."""
+    pred = torch.sigmoid(logits.detach()) >= threshold
+    gt = target >= 0.5
+    dims = tuple(range(1, pred.ndim))
+    tp = (pred & gt).sum(dims).double()
+    denom = pred.sum(dims).double() + gt.sum(dims).double()
+    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), 1.0)
 
 
 def overall_score(values: dict[str, float], task: str) -> float:

@@ -12,12 +12,14 @@ from torch import nn
 
 from medmtl.errors import MedmtlError
 from medmtl.models.multitask import MultiTaskNet
+from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 from medmtl.training.losses import MultiTaskLoss
 from medmtl.training.metrics import (
     SegMetrics,
     classification_metrics,
     flatten_results,
     overall_score,
+    per_image_dice,
 )
 
 EVAL_SPLITS = ("train", "val", "test")
@@ -64,6 +66,8 @@ class MultiTaskModule(L.LightningModule):
         )
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self.results: dict[str, dict[str, Any]] = {}
+        # per-image outputs of the last test run, for the evaluation figures
+        self.samples: dict[str, list[torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         return self.net(x)
@@ -85,7 +89,7 @@ class MultiTaskModule(L.LightningModule):
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         return losses["loss"]
 
-    def _eval_step(self, batch: dict, split: str) -> None:
+    def _eval_step(self, batch: dict, split: str) -> dict[str, torch.Tensor | None]:
         out = self(batch["image"])
         losses = self.criterion(out, batch["mask"], batch["label"])
         self.log(f"{split}/loss", losses["loss"], batch_size=batch["image"].shape[0])
@@ -93,6 +97,7 @@ class MultiTaskModule(L.LightningModule):
             self.cls_metrics[_key(split)].update(torch.softmax(out["cls"], dim=1), batch["label"])
         if out["seg"] is not None:
             self.seg_metrics[_key(split)].update(out["seg"], batch["mask"])
+        return out
 
     def _eval_epoch_end(self, split: str) -> None:
         values: dict[str, torch.Tensor] = {}
@@ -123,11 +128,29 @@ class MultiTaskModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.samples = {}
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.eval_split)
+        out = self._eval_step(batch, self.eval_split)
+        keep = {"label": batch["label"]}
+        if out["cls"] is not None:
+            keep["prob"] = torch.softmax(out["cls"], dim=1)
+        if out["seg"] is not None:
+            keep["dice"] = per_image_dice(out["seg"], batch["mask"])
+            keep["pred"] = torch.sigmoid(out["seg"]) >= 0.5
+            keep["mask"] = batch["mask"] >= 0.5
+            img = batch["image"] * GREY_STD + GREY_MEAN  # back to [0, 1] for display
+            keep["image"] = (img.clamp(0, 1) * 255).to(torch.uint8)
+        for key, value in keep.items():
+            self.samples.setdefault(key, []).append(value.detach().cpu())
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.eval_split)
+
+    def test_samples(self) -> dict[str, torch.Tensor]:
+        """Per-image outputs of the last test run, concatenated (label, prob, dice, image...)."""
+        return {k: torch.cat(v) for k, v in self.samples.items()}
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

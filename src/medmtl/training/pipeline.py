@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from medmtl.config import model_kwargs
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
+from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.checkpoint import load_checkpoint, module_from_checkpoint
 from medmtl.training.module import MultiTaskModule
@@ -99,6 +100,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(module.results.get("val", {}))
         metrics.update(module.results.get("test", {}))
         metrics["best_ckpt"] = str(best) if best else None
+        figures = write_evaluation_figures(
+            out_dir,
+            "test",
+            metrics,
+            module.test_samples(),
+            dm.classes,
+            out_dir / "csv" / "metrics.csv",
+        )
+        log_figures_to_wandb(loggers, figures)
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)
@@ -127,6 +137,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     out_dir = Path(cfg.paths.output_dir)
     write_json(out_dir / "metrics.json", metrics)
+    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
+    write_evaluation_figures(
+        out_dir, cfg.split, metrics, module.test_samples(), dm.classes, run_csv
+    )
     print_metrics(metrics, (cfg.split,))
     log.info("Wrote %s", out_dir / "metrics.json")
     return metrics

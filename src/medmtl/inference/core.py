@@ -1,0 +1,250 @@
+"""Backend-independent prediction: preprocessing, TTA, outputs at the original size, overlays."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from medmtl.errors import DataError
+from medmtl.io.image import read_image, to_grey
+from medmtl.io.meta import ImageMeta
+from medmtl.preprocess.pipeline import (
+    PreprocessSettings,
+    convert_to_uint8,
+    normalize_for_model,
+    plan_outputs,
+    preprocess_image,
+    write_png,
+)
+
+
+class Backend(Protocol):
+    """What a predictor backend provides."""
+
+    settings: PreprocessSettings
+    class_names: list[str]
+    task: str
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(B,1,S,S) float32 -> (mask logits (B,1,S,S) or None, class logits (B,C) or None)."""
+        ...
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def predict_batch(
+    backend: Backend, batch: np.ndarray, tta: bool = False
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Mask and class probabilities; with ``tta`` averaged with the horizontally flipped input."""
+    seg, cls = backend.run(batch)
+    seg_p = sigmoid(seg) if seg is not None else None
+    cls_p = softmax(cls) if cls is not None else None
+    if tta:
+        seg_f, cls_f = backend.run(np.ascontiguousarray(batch[..., ::-1]))
+        if seg_p is not None:
+            seg_p = 0.5 * (seg_p + sigmoid(seg_f)[..., ::-1])
+        if cls_p is not None:
+            cls_p = 0.5 * (cls_p + softmax(cls_f))
+    return seg_p, cls_p
+
+
+@dataclass
+class LoadedImage:
+    path: Path
+    image8: np.ndarray  # display image, 8-bit grey at the original size
+    model_input: np.ndarray  # (S, S) float32, normalised
+    meta: ImageMeta
+
+
+def load_for_model(path: Path, settings: PreprocessSettings, frame: int = 0) -> LoadedImage:
+    """Read and preprocess exactly as in training (conversion, CLAHE, resize, normalisation)."""
+    raw, meta = read_image(path, frame=frame)
+    grey = to_grey(raw)
+    image8 = convert_to_uint8(grey, settings.conversion, meta, str(path))
+    model_in = normalize_for_model(preprocess_image(grey, settings, meta, str(path)))
+    return LoadedImage(path, image8, model_in, meta)
+
+
+def mask_at_original_size(
+    prob: np.ndarray, shape: tuple[int, int], threshold: float = 0.5
+) -> np.ndarray:
+    """Resize the probability map (bilinear) to the image size, then threshold."""
+    h, w = shape
+    big = cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return big >= threshold
+
+
+def overlay(
+    image8: np.ndarray, mask: np.ndarray | None, text: str, heatmap: np.ndarray | None = None
+) -> np.ndarray:
+    """RGB overlay: lesion fill and contour on the image, the class in a corner, and the
+    Grad-CAM heatmap on the image beside it when given."""
+    rgb = cv2.cvtColor(image8, cv2.COLOR_GRAY2RGB)
+    out = rgb.copy()
+    if mask is not None and mask.any():
+        fill = out.copy()
+        fill[mask] = (255, 60, 60)
+        out = cv2.addWeighted(fill, 0.35, out, 0.65, 0)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(out, contours, -1, (255, 230, 0), max(1, image8.shape[1] // 300))
+    scale = max(0.4, image8.shape[1] / 900)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+    cv2.putText(
+        out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+    )
+    if heatmap is not None:
+        colour = cv2.applyColorMap(
+            (np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET
+        )
+        colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+        cam = cv2.addWeighted(colour, 0.45, rgb, 0.55, 0)
+        out = np.concatenate([out, cam], axis=1)
+    return out
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._()\- ]")
+
+
+def safe_relative(path: Path, base: Path) -> Path:
+    """A relative output path derived from an input path: inside ``base`` only, and each part
+    reduced to safe characters (no separators, no '..', no hidden names)."""
+    rel = path.resolve().relative_to(base.resolve())
+    parts = []
+    for part in rel.parts:
+        clean = _SAFE.sub("_", part).lstrip(".") or "_"
+        parts.append(clean)
+    return Path(*parts)
+
+
+@dataclass
+class PredictSummary:
+    rows: list[dict] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def predict_paths(
+    backend: Backend,
+    inp: Path,
+    out: Path,
+    tta: bool = False,
+    explainer=None,
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    frame: int = 0,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``."""
+    plan = plan_outputs(Path(inp), Path(out))
+    summary = PredictSummary(skipped=list(plan.skipped))
+    if not plan.items:
+        raise DataError(
+            f"{inp}: no image files to predict (supported: PNG, JPEG, TIFF, BMP, DICOM)."
+        )
+    base = Path(inp) if Path(inp).is_dir() else Path(inp).parent
+    items: Sequence = plan.items
+    bar = None
+    if progress and len(items) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="predict", unit="img")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(items), batch_size):
+        loaded: list[LoadedImage] = []
+        for src, _ in items[start : start + batch_size]:
+            try:
+                loaded.append(load_for_model(src, backend.settings, frame))
+            except DataError as exc:
+                summary.failed.append((src, str(exc)))
+        if loaded:
+            batch = np.stack([li.model_input for li in loaded])[:, None].astype(np.float32)
+            seg_p, cls_p = predict_batch(backend, batch, tta)
+            cams = (
+                explainer(batch, cls_p.argmax(1))
+                if (explainer is not None and cls_p is not None)
+                else None
+            )
+            for k, li in enumerate(loaded):
+                summary.rows.append(
+                    _write_outputs(backend, li, k, seg_p, cls_p, cams, base, out, threshold)
+                )
+        if bar is not None:
+            bar.update(len(items[start : start + batch_size]))
+    if bar is not None:
+        bar.close()
+    _write_csv(out / "predictions.csv", summary.rows, backend.class_names)
+    if summary.failed or summary.skipped:
+        with (out / "not_predicted.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "reason"])
+            for p, reason in summary.failed + summary.skipped:
+                w.writerow([str(p), reason])
+    return summary
+
+
+def _write_outputs(
+    backend, li: LoadedImage, k: int, seg_p, cls_p, cams, base: Path, out: Path, threshold: float
+) -> dict:
+    rel = safe_relative(li.path, base)
+    stem = out / rel.parent / rel.stem
+    shape = li.image8.shape
+    row: dict = {"file": str(rel)}
+    mask = None
+    if seg_p is not None:
+        mask = mask_at_original_size(seg_p[k, 0], shape, threshold)
+        write_png(mask.astype(np.uint8) * 255, stem.with_name(stem.name + "_mask.png"))
+        row["lesion_area_px"] = int(mask.sum())
+        sp = li.meta.pixel_spacing_mm
+        row["lesion_area_mm2"] = round(float(mask.sum()) * sp[0] * sp[1], 3) if sp else ""
+    text = "mask only"
+    if cls_p is not None:
+        c = int(cls_p[k].argmax())
+        row["predicted_class"] = backend.class_names[c]
+        for name, p in zip(backend.class_names, cls_p[k], strict=True):
+            row[f"prob_{name}"] = round(float(p), 6)
+        text = f"{backend.class_names[c]} {cls_p[k, c]:.2f}"
+    heat = None
+    if cams is not None:
+        heat = cv2.resize(
+            cams[k].astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+        )
+        write_png(
+            (np.clip(heat, 0, 1) * 255).astype(np.uint8), stem.with_name(stem.name + "_gradcam.png")
+        )
+    write_png(overlay(li.image8, mask, text, heat), stem.with_name(stem.name + "_overlay.png"))
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict], class_names: Sequence[str]) -> None:
+    fields = [
+        "file",
+        "predicted_class",
+        *[f"prob_{c}" for c in class_names],
+        "lesion_area_px",
+        "lesion_area_mm2",
+    ]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, "") for k in fields})
+    tmp.replace(path)

@@ -1,0 +1,73 @@
+"""Export a checkpoint to ONNX with both outputs, a dynamic batch size and its preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medmtl.inference.torch_backend import TorchBackend
+from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
+
+ONNX_META_KEY = "medmtl"
+ONNX_FORMAT = 1
+
+
+class _Outputs(nn.Module):
+    def __init__(self, net: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.net, self.names = net, names
+
+    def forward(self, x: torch.Tensor):
+        out = self.net(x)
+        values = {"mask_logits": out["seg"], "class_logits": out["cls"]}
+        return tuple(values[n] for n in self.names)
+
+
+def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) -> Path:
+    """Write ``out_path`` (atomically) and return it."""
+    import onnx
+
+    backend = TorchBackend(ckpt_path)
+    names = [
+        n
+        for n, keep in (
+            ("mask_logits", backend.task != "cls"),
+            ("class_logits", backend.task != "seg"),
+        )
+        if keep
+    ]
+    wrapper = _Outputs(backend.net, names).eval()  # eval: the exporter restores the wrapper's mode
+    size = backend.settings.image_size
+    in_ch = int(backend.hparams["model"].get("in_channels", 1))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    torch.onnx.export(
+        wrapper,
+        torch.zeros(1, in_ch, size, size),
+        str(tmp),
+        input_names=["image"],
+        output_names=names,
+        dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+        opset_version=opset,
+        dynamo=False,
+    )
+    model = onnx.load(str(tmp))
+    meta = {
+        "format": ONNX_FORMAT,
+        "class_names": backend.class_names,
+        "task": backend.task,
+        "outputs": names,
+        "preprocess": backend.settings.as_dict(),
+        "normalize": {"mean": GREY_MEAN, "std": GREY_STD},
+        "model": {k: backend.hparams["model"].get(k) for k in ("arch", "encoder", "in_channels")},
+    }
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp))
+    tmp.replace(out_path)
+    return out_path

@@ -1,0 +1,57 @@
+"""ONNX Runtime backend: no torch, Lightning or Hydra needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medmtl.errors import MedmtlError
+from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
+
+ONNX_META_KEY = "medmtl"  # same key as medmtl.inference.export (which imports torch)
+
+
+class OnnxBackend:
+    """Runs an ONNX model exported by ``medmtl-export`` with the preprocessing stored in it."""
+
+    def __init__(self, model_path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise MedmtlError(f"{path}: ONNX model not found. Export one with medmtl-export.")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise MedmtlError(
+                f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:160]})."
+            ) from exc
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+        if raw is None:
+            raise MedmtlError(
+                f"{path}: an ONNX model, but not one exported by medmtl-export (no '{ONNX_META_KEY}' "
+                "metadata, so its preprocessing and classes are unknown)."
+            )
+        meta = json.loads(raw)
+        pre = dict(meta["preprocess"])
+        pre["conversion"] = Conversion(**pre.get("conversion", {}))
+        self.settings = PreprocessSettings(**pre)
+        self.class_names = list(meta["class_names"])
+        self.task = meta["task"]
+        self.outputs = list(meta["outputs"])
+        self.meta = meta
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        values = dict(
+            zip(
+                self.outputs,
+                self.session.run(self.outputs, {"image": batch.astype(np.float32)}),
+                strict=True,
+            )
+        )
+        return values.get("mask_logits"), values.get("class_logits")

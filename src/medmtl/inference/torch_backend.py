@@ -1,0 +1,31 @@
+"""PyTorch backend: rebuild the network from a checkpoint (weights_only) and run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medmtl.preprocess.pipeline import settings_from_data_config
+from medmtl.training.checkpoint import module_from_checkpoint
+
+
+class TorchBackend:
+    """Runs the checkpoint's network in eval mode with the preprocessing it was trained with."""
+
+    def __init__(self, ckpt_path: str | Path) -> None:
+        module, ckpt = module_from_checkpoint(ckpt_path)
+        hp = ckpt["hyper_parameters"]
+        self.net = module.net.eval()
+        self.settings = settings_from_data_config(hp.get("data") or {})
+        self.class_names = list(hp["class_names"])
+        self.task = hp["model"].get("task", "multitask")
+        self.hparams = hp
+
+    @torch.inference_mode()
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        out = self.net(torch.from_numpy(np.ascontiguousarray(batch)))
+        seg = out["seg"].numpy() if out["seg"] is not None else None
+        cls = out["cls"].numpy() if out["cls"] is not None else None
+        return seg, cls

@@ -1,0 +1,217 @@
+"""Figures written after every evaluation: confusion matrix, ROC, reliability, curves, cases."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from medmtl.reporting.figures import save_figure
+
+log = logging.getLogger(__name__)
+
+
+def confusion_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
+    cm = np.asarray(cm)
+    fig = Figure(figsize=(4.6, 4.0))
+    ax = fig.subplots()
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(
+    prob: np.ndarray, label: np.ndarray, class_names: Sequence[str], title: str
+) -> Figure:
+    from sklearn.metrics import auc, roc_curve
+
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    for c, name in enumerate(class_names):
+        positives = label == c
+        if positives.all() or not positives.any():
+            continue  # ROC undefined for a class with no positives or no negatives
+        fpr, tpr, _ = roc_curve(positives, prob[:, c])
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(
+    prob: np.ndarray, label: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-bin confidence, accuracy and count of the top-class probability, and the ECE."""
+    conf = prob.max(1)
+    correct = prob.argmax(1) == label
+    edges = np.linspace(0, 1, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    acc = np.bincount(idx, weights=correct, minlength=n_bins) / np.maximum(count, 1)
+    mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / np.maximum(count, 1)
+    ece = float(np.sum(count / max(len(conf), 1) * np.abs(acc - mean_conf)))
+    return mean_conf, acc, count, ece
+
+
+def reliability_figure(prob: np.ndarray, label: np.ndarray, title: str) -> Figure:
+    mean_conf, acc, count, ece = reliability(prob, label)
+    centres = (np.arange(10) + 0.5) / 10
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    ax.bar(centres[count > 0], acc[count > 0], width=0.09, color="tab:blue", label="accuracy")
+    ax.plot([0, 1], [0, 1], ls="--", color="0.5", label="perfect calibration")
+    ax.scatter(mean_conf[count > 0], acc[count > 0], color="tab:red", s=12, label="mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} — ECE {ece:.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(metrics_csv: Path) -> Figure | None:
+    """Training loss and validation overall/loss per epoch from Lightning's CSV log."""
+    if not metrics_csv.exists():
+        return None
+    rows = list(csv.DictReader(metrics_csv.open()))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        for key in ("train/loss", "val/loss", "val/overall", "val/seg_dice", "val/cls_f1"):
+            value = row.get(key)
+            if value not in (None, ""):
+                x = float(row.get("epoch") or 0)
+                series.setdefault(key, []).append((x, float(value)))
+    if not series:
+        return None
+    fig = Figure(figsize=(9, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
+    for key in ("train/loss", "val/loss"):
+        if key in series:
+            xs, ys = zip(*series[key], strict=True)
+            if key == "train/loss":  # per-step values: average them per epoch
+                xs_u = sorted(set(xs))
+                ys = [float(np.mean([y for x, y in series[key] if x == e])) for e in xs_u]
+                xs = xs_u
+            ax1.plot(xs, ys, marker="o", ms=3, label=key)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    for key in ("val/overall", "val/seg_dice", "val/cls_f1"):
+        if key in series:
+            xs, ys = zip(*series[key], strict=True)
+            ax2.plot(xs, ys, marker="o", ms=3, label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    fig.tight_layout()
+    return fig
+
+
+def cases_figure(samples: dict[str, Any], class_names: Sequence[str], n: int = 4) -> Figure | None:
+    """Worst and best ``n`` images by Dice: image | ground truth | prediction."""
+    if "dice" not in samples:
+        return None
+    dice = samples["dice"].numpy()
+    order = np.argsort(dice, kind="stable")
+    picks = [("worst", i) for i in order[:n]] + [("best", i) for i in order[::-1][:n]]
+    fig = Figure(figsize=(6.6, 2.2 * len(picks)))
+    axes = np.asarray(fig.subplots(len(picks), 3)).reshape(len(picks), 3)
+    for row, (tag, i) in enumerate(picks):
+        img = samples["image"][i, 0].numpy()
+        gt = samples["mask"][i, 0].numpy()
+        pred = samples["pred"][i, 0].numpy()
+        label = class_names[int(samples["label"][i])]
+        for col, (title, arr) in enumerate(
+            [
+                (f"{tag}: {label}", img),
+                ("ground truth", gt),
+                (f"prediction, Dice {dice[i]:.3f}", pred),
+            ]
+        ):
+            ax = axes[row, col]
+            ax.imshow(arr, cmap="gray", vmin=0, vmax=255 if col == 0 else 1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def write_evaluation_figures(
+    out_dir: Path,
+    split: str,
+    metrics: dict[str, Any],
+    samples: dict[str, Any],
+    class_names: Sequence[str],
+    metrics_csv: Path | None = None,
+) -> list[Path]:
+    """Write every figure that the evaluation supports; returns the files written."""
+    out_dir = Path(out_dir) / "figures"
+    written: list[Path] = []
+    label = samples["label"].numpy() if "label" in samples else None
+    cm = metrics.get(f"{split}/confusion_matrix")
+    if cm is not None:
+        written.append(
+            save_figure(
+                confusion_figure(cm, class_names, f"{split} confusion matrix"),
+                out_dir / f"{split}_confusion_matrix.png",
+            )
+        )
+    if "prob" in samples and label is not None:
+        prob = samples["prob"].numpy().astype(np.float64)
+        written.append(
+            save_figure(
+                roc_figure(prob, label, class_names, f"{split} ROC"), out_dir / f"{split}_roc.png"
+            )
+        )
+        written.append(
+            save_figure(
+                reliability_figure(prob, label, f"{split} reliability"),
+                out_dir / f"{split}_reliability.png",
+            )
+        )
+    fig = cases_figure(samples, class_names)
+    if fig is not None:
+        written.append(save_figure(fig, out_dir / f"{split}_cases.png"))
+    if metrics_csv is not None:
+        fig = curves_figure(metrics_csv)
+        if fig is not None:
+            written.append(save_figure(fig, out_dir / "training_curves.png"))
+    return written
+
+
+def log_figures_to_wandb(loggers: Sequence[Any], paths: Sequence[Path]) -> None:
+    """Send the figures to every W&B logger (offline runs keep them until `wandb sync`)."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            try:
+                import wandb
+
+                lg.experiment.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in paths})
+            except Exception as exc:  # a logging problem must not lose the run's results
+                log.warning("could not log figures to W&B: %s", exc)

@@ -1,0 +1,244 @@
+"""Prediction on new images: sizes, DICOM, CSV, TTA, Grad-CAM, ONNX parity, bad input, safety."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from medmtl.inference.core import load_for_model, predict_batch, predict_paths
+from medmtl.inference.torch_backend import TorchBackend
+from tests.conftest import DICOM_DIR
+
+BUSI_FILES = ["benign/benign (1).png", "malignant/malignant (10).png", "normal/normal (5).png"]
+
+
+@pytest.fixture(scope="module")
+def images(busi, tmp_path_factory) -> Path:
+    """BUSI images of different sizes and the two ultrasound DICOM files."""
+    folder = tmp_path_factory.mktemp("images")
+    (folder / "dicom").mkdir()
+    for rel in BUSI_FILES:
+        shutil.copy(busi / rel, folder / Path(rel).name)
+    for name in ("US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm"):
+        shutil.copy(DICOM_DIR / name, folder / "dicom" / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_ckpt) -> TorchBackend:
+    return TorchBackend(tiny_ckpt)
+
+
+def _rows(out: Path) -> list[dict]:
+    return list(csv.DictReader((out / "predictions.csv").open()))
+
+
+def test_predict_masks_at_original_size_and_complete_rows(backend, images, tmp_path):
+    out = tmp_path / "out"
+    summary = predict_paths(backend, images, out, progress=False)
+    assert not summary.failed and len(summary.rows) == 5
+    rows = {r["file"]: r for r in _rows(out)}
+    assert set(rows) == {Path(r).name for r in BUSI_FILES} | {
+        "dicom/US1_UNCR.dcm",
+        "dicom/gdcm-US-ALOKA-16.dcm",
+    }
+    sizes = set()
+    for rel, row in rows.items():
+        src = images / rel
+        stem = out / Path(rel).parent / Path(rel).stem
+        mask = np.asarray(Image.open(f"{stem}_mask.png"))
+        from medmtl.io import read_image
+
+        arr, _ = read_image(src)
+        assert mask.shape == arr.shape[:2]  # the original size
+        sizes.add(mask.shape)
+        assert int(row["lesion_area_px"]) == int((mask > 0).sum())
+        probs = [float(row[f"prob_{c}"]) for c in backend.class_names]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted_class"] == backend.class_names[int(np.argmax(probs))]
+        assert Path(f"{stem}_overlay.png").stat().st_size > 0
+    assert len(sizes) >= 3
+    # pixel spacing from the ultrasound regions gives the area in mm²
+    aloka = rows["dicom/gdcm-US-ALOKA-16.dcm"]
+    assert float(aloka["lesion_area_mm2"]) == pytest.approx(
+        int(aloka["lesion_area_px"]) * 0.38265**2, rel=1e-3
+    )
+    assert rows["benign (1).png"]["lesion_area_mm2"] == ""
+
+
+def test_tta_differs_and_stays_a_probability(backend, images):
+    li = load_for_model(images / "benign (1).png", backend.settings)
+    batch = li.model_input[None, None].astype(np.float32)
+    seg, cls = predict_batch(backend, batch)
+    seg_t, cls_t = predict_batch(backend, batch, tta=True)
+    assert not np.allclose(cls, cls_t) and not np.allclose(seg, seg_t)
+    assert cls_t.sum() == pytest.approx(1.0, abs=1e-5) and (cls_t >= 0).all()
+    assert seg_t.min() >= 0 and seg_t.max() <= 1
+
+
+def test_gradcam_heatmap(backend, images, tmp_path):
+    from medmtl.inference.explain import GradCamExplainer
+
+    explainer = GradCamExplainer(backend.net, 1, backend.settings.image_size)
+    out = tmp_path / "cam"
+    predict_paths(backend, images / "malignant (10).png", out, explainer=explainer, progress=False)
+    heat = np.asarray(Image.open(out / "malignant (10)_gradcam.png"))
+    original = np.asarray(Image.open(images / "malignant (10).png"))
+    assert heat.shape == original.shape[:2]
+    assert heat.std() > 1  # not constant
+    overlay = np.asarray(Image.open(out / "malignant (10)_overlay.png"))
+    assert overlay.shape[1] == 2 * original.shape[1]  # mask overlay | heatmap side by side
+
+
+def test_onnx_parity_on_real_images(backend, tiny_ckpt, images, tmp_path):
+    from medmtl.inference.export import export_onnx
+    from medmtl.inference.onnx_backend import OnnxBackend
+
+    model = export_onnx(tiny_ckpt, tmp_path / "m.onnx")
+    onnx_backend = OnnxBackend(model)
+    assert (
+        onnx_backend.settings == backend.settings
+        and onnx_backend.class_names == backend.class_names
+    )
+    batch = np.stack(
+        [load_for_model(images / Path(r).name, backend.settings).model_input for r in BUSI_FILES]
+    )[:, None].astype(np.float32)  # batch of 3: the batch size is dynamic
+    seg_t, cls_t = predict_batch(backend, batch)
+    seg_o, cls_o = predict_batch(onnx_backend, batch)
+    assert np.abs(cls_t - cls_o).max() <= 1e-4
+    assert np.abs(seg_t - seg_o).max() <= 1e-4
+
+
+def _cli(*args: str, module: str = "medmtl.cli.predict") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_bad_input_folder(tiny_ckpt, busi, tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(busi / BUSI_FILES[0], inp / "good.png")
+    (inp / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (inp / "readme.txt").write_text("hello")
+    ds = pydicom.dcmread(DICOM_DIR / "CT_small.dcm")
+    del ds.PixelData
+    ds.save_as(inp / "nopixels.dcm")
+    out = tmp_path / "out"
+    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={out}")
+    assert res.returncode == 1
+    assert (
+        "1 image(s) predicted" in res.stdout
+        and "2 failed" in res.stdout
+        and "1 skipped" in res.stdout
+    )
+    assert "corrupt.png" in res.stderr and "without pixel data" in res.stderr
+    assert [r["file"] for r in _rows(out)] == ["good.png"]
+    listed = (out / "not_predicted.csv").read_text()
+    assert "corrupt.png" in listed and "nopixels.dcm" in listed and "readme.txt" in listed
+
+
+def test_not_a_medmtl_checkpoint_or_onnx_and_empty_folder(tmp_path):
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, other)
+    (tmp_path / "empty").mkdir()
+    res = _cli(f"ckpt_path={other}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}")
+    assert res.returncode == 2 and "not from medmtl-train" in res.stderr
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
+    res = _cli(
+        f"model={tmp_path / 'other.onnx'}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"
+    )
+    assert res.returncode == 2 and "not one exported by medmtl-export" in res.stderr
+
+
+def test_empty_folder_and_output_inside_input(tiny_ckpt, tmp_path, busi):
+    (tmp_path / "empty").mkdir()
+    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}")
+    assert res.returncode == 2 and "no image files to predict" in res.stderr
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(busi / BUSI_FILES[0], inp / "x.png")
+    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={inp / 'pred'}")
+    assert res.returncode == 2 and "inputs are never overwritten" in res.stderr
+    assert sorted(p.name for p in inp.iterdir()) == ["x.png"]
+
+
+def test_output_names_are_safe(backend, busi, tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(busi / BUSI_FILES[0], inp / "a b$c;rm.png")
+    out = tmp_path / "out"
+    predict_paths(backend, inp, out, progress=False)
+    assert (out / "a b_c_rm_mask.png").exists()
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_onnx_backend_needs_no_torch_lightning_or_hydra(tiny_ckpt, busi, tmp_path):
+    from medmtl.inference.export import export_onnx
+
+    model = export_onnx(tiny_ckpt, tmp_path / "m.onnx")
+    code = (
+        "import sys; from medmtl.cli.predict import _run; "
+        f"rc = _run(['model={model}', 'input={busi / BUSI_FILES[0]}', 'out={tmp_path / 'o'}']); "
+        "bad = [m for m in ('torch', 'lightning', 'hydra') if m in sys.modules]; "
+        "print('RC', rc, 'IMPORTED', bad)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "RC 0 IMPORTED []" in res.stdout, res.stdout + res.stderr
+
+
+def test_export_cli_and_compare_cli(tiny_ckpt, tiny_run, busi, tmp_path, make_cfg):
+    res = _cli(f"ckpt_path={tiny_ckpt}", f"out={tmp_path / 'e.onnx'}", module="medmtl.cli.export")
+    assert res.returncode == 0 and (tmp_path / "e.onnx").stat().st_size > 10_000
+    res = _cli(f"ckpt_path={tiny_ckpt}", "format=tflite", module="medmtl.cli.export")
+    assert res.returncode == 2 and "format=tflite is not supported" in res.stderr
+    # a second, single-task model on the same data for the side-by-side comparison
+    from medmtl.training.pipeline import train
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    train(
+        make_cfg(TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "model.task=seg"], name="stl")
+    )
+    stl = next((tmp_path / "stl" / "checkpoints").glob("epoch*.ckpt"))
+    fig = tmp_path / "cmp.png"
+    res = _cli(
+        f"ckpt_paths=[{stl},{tiny_ckpt}]",
+        "split=test",
+        "n=4",
+        f"out={fig}",
+        module="medmtl.cli.compare",
+    )
+    assert res.returncode == 0, res.stderr
+    with Image.open(fig) as im:
+        assert im.size[0] > im.size[1] / 2 and fig.stat().st_size > 20_000
+
+
+def test_evaluation_figures_written(tiny_run):
+    figures = tiny_run / "figures"
+    for name in (
+        "test_confusion_matrix",
+        "test_roc",
+        "test_reliability",
+        "test_cases",
+        "training_curves",
+    ):
+        path = figures / f"{name}.png"
+        assert path.exists() and path.stat().st_size > 5_000, name
