@@ -1,4 +1,5 @@
 # medmtl — everyday commands. `make demo` and `make test` set everything up on a fresh clone.
+# The venv gets the dev, sweep (joblib/SLURM launchers) and optuna extras.
 PY_SYS ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip<26.2" wheel setuptools
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,sweep,optuna]"
 	touch $(STAMP)
 
 demo: install

@@ -25,18 +25,27 @@ if not OmegaConf.has_resolver("medmtl_root"):
     OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
 
 
-def model_kwargs(model_cfg: DictConfig | dict) -> dict:
-    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments."""
+def model_kwargs(model_cfg: DictConfig | dict, substitutes: dict | None = None) -> dict:
+    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
+
+    ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
+    stand-in; the stand-in is built with random weights, except EfficientNet-Lite0, which gets
+    the offline ImageNet weights.
+    """
     m = (
         model_cfg
         if isinstance(model_cfg, dict)
         else OmegaConf.to_container(model_cfg, resolve=True)
     )
+    encoder, weights = m["encoder"]["name"], m["encoder"].get("weights")
+    if substitutes and encoder in substitutes:
+        encoder = substitutes[encoder]
+        weights = "lite0_offline" if encoder == "tu-efficientnet_lite0" else None
     return {
         "arch": m["arch"]["name"],
         "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
-        "encoder": m["encoder"]["name"],
-        "encoder_weights": m["encoder"].get("weights"),
+        "encoder": encoder,
+        "encoder_weights": weights,
         "in_channels": int(m.get("in_channels", 1)),
         "task": m.get("task", "multitask"),
         "cls_hidden": int(m.get("cls_hidden", 256)),

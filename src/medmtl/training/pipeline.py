@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,10 +24,40 @@ from medmtl.training.module import MultiTaskModule
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
+def _instantiate_all(group: DictConfig | None, **wandb_kwargs: Any) -> list:
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+    out = []
+    for c in group.values():
+        if c is None or "_target_" not in c:
+            continue
+        extra = wandb_kwargs if str(c._target_).endswith("WandbLogger") else {}
+        out.append(hydra.utils.instantiate(c, **extra))
+    return out
+
+
+def substitutes(cfg: DictConfig) -> dict:
+    """The profile's encoder substitutions (empty without a profile)."""
+    prof = cfg.get("profile") or {}
+    return dict(prof.get("encoder_substitutes") or {})
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """Tags that identify a run inside a sweep (architecture, backbone, λ, task, seed, fold)."""
+    kw = model_kwargs(cfg.model, substitutes(cfg))
+    tags = [str(t) for t in (cfg.get("tags") or [])]
+    tags += [
+        f"arch={kw['arch']}",
+        f"backbone={cfg.model.encoder.name}",
+        f"task={kw['task']}",
+        f"lambda={cfg.loss.seg_weight}",
+        f"seed={cfg.get('seed')}",
+    ]
+    if kw["encoder"] != cfg.model.encoder.name:
+        tags.append(f"stand-in={kw['encoder']}")
+    if cfg.data.get("num_folds"):
+        tags.append(f"fold={cfg.data.fold}")
+    return tags
 
 
 def _check_model_input(cfg: DictConfig) -> None:
@@ -38,7 +69,7 @@ def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
     """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     return MultiTaskModule(
-        model=model_kwargs(cfg.model),
+        model=model_kwargs(cfg.model, substitutes(cfg)),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
@@ -60,6 +91,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(int(cfg.seed), workers=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     _check_model_input(cfg)
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
@@ -69,7 +102,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm.setup()
     module = build_module(cfg, dm)
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
+    loggers = _instantiate_all(cfg.get("logger"), tags=run_tags(cfg))
+    try:
+        metrics = _fit_and_test(cfg, dm, module, callbacks, loggers, out_dir, start)
+    except BaseException:
+        for lg in loggers:  # close the loggers so a failed run neither hangs nor loses its logs
+            lg.finalize("failed")
+            if type(lg).__name__ == "WandbLogger":
+                import wandb
+
+                wandb.finish(exit_code=1)
+        raise
+    for lg in loggers:
+        lg.finalize("success")
+    return metrics
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    dm: MedDataModule,
+    module: MultiTaskModule,
+    callbacks: list,
+    loggers: list,
+    out_dir: Path,
+    start: float,
+) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False
     )
@@ -100,24 +157,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(module.results.get("val", {}))
         metrics.update(module.results.get("test", {}))
         metrics["best_ckpt"] = str(best) if best else None
-        figures = write_evaluation_figures(
-            out_dir,
-            "test",
-            metrics,
-            module.test_samples(),
-            dm.classes,
-            out_dir / "csv" / "metrics.csv",
-        )
-        log_figures_to_wandb(loggers, figures)
+        if trainer.is_global_zero:
+            figures = write_evaluation_figures(
+                out_dir,
+                "test",
+                metrics,
+                module.test_samples(),
+                dm.classes,
+                out_dir / "csv" / "metrics.csv",
+            )
+            log_figures_to_wandb(loggers, figures)
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)
     metrics["seed"] = cfg.get("seed")
-    write_json(out_dir / "metrics.json", metrics)
-    for lg in loggers:
-        lg.finalize("success")
-    print_metrics(metrics)
-    log.info("Run folder: %s", out_dir)
+    metrics["model/arch"] = module.net.arch
+    metrics["model/encoder"] = module.net.encoder_name
+    metrics["model/encoder_study"] = str(cfg.model.encoder.name)
+    metrics["model/task"] = module.task
+    metrics["loss/seg_weight"] = float(cfg.loss.seg_weight)
+    if trainer.is_global_zero:  # under DDP every rank gets here; one writes
+        write_json(out_dir / "metrics.json", metrics)
+        print_metrics(metrics)
+        log.info("Run folder: %s", out_dir)
     return metrics
 
 

@@ -1,0 +1,233 @@
+"""Sweeps on the tiny phantom, tables from their metrics.json, failures, Optuna, configs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from medmtl.config import CONFIG_DIR, model_kwargs
+from medmtl.reporting.tables import build_table, collect_runs, table_cells
+from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml") if p.stem != "demo"
+)
+
+
+def _train_multirun(sweep_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            "-m",
+            *TINY,
+            f"paths.cache_dir={cache}",
+            f"hydra.sweep.dir={sweep_dir}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, cache_dir) -> Path:
+    """A 2 λ x 2 seeds sweep, plus nothing else."""
+    out = tmp_path_factory.mktemp("sweep")
+    res = _train_multirun(out, cache_dir, "loss.seg_weight=0.3,0.7", "seed=0,1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_table_cells_equal_metrics_json(sweep):
+    runs = collect_runs(sweep)
+    assert len(runs) == 4 and all(r.status == "ok" for r in runs)
+    table = build_table(runs)
+    assert table.kind == "lambda" and [row[0] for row in table.rows] == ["λ=0.3", "λ=0.7"]
+    header, texts, _ = table_cells(table)
+    for (label, members, _), cells in zip(table.rows, texts, strict=True):
+        assert cells[-1] == "2/2"
+        for col, key in (
+            ("Dice", "test/seg_dice"),
+            ("Acc", "test/cls_acc"),
+            ("Overall", "test/overall"),
+        ):
+            values = [json.loads((m.path / "metrics.json").read_text())[key] for m in members]
+            expected = f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+            assert cells[header.index(col)] == expected, (label, col)
+
+
+def test_tables_cli_writes_md_csv_tex_with_reference(sweep, tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.tables",
+            str(sweep),
+            "--reference",
+            "study",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "lambda.md").read_text()
+    assert (
+        "study (published)" in md and "0.783" in md and "Δ ours − study" in md
+    )  # λ=0.3 row of the study
+    assert "**" in md  # best value per column in bold
+    assert (tmp_path / "lambda.csv").read_text().startswith("setting,Acc,F1")
+    assert r"\toprule" in (tmp_path / "lambda.tex").read_text()
+
+
+def test_failing_job_is_marked_and_sweep_goes_on(tmp_path, cache_dir):
+    out = tmp_path / "sweep"
+    res = _train_multirun(out, cache_dir, "model.encoder.name=resnet18,resnet19")
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = collect_runs(out)
+    assert sorted(r.status for r in runs) == ["failed", "ok"]
+    table = build_table(runs)
+    _, texts, _ = table_cells(table)
+    failed_row = next(t for t in texts if "resnet19" in t[0])
+    assert failed_row[1] == "failed" and failed_row[-1] == "0/1"
+    ok_row = next(t for t in texts if "resnet18" in t[0])
+    assert ok_row[1] not in ("failed", "—")
+    assert any("resnet19" in p for p in table.problems)
+    res = subprocess.run(
+        [sys.executable, "-m", "medmtl.cli.tables", str(out)], capture_output=True, text=True
+    )
+    assert res.returncode == 1 and "NOT IN TABLE" in res.stderr and "| failed |" in res.stdout
+
+
+def test_tables_bad_input(tmp_path, sweep):
+    def run(path):
+        return subprocess.run(
+            [sys.executable, "-m", "medmtl.cli.tables", str(path), "--out", str(tmp_path / "t")],
+            capture_output=True,
+            text=True,
+        )
+
+    res = run(tmp_path / "missing")
+    assert res.returncode == 2 and "multirun folder not found" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = run(tmp_path / "empty")
+    assert res.returncode == 2 and "no runs found" in res.stderr
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("*.ckpt"))
+    (copy / "1" / "metrics.json").write_text("{ not json")
+    res = run(copy)
+    assert res.returncode == 1
+    assert "corrupt metrics.json" in res.stderr and "copy/1/metrics.json" in res.stderr
+    assert "1/2" in res.stdout  # the readable runs still make the table
+
+
+def test_unknown_experiment_is_a_clear_error(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            "experiment=table_lamda",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        res.returncode != 0
+        and "experiment/table_lamda" in res.stderr
+        and "Traceback" not in res.stderr
+    )
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_for_both_profiles(experiment, profile):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"experiment={experiment}", f"profile={profile}", "paths.output_dir=/tmp/x"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweeper.params, "an experiment is a sweep"
+    assert cfg.profile.name == profile
+    job = OmegaConf.to_container(cfg, resolve=False)
+    job.pop("hydra")
+    OmegaConf.to_container(OmegaConf.create(job), resolve=True)
+    size = cfg.data.image_size
+    assert (size <= 128) if profile == "cpu" else (size >= 256)
+    kw = model_kwargs(cfg.model, dict(cfg.profile.encoder_substitutes))
+    if profile == "cpu" and cfg.model.encoder.name == "tu-efficientnet_b4":
+        assert kw["encoder"] == "tu-efficientnet_lite0"  # light stand-in
+    if profile == "gpu":
+        assert kw["encoder"] == cfg.model.encoder.name
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+def test_launcher_configs_compose(launcher):
+    pytest.importorskip(
+        "hydra_plugins.hydra_joblib_launcher"
+        if launcher == "joblib"
+        else "hydra_plugins.hydra_submitit_launcher"
+    )
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "launcher" in str(cfg.hydra.launcher._target_).lower()
+
+
+def test_optuna_two_trials(tmp_path, cache_dir):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    out = tmp_path / "optuna"
+    res = _train_multirun(
+        out,
+        cache_dir,
+        "hparams_search=lambda_optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = (out / "optimization_results.yaml").read_text()
+    assert "best_value" in result and "loss.seg_weight" in result
+    assert len(list(out.glob("*/metrics.json"))) == 2
+
+
+@pytest.mark.slow
+def test_ddp_cpu_fast_dev_run(tmp_path, cache_dir):
+    run_dir = tmp_path / "ddp"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            *TINY,
+            "trainer=ddp_cpu",
+            "debug=fast_dev_run",
+            f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (run_dir / "metrics.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p != run_dir]  # one folder for both ranks
