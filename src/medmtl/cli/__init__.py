@@ -12,6 +12,18 @@ from medmtl.errors import MedmtlError
 log = logging.getLogger("medmtl")
 
 
+def report_files(skipped: list, problems: list, word: str) -> None:
+    """List skipped files (stdout) and refused/failed ones (stderr), each with its reason."""
+    for path, reason in skipped:
+        print(f"  skipped {path}: {reason}")
+    for path, reason in problems:
+        # most reasons already start with the file name
+        print(
+            f"  {word} {reason}" if str(path) in reason else f"  {word} {path}: {reason}",
+            file=sys.stderr,
+        )
+
+
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
     """Call ``fn``; a :class:`MedmtlError` prints one line to stderr and exits with status 2."""
     try:

@@ -7,9 +7,9 @@ medmtl-predict backend=onnx model=<file.onnx> input=... out=...   (no torch need
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from medmtl.cli import report_files
 from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
 from medmtl.errors import ConfigError
 
@@ -85,13 +85,7 @@ def _run(argv: list[str]) -> int:
         f"{len(summary.rows)} image(s) predicted -> {out / 'predictions.csv'}; "
         f"{len(summary.failed)} failed; {len(summary.skipped)} skipped."
     )
-    for path, reason in summary.skipped:
-        print(f"  skipped {path}: {reason}")
-    for path, reason in summary.failed:
-        print(
-            f"  FAILED {reason}" if str(path) in reason else f"  FAILED {path}: {reason}",
-            file=sys.stderr,
-        )
+    report_files(summary.skipped, summary.failed, "FAILED")
     return 1 if summary.failed else 0
 
 

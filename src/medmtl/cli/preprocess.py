@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from medmtl.cli import run_or_exit
+from medmtl.cli import report_files, run_or_exit
 from medmtl.config import CONFIG_DIR
 
 
@@ -32,13 +32,7 @@ def _run(cfg: DictConfig) -> int:
         + (f", {len(summary.figures)} comparison figure(s)" if summary.figures else "")
         + f"; {len(summary.refused)} refused; {len(summary.skipped)} skipped."
     )
-    for path, reason in summary.skipped:
-        print(f"  skipped {path}: {reason}")
-    for path, reason in summary.refused:
-        print(
-            f"  REFUSED {reason}" if str(path) in reason else f"  REFUSED {path}: {reason}",
-            file=sys.stderr,
-        )
+    report_files(summary.skipped, summary.refused, "REFUSED")
     if not summary.written and not summary.refused:
         print(f"medmtl: error: no image files found in {cfg.input}.", file=sys.stderr)
         return 2

@@ -197,12 +197,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
     metrics = dict(module.results[cfg.split])
     metrics["ckpt_path"] = str(cfg.ckpt_path)
-    out_dir = Path(cfg.paths.output_dir)
-    write_json(out_dir / "metrics.json", metrics)
-    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
-    write_evaluation_figures(
-        out_dir, cfg.split, metrics, module.test_samples(), dm.classes, run_csv
-    )
-    print_metrics(metrics, (cfg.split,))
-    log.info("Wrote %s", out_dir / "metrics.json")
+    metrics["num_images"] = len(dm.cases(cfg.split))
+    if trainer.is_global_zero:  # under DDP every rank gets here; one writes
+        out_dir = Path(cfg.paths.output_dir)
+        write_json(out_dir / "metrics.json", metrics)
+        run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
+        write_evaluation_figures(
+            out_dir, cfg.split, metrics, module.test_samples(), dm.classes, run_csv
+        )
+        print_metrics(metrics, (cfg.split,))
+        log.info("Wrote %s", out_dir / "metrics.json")
     return metrics
