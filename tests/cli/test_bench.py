@@ -85,3 +85,34 @@ def test_inference_bench_tiny(tmp_path):
     assert (
         abs(ratio - onnx / eager) < 0.02 * ratio + 0.01
     )  # the ratio comes from the two measurements
+
+
+def test_train_bench_tiny(tmp_path):
+    out = tmp_path / "bench.md"
+    assert main(["train", "--tiny", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    text = out.read_text()
+    peak = float(re.search(r"matmul peak .*?\*\*([0-9.]+) GFLOP/s\*\*", text).group(1))
+    assert peak > 0
+    model_rows = [
+        ln for ln in text.splitlines() if ln.startswith("| cpu-default") or ln.startswith("| study")
+    ]
+    assert len(model_rows) == 2
+    for row in model_rows:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert (
+            float(cells[3].split()[0]) > 0
+            and float(cells[4].split()[0]) > 0
+            and float(cells[5]) > 0
+        )
+
+    def ips(label: str) -> float:
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| {label}"))
+        return float(row.split("|")[2].split()[0])
+
+    model_only, e2e = ips("model-only training"), ips("end-to-end training")
+    assert ips("data loader alone") > 0 and ips("decode + convert") > 0
+    ratio = float(re.search(r"End-to-end / model-only: \*\*([0-9.]+)\*\*", text).group(1))
+    assert (
+        abs(ratio - e2e / model_only) <= 0.01 * ratio + 0.002
+    )  # computed from the two throughputs
+    assert float(re.search(r"Peak resident memory .*?\*\*([0-9.]+) GB\*\*", text).group(1)) > 0

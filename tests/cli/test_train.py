@@ -189,3 +189,10 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, other)
     res = _cli("medmtl.cli.eval", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'e2'}")
     assert res.returncode == 2 and "not from medmtl-train" in res.stderr
+
+
+def test_busi_cpu_experiment_fast_dev_run(busi, make_cfg):
+    cfg = make_cfg(["experiment=busi_cpu", f"data.root={busi}", "debug=fast_dev_run"], name="busi_cpu")
+    assert cfg.data.image_size == 160 and cfg.model.encoder.weights == "lite0_offline"
+    metrics = train(cfg)
+    assert "test/seg_dice" in metrics and "test/cls_acc" in metrics

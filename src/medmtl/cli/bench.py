@@ -27,8 +27,28 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--images", type=int, default=32)
     q.add_argument("--image-size", type=int, default=160)
     q.add_argument("--repeats", type=int, default=5)
+    t = sub.add_parser("train", help="matmul peak, FLOPs, model-only vs end-to-end, loader, memory")
+    t.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
+    t.add_argument("--busi-root", type=Path, default=busi)
+    t.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
+    t.add_argument("--tiny", action="store_true", help="tiny models and data (for the tests)")
     args = parser.parse_args(argv)
     from medmtl.bench.common import replace_section
+
+    if args.what == "train":
+        import time
+
+        from medmtl.bench import training
+
+        start = time.time()
+        root = args.busi_root if args.busi_root.is_dir() and not args.tiny else None
+        res = training.run(root, args.cache_dir, tiny=args.tiny)
+        cmd = "BUSI_ROOT=<BUSI> medmtl-bench train" + (" --tiny" if args.tiny else "")
+        text = training.section(res, cmd, time.time() - start)
+        print(text)
+        replace_section(args.out, "train", text)
+        print(f"written to {args.out}")
+        return 0
 
     if args.what == "inference":
         from medmtl.bench import inference

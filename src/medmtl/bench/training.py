@@ -1,0 +1,248 @@
+"""Training throughput against the machine's limit: matmul peak, FLOPs, model-only vs end-to-end,
+data loader with and without the cache, and peak memory."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import torch
+
+from medmtl.bench.common import Timing, machine_line, time_call
+
+MODELS = {
+    # name: (MultiTaskNet kwargs, image size, batch)
+    "cpu-default (Unet + EfficientNet-Lite0, slim decoder)": (
+        {
+            "arch": "Unet",
+            "encoder": "tu-efficientnet_lite0",
+            "arch_kwargs": {"decoder_channels": (128, 64, 32, 16, 8)},
+        },
+        160,
+        16,
+    ),
+    "study (Unet + ResNet50)": ({"arch": "Unet", "encoder": "resnet50"}, 256, 8),
+}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> Timing:
+    """Seconds per float32 n×n matmul (GFLOP/s = 2n³ / t)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return time_call(lambda: torch.mm(a, b), repeats=repeats, min_time=0.2)
+
+
+def _step_fn(net, loss_fn, optimizer, x, mask, label):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = net(x)
+        loss = loss_fn(out, mask, label)["loss"]
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def train_flops_per_image(net, size: int) -> float:
+    """Training FLOPs per image, as 3 × the forward FLOPs counted by ``torch.utils.flop_counter``.
+
+    The backward pass costs about twice the forward pass. It is not counted directly because
+    torch's counter treats the backward of depthwise (grouped) convolutions as dense: it
+    reports 34× the forward FLOPs for EfficientNet-Lite0 (3.0× for ResNet-18), measured here.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.randn(1, 1, size, size))
+    return 3.0 * counter.get_total_flops()
+
+
+def model_only(net, loss_fn, size: int, batch: int, steps: int, repeats: int) -> Timing:
+    """Seconds per training step on in-memory tensors (no data loading)."""
+    x = torch.randn(batch, 1, size, size)
+    mask = (torch.rand(batch, 1, size, size) > 0.5).float()
+    label = torch.randint(0, 3, (batch,))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    step = _step_fn(net, loss_fn, opt, x, mask, label)
+
+    def run():
+        for _ in range(steps):
+            step()
+
+    t = time_call(run, repeats=repeats, warmup=1)
+    return Timing(t.median / steps, t.low / steps, t.high / steps, t.repeats)
+
+
+def end_to_end(net, loss_fn, dm, steps: int, repeats: int) -> Timing:
+    """Seconds per training step drawing batches from the real data module's train loader."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    loader = dm.train_dataloader()
+
+    def run():
+        it = iter(loader)
+        for _ in range(steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            _step_fn(net, loss_fn, opt, batch["image"], batch["mask"], batch["label"])()
+
+    t = time_call(run, repeats=repeats, warmup=1)
+    return Timing(t.median / steps, t.low / steps, t.high / steps, t.repeats)
+
+
+def loader_rate(dm, batches: int, repeats: int) -> Timing:
+    """Seconds per batch from the train loader alone (cached arrays + augmentation)."""
+    loader = dm.train_dataloader()
+
+    def run():
+        it = iter(loader)
+        for _ in range(batches):
+            try:
+                next(it)
+            except StopIteration:
+                it = iter(loader)
+                next(it)
+
+    t = time_call(run, repeats=repeats, warmup=1)
+    return Timing(t.median / batches, t.low / batches, t.high / batches, t.repeats)
+
+
+def uncached_rate(dm, n: int, repeats: int) -> Timing:
+    """Seconds per image to decode, convert and resize from the files (what the cache saves)."""
+    from medmtl.data.cache import load_case
+
+    cases = dm.index.cases[:n]
+    t = time_call(lambda: [load_case(c, dm.settings) for c in cases], repeats=repeats, warmup=0)
+    return Timing(t.median / n, t.low / n, t.high / n, t.repeats)
+
+
+def run(busi_root: Path | None, cache_dir: Path, tiny: bool = False, threads: int = 2) -> dict:
+    from medmtl.data.datamodule import MedDataModule
+    from medmtl.models import MultiTaskNet
+    from medmtl.training.losses import MultiTaskLoss
+
+    torch.set_num_threads(threads)
+    steps, repeats = (1, 2) if tiny else (4, 5)
+    res: dict = {"threads": threads, "tiny": tiny}
+    n = 256 if tiny else 2048
+    mm = matmul_peak(n, repeats=2 if tiny else 5)
+    res["peak_gflops"] = (
+        2 * n**3 / mm.median / 1e9,
+        2 * n**3 / mm.high / 1e9,
+        2 * n**3 / mm.low / 1e9,
+    )
+    res["matmul_n"] = n
+    res["models"] = {}
+    for name, (kw, size, batch) in MODELS.items():
+        if tiny:
+            kw = {
+                **kw,
+                "encoder": "tu-efficientnet_lite0",
+                "arch_kwargs": {"decoder_channels": (16, 16, 8, 8, 8)},
+            }
+            size, batch = 64, 4
+        net = MultiTaskNet(**kw).train()
+        loss_fn = MultiTaskLoss()
+        flops = train_flops_per_image(net, size)
+        mo = model_only(net, loss_fn, size, batch, steps, repeats)
+        entry = {
+            "size": size,
+            "batch": batch,
+            "flops_per_image": flops,
+            "model_only_ips": (batch / mo.median, batch / mo.high, batch / mo.low),
+        }
+        entry["gflops"] = flops * entry["model_only_ips"][0] / 1e9
+        entry["fraction_of_peak"] = entry["gflops"] / res["peak_gflops"][0]
+        res["models"][name] = entry
+    # the real data pipeline, with the default CPU model
+    name, (kw, size, batch) = next(iter(MODELS.items()))
+    source = (
+        {"source": "folder", "root": str(busi_root), "split_file": None}
+        if busi_root
+        else {"source": "phantom"}
+    )
+    if tiny:
+        kw = {**kw, "arch_kwargs": {"decoder_channels": (16, 16, 8, 8, 8)}}
+        size, batch = 64, 4
+    split_file = Path(__file__).resolve().parents[3] / "splits" / "busi.json"
+    if busi_root:
+        source["split_file"] = str(split_file)
+    dm = MedDataModule(
+        image_size=size,
+        batch_size=batch,
+        cache_dir=str(cache_dir),
+        phantom={"seed": 0, "counts": {"normal": 12, "benign": 14, "malignant": 14}, "size": 96},
+        **source,
+    )
+    dm.setup()
+    net = MultiTaskNet(**kw).train()
+    loss_fn = MultiTaskLoss()
+    mo = model_only(net, loss_fn, size, batch, steps, repeats)
+    e2e = end_to_end(net, loss_fn, dm, steps, repeats)
+    ld = loader_rate(dm, steps * 2, repeats)
+    unc = uncached_rate(dm, 4 if tiny else 32, 1 if tiny else 3)
+    res["pipeline"] = {
+        "data": "BUSI" if busi_root else "phantom",
+        "size": size,
+        "batch": batch,
+        "model_only_ips": batch / mo.median,
+        "end_to_end_ips": batch / e2e.median,
+        "end_to_end_spread": (batch / e2e.high, batch / e2e.low),
+        "ratio": (batch / e2e.median) / (batch / mo.median),
+        "loader_ips": batch / ld.median,
+        "loader_spread": (batch / ld.high, batch / ld.low),
+        "uncached_ips": 1 / unc.median,
+        "uncached_spread": (1 / unc.high, 1 / unc.low),
+    }
+    res["pipeline"]["loader_vs_consumption"] = (
+        res["pipeline"]["loader_ips"] / res["pipeline"]["end_to_end_ips"]
+    )
+    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return res
+
+
+def section(r: dict, command: str, seconds: float) -> str:
+    g = r["peak_gflops"]
+    lines = [
+        "## Training: throughput against the machine's limit",
+        "",
+        f"Command: `{command}` (took {seconds:.0f} s)  ",
+        f"Machine: {machine_line()}, {r['threads']} torch threads  ",
+        "Figures: median of 5 repeats (min–max); images/s of a full training step "
+        "(forward, backward, AdamW) in float32.",
+        "",
+        f"float32 matmul peak ({r['matmul_n']}×{r['matmul_n']} `torch.mm`): **{g[0]:.1f} GFLOP/s** ({g[1]:.1f}–{g[2]:.1f})",
+        "",
+        "Training FLOPs = 3 × forward FLOPs from `torch.utils.flop_counter` (its backward count "
+        "treats depthwise convolutions as dense).",
+        "",
+        "| model | input | batch | training FLOPs / image | model-only images/s | GFLOP/s reached | share of matmul peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in r["models"].items():
+        ips = e["model_only_ips"]
+        lines.append(
+            f"| {name} | {e['size']}×{e['size']} | {e['batch']} | {e['flops_per_image'] / 1e9:.2f} GFLOP | "
+            f"{ips[0]:.2f} ({ips[1]:.2f}–{ips[2]:.2f}) | {e['gflops']:.1f} | {e['fraction_of_peak']:.0%} |"
+        )
+    p = r["pipeline"]
+    lines += [
+        "",
+        f"Real data pipeline ({p['data']}, default CPU model, {p['size']} px, batch {p['batch']}):",
+        "",
+        "| measure | images/s |",
+        "|---|---|",
+        f"| model-only training (in-memory tensors) | {p['model_only_ips']:.2f} |",
+        f"| end-to-end training (train DataLoader of the data module) | {p['end_to_end_ips']:.2f} ({p['end_to_end_spread'][0]:.2f}–{p['end_to_end_spread'][1]:.2f}) |",
+        f"| data loader alone, cached arrays + augmentation | {p['loader_ips']:.0f} ({p['loader_spread'][0]:.0f}–{p['loader_spread'][1]:.0f}) |",
+        f"| decode + convert + resize from the files (no cache) | {p['uncached_ips']:.0f} ({p['uncached_spread'][0]:.0f}–{p['uncached_spread'][1]:.0f}) |",
+        "",
+        f"End-to-end / model-only: **{p['ratio']:.3f}** (target ≥ 0.95). "
+        f"Data loader / training consumption: **{p['loader_vs_consumption']:.0f}×** (target ≥ 10×). "
+        f"Peak resident memory of this benchmark process (all models above): **{r['peak_rss_gb']:.2f} GB** "
+        "(target ≤ 4 GB for the CPU recipe).",
+        "",
+    ]
+    return "\n".join(lines)
