@@ -192,7 +192,9 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
 
 
 def test_busi_cpu_experiment_fast_dev_run(busi, make_cfg):
-    cfg = make_cfg(["experiment=busi_cpu", f"data.root={busi}", "debug=fast_dev_run"], name="busi_cpu")
+    cfg = make_cfg(
+        ["experiment=busi_cpu", f"data.root={busi}", "debug=fast_dev_run"], name="busi_cpu"
+    )
     assert cfg.data.image_size == 160 and cfg.model.encoder.weights == "lite0_offline"
     metrics = train(cfg)
     assert "test/seg_dice" in metrics and "test/cls_acc" in metrics
