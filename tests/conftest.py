@@ -19,7 +19,20 @@ from medmtl.config import CONFIG_DIR, project_root  # noqa: E402
 
 ROOT = project_root()
 DEFAULT_BUSI = ROOT.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
-DICOM_DIR = ROOT.parent / "shared" / "data" / "dicom"
+
+
+def _dicom_dir() -> Path:
+    """The shared sample DICOM files: DICOM_DIR, else beside BUSI_ROOT's data folder, else ../shared."""
+    if os.environ.get("DICOM_DIR"):
+        return Path(os.environ["DICOM_DIR"])
+    if os.environ.get("BUSI_ROOT"):
+        beside = Path(os.environ["BUSI_ROOT"]).resolve().parents[1] / "dicom"
+        if beside.is_dir():
+            return beside
+    return ROOT.parent / "shared" / "data" / "dicom"
+
+
+DICOM_DIR = _dicom_dir()
 
 # A phantom small enough for unit tests (the demo uses the full one).
 TINY_PHANTOM = [
@@ -55,6 +68,26 @@ def busi() -> Path:
             )
         pytest.skip("BUSI not available (set BUSI_ROOT)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _need_shared_dicom(request):
+    """Tests that use the shared DICOM samples fail under REQUIRE_BUSI=1 (CI) if they are missing."""
+    if request.node.module.__name__ not in DICOM_MODULES:
+        return
+    if not (DICOM_DIR / "CT_small.dcm").exists():
+        if os.environ.get("REQUIRE_BUSI") == "1":
+            pytest.fail(f"shared DICOM samples not found at {DICOM_DIR} (set DICOM_DIR)")
+        pytest.skip("shared DICOM samples not available (set DICOM_DIR)")
+
+
+DICOM_MODULES = {
+    "tests.io.test_dicom",
+    "tests.io.test_privacy",
+    "tests.cli.test_preprocess",
+    "tests.inference.test_predict",
+    "tests.test_notebooks",
+}
 
 
 @pytest.fixture(scope="session")

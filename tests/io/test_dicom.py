@@ -19,12 +19,6 @@ US_RGB = DICOM_DIR / "US1_UNCR.dcm"
 US_PAL = DICOM_DIR / "gdcm-US-ALOKA-16.dcm"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _need_dicom():
-    if not CT.exists():
-        pytest.skip("shared DICOM samples not found")
-
-
 def test_ct_modality_lut_signed_monochrome2():
     ds = pydicom.dcmread(CT)
     arr, meta = read_image(CT)
