@@ -41,6 +41,8 @@ audit: install
 
 bench: install
 	$(VENV)/bin/medmtl-bench preprocess
+	$(VENV)/bin/medmtl-bench inference
+	$(VENV)/bin/medmtl-bench train
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q
