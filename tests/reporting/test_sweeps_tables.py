@@ -18,8 +18,9 @@ from medmtl.reporting.tables import build_table, collect_runs, table_cells
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
+NOT_SWEEPS = {"demo", "busi_cpu"}  # single-run experiments
 EXPERIMENTS = sorted(
-    p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml") if p.stem != "demo"
+    p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml") if p.stem not in NOT_SWEEPS
 )
 
 
