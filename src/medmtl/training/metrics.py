@@ -31,6 +31,25 @@ from torchmetrics.classification import (
 from torchmetrics.utilities import dim_zero_cat
 
 
+def confusion_counts(
+    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image TP, FP, FN (float64) of thresholded predictions, and whether a lesion exists."""
+    pred = torch.sigmoid(logits.detach()) >= threshold
+    gt = target >= 0.5
+    dims = tuple(range(1, pred.ndim))
+    tp = (pred & gt).sum(dims).double()
+    fp = (pred & ~gt).sum(dims).double()
+    fn = (~pred & gt).sum(dims).double()
+    return tp, fp, fn, gt.flatten(1).any(1)
+
+
+def dice_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """2TP / (2TP + FP + FN), and 1 where ground truth and prediction are both empty."""
+    denom = 2 * tp + fp + fn
+    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), 1.0)
+
+
 class SegMetrics(Metric):
     """Per-image confusion counts of binary masks, reduced to the seg metrics above."""
 
@@ -43,18 +62,16 @@ class SegMetrics(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        pred = torch.sigmoid(logits.detach()) >= self.threshold
-        gt = target >= 0.5
-        dims = tuple(range(1, pred.ndim))
-        self.tp.append((pred & gt).sum(dims).double())
-        self.fp.append((pred & ~gt).sum(dims).double())
-        self.fn.append((~pred & gt).sum(dims).double())
-        self.has_lesion.append(gt.flatten(1).any(1))
+        tp, fp, fn, lesion = confusion_counts(logits, target, self.threshold)
+        self.tp.append(tp)
+        self.fp.append(fp)
+        self.fn.append(fn)
+        self.has_lesion.append(lesion)
 
     def compute(self) -> dict[str, torch.Tensor]:
         tp, fp, fn = dim_zero_cat(self.tp), dim_zero_cat(self.fp), dim_zero_cat(self.fn)
         lesion = dim_zero_cat(self.has_lesion).bool()
-        dice = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), 1.0)
+        dice = dice_from_counts(tp, fp, fn)
         iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), 1.0)
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=tp.device)
         stp, sfp, sfn = tp.sum(), fp.sum(), fn.sum()
@@ -92,12 +109,8 @@ def per_image_dice(
     logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
 ) -> torch.Tensor:
     """Per-image Dice with the same conventions as :class:`SegMetrics` (empty vs empty = 1)."""
-    pred = torch.sigmoid(logits.detach()) >= threshold
-    gt = target >= 0.5
-    dims = tuple(range(1, pred.ndim))
-    tp = (pred & gt).sum(dims).double()
-    denom = pred.sum(dims).double() + gt.sum(dims).double()
-    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), 1.0)
+    tp, fp, fn, _ = confusion_counts(logits, target, threshold)
+    return dice_from_counts(tp, fp, fn)
 
 
 def overall_score(values: dict[str, float], task: str) -> float:
