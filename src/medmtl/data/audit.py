@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from medmtl.data.cache import MaskSizeError, read_case
 from medmtl.data.duplicates import DuplicateGroups, find_groups, thumbnail
 from medmtl.data.index import Case, DatasetIndex
 from medmtl.data.splits import SPLITS, read_split_file
 from medmtl.errors import DataError
-from medmtl.io.image import read_grey, read_mask
-from medmtl.preprocess.intensity import to_uint8
+from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
 
 
 @dataclass
@@ -46,26 +46,12 @@ class AuditReport:
 def _inspect(case: Case) -> tuple[np.ndarray | None, bool | None, str | None, str | None]:
     """Thumbnail, mask emptiness, read problem, size problem of one case."""
     try:
-        image = read_grey(case.image)
+        image, mask, _ = read_case(case)
+    except MaskSizeError as exc:
+        return None, None, None, str(exc)
     except DataError as exc:
         return None, None, str(exc), None
-    mask = np.zeros(image.shape, dtype=bool)
-    for mpath in case.masks:
-        try:
-            m = read_mask(mpath)
-        except DataError as exc:
-            return None, None, str(exc), None
-        if m.shape != image.shape:
-            return (
-                None,
-                None,
-                None,
-                (
-                    f"{mpath}: mask {m.shape[1]}x{m.shape[0]} vs image {image.shape[1]}x{image.shape[0]}"
-                ),
-            )
-        mask |= m
-    return thumbnail(to_uint8(image)), not mask.any(), None, None
+    return thumbnail(convert_to_uint8(image, Conversion())), not mask.any(), None, None
 
 
 def audit(

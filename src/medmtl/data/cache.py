@@ -48,19 +48,29 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return small >= 0.5
 
 
-def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
-    """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
+class MaskSizeError(DataError):
+    """A mask file whose size differs from its image's."""
+
+
+def read_case(case: Case):
+    """Grey image, OR-merged mask and metadata of one case; DataError on a bad file."""
     raw, meta = read_image(case.image)
     image = to_grey(raw)
     mask = np.zeros(image.shape[:2], dtype=bool)
     for mpath in case.masks:
         m = read_mask(mpath)
         if m.shape != image.shape:
-            raise DataError(
+            raise MaskSizeError(
                 f"{mpath}: mask is {m.shape[1]}x{m.shape[0]} but its image is "
                 f"{image.shape[1]}x{image.shape[0]}. Fix or remove the mask."
             )
         mask |= m
+    return image, mask, meta
+
+
+def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
+    """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
+    image, mask, meta = read_case(case)
     return CachedCase(
         image=preprocess_image(image, settings, meta, str(case.image)),
         mask=resize_mask(mask, settings.image_size),
