@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from medmtl.config import CONFIG_DIR, model_kwargs
-from medmtl.reporting.tables import build_table, collect_runs, table_cells
+from medmtl.reporting.tables import COLUMN_SETS, build_table, collect_runs, table_cells
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
@@ -67,6 +67,30 @@ def test_table_cells_equal_metrics_json(sweep):
             values = [json.loads((m.path / "metrics.json").read_text())[key] for m in members]
             expected = f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
             assert cells[header.index(col)] == expected, (label, col)
+
+
+def test_recipe_columns_scale_and_cost(sweep):
+    """The recipe column set shows lesion IoU, wall time in minutes and peak memory in GB."""
+    table = build_table(collect_runs(sweep))
+    header, texts, bold = table_cells(table, COLUMN_SETS["recipe"])
+    assert header[1:-1] == [c.header for c in COLUMN_SETS["recipe"]]
+    for (_, members, _), cells in zip(table.rows, texts, strict=True):
+        metrics = [json.loads((m.path / "metrics.json").read_text()) for m in members]
+        assert all(m["peak_rss_mb"] > 0 and m["wall_time_s"] > 0 for m in metrics)
+        for col, key, scale, digits in (
+            ("IoU lesion", "test/seg_iou_lesion", 1, 3),
+            ("wall min", "wall_time_s", 1 / 60, 1),
+            ("peak RSS GB", "peak_rss_mb", 1 / 1024, 2),
+        ):
+            values = [m[key] * scale for m in metrics]
+            expected = (
+                f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+            )
+            assert cells[header.index(col)] == expected, col
+    # lower is better for time and memory: the bold cell holds the smaller mean
+    j = header.index("wall min")
+    means = [statistics.fmean(m.metrics["wall_time_s"] for m in row[1]) for row in table.rows]
+    assert bold[means.index(min(means))][j] and not bold[means.index(max(means))][j]
 
 
 def test_tables_cli_writes_md_csv_tex_with_reference(sweep, tmp_path):

@@ -3,12 +3,12 @@ data loader with and without the cache, and peak memory."""
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import torch
 
 from medmtl.bench.common import Timing, machine_line, time_call
+from medmtl.training.pipeline import peak_memory_mb
 
 MODELS = {
     # name: (MultiTaskNet kwargs, image size, batch)
@@ -199,7 +199,7 @@ def run(busi_root: Path | None, cache_dir: Path, tiny: bool = False, threads: in
     res["pipeline"]["loader_vs_consumption"] = (
         res["pipeline"]["loader_ips"] / res["pipeline"]["end_to_end_ips"]
     )
-    res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    res["peak_rss_gb"] = peak_memory_mb()["peak_rss_mb"] / 1024
     return res
 
 

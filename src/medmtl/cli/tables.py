@@ -1,6 +1,6 @@
 """medmtl-tables: the study's table from a multirun folder (Markdown, CSV and LaTeX).
 
-medmtl-tables <multirun dir> [--reference study] [--out <folder>]
+medmtl-tables <multirun dir> [--reference study] [--columns study|recipe] [--out <folder>]
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         help="add the study's published numbers and the difference",
     )
     parser.add_argument(
+        "--columns",
+        choices=["study", "recipe"],
+        default="study",
+        help="study: the study's metric columns; recipe: quality, epochs, wall time, peak memory",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -32,12 +38,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         table, files = write_tables(
-            args.multirun_dir, args.out, reference=args.reference == "study"
+            args.multirun_dir, args.out, reference=args.reference == "study", columns=args.columns
         )
     except MedmtlError as exc:
         print(f"medmtl: error: {exc}", file=sys.stderr)
         return 2
-    print(render(table, "md", reference=args.reference == "study"))
+    print(render(table, "md", reference=args.reference == "study", columns=args.columns))
     print("written: " + ", ".join(str(p) for p in files.values()))
     for problem in table.problems:
         print(f"NOT IN TABLE: {problem}", file=sys.stderr)

@@ -20,19 +20,46 @@ import yaml
 
 from medmtl.errors import MedmtlError
 
-COLUMNS = [  # (header, metrics.json key, higher is better)
-    ("Acc", "test/cls_acc", True),
-    ("F1", "test/cls_f1", True),
-    ("Prec", "test/cls_precision", True),
-    ("Rec", "test/cls_recall", True),
-    ("IoU", "test/seg_iou", True),
-    ("Dice", "test/seg_dice", True),
-    ("seg-F1", "test/seg_f1", True),
-    ("Overall", "test/overall", True),
-    ("AUC", "test/cls_auc", True),
-    ("Dice lesion", "test/seg_dice_lesion", True),
-    ("normal FP", "test/normal_fp_rate", False),
-]
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    key: str  # metrics.json key
+    higher: bool = True  # higher is better
+    scale: float = 1.0  # shown value = scale * stored value
+    digits: int = 3
+
+
+COLUMN_SETS = {
+    # the study's layout
+    "study": [
+        Column("Acc", "test/cls_acc"),
+        Column("F1", "test/cls_f1"),
+        Column("Prec", "test/cls_precision"),
+        Column("Rec", "test/cls_recall"),
+        Column("IoU", "test/seg_iou"),
+        Column("Dice", "test/seg_dice"),
+        Column("seg-F1", "test/seg_f1"),
+        Column("Overall", "test/overall"),
+        Column("AUC", "test/cls_auc"),
+        Column("Dice lesion", "test/seg_dice_lesion"),
+        Column("normal FP", "test/normal_fp_rate", higher=False),
+    ],
+    # a training recipe: quality, cost and memory
+    "recipe": [
+        Column("Acc", "test/cls_acc"),
+        Column("F1", "test/cls_f1"),
+        Column("AUC", "test/cls_auc"),
+        Column("Dice lesion", "test/seg_dice_lesion"),
+        Column("IoU lesion", "test/seg_iou_lesion"),
+        Column("Dice", "test/seg_dice"),
+        Column("normal FP", "test/normal_fp_rate", higher=False),
+        Column("epochs", "epochs", higher=False, digits=1),
+        Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
+        Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
+    ],
+}
+COLUMNS = COLUMN_SETS["study"]
 POOLED = {"seed", "data.fold"}  # repeats of one cell
 # The study's published numbers (DESIGN.md), by λ and by architecture + backbone.
 STUDY_LAMBDA = {
@@ -42,6 +69,8 @@ STUDY_LAMBDA = {
     0.7: [0.834, 0.658, 0.707, 0.628, 0.703, 0.766, 0.782, 0.704],
     0.9: [0.637, 0.594, 0.662, 0.573, 0.690, 0.771, 0.771, 0.669],
 }
+# the published numbers are given for these keys, in this order
+STUDY_KEYS = [c.key for c in COLUMN_SETS["study"][:8]]
 STUDY_ARCH = {  # Acc, F1, Prec, Rec, IoU, Dice, seg-F1 (no Overall given)
     ("unet", "efficientnet_b4"): [0.904, 0.723, 0.754, 0.701, 0.749, 0.817, 0.817, None],
     ("deeplabv3plus", "efficientnet_b4"): [0.892, 0.694, 0.726, 0.672, 0.798, 0.813, 0.864, None],
@@ -179,12 +208,12 @@ def build_table(runs: list[Run]) -> Table:
     return Table(kind, varying, rows, problems)
 
 
-def _cell(members: list[Run], key: str) -> tuple[str, float | None]:
-    values = [m.metrics.get(key) for m in members if m.status == "ok"]
+def _cell(members: list[Run], col: Column) -> tuple[str, float | None]:
+    values = [m.metrics.get(col.key) for m in members if m.status == "ok"]
     if not any(m.status == "ok" for m in members):
         return ("failed", None)
     values = [
-        v
+        v * col.scale
         for v in values
         if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
     ]
@@ -192,31 +221,35 @@ def _cell(members: list[Run], key: str) -> tuple[str, float | None]:
         return ("—", None)
     mean = statistics.fmean(values)
     if len(values) > 1:
-        return (f"{mean:.3f} ± {statistics.stdev(values):.3f}", mean)
-    return (f"{mean:.3f}", mean)
+        return (f"{mean:.{col.digits}f} ± {statistics.stdev(values):.{col.digits}f}", mean)
+    return (f"{mean:.{col.digits}f}", mean)
 
 
-def table_cells(table: Table) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+def table_cells(
+    table: Table, columns: list[Column] = COLUMNS
+) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Header, cell texts and bold flags (best mean per column)."""
-    header = ["setting", *[c[0] for c in COLUMNS], "runs"]
+    header = ["setting", *[c.header for c in columns], "runs"]
     texts, means = [], []
     for label, members, _ in table.rows:
-        cells = [_cell(members, key) for _, key, _ in COLUMNS]
+        cells = [_cell(members, col) for col in columns]
         ok = sum(m.status == "ok" for m in members)
         texts.append([label, *[c[0] for c in cells], f"{ok}/{len(members)}"])
         means.append([c[1] for c in cells])
     bold = [[False] * len(header) for _ in texts]
-    for j, (_, _, higher) in enumerate(COLUMNS):
-        col = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
-        if len(col) > 1:
-            best = max(v for v, _ in col) if higher else min(v for v, _ in col)
-            for v, i in col:
+    for j, col in enumerate(columns):
+        values = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
+        if len(values) > 1:
+            best = (max if col.higher else min)(v for v, _ in values)
+            for v, i in values:
                 if v == best:
                     bold[i][j + 1] = True
     return header, texts, bold
 
 
-def reference_rows(table: Table) -> list[tuple[int, list[str], list[str]]]:
+def reference_rows(
+    table: Table, columns: list[Column] = COLUMNS
+) -> list[tuple[int, list[str], list[str]]]:
     """(row index, study row, difference row) for rows that have a published counterpart."""
     out = []
     for i, (_, members, values) in enumerate(table.rows):
@@ -230,24 +263,22 @@ def reference_rows(table: Table) -> list[tuple[int, list[str], list[str]]]:
             ref = STUDY_ARCH.get((values.get("model/arch", ""), values.get("model/encoder", "")))
         if ref is None:
             continue
-        study = (
-            ["study (published)"]
-            + [f"{v:.3f}" if v is not None else "" for v in ref]
-            + [""] * (len(COLUMNS) - len(ref))
-            + [""]
-        )
-        diff = ["Δ ours − study"]
-        for j, v in enumerate(ref):
-            _, mean = _cell(members, COLUMNS[j][1])
+        published = dict(zip(STUDY_KEYS, ref, strict=False))
+        study, diff = ["study (published)"], ["Δ ours − study"]
+        for col in columns:
+            v = published.get(col.key)
+            _, mean = _cell(members, col)
+            study.append(f"{v:.3f}" if v is not None else "")
             diff.append(f"{mean - v:+.3f}" if (v is not None and mean is not None) else "")
-        diff += [""] * (len(COLUMNS) - len(ref)) + [""]
-        out.append((i, study, diff))
+        out.append((i, study + [""], diff + [""]))
     return out
 
 
-def render(table: Table, fmt: str, reference: bool = False) -> str:
-    header, texts, bold = table_cells(table)
-    refs = {i: (s, d) for i, s, d in reference_rows(table)} if reference else {}
+def render(table: Table, fmt: str, reference: bool = False, columns: str = "study") -> str:
+    """The table as ``md``, ``csv`` or ``tex``, with the column set ``columns``."""
+    cols = COLUMN_SETS[columns]
+    header, texts, bold = table_cells(table, cols)
+    refs = {i: (s, d) for i, s, d in reference_rows(table, cols)} if reference else {}
     rows: list[tuple[list[str], list[bool]]] = []
     for i, row in enumerate(texts):
         rows.append((row, bold[i]))
@@ -301,7 +332,10 @@ def render(table: Table, fmt: str, reference: bool = False) -> str:
 
 
 def write_tables(
-    multirun_dir: str | Path, out_dir: str | Path | None = None, reference: bool = False
+    multirun_dir: str | Path,
+    out_dir: str | Path | None = None,
+    reference: bool = False,
+    columns: str = "study",
 ) -> tuple[Table, dict[str, Path]]:
     """Collect the runs, build the table and write it as Markdown, CSV and LaTeX."""
     table = build_table(collect_runs(multirun_dir))
@@ -310,6 +344,6 @@ def write_tables(
     files = {}
     for fmt in ("md", "csv", "tex"):
         path = out / f"{table.kind}.{fmt}"
-        path.write_text(render(table, fmt, reference))
+        path.write_text(render(table, fmt, reference, columns))
         files[fmt] = path
     return table, files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,24 @@ def run_tags(cfg: DictConfig) -> list[str]:
     if cfg.data.get("num_folds"):
         tags.append(f"fold={cfg.data.fold}")
     return tags
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory so far of this process and of its finished children (MB).
+
+    Children are the data-loader workers once they have exited; Linux reports KiB.
+    """
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return {}
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # macOS reports bytes
+    return {
+        "peak_rss_mb": round(own * scale, 1),
+        "peak_rss_children_mb": round(children * scale, 1),
+    }
 
 
 def _check_model_input(cfg: DictConfig) -> None:
@@ -170,6 +189,7 @@ def _fit_and_test(
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)
+    metrics.update(peak_memory_mb())
     metrics["seed"] = cfg.get("seed")
     metrics["model/arch"] = module.net.arch
     metrics["model/encoder"] = module.net.encoder_name
