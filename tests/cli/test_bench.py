@@ -116,3 +116,18 @@ def test_train_bench_tiny(tmp_path):
         abs(ratio - e2e / model_only) <= 0.01 * ratio + 0.002
     )  # computed from the two throughputs
     assert float(re.search(r"Peak resident memory .*?\*\*([0-9.]+) GB\*\*", text).group(1)) > 0
+    # one row per switch, each positive, its speed-up computed from its own throughput
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln.count("|") == 6]
+    switch_rows = {
+        r.split("|")[1].strip(): r for r in rows if r.split("|")[5].strip()[:1].isdigit()
+    }
+    assert "baseline: 2 threads, batch 16, 160 px, slim decoder" in switch_rows
+    assert {"1 thread", "channels-last memory format", "batch 32"} <= set(switch_rows)
+    base = float(
+        switch_rows["baseline: 2 threads, batch 16, 160 px, slim decoder"].split("|")[4].split()[0]
+    )
+    for row in switch_rows.values():
+        cells = row.split("|")
+        ips, speedup = float(cells[4].split()[0]), float(cells[5])
+        assert ips > 0 and abs(speedup - ips / base) <= 0.01 * speedup + 0.01
+    assert "torch.compile | not measured" in text

@@ -57,9 +57,20 @@ def train_flops_per_image(net, size: int) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def model_only(net, loss_fn, size: int, batch: int, steps: int, repeats: int) -> Timing:
+def model_only(
+    net,
+    loss_fn,
+    size: int,
+    batch: int,
+    steps: int,
+    repeats: int,
+    channels_last: bool = False,
+) -> Timing:
     """Seconds per training step on in-memory tensors (no data loading)."""
     x = torch.randn(batch, 1, size, size)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     mask = (torch.rand(batch, 1, size, size) > 0.5).float()
     label = torch.randint(0, 3, (batch,))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
@@ -71,6 +82,69 @@ def model_only(net, loss_fn, size: int, batch: int, steps: int, repeats: int) ->
 
     t = time_call(run, repeats=repeats, warmup=1)
     return Timing(t.median / steps, t.low / steps, t.high / steps, t.repeats)
+
+
+# Variants of the default CPU model's training step: (label, changes to the baseline).
+SWITCHES = [
+    ("baseline: 2 threads, batch 16, 160 px, slim decoder", {}),
+    ("1 thread", {"threads": 1}),
+    ("channels-last memory format", {"channels_last": True}),
+    ("batch 8", {"batch": 8}),
+    ("batch 32", {"batch": 32}),
+    ("default decoder (256, 128, 64, 32, 16)", {"decoder": (256, 128, 64, 32, 16)}),
+    ("128 px", {"size": 128}),
+    ("192 px", {"size": 192}),
+]
+
+
+def switches(
+    threads: int, tiny: bool = False, compile_: bool = False, repeats: int = 3
+) -> list[dict]:
+    """Model-only training throughput of the default CPU model with one thing changed at a time.
+
+    ``torch.compile`` is measured only when asked (it costs minutes to compile here); its
+    compile time is reported separately from the steady-state step.
+    """
+    from medmtl.models import MultiTaskNet
+    from medmtl.training.losses import MultiTaskLoss
+
+    kw, size, batch = next(iter(MODELS.values()))
+    decoder = kw["arch_kwargs"]["decoder_channels"]
+    if tiny:
+        size, batch, decoder = 64, 4, (16, 16, 8, 8, 8)
+    rows = SWITCHES + ([("torch.compile (default mode)", {"compile": True})] if compile_ else [])
+    out = []
+    for label, change in rows:
+        b = change.get("batch", batch) if not tiny else batch
+        px = change.get("size", size) if not tiny else size
+        dec = change.get("decoder", decoder) if not tiny else decoder
+        torch.set_num_threads(change.get("threads", threads))
+        net = MultiTaskNet(**{**kw, "arch_kwargs": {"decoder_channels": dec}}).train()
+        entry: dict = {"label": label, "size": px, "batch": b}
+        if change.get("compile"):
+            import time
+
+            t0 = time.perf_counter()
+            compiled = torch.compile(net)
+            model_only(compiled, MultiTaskLoss(), px, b, steps=1, repeats=1)
+            entry["compile_s"] = time.perf_counter() - t0
+            net = compiled
+        t = model_only(
+            net,
+            MultiTaskLoss(),
+            px,
+            b,
+            steps=1 if tiny else 3,
+            repeats=1 if tiny else repeats,
+            channels_last=change.get("channels_last", False),
+        )
+        entry["ips"] = (b / t.median, b / t.high, b / t.low)
+        out.append(entry)
+    torch.set_num_threads(threads)
+    base = out[0]["ips"][0]
+    for e in out:
+        e["speedup"] = e["ips"][0] / base
+    return out
 
 
 def end_to_end(net, loss_fn, dm, steps: int, repeats: int) -> Timing:
@@ -118,7 +192,13 @@ def uncached_rate(dm, n: int, repeats: int) -> Timing:
     return Timing(t.median / n, t.low / n, t.high / n, t.repeats)
 
 
-def run(busi_root: Path | None, cache_dir: Path, tiny: bool = False, threads: int = 2) -> dict:
+def run(
+    busi_root: Path | None,
+    cache_dir: Path,
+    tiny: bool = False,
+    threads: int = 2,
+    compile_: bool = False,
+) -> dict:
     from medmtl.data.datamodule import MedDataModule
     from medmtl.models import MultiTaskNet
     from medmtl.training.losses import MultiTaskLoss
@@ -146,8 +226,10 @@ def run(busi_root: Path | None, cache_dir: Path, tiny: bool = False, threads: in
         net = MultiTaskNet(**kw).train()
         loss_fn = MultiTaskLoss()
         flops = train_flops_per_image(net, size)
-        mo = model_only(net, loss_fn, size, batch, steps, repeats)
+        slow = not tiny and size >= 256  # ~10 s per step here: fewer repeats
+        mo = model_only(net, loss_fn, size, batch, 2 if slow else steps, 3 if slow else repeats)
         entry = {
+            "repeats": 3 if slow else repeats,
             "size": size,
             "batch": batch,
             "flops_per_image": flops,
@@ -199,6 +281,7 @@ def run(busi_root: Path | None, cache_dir: Path, tiny: bool = False, threads: in
     res["pipeline"]["loader_vs_consumption"] = (
         res["pipeline"]["loader_ips"] / res["pipeline"]["end_to_end_ips"]
     )
+    res["switches"] = switches(threads, tiny=tiny, compile_=compile_)
     res["peak_rss_gb"] = peak_memory_mb()["peak_rss_mb"] / 1024
     return res
 
@@ -210,7 +293,7 @@ def section(r: dict, command: str, seconds: float) -> str:
         "",
         f"Command: `{command}` (took {seconds:.0f} s)  ",
         f"Machine: {machine_line()}, {r['threads']} torch threads  ",
-        "Figures: median of 5 repeats (min–max); images/s of a full training step "
+        "Figures: median of 5 repeats (3 for the 256 px study model), min–max; images/s of a full training step "
         "(forward, backward, AdamW) in float32.",
         "",
         f"float32 matmul peak ({r['matmul_n']}×{r['matmul_n']} `torch.mm`): **{g[0]:.1f} GFLOP/s** ({g[1]:.1f}–{g[2]:.1f})",
@@ -244,5 +327,23 @@ def section(r: dict, command: str, seconds: float) -> str:
         f"Peak resident memory of this benchmark process (all models above): **{r['peak_rss_gb']:.2f} GB** "
         "(target ≤ 4 GB for the CPU recipe).",
         "",
+        "What helps on this CPU: model-only training throughput of the default CPU model with one "
+        "thing changed at a time (median of 3 repeats, min–max; different sizes or decoders "
+        "are different amounts of work, so their images/s is not a like-for-like speed-up).",
+        "",
+        "| change | input | batch | images/s | × baseline |",
+        "|---|---|---|---|---|",
     ]
+    for e in r["switches"]:
+        ips = e["ips"]
+        note = f" (compile {e['compile_s']:.0f} s)" if "compile_s" in e else ""
+        lines.append(
+            f"| {e['label']}{note} | {e['size']}×{e['size']} | {e['batch']} | "
+            f"{ips[0]:.2f} ({ips[1]:.2f}–{ips[2]:.2f}) | {e['speedup']:.2f} |"
+        )
+    if not any("compile_s" in e for e in r["switches"]):
+        lines.append(
+            "| torch.compile | not measured in this run (`medmtl-bench train --compile`) | | | |"
+        )
+    lines.append("")
     return "\n".join(lines)

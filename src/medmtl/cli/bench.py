@@ -1,6 +1,8 @@
 """medmtl-bench: measure and write docs/benchmarks.md.
 
 medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
+medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX]
+medmtl-bench train [--busi-root DIR] [--compile] [--tiny]
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--busi-root", type=Path, default=busi)
     t.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
     t.add_argument("--tiny", action="store_true", help="tiny models and data (for the tests)")
+    t.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"
+    )
     args = parser.parse_args(argv)
     from medmtl.bench.common import replace_section
 
@@ -42,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
         start = time.time()
         root = args.busi_root if args.busi_root.is_dir() and not args.tiny else None
-        res = training.run(root, args.cache_dir, tiny=args.tiny)
-        cmd = "BUSI_ROOT=<BUSI> medmtl-bench train" + (" --tiny" if args.tiny else "")
+        res = training.run(root, args.cache_dir, tiny=args.tiny, compile_=args.compile)
+        cmd = (
+            "BUSI_ROOT=<BUSI> medmtl-bench train"
+            + (" --tiny" if args.tiny else "")
+            + (" --compile" if args.compile else "")
+        )
         text = training.section(res, cmd, time.time() - start)
         print(text)
         replace_section(args.out, "train", text)
