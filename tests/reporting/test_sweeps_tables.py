@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from medmtl.config import CONFIG_DIR, model_kwargs
-from medmtl.reporting.tables import COLUMN_SETS, build_table, collect_runs, table_cells
+from medmtl.reporting.tables import COLUMN_SETS, Run, build_table, collect_runs, table_cells
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
@@ -91,6 +91,33 @@ def test_recipe_columns_scale_and_cost(sweep):
     j = header.index("wall min")
     means = [statistics.fmean(m.metrics["wall_time_s"] for m in row[1]) for row in table.rows]
     assert bold[means.index(min(means))][j] and not bold[means.index(max(means))][j]
+
+
+def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
+    """An exploration log (single runs, each changing something else) gets readable rows."""
+    runs = [
+        Run(tmp_path / "a", {"experiment": "busi_cpu"}, "ok", metrics={"test/cls_acc": 0.5}),
+        Run(
+            tmp_path / "b",
+            {"experiment": "busi_cpu", "data.clahe": "true"},
+            "ok",
+            metrics={"test/cls_acc": 0.75},
+        ),
+        Run(
+            tmp_path / "c",
+            {"experiment": "busi_cpu", "data.image_size": "128", "data.clahe": "true"},
+            "ok",
+            metrics={"test/cls_acc": 0.25},
+        ),
+    ]
+    table = build_table(runs)
+    assert table.kind == "runs"
+    labels = {row[0]: row[1][0].metrics["test/cls_acc"] for row in table.rows}
+    assert labels == {
+        "baseline (none of these set)": 0.5,
+        "data.clahe=true": 0.75,
+        "data.clahe=true, data.image_size=128": 0.25,
+    }
 
 
 def test_tables_cli_writes_md_csv_tex_with_reference(sweep, tmp_path):

@@ -199,10 +199,14 @@ def build_table(runs: list[Run]) -> Table:
     rows = []
     for values, members in sorted(groups.items(), key=sort_key):
         ok = next((m for m in members if m.status == "ok"), None)
-        label = (
-            " + ".join(_fmt_key(k, v, ok) for k, v in zip(varying, values, strict=True))
-            or "all runs"
-        )
+        if kind == "runs":  # unrelated settings: name each row by what it sets
+            label = ", ".join(f"{k}={v}" for k, v in zip(varying, values, strict=True) if v)
+            label = label or ("all runs" if not varying else "baseline (none of these set)")
+        else:
+            label = (
+                " + ".join(_fmt_key(k, v, ok) for k, v in zip(varying, values, strict=True))
+                or "all runs"
+            )
         rows.append((label, members, dict(zip(varying, values, strict=True))))
     problems = [r.reason for r in runs if r.status != "ok"]
     return Table(kind, varying, rows, problems)
