@@ -67,12 +67,13 @@ def test_inference_bench_tiny(tmp_path):
     text = out.read_text()
     for label in (
         "| PyTorch eager |",
-        "| PyTorch eager, channels-last |",
+        "| PyTorch eager, channels-last (the default of `medmtl-predict`) |",
         "| ONNX Runtime (CPU) |",
     ):
         row = next(ln for ln in text.splitlines() if ln.startswith(label))
         assert float(row.split("|")[2].split()[0]) > 0
     assert re.search(r"cold start .*\*\*[0-9.]+ s\*\*", text)
+    assert "| PyTorch, torch.compile | not measured" in text
     ratio = float(re.search(r"PyTorch eager: \*\*([0-9.]+)×", text).group(1))
     eager = float(
         next(ln for ln in text.splitlines() if ln.startswith("| PyTorch eager |"))

@@ -66,6 +66,7 @@ def run(
     batch: int = 8,
     repeats: int = 5,
     threads: int = 2,
+    compile_: bool = False,
 ) -> dict:
     from medmtl.inference.export import export_onnx
     from medmtl.inference.onnx_backend import OnnxBackend
@@ -74,7 +75,7 @@ def run(
     torch.set_num_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="medmtl-bench-"))
     ckpt = make_checkpoint(tmp / "model.ckpt", image_size)
-    tb = TorchBackend(ckpt)
+    tb = TorchBackend(ckpt, channels_last=False)
     onnx_path = export_onnx(ckpt, tmp / "model.onnx")
     ob = OnnxBackend(onnx_path, threads=threads)
     data, what, files = _images(busi_root, image_size, n, tb.settings)
@@ -89,14 +90,16 @@ def run(
     results: dict = {"images": what, "image_size": image_size, "batch": batch, "threads": threads}
     t = time_call(over_all(tb.run), repeats=repeats)
     results["torch"] = (n / t.median, n / t.high, n / t.low)
-    tb.net = tb.net.to(memory_format=torch.channels_last)
-
-    def run_cl(b: np.ndarray):
-        with torch.inference_mode():
-            return tb.net(torch.from_numpy(b).contiguous(memory_format=torch.channels_last))
-
-    t = time_call(over_all(run_cl), repeats=repeats)
+    t = time_call(over_all(TorchBackend(ckpt, channels_last=True).run), repeats=repeats)
     results["torch_channels_last"] = (n / t.median, n / t.high, n / t.low)
+    if compile_:
+        compiled = TorchBackend(ckpt, channels_last=False)
+        compiled.net = torch.compile(compiled.net)
+        start = time.perf_counter()
+        compiled.run(data[:batch])
+        results["compile_s"] = time.perf_counter() - start
+        t = time_call(over_all(compiled.run), repeats=repeats)
+        results["torch_compile"] = (n / t.median, n / t.high, n / t.low)
     t = time_call(over_all(ob.run), repeats=repeats)
     results["onnxruntime"] = (n / t.median, n / t.high, n / t.low)
     results["speedup"] = results["onnxruntime"][0] / results["torch"][0]
@@ -148,7 +151,10 @@ def section(r: dict, command: str) -> str:
             "| backend | images/s |",
             "|---|---|",
             f"| PyTorch eager | {ips('torch')} |",
-            f"| PyTorch eager, channels-last | {ips('torch_channels_last')} |",
+            f"| PyTorch eager, channels-last (the default of `medmtl-predict`) | {ips('torch_channels_last')} |",
+            f"| PyTorch, torch.compile (compile {r['compile_s']:.0f} s) | {ips('torch_compile')} |"
+            if "torch_compile" in r
+            else "| PyTorch, torch.compile | not measured in this run (`--compile`) |",
             f"| ONNX Runtime (CPU) | {ips('onnxruntime')} |",
             "",
             f"ONNX Runtime / PyTorch eager: **{r['speedup']:.2f}×** (goal ≥ 1.5×).  ",

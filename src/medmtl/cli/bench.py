@@ -1,7 +1,7 @@
 """medmtl-bench: measure and write docs/benchmarks.md.
 
 medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
-medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX]
+medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX] [--compile]
 medmtl-bench train [--busi-root DIR] [--compile] [--tiny]
 """
 
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--images", type=int, default=32)
     q.add_argument("--image-size", type=int, default=160)
     q.add_argument("--repeats", type=int, default=5)
+    q.add_argument(
+        "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"
+    )
     t = sub.add_parser("train", help="matmul peak, FLOPs, model-only vs end-to-end, loader, memory")
     t.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
     t.add_argument("--busi-root", type=Path, default=busi)
@@ -62,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "inference":
         from medmtl.bench import inference
 
-        res = inference.run(args.busi_root, args.image_size, args.images, repeats=args.repeats)
-        text = inference.section(res, "BUSI_ROOT=<BUSI> medmtl-bench inference")
+        res = inference.run(
+            args.busi_root,
+            args.image_size,
+            args.images,
+            repeats=args.repeats,
+            compile_=args.compile,
+        )
+        cmd = "BUSI_ROOT=<BUSI> medmtl-bench inference" + (" --compile" if args.compile else "")
+        text = inference.section(res, cmd)
         print(text)
         replace_section(args.out, "inference", text)
         print(f"written to {args.out}")
