@@ -50,4 +50,5 @@ def model_kwargs(model_cfg: DictConfig | dict, substitutes: dict | None = None) 
         "task": m.get("task", "multitask"),
         "cls_hidden": int(m.get("cls_hidden", 256)),
         "cls_dropout": float(m.get("cls_dropout", 0.2)),
+        "empty_mask_class": m.get("empty_mask_class"),
     }

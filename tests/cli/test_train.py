@@ -85,6 +85,31 @@ def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     ] == pytest.approx(metrics["test/seg_dice"])
 
 
+def test_eval_with_and_without_the_empty_mask_gate(trained, make_cfg, tmp_path):
+    _, metrics = trained
+    ckpt = torch.load(metrics["best_ckpt"], weights_only=True, map_location="cpu")
+    ckpt["hyper_parameters"]["model"]["empty_mask_class"] = "normal"
+    torch.save(ckpt, tmp_path / "gated.ckpt")
+
+    def run(name: str, *extra: str, ckpt: Path = tmp_path / "gated.ckpt") -> dict:
+        return evaluate(make_cfg([f"ckpt_path={ckpt}", *extra], name=name, config_name="eval"))
+
+    on, off = run("gate_on"), run("gate_off", "empty_mask_class=null")
+    assert on["empty_mask_class"] == "normal" and off["empty_mask_class"] is None
+    # and switched on for a checkpoint trained without it
+    assert run("gate_on_plain", "empty_mask_class=normal", ckpt=Path(metrics["best_ckpt"]))[
+        "test/normal_fp_rate"
+    ] == pytest.approx(on["test/normal_fp_rate"])
+    # off: exactly the raw model's numbers; on: the classification is unchanged
+    for key in ("test/seg_dice", "test/seg_dice_lesion", "test/normal_fp_rate"):
+        assert off[key] == pytest.approx(metrics[key], abs=1e-6, nan_ok=True)
+    assert on["test/confusion_matrix"] == metrics["test/confusion_matrix"]
+    # a normal image can only get a false-positive mask if it is not classified as normal
+    normal_row = on["test/confusion_matrix"][0]
+    missed = (sum(normal_row) - normal_row[0]) / sum(normal_row)
+    assert on["test/normal_fp_rate"] <= min(missed, off["test/normal_fp_rate"]) + 1e-9
+
+
 def test_eval_other_split(trained, make_cfg):
     _, metrics = trained
     cfg = make_cfg(

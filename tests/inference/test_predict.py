@@ -118,6 +118,31 @@ def test_onnx_parity_on_real_images(backend, tiny_ckpt, images, tmp_path):
     assert np.abs(seg_t - seg_o).max() <= 1e-4
 
 
+def test_empty_mask_gate_in_torch_and_onnx(backend, tiny_ckpt, images, tmp_path):
+    """A gated checkpoint empties the masks of images classified as the gated class, also
+    after ONNX export; other images keep the raw model's masks."""
+    from medmtl.inference.export import export_onnx
+    from medmtl.inference.onnx_backend import OnnxBackend
+
+    batch = np.stack(
+        [load_for_model(images / Path(r).name, backend.settings).model_input for r in BUSI_FILES]
+    )[:, None].astype(np.float32)
+    seg_raw, cls_raw = predict_batch(backend, batch)
+    idx = int(cls_raw[0].argmax())
+    ckpt = torch.load(tiny_ckpt, weights_only=True, map_location="cpu")
+    ckpt["hyper_parameters"]["model"]["empty_mask_class"] = backend.class_names[idx]
+    torch.save(ckpt, tmp_path / "gated.ckpt")
+    gated = TorchBackend(tmp_path / "gated.ckpt")
+    onnx_backend = OnnxBackend(export_onnx(tmp_path / "gated.ckpt", tmp_path / "gated.onnx"))
+    seg_t, cls_t = predict_batch(gated, batch)
+    seg_o, cls_o = predict_batch(onnx_backend, batch)
+    hit = cls_raw.argmax(axis=1) == idx
+    assert hit[0]
+    assert seg_t[hit].max() < 1e-6 and seg_o[hit].max() < 1e-6
+    assert np.abs(seg_t[~hit] - seg_raw[~hit]).max(initial=0) <= 1e-5
+    assert np.abs(seg_t - seg_o).max() <= 1e-4 and np.abs(cls_t - cls_o).max() <= 1e-4
+
+
 def _cli(*args: str, module: str = "medmtl.cli.predict") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600

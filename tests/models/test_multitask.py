@@ -7,6 +7,8 @@ import torch
 
 from medmtl.errors import ConfigError
 from medmtl.models import ARCHITECTURES, MultiTaskNet
+from medmtl.models.multitask import EMPTY_LOGIT
+from medmtl.training.module import net_kwargs
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -82,3 +84,40 @@ def test_study_backbones_build(encoder):
     with torch.no_grad():
         out = net(torch.randn(1, 1, 64, 64))
     assert out["cls"].shape == (1, 3)
+
+
+def test_empty_mask_gate_empties_masks_of_the_gated_class_in_eval_only():
+    torch.manual_seed(0)
+    net = MultiTaskNet("Unet", "resnet18").eval()
+    x = torch.randn(4, 1, 64, 64)
+    with torch.no_grad():
+        raw = net(x)
+        pred = raw["cls"].argmax(dim=1)
+        for idx in range(3):  # every image is gated by exactly one of the classes
+            net.empty_mask_index = idx
+            out = net(x)
+            assert torch.equal(out["cls"], raw["cls"])
+            for i in range(4):
+                if pred[i] == idx:
+                    assert (out["seg"][i] == EMPTY_LOGIT).all()
+                    assert (torch.sigmoid(out["seg"][i]) < 0.5).all()
+                else:
+                    assert torch.equal(out["seg"][i], raw["seg"][i])
+        # training sees the raw logits
+        net.train()
+        net.empty_mask_index = int(pred[0])
+        gated_train = net(x)["seg"]
+        net.empty_mask_index = None
+        assert torch.allclose(net(x)["seg"], gated_train)
+
+
+def test_empty_mask_gate_errors():
+    with pytest.raises(ConfigError, match="multitask"):
+        MultiTaskNet("Unet", "resnet18", task="seg", empty_mask_index=0)
+    with pytest.raises(ConfigError, match="classes"):
+        MultiTaskNet("Unet", "resnet18", num_classes=3, empty_mask_index=3)
+    with pytest.raises(ConfigError, match="healthy"):
+        net_kwargs({"empty_mask_class": "healthy"}, ["normal", "benign", "malignant"])
+    assert net_kwargs({"empty_mask_class": "normal"}, ["normal", "benign"]) == {
+        "empty_mask_index": 0
+    }

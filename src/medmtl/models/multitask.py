@@ -23,6 +23,10 @@ ARCHITECTURES = (
 TASKS = ("multitask", "seg", "cls")
 
 
+# the segmentation logit of a gated (empty) mask: sigmoid(-30) ~ 1e-13
+EMPTY_LOGIT = -30.0
+
+
 class ClassificationHead(nn.Module):
     """Global average pooling of the deepest encoder feature, then an MLP."""
 
@@ -47,6 +51,10 @@ class MultiTaskNet(nn.Module):
     ``task="multitask"`` uses both heads, ``"seg"`` only the decoder and ``"cls"`` only the
     classification head (the decoder is not built), so single-task baselines share this code.
     ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None}``.
+
+    ``empty_mask_index`` (multi-task only): in eval mode, an image classified as this class
+    (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation. It
+    does not change training, and an exported model carries it.
     """
 
     def __init__(
@@ -60,10 +68,18 @@ class MultiTaskNet(nn.Module):
         cls_hidden: int = 256,
         cls_dropout: float = 0.2,
         arch_kwargs: dict | None = None,
+        empty_mask_index: int | None = None,
     ):
         super().__init__()
         if task not in TASKS:
             raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+        if empty_mask_index is not None and (
+            task != "multitask" or not 0 <= empty_mask_index < num_classes
+        ):
+            raise ConfigError(
+                "model.empty_mask_class needs model.task=multitask and one of the data's classes."
+            )
+        self.empty_mask_index = empty_mask_index
         if arch not in ARCHITECTURES:
             raise ConfigError(
                 f"model.arch.name={arch!r} is not a supported architecture; choose one of "
@@ -116,4 +132,7 @@ class MultiTaskNet(nn.Module):
             decoded = self.decoder(features)
             seg = self.segmentation_head(decoded)
         cls = self.cls_head(features[-1]) if self.cls_head is not None else None
+        if self.empty_mask_index is not None and not self.training and seg is not None:
+            gate = (cls.argmax(dim=1) == self.empty_mask_index).view(-1, 1, 1, 1)
+            seg = torch.where(gate, torch.full_like(seg, EMPTY_LOGIT), seg)
         return {"seg": seg, "cls": cls}

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from medmtl.errors import MedmtlError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.models.multitask import MultiTaskNet
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 from medmtl.training.losses import MultiTaskLoss
@@ -23,6 +23,20 @@ from medmtl.training.metrics import (
 )
 
 EVAL_SPLITS = ("train", "val", "test")
+
+
+def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
+    """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
+    kw = dict(model)
+    name = kw.pop("empty_mask_class", None)
+    if name is not None:
+        if name not in class_names:
+            raise ConfigError(
+                f"model.empty_mask_class={name!r} is not one of the classes "
+                f"{list(class_names)}; use one of them or null."
+            )
+        kw["empty_mask_index"] = list(class_names).index(name)
+    return kw
 
 
 def _key(split: str) -> str:
@@ -54,7 +68,9 @@ class MultiTaskModule(L.LightningModule):
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.task = model.get("task", "multitask")
-        self.net = MultiTaskNet(**model, num_classes=len(self.class_names))
+        self.net = MultiTaskNet(
+            **net_kwargs(model, self.class_names), num_classes=len(self.class_names)
+        )
         self.criterion = MultiTaskLoss(task=self.task, num_classes=len(self.class_names), **loss)
         self.cls_metrics = nn.ModuleDict(
             {_key(s): classification_metrics(len(self.class_names)) for s in EVAL_SPLITS}

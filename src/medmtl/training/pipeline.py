@@ -20,7 +20,7 @@ from medmtl.errors import ConfigError
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.checkpoint import load_checkpoint, module_from_checkpoint
-from medmtl.training.module import MultiTaskModule
+from medmtl.training.module import MultiTaskModule, net_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,12 @@ def _fit_and_test(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
     module, ckpt = module_from_checkpoint(cfg.ckpt_path)
+    gate = cfg.get("empty_mask_class", "as_trained")
+    if gate != "as_trained":
+        kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
+        if kw and module.task != "multitask":
+            raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
+        module.net.empty_mask_index = kw.get("empty_mask_index")
     data_cfg = OmegaConf.merge(
         OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
     )
@@ -218,6 +224,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = dict(module.results[cfg.split])
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     metrics["num_images"] = len(dm.cases(cfg.split))
+    idx = module.net.empty_mask_index
+    metrics["empty_mask_class"] = module.class_names[idx] if idx is not None else None
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         out_dir = Path(cfg.paths.output_dir)
         write_json(out_dir / "metrics.json", metrics)
