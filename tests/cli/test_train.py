@@ -110,6 +110,21 @@ def test_eval_with_and_without_the_empty_mask_gate(trained, make_cfg, tmp_path):
     assert on["test/normal_fp_rate"] <= min(missed, off["test/normal_fp_rate"]) + 1e-9
 
 
+def test_channels_last_switch_same_outputs(trained):
+    from medmtl.training.checkpoint import module_from_checkpoint
+
+    module, _ = module_from_checkpoint(trained[1]["best_ckpt"])
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        plain = module(x)
+        module.use_channels_last(True)
+        conv = next(m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        fast = module(x)
+    assert torch.allclose(plain["seg"], fast["seg"], atol=1e-4)
+    assert torch.allclose(plain["cls"], fast["cls"], atol=1e-4)
+
+
 def test_eval_other_split(trained, make_cfg):
     _, metrics = trained
     cfg = make_cfg(

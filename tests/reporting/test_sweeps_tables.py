@@ -87,10 +87,21 @@ def test_recipe_columns_scale_and_cost(sweep):
                 f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
             )
             assert cells[header.index(col)] == expected, col
-    # lower is better for time and memory: the bold cell holds the smaller mean
-    j = header.index("wall min")
-    means = [statistics.fmean(m.metrics["wall_time_s"] for m in row[1]) for row in table.rows]
-    assert bold[means.index(min(means))][j] and not bold[means.index(max(means))][j]
+    # lower is better for time and memory, higher for quality; epochs are not ranked
+    runs = [
+        Run(Path(f"r{i}"), {"loss.seg_weight": lam}, "ok", metrics=m)
+        for i, (lam, m) in enumerate(
+            [
+                ("0.3", {"wall_time_s": 600, "test/seg_dice": 0.5, "epochs": 10}),
+                ("0.7", {"wall_time_s": 900, "test/seg_dice": 0.6, "epochs": 20}),
+            ]
+        )
+    ]
+    header, texts, bold = table_cells(build_table(runs), COLUMN_SETS["recipe"])
+    wall, dice, epochs = (header.index(h) for h in ("wall min", "Dice", "epochs"))
+    assert texts[0][wall] == "10.0" and bold[0][wall] and not bold[1][wall]
+    assert bold[1][dice] and not bold[0][dice]
+    assert not bold[0][epochs] and not bold[1][epochs]
 
 
 def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
@@ -109,6 +120,12 @@ def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
             "ok",
             metrics={"test/cls_acc": 0.25},
         ),
+        Run(
+            tmp_path / "d",
+            {"experiment": "busi_cpu", "loss.seg_weight": "0.5"},
+            "ok",
+            metrics={"test/cls_acc": 0.125},
+        ),
     ]
     table = build_table(runs)
     assert table.kind == "runs"
@@ -117,6 +134,7 @@ def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
         "baseline (none of these set)": 0.5,
         "data.clahe=true": 0.75,
         "data.clahe=true, data.image_size=128": 0.25,
+        "loss.seg_weight=0.5": 0.125,  # one λ among other changes is not a λ table
     }
 
 

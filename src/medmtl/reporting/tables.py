@@ -25,7 +25,7 @@ from medmtl.errors import MedmtlError
 class Column:
     header: str
     key: str  # metrics.json key
-    higher: bool = True  # higher is better
+    higher: bool | None = True  # higher is better (None: no best value to mark)
     scale: float = 1.0  # shown value = scale * stored value
     digits: int = 3
 
@@ -45,8 +45,9 @@ COLUMN_SETS = {
         Column("Dice lesion", "test/seg_dice_lesion"),
         Column("normal FP", "test/normal_fp_rate", higher=False),
     ],
-    # a training recipe: quality, cost and memory
+    # a training recipe: the validation score it is chosen by, test quality, cost and memory
     "recipe": [
+        Column("val overall", "val/overall"),
         Column("Acc", "test/cls_acc"),
         Column("F1", "test/cls_f1"),
         Column("AUC", "test/cls_auc"),
@@ -54,7 +55,7 @@ COLUMN_SETS = {
         Column("IoU lesion", "test/seg_iou_lesion"),
         Column("Dice", "test/seg_dice"),
         Column("normal FP", "test/normal_fp_rate", higher=False),
-        Column("epochs", "epochs", higher=False, digits=1),
+        Column("epochs", "epochs", higher=None, digits=1),
         Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
         Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
     ],
@@ -173,7 +174,9 @@ def build_table(runs: list[Run]) -> Table:
         "loss.seg_weight",
     ]
     varying.sort(key=lambda k: order.index(k) if k in order else len(order))
-    if "loss.seg_weight" in varying and len(varying) == 1:
+    if any(k not in r.overrides for r in runs for k in varying):
+        kind = "runs"  # not one sweep: single runs that each change something else
+    elif "loss.seg_weight" in varying and len(varying) == 1:
         kind = "lambda"
     elif {"model/arch", "model/encoder"} & set(varying) and "model.task" not in varying:
         kind = "arch_backbone"
@@ -243,7 +246,7 @@ def table_cells(
     bold = [[False] * len(header) for _ in texts]
     for j, col in enumerate(columns):
         values = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
-        if len(values) > 1:
+        if len(values) > 1 and col.higher is not None:
             best = (max if col.higher else min)(v for v, _ in values)
             for v, i in values:
                 if v == best:

@@ -80,12 +80,21 @@ class MultiTaskModule(L.LightningModule):
         self.seg_metrics = nn.ModuleDict(
             {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
         )
+        self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self.results: dict[str, dict[str, Any]] = {}
         # per-image outputs of the last test run, for the evaluation figures
         self.samples: dict[str, list[torch.Tensor]] = {}
 
+    def use_channels_last(self, on: bool = True) -> None:
+        """Run the network in channels-last memory format (faster convolutions on CPU)."""
+        self.channels_last = on
+        fmt = torch.channels_last if on else torch.contiguous_format
+        self.net.to(memory_format=fmt)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     # -- steps ----------------------------------------------------------------------------------

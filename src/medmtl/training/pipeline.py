@@ -120,6 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dm.prepare_data()
     dm.setup()
     module = build_module(cfg, dm)
+    module.use_channels_last(bool(cfg.get("channels_last", False)))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"), tags=run_tags(cfg))
     try:
@@ -206,6 +207,7 @@ def _fit_and_test(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
     module, ckpt = module_from_checkpoint(cfg.ckpt_path)
+    module.use_channels_last(bool(cfg.get("channels_last", False)))
     gate = cfg.get("empty_mask_class", "as_trained")
     if gate != "as_trained":
         kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
