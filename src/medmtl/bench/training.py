@@ -3,6 +3,7 @@ data loader with and without the cache, and peak memory."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -122,8 +123,6 @@ def switches(
         net = MultiTaskNet(**{**kw, "arch_kwargs": {"decoder_channels": dec}}).train()
         entry: dict = {"label": label, "size": px, "batch": b}
         if change.get("compile"):
-            import time
-
             t0 = time.perf_counter()
             compiled = torch.compile(net)
             model_only(compiled, MultiTaskLoss(), px, b, steps=1, repeats=1)
