@@ -145,7 +145,7 @@ def cases_figure(samples: dict[str, Any], class_names: Sequence[str], n: int = 4
     for row, (tag, i) in enumerate(picks):
         img = samples["image"][i, 0].numpy()
         gt = samples["mask"][i, 0].numpy()
-        pred = samples["pred"][i, 0].numpy()
+        pred = samples["pred_mask"][i, 0].numpy()
         label = class_names[int(samples["label"][i])]
         for col, (title, arr) in enumerate(
             [

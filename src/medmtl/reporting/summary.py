@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from medmtl.io.files import atomic_write_text
+
 MAIN_METRICS = (
     "cls_acc",
     "cls_f1",
@@ -38,11 +40,7 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (a crash never leaves a half-written metrics file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(_clean(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("val", "test")) -> Table:

@@ -134,6 +134,18 @@ class MultiTaskLoss(nn.Module):
             else None
         )
 
+    def task_weights(self) -> dict[str, float]:
+        """The learned weights exp(-s) and log-variances s of ``weighting=uncertainty`` (else {})."""
+        if self.log_vars is None:
+            return {}
+        s = self.log_vars.detach().double().cpu()
+        return {
+            "task_weight_seg": float(torch.exp(-s[0])),
+            "task_weight_cls": float(torch.exp(-s[1])),
+            "log_var_seg": float(s[0]),
+            "log_var_cls": float(s[1]),
+        }
+
     def forward(
         self, out: dict[str, torch.Tensor | None], mask: torch.Tensor, label: torch.Tensor
     ) -> dict[str, torch.Tensor]:

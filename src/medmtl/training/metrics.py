@@ -105,14 +105,6 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def per_image_dice(
-    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
-) -> torch.Tensor:
-    """Per-image Dice with the same conventions as :class:`SegMetrics` (empty vs empty = 1)."""
-    tp, fp, fn, _ = confusion_counts(logits, target, threshold)
-    return dice_from_counts(tp, fp, fn)
-
-
 def overall_score(values: dict[str, float], task: str) -> float:
     """``overall`` = mean of macro F1 and all-image Dice (one of them for a single-task run)."""
     if task == "seg":

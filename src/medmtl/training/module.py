@@ -17,9 +17,10 @@ from medmtl.training.losses import MultiTaskLoss
 from medmtl.training.metrics import (
     SegMetrics,
     classification_metrics,
+    confusion_counts,
+    dice_from_counts,
     flatten_results,
     overall_score,
-    per_image_dice,
 )
 
 EVAL_SPLITS = ("train", "val", "test")
@@ -28,6 +29,7 @@ EVAL_SPLITS = ("train", "val", "test")
 def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
     """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
     kw = dict(model)
+    kw.pop("encoder_study", None)  # a record of what the encoder stands in for, not an argument
     name = kw.pop("empty_mask_class", None)
     if name is not None:
         if name not in class_names:
@@ -63,6 +65,7 @@ class MultiTaskModule(L.LightningModule):
         class_names: Sequence[str],
         scheduler: dict | None = None,
         data: dict | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,6 +88,8 @@ class MultiTaskModule(L.LightningModule):
         self.results: dict[str, dict[str, Any]] = {}
         # per-image outputs of the last test run, for the evaluation figures
         self.samples: dict[str, list[torch.Tensor]] = {}
+        # per-image numbers of the last test run over all ranks, for predictions_<split>.csv
+        self.per_image: dict[str, torch.Tensor] = {}
 
     def use_channels_last(self, on: bool = True) -> None:
         """Run the network in channels-last memory format (faster convolutions on CPU)."""
@@ -112,6 +117,10 @@ class MultiTaskModule(L.LightningModule):
         parts = {f"train/{k}": v for k, v in losses.items() if k != "loss"}
         self.log_dict(parts, batch_size=bs)
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        if self.criterion.log_vars is not None:
+            self.log_dict(
+                {f"train/{k}": v for k, v in self.criterion.task_weights().items()}, batch_size=bs
+            )
         return losses["loss"]
 
     def _eval_step(self, batch: dict, split: str) -> dict[str, torch.Tensor | None]:
@@ -158,12 +167,13 @@ class MultiTaskModule(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         out = self._eval_step(batch, self.eval_split)
-        keep = {"label": batch["label"]}
+        keep = {"label": batch["label"], "index": batch["index"]}
         if out["cls"] is not None:
-            keep["prob"] = torch.softmax(out["cls"], dim=1)
+            keep["prob"] = torch.softmax(out["cls"].double(), dim=1)
         if out["seg"] is not None:
-            keep["dice"] = per_image_dice(out["seg"], batch["mask"])
-            keep["pred"] = torch.sigmoid(out["seg"]) >= 0.5
+            tp, fp, fn, _ = confusion_counts(out["seg"], batch["mask"])
+            keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_from_counts(tp, fp, fn))
+            keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
             img = batch["image"] * GREY_STD + GREY_MEAN  # back to [0, 1] for display
             keep["image"] = (img.clamp(0, 1) * 255).to(torch.uint8)
@@ -171,7 +181,47 @@ class MultiTaskModule(L.LightningModule):
             self.samples.setdefault(key, []).append(value.detach().cpu())
 
     def on_test_epoch_end(self) -> None:
+        self.per_image = self._gather_per_image()
         self._eval_epoch_end(self.eval_split)
+
+    def _gather_per_image(self) -> dict[str, torch.Tensor]:
+        """The per-image numbers of every rank, one entry per image, in data set order.
+
+        Under DDP each rank saw part of the split (the sampler pads by repeating images), so
+        the small per-image tensors are gathered and duplicates dropped by image index.
+        """
+        keys = [k for k in ("index", "label", "prob", "tp", "gt", "pred") if k in self.samples]
+        local = {k: torch.cat(self.samples[k]) for k in keys}
+        if self.trainer is not None and self.trainer.world_size > 1:
+            gathered = self.all_gather({k: v.to(self.device) for k, v in local.items()})
+            local = {k: v.flatten(0, 1).cpu() for k, v in gathered.items()}
+        order = torch.argsort(local["index"], stable=True)
+        index = local["index"][order]
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        return {k: v[order][first] for k, v in local.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """What this run is, for ``metrics.json``: data set, size, encoder and its weights, λ..."""
+        hp = self.hparams
+        data, model = dict(hp.get("data") or {}), dict(hp.model)
+        folds = data.get("num_folds")
+        out: dict[str, Any] = {
+            "data/name": data.get("name"),
+            "data/image_size": data.get("image_size"),
+            "data/num_folds": folds,
+            "data/fold": data.get("fold") if folds else None,
+            "seed": hp.get("seed"),
+            "model/arch": self.net.arch,
+            "model/encoder": self.net.encoder_name,
+            "model/encoder_weights": model.get("encoder_weights"),
+            "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
+            "model/task": self.task,
+            "loss/weighting": self.criterion.weighting,
+            "loss/seg_weight": self.criterion.seg_weight,
+        }
+        out.update({f"loss/{k}": v for k, v in self.criterion.task_weights().items()})
+        return out
 
     def test_samples(self) -> dict[str, torch.Tensor]:
         """Per-image outputs of the last test run, concatenated (label, prob, dice, image...)."""

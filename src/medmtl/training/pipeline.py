@@ -14,10 +14,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from medmtl.config import model_kwargs
+from medmtl.config import explicit_overrides, model_kwargs
 from medmtl.data.datamodule import MedDataModule
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
+from medmtl.reporting.per_image import PerImage, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.checkpoint import load_checkpoint, module_from_checkpoint
 from medmtl.training.module import MultiTaskModule, net_kwargs
@@ -43,9 +44,15 @@ def substitutes(cfg: DictConfig) -> dict:
     return dict(prof.get("encoder_substitutes") or {})
 
 
+def net_settings(cfg: DictConfig) -> dict:
+    """The network's settings: the profile's stand-in encoder, unless the user set the weights."""
+    keep = "model.encoder.weights" in explicit_overrides()
+    return model_kwargs(cfg.model, substitutes(cfg), keep_weights=keep)
+
+
 def run_tags(cfg: DictConfig) -> list[str]:
     """Tags that identify a run inside a sweep (architecture, backbone, λ, task, seed, fold)."""
-    kw = model_kwargs(cfg.model, substitutes(cfg))
+    kw = net_settings(cfg)
     tags = [str(t) for t in (cfg.get("tags") or [])]
     tags += [
         f"arch={kw['arch']}",
@@ -88,7 +95,7 @@ def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
     """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     return MultiTaskModule(
-        model=model_kwargs(cfg.model, substitutes(cfg)),
+        model=net_settings(cfg),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
@@ -96,6 +103,46 @@ def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
         else None,
         class_names=list(dm.classes),
         data=data_cfg,
+        seed=None if cfg.get("seed") is None else int(cfg.seed),
+    )
+
+
+def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) -> PerImage:
+    """The per-image outputs of the last test run, named by the cases' ids.
+
+    Every image of the split must be there: a lost image is an error, never a shorter file.
+    """
+    cases = dm.cases(split)
+    got = {k: v.numpy() for k, v in module.per_image.items()}
+    index = got["index"].tolist()
+    if sorted(index) != list(range(len(cases))):
+        raise MedmtlError(
+            f"{split}: the evaluation returned {len(index)} of {len(cases)} images; "
+            "nothing was written. Re-run the evaluation."
+        )
+    return PerImage(
+        ids=[cases[i].case_id for i in index],
+        classes=tuple(dm.classes),
+        label=got["label"],
+        prob=got.get("prob"),
+        tp=got.get("tp"),
+        gt=got.get("gt"),
+        pred=got.get("pred"),
+        dataset=dm.name,
+        split=split,
+    )
+
+
+def write_per_image(
+    out_dir: Path, trainer: L.Trainer, module: MultiTaskModule, dm: MedDataModule, split: str
+) -> Path | None:
+    """Write ``predictions_<split>.csv``, unless the test was cut short on purpose (debug runs)."""
+    limit = trainer.limit_test_batches
+    if trainer.fast_dev_run or not (isinstance(limit, float) and limit == 1.0):
+        log.warning("Test limited to some batches (debug run): no predictions_%s.csv.", split)
+        return None
+    return write_predictions(
+        out_dir / f"predictions_{split}.csv", per_image_results(module, dm, split)
     )
 
 
@@ -178,6 +225,7 @@ def _fit_and_test(
         metrics.update(module.results.get("test", {}))
         metrics["best_ckpt"] = str(best) if best else None
         if trainer.is_global_zero:
+            write_per_image(out_dir, trainer, module, dm, "test")
             figures = write_evaluation_figures(
                 out_dir,
                 "test",
@@ -191,12 +239,7 @@ def _fit_and_test(
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)
     metrics.update(peak_memory_mb())
-    metrics["seed"] = cfg.get("seed")
-    metrics["model/arch"] = module.net.arch
-    metrics["model/encoder"] = module.net.encoder_name
-    metrics["model/encoder_study"] = str(cfg.model.encoder.name)
-    metrics["model/task"] = module.task
-    metrics["loss/seg_weight"] = float(cfg.loss.seg_weight)
+    metrics.update(module.describe())
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         write_json(out_dir / "metrics.json", metrics)
         print_metrics(metrics)
@@ -228,8 +271,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics["num_images"] = len(dm.cases(cfg.split))
     idx = module.net.empty_mask_index
     metrics["empty_mask_class"] = module.class_names[idx] if idx is not None else None
+    metrics.update(module.describe())
+    metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         out_dir = Path(cfg.paths.output_dir)
+        write_per_image(out_dir, trainer, module, dm, cfg.split)
         write_json(out_dir / "metrics.json", metrics)
         run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
         write_evaluation_figures(

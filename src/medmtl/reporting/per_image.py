@@ -1,0 +1,310 @@
+"""Per-image predictions of an evaluation (``predictions_<split>.csv``) and the metrics from them.
+
+Every number of ``metrics.json`` can be recomputed from this file: classification from the
+class probabilities, segmentation from the per-image pixel counts (true positives, ground-truth
+and predicted lesion pixels on the model's input grid). The metric functions take optional
+**resampling weights** (how often each image is drawn, one row per resample), so that the
+bootstrap in :mod:`medmtl.reporting.statistics` evaluates thousands of resamples at once with
+exactly the definitions used here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from medmtl.errors import DataError
+from medmtl.io.files import atomic_write_text
+
+ECE_BINS = 10
+
+
+@dataclass
+class PerImage:
+    """One evaluation, one entry per image, in a fixed image order (``ids``)."""
+
+    ids: list[str]
+    classes: tuple[str, ...]
+    label: np.ndarray  # (n,) true class index
+    prob: np.ndarray | None = None  # (n, C) class probabilities (None: segmentation-only)
+    tp: np.ndarray | None = None  # (n,) lesion pixels in both (None: classification-only)
+    gt: np.ndarray | None = None  # (n,) ground-truth lesion pixels
+    pred: np.ndarray | None = None  # (n,) predicted lesion pixels
+    dataset: str = ""
+    split: str = ""
+    # per-image Dice/IoU and "any predicted pixel"; derived from the counts unless averaged
+    dice: np.ndarray | None = field(default=None, repr=False)
+    iou: np.ndarray | None = field(default=None, repr=False)
+    has_pred: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.label = np.asarray(self.label, dtype=np.int64)
+        if self.tp is not None:
+            tp, gt, pred = (np.asarray(a, dtype=np.float64) for a in (self.tp, self.gt, self.pred))
+            self.tp, self.gt, self.pred = tp, gt, pred
+            fp, fn = pred - tp, gt - tp
+            if self.dice is None:
+                self.dice = dice_iou(tp, fp, fn)[0]
+            if self.iou is None:
+                self.iou = dice_iou(tp, fp, fn)[1]
+            if self.has_pred is None:
+                self.has_pred = (pred > 0).astype(np.float64)
+        if self.prob is not None:
+            self.prob = np.asarray(self.prob, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def task(self) -> str:
+        if self.prob is None:
+            return "seg"
+        return "cls" if self.tp is None else "multitask"
+
+    @property
+    def has_lesion(self) -> np.ndarray:
+        return self.gt > 0
+
+
+def dice_iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image Dice and IoU from pixel counts; 1 where ground truth and prediction are empty.
+
+    The same convention as :class:`medmtl.training.metrics.SegMetrics`.
+    """
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    d_den, i_den = 2 * tp + fp + fn, tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(d_den > 0, 2 * tp / np.maximum(d_den, 1), 1.0)
+        iou = np.where(i_den > 0, tp / np.maximum(i_den, 1), 1.0)
+    return dice, iou
+
+
+# -- the CSV file ------------------------------------------------------------------------------
+def _fmt(v: float) -> str:
+    return repr(float(v)) if math.isfinite(v) else ""
+
+
+def write_predictions(path: str | Path, p: PerImage) -> Path:
+    """Write ``predictions_<split>.csv`` atomically: one row per image."""
+    head = ["id", "dataset", "split", "true_class"]
+    if p.prob is not None:
+        head += ["pred_class", *[f"prob_{c}" for c in p.classes]]
+    if p.tp is not None:
+        head += ["dice", "iou", "gt_pixels", "pred_pixels", "tp_pixels"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    for i, case_id in enumerate(p.ids):
+        row = [case_id, p.dataset, p.split, p.classes[p.label[i]]]
+        if p.prob is not None:
+            row += [p.classes[int(p.prob[i].argmax())], *[_fmt(v) for v in p.prob[i]]]
+        if p.tp is not None:
+            row += [_fmt(p.dice[i]), _fmt(p.iou[i])]
+            row += [str(int(round(v))) for v in (p.gt[i], p.pred[i], p.tp[i])]
+        w.writerow(row)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> PerImage:
+    """Read a predictions CSV; the class order is taken from its ``prob_<class>`` columns."""
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(path.open(newline="", encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read the predictions file ({exc}).") from exc
+    if not rows:
+        raise DataError(f"{path}: no images in the predictions file; re-run the evaluation.")
+    head = list(rows[0])
+    missing = [c for c in ("id", "true_class") if c not in head]
+    if missing:
+        raise DataError(f"{path}: not a medmtl predictions file (no {', '.join(missing)} column).")
+    prob_cols = [c for c in head if c.startswith("prob_")]
+    names = tuple(classes) if classes else tuple(c.removeprefix("prob_") for c in prob_cols)
+    if not names:
+        seen = sorted({r["true_class"] for r in rows})
+        names = tuple(seen)
+    try:
+        label = [names.index(r["true_class"]) for r in rows]
+        prob = (
+            np.array([[float(r[f"prob_{c}"]) for c in names] for r in rows]) if prob_cols else None
+        )
+        seg = "tp_pixels" in head
+        counts = (
+            {k: np.array([float(r[f"{k}_pixels"]) for r in rows]) for k in ("tp", "gt", "pred")}
+            if seg
+            else {}
+        )
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"{path}: malformed value or column ({exc}); re-run the evaluation.") from exc
+    return PerImage(
+        ids=[r["id"] for r in rows],
+        classes=names,
+        label=np.array(label),
+        prob=prob,
+        dataset=rows[0].get("dataset", ""),
+        split=rows[0].get("split", ""),
+        **counts,
+    )
+
+
+# -- metrics, optionally over many resamples at once ---------------------------------------------
+def _weights(n: int, weights: np.ndarray | None) -> np.ndarray:
+    return np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
+
+
+def _safe(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _macro(score: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Macro average over classes that occur (torchmetrics ignores classes with tp+fp+fn = 0)."""
+    w = present.astype(float)
+    return np.where(w.sum(1) > 0, (np.nan_to_num(score) * w).sum(1) / np.maximum(w.sum(1), 1), 0)
+
+
+def _auc(prob: np.ndarray, label: np.ndarray, W: np.ndarray, C: int) -> np.ndarray:
+    """Macro one-vs-rest ROC AUC (weighted Mann-Whitney; ties count one half)."""
+    out = []
+    for c in range(C):
+        pos = label == c
+        if pos.all() or not pos.any():
+            out.append(np.full(W.shape[0], np.nan))
+            continue
+        s = prob[:, c]
+        g = (s[pos][:, None] > s[~pos][None, :]) + 0.5 * (s[pos][:, None] == s[~pos][None, :])
+        wp, wn = W[:, pos], W[:, ~pos]
+        num = np.einsum("bi,ij,bj->b", wp, g, wn)
+        out.append(_safe(num, wp.sum(1) * wn.sum(1)))
+    auc = np.stack(out, 1)
+    valid = ~np.isnan(auc)
+    return np.where(
+        valid.any(1), np.nansum(auc, 1) / np.maximum(valid.sum(1), 1), np.nan
+    )  # classes without positives or negatives are left out, as torchmetrics does
+
+
+def ece_bins(prob: np.ndarray, label: np.ndarray, n_bins: int = ECE_BINS):
+    """Bin index, confidence and correctness of the top class, binned as torchmetrics does.
+
+    Bins are ``[k/n, (k+1)/n)``; a confidence of exactly 1 gets a bin of its own.
+    """
+    conf = prob.max(1).astype(np.float32).astype(np.float64)
+    correct = (prob.argmax(1) == label).astype(np.float64)
+    edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32).astype(np.float64)
+    idx = np.searchsorted(edges, conf, side="right") - 1
+    return idx, conf, correct
+
+
+def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Accuracy, macro F1/precision/recall, per-class scores, AUC, ECE and the confusion matrix."""
+    C, n = len(p.classes), len(p)
+    W = _weights(n, weights)
+    pred = p.prob.argmax(1)
+    pair = np.zeros((n, C * C))
+    pair[np.arange(n), p.label * C + pred] = 1
+    cm = (W @ pair).reshape(-1, C, C)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    fp, fn = cm.sum(1) - tp, cm.sum(2) - tp
+    prec, rec = _safe(tp, tp + fp), _safe(tp, tp + fn)
+    f1 = _safe(2 * tp, 2 * tp + fp + fn)
+    present = (tp + fp + fn) > 0
+    idx, conf, correct = ece_bins(p.prob, p.label)
+    bins = np.zeros((n, ECE_BINS + 1))
+    bins[np.arange(n), idx] = 1
+    cnt, s_conf, s_acc = W @ bins, W @ (bins * conf[:, None]), W @ (bins * correct[:, None])
+    total = W.sum(1)
+    out = {
+        "cls_acc": tp.sum(1) / total,
+        "cls_f1": _macro(f1, present),
+        "cls_precision": _macro(prec, present),
+        "cls_recall": _macro(rec, present),
+        "cls_auc": _auc(p.prob, p.label, W, C),
+        "cls_ece": np.abs(s_acc - s_conf).sum(1) / total,
+        "confusion_matrix": cm,
+    }
+    for c, name in enumerate(p.classes):
+        out[f"cls_f1_{name}"] = np.nan_to_num(f1[:, c])
+        out[f"cls_precision_{name}"] = np.nan_to_num(prec[:, c])
+        out[f"cls_recall_{name}"] = np.nan_to_num(rec[:, c])
+    return out
+
+
+def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """All-image and lesion-only Dice/IoU, pixel-level F1 and the normal false-positive rate."""
+    W = _weights(len(p), weights)
+    lesion = p.has_lesion.astype(float)
+    fp, fn = p.pred - p.tp, p.gt - p.tp
+    stp, sfp, sfn = W @ p.tp, W @ fp, W @ fn
+    return {
+        "seg_dice": W @ p.dice / W.sum(1),
+        "seg_iou": W @ p.iou / W.sum(1),
+        "seg_dice_lesion": _safe(W @ (p.dice * lesion), W @ lesion),
+        "seg_iou_lesion": _safe(W @ (p.iou * lesion), W @ lesion),
+        "seg_f1": _safe(2 * stp, 2 * stp + sfp + sfn),
+        "normal_fp_rate": _safe(W @ (p.has_pred * (1 - lesion)), W @ (1 - lesion)),
+    }
+
+
+def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every metric of ``metrics.json``, one value per row of ``weights`` (one row if None)."""
+    out: dict[str, np.ndarray] = {}
+    if p.prob is not None:
+        out.update(classification(p, weights))
+    if p.tp is not None:
+        out.update(segmentation(p, weights))
+    if p.task == "multitask":
+        out["overall"] = 0.5 * (out["cls_f1"] + out["seg_dice"])
+    else:
+        out["overall"] = out["seg_dice"] if p.task == "seg" else out["cls_f1"]
+    return out
+
+
+def metrics_dict(p: PerImage, prefix: str | None = None) -> dict[str, float | list]:
+    """The metrics of one evaluation with ``metrics.json``'s keys (``<split>/<metric>``)."""
+    prefix = prefix or p.split
+    out: dict[str, float | list] = {}
+    for key, value in compute_metrics(p).items():
+        if key == "confusion_matrix":
+            out[f"{prefix}/{key}"] = value[0].round().astype(int).tolist()
+        else:
+            out[f"{prefix}/{key}"] = float(value[0])
+    return out
+
+
+def average_runs(runs: Sequence[PerImage]) -> PerImage:
+    """One evaluation standing for several runs on the same images.
+
+    Class probabilities are averaged (an ensemble of the runs' outputs); per-image Dice, IoU,
+    "any lesion predicted" and pixel counts are averaged, so all-image and lesion Dice/IoU and
+    the normal false-positive rate equal the mean over the runs.
+    """
+    first = runs[0]
+    for r in runs[1:]:
+        if r.ids != first.ids or r.classes != first.classes:
+            raise DataError(
+                "runs to be averaged were evaluated on different images or classes; "
+                "compare runs of the same split."
+            )
+    if len(runs) == 1:
+        return first
+
+    def mean(attr: str) -> np.ndarray | None:
+        values = [getattr(r, attr) for r in runs]
+        return None if values[0] is None else np.mean(values, axis=0)
+
+    return replace(
+        first,
+        prob=mean("prob"),
+        tp=mean("tp"),
+        gt=first.gt,
+        pred=mean("pred"),
+        dice=mean("dice"),
+        iou=mean("iou"),
+        has_pred=mean("has_pred"),
+    )

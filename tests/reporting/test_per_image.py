@@ -1,0 +1,125 @@
+"""predictions_<split>.csv: one row per image, and every metric of metrics.json recomputed from it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from medmtl.reporting.per_image import (
+    PerImage,
+    average_runs,
+    compute_metrics,
+    metrics_dict,
+    read_predictions,
+    write_predictions,
+)
+
+
+def _close(a, b, tol=1e-6) -> bool:
+    if a is None or b is None:
+        return a is None and b is None or (isinstance(a, float) and math.isnan(a)) or b is None
+    if isinstance(a, list):
+        return np.allclose(np.asarray(a, float), np.asarray(b, float), atol=tol)
+    return abs(float(a) - float(b)) <= tol
+
+
+def test_train_writes_predictions_that_recompute_metrics_json(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    path = tiny_run / "predictions_test.csv"
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(set(r["id"] for r in rows)) > 0
+    assert rows[0]["dataset"] == "phantom" and rows[0]["split"] == "test"
+    assert {"pred_class", "prob_normal", "dice", "iou", "gt_pixels", "pred_pixels"} <= set(rows[0])
+    # ids are paths relative to the data root, e.g. benign/benign_0003.png
+    assert all(r["id"].split("/")[0] == r["true_class"] for r in rows)
+    recomputed = metrics_dict(read_predictions(path), "test")
+    keys = [k for k in metrics if k.startswith("test/")]
+    assert len(keys) > 20
+    for key in keys:
+        assert key in recomputed, key
+        tol = 1e-4 if key.endswith(("auc", "ece")) else 1e-6
+        assert _close(recomputed[key], metrics[key], tol), (key, recomputed[key], metrics[key])
+
+
+def test_run_describes_itself(tiny_run):
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["data/name"] == "phantom" and m["data/image_size"] == 64
+    assert m["model/encoder"] == "tu-efficientnet_lite0" and m["model/encoder_study"]
+    assert "model/encoder_weights" in m and m["seed"] == 1
+    assert m["data/num_folds"] is None and m["data/fold"] is None
+    assert m["loss/seg_weight"] == 0.7 and m["loss/weighting"] == "fixed"
+
+
+def test_uncertainty_weights_are_recorded(make_cfg):
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    from medmtl.training.pipeline import train
+
+    cfg = make_cfg(
+        TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "loss=uncertainty", "seed=0"]
+    )
+    m = train(cfg)
+    assert m["loss/weighting"] == "uncertainty"
+    assert m["loss/task_weight_seg"] == pytest.approx(math.exp(-m["loss/log_var_seg"]))
+    assert m["loss/task_weight_cls"] > 0 and m["loss/log_var_seg"] != 0.0
+
+
+def _constructed(n=40, seed=0) -> PerImage:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    prob = rng.dirichlet([1, 1, 1], n)
+    gt = np.where(label == 0, 0, rng.integers(10, 100, n))
+    tp = np.minimum(gt, rng.integers(0, 100, n))
+    pred = tp + rng.integers(0, 20, n)
+    return PerImage([f"c/{i}.png" for i in range(n)], ("normal", "benign", "malignant"), label, prob, tp, gt, pred, "x", "test")
+
+
+def test_csv_round_trip_and_known_values(tmp_path):
+    p = _constructed()
+    q = read_predictions(write_predictions(tmp_path / "p.csv", p))
+    assert q.ids == p.ids and q.classes == p.classes
+    a, b = metrics_dict(p), metrics_dict(q)
+    assert a.keys() == b.keys() and all(_close(a[k], b[k], 1e-12) for k in a)
+    # hand-made: 2 images, one right, one wrong; one lesion hit exactly, one normal left empty
+    h = PerImage(
+        ["a", "b"], ("normal", "lesion"), np.array([0, 1]), np.array([[0.9, 0.1], [0.6, 0.4]]),
+        tp=np.array([0, 10]), gt=np.array([0, 10]), pred=np.array([0, 10]),
+    )
+    m = {k: float(v[0]) for k, v in compute_metrics(h).items() if k != "confusion_matrix"}
+    assert m["cls_acc"] == 0.5 and m["seg_dice"] == 1.0 and m["normal_fp_rate"] == 0.0
+    assert m["cls_auc"] == 1.0  # the lesion image has the higher lesion probability
+
+
+def test_resampling_weights_equal_explicit_resamples():
+    p = _constructed(30, 1)
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, len(p), (5, len(p)))
+    W = np.stack([np.bincount(r, minlength=len(p)) for r in idx])
+    fast = compute_metrics(p, W)
+    for b, r in enumerate(idx):
+        sub = PerImage([p.ids[i] for i in r], p.classes, p.label[r], p.prob[r], p.tp[r], p.gt[r], p.pred[r])
+        slow = compute_metrics(sub)
+        for k in ("cls_acc", "cls_f1", "cls_auc", "seg_dice", "seg_dice_lesion", "seg_f1", "cls_ece"):
+            assert fast[k][b] == pytest.approx(slow[k][0], abs=1e-12), k
+
+
+def test_average_of_one_run_is_the_run_and_of_two_the_mean():
+    p, q = _constructed(seed=0), _constructed(seed=0)
+    assert average_runs([p]) is p
+    q.prob = np.roll(q.prob, 1, axis=1)
+    avg = average_runs([p, q])
+    assert np.allclose(avg.prob, (p.prob + q.prob) / 2)
+    assert compute_metrics(avg)["seg_dice"][0] == pytest.approx(compute_metrics(p)["seg_dice"][0])
+
+
+def test_unreadable_predictions_file_is_named(tmp_path):
+    from medmtl.errors import DataError
+
+    bad = tmp_path / "predictions_test.csv"
+    bad.write_text("id,true_class,prob_a\nx,a,not-a-number\n")
+    with pytest.raises(DataError, match="predictions_test.csv"):
+        read_predictions(bad)
