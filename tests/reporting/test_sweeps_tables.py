@@ -138,30 +138,27 @@ def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
     }
 
 
-def test_tables_cli_writes_md_csv_tex_with_reference(sweep, tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.tables",
-            str(sweep),
-            "--reference",
-            "study",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_tables_cli_writes_md_csv_tex_and_refuses_the_study_for_phantom_runs(sweep, tmp_path):
+    def tables(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "medmtl.cli.tables", str(sweep), "--out", str(tmp_path), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    res = tables("--reference", "study")
+    assert res.returncode == 2 and "phantom" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "lambda.md").exists()  # nothing half-written
+    res = tables("--baseline", "λ=0.7")
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "lambda.md").read_text()
-    assert (
-        "study (published)" in md and "0.783" in md and "Δ ours − study" in md
-    )  # λ=0.3 row of the study
-    assert "**" in md  # best value per column in bold
+    assert md.startswith("### λ table") and "**" in md  # best value per column in bold
+    assert "λ=0.3 vs λ=0.7 (paired by seed/fold): Acc" in md and " [" in md  # CIs
     assert (tmp_path / "lambda.csv").read_text().startswith("setting,Acc,F1")
     assert r"\toprule" in (tmp_path / "lambda.tex").read_text()
+    assert (tmp_path / "lambda_curve.png").stat().st_size > 0
+    assert (tmp_path / "lambda_forest.png").stat().st_size > 0
 
 
 def test_failing_job_is_marked_and_sweep_goes_on(tmp_path, cache_dir):

@@ -1,6 +1,7 @@
-"""medmtl-tables: the study's table from a multirun folder (Markdown, CSV and LaTeX).
+"""medmtl-tables: the study's table from a multirun folder (Markdown, CSV, LaTeX and figures).
 
-medmtl-tables <multirun dir> [--reference study] [--columns study|recipe] [--out <folder>]
+medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
+              [--columns study|recipe] [--no-ci] [--out <folder>]
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
         "--reference",
         choices=["study"],
         default=None,
-        help="add the study's published numbers and the difference",
+        help="add the study's published numbers and the difference (BUSI runs only)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="LABEL",
+        help="compare every other row with this row: paired 95%% CI and Holm-corrected p-value",
     )
     parser.add_argument(
         "--columns",
@@ -28,22 +35,30 @@ def main(argv: list[str] | None = None) -> int:
         help="study: the study's metric columns; recipe: quality, epochs, wall time, peak memory",
     )
     parser.add_argument(
+        "--no-ci", action="store_true", help="leave out the 95%% confidence intervals"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
         help="folder for the tables (default: <multirun dir>/tables)",
     )
     args = parser.parse_args(argv)
-    from medmtl.reporting.tables import render, write_tables
+    from medmtl.reporting.tables import write_tables
 
     try:
         table, files = write_tables(
-            args.multirun_dir, args.out, reference=args.reference == "study", columns=args.columns
+            args.multirun_dir,
+            args.out,
+            reference=args.reference == "study",
+            columns=args.columns,
+            baseline=args.baseline,
+            ci=not args.no_ci,
         )
     except MedmtlError as exc:
         print(f"medmtl: error: {exc}", file=sys.stderr)
         return 2
-    print(render(table, "md", reference=args.reference == "study", columns=args.columns))
+    print(files["md"].read_text())
     print("written: " + ", ".join(str(p) for p in files.values()))
     for problem in table.problems:
         print(f"NOT IN TABLE: {problem}", file=sys.stderr)

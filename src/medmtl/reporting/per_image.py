@@ -217,7 +217,7 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
     idx, conf, correct = ece_bins(p.prob, p.label)
     bins = np.zeros((n, ECE_BINS + 1))
     bins[np.arange(n), idx] = 1
-    cnt, s_conf, s_acc = W @ bins, W @ (bins * conf[:, None]), W @ (bins * correct[:, None])
+    s_conf, s_acc = W @ (bins * conf[:, None]), W @ (bins * correct[:, None])
     total = W.sum(1)
     out = {
         "cls_acc": tp.sum(1) / total,

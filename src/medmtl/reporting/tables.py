@@ -1,13 +1,15 @@
-"""Study tables from a multirun folder: every cell comes from the runs' ``metrics.json``.
+"""Study tables from a multirun folder: every cell comes from the runs' own files.
 
-Rows are the combinations of the swept settings (seeds and folds are pooled into mean ± std);
-columns follow the study's layout. Failed, missing or unreadable runs are shown as such and
-listed, never counted as zeros.
+Rows are the combinations of the swept settings (seeds and folds are pooled); columns follow
+the study's layout. Point values come from ``metrics.json``; confidence intervals and paired
+comparisons from the runs' per-image ``predictions_test.csv`` (:mod:`.statistics`). Failed,
+missing or unreadable runs are shown as such and listed, never counted as zeros.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -18,7 +20,18 @@ from typing import Any
 
 import yaml
 
-from medmtl.errors import MedmtlError
+from medmtl.errors import DataError, MedmtlError
+from medmtl.io.files import atomic_write_text
+from medmtl.reporting.per_image import PerImage, read_predictions
+from medmtl.reporting.statistics import (
+    N_BOOT,
+    Difference,
+    Interval,
+    bootstrap_ci,
+    holm,
+    mean_ci,
+    paired_differences,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,11 @@ class Column:
     higher: bool | None = True  # higher is better (None: no best value to mark)
     scale: float = 1.0  # shown value = scale * stored value
     digits: int = 3
+
+    @property
+    def metric(self) -> str | None:
+        """The per-image metric name when the column is a test metric (CIs and tests apply)."""
+        return self.key.removeprefix("test/") if self.key.startswith("test/") else None
 
 
 COLUMN_SETS = {
@@ -62,23 +80,80 @@ COLUMN_SETS = {
 }
 COLUMNS = COLUMN_SETS["study"]
 POOLED = {"seed", "data.fold"}  # repeats of one cell
-# The study's published numbers (DESIGN.md), by λ and by architecture + backbone.
-STUDY_LAMBDA = {
-    0.1: [0.713, 0.663, 0.705, 0.642, 0.604, 0.663, 0.679, 0.656],
-    0.3: [0.783, 0.669, 0.745, 0.635, 0.679, 0.743, 0.759, 0.698],
-    0.5: [0.828, 0.618, 0.669, 0.586, 0.693, 0.758, 0.774, 0.680],
-    0.7: [0.834, 0.658, 0.707, 0.628, 0.703, 0.766, 0.782, 0.704],
-    0.9: [0.637, 0.594, 0.662, 0.573, 0.690, 0.771, 0.771, 0.669],
+TITLES = {
+    "lambda": "λ table (study table 1, Q2)",
+    "arch_backbone": "Architecture × backbone (study table 2, Q3)",
+    "stl_vs_mtl": "Single-task vs multi-task (Q4/Q5)",
+    "loss_ablation": "Loss ablation (Q1/Q8)",
+    "search": "Hyper-parameter search",
+    "ensemble": "Ensembles",
+    "runs": "Runs",
 }
-# the published numbers are given for these keys, in this order
-STUDY_KEYS = [c.key for c in COLUMN_SETS["study"][:8]]
-STUDY_ARCH = {  # Acc, F1, Prec, Rec, IoU, Dice, seg-F1 (no Overall given)
-    ("unet", "efficientnet_b4"): [0.904, 0.723, 0.754, 0.701, 0.749, 0.817, 0.817, None],
-    ("deeplabv3plus", "efficientnet_b4"): [0.892, 0.694, 0.726, 0.672, 0.798, 0.813, 0.864, None],
-    ("unetplusplus", "resnext50_32x4d"): [0.822, 0.651, 0.704, 0.621, 0.760, 0.771, 0.838, None],
+SIG_MARK = "†"
+
+# -- the study's published tables (package data, copied from the study) --------------------------
+STUDY_FILE = Path(__file__).parent / "data" / "study_tables.csv"
+STUDY_FIELDS = {  # study_tables.csv column -> metrics.json key
+    "acc": "test/cls_acc",
+    "f1": "test/cls_f1",
+    "precision": "test/cls_precision",
+    "recall": "test/cls_recall",
+    "iou": "test/seg_iou",
+    "dice": "test/seg_dice",
+    "seg_f1": "test/seg_f1",
+    "overall": "test/overall",
 }
+ARCH_NAMES = {  # smp name (lower case) -> the study's name
+    "unet": "Unet",
+    "unetplusplus": "Unet++",
+    "fpn": "FPN",
+    "deeplabv3plus": "DeepLabV3+",
+    "manet": "MAnet",
+    "linknet": "Linknet",
+    "pspnet": "PSPNet",
+    "pan": "PAN",
+    "deeplabv3": "DeepLabV3",
+}
+BACKBONE_NAMES = {
+    "resnet50": "ResNet50",
+    "resnext50_32x4d": "ResNeXt50",
+    "wide_resnet50_2": "WideResNet50",
+    "efficientnet_b4": "EfficientNet-b4",
+}
+STUDY_ARCHS = ["unet", "unetplusplus", "fpn", "deeplabv3plus"]
+STUDY_BACKBONES = ["resnet50", "resnext50_32x4d", "wide_resnet50_2", "efficientnet_b4"]
 
 
+@dataclass(frozen=True)
+class StudyRow:
+    table: str  # lambda | arch_backbone
+    arch: str
+    backbone: str
+    lam: float | None
+    values: dict[str, float]  # metrics.json key -> published value
+
+
+@functools.cache
+def study_reference() -> tuple[StudyRow, ...]:
+    """The study's λ table and all 16 architecture × backbone cells."""
+    lines = [ln for ln in STUDY_FILE.read_text().splitlines() if ln and not ln.startswith("#")]
+    rows = []
+    for r in csv.DictReader(lines):
+        values = {key: float(r[f]) for f, key in STUDY_FIELDS.items() if r.get(f)}
+        lam = float(r["lambda"]) if r.get("lambda") else None
+        rows.append(StudyRow(r["table"], r["arch"], r["backbone"], lam, values))
+    return tuple(rows)
+
+
+def _norm_arch(name: Any) -> str:
+    return str(name or "").lower().replace("_", "")
+
+
+def _norm_backbone(name: Any) -> str:
+    return str(name or "").removeprefix("tu-")
+
+
+# -- runs --------------------------------------------------------------------------------------
 @dataclass
 class Run:
     path: Path
@@ -86,6 +161,40 @@ class Run:
     status: str  # ok | failed | unreadable | missing
     reason: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    _predictions: PerImage | None | bool = field(default=False, repr=False)
+
+    def predictions(self, split: str = "test") -> PerImage | None:
+        """The run's per-image predictions (None if it has none: an older or failed run)."""
+        if self._predictions is False:
+            f = self.path / f"predictions_{split}.csv"
+            self._predictions = read_predictions(f) if self.status == "ok" and f.exists() else None
+        return self._predictions  # type: ignore[return-value]
+
+    def setting(self, metrics_key: str, override_key: str) -> Any:
+        """A setting of the run: recorded in metrics.json, else from its command line."""
+        value = self.metrics.get(metrics_key)
+        return value if value is not None else self.overrides.get(override_key)
+
+    @property
+    def repeat(self) -> tuple:
+        """Which repeat of its cell this run is (seed, fold): runs of equal repeats are paired."""
+        return (
+            str(self.setting("seed", "seed")),
+            str(self.setting("data/fold", "data.fold")),
+        )
+
+    @property
+    def dataset(self) -> str | None:
+        name = self.metrics.get("data/name")
+        if name:
+            return str(name)
+        f = self.path / "config_resolved.yaml"
+        if f.exists():
+            try:
+                return str(((yaml.safe_load(f.read_text()) or {}).get("data") or {}).get("name"))
+            except yaml.YAMLError:
+                return None
+        return None
 
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -115,6 +224,7 @@ def collect_runs(multirun_dir: str | Path) -> list[Run]:
         key=lambda p: [int(t) if t.isdigit() else t for t in p.relative_to(root).parts],
     )
     jobs = [j for j in jobs if j != root or (root / "metrics.json").exists()]
+    jobs = [j for j in jobs if "tables" not in j.relative_to(root).parts]
     if not jobs:
         raise MedmtlError(
             f"{root}: no runs found (expected job folders with .hydra/overrides.yaml and "
@@ -143,14 +253,39 @@ def collect_runs(multirun_dir: str | Path) -> list[Run]:
     return runs
 
 
+def _is_search(root: Path | None) -> bool:
+    """A sweeper search (Optuna): its folder has optimization_results.yaml or says so."""
+    if root is None:
+        return False
+    if (root / "optimization_results.yaml").exists():
+        return True
+    f = root / "multirun.yaml"
+    return f.exists() and "optuna" in f.read_text()
+
+
+# -- rows ---------------------------------------------------------------------------------------
+def _encoder_label(value: str, run: Run | None) -> str:
+    """The encoder as swept, with the stand-in that ran and whether it was pretrained."""
+    if run is None or run.status != "ok":
+        return value
+    used, study = run.metrics.get("model/encoder"), run.metrics.get("model/encoder_study")
+    weights = run.metrics.get("model/encoder_weights", "?" if "model/encoder" in run.metrics else None)
+    notes = []
+    if used and study and used != study and not str(study).endswith(str(used)):
+        notes.append(f"CPU stand-in: {used}")
+    if weights is not None or "model/encoder_weights" in run.metrics:
+        notes.append(f"weights: {weights if weights else 'random init'}")
+    return f"{value} ({'; '.join(notes)})" if notes else value
+
+
 def _fmt_key(key: str, value: str, run: Run | None) -> str:
     if key == "loss.seg_weight":
         return f"λ={value}"
-    if key == "model/encoder" and run is not None and run.status == "ok":
-        used, study = run.metrics.get("model/encoder"), run.metrics.get("model/encoder_study")
-        if used and study and used != study and not study.endswith(used):
-            return f"{value} (CPU stand-in: {used})"
-    return value
+    if key == "model/encoder":
+        return _encoder_label(value, run)
+    if key in ("model/arch", "model.task"):
+        return value
+    return f"{key}={value}"
 
 
 @dataclass
@@ -159,33 +294,55 @@ class Table:
     row_keys: list[str]
     rows: list[tuple[str, list[Run], dict[str, str]]]  # label, runs, key values
     problems: list[str]
+    constant: dict[str, str] = field(default_factory=dict)  # settings shared by every run
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.kind, self.kind)
+
+    def labels(self) -> list[str]:
+        return [r[0] for r in self.rows]
 
 
-def build_table(runs: list[Run]) -> Table:
+ORDER = [
+    "model.task",
+    "model/arch",
+    "model/encoder",
+    "loss.seg",
+    "loss.cls",
+    "loss.weighting",
+    "loss.seg_weight",
+]
+
+
+def build_table(runs: list[Run], root: Path | None = None) -> Table:
     keys = sorted({k for r in runs for k in r.overrides} - POOLED)
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
-    order = [
-        "model.task",
-        "model/arch",
-        "model/encoder",
-        "loss.seg",
-        "loss.cls",
-        "loss.weighting",
-        "loss.seg_weight",
-    ]
-    varying.sort(key=lambda k: order.index(k) if k in order else len(order))
+    constant = {
+        k: runs[0].overrides[k]
+        for k in keys
+        if k not in varying and all(k in r.overrides for r in runs)
+    }
+    varying.sort(key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
     if any(k not in r.overrides for r in runs for k in varying):
         kind = "runs"  # not one sweep: single runs that each change something else
-    elif "loss.seg_weight" in varying and len(varying) == 1:
+    elif _is_search(root):
+        kind = "search"
+    elif varying == ["loss.seg_weight"]:
         kind = "lambda"
-    elif {"model/arch", "model/encoder"} & set(varying) and "model.task" not in varying:
+    elif varying and set(varying) <= {"model/arch", "model/encoder"}:
         kind = "arch_backbone"
-    elif "model.task" in varying:
+    elif "model.task" in varying and set(varying) <= {"model.task", "model/encoder", "model/arch"}:
         kind = "stl_vs_mtl"
-    elif any(k.startswith("loss.") for k in varying):
+    elif varying and all(k.startswith("loss.") for k in varying):
         kind = "loss_ablation"
     else:
         kind = "runs"
+    # a setting shared by the whole sweep still names the rows where it says what they are
+    shown = list(varying)
+    if kind in ("arch_backbone", "stl_vs_mtl"):
+        shown += [k for k in ("model/arch", "model/encoder") if k in constant]
+        shown.sort(key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault(tuple(r.overrides.get(k, "") for k in varying), []).append(r)
@@ -202,47 +359,85 @@ def build_table(runs: list[Run]) -> Table:
     rows = []
     for values, members in sorted(groups.items(), key=sort_key):
         ok = next((m for m in members if m.status == "ok"), None)
+        settings = {**constant, **dict(zip(varying, values, strict=True))}
         if kind == "runs":  # unrelated settings: name each row by what it sets
             label = ", ".join(f"{k}={v}" for k, v in zip(varying, values, strict=True) if v)
             label = label or ("all runs" if not varying else "baseline (none of these set)")
         else:
-            label = (
-                " + ".join(_fmt_key(k, v, ok) for k, v in zip(varying, values, strict=True))
-                or "all runs"
-            )
+            label = " + ".join(_fmt_key(k, settings[k], ok) for k in shown) or "all runs"
         rows.append((label, members, dict(zip(varying, values, strict=True))))
     problems = [r.reason for r in runs if r.status != "ok"]
-    return Table(kind, varying, rows, problems)
+    return Table(kind, varying, rows, problems, constant)
 
 
-def _cell(members: list[Run], col: Column) -> tuple[str, float | None]:
-    values = [m.metrics.get(col.key) for m in members if m.status == "ok"]
+# -- cells ----------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    text: str
+    mean: float | None = None
+    ci: Interval | None = None
+
+
+def _values(members: list[Run], col: Column) -> list[float]:
+    out = []
+    for m in members:
+        if m.status != "ok":
+            continue
+        v = m.metrics.get(col.key)
+        if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
+            out.append(v * col.scale)
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def _run_ci(path: Path, n_boot: int, seed: int) -> dict[str, Interval]:
+    # keyed by the run folder; the file does not change while the tables are made
+    p = read_predictions(path / "predictions_test.csv")
+    from medmtl.reporting.per_image import compute_metrics
+
+    return bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
+
+
+def _cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0) -> Cell:
     if not any(m.status == "ok" for m in members):
-        return ("failed", None)
-    values = [
-        v * col.scale
-        for v in values
-        if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v))
-    ]
+        return Cell("failed")
+    values = _values(members, col)
     if not values:
-        return ("—", None)
+        return Cell("—")
+    d = col.digits
     mean = statistics.fmean(values)
     if len(values) > 1:
-        return (f"{mean:.{col.digits}f} ± {statistics.stdev(values):.{col.digits}f}", mean)
-    return (f"{mean:.{col.digits}f}", mean)
+        text = f"{mean:.{d}f} ± {statistics.stdev(values):.{d}f}"
+        interval = None
+        if ci and col.metric:  # metrics live in [0, 1]; a t-interval of 2 runs can overshoot
+            iv = mean_ci(values)[2]
+            interval = Interval(iv.value, max(0.0, iv.low), min(1.0, iv.high))
+    else:
+        text = f"{mean:.{d}f}"
+        interval = None
+        run = next(m for m in members if m.status == "ok")
+        if ci and col.metric and run.predictions() is not None:
+            interval = _run_ci(run.path, N_BOOT, seed).get(col.metric)
+    if interval is not None and math.isfinite(interval.low):
+        text += f" [{interval.low:.{d}f}, {interval.high:.{d}f}]"
+    return Cell(text, mean, interval)
 
 
 def table_cells(
-    table: Table, columns: list[Column] = COLUMNS
+    table: Table, columns: list[Column] = COLUMNS, ci: bool = False, seed: int = 0
 ) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Header, cell texts and bold flags (best mean per column)."""
+    """Header, cell texts and bold flags (best mean per column).
+
+    With ``ci`` each quality cell also shows its 95 % CI: bootstrap over the test images for a
+    single run, the t-interval of the mean for a cell pooled over seeds or folds.
+    """
     header = ["setting", *[c.header for c in columns], "runs"]
     texts, means = [], []
     for label, members, _ in table.rows:
-        cells = [_cell(members, col) for col in columns]
+        cells = [_cell(members, col, ci, seed) for col in columns]
         ok = sum(m.status == "ok" for m in members)
-        texts.append([label, *[c[0] for c in cells], f"{ok}/{len(members)}"])
-        means.append([c[1] for c in cells])
+        texts.append([label, *[c.text for c in cells], f"{ok}/{len(members)}"])
+        means.append([c.mean for c in cells])
     bold = [[False] * len(header) for _ in texts]
     for j, col in enumerate(columns):
         values = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
@@ -254,88 +449,351 @@ def table_cells(
     return header, texts, bold
 
 
+# -- the study as reference -----------------------------------------------------------------------
+def check_reference_allowed(table: Table) -> None:
+    """``--reference study`` compares with BUSI numbers: refuse runs on other data."""
+    names = {r.dataset for _, members, _ in table.rows for r in members if r.status == "ok"}
+    other = sorted(str(n) for n in names if n != "busi")
+    if other:
+        raise MedmtlError(
+            f"--reference study: the study's numbers are on BUSI, but these runs are on "
+            f"{', '.join(other)}; leave out --reference or run the sweep with data=busi."
+        )
+
+
+def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
+    """The study's published row that matches a table row (by λ, or by architecture + backbone)."""
+    ok = next((m for m in members if m.status == "ok"), None)
+    if ok is None:
+        return None
+    if table.kind == "lambda":
+        if ok.metrics.get("model/task", "multitask") != "multitask":
+            return None
+        try:
+            lam = round(float(ok.setting("loss/seg_weight", "loss.seg_weight")), 2)
+        except (TypeError, ValueError):
+            return None
+        return next(
+            (s for s in study_reference() if s.table == "lambda" and s.lam == lam), None
+        )
+    if table.kind == "arch_backbone":
+        arch = _norm_arch(ok.setting("model/arch", "model/arch"))
+        backbone = _norm_backbone(ok.setting("model/encoder_study", "model/encoder"))
+        return next(
+            (
+                s
+                for s in study_reference()
+                if s.table == "arch_backbone" and s.arch == arch and s.backbone == backbone
+            ),
+            None,
+        )
+    return None
+
+
 def reference_rows(
     table: Table, columns: list[Column] = COLUMNS
 ) -> list[tuple[int, list[str], list[str]]]:
     """(row index, study row, difference row) for rows that have a published counterpart."""
     out = []
-    for i, (_, members, values) in enumerate(table.rows):
-        ref = None
-        if table.kind == "lambda":
-            try:
-                ref = STUDY_LAMBDA.get(round(float(values.get("loss.seg_weight", "nan")), 2))
-            except ValueError:
-                ref = None
-        elif table.kind == "arch_backbone":
-            ref = STUDY_ARCH.get((values.get("model/arch", ""), values.get("model/encoder", "")))
+    for i, (_, members, _) in enumerate(table.rows):
+        ref = study_row_for(table, members)
         if ref is None:
             continue
-        published = dict(zip(STUDY_KEYS, ref, strict=False))
         study, diff = ["study (published)"], ["Δ ours − study"]
         for col in columns:
-            v = published.get(col.key)
-            _, mean = _cell(members, col)
+            v = ref.values.get(col.key)
+            mean = _cell(members, col).mean
             study.append(f"{v:.3f}" if v is not None else "")
             diff.append(f"{mean - v:+.3f}" if (v is not None and mean is not None) else "")
         out.append((i, study + [""], diff + [""]))
     return out
 
 
-def render(table: Table, fmt: str, reference: bool = False, columns: str = "study") -> str:
+# -- paired comparisons with a baseline row -----------------------------------------------------
+@dataclass
+class Comparison:
+    row: int
+    label: str
+    paired: bool
+    diffs: dict[str, Difference]  # metric -> difference (Holm-corrected)
+    note: str = ""
+
+
+def compare_with_baseline(
+    table: Table,
+    baseline: str,
+    columns: list[Column] = COLUMNS,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> list[Comparison]:
+    """Every other row minus the baseline row, for every test-metric column, Holm-corrected."""
+    labels = table.labels()
+    if baseline not in labels:
+        raise MedmtlError(
+            f"--baseline {baseline!r} is not a row of this table; choose one of: "
+            + "; ".join(repr(x) for x in labels)
+            + "."
+        )
+    b_idx = labels.index(baseline)
+    keys = [c.metric for c in columns if c.metric]
+
+    def predictions(members: list[Run]) -> dict[tuple, PerImage] | str:
+        out = {}
+        for m in members:
+            if m.status != "ok":
+                continue
+            p = m.predictions()
+            if p is None:
+                return f"{m.path}: no predictions_test.csv (a run from before medmtl wrote them)"
+            out[m.repeat] = p
+        return out or "no finished run"
+
+    base = predictions(table.rows[b_idx][1])
+    if isinstance(base, str):
+        raise MedmtlError(f"--baseline {baseline!r}: {base}; re-evaluate it with medmtl-eval.")
+    comparisons = []
+    for i, (label, members, _) in enumerate(table.rows):
+        if i == b_idx:
+            continue
+        runs = predictions(members)
+        if isinstance(runs, str):
+            comparisons.append(Comparison(i, label, False, {}, runs))
+            continue
+        paired = set(runs) == set(base) and len(runs) > 1
+        order = sorted(base) if paired else None
+        try:
+            diffs = paired_differences(
+                [runs[k] for k in order] if paired else list(runs.values()),
+                [base[k] for k in order] if paired else list(base.values()),
+                keys,
+                paired,
+                n_boot,
+                seed,
+            )
+        except DataError as exc:
+            comparisons.append(Comparison(i, label, False, {}, str(exc)))
+            continue
+        comparisons.append(Comparison(i, label, paired, diffs))
+    for key in keys:  # Holm over the rows, per metric
+        have = [c for c in comparisons if key in c.diffs]
+        for c, ph in zip(have, holm([c.diffs[key].p for c in have]), strict=True):
+            d = c.diffs[key]
+            c.diffs[key] = Difference(d.key, d.ci, d.p, d.paired, ph)
+    return comparisons
+
+
+def _pfmt(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}" if p < 0.1 else f"= {p:.2f}"
+
+
+def comparison_sentences(
+    comparisons: list[Comparison], baseline: str, columns: list[Column] = COLUMNS
+) -> list[str]:
+    """One sentence per row compared with the baseline, metric by metric."""
+    out = []
+    for c in comparisons:
+        if c.note:
+            out.append(f"{c.label} vs {baseline}: not compared ({c.note}).")
+            continue
+        parts = []
+        for col in columns:
+            d = c.diffs.get(col.metric or "")
+            if d is None:
+                continue
+            verdict = "significant" if d.significant else "not significant"
+            parts.append(
+                f"{col.header} {d.ci.text(3, signed=True)}, p {_pfmt(d.p)} "
+                f"(Holm {_pfmt(d.p_holm).lstrip('= ')}), {verdict}"
+            )
+        how = "paired by seed/fold" if c.paired else "runs averaged per row"
+        out.append(f"{c.label} vs {baseline} ({how}): " + "; ".join(parts) + ".")
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------
+def _esc_tex(s: str) -> str:
+    return (
+        s.replace("±", r"$\pm$")
+        .replace("λ", r"$\lambda$")
+        .replace("Δ", r"$\Delta$")
+        .replace(SIG_MARK, r"$^\dagger$")
+        .replace("×", r"$\times$")
+        .replace("_", r"\_")
+        .replace("−", "-")
+        .replace("&", r"\&")
+        .replace("%", r"\%")
+    )
+
+
+def _md_table(header: list[str], rows: list[tuple[list[str], list[bool]]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, b in rows:
+        cells = [f"**{c}**" if f else c for c, f in zip(row, b, strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _tex_table(header: list[str], rows: list[tuple[list[str], list[bool]]]) -> list[str]:
+    lines = [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(_esc_tex(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
+    for row, b in rows:
+        cells = [r"\textbf{" + _esc_tex(c) + "}" if f else _esc_tex(c) for c, f in zip(row, b, strict=True)]
+        lines.append(" & ".join(cells) + r" \\")
+    return lines + [r"\bottomrule", r"\end{tabular}"]
+
+
+def caption(table: Table) -> str:
+    """What every run of the table shares (the sweep's fixed settings)."""
+    if not table.constant:
+        return ""
+    return "All runs: " + ", ".join(f"{k}={v}" for k, v in sorted(table.constant.items()))
+
+
+def render(
+    table: Table,
+    fmt: str,
+    reference: bool = False,
+    columns: str = "study",
+    ci: bool = True,
+    comparisons: list[Comparison] | None = None,
+    baseline: str | None = None,
+) -> str:
     """The table as ``md``, ``csv`` or ``tex``, with the column set ``columns``."""
     cols = COLUMN_SETS[columns]
-    header, texts, bold = table_cells(table, cols)
+    header, texts, bold = table_cells(table, cols, ci=ci)
     refs = {i: (s, d) for i, s, d in reference_rows(table, cols)} if reference else {}
+    comp = {c.row: c for c in comparisons or []}
     rows: list[tuple[list[str], list[bool]]] = []
     for i, row in enumerate(texts):
+        row = list(row)
+        if i in comp and fmt != "csv":
+            for j, col in enumerate(cols):
+                d = comp[i].diffs.get(col.metric or "")
+                if d is not None and d.significant:
+                    row[j + 1] += f" {SIG_MARK}"
         rows.append((row, bold[i]))
         if i in refs:
             rows.append((refs[i][0], [False] * len(row)))
             rows.append((refs[i][1], [False] * len(row)))
+    legend = []
+    if ci:
+        legend.append(
+            "Cells: one run: value [95 % bootstrap CI over test images]; several seeds/folds: "
+            "mean ± std [95 % t-interval of the mean over the runs, clipped to [0, 1]]."
+        )
+    if comparisons is not None:
+        legend.append(
+            f"{SIG_MARK} differs from the baseline {baseline} (paired bootstrap over the test "
+            f"images, Holm-corrected p < 0.05)."
+        )
     if fmt == "md":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row, b in rows:
-            lines.append(
-                "| "
-                + " | ".join(f"**{c}**" if f else c for c, f in zip(row, b, strict=True))
-                + " |"
-            )
+        lines = [f"### {table.title}", ""]
+        if caption(table):
+            lines += [caption(table), ""]
+        lines += _md_table(header, rows)
+        if legend:
+            lines += [""] + legend
+        if comparisons is not None:
+            lines += ["", f"Paired differences to {baseline}:", ""]
+            lines += [f"- {s}" for s in comparison_sentences(comparisons, str(baseline), cols)]
         return "\n".join(lines) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(header)
-        for row, _ in rows:
-            w.writerow(row)
+        w = csv.writer(buf, lineterminator="\n")
+        extra = []
+        if comparisons is not None:
+            for col in cols:
+                if col.metric:
+                    h = col.header
+                    extra += [f"Δ {h}", f"Δ {h} low", f"Δ {h} high", f"p {h}", f"p {h} Holm", f"significant {h}"]
+        w.writerow(header + extra)
+        for k, (row, _) in enumerate(rows):
+            out = list(row)
+            src = next((i for i in comp if _row_position(i, refs) == k), None)
+            if comparisons is not None:
+                for col in cols:
+                    if not col.metric:
+                        continue
+                    d = comp[src].diffs.get(col.metric) if src is not None else None
+                    out += (
+                        [f"{d.ci.value:.6f}", f"{d.ci.low:.6f}", f"{d.ci.high:.6f}", f"{d.p:.6f}", f"{d.p_holm:.6f}", str(d.significant).lower()]
+                        if d is not None
+                        else [""] * 6
+                    )
+            w.writerow(out)
         return buf.getvalue()
     if fmt == "tex":
-
-        def esc(s: str) -> str:
-            return (
-                s.replace("±", r"$\pm$")
-                .replace("λ", r"$\lambda$")
-                .replace("Δ", r"$\Delta$")
-                .replace("_", r"\_")
-                .replace("−", "-")
-                .replace("&", r"\&")
-            )
-
-        lines = [
-            r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-            r"\toprule",
-            " & ".join(esc(h) for h in header) + r" \\",
-            r"\midrule",
-        ]
-        for row, b in rows:
-            lines.append(
-                " & ".join(
-                    r"\textbf{" + esc(c) + "}" if f else esc(c) for c, f in zip(row, b, strict=True)
-                )
-                + r" \\"
-            )
-        lines += [r"\bottomrule", r"\end{tabular}"]
+        lines = _tex_table(header, rows)
+        if legend:
+            lines += ["% " + ln for ln in legend]
         return "\n".join(lines) + "\n"
     raise ValueError(f"unknown format {fmt}")
+
+
+def _row_position(i: int, refs: dict) -> int:
+    """Line of table row ``i`` once reference rows (two per matched row) are inserted."""
+    return i + 2 * sum(1 for j in refs if j < i)
+
+
+# -- the architecture × backbone grid ---------------------------------------------------------------
+def grid(table: Table, key: str) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[str, str]]]:
+    """Architectures × backbones: (rows, columns, (arch, backbone) -> (ours, study))."""
+    col = next((c for c in COLUMNS if c.key == key), Column(key, key))
+    cells: dict[tuple[str, str], tuple[str, str]] = {}
+    archs, backbones = list(STUDY_ARCHS), list(STUDY_BACKBONES)
+    for _, members, values in table.rows:
+        run = next((m for m in members if m.status == "ok"), members[0])
+        a = _norm_arch(run.setting("model/arch", "model/arch") or values.get("model/arch"))
+        b = _norm_backbone(
+            run.setting("model/encoder_study", "model/encoder") or values.get("model/encoder")
+        )
+        if a not in archs:
+            archs.append(a)
+        if b not in backbones:
+            backbones.append(b)
+        cells[(a, b)] = (_cell(members, col).text, "")
+    for s in study_reference():
+        if s.table == "arch_backbone" and key in s.values:
+            ours = cells.get((s.arch, s.backbone), ("missing", ""))[0]
+            cells[(s.arch, s.backbone)] = (ours, f"{s.values[key]:.3f}")
+    return archs, backbones, cells
+
+
+def render_grid(table: Table, fmt: str, keys: tuple[str, ...] = ("test/seg_dice", "test/cls_acc")) -> str:
+    """The arch × backbone table as the study prints it, ours beside the study's."""
+    blocks = []
+    for key in keys:
+        archs, backbones, cells = grid(table, key)
+        header = [f"{key.removeprefix('test/')}: ours (study)"] + [
+            BACKBONE_NAMES.get(b, b) for b in backbones
+        ]
+        rows = []
+        for a in archs:
+            row = [ARCH_NAMES.get(a, a)]
+            for b in backbones:
+                ours, study = cells.get((a, b), ("missing", ""))
+                row.append(f"{ours} ({study})" if study else ours)
+            rows.append((row, [False] * len(row)))
+        if fmt == "md":
+            blocks.append("\n".join(_md_table(header, rows)))
+        elif fmt == "tex":
+            blocks.append("\n".join(_tex_table(header, rows)))
+        else:
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(r for r, _ in rows)
+            blocks.append(buf.getvalue().rstrip("\n"))
+    note = "missing: no run for that cell; failed: the run failed; (study) blank: not in the study."
+    if fmt == "md":
+        return f"### {table.title}: the study's grid\n\n" + "\n\n".join(blocks) + f"\n\n{note}\n"
+    if fmt == "tex":
+        return "\n\n".join(blocks) + f"\n% {note}\n"
+    return "\n\n".join(blocks) + "\n"
 
 
 def write_tables(
@@ -343,14 +801,30 @@ def write_tables(
     out_dir: str | Path | None = None,
     reference: bool = False,
     columns: str = "study",
+    baseline: str | None = None,
+    ci: bool = True,
+    figures: bool = True,
 ) -> tuple[Table, dict[str, Path]]:
-    """Collect the runs, build the table and write it as Markdown, CSV and LaTeX."""
-    table = build_table(collect_runs(multirun_dir))
-    out = Path(out_dir) if out_dir else Path(multirun_dir) / "tables"
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
+    """Collect the runs, build the table and write it as Markdown, CSV and LaTeX (and figures)."""
+    root = Path(multirun_dir)
+    table = build_table(collect_runs(root), root)
+    if reference:
+        check_reference_allowed(table)
+    cols = COLUMN_SETS[columns]
+    comparisons = compare_with_baseline(table, baseline, cols) if baseline else None
+    out = Path(out_dir) if out_dir else root / "tables"
+    files: dict[str, Path] = {}
     for fmt in ("md", "csv", "tex"):
-        path = out / f"{table.kind}.{fmt}"
-        path.write_text(render(table, fmt, reference, columns))
-        files[fmt] = path
+        text = render(table, fmt, reference, columns, ci, comparisons, baseline)
+        files[fmt] = atomic_write_text(out / f"{table.kind}.{fmt}", text)
+    if table.kind == "arch_backbone":
+        for fmt in ("md", "csv", "tex"):
+            files[f"grid_{fmt}"] = atomic_write_text(
+                out / f"arch_backbone_grid.{fmt}", render_grid(table, fmt)
+            )
+    if figures:
+        from medmtl.reporting.table_figures import write_table_figures
+
+        for name, path in write_table_figures(table, out, comparisons, baseline, cols).items():
+            files[name] = path
     return table, files
