@@ -55,9 +55,8 @@ def test_run_describes_itself(tiny_run):
 
 
 def test_uncertainty_weights_are_recorded(make_cfg):
-    from tests.conftest import TINY_MODEL, TINY_PHANTOM
-
     from medmtl.training.pipeline import train
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
     cfg = make_cfg(
         TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "loss=uncertainty", "seed=0"]
@@ -75,7 +74,17 @@ def _constructed(n=40, seed=0) -> PerImage:
     gt = np.where(label == 0, 0, rng.integers(10, 100, n))
     tp = np.minimum(gt, rng.integers(0, 100, n))
     pred = tp + rng.integers(0, 20, n)
-    return PerImage([f"c/{i}.png" for i in range(n)], ("normal", "benign", "malignant"), label, prob, tp, gt, pred, "x", "test")
+    return PerImage(
+        [f"c/{i}.png" for i in range(n)],
+        ("normal", "benign", "malignant"),
+        label,
+        prob,
+        tp,
+        gt,
+        pred,
+        "x",
+        "test",
+    )
 
 
 def test_csv_round_trip_and_known_values(tmp_path):
@@ -86,8 +95,13 @@ def test_csv_round_trip_and_known_values(tmp_path):
     assert a.keys() == b.keys() and all(_close(a[k], b[k], 1e-12) for k in a)
     # hand-made: 2 images, one right, one wrong; one lesion hit exactly, one normal left empty
     h = PerImage(
-        ["a", "b"], ("normal", "lesion"), np.array([0, 1]), np.array([[0.9, 0.1], [0.6, 0.4]]),
-        tp=np.array([0, 10]), gt=np.array([0, 10]), pred=np.array([0, 10]),
+        ["a", "b"],
+        ("normal", "lesion"),
+        np.array([0, 1]),
+        np.array([[0.9, 0.1], [0.6, 0.4]]),
+        tp=np.array([0, 10]),
+        gt=np.array([0, 10]),
+        pred=np.array([0, 10]),
     )
     m = {k: float(v[0]) for k, v in compute_metrics(h).items() if k != "confusion_matrix"}
     assert m["cls_acc"] == 0.5 and m["seg_dice"] == 1.0 and m["normal_fp_rate"] == 0.0
@@ -101,9 +115,19 @@ def test_resampling_weights_equal_explicit_resamples():
     W = np.stack([np.bincount(r, minlength=len(p)) for r in idx])
     fast = compute_metrics(p, W)
     for b, r in enumerate(idx):
-        sub = PerImage([p.ids[i] for i in r], p.classes, p.label[r], p.prob[r], p.tp[r], p.gt[r], p.pred[r])
+        sub = PerImage(
+            [p.ids[i] for i in r], p.classes, p.label[r], p.prob[r], p.tp[r], p.gt[r], p.pred[r]
+        )
         slow = compute_metrics(sub)
-        for k in ("cls_acc", "cls_f1", "cls_auc", "seg_dice", "seg_dice_lesion", "seg_f1", "cls_ece"):
+        for k in (
+            "cls_acc",
+            "cls_f1",
+            "cls_auc",
+            "seg_dice",
+            "seg_dice_lesion",
+            "seg_f1",
+            "cls_ece",
+        ):
             assert fast[k][b] == pytest.approx(slow[k][0], abs=1e-12), k
 
 

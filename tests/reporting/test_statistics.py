@@ -66,7 +66,9 @@ def test_paired_by_seed_averages_the_pairs_and_unpaired_averages_the_runs():
     paired = paired_differences([a1, a2], [b1, b2], ["cls_acc"], paired=True)["cls_acc"]
     unpaired = paired_differences([a1, a2], [b1, b2], ["cls_acc"], paired=False)["cls_acc"]
     expected = compute_metrics(a1)["cls_acc"][0] - compute_metrics(b1)["cls_acc"][0]
-    assert paired.ci.value == pytest.approx(expected) and unpaired.ci.value == pytest.approx(expected)
+    assert paired.ci.value == pytest.approx(expected) and unpaired.ci.value == pytest.approx(
+        expected
+    )
     assert paired.paired and not unpaired.paired
 
 

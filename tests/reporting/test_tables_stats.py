@@ -75,7 +75,7 @@ def test_cells_recompute_from_predictions_and_carry_cis(lambda_sweep):
     table = build_table(collect_runs(lambda_sweep), lambda_sweep)
     assert table.kind == "lambda" and table.labels() == ["λ=0.3", "λ=0.7", "λ=0.9"]
     header, texts, _ = table_cells(table, ci=True)
-    for (label, members, _), cells in zip(table.rows, texts, strict=True):
+    for (_label, members, _), cells in zip(table.rows, texts, strict=True):
         values = [
             metrics_dict(read_predictions(m.path / "predictions_test.csv"))["test/seg_dice"]
             for m in members

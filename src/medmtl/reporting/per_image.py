@@ -141,7 +141,9 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
             else {}
         )
     except (ValueError, KeyError) as exc:
-        raise DataError(f"{path}: malformed value or column ({exc}); re-run the evaluation.") from exc
+        raise DataError(
+            f"{path}: malformed value or column ({exc}); re-run the evaluation."
+        ) from exc
     return PerImage(
         ids=[r["id"] for r in rows],
         classes=names,

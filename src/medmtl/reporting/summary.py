@@ -40,7 +40,9 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (a crash never leaves a half-written metrics file)."""
-    atomic_write_text(path, json.dumps(_clean(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(
+        path, json.dumps(_clean(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    )
 
 
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("val", "test")) -> Table:

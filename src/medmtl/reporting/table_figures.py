@@ -96,7 +96,9 @@ def heatmap_figure(table: Table, key: str = "test/seg_dice") -> Figure:
                 text = cells.get((a, b), ("", ""))[which]
                 label = text.split()[0] if text else "—"
                 ax.text(j, i, label, ha="center", va="center", fontsize=8)
-        ax.imshow(np.ma.masked_invalid(data[which]), cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.6)
+        ax.imshow(
+            np.ma.masked_invalid(data[which]), cmap="viridis", vmin=vmin, vmax=vmax, alpha=0.6
+        )
         names = [BACKBONE_NAMES.get(b, b) for b in backbones]
         ax.set_xticks(range(len(backbones)), names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(archs)), [ARCH_NAMES.get(a, a) for a in archs], fontsize=8)
@@ -105,7 +107,9 @@ def heatmap_figure(table: Table, key: str = "test/seg_dice") -> Figure:
     return fig
 
 
-def forest_figure(comparisons: list[Comparison], baseline: str, columns: list[Column]) -> Figure | None:
+def forest_figure(
+    comparisons: list[Comparison], baseline: str, columns: list[Column]
+) -> Figure | None:
     """Paired differences to the baseline with 95 % CIs, one panel per metric."""
     cols = [c for c in columns if c.metric and any(c.metric in x.diffs for x in comparisons)]
     if not cols:
@@ -136,7 +140,9 @@ def forest_figure(comparisons: list[Comparison], baseline: str, columns: list[Co
         ax.set_ylim(len(rows) - 0.5, -0.5)
     for ax in axes[len(cols) :]:
         ax.axis("off")
-    fig.suptitle(f"difference to {baseline} (95 % paired bootstrap CI; red: significant)", fontsize=9)
+    fig.suptitle(
+        f"difference to {baseline} (95 % paired bootstrap CI; red: significant)", fontsize=9
+    )
     fig.tight_layout()
     return fig
 

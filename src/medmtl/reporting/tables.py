@@ -269,7 +269,9 @@ def _encoder_label(value: str, run: Run | None) -> str:
     if run is None or run.status != "ok":
         return value
     used, study = run.metrics.get("model/encoder"), run.metrics.get("model/encoder_study")
-    weights = run.metrics.get("model/encoder_weights", "?" if "model/encoder" in run.metrics else None)
+    weights = run.metrics.get(
+        "model/encoder_weights", "?" if "model/encoder" in run.metrics else None
+    )
     notes = []
     if used and study and used != study and not str(study).endswith(str(used)):
         notes.append(f"CPU stand-in: {used}")
@@ -473,9 +475,7 @@ def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
             lam = round(float(ok.setting("loss/seg_weight", "loss.seg_weight")), 2)
         except (TypeError, ValueError):
             return None
-        return next(
-            (s for s in study_reference() if s.table == "lambda" and s.lam == lam), None
-        )
+        return next((s for s in study_reference() if s.table == "lambda" and s.lam == lam), None)
     if table.kind == "arch_backbone":
         arch = _norm_arch(ok.setting("model/arch", "model/arch"))
         backbone = _norm_backbone(ok.setting("model/encoder_study", "model/encoder"))
@@ -641,7 +641,10 @@ def _tex_table(header: list[str], rows: list[tuple[list[str], list[bool]]]) -> l
         r"\midrule",
     ]
     for row, b in rows:
-        cells = [r"\textbf{" + _esc_tex(c) + "}" if f else _esc_tex(c) for c, f in zip(row, b, strict=True)]
+        cells = [
+            r"\textbf{" + _esc_tex(c) + "}" if f else _esc_tex(c)
+            for c, f in zip(row, b, strict=True)
+        ]
         lines.append(" & ".join(cells) + r" \\")
     return lines + [r"\bottomrule", r"\end{tabular}"]
 
@@ -709,7 +712,14 @@ def render(
             for col in cols:
                 if col.metric:
                     h = col.header
-                    extra += [f"Δ {h}", f"Δ {h} low", f"Δ {h} high", f"p {h}", f"p {h} Holm", f"significant {h}"]
+                    extra += [
+                        f"Δ {h}",
+                        f"Δ {h} low",
+                        f"Δ {h} high",
+                        f"p {h}",
+                        f"p {h} Holm",
+                        f"significant {h}",
+                    ]
         w.writerow(header + extra)
         for k, (row, _) in enumerate(rows):
             out = list(row)
@@ -720,7 +730,14 @@ def render(
                         continue
                     d = comp[src].diffs.get(col.metric) if src is not None else None
                     out += (
-                        [f"{d.ci.value:.6f}", f"{d.ci.low:.6f}", f"{d.ci.high:.6f}", f"{d.p:.6f}", f"{d.p_holm:.6f}", str(d.significant).lower()]
+                        [
+                            f"{d.ci.value:.6f}",
+                            f"{d.ci.low:.6f}",
+                            f"{d.ci.high:.6f}",
+                            f"{d.p:.6f}",
+                            f"{d.p_holm:.6f}",
+                            str(d.significant).lower(),
+                        ]
                         if d is not None
                         else [""] * 6
                     )
@@ -740,7 +757,9 @@ def _row_position(i: int, refs: dict) -> int:
 
 
 # -- the architecture × backbone grid ---------------------------------------------------------------
-def grid(table: Table, key: str) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[str, str]]]:
+def grid(
+    table: Table, key: str
+) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[str, str]]]:
     """Architectures × backbones: (rows, columns, (arch, backbone) -> (ours, study))."""
     col = next((c for c in COLUMNS if c.key == key), Column(key, key))
     cells: dict[tuple[str, str], tuple[str, str]] = {}
@@ -763,7 +782,9 @@ def grid(table: Table, key: str) -> tuple[list[str], list[str], dict[tuple[str, 
     return archs, backbones, cells
 
 
-def render_grid(table: Table, fmt: str, keys: tuple[str, ...] = ("test/seg_dice", "test/cls_acc")) -> str:
+def render_grid(
+    table: Table, fmt: str, keys: tuple[str, ...] = ("test/seg_dice", "test/cls_acc")
+) -> str:
     """The arch × backbone table as the study prints it, ours beside the study's."""
     blocks = []
     for key in keys:
