@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from medmtl.inference.torch_backend import TorchBackend
-from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
+from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, PreprocessSettings
 
 ONNX_META_KEY = "medmtl"
 ONNX_FORMAT = 1
@@ -28,20 +28,32 @@ class _Outputs(nn.Module):
 
 def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) -> Path:
     """Write ``out_path`` (atomically) and return it."""
+    backend = TorchBackend(ckpt_path)
+    model = {k: backend.hparams["model"].get(k) for k in ("arch", "encoder", "in_channels")}
+    return export_network(
+        backend.net, backend.settings, backend.class_names, backend.task, model, out_path, opset
+    )
+
+
+def export_network(
+    net: nn.Module,
+    settings: PreprocessSettings,
+    class_names: list[str],
+    task: str,
+    model: dict,
+    out_path: str | Path,
+    opset: int = 17,
+    extra: dict | None = None,
+) -> Path:
+    """Export any network with MultiTaskNet's outputs (also an ensemble) with its metadata."""
     import onnx
 
-    backend = TorchBackend(ckpt_path)
     names = [
-        n
-        for n, keep in (
-            ("mask_logits", backend.task != "cls"),
-            ("class_logits", backend.task != "seg"),
-        )
-        if keep
+        n for n, keep in (("mask_logits", task != "cls"), ("class_logits", task != "seg")) if keep
     ]
-    wrapper = _Outputs(backend.net, names).eval()  # eval: the exporter restores the wrapper's mode
-    size = backend.settings.image_size
-    in_ch = int(backend.hparams["model"].get("in_channels", 1))
+    wrapper = _Outputs(net, names).eval()  # eval: the exporter restores the wrapper's mode
+    size = settings.image_size
+    in_ch = int(model.get("in_channels") or 1)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -55,19 +67,20 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
         opset_version=opset,
         dynamo=False,
     )
-    model = onnx.load(str(tmp))
+    onnx_model = onnx.load(str(tmp))
     meta = {
         "format": ONNX_FORMAT,
-        "class_names": backend.class_names,
-        "task": backend.task,
+        "class_names": list(class_names),
+        "task": task,
         "outputs": names,
-        "preprocess": backend.settings.as_dict(),
+        "preprocess": settings.as_dict(),
         "normalize": {"mean": GREY_MEAN, "std": GREY_STD},
-        "model": {k: backend.hparams["model"].get(k) for k in ("arch", "encoder", "in_channels")},
+        "model": model,
+        **(extra or {}),
     }
-    entry = model.metadata_props.add()
+    entry = onnx_model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(tmp))
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, str(tmp))
     tmp.replace(out_path)
     return out_path

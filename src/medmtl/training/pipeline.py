@@ -260,27 +260,51 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = OmegaConf.merge(
         OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
     )
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
+    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
+    return test_module(
+        module,
+        data_cfg,
+        cfg.split,
+        trainer,
+        Path(cfg.paths.output_dir),
+        {"ckpt_path": str(cfg.ckpt_path)},
+        run_csv,
+    )
+
+
+def test_module(
+    module: MultiTaskModule,
+    data_cfg: DictConfig | dict,
+    split: str,
+    trainer: L.Trainer,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+    run_csv: Path | None = None,
+) -> dict[str, Any]:
+    """Test ``module`` on one split of the data described by ``data_cfg``; write the results.
+
+    Writes ``metrics.json``, ``predictions_<split>.csv`` and the evaluation figures into
+    ``out_dir`` (medmtl-eval, medmtl-ensemble).
+    """
     dm: MedDataModule = hydra.utils.instantiate(data_cfg, _convert_="all")
     dm.prepare_data()
     dm.setup()
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
-    module.eval_split = cfg.split
-    trainer.test(module, dataloaders=dm.dataloader(cfg.split), verbose=False)
-    metrics = dict(module.results[cfg.split])
-    metrics["ckpt_path"] = str(cfg.ckpt_path)
-    metrics["num_images"] = len(dm.cases(cfg.split))
+    module.eval_split = split
+    trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
+    metrics = dict(module.results[split])
+    metrics.update(extra or {})
+    metrics["num_images"] = len(dm.cases(split))
     idx = module.net.empty_mask_index
     metrics["empty_mask_class"] = module.class_names[idx] if idx is not None else None
     metrics.update(module.describe())
     metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        out_dir = Path(cfg.paths.output_dir)
-        write_per_image(out_dir, trainer, module, dm, cfg.split)
+        write_per_image(out_dir, trainer, module, dm, split)
         write_json(out_dir / "metrics.json", metrics)
-        run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
         write_evaluation_figures(
-            out_dir, cfg.split, metrics, module.test_samples(), dm.classes, run_csv
+            out_dir, split, metrics, module.test_samples(), dm.classes, run_csv
         )
-        print_metrics(metrics, (cfg.split,))
+        print_metrics(metrics, (split,))
         log.info("Wrote %s", out_dir / "metrics.json")
     return metrics

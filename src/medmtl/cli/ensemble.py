@@ -1,0 +1,38 @@
+"""medmtl-ensemble: average several runs (e.g. the k fold models) and evaluate them as one model.
+
+medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
+                [split=test] [export=<model.onnx>] [data_root=<data folder>]
+                [empty_mask_class=as_trained|null|<class>]
+
+Averages the class probabilities and the mask probability maps of the runs' best checkpoints,
+then writes metrics.json, predictions_<split>.csv and the figures into out= exactly like
+medmtl-eval; export= also writes an ONNX model for medmtl-predict.
+"""
+
+from __future__ import annotations
+
+from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
+
+DEFAULTS = {
+    "out": REQUIRED,
+    "split": "test",
+    "export": None,
+    "data_root": None,
+    "empty_mask_class": "as_trained",
+}
+
+
+def _run(argv: list[str]) -> int:
+    folders = [a for a in argv if "=" not in a]
+    opts = parse_kv([a for a in argv if "=" in a], DEFAULTS)
+    from medmtl.workflows.ensemble import run_ensemble_cli
+
+    return run_ensemble_cli(folders, opts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    kv_main(__doc__, _run, argv)
+
+
+if __name__ == "__main__":
+    main()

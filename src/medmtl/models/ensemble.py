@@ -1,0 +1,55 @@
+"""Several trained networks as one: the mean of their class and mask probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from medmtl.errors import ConfigError
+from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
+
+# probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
+_EPS = 1e-7
+
+
+class EnsembleNet(nn.Module):
+    """Averages the members' class probabilities and mask probability maps (not their masks).
+
+    ``forward`` returns logits like :class:`MultiTaskNet` (``log`` of the mean class
+    probabilities, ``logit`` of the mean mask probability), so softmax/sigmoid downstream give
+    back the averaged probabilities and thresholding at 0.5 thresholds the mean map. The
+    classification gate (``empty_mask_index``) acts once, on the averaged class.
+    """
+
+    def __init__(self, members: Sequence[MultiTaskNet], empty_mask_index: int | None = None):
+        super().__init__()
+        if not members:
+            raise ConfigError("an ensemble needs at least one model.")
+        tasks = {m.task for m in members}
+        if len(tasks) != 1:
+            raise ConfigError(f"ensemble members have different tasks ({sorted(tasks)}).")
+        self.members = nn.ModuleList(members)
+        for m in self.members:
+            m.empty_mask_index = None  # gate the averaged output, not each member
+        self.task = members[0].task
+        self.arch = members[0].arch if len({m.arch for m in members}) == 1 else "ensemble"
+        self.encoder_name = (
+            members[0].encoder_name if len({m.encoder_name for m in members}) == 1 else "ensemble"
+        )
+        self.empty_mask_index = empty_mask_index
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        outs = [m(x) for m in self.members]
+        seg = cls = None
+        if outs[0]["seg"] is not None:
+            prob = torch.stack([torch.sigmoid(o["seg"]) for o in outs]).mean(0)
+            seg = torch.logit(prob, eps=_EPS)
+        if outs[0]["cls"] is not None:
+            prob = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs]).mean(0)
+            cls = torch.log(prob.clamp_min(_EPS))
+        if self.empty_mask_index is not None and not self.training and seg is not None:
+            gate = (cls.argmax(dim=1) == self.empty_mask_index).view(-1, 1, 1, 1)
+            seg = torch.where(gate, torch.full_like(seg, EMPTY_LOGIT), seg)
+        return {"seg": seg, "cls": cls}

@@ -1,0 +1,176 @@
+"""medmtl-ensemble: several runs (typically the k fold models) evaluated and exported as one model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.models.ensemble import EnsembleNet
+from medmtl.preprocess.pipeline import settings_from_data_config
+from medmtl.reporting.tables import collect_runs
+from medmtl.training.checkpoint import module_from_checkpoint
+from medmtl.training.module import MultiTaskModule
+from medmtl.training.pipeline import test_module
+
+log = logging.getLogger(__name__)
+# data settings that may differ between members: which fold each was trained on
+PER_MEMBER = ("num_folds", "fold")
+
+
+def _checkpoint_of(run: Path) -> Path:
+    """The run's best checkpoint (named in metrics.json), found in the run's own folder."""
+    m = run / "metrics.json"
+    best = None
+    if m.exists():
+        try:
+            best = json.loads(m.read_text()).get("best_ckpt")
+        except ValueError as exc:
+            raise DataError(f"{m}: corrupt metrics.json ({exc}).") from exc
+    if best:
+        local = run / "checkpoints" / Path(best).name  # the folder may have moved
+        if local.is_file():
+            return local
+        if Path(best).is_file():
+            return Path(best)
+    found = sorted((run / "checkpoints").glob("epoch*.ckpt"))
+    if len(found) == 1:
+        return found[0]
+    raise DataError(
+        f"{run}: no best checkpoint found (metrics.json names {best!r}); give a finished "
+        "medmtl-train run folder."
+    )
+
+
+def find_members(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders from the arguments: run folders, or sweep folders holding them.
+
+    A sweep with failed or unfinished jobs is refused with their list: an ensemble never
+    silently has fewer members than asked for.
+    """
+    if not paths:
+        raise ConfigError("give one or more run folders or a sweep folder.")
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ConfigError(f"{p}: folder not found; give run folders or a sweep folder.")
+        if (p / "checkpoints").is_dir():
+            runs.append(p)
+            continue
+        found = collect_runs(p)
+        bad = [r.reason for r in found if r.status != "ok"]
+        if bad:
+            raise DataError(
+                f"{p}: {len(bad)} run(s) did not finish ({'; '.join(bad[:3])}); "
+                "give the finished run folders one by one to ensemble without them."
+            )
+        runs += [r.path for r in found]
+    if len(set(runs)) != len(runs):
+        raise ConfigError("a run folder was given twice.")
+    return runs
+
+
+def _common_data(members: list[tuple[Path, dict]]) -> dict:
+    """The members' shared data settings (folds aside); refuse members that disagree."""
+    first_path, first = members[0]
+    ref = {k: v for k, v in first["data"].items() if k not in PER_MEMBER}
+    for path, hp in members[1:]:
+        other = {k: v for k, v in hp["data"].items() if k not in PER_MEMBER}
+        diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
+        diff = [k for k in diff if k not in ("cache_dir", "root")]
+        if diff:
+            raise ConfigError(
+                f"{path}: trained with other data settings than {first_path} ({', '.join(diff)}); "
+                "an ensemble needs members with the same preprocessing, classes and split."
+            )
+        if hp["class_names"] != first["class_names"]:
+            raise ConfigError(f"{path}: other classes than {first_path}.")
+    return dict(first["data"], num_folds=None, fold=0)
+
+
+def ensemble(
+    paths: Sequence[str | Path],
+    out: str | Path,
+    split: str = "test",
+    export: str | Path | None = None,
+    data_overrides: dict[str, Any] | None = None,
+    empty_mask_class: str | None = "as_trained",
+    channels_last: bool = True,
+) -> dict[str, Any]:
+    """Average the members on ``split`` and evaluate like a single run; optionally export ONNX."""
+    out = Path(out)
+    if (out / "metrics.json").exists():
+        raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")
+    runs = find_members(paths)
+    loaded = []
+    for run in runs:
+        module, ckpt = module_from_checkpoint(_checkpoint_of(run))
+        loaded.append((run, module, ckpt["hyper_parameters"]))
+    data = _common_data([(r, hp) for r, _, hp in loaded])
+    data.update(data_overrides or {})
+    if split == "val" and any(hp["data"].get("num_folds") for _, _, hp in loaded):
+        log.warning(
+            "k-fold members were validated on different folds; split=val uses the fixed split's "
+            "validation images, which some members trained on. Use split=test."
+        )
+    head: MultiTaskModule = loaded[0][1]
+    gate = head.net.empty_mask_index
+    if empty_mask_class != "as_trained":
+        gate = None if empty_mask_class is None else list(head.class_names).index(empty_mask_class)
+    head.net = EnsembleNet([m.net for _, m, _ in loaded], empty_mask_index=gate)
+    head.use_channels_last(channels_last)
+    head.eval()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+    )
+    members = [str(r) for r in runs]
+    extra = {
+        "ensemble/members": members,
+        "ensemble/size": len(members),
+        "ensemble/folds": [
+            hp["data"].get("fold") if hp["data"].get("num_folds") else None for _, _, hp in loaded
+        ],
+        "ensemble/seeds": [hp.get("seed") for _, _, hp in loaded],
+    }
+    metrics = test_module(head, data, split, trainer, out, extra)
+    if export:
+        from medmtl.inference.export import export_network
+
+        settings = settings_from_data_config(data)
+        model = {
+            "arch": head.net.arch,
+            "encoder": head.net.encoder_name,
+            "in_channels": int(loaded[0][2]["model"].get("in_channels", 1)),
+            "ensemble_size": len(members),
+        }
+        export_network(
+            head.net,
+            settings,
+            list(head.class_names),
+            head.task,
+            model,
+            export,
+            extra={"ensemble_members": [Path(m).name for m in members]},
+        )
+        log.info("Exported the ensemble to %s", export)
+        metrics["export"] = str(export)
+    return metrics
+
+
+def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
+    """Entry point body for ``medmtl-ensemble``: returns the exit status."""
+    data = {"root": options["data_root"]} if options.get("data_root") else None
+    ensemble(
+        args, options["out"], options["split"], options["export"], data, options["empty_mask_class"]
+    )
+    return 0

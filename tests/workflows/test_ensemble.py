@@ -1,0 +1,111 @@
+"""medmtl-ensemble: k runs evaluated as one model (mean of probabilities), and exported."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medmtl.reporting.per_image import read_predictions
+from medmtl.workflows.ensemble import ensemble
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, cache_dir) -> Path:
+    from medmtl.training.pipeline import train
+
+    out = tmp_path_factory.mktemp("tiny_run_2")
+    train(
+        compose_cfg(TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "seed=2"], out, cache_dir)
+    )
+    return out
+
+
+def test_ensemble_of_one_run_equals_the_run(tiny_run, tmp_path):
+    m = ensemble([tiny_run], tmp_path / "ens1")
+    run = json.loads((tiny_run / "metrics.json").read_text())
+    keys = [k for k in run if k.startswith("test/")]
+    assert len(keys) > 20
+    for k in keys:
+        a, b = run[k], m[k]
+        if isinstance(a, list):
+            assert a == b, k
+        elif a is None:
+            assert b is None or np.isnan(b), k
+        else:
+            assert abs(a - b) < 1e-5, (k, a, b)
+    p, q = (read_predictions(d / "predictions_test.csv") for d in (tiny_run, tmp_path / "ens1"))
+    assert p.ids == q.ids and np.allclose(p.prob, q.prob, atol=1e-6)
+    assert np.array_equal(p.pred, q.pred) and np.array_equal(p.tp, q.tp)
+
+
+def test_two_runs_average_and_export(tiny_run, second_run, tmp_path, cache_dir):
+    out = tmp_path / "ens"
+    onnx_path = tmp_path / "ens.onnx"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.ensemble",
+            str(tiny_run),
+            str(second_run),
+            f"out={out}",
+            f"export={onnx_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["ensemble/size"] == 2 and len(m["ensemble/members"]) == 2
+    assert (out / "figures" / "test_confusion_matrix.png").exists()
+    ens = read_predictions(out / "predictions_test.csv")
+    a, b = (read_predictions(r / "predictions_test.csv") for r in (tiny_run, second_run))
+    assert np.allclose(ens.prob, (a.prob + b.prob) / 2, atol=1e-5)  # the mean of the members
+    # the exported ensemble predicts through the ONNX backend like any model
+    img = sorted((cache_dir / "phantom").rglob("*.png"))
+    img = next(p for p in img if "_mask" not in p.name)
+    pred_out = tmp_path / "pred"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.predict",
+            "backend=onnx",
+            f"model={onnx_path}",
+            f"input={img}",
+            f"out={pred_out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = list(csv.DictReader((pred_out / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0]["predicted_class"]
+
+
+def test_refusals(tiny_run, tmp_path):
+    from medmtl.errors import ConfigError, DataError
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds results"):
+        ensemble([tiny_run], tmp_path / "done")
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_run, sweep / "0")
+    (sweep / "1" / ".hydra").mkdir(parents=True)
+    (sweep / "1" / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (sweep / "1" / "failed.json").write_text('{"error": "boom"}')
+    with pytest.raises(DataError, match="did not finish"):
+        ensemble([sweep], tmp_path / "e")
+    with pytest.raises(ConfigError, match="folder not found"):
+        ensemble([tmp_path / "nope"], tmp_path / "e")
