@@ -202,3 +202,30 @@ def test_optuna_folder_is_a_search_with_named_settings(tmp_path):
     table = build_table(collect_runs(tmp_path), tmp_path)
     assert table.kind == "search" and table.title == "Hyper-parameter search"
     assert table.labels() == ["λ=0.31 + optimizer.lr=0.0012", "λ=0.52 + optimizer.lr=0.0004"]
+
+
+def test_an_ensemble_in_the_sweep_folder_is_a_row_after_its_members(lambda_sweep, tmp_path):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(lambda_sweep, sweep)
+    ens = sweep / "ensembles" / "lambda_0.7"
+    ens.mkdir(parents=True)
+    run = make_run(acc=0.9, dice=0.8, seed=10)
+    write_predictions(ens / "predictions_test.csv", run)
+    metrics = metrics_dict(run, "test")
+    metrics.update(
+        {
+            "data/name": "busi",
+            "ensemble/size": 2,
+            "ensemble/overrides": {"loss.seg_weight": "0.7"},
+        }
+    )
+    (ens / "metrics.json").write_text(json.dumps(metrics))
+    table = build_table(collect_runs(sweep), sweep)
+    assert table.kind == "lambda"
+    assert table.labels() == ["λ=0.3", "λ=0.7", "λ=0.7 · ensemble of 2", "λ=0.9"]
+    header, texts, _ = table_cells(table, ci=True)
+    assert texts[2][header.index("Acc")].startswith(f"{metrics['test/cls_acc']:.3f} [")
+    comps = {c.label: c for c in compare_with_baseline(table, "λ=0.7")}
+    assert not comps["λ=0.7 · ensemble of 2"].paired  # against the baseline's averaged runs

@@ -1,12 +1,14 @@
 """medmtl-ensemble: average several runs (e.g. the k fold models) and evaluate them as one model.
 
 medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
-                [split=test] [export=<model.onnx>] [data_root=<data folder>]
+                [select=<key>=<value>] [split=test] [export=<model.onnx>] [data_root=<data folder>]
                 [empty_mask_class=as_trained|null|<class>]
 
 Averages the class probabilities and the mask probability maps of the runs' best checkpoints,
 then writes metrics.json, predictions_<split>.csv and the figures into out= exactly like
-medmtl-eval; export= also writes an ONNX model for medmtl-predict.
+medmtl-eval; export= also writes an ONNX model for medmtl-predict. select= keeps the jobs of a
+sweep that set this value (e.g. select=loss.seg_weight=0.7: the fold models of one row; several
+as select=[a=1,b=2]). medmtl-tables shows an ensemble inside a sweep folder as its own row.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ DEFAULTS = {
     "export": None,
     "data_root": None,
     "empty_mask_class": "as_trained",
+    "select": [],
 }
 
 

@@ -178,6 +178,8 @@ class Run:
     @property
     def repeat(self) -> tuple:
         """Which repeat of its cell this run is (seed, fold): runs of equal repeats are paired."""
+        if "ensemble/size" in self.metrics:
+            return ("ensemble", str(self.path))
         return (
             str(self.setting("seed", "seed")),
             str(self.setting("data/fold", "data.fold")),
@@ -221,7 +223,9 @@ def collect_runs(multirun_dir: str | Path) -> list[Run]:
         {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
         | {p.parent for p in root.rglob("metrics.json")}
         | {p.parent for p in root.rglob("failed.json")},
-        key=lambda p: [int(t) if t.isdigit() else t for t in p.relative_to(root).parts],
+        key=lambda p: [
+            (0, int(t), "") if t.isdigit() else (1, 0, t) for t in p.relative_to(root).parts
+        ],
     )
     jobs = [j for j in jobs if j != root or (root / "metrics.json").exists()]
     jobs = [j for j in jobs if "tables" not in j.relative_to(root).parts]
@@ -317,7 +321,30 @@ ORDER = [
 ]
 
 
+def _is_ensemble(run: Run) -> bool:
+    return "ensemble/size" in run.metrics
+
+
 def build_table(runs: list[Run], root: Path | None = None) -> Table:
+    """Rows from the runs' settings; ensembles (medmtl-ensemble) follow the row they average."""
+    ensembles = [r for r in runs if _is_ensemble(r)]
+    table = _build_rows([r for r in runs if not _is_ensemble(r)] or ensembles, root)
+    if len(ensembles) == len(runs):
+        return table
+    for ens in ensembles:
+        settings = {
+            str(k): str(v) for k, v in (ens.metrics.get("ensemble/overrides") or {}).items()
+        }
+        values = {k: settings.get(k, "") for k in table.row_keys}
+        at = next((i for i, (_, _, v) in enumerate(table.rows) if v == values), len(table.rows) - 1)
+        base = table.rows[at][0] if table.rows[at][2] == values else "?"
+        label = f"{base} · ensemble of {ens.metrics['ensemble/size']}"
+        ens.overrides = dict(settings)
+        table.rows.insert(at + 1, (label, [ens], values))
+    return table
+
+
+def _build_rows(runs: list[Run], root: Path | None = None) -> Table:
     keys = sorted({k for r in runs for k in r.overrides} - POOLED)
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     constant = {

@@ -13,7 +13,7 @@ import lightning as L
 from medmtl.errors import ConfigError, DataError
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import settings_from_data_config
-from medmtl.reporting.tables import collect_runs
+from medmtl.reporting.tables import POOLED, _overrides, collect_runs
 from medmtl.training.checkpoint import module_from_checkpoint
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.pipeline import test_module
@@ -47,14 +47,16 @@ def _checkpoint_of(run: Path) -> Path:
     )
 
 
-def find_members(paths: Sequence[str | Path]) -> list[Path]:
+def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = None) -> list[Path]:
     """Run folders from the arguments: run folders, or sweep folders holding them.
 
-    A sweep with failed or unfinished jobs is refused with their list: an ensemble never
-    silently has fewer members than asked for.
+    ``select`` keeps the sweep's jobs whose command line set these values (e.g.
+    ``{"loss.seg_weight": "0.7"}``: the fold models of one row). A selected job that failed or
+    did not finish is refused with its reason: an ensemble never silently has fewer members.
     """
     if not paths:
         raise ConfigError("give one or more run folders or a sweep folder.")
+    select = select or {}
     runs: list[Path] = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -62,7 +64,14 @@ def find_members(paths: Sequence[str | Path]) -> list[Path]:
         if (p / "checkpoints").is_dir():
             runs.append(p)
             continue
-        found = collect_runs(p)
+        found = [
+            r
+            for r in collect_runs(p)
+            if "ensemble/size" not in r.metrics
+            and all(r.overrides.get(k) == v for k, v in select.items())
+        ]
+        if not found:
+            raise ConfigError(f"{p}: no run matches select={select}.")
         bad = [r.reason for r in found if r.status != "ok"]
         if bad:
             raise DataError(
@@ -73,6 +82,13 @@ def find_members(paths: Sequence[str | Path]) -> list[Path]:
     if len(set(runs)) != len(runs):
         raise ConfigError("a run folder was given twice.")
     return runs
+
+
+def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
+    """The command-line settings all members share, seeds and folds aside (the table row)."""
+    per_run = [_overrides(r) for r in runs]
+    keys = set.intersection(*(set(o) for o in per_run)) - POOLED
+    return {k: per_run[0][k] for k in sorted(keys) if len({o[k] for o in per_run}) == 1}
 
 
 def _common_data(members: list[tuple[Path, dict]]) -> dict:
@@ -101,12 +117,13 @@ def ensemble(
     data_overrides: dict[str, Any] | None = None,
     empty_mask_class: str | None = "as_trained",
     channels_last: bool = True,
+    select: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX."""
     out = Path(out)
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")
-    runs = find_members(paths)
+    runs = find_members(paths, select)
     loaded = []
     for run in runs:
         module, ckpt = module_from_checkpoint(_checkpoint_of(run))
@@ -141,6 +158,7 @@ def ensemble(
             hp["data"].get("fold") if hp["data"].get("num_folds") else None for _, _, hp in loaded
         ],
         "ensemble/seeds": [hp.get("seed") for _, _, hp in loaded],
+        "ensemble/overrides": shared_overrides(runs),
     }
     metrics = test_module(head, data, split, trainer, out, extra)
     if export:
@@ -170,7 +188,21 @@ def ensemble(
 def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
     """Entry point body for ``medmtl-ensemble``: returns the exit status."""
     data = {"root": options["data_root"]} if options.get("data_root") else None
+    select = {}
+    for cond in options.get("select") or []:
+        key, sep, value = str(cond).partition("=")
+        if not sep:
+            raise ConfigError(
+                f"select={cond}: expected select=<key>=<value>, e.g. loss.seg_weight=0.7."
+            )
+        select[key.lstrip("+")] = value
     ensemble(
-        args, options["out"], options["split"], options["export"], data, options["empty_mask_class"]
+        args,
+        options["out"],
+        options["split"],
+        options["export"],
+        data,
+        options["empty_mask_class"],
+        select=select,
     )
     return 0
