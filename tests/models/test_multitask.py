@@ -121,3 +121,19 @@ def test_empty_mask_gate_errors():
     assert net_kwargs({"empty_mask_class": "normal"}, ["normal", "benign"]) == {
         "empty_mask_index": 0
     }
+
+
+@pytest.mark.parametrize("arch", ["Unet", "FPN", "DeepLabV3Plus", "MAnet", "PSPNet", "DeepLabV3"])
+def test_mix_transformer_encoder_with_both_heads(arch):
+    """Q9: the transformer encoder feeds the decoder and the classification head."""
+    net = MultiTaskNet(arch, "mit_b0", num_classes=3).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, 64, 64))
+    assert out["seg"].shape == (2, 1, 64, 64) and out["cls"].shape == (2, 3)
+    assert net.cls_head.mlp[2].in_features == net.encoder.out_channels[-1]  # deepest stage used
+
+
+@pytest.mark.parametrize("arch", ["UnetPlusPlus", "Linknet"])
+def test_mix_transformer_refused_where_smp_has_no_decoder(arch):
+    with pytest.raises(ConfigError, match=f"{arch} does not accept .*use it with Unet"):
+        MultiTaskNet(arch, "mit_b0")

@@ -334,3 +334,43 @@ def test_ddp_eval_matches_single_process(tiny_ckpt, tmp_path):
         "test/overall",
     ):
         assert ddp[key] == pytest.approx(single[key], abs=tol), key
+
+
+def test_profile_keeps_an_explicit_weights_setting(make_cfg):
+    """profile=cpu swaps the encoder for a stand-in, but an explicit weights= wins and is recorded."""
+    from medmtl.training.pipeline import net_settings
+
+    base = ["experiment=table_lambda", "model/encoder=efficientnet_b4"]
+    kw = net_settings(make_cfg(base))
+    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"
+    kw = net_settings(make_cfg([*base, "model.encoder.weights=null"], name="explicit"))
+    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] is None
+    assert kw["encoder_study"] == "tu-efficientnet_b4"
+
+
+def test_kfold_sweep_runs_one_seed_per_fold():
+    """experiment=table_lambda with 5 folds composes 5 x 5 jobs, not folds x seeds."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["experiment=table_lambda", "data.num_folds=5"],
+            return_hydra_config=True,
+        )
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    cli = ["data.fold=0,1,2,3,4"]
+    parsed = OverridesParser.create().parse_overrides(params + cli)
+    jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    assert len(jobs) == 25 and all(not any(o.startswith("seed=") for o in j) for j in jobs)
+    parsed = OverridesParser.create().parse_overrides(params + cli + ["seed=0,1"])
+    assert len(BasicSweeper.split_arguments(parsed, None)[0]) == 50  # seeds when asked for
+
+
+def test_transformer_experiment_records_unpretrained_stand_in(make_cfg):
+    from medmtl.training.pipeline import net_settings
+
+    kw = net_settings(make_cfg(["experiment=table_transformer", "model/encoder=mit_b2"]))
+    assert kw["encoder"] == "mit_b0" and kw["encoder_weights"] is None

@@ -21,6 +21,8 @@ ARCHITECTURES = (
     "DeepLabV3Plus",
 )
 TASKS = ("multitask", "seg", "cls")
+# smp's Mix Transformer encoders have no decoder for these architectures
+NO_TRANSFORMER = ("UnetPlusPlus", "Linknet")
 
 
 # the segmentation logit of a gated (empty) mask: sigmoid(-30) ~ 1e-13
@@ -90,6 +92,12 @@ class MultiTaskNet(nn.Module):
             raise ConfigError(
                 f"model.encoder.weights={encoder_weights} exists only for encoder {offline}, "
                 f"not {encoder}. Use model/encoder=efficientnet_lite0 or weights=null/imagenet."
+            )
+        if encoder.startswith("mit_") and arch in NO_TRANSFORMER:
+            ok = ", ".join(a for a in ARCHITECTURES if a not in NO_TRANSFORMER)
+            raise ConfigError(
+                f"model.arch.name={arch} does not accept the Mix Transformer encoder {encoder}; "
+                f"use it with {ok}."
             )
         self.task = task
         self.arch = arch
