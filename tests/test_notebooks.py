@@ -13,8 +13,22 @@ from medmtl.config import project_root
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, cache_dir) -> Path:
+    """A 2-λ sweep on the tiny phantom for the study-tables notebook."""
+    from tests.reporting.test_sweeps_tables import _train_multirun
+
+    out = tmp_path_factory.mktemp("nb_sweep")
+    res = _train_multirun(out, cache_dir, "loss.seg_weight=0.3,0.7", "seed=0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path: Path):
+def test_notebook_executes(path: Path, request, monkeypatch):
+    if path.name == "02_study_tables.ipynb":
+        monkeypatch.setenv("MEDMTL_SWEEP", str(request.getfixturevalue("tiny_sweep")))
+        monkeypatch.setenv("MEDMTL_BASELINE", "λ=0.7")
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -32,3 +46,10 @@ def test_notebook_executes(path: Path):
     assert not errors
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the comparison figures were drawn
+    if path.name == "02_study_tables.ipynb":
+        text = "".join(
+            str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+            for o in outputs
+        )
+        assert "λ=0.3 vs λ=0.7" in text and "Holm" in text  # the paired comparison
+        assert len(images) >= 3  # λ curve, forest plot, the cases side by side
