@@ -83,6 +83,11 @@ def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[
         "test/seg_dice"
     ] == pytest.approx(metrics["test/seg_dice"])
+    # the same per-image predictions as the train-time test
+    train_rows = (out / "predictions_test.csv").read_text().splitlines()
+    eval_rows = (tmp_path / "eval" / "predictions_test.csv").read_text().splitlines()
+    assert len(eval_rows) == len(train_rows) > 1 and eval_rows[0] == train_rows[0]
+    assert [r.split(",")[0] for r in eval_rows] == [r.split(",")[0] for r in train_rows]
 
 
 def test_eval_with_and_without_the_empty_mask_gate(trained, make_cfg, tmp_path):
@@ -132,6 +137,8 @@ def test_eval_other_split(trained, make_cfg):
     )
     res = evaluate(cfg)
     assert res["val/overall"] == pytest.approx(metrics["val/overall"], abs=1e-6)
+    rows = (Path(cfg.paths.output_dir) / "predictions_val.csv").read_text().splitlines()
+    assert len(rows) == res["num_images"] + 1 and rows[1].split(",")[2] == "val"
 
 
 def test_resume_from_last_ckpt(trained, make_cfg):
