@@ -229,3 +229,15 @@ def test_an_ensemble_in_the_sweep_folder_is_a_row_after_its_members(lambda_sweep
     assert texts[2][header.index("Acc")].startswith(f"{metrics['test/cls_acc']:.3f} [")
     comps = {c.label: c for c in compare_with_baseline(table, "λ=0.7")}
     assert not comps["λ=0.7 · ensemble of 2"].paired  # against the baseline's averaged runs
+
+
+def test_baseline_by_the_start_of_its_label(lambda_sweep):
+    from medmtl.errors import MedmtlError
+    from medmtl.reporting.tables import find_row
+
+    table = build_table(collect_runs(lambda_sweep), lambda_sweep)
+    assert find_row(table, "λ=0.7") == "λ=0.7"
+    table.rows.append(("λ=0.7 · ensemble of 2", table.rows[1][1], table.rows[1][2]))
+    with pytest.raises(MedmtlError, match="not a row"):
+        find_row(table, "λ=0.")
+    assert find_row(table, "λ=0.7 ") == "λ=0.7 · ensemble of 2"

@@ -546,6 +546,25 @@ class Comparison:
     note: str = ""
 
 
+def find_row(table: Table, text: str) -> str:
+    """The row label ``text`` names: the label itself, or the one row it is the start of.
+
+    Where several rows start with ``text`` and the shortest is the start of all others (a row
+    and its ensemble row), the shortest is meant.
+    """
+    labels = table.labels()
+    if text in labels:
+        return text
+    hits = sorted((x for x in labels if x.startswith(text)), key=len)
+    if hits and all(h.startswith(hits[0]) for h in hits):
+        return hits[0]
+    raise MedmtlError(
+        f"--baseline {text!r} is not a row of this table; choose one of: "
+        + "; ".join(repr(x) for x in labels)
+        + "."
+    )
+
+
 def compare_with_baseline(
     table: Table,
     baseline: str,
@@ -555,13 +574,7 @@ def compare_with_baseline(
 ) -> list[Comparison]:
     """Every other row minus the baseline row, for every test-metric column, Holm-corrected."""
     labels = table.labels()
-    if baseline not in labels:
-        raise MedmtlError(
-            f"--baseline {baseline!r} is not a row of this table; choose one of: "
-            + "; ".join(repr(x) for x in labels)
-            + "."
-        )
-    b_idx = labels.index(baseline)
+    b_idx = labels.index(find_row(table, baseline))
     keys = [c.metric for c in columns if c.metric]
 
     def predictions(members: list[Run]) -> dict[tuple, PerImage] | str:
@@ -859,6 +872,8 @@ def write_tables(
     if reference:
         check_reference_allowed(table)
     cols = COLUMN_SETS[columns]
+    if baseline:
+        baseline = find_row(table, baseline)
     comparisons = compare_with_baseline(table, baseline, cols) if baseline else None
     out = Path(out_dir) if out_dir else root / "tables"
     files: dict[str, Path] = {}
