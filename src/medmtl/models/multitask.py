@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.weights import OFFLINE_WEIGHTS, load_lite0_offline
+from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
 
 ARCHITECTURES = (
     "Unet",
@@ -88,10 +88,12 @@ class MultiTaskNet(nn.Module):
                 f"{', '.join(ARCHITECTURES)} (files in conf/model/arch)."
             )
         offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
-        if offline is not None and encoder != offline:
+        if offline is not None and encoder not in offline.encoders:
+            fits = offline_weights_for(encoder)
+            hint = f"weights={fits}" if fits else "weights=null or imagenet"
             raise ConfigError(
-                f"model.encoder.weights={encoder_weights} exists only for encoder {offline}, "
-                f"not {encoder}. Use model/encoder=efficientnet_lite0 or weights=null/imagenet."
+                f"model.encoder.weights={encoder_weights} fits only the encoder "
+                f"{' or '.join(offline.encoders)}, not {encoder}; use {hint}."
             )
         if encoder.startswith("mit_") and arch in NO_TRANSFORMER:
             ok = ", ".join(a for a in ARCHITECTURES if a not in NO_TRANSFORMER)
@@ -119,7 +121,7 @@ class MultiTaskNet(nn.Module):
         except (RuntimeError, ValueError, TypeError) as exc:
             raise ConfigError(f"cannot build {arch} with encoder {encoder}: {exc}") from exc
         if offline is not None:
-            load_lite0_offline(net.encoder, in_channels)
+            load_offline_weights(net.encoder, str(encoder_weights), in_channels)
         self.encoder = net.encoder
         if task == "cls":
             self.decoder = None

