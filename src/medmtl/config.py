@@ -60,6 +60,7 @@ def model_kwargs(
         "cls_hidden": int(m.get("cls_hidden", 256)),
         "cls_dropout": float(m.get("cls_dropout", 0.2)),
         "empty_mask_class": m.get("empty_mask_class"),
+        "postprocess": dict(m.get("postprocess") or {}),
     }
 
 

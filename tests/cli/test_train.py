@@ -245,3 +245,31 @@ def test_busi_cpu_experiment_fast_dev_run(busi, make_cfg):
     assert cfg.data.image_size == 160 and cfg.model.encoder.weights == "lite0_offline"
     metrics = train(cfg)
     assert "test/seg_dice" in metrics and "test/cls_acc" in metrics
+
+
+def test_eval_with_mask_postprocessing(trained, make_cfg):
+    """Largest component + hole filling: never more lesions, recorded, and the same classes."""
+    from medmtl.reporting.per_image import read_predictions
+
+    out, metrics = trained
+    cfg = make_cfg(
+        [
+            f"ckpt_path={metrics['best_ckpt']}",
+            "+postprocess.largest_component=true",
+            "+postprocess.fill_holes=true",
+        ],
+        name="eval_pp",
+        config_name="eval",
+    )
+    res = evaluate(cfg)
+    assert res["model/postprocess"] == {
+        "largest_component": True,
+        "fill_holes": True,
+        "min_area": 0,
+    }
+    assert res["test/confusion_matrix"] == metrics["test/confusion_matrix"]
+    assert res["test/normal_fp_rate"] <= metrics["test/normal_fp_rate"] + 1e-9
+    pp = read_predictions(Path(cfg.paths.output_dir) / "predictions_test.csv")
+    raw = read_predictions(out / "predictions_test.csv")
+    # every image with a predicted lesion keeps one (the largest component is never empty)
+    assert ((pp.pred > 0) == (raw.pred > 0)).all()

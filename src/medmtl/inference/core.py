@@ -15,6 +15,7 @@ import numpy as np
 from medmtl.errors import DataError
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
+from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import (
     PreprocessSettings,
     convert_to_uint8,
@@ -210,6 +211,7 @@ def _write_outputs(
     mask = None
     if seg_p is not None:
         mask = mask_at_original_size(seg_p[k, 0], shape, threshold)
+        mask = getattr(backend, "postprocess", PostProcess())(mask)
         write_png(mask.astype(np.uint8) * 255, stem.with_name(stem.name + "_mask.png"))
         row["lesion_area_px"] = int(mask.sum())
         sp = li.meta.pixel_spacing_mm

@@ -31,7 +31,14 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
     backend = TorchBackend(ckpt_path)
     model = {k: backend.hparams["model"].get(k) for k in ("arch", "encoder", "in_channels")}
     return export_network(
-        backend.net, backend.settings, backend.class_names, backend.task, model, out_path, opset
+        backend.net,
+        backend.settings,
+        backend.class_names,
+        backend.task,
+        model,
+        out_path,
+        opset,
+        extra={"postprocess": backend.postprocess.as_dict()},
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.errors import MedmtlError
+from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
 
 ONNX_META_KEY = "medmtl"  # same key as medmtl.inference.export (which imports torch)
@@ -44,6 +45,7 @@ class OnnxBackend:
         self.class_names = list(meta["class_names"])
         self.task = meta["task"]
         self.outputs = list(meta["outputs"])
+        self.postprocess = PostProcess.from_dict(meta.get("postprocess"))
         self.meta = meta
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import settings_from_data_config
 from medmtl.training.checkpoint import module_from_checkpoint
 
@@ -24,6 +25,7 @@ class TorchBackend:
         self.settings = settings_from_data_config(hp.get("data") or {})
         self.class_names = list(hp["class_names"])
         self.task = hp["model"].get("task", "multitask")
+        self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))
         self.hparams = hp
 
     @torch.inference_mode()

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
 from medmtl.errors import ConfigError, MedmtlError
-from medmtl.models.multitask import MultiTaskNet
+from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
+from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 from medmtl.training.losses import MultiTaskLoss
 from medmtl.training.metrics import (
@@ -30,6 +32,7 @@ def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
     """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
     kw = dict(model)
     kw.pop("encoder_study", None)  # a record of what the encoder stands in for, not an argument
+    kw.pop("postprocess", None)  # applied to thresholded masks, outside the network
     name = kw.pop("empty_mask_class", None)
     if name is not None:
         if name not in class_names:
@@ -83,6 +86,7 @@ class MultiTaskModule(L.LightningModule):
         self.seg_metrics = nn.ModuleDict(
             {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
         )
+        self.postprocess = PostProcess.from_dict(model.get("postprocess"))
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self.results: dict[str, dict[str, Any]] = {}
@@ -127,11 +131,23 @@ class MultiTaskModule(L.LightningModule):
         out = self(batch["image"])
         losses = self.criterion(out, batch["mask"], batch["label"])
         self.log(f"{split}/loss", losses["loss"], batch_size=batch["image"].shape[0])
+        if out["seg"] is not None and self.postprocess.active:
+            out = {**out, "seg": self._postprocessed(out["seg"])}
         if out["cls"] is not None:
             self.cls_metrics[_key(split)].update(torch.softmax(out["cls"], dim=1), batch["label"])
         if out["seg"] is not None:
             self.seg_metrics[_key(split)].update(out["seg"], batch["mask"])
         return out
+
+    def _postprocessed(self, seg: torch.Tensor) -> torch.Tensor:
+        """Mask logits after post-processing: removed pixels get the empty logit, filled ones
+        its opposite; unchanged pixels keep their logit."""
+        mask = (seg.detach() >= 0).cpu().numpy()[:, 0]
+        done = torch.from_numpy(np.stack([self.postprocess(m) for m in mask]))[:, None]
+        done = done.to(seg.device)
+        before = seg >= 0
+        seg = torch.where(before & ~done, torch.full_like(seg, EMPTY_LOGIT), seg)
+        return torch.where(~before & done, torch.full_like(seg, -EMPTY_LOGIT), seg)
 
     def _eval_epoch_end(self, split: str) -> None:
         values: dict[str, torch.Tensor] = {}
@@ -217,6 +233,7 @@ class MultiTaskModule(L.LightningModule):
             "model/encoder_weights": model.get("encoder_weights"),
             "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
             "model/task": self.task,
+            "model/postprocess": self.postprocess.as_dict(),
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
         }

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from medmtl.config import explicit_overrides, model_kwargs
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
+from medmtl.models.postprocess import PostProcess
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
 from medmtl.reporting.per_image import PerImage, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
@@ -257,6 +258,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if kw and module.task != "multitask":
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
         module.net.empty_mask_index = kw.get("empty_mask_index")
+    if cfg.get("postprocess"):
+        pp = {**module.postprocess.as_dict(), **OmegaConf.to_container(cfg.postprocess)}
+        module.postprocess = PostProcess.from_dict(pp)
     data_cfg = OmegaConf.merge(
         OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
     )

@@ -178,7 +178,10 @@ def ensemble(
             head.task,
             model,
             export,
-            extra={"ensemble_members": [Path(m).name for m in members]},
+            extra={
+                "ensemble_members": [Path(m).name for m in members],
+                "postprocess": head.postprocess.as_dict(),
+            },
         )
         log.info("Exported the ensemble to %s", export)
         metrics["export"] = str(export)
