@@ -273,3 +273,27 @@ def test_eval_with_mask_postprocessing(trained, make_cfg):
     raw = read_predictions(out / "predictions_test.csv")
     # every image with a predicted lesion keeps one (the largest component is never empty)
     assert ((pp.pred > 0) == (raw.pred > 0)).all()
+
+
+def test_eval_with_test_time_flip(trained, make_cfg):
+    """tta=true averages the image and its mirror image: the mean of the two probabilities."""
+    import numpy as np
+
+    from medmtl.reporting.per_image import read_predictions
+    from medmtl.training.checkpoint import module_from_checkpoint
+
+    out, metrics = trained
+    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "tta=true"], name="tta", config_name="eval")
+    res = evaluate(cfg)
+    assert res["tta"] is True
+    module, _ = module_from_checkpoint(metrics["best_ckpt"])
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        p = torch.softmax(module(x)["cls"], 1)
+        pf = torch.softmax(module(torch.flip(x, dims=[3]))["cls"], 1)
+        module.tta = True
+        both = torch.softmax(module(x)["cls"], 1)
+    assert torch.allclose(both, (p + pf) / 2, atol=1e-5)
+    tta = read_predictions(Path(cfg.paths.output_dir) / "predictions_test.csv")
+    raw = read_predictions(out / "predictions_test.csv")
+    assert tta.ids == raw.ids and not np.allclose(tta.prob, raw.prob)

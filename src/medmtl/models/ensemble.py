@@ -14,6 +14,18 @@ from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
 _EPS = 1e-7
 
 
+def average_outputs(outs: Sequence[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+    """The mean of several outputs' probabilities, as logits again (ensembles and flip TTA)."""
+    seg = cls = None
+    if outs[0]["seg"] is not None:
+        prob = torch.stack([torch.sigmoid(o["seg"]) for o in outs]).mean(0)
+        seg = torch.logit(prob, eps=_EPS)
+    if outs[0]["cls"] is not None:
+        prob = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs]).mean(0)
+        cls = torch.log(prob.clamp_min(_EPS))
+    return {"seg": seg, "cls": cls}
+
+
 class EnsembleNet(nn.Module):
     """Averages the members' class probabilities and mask probability maps (not their masks).
 
@@ -41,14 +53,8 @@ class EnsembleNet(nn.Module):
         self.empty_mask_index = empty_mask_index
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        outs = [m(x) for m in self.members]
-        seg = cls = None
-        if outs[0]["seg"] is not None:
-            prob = torch.stack([torch.sigmoid(o["seg"]) for o in outs]).mean(0)
-            seg = torch.logit(prob, eps=_EPS)
-        if outs[0]["cls"] is not None:
-            prob = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs]).mean(0)
-            cls = torch.log(prob.clamp_min(_EPS))
+        out = average_outputs([m(x) for m in self.members])
+        seg, cls = out["seg"], out["cls"]
         if self.empty_mask_index is not None and not self.training and seg is not None:
             gate = (cls.argmax(dim=1) == self.empty_mask_index).view(-1, 1, 1, 1)
             seg = torch.where(gate, torch.full_like(seg, EMPTY_LOGIT), seg)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError, MedmtlError
+from medmtl.models.ensemble import average_outputs
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
@@ -87,6 +88,7 @@ class MultiTaskModule(L.LightningModule):
             {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
         )
         self.postprocess = PostProcess.from_dict(model.get("postprocess"))
+        self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self.results: dict[str, dict[str, Any]] = {}
@@ -104,7 +106,14 @@ class MultiTaskModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        out = self.net(x)
+        if self.tta and not self.training:
+            # test-time flip: the mean of the probabilities for the image and its mirror image
+            flipped = self.net(torch.flip(x, dims=[3]))
+            if flipped["seg"] is not None:
+                flipped = {**flipped, "seg": torch.flip(flipped["seg"], dims=[3])}
+            out = average_outputs([out, flipped])
+        return out
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -234,6 +243,7 @@ class MultiTaskModule(L.LightningModule):
             "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
             "model/task": self.task,
             "model/postprocess": self.postprocess.as_dict(),
+            "tta": self.tta,
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
         }

@@ -219,6 +219,7 @@ def _fit_and_test(
             log.warning(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
+        module.tta = bool(cfg.get("tta", False))
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
@@ -252,6 +253,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
     module, ckpt = module_from_checkpoint(cfg.ckpt_path)
     module.use_channels_last(bool(cfg.get("channels_last", False)))
+    module.tta = bool(cfg.get("tta", False))
     gate = cfg.get("empty_mask_class", "as_trained")
     if gate != "as_trained":
         kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
