@@ -283,7 +283,9 @@ def test_eval_with_test_time_flip(trained, make_cfg):
     from medmtl.training.checkpoint import module_from_checkpoint
 
     out, metrics = trained
-    cfg = make_cfg([f"ckpt_path={metrics['best_ckpt']}", "tta=true"], name="tta", config_name="eval")
+    cfg = make_cfg(
+        [f"ckpt_path={metrics['best_ckpt']}", "tta=true"], name="tta", config_name="eval"
+    )
     res = evaluate(cfg)
     assert res["tta"] is True
     module, _ = module_from_checkpoint(metrics["best_ckpt"])
@@ -297,3 +299,22 @@ def test_eval_with_test_time_flip(trained, make_cfg):
     tta = read_predictions(Path(cfg.paths.output_dir) / "predictions_test.csv")
     raw = read_predictions(out / "predictions_test.csv")
     assert tta.ids == raw.ids and not np.allclose(tta.prob, raw.prob)
+
+
+def test_ema_of_the_weights_is_what_is_checkpointed_and_tested(make_cfg):
+    """callbacks=ema: the checkpoint's state_dict is the average (loadable weights_only)."""
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    cfg = make_cfg(
+        TINY_PHANTOM
+        + TINY_MODEL
+        + ["trainer.max_epochs=2", "callbacks=ema", "callbacks.ema.update_starting_at_epoch=0"],
+        name="ema",
+    )
+    m = train(cfg)
+    ckpt = load_checkpoint(m["best_ckpt"])  # weights_only=True inside
+    assert "current_model_state" in ckpt
+    avg, cur = ckpt["state_dict"], ckpt["current_model_state"]
+    key = next(k for k in avg if k.endswith("cls_head.mlp.5.weight"))
+    assert not torch.equal(avg[key], cur[key])  # the average differs from the last weights
+    assert m["test/overall"] is not None

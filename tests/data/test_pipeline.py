@@ -56,10 +56,46 @@ def test_clahe_preprocessing_changes_the_images(phantom_root, tmp_path):
 
 
 def test_no_vertical_flip_by_default_and_clahe_augmentation():
-    names = [type(t).__name__ for t in train_transform().transforms]
+    names = [type(t).__name__ for t in train_transform(64).transforms]
     assert "VerticalFlip" not in names and "HorizontalFlip" in names
-    names = [type(t).__name__ for t in train_transform(clahe=0.5, vflip=0.5).transforms]
+    names = [type(t).__name__ for t in train_transform(64, clahe=0.5, vflip=0.5).transforms]
     assert "CLAHE" in names and "VerticalFlip" in names
+
+
+def test_zoom_speckle_and_gamma_augmentation():
+    """Wide zoom (random resized crop), speckle and gamma: same size out, mask still binary."""
+    tf = train_transform(64, crop=1.0, crop_scale=0.3, speckle=1.0, gamma=1.0, hflip=0, affine=0)
+    names = [type(t).__name__ for t in tf.transforms]
+    assert {"RandomResizedCrop", "MultiplicativeNoise", "RandomGamma"} <= set(names)
+    tf.set_random_seed(0)
+    img = np.tile(np.arange(64, dtype=np.uint8)[None, :] * 3, (64, 1))[..., None]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 20:44] = 1
+    out = tf(image=img, mask=mask)
+    assert tuple(out["image"].shape) == (1, 64, 64) and out["mask"].shape == (64, 64)
+    assert set(np.unique(np.asarray(out["mask"]))) <= {0, 1}
+    assert np.asarray(out["mask"]).sum() > mask.sum()  # zoomed in: the lesion grew
+
+
+def test_balanced_sampling_draws_classes_equally(tmp_path):
+    import torch
+
+    dm = MedDataModule(
+        source="phantom",
+        cache_dir=str(tmp_path / "c"),
+        image_size=64,
+        phantom={"seed": 2, "counts": {"normal": 12, "benign": 60, "malignant": 24}, "size": 64},
+        balanced_sampling=True,
+    )
+    dm.setup()
+    loader = dm.train_dataloader()
+    torch.manual_seed(0)
+    labels = np.array(loader.dataset.labels)
+    picks = np.array([labels[i] for _ in range(200) for i in loader.sampler])
+    share = np.bincount(picks, minlength=3) / len(picks)
+    assert np.allclose(share, 1 / 3, atol=0.05), share
+    assert np.bincount(labels, minlength=3)[1] > 2 * np.bincount(labels, minlength=3)[0]
+    assert len(list(loader.sampler)) == len(loader.dataset)  # an epoch keeps its length
 
 
 def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from medmtl.data.cache import CachedCase, load_all
 from medmtl.data.duplicates import find_groups
@@ -92,6 +92,7 @@ class MedDataModule(L.LightningDataModule):
         phantom: dict | None = None,
         subset: int | None = None,
         load_workers: int = 2,
+        balanced_sampling: bool = False,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -131,6 +132,7 @@ class MedDataModule(L.LightningDataModule):
         self.phantom = dict(phantom or {})
         self.subset = subset
         self.load_workers = load_workers
+        self.balanced_sampling = balanced_sampling
         self.index: DatasetIndex | None = None
         self.items: list[CachedCase] = []
         self.split: list[str] = []
@@ -253,7 +255,9 @@ class MedDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> ArrayDataset:
         self._check_split(split)
         idx = [i for i, s in enumerate(self.split) if s == split]
-        tf = train_transform(**self.augment) if train else eval_transform()
+        tf = (
+            train_transform(self.settings.image_size, **self.augment) if train else eval_transform()
+        )
         return ArrayDataset(
             [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
         )
@@ -266,10 +270,17 @@ class MedDataModule(L.LightningDataModule):
 
     def dataloader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train)
+        sampler = None
+        if train and self.balanced_sampling:
+            # every class drawn equally often on average (with replacement), one epoch = len(ds)
+            counts = np.bincount(ds.labels, minlength=len(self.classes))
+            weights = [1.0 / counts[c] for c in ds.labels]
+            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
         return DataLoader(
             ds,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             # PAN and DeepLab BatchNorm fail on a training batch of one image
             drop_last=train and len(ds) > self.batch_size,
             num_workers=self.num_workers,

@@ -19,6 +19,7 @@ def eval_transform() -> A.Compose:
 
 
 def train_transform(
+    size: int,
     hflip: float = 0.5,
     vflip: float = 0.0,
     affine: float = 0.5,
@@ -31,9 +32,25 @@ def train_transform(
     clahe: float = 0.0,
     clahe_clip_limit: float = 3.0,
     gamma: float = 0.0,
+    crop: float = 0.0,
+    crop_scale: float = 0.5,
+    speckle: float = 0.0,
+    speckle_limit: float = 0.2,
 ) -> A.Compose:
-    """Random augmentation. No vertical flip by default: the skin line is at the top of a scan."""
+    """Random augmentation. No vertical flip by default: the skin line is at the top of a scan.
+
+    ``crop``: a random crop of ``crop_scale``..100 % of the image area, resized back (zoom, so
+    that a lesion fills more or less of the frame, as on other scanners); ``speckle``:
+    multiplicative per-pixel noise of up to ±``speckle_limit`` (ultrasound speckle); ``gamma``:
+    a random gamma (gain curve) of 0.8..1.2.
+    """
     ops: list = []
+    if crop > 0:
+        ops.append(
+            A.RandomResizedCrop(
+                size=(size, size), scale=(crop_scale, 1.0), ratio=(0.75, 1.333), p=crop
+            )
+        )
     if hflip > 0:
         ops.append(A.HorizontalFlip(p=hflip))
     if vflip > 0:
@@ -59,5 +76,11 @@ def train_transform(
             )
         )
     if gamma > 0:
-        ops.append(A.RandomGamma(p=gamma))
+        ops.append(A.RandomGamma(gamma_limit=(80, 120), p=gamma))
+    if speckle > 0:
+        ops.append(
+            A.MultiplicativeNoise(
+                multiplier=(1 - speckle_limit, 1 + speckle_limit), elementwise=True, p=speckle
+            )
+        )
     return A.Compose(ops + normalize())

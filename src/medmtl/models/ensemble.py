@@ -14,7 +14,9 @@ from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
 _EPS = 1e-7
 
 
-def average_outputs(outs: Sequence[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+def average_outputs(
+    outs: Sequence[dict[str, torch.Tensor | None]],
+) -> dict[str, torch.Tensor | None]:
     """The mean of several outputs' probabilities, as logits again (ensembles and flip TTA)."""
     seg = cls = None
     if outs[0]["seg"] is not None:
