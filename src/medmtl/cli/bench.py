@@ -3,6 +3,7 @@
 medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
 medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX] [--compile]
 medmtl-bench train [--busi-root DIR] [--compile] [--tiny]
+medmtl-bench probe [--busi-root DIR] [--out docs/results.md]
 """
 
 from __future__ import annotations
@@ -40,8 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"
     )
+    r = sub.add_parser("probe", help="linear probe: offline ImageNet weights vs random (BUSI)")
+    r.add_argument("--out", type=Path, default=project_root() / "docs" / "results.md")
+    r.add_argument("--busi-root", type=Path, default=busi)
+    r.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
+    r.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args(argv)
     from medmtl.bench.common import replace_section
+
+    if args.what == "probe":
+        from medmtl.bench import probe
+
+        rows = probe.run(args.busi_root, args.cache_dir, args.image_size)
+        text = probe.section(rows, "BUSI_ROOT=<BUSI> medmtl-bench probe", args.image_size)
+        print(text)
+        replace_section(args.out, "probe", text)
+        print(f"written to {args.out}")
+        return 0
 
     if args.what == "train":
         import time
