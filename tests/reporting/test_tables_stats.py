@@ -25,8 +25,8 @@ from medmtl.reporting.tables import (
     render_grid,
     study_reference,
     table_cells,
-    write_tables,
 )
+from medmtl.workflows.tables import write_tables
 from tests.reporting.test_statistics import make_run
 
 

@@ -24,7 +24,9 @@ def _features(net, images: np.ndarray, batch: int = 32) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(np.stack([normalize_for_model(im) for im in images[i : i + batch]]))
+            x = torch.from_numpy(
+                np.stack([normalize_for_model(im) for im in images[i : i + batch]])
+            )
             out.append(net.encoder(x[:, None])[-1].mean((2, 3)).numpy())
     return np.concatenate(out)
 

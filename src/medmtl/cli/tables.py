@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for the tables (default: <multirun dir>/tables)",
     )
     args = parser.parse_args(argv)
-    from medmtl.reporting.tables import write_tables
+    from medmtl.workflows.tables import write_tables
 
     try:
         table, files = write_tables(

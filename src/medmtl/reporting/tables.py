@@ -21,7 +21,6 @@ from typing import Any
 import yaml
 
 from medmtl.errors import DataError, MedmtlError
-from medmtl.io.files import atomic_write_text
 from medmtl.reporting.per_image import PerImage, read_predictions
 from medmtl.reporting.statistics import (
     N_BOOT,
@@ -855,39 +854,3 @@ def render_grid(
     if fmt == "tex":
         return "\n\n".join(blocks) + f"\n% {note}\n"
     return "\n\n".join(blocks) + "\n"
-
-
-def write_tables(
-    multirun_dir: str | Path,
-    out_dir: str | Path | None = None,
-    reference: bool = False,
-    columns: str = "study",
-    baseline: str | None = None,
-    ci: bool = True,
-    figures: bool = True,
-) -> tuple[Table, dict[str, Path]]:
-    """Collect the runs, build the table and write it as Markdown, CSV and LaTeX (and figures)."""
-    root = Path(multirun_dir)
-    table = build_table(collect_runs(root), root)
-    if reference:
-        check_reference_allowed(table)
-    cols = COLUMN_SETS[columns]
-    if baseline:
-        baseline = find_row(table, baseline)
-    comparisons = compare_with_baseline(table, baseline, cols) if baseline else None
-    out = Path(out_dir) if out_dir else root / "tables"
-    files: dict[str, Path] = {}
-    for fmt in ("md", "csv", "tex"):
-        text = render(table, fmt, reference, columns, ci, comparisons, baseline)
-        files[fmt] = atomic_write_text(out / f"{table.kind}.{fmt}", text)
-    if table.kind == "arch_backbone":
-        for fmt in ("md", "csv", "tex"):
-            files[f"grid_{fmt}"] = atomic_write_text(
-                out / f"arch_backbone_grid.{fmt}", render_grid(table, fmt)
-            )
-    if figures:
-        from medmtl.reporting.table_figures import write_table_figures
-
-        for name, path in write_table_figures(table, out, comparisons, baseline, cols).items():
-            files[name] = path
-    return table, files
