@@ -241,3 +241,20 @@ def test_baseline_by_the_start_of_its_label(lambda_sweep):
     with pytest.raises(MedmtlError, match="not a row"):
         find_row(table, "λ=0.")
     assert find_row(table, "λ=0.7 ") == "λ=0.7 · ensemble of 2"
+
+
+def test_overall_is_not_compared_across_tasks(tmp_path):
+    """A classification-only row has no Dice, and its Overall (= F1) is not the baseline's."""
+    from medmtl.reporting.per_image import PerImage
+
+    for job, task in enumerate(("cls", "multitask")):
+        d = tmp_path / str(job)
+        fake_run(d, {"model.task": task}, 0.8, 0.7, 3)
+        if task == "cls":  # drop the segmentation columns: a classification-only run
+            p = read_predictions(d / "predictions_test.csv")
+            p = PerImage(p.ids, p.classes, p.label, p.prob, dataset="busi", split="test")
+            write_predictions(d / "predictions_test.csv", p)
+    table = build_table(collect_runs(tmp_path), tmp_path)
+    (comp,) = compare_with_baseline(table, "multitask")
+    assert "cls_acc" in comp.diffs and "seg_dice" not in comp.diffs
+    assert "overall" not in comp.diffs

@@ -600,11 +600,14 @@ def compare_with_baseline(
             continue
         paired = set(runs) == set(base) and len(runs) > 1
         order = sorted(base) if paired else None
+        # "overall" is F1, Dice or their mean depending on the task: compare it within a task only
+        same_task = next(iter(runs.values())).task == next(iter(base.values())).task
+        row_keys = [k for k in keys if same_task or k != "overall"]
         try:
             diffs = paired_differences(
                 [runs[k] for k in order] if paired else list(runs.values()),
                 [base[k] for k in order] if paired else list(base.values()),
-                keys,
+                row_keys,
                 paired,
                 n_boot,
                 seed,
