@@ -30,7 +30,7 @@ def _col(key: str) -> Column:
 
 def lambda_curve_figure(table: Table) -> Figure | None:
     """Each main metric against λ with 95 % CI bars; the study's points overlaid."""
-    points = []
+    points, ensembles = [], []
     for _, members, _ in table.rows:
         ok = next((m for m in members if m.status == "ok"), None)
         if ok is None:
@@ -39,7 +39,10 @@ def lambda_curve_figure(table: Table) -> Figure | None:
             lam = float(ok.setting("loss/seg_weight", "loss.seg_weight"))
         except (TypeError, ValueError):
             continue
-        points.append((lam, members, study_row_for(table, members)))
+        if "ensemble/size" in ok.metrics:
+            ensembles.append((lam, ok.metrics))
+        else:
+            points.append((lam, members, study_row_for(table, members)))
     if not points:
         return None
     fig = Figure(figsize=(3.2 * len(CURVE_KEYS), 3.4))
@@ -61,6 +64,9 @@ def lambda_curve_figure(table: Table) -> Figure | None:
                 sy.append(ref.values[key])
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label="ours (95 % CI)")
+        ens = [(lam, m[key]) for lam, m in ensembles if m.get(key) is not None]
+        if ens:
+            ax.plot(*zip(*ens, strict=True), "D", color="tab:green", label="ensemble of the runs")
         if sx:
             ax.plot(sx, sy, "s--", color="tab:red", label="study")
         ax.set_xlabel("λ (seg weight)")

@@ -492,7 +492,7 @@ def check_reference_allowed(table: Table) -> None:
 def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
     """The study's published row that matches a table row (by λ, or by architecture + backbone)."""
     ok = next((m for m in members if m.status == "ok"), None)
-    if ok is None:
+    if ok is None or "ensemble/size" in ok.metrics:  # shown once, under the row's own runs
         return None
     if table.kind == "lambda":
         if ok.metrics.get("model/task", "multitask") != "multitask":

@@ -19,8 +19,23 @@ from medmtl.training.module import MultiTaskModule
 from medmtl.training.pipeline import test_module
 
 log = logging.getLogger(__name__)
-# data settings that may differ between members: which fold each was trained on
-PER_MEMBER = ("num_folds", "fold")
+# data settings that decide what a member sees at evaluation: preprocessing, classes, split
+# (augmentation, sampling, batch sizes and the member's fold may differ)
+EVAL_DATA_KEYS = (
+    "name",
+    "source",
+    "classes",
+    "mask_optional_classes",
+    "image_size",
+    "conversion",
+    "clahe",
+    "clahe_clip_limit",
+    "clahe_tile_grid",
+    "split_file",
+    "split",
+    "dedup",
+    "subset",
+)
 
 
 def _checkpoint_of(run: Path) -> Path:
@@ -92,13 +107,10 @@ def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
 
 
 def _common_data(members: list[tuple[Path, dict]]) -> dict:
-    """The members' shared data settings (folds aside); refuse members that disagree."""
+    """The members' shared data settings; refuse members that would see other images."""
     first_path, first = members[0]
-    ref = {k: v for k, v in first["data"].items() if k not in PER_MEMBER}
     for path, hp in members[1:]:
-        other = {k: v for k, v in hp["data"].items() if k not in PER_MEMBER}
-        diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
-        diff = [k for k in diff if k not in ("cache_dir", "root")]
+        diff = [k for k in EVAL_DATA_KEYS if hp["data"].get(k) != first["data"].get(k)]
         if diff:
             raise ConfigError(
                 f"{path}: trained with other data settings than {first_path} ({', '.join(diff)}); "
