@@ -142,7 +142,10 @@ def forest_figure(
         ax.axvline(0, color="0.5", ls="--")
         ax.set_title(f"Δ {col.header}", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.set_yticks(range(len(rows)), [c.label[:32] for c in rows], fontsize=7)
+        first_column = list(axes).index(ax) % ncols == 0
+        ax.set_yticks(
+            range(len(rows)), [c.label[:32] if first_column else "" for c in rows], fontsize=7
+        )
         ax.set_ylim(len(rows) - 0.5, -0.5)
     for ax in axes[len(cols) :]:
         ax.axis("off")
