@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ from medmtl.reporting.tables import (
 )
 
 CURVE_KEYS = ("test/cls_acc", "test/cls_f1", "test/seg_dice", "test/seg_dice_lesion")
+
+
+def _short(label: str, width: int = 48) -> str:
+    """A row label without its parenthesised notes (stand-in, weights), cut to ``width``."""
+    return re.sub(r" \([^)]*\)", "", label)[:width]
 
 
 def _col(key: str) -> Column:
@@ -143,14 +149,14 @@ def forest_figure(
         ax.set_title(f"Δ {col.header}", fontsize=9)
         ax.tick_params(labelsize=7)
         first_column = list(axes).index(ax) % ncols == 0
-        ax.set_yticks(
-            range(len(rows)), [c.label[:32] if first_column else "" for c in rows], fontsize=7
-        )
+        names = [_short(c.label) if first_column else "" for c in rows]
+        ax.set_yticks(range(len(rows)), names, fontsize=7)
         ax.set_ylim(len(rows) - 0.5, -0.5)
     for ax in axes[len(cols) :]:
         ax.axis("off")
     fig.suptitle(
-        f"difference to {baseline} (95 % paired bootstrap CI; red: significant)", fontsize=9
+        f"difference to {_short(baseline, 60)} (95 % paired bootstrap CI; red: significant)",
+        fontsize=9,
     )
     fig.tight_layout()
     return fig
