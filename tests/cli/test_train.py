@@ -142,9 +142,11 @@ def test_eval_other_split(trained, make_cfg):
 
 
 def test_resume_from_last_ckpt(trained, make_cfg):
-    out, _ = trained
+    out, first = trained
     last = out / "checkpoints" / "last.ckpt"
     step_before = load_checkpoint(last)["global_step"]
+    # last.ckpt is the last epoch, also when an earlier epoch was the best one
+    assert step_before == first["global_step"]
     cfg = make_cfg(TINY + ["trainer.max_epochs=3", "seed=0", f"ckpt_path={last}"], name="resumed")
     metrics = train(cfg)
     assert metrics["epochs"] == 3

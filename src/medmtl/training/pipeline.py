@@ -209,7 +209,8 @@ def _fit_and_test(
 
     metrics: dict[str, Any] = {}
     if cfg.get("test"):
-        ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+        # the checkpoint callback that keeps the best model (the other one keeps the last epoch)
+        ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
         if best:
             state = load_checkpoint(best)["state_dict"]
