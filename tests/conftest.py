@@ -121,16 +121,19 @@ def make_cfg(tmp_path, cache_dir):
     return _make
 
 
+def train_tiny(out: Path, cache: Path, seed: int) -> Path:
+    """Train a tiny multi-task model for one epoch on the tiny phantom; returns its run folder."""
+    from medmtl.training.pipeline import train
+
+    overrides = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", f"seed={seed}"]
+    train(compose_cfg(overrides, out, cache))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, cache_dir) -> Path:
     """A tiny multi-task model trained for one epoch on the tiny phantom (its run folder)."""
-    from medmtl.training.pipeline import train
-
-    out = tmp_path_factory.mktemp("tiny_run")
-    train(
-        compose_cfg(TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "seed=1"], out, cache_dir)
-    )
-    return out
+    return train_tiny(tmp_path_factory.mktemp("tiny_run"), cache_dir, seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -14,18 +14,12 @@ import pytest
 
 from medmtl.reporting.per_image import read_predictions
 from medmtl.workflows.ensemble import ensemble
-from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg
+from tests.conftest import train_tiny
 
 
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory, cache_dir) -> Path:
-    from medmtl.training.pipeline import train
-
-    out = tmp_path_factory.mktemp("tiny_run_2")
-    train(
-        compose_cfg(TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "seed=2"], out, cache_dir)
-    )
-    return out
+    return train_tiny(tmp_path_factory.mktemp("tiny_run_2"), cache_dir, seed=2)
 
 
 def test_ensemble_of_one_run_equals_the_run(tiny_run, tmp_path):
