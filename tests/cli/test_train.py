@@ -320,3 +320,13 @@ def test_ema_of_the_weights_is_what_is_checkpointed_and_tested(make_cfg):
     key = next(k for k in avg if k.endswith("cls_head.mlp.5.weight"))
     assert not torch.equal(avg[key], cur[key])  # the average differs from the last weights
     assert m["test/overall"] is not None
+
+
+def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
+    from medmtl.training.pipeline import net_settings
+
+    for k in (0, 1, 2):
+        cfg = make_cfg(["experiment=busi_cpu", f"model/encoder=efficientnet_lite{k}"], name=f"l{k}")
+        kw = net_settings(cfg)
+        assert kw["encoder"] == f"tu-efficientnet_lite{k}"
+        assert kw["encoder_weights"] == f"lite{k}_offline"
