@@ -258,3 +258,13 @@ def test_overall_is_not_compared_across_tasks(tmp_path):
     (comp,) = compare_with_baseline(table, "multitask")
     assert "cls_acc" in comp.diffs and "seg_dice" not in comp.diffs
     assert "overall" not in comp.diffs
+
+
+def test_validation_columns_show_no_test_metric(tmp_path):
+    from medmtl.reporting.tables import COLUMN_SETS
+
+    assert all(not c.key.startswith("test/") for c in COLUMN_SETS["validation"])
+    fake_run(tmp_path / "0", {"data.clahe": "true"}, 0.8, 0.7, 0, {"val/overall": 0.75})
+    fake_run(tmp_path / "1", {"data.clahe": "false"}, 0.8, 0.7, 1, {"val/overall": 0.7})
+    md = render(build_table(collect_runs(tmp_path), tmp_path), "md", columns="validation")
+    assert "| val overall |" in md and "**0.750**" in md and "| Acc |" not in md

@@ -1,7 +1,7 @@
 """medmtl-tables: the study's table from a multirun folder (Markdown, CSV, LaTeX and figures).
 
 medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
-              [--columns study|recipe] [--no-ci] [--out <folder>]
+              [--columns study|recipe|validation] [--no-ci] [--out <folder>]
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--columns",
-        choices=["study", "recipe"],
+        choices=["study", "recipe", "validation"],
         default="study",
-        help="study: the study's metric columns; recipe: quality, epochs, wall time, peak memory",
+        help="study: the study's metric columns; recipe: quality, epochs, wall time, peak "
+        "memory; validation: validation scores only (for choosing settings)",
     )
     parser.add_argument(
         "--no-ci", action="store_true", help="leave out the 95%% confidence intervals"

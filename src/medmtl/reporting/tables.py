@@ -76,6 +76,19 @@ COLUMN_SETS = {
         Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
         Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
     ],
+    # choosing settings: validation scores only (the test split is looked at once, at the end)
+    "validation": [
+        Column("val overall", "val/overall"),
+        Column("val Acc", "val/cls_acc"),
+        Column("val F1", "val/cls_f1"),
+        Column("val AUC", "val/cls_auc"),
+        Column("val Dice", "val/seg_dice"),
+        Column("val Dice lesion", "val/seg_dice_lesion"),
+        Column("val normal FP", "val/normal_fp_rate", higher=False),
+        Column("epochs", "epochs", higher=None, digits=1),
+        Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
+        Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
+    ],
 }
 COLUMNS = COLUMN_SETS["study"]
 POOLED = {"seed", "data.fold"}  # repeats of one cell
