@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from medmtl.errors import DataError, MedmtlError
-from medmtl.reporting.per_image import PerImage, read_predictions
+from medmtl.reporting.per_image import PerImage, compute_metrics, read_predictions
 from medmtl.reporting.statistics import (
     N_BOOT,
     Difference,
@@ -47,6 +47,12 @@ class Column:
         return self.key.removeprefix("test/") if self.key.startswith("test/") else None
 
 
+# what a run cost: shown beside the quality of a recipe
+COST_COLUMNS = [
+    Column("epochs", "epochs", higher=None, digits=1),
+    Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
+    Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
+]
 COLUMN_SETS = {
     # the study's layout
     "study": [
@@ -72,9 +78,7 @@ COLUMN_SETS = {
         Column("IoU lesion", "test/seg_iou_lesion"),
         Column("Dice", "test/seg_dice"),
         Column("normal FP", "test/normal_fp_rate", higher=False),
-        Column("epochs", "epochs", higher=None, digits=1),
-        Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
-        Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
+        *COST_COLUMNS,
     ],
     # choosing settings: validation scores only (the test split is looked at once, at the end)
     "validation": [
@@ -85,9 +89,7 @@ COLUMN_SETS = {
         Column("val Dice", "val/seg_dice"),
         Column("val Dice lesion", "val/seg_dice_lesion"),
         Column("val normal FP", "val/normal_fp_rate", higher=False),
-        Column("epochs", "epochs", higher=None, digits=1),
-        Column("wall min", "wall_time_s", higher=False, scale=1 / 60, digits=1),
-        Column("peak RSS GB", "peak_rss_mb", higher=False, scale=1 / 1024, digits=2),
+        *COST_COLUMNS,
     ],
 }
 COLUMNS = COLUMN_SETS["study"]
@@ -285,14 +287,13 @@ def _encoder_label(value: str, run: Run | None) -> str:
     if run is None or run.status != "ok":
         return value
     used, study = run.metrics.get("model/encoder"), run.metrics.get("model/encoder_study")
-    weights = run.metrics.get(
-        "model/encoder_weights", "?" if "model/encoder" in run.metrics else None
-    )
     notes = []
     if used and study and used != study and not str(study).endswith(str(used)):
         notes.append(f"CPU stand-in: {used}")
-    if weights is not None or "model/encoder_weights" in run.metrics:
-        notes.append(f"weights: {weights if weights else 'random init'}")
+    if "model/encoder_weights" in run.metrics:
+        notes.append(f"weights: {run.metrics['model/encoder_weights'] or 'random init'}")
+    elif "model/encoder" in run.metrics:  # a run from before the weights were recorded
+        notes.append("weights: ?")
     return f"{value} ({'; '.join(notes)})" if notes else value
 
 
@@ -434,8 +435,6 @@ def _values(members: list[Run], col: Column) -> list[float]:
 def _run_ci(path: Path, n_boot: int, seed: int) -> dict[str, Interval]:
     # keyed by the run folder; the file does not change while the tables are made
     p = read_predictions(path / "predictions_test.csv")
-    from medmtl.reporting.per_image import compute_metrics
-
     return bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
 
 
