@@ -103,3 +103,57 @@ def test_refusals(tiny_run, tmp_path):
         ensemble([sweep], tmp_path / "e")
     with pytest.raises(ConfigError, match="folder not found"):
         ensemble([tmp_path / "nope"], tmp_path / "e")
+
+
+def test_ensemble_test_time_flip_equals_eval_tta(tiny_run, tiny_ckpt, tmp_path, make_cfg):
+    """tta=true in an ensemble is the member's own test-time flip (medmtl-eval tta=true)."""
+    from medmtl.training.pipeline import evaluate
+
+    m = ensemble([tiny_run], tmp_path / "ens_tta", tta=True)
+    assert m["ensemble/tta"] is True
+    evaluate(make_cfg([f"ckpt_path={tiny_ckpt}", "tta=true"], name="eval", config_name="eval"))
+    ens = read_predictions(tmp_path / "ens_tta" / "predictions_test.csv")
+    ev = read_predictions(tmp_path / "eval" / "predictions_test.csv")
+    plain = read_predictions(tiny_run / "predictions_test.csv")
+    assert ens.ids == ev.ids and np.allclose(ens.prob, ev.prob, atol=1e-5)
+    assert not np.allclose(ens.prob, plain.prob, atol=1e-5)  # the flip changed something
+
+
+def _fold_sweep(sweep: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            "-m",
+            *TINY_PHANTOM,
+            *TINY_MODEL,
+            "trainer.max_epochs=1",
+            f"paths.cache_dir={cache}",
+            f"hydra.sweep.dir={sweep}",
+            "+hydra.callbacks.ensemble._target_=medmtl.workflows.ensemble.EnsembleAfterSweep",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
+    """The recipe's callback: a sweep over folds ends with its ensemble tested in <sweep>/ensemble."""
+    sweep = tmp_path / "folds"
+    res = _fold_sweep(sweep, cache_dir, "data.num_folds=2", "data.fold=0,1", "tta=true")
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((sweep / "ensemble" / "metrics.json").read_text())
+    assert m["ensemble/size"] == 2 and m["ensemble/folds"] == [0, 1] and m["ensemble/tta"] is True
+    assert (sweep / "ensemble" / "predictions_test.csv").is_file()
+    # a sweep over two settings is two table rows: no ensemble, and the command to make one
+    mixed = tmp_path / "mixed"
+    res = _fold_sweep(mixed, cache_dir, "loss.seg_weight=0.3,0.7")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (mixed / "ensemble").exists()
+    said = res.stdout + res.stderr
+    assert "Not ensembling" in said and "medmtl-ensemble" in said, said[-2000:]

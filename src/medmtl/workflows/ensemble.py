@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.experimental.callback import Callback
 
 from medmtl.errors import ConfigError, DataError
 from medmtl.models.ensemble import EnsembleNet
@@ -130,8 +131,12 @@ def ensemble(
     empty_mask_class: str | None = "as_trained",
     channels_last: bool = True,
     select: dict[str, str] | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
-    """Average the members on ``split`` and evaluate like a single run; optionally export ONNX."""
+    """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
+
+    ``tta`` adds each member's horizontal mirror image to the average (test-time flip).
+    """
     out = Path(out)
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")
@@ -153,6 +158,7 @@ def ensemble(
         gate = None if empty_mask_class is None else list(head.class_names).index(empty_mask_class)
     head.net = EnsembleNet([m.net for _, m, _ in loaded], empty_mask_index=gate)
     head.use_channels_last(channels_last)
+    head.tta = tta
     head.eval()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -171,6 +177,7 @@ def ensemble(
         ],
         "ensemble/seeds": [hp.get("seed") for _, _, hp in loaded],
         "ensemble/overrides": shared_overrides(runs),
+        "ensemble/tta": tta,
     }
     metrics = test_module(head, data, split, trainer, out, extra)
     if export:
@@ -219,5 +226,50 @@ def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
         data,
         options["empty_mask_class"],
         select=select,
+        tta=bool(options.get("tta")),
     )
     return 0
+
+
+class EnsembleAfterSweep(Callback):
+    """Hydra callback: when a sweep over folds (or seeds) of one setting ends, ensemble it.
+
+    Set in a config as ``hydra.callbacks.ensemble._target_:
+    medmtl.workflows.ensemble.EnsembleAfterSweep``. The members are the sweep's jobs; the
+    ensemble is evaluated on the test split into ``<sweep>/<out>`` with the sweep's ``tta``
+    setting and the members' post-processing and gate. A sweep whose jobs differ in anything
+    else than ``seed``/``data.fold`` (several table rows), or with a failed job, is left alone
+    with a message naming the medmtl-ensemble command.
+    """
+
+    def __init__(self, out: str = "ensemble", split: str = "test") -> None:
+        self.out = out
+        self.split = split
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        """Ensemble the finished sweep (Hydra calls this once, after the last job)."""
+        sweep = Path(str(config.hydra.sweep.dir))
+        command = f"medmtl-ensemble {sweep} out={sweep / self.out}"
+        runs = [r for r in collect_runs(sweep) if "ensemble/size" not in r.metrics]
+        if len(runs) < 2:
+            return
+        bad = [r.reason for r in runs if r.status != "ok"]
+        keys = {k for r in runs for k in r.overrides} - POOLED
+        mixed = [k for k in sorted(keys) if len({r.overrides.get(k) for r in runs}) > 1]
+        if bad or mixed:
+            why = f"{len(bad)} job(s) did not finish" if bad else f"the jobs differ in {mixed}"
+            log.warning("Not ensembling %s: %s. Ensemble by hand: %s", sweep, why, command)
+            return
+        metrics = ensemble(
+            [r.path for r in runs],
+            sweep / self.out,
+            self.split,
+            tta=bool(config.get("tta", False)),
+            channels_last=bool(config.get("channels_last", True)),
+        )
+        log.info(
+            "Ensemble of %d runs in %s: %s",
+            len(runs),
+            sweep / self.out,
+            {k: v for k, v in metrics.items() if k.startswith(f"{self.split}/")},
+        )
