@@ -85,7 +85,9 @@ def test_mask_without_image(good_root):
 def test_non_image_files_are_reported_not_silently_used(good_root):
     (good_root / "benign" / "notes.txt").write_text("x")
     idx = index_class_folders(good_root, CLASSES)
-    assert [p.name for p in idx.ignored_files] == ["notes.txt"]
+    assert [(p.name, why) for p, why in idx.ignored_files] == [
+        ("notes.txt", "not an image file (extension '.txt')")
+    ]
 
 
 def test_mask_of_another_size(good_root, tmp_path):
@@ -144,3 +146,81 @@ def test_cli_audit_reports_bad_files_and_exits_1(good_root, tmp_path):
 def test_cli_unknown_command():
     res = _cli("frobnicate")
     assert res.returncode == 2 and "first argument must be one of audit, split" in res.stderr
+
+
+def test_empty_class_folder_is_named_and_stops(good_root, tmp_path):
+    for f in (good_root / "normal").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=r"normal: class folder has no images.*drop_empty_classes"):
+        index_class_folders(good_root, CLASSES)
+    # the audit lists it (not just "1 problem") and exits 1
+    res = _cli(
+        "audit", "data=folder", f"data.root={good_root}", f"data.split_file={tmp_path / 's.json'}"
+    )
+    assert res.returncode == 1
+    assert "normal: class folder has no images" in res.stdout
+    assert "NOT trainable (1 problem(s))" in res.stdout
+    # explicitly: train without that class, relabelled 0..n-1
+    idx = index_class_folders(good_root, CLASSES, drop_empty_classes=True)
+    assert idx.classes == ("benign", "malignant")
+    assert {(c.class_name, c.label) for c in idx.cases} == {("benign", 0), ("malignant", 1)}
+
+
+def test_subfolders_and_hidden_files_are_listed(good_root, tmp_path):
+    (good_root / "benign" / "extra").mkdir()
+    _img(good_root / "benign" / "extra" / "x.png")
+    (good_root / "benign" / ".hidden.png").write_bytes(b"x")
+    idx = index_class_folders(good_root, CLASSES)
+    why = {p.name: reason for p, reason in idx.ignored_files}
+    assert "subfolder" in why["extra"] and "hidden" in why[".hidden.png"]
+    res = _cli(
+        "audit", "data=folder", f"data.root={good_root}", f"data.split_file={tmp_path / 's.json'}"
+    )
+    assert res.returncode == 0 and "Ignored (not used for training): 2" in res.stdout
+    assert "extra: a subfolder" in res.stdout
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height (the bytes of a decompression bomb's start)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * 4)  # a few rows only: never decoded
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat))
+
+
+def test_huge_image_is_a_bad_file_like_any_other(good_root, tmp_path, monkeypatch):
+    from medmtl.io.image import read_image
+
+    big = good_root / "benign" / "benign (2).png"
+    _png_header_only(big, 20000, 20000)
+    with pytest.raises(DataError, match=r"20000 x 20000 pixels is more than the limit.*MEDMTL_MAX"):
+        read_image(big)
+    # the audit lists it with the other files instead of crashing
+    (good_root / "normal" / "normal (2).png").write_bytes(b"broken")
+    res = _cli(
+        "audit", "data=folder", f"data.root={good_root}", f"data.split_file={tmp_path / 's.json'}"
+    )
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "Unreadable files: 2" in res.stdout and "20000 x 20000" in res.stdout
+    # the limit is configurable: a 40 x 30 image is refused under a 1000-pixel limit
+    monkeypatch.setenv("MEDMTL_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(DataError, match="40 x 30 pixels is more than the limit of 1,000"):
+        read_image(good_root / "benign" / "benign (1).png")
+    monkeypatch.setenv("MEDMTL_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(DataError, match="MEDMTL_MAX_IMAGE_PIXELS='lots'"):
+        read_image(good_root / "benign" / "benign (1).png")
+
+
+def test_tiny_image_is_refused(tmp_path):
+    from medmtl.io.image import read_image
+
+    _img(tmp_path / "dot.png", size=(1, 1))
+    with pytest.raises(DataError, match=r"dot\.png: the image is only 1 x 1 pixels"):
+        read_image(tmp_path / "dot.png")

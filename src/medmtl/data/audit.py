@@ -37,9 +37,6 @@ class AuditReport:
         reasons += self.unreadable + self.size_mismatch
         if self.split_problem:
             reasons.append(self.split_problem)
-        empty_classes = [c for c, n in self.index.counts().items() if n == 0]
-        if empty_classes:
-            reasons.append(f"no images in class(es) {', '.join(empty_classes)}")
         return reasons
 
 
@@ -132,8 +129,8 @@ def format_report(report: AuditReport, max_groups: int = 15) -> str:
     lines.append(f"Layout problems: {len(idx.problems)}")
     lines += [f"  {p}" for p in idx.problems]
     if idx.ignored_files:
-        lines.append(f"Ignored non-image files: {len(idx.ignored_files)}")
-        lines += [f"  {p}" for p in idx.ignored_files[:20]]
+        lines.append(f"Ignored (not used for training): {len(idx.ignored_files)}")
+        lines += [f"  {p}: {why}" for p, why in idx.ignored_files]
     groups = report.groups.members() if report.groups else {}
     cases = report.group_cases
     mixed = [m for m in groups.values() if len({cases[i].class_name for i in m}) > 1]
@@ -151,7 +148,8 @@ def format_report(report: AuditReport, max_groups: int = 15) -> str:
     fatal = report.fatal
     lines.append("")
     lines.append(
-        f"RESULT: NOT trainable ({len(fatal)} problem(s)); fix the files listed above."
+        f"RESULT: NOT trainable ({len(fatal)} problem(s)); fix the files listed above:\n"
+        + "\n".join(f"  {r}" for r in fatal)
         if fatal
         else "RESULT: OK, trainable."
     )

@@ -93,6 +93,7 @@ class MedDataModule(L.LightningDataModule):
         subset: int | None = None,
         load_workers: int = 2,
         balanced_sampling: bool = False,
+        drop_empty_classes: bool = False,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -133,6 +134,7 @@ class MedDataModule(L.LightningDataModule):
         self.subset = subset
         self.load_workers = load_workers
         self.balanced_sampling = balanced_sampling
+        self.drop_empty_classes = drop_empty_classes
         self.index: DatasetIndex | None = None
         self.items: list[CachedCase] = []
         self.split: list[str] = []
@@ -160,7 +162,9 @@ class MedDataModule(L.LightningDataModule):
             if self.name == "busi"
             else "data.root"
         )
-        return index_class_folders(root, self.classes, self.mask_optional_classes, hint, strict)
+        return index_class_folders(
+            root, self.classes, self.mask_optional_classes, hint, strict, self.drop_empty_classes
+        )
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: generate the phantom there.
@@ -171,6 +175,15 @@ class MedDataModule(L.LightningDataModule):
         if self.index is not None:
             return
         index = self.build_index()
+        self.classes = index.classes  # without the empty ones under data.drop_empty_classes
+        if index.ignored_files:
+            log.warning(
+                "%s: %d file(s) or folder(s) not used: %s%s (medmtl-data audit lists them all)",
+                index.root,
+                len(index.ignored_files),
+                "; ".join(f"{p}: {why}" for p, why in index.ignored_files[:5]),
+                " ..." if len(index.ignored_files) > 5 else "",
+            )
         cases = index.cases
         self.items = load_all(cases, self.settings, self.cache_dir, self.load_workers)
         self.index = index

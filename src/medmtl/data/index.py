@@ -6,14 +6,16 @@ several lesions, ``<name>_mask_1.<ext>``, ``<name>_mask_2.<ext>`` ... merged wit
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medmtl.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
+log = logging.getLogger(__name__)
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$")
 
 
@@ -35,7 +37,8 @@ class DatasetIndex:
     root: Path
     classes: tuple[str, ...]
     cases: list[Case]
-    ignored_files: list[Path] = field(default_factory=list)
+    # (file or folder, why it is not used): listed by the audit and logged by training
+    ignored_files: list[tuple[Path, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # only filled when indexed with strict=False
 
     def counts(self) -> dict[str, int]:
@@ -53,12 +56,15 @@ def index_class_folders(
     mask_optional_classes: Sequence[str] = (),
     root_hint: str = "data.root",
     strict: bool = True,
+    drop_empty_classes: bool = False,
 ) -> DatasetIndex:
     """Index ``root`` and check its layout.
 
     Raises :class:`DataError` for a missing or empty root, a missing or unknown class folder,
     an image without a mask (unless its class is in ``mask_optional_classes``, which then gets
-    an empty mask) and a mask without an image. Other files are listed in ``ignored_files``.
+    an empty mask), a mask without an image and a class folder without images (with
+    ``drop_empty_classes`` such a class is left out of ``classes`` instead, with a warning).
+    Other files, subfolders of class folders and hidden files are listed in ``ignored_files``.
     With ``strict=False`` (the audit) file problems are collected in ``problems`` instead.
     """
     root = Path(root).expanduser()
@@ -86,16 +92,22 @@ def index_class_folders(
         )
 
     cases: list[Case] = []
-    ignored: list[Path] = []
+    ignored: list[tuple[Path, str]] = []
     problems: list[str] = []
     for label, cls in enumerate(classes):
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
         for path in sorted((root / cls).iterdir(), key=lambda p: _natural_key(p.name)):
-            if path.name.startswith(".") or path.is_dir():
+            if path.is_dir():
+                ignored.append(
+                    (path, "a subfolder of a class folder (only files directly in it are read)")
+                )
+                continue
+            if path.name.startswith("."):
+                ignored.append((path, "a hidden file (name starts with '.')"))
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                ignored.append(path)
+                ignored.append((path, f"not an image file (extension '{path.suffix or 'none'}')"))
                 continue
             m = _MASK_RE.match(path.stem)
             if m:
@@ -110,13 +122,28 @@ def index_class_folders(
                 problems.append(f"{img}: image without a mask (expected {stem}_mask{img.suffix})")
                 continue
             cases.append(Case(f"{cls}/{img.name}", img, mask_files, label, cls))
+    empty = [c for c in classes if not any(case.class_name == c for case in cases)]
+    if empty and drop_empty_classes and len(empty) < len(classes):
+        log.warning(
+            "%s: no images in class(es) %s; training without them (data.drop_empty_classes=true).",
+            root,
+            ", ".join(empty),
+        )
+        classes = [c for c in classes if c not in empty]
+        cases = [replace(c, label=classes.index(c.class_name)) for c in cases]
+    else:
+        problems += [
+            f"{root / c}: class folder has no images; add its images, fix data.classes, or set "
+            "data.drop_empty_classes=true to train without this class"
+            for c in empty
+        ]
     if problems and strict:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(
             f"{len(problems)} file problem(s) in {root}: "
             + "; ".join(problems[:5])
             + more
-            + ". Add the missing files or remove the orphans; run `medmtl-data audit` for the full list."
+            + ". Fix these; `medmtl-data audit` lists every problem of the data set."
         )
     if not cases:
         raise DataError(f"{root}: no images found in {', '.join(classes)}.")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.errors import DataError
+from medmtl.io.limits import check_pixel_count
 from medmtl.io.meta import ImageMeta
 
 CODEC_HINT = (
@@ -95,6 +96,12 @@ def read_dicom(
             f"{path}: DICOM file without pixel data (a report or structured object?); "
             "only image objects can be read."
         )
+    check_pixel_count(
+        path,
+        int(ds.get("Columns", 0)),
+        int(ds.get("Rows", 0)),
+        int(ds.get("NumberOfFrames", 1) or 1),
+    )
     file_meta = getattr(ds, "file_meta", None)
     tsuid = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     try:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medmtl.errors import DataError
+from medmtl.io.limits import MAX_PIXELS_ENV, MIN_IMAGE_SIDE, check_pixel_count
 from medmtl.io.meta import ImageMeta
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 # ITU-R BT.601 luma, as PIL's "L" conversion uses; R=G=B pixels stay unchanged
 LUMA = np.array([0.299, 0.587, 0.114])
+# medmtl checks the pixel count itself right after the header is read (check_pixel_count), with
+# its own configurable limit and a message naming it; Pillow's fixed guard would pre-empt that
+Image.MAX_IMAGE_PIXELS = None
 
 
 def is_dicom(path: Path) -> bool:
@@ -31,10 +36,18 @@ def _open(path: Path) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes). Replace or remove it.")
-        img = Image.open(path)
-        img.load()  # decode now so a truncated file fails here, with its name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            check_pixel_count(path, *img.size)
+            img.load()  # decode now so a truncated file fails here, with its name
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found.") from exc
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path}: refused by Pillow as a decompression bomb ({exc}); if the image is "
+            f"genuine, raise the limit with the environment variable {MAX_PIXELS_ENV}."
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: cannot be decoded as an image ({exc}). Replace or remove the file."
@@ -95,8 +108,17 @@ def read_image(
     if is_dicom(path):
         from medmtl.io.dicom import read_dicom
 
-        return read_dicom(path, frame=frame, apply_voi=apply_voi, crop_us_region=crop_us_region)
-    return _read_pil(path)
+        arr, meta = read_dicom(
+            path, frame=frame, apply_voi=apply_voi, crop_us_region=crop_us_region
+        )
+    else:
+        arr, meta = _read_pil(path)
+    if min(arr.shape[:2]) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"{path}: the image is only {arr.shape[1]} x {arr.shape[0]} pixels; at least "
+            f"{MIN_IMAGE_SIDE} per side are needed. Replace or remove the file."
+        )
+    return arr, meta
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
