@@ -240,13 +240,19 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
     assert res.returncode == 2 and "not from medmtl-train" in res.stderr
 
 
-def test_busi_cpu_experiment_fast_dev_run(busi, make_cfg):
-    cfg = make_cfg(
-        ["experiment=busi_cpu", f"data.root={busi}", "debug=fast_dev_run"], name="busi_cpu"
-    )
-    assert cfg.data.image_size == 160 and cfg.model.encoder.weights == "lite0_offline"
+@pytest.mark.parametrize(
+    "experiment,weights,folds",
+    [("busi_cpu", "lite2_offline", 5), ("busi_cpu_single", "lite0_offline", None)],
+)
+def test_busi_cpu_experiment_fast_dev_run(experiment, weights, folds, busi, make_cfg, tmp_path):
+    cfg = make_cfg([f"experiment={experiment}", f"data.root={busi}", "debug=fast_dev_run"])
+    assert cfg.data.image_size == 160 and cfg.model.encoder.weights == weights
+    assert cfg.data.get("num_folds") == folds
     metrics = train(cfg)
     assert "test/seg_dice" in metrics and "test/cls_acc" in metrics
+    assert not (tmp_path / "run" / "checkpoints").exists()  # fast_dev_run writes no checkpoint
+    if experiment == "busi_cpu":  # the recipe's evaluation: flip, gate, post-processing
+        assert metrics["tta"] is True and metrics["empty_mask_class"] == "normal"
 
 
 def test_eval_with_mask_postprocessing(trained, make_cfg):

@@ -46,7 +46,8 @@ def test_predict_masks_at_original_size_and_complete_rows(backend, images, tmp_p
     out = tmp_path / "out"
     summary = predict_paths(backend, images, out, progress=False)
     assert not summary.failed and len(summary.rows) == 5
-    rows = {r["file"]: r for r in _rows(out)}
+    # the file column holds the input path as given; outputs are named after it
+    rows = {Path(r["file"]).relative_to(images).as_posix(): r for r in _rows(out)}
     assert set(rows) == {Path(r).name for r in BUSI_FILES} | {
         "dicom/US1_UNCR.dcm",
         "dicom/gdcm-US-ALOKA-16.dcm",
@@ -66,6 +67,7 @@ def test_predict_masks_at_original_size_and_complete_rows(backend, images, tmp_p
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert row["predicted_class"] == backend.class_names[int(np.argmax(probs))]
         assert Path(f"{stem}_overlay.png").stat().st_size > 0
+        assert row["mask_file"] == Path(f"{stem}_mask.png").relative_to(out).as_posix()
     assert len(sizes) >= 3
     # pixel spacing from the ultrasound regions gives the area in mm²
     aloka = rows["dicom/gdcm-US-ALOKA-16.dcm"]
@@ -167,7 +169,7 @@ def test_bad_input_folder(tiny_ckpt, busi, tmp_path):
         and "1 skipped" in res.stdout
     )
     assert "corrupt.png" in res.stderr and "without pixel data" in res.stderr
-    assert [r["file"] for r in _rows(out)] == ["good.png"]
+    assert [r["file"] for r in _rows(out)] == [str(inp / "good.png")]
     listed = (out / "not_predicted.csv").read_text()
     assert "corrupt.png" in listed and "nopixels.dcm" in listed and "readme.txt" in listed
 
@@ -203,17 +205,119 @@ def test_empty_folder_and_output_inside_input(tiny_ckpt, tmp_path, busi):
     shutil.copy(busi / BUSI_FILES[0], inp / "x.png")
     res = _cli(f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={inp / 'pred'}")
     assert res.returncode == 2 and "inputs are never overwritten" in res.stderr
+    assert f"out={inp / 'pred'} is the input folder" in res.stderr  # predict's option name
     assert sorted(p.name for p in inp.iterdir()) == ["x.png"]
 
 
-def test_output_names_are_safe(backend, busi, tmp_path):
+def test_every_input_gets_its_own_outputs(backend, busi, tmp_path):
+    """Same stem with two extensions, Unicode names and shell characters: no clash, no rename."""
     inp = tmp_path / "in"
     inp.mkdir()
-    shutil.copy(busi / BUSI_FILES[0], inp / "a b$c;rm.png")
+    src = busi / BUSI_FILES[0]
+    for name in ("dup.png", "日本.png", "中国.png", "a b$c;rm.png"):
+        shutil.copy(src, inp / name)
+    shutil.copy(DICOM_DIR / "US1_UNCR.dcm", inp / "dup.dcm")
     out = tmp_path / "out"
-    predict_paths(backend, inp, out, progress=False)
-    assert (out / "a b_c_rm_mask.png").exists()
+    summary = predict_paths(backend, inp, out, progress=False)
+    rows = _rows(out)
+    assert not summary.failed and len(rows) == 5
+    assert {r["file"] for r in rows} == {str(p) for p in inp.iterdir()}
+    masks = [r["mask_file"] for r in rows]
+    assert len(set(masks)) == 5 and all((out / m).is_file() for m in masks)
+    assert {"dup_mask.png", "dup.dcm_mask.png", "日本_mask.png", "中国_mask.png"} <= set(masks)
     assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_links_huge_images_and_faults_cost_only_their_own_image(backend, busi, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(busi / BUSI_FILES[1], outside / "target.png")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for k in range(3):
+        shutil.copy(busi / BUSI_FILES[0], inp / f"good{k}.png")
+    (inp / "link.png").symlink_to(outside / "target.png")  # points outside the input folder
+    (inp / "gone.png").symlink_to(tmp_path / "missing.png")
+    from tests.data.test_bad_input import _png_header_only
+
+    _png_header_only(inp / "huge.png", 20000, 20000)
+    out = tmp_path / "out"
+    summary = predict_paths(backend, inp, out, batch_size=2, progress=False)
+    got = {Path(r["file"]).name for r in _rows(out)}
+    assert got == {"good0.png", "good1.png", "good2.png", "link.png"}
+    listed = (out / "not_predicted.csv").read_text()
+    assert "huge.png" in listed and "20000 x 20000" in listed
+    assert "gone.png" in listed and "broken symbolic link" in listed
+    assert len(summary.failed) == 1 and len(summary.skipped) == 1
+
+    class Flaky:  # a backend that fails on one batch: the batch is retried image by image
+        settings, class_names, task = backend.settings, backend.class_names, backend.task
+        calls = 0
+
+        def run(self, batch):
+            Flaky.calls += 1
+            if len(batch) > 1 or Flaky.calls == 3:
+                raise RuntimeError("out of memory (simulated)")
+            return backend.run(batch)
+
+    out2 = tmp_path / "out2"
+    summary = predict_paths(Flaky(), inp, out2, batch_size=2, progress=False)
+    assert len(_rows(out2)) == 3 and len(summary.failed) == 2  # huge.png + the one fault
+    assert "out of memory (simulated)" in (out2 / "not_predicted.csv").read_text()
+
+    class Broken(Flaky):  # a fault that is not about one image stops the run, CSVs written
+        def run(self, batch):
+            raise KeyboardInterrupt
+
+    out3 = tmp_path / "out3"
+    with pytest.raises(KeyboardInterrupt):
+        predict_paths(Broken(), inp, out3, batch_size=2, progress=False)
+    assert (out3 / "predictions.csv").read_text().startswith("file,")
+    assert "huge.png" in (out3 / "not_predicted.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("batch_size=-1", "batch_size=-1: must be 1 or more"),
+        ("batch_size=0", "batch_size=0: must be 1 or more"),
+        ("threshold=1.5", "threshold=1.5: must be between 0 and 1"),
+        ("threshold=-0.1", "threshold=-0.1: must be between 0 and 1"),
+    ],
+)
+def test_invalid_options_are_refused_before_anything_runs(option, message, busi, tmp_path):
+    # the checkpoint does not exist: the option is refused before the model is looked at
+    res = _cli(
+        f"ckpt_path={tmp_path / 'none.ckpt'}",
+        f"input={busi / BUSI_FILES[0]}",
+        f"out={tmp_path / 'o'}",
+        option,
+    )
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unusable_out_folder_is_one_line(busi, tmp_path):
+    import os
+
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    # root writes into a mode-500 folder anyway; /sys is read-only for everyone
+    read_only = ro / "pred" if os.geteuid() != 0 else Path("/sys/medmtl-readonly-test")
+    for out, message in (
+        (a_file, "is an existing file"),
+        (a_file / "sub", "cannot write there"),
+        (read_only, "cannot write there"),
+    ):
+        res = _cli(
+            f"ckpt_path={tmp_path / 'none.ckpt'}", f"input={busi / BUSI_FILES[0]}", f"out={out}"
+        )
+        assert res.returncode == 2, res.stderr
+        assert message in res.stderr and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_onnx_backend_needs_no_torch_lightning_or_hydra(tiny_ckpt, busi, tmp_path):

@@ -8,8 +8,10 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from medmtl.config import CONFIG_DIR
@@ -25,8 +27,22 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+FAILED_JOBS: list[str] = []  # folders of this process's sweep jobs that failed
+
+
+class FailedJobs(Callback):
+    """Hydra callback (conf/hydra/default.yaml): after a sweep, collect the jobs that failed,
+    also those run by a launcher in other processes (their ``failed.json``)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        for f in sorted(sweep.glob("*/failed.json")):
+            if str(f.parent.resolve()) not in FAILED_JOBS:
+                FAILED_JOBS.append(str(f.parent.resolve()))
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     from medmtl.reporting.summary import write_json
     from medmtl.training.pipeline import train
 
@@ -40,12 +56,33 @@ def main(cfg: DictConfig) -> float | None:
         )
         if _is_multirun():
             log.error("job failed (%s: %s); the sweep goes on", type(exc).__name__, exc)
+            FAILED_JOBS.append(str(out.resolve()))
             return None
         if isinstance(exc, MedmtlError):
             print(f"medmtl: error: {exc}", file=sys.stderr)
             sys.exit(2)
         raise
     return metrics.get(cfg.get("optimized_metric") or "val/overall")  # for Hydra sweepers
+
+
+def main() -> None:
+    """medmtl-train; a sweep in which a job failed exits 1 after the other jobs finished."""
+    for arg in sys.argv[1:]:  # Hydra makes these folders before medmtl runs: check them first
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
+            print(
+                f"medmtl: error: {key}={value} is an existing file; give a folder.", file=sys.stderr
+            )
+            sys.exit(2)
+    _main()
+    if FAILED_JOBS:
+        print(
+            f"medmtl: error: {len(FAILED_JOBS)} sweep job(s) failed: "
+            + ", ".join(FAILED_JOBS)
+            + " (each folder's failed.json has the reason; medmtl-tables lists them).",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

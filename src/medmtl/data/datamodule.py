@@ -64,6 +64,20 @@ class ArrayDataset(Dataset):
         }
 
 
+def check_image_size(image_size: object) -> None:
+    """The network input side: a positive multiple of 32 (the encoders downsample by 32)."""
+    try:
+        size = int(image_size)  # type: ignore[arg-type]
+        ok = size == float(image_size) and size >= 32 and size % 32 == 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        size, ok = 0, False
+    if not ok:
+        raise ConfigError(
+            f"data.image_size={image_size}: must be a positive multiple of 32 (encoders "
+            f"downsample by 32); try {max(32, round(size / 32) * 32)}."
+        )
+
+
 class MedDataModule(L.LightningDataModule):
     """Class-folder data sets (``data=busi``, ``data=folder``) and the phantom (``data=phantom``)."""
 
@@ -100,11 +114,7 @@ class MedDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}."
             )
-        if image_size % 32 or image_size < 32:
-            raise ConfigError(
-                f"data.image_size={image_size}: must be a positive multiple of 32 (encoders "
-                f"downsample by 32); try {max(32, round(image_size / 32) * 32)}."
-            )
+        check_image_size(image_size)
         if source == "folder" and not root:
             raise ConfigError(f"data.root is not set for data={name}; point it at the data folder.")
         self.name = name

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import re
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from medmtl.errors import DataError
+from medmtl.errors import ConfigError, DataError
+from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.models.postprocess import PostProcess
@@ -120,20 +121,6 @@ def overlay(
     return out
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9._()\- ]")
-
-
-def safe_relative(path: Path, base: Path) -> Path:
-    """A relative output path derived from an input path: inside ``base`` only, and each part
-    reduced to safe characters (no separators, no '..', no hidden names)."""
-    rel = path.resolve().relative_to(base.resolve())
-    parts = []
-    for part in rel.parts:
-        clean = _SAFE.sub("_", part).lstrip(".") or "_"
-        parts.append(clean)
-    return Path(*parts)
-
-
 @dataclass
 class PredictSummary:
     rows: list[dict] = field(default_factory=list)
@@ -152,67 +139,97 @@ def predict_paths(
     frame: int = 0,
     progress: bool = True,
 ) -> PredictSummary:
-    """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``."""
-    plan = plan_outputs(Path(inp), Path(out))
+    """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``.
+
+    Every input gets its own outputs (``<name>_mask.png``, ``<name>_overlay.png``, named after
+    the output plan of :func:`plan_outputs`). An image that cannot be read or predicted is
+    listed in ``not_predicted.csv`` with the reason and the others go on; both CSVs are
+    written whatever happens, also when the run stops early.
+    """
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be 1 or more.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
+    plan = plan_outputs(Path(inp), Path(out), out_option="out")
     summary = PredictSummary(skipped=list(plan.skipped))
     if not plan.items:
         raise DataError(
             f"{inp}: no image files to predict (supported: PNG, JPEG, TIFF, BMP, DICOM)."
         )
-    base = Path(inp) if Path(inp).is_dir() else Path(inp).parent
+    out = Path(out)
     items: Sequence = plan.items
     bar = None
     if progress and len(items) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), desc="predict", unit="img")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(items), batch_size):
-        loaded: list[LoadedImage] = []
-        for src, _ in items[start : start + batch_size]:
-            try:
-                loaded.append(load_for_model(src, backend.settings, frame))
-            except DataError as exc:
-                summary.failed.append((src, str(exc)))
-        if loaded:
-            batch = np.stack([li.model_input for li in loaded])[:, None].astype(np.float32)
-            seg_p, cls_p = predict_batch(backend, batch, tta)
-            cams = (
-                explainer(batch, cls_p.argmax(1))
-                if (explainer is not None and cls_p is not None)
-                else None
-            )
-            for k, li in enumerate(loaded):
-                summary.rows.append(
-                    _write_outputs(backend, li, k, seg_p, cls_p, cams, base, out, threshold)
-                )
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            loaded: list[tuple[LoadedImage, Path]] = []
+            for src, target in chunk:
+                try:
+                    loaded.append((load_for_model(src, backend.settings, frame), target))
+                except (DataError, OSError, ValueError, MemoryError, cv2.error) as exc:
+                    summary.failed.append((src, _reason(src, exc)))
+            if loaded:
+                _predict_loaded(backend, loaded, tta, explainer, threshold, out, summary)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
         if bar is not None:
-            bar.update(len(items[start : start + batch_size]))
-    if bar is not None:
-        bar.close()
-    _write_csv(out / "predictions.csv", summary.rows, backend.class_names)
-    if summary.failed or summary.skipped:
-        with (out / "not_predicted.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "reason"])
-            for p, reason in summary.failed + summary.skipped:
-                w.writerow([str(p), reason])
+            bar.close()
+        _write_csv(out / "predictions.csv", summary.rows, backend.class_names)
+        _write_not_predicted(out / "not_predicted.csv", summary.failed + summary.skipped)
     return summary
 
 
+def _reason(src: Path, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if str(src) in text else f"{src}: {type(exc).__name__}: {text}"
+
+
+def _predict_loaded(
+    backend, loaded: list, tta: bool, explainer, threshold: float, out: Path, summary
+) -> None:
+    """Predict one batch; if the batch fails, each image alone, so one bad image costs only itself."""
+    try:
+        batch = np.stack([li.model_input for li, _ in loaded])[:, None].astype(np.float32)
+        seg_p, cls_p = predict_batch(backend, batch, tta)
+        cams = (
+            explainer(batch, cls_p.argmax(1))
+            if (explainer is not None and cls_p is not None)
+            else None
+        )
+    except (RuntimeError, ValueError, MemoryError, cv2.error) as exc:
+        if len(loaded) == 1:
+            summary.failed.append((loaded[0][0].path, _reason(loaded[0][0].path, exc)))
+            return
+        for one in loaded:
+            _predict_loaded(backend, [one], tta, explainer, threshold, out, summary)
+        return
+    for k, (li, target) in enumerate(loaded):
+        try:
+            summary.rows.append(
+                _write_outputs(backend, li, k, seg_p, cls_p, cams, target, out, threshold)
+            )
+        except (OSError, ValueError, cv2.error) as exc:
+            summary.failed.append((li.path, _reason(li.path, exc)))
+
+
 def _write_outputs(
-    backend, li: LoadedImage, k: int, seg_p, cls_p, cams, base: Path, out: Path, threshold: float
+    backend, li: LoadedImage, k: int, seg_p, cls_p, cams, target: Path, out: Path, threshold: float
 ) -> dict:
-    rel = safe_relative(li.path, base)
-    stem = out / rel.parent / rel.stem
+    stem = target.with_suffix("")
     shape = li.image8.shape
-    row: dict = {"file": str(rel)}
+    row: dict = {"file": str(li.path)}
     mask = None
     if seg_p is not None:
         mask = mask_at_original_size(seg_p[k, 0], shape, threshold)
         mask = getattr(backend, "postprocess", PostProcess())(mask)
-        write_png(mask.astype(np.uint8) * 255, stem.with_name(stem.name + "_mask.png"))
+        mask_path = stem.with_name(stem.name + "_mask.png")
+        write_png(mask.astype(np.uint8) * 255, mask_path)
+        row["mask_file"] = mask_path.relative_to(out).as_posix()
         row["lesion_area_px"] = int(mask.sum())
         sp = li.meta.pixel_spacing_mm
         row["lesion_area_mm2"] = round(float(mask.sum()) * sp[0] * sp[1], 3) if sp else ""
@@ -231,22 +248,39 @@ def _write_outputs(
         write_png(
             (np.clip(heat, 0, 1) * 255).astype(np.uint8), stem.with_name(stem.name + "_gradcam.png")
         )
-    write_png(overlay(li.image8, mask, text, heat), stem.with_name(stem.name + "_overlay.png"))
+    overlay_path = stem.with_name(stem.name + "_overlay.png")
+    write_png(overlay(li.image8, mask, text, heat), overlay_path)
+    row["overlay_file"] = overlay_path.relative_to(out).as_posix()
     return row
 
 
+def _write_not_predicted(path: Path, rows: list[tuple[Path, str]]) -> None:
+    """``not_predicted.csv``: every input that has no row in predictions.csv, with the reason."""
+    if not rows:
+        path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "reason"])
+    for p, reason in rows:
+        w.writerow([str(p), reason])
+    atomic_write_text(path, buf.getvalue())
+
+
 def _write_csv(path: Path, rows: list[dict], class_names: Sequence[str]) -> None:
+    """``predictions.csv``: one row per predicted input, ``file`` as the input path was given."""
     fields = [
         "file",
         "predicted_class",
         *[f"prob_{c}" for c in class_names],
         "lesion_area_px",
         "lesion_area_mm2",
+        "mask_file",
+        "overlay_file",
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: row.get(k, "") for k in fields})
-    tmp.replace(path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: row.get(k, "") for k in fields})
+    atomic_write_text(path, buf.getvalue())

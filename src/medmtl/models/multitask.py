@@ -47,6 +47,45 @@ class ClassificationHead(nn.Module):
         return self.mlp(feature)
 
 
+def check_model_names(settings: dict) -> None:
+    """Refuse an unknown task, architecture or encoder and weights that do not fit, in one
+    line and without building anything (``settings``: MultiTaskNet's arguments)."""
+    task, arch, encoder = settings.get("task", "multitask"), settings["arch"], settings["encoder"]
+    weights = settings.get("encoder_weights")
+    if task not in TASKS:
+        raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(
+            f"model.arch.name={arch!r} is not a supported architecture; choose one of "
+            f"{', '.join(ARCHITECTURES)} (files in conf/model/arch)."
+        )
+    if encoder.startswith("tu-"):
+        import timm
+
+        known = timm.is_model(encoder[3:])
+    else:
+        known = encoder in smp.encoders.encoders
+    if not known:
+        raise ConfigError(
+            f"model.encoder.name={encoder!r} is not an encoder smp knows. Pick a file in "
+            "conf/model/encoder, a name from smp.encoders.get_encoder_names() or tu-<timm model>."
+        )
+    offline = OFFLINE_WEIGHTS.get(str(weights)) if weights else None
+    if offline is not None and encoder not in offline.encoders:
+        fits = offline_weights_for(encoder)
+        hint = f"weights={fits}" if fits else "weights=null or imagenet"
+        raise ConfigError(
+            f"model.encoder.weights={weights} fits only the encoder "
+            f"{' or '.join(offline.encoders)}, not {encoder}; use {hint}."
+        )
+    if encoder.startswith("mit_") and arch in NO_TRANSFORMER:
+        ok = ", ".join(a for a in ARCHITECTURES if a not in NO_TRANSFORMER)
+        raise ConfigError(
+            f"model.arch.name={arch} does not accept the Mix Transformer encoder {encoder}; "
+            f"use it with {ok}."
+        )
+
+
 class MultiTaskNet(nn.Module):
     """Shared smp encoder with a segmentation decoder and/or a classification head.
 
@@ -73,8 +112,9 @@ class MultiTaskNet(nn.Module):
         empty_mask_index: int | None = None,
     ):
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+        check_model_names(
+            {"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights, "task": task}
+        )
         if empty_mask_index is not None and (
             task != "multitask" or not 0 <= empty_mask_index < num_classes
         ):
@@ -82,25 +122,7 @@ class MultiTaskNet(nn.Module):
                 "model.empty_mask_class needs model.task=multitask and one of the data's classes."
             )
         self.empty_mask_index = empty_mask_index
-        if arch not in ARCHITECTURES:
-            raise ConfigError(
-                f"model.arch.name={arch!r} is not a supported architecture; choose one of "
-                f"{', '.join(ARCHITECTURES)} (files in conf/model/arch)."
-            )
         offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
-        if offline is not None and encoder not in offline.encoders:
-            fits = offline_weights_for(encoder)
-            hint = f"weights={fits}" if fits else "weights=null or imagenet"
-            raise ConfigError(
-                f"model.encoder.weights={encoder_weights} fits only the encoder "
-                f"{' or '.join(offline.encoders)}, not {encoder}; use {hint}."
-            )
-        if encoder.startswith("mit_") and arch in NO_TRANSFORMER:
-            ok = ", ".join(a for a in ARCHITECTURES if a not in NO_TRANSFORMER)
-            raise ConfigError(
-                f"model.arch.name={arch} does not accept the Mix Transformer encoder {encoder}; "
-                f"use it with {ok}."
-            )
         self.task = task
         self.arch = arch
         self.encoder_name = encoder

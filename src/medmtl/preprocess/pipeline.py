@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from medmtl.errors import ConfigError, DataError
+from medmtl.io.files import ensure_output_dir
 from medmtl.io.image import DICOM_EXTENSIONS, is_dicom, read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.preprocess.intensity import apply_clahe, equalize_hist, to_uint8
@@ -128,11 +129,13 @@ def _is_candidate(path: Path) -> bool:
     return path.suffix.lower() in READABLE or (path.suffix == "" and is_dicom(path))
 
 
-def plan_outputs(inp: Path, out: Path) -> FolderPlan:
-    """Map every input file to an output PNG under ``out``, mirroring the folder structure.
+def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan:
+    """Map every input file to its own output PNG under ``out``, mirroring the folder structure.
 
     Refuses an output folder that is the input folder or lies inside it, so inputs are never
-    overwritten and outputs never become inputs of the next run.
+    overwritten and outputs never become inputs of the next run. File names are kept (Unicode
+    included); ``a.png`` and ``a.dcm`` in one folder become ``a.png`` and ``a.dcm.png`` (and a
+    numbered suffix on any further clash). Hidden files and broken links are listed as skipped.
     """
     inp, out = inp.expanduser(), out.expanduser()
     if not inp.exists():
@@ -141,25 +144,31 @@ def plan_outputs(inp: Path, out: Path) -> FolderPlan:
     out_r, base_r = out.resolve(), base.resolve()
     if out_r == base_r or (inp.is_dir() and base_r in out_r.parents):
         raise ConfigError(
-            f"output={out} is the input folder or inside it; choose an output folder outside "
-            f"{base} (inputs are never overwritten)."
+            f"{out_option}={out} is the input folder or inside it; choose an output folder "
+            f"outside {base} (inputs are never overwritten)."
         )
-    files: Iterable[Path]
-    if inp.is_dir():
-        files = sorted(p for p in inp.rglob("*") if p.is_file() and not p.name.startswith("."))
-    else:
-        files = [inp]
+    files: Iterable[Path] = sorted(inp.rglob("*")) if inp.is_dir() else [inp]
     plan = FolderPlan()
-    taken: set[Path] = set()
+    taken: set[str] = set()
     for f in files:
+        if f.is_dir():
+            continue
+        if not f.exists():  # a symbolic link whose target is gone
+            plan.skipped.append((f, "a broken symbolic link (its target does not exist)"))
+            continue
+        if f.name.startswith("."):
+            plan.skipped.append((f, "a hidden file (name starts with '.')"))
+            continue
         if not _is_candidate(f):
             plan.skipped.append((f, f"not an image file (extension '{f.suffix or 'none'}')"))
             continue
         rel = f.relative_to(base)
         target = out / rel.with_suffix(".png")
-        if target in taken:  # a.png and a.dcm in one folder
-            target = out / rel.parent / f"{rel.name}.png"
-        taken.add(target)
+        n = 1
+        while target.as_posix().casefold() in taken:  # a.png and a.dcm in one folder
+            target = out / rel.parent / f"{rel.name}{f'_{n}' if n > 1 else ''}.png"
+            n += 1
+        taken.add(target.as_posix().casefold())
         plan.items.append((f, target))
     return plan
 
@@ -196,6 +205,7 @@ def preprocess_files(
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
     plan = plan_outputs(Path(inp), Path(out))
+    ensure_output_dir(out, "output")
     summary = RunSummary(skipped=plan.skipped)
     items = plan.items
     if progress and len(items) > 1:

@@ -109,6 +109,11 @@ def curves_figure(metrics_csv: Path) -> Figure | None:
                 series.setdefault(key, []).append((x, float(value)))
     if not series:
         return None
+    # the best checkpoint's validation after fitting is logged one epoch past the last one
+    # trained: keep the epochs that were trained
+    trained = {x for x, _ in series.get("train/loss", [])}
+    if trained:
+        series = {k: [(x, y) for x, y in v if x <= max(trained)] for k, v in series.items()}
     fig = Figure(figsize=(9, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     for key in ("train/loss", "val/loss"):

@@ -93,6 +93,23 @@ def build_cls_loss(
     raise ConfigError(f"loss.cls={name!r} is unknown; choose one of {', '.join(CLS_LOSSES)}.")
 
 
+def check_loss_config(loss: dict) -> None:
+    """Refuse unknown loss names and a λ outside [0, 1] (``loss``: the ``loss`` config group)."""
+    for key, known in (("seg", SEG_LOSSES), ("cls", CLS_LOSSES), ("weighting", WEIGHTINGS)):
+        if key in loss and loss[key] not in known:
+            raise ConfigError(
+                f"loss.{key}={loss[key]!r} is unknown; choose one of {', '.join(known)}."
+            )
+    try:
+        lam = float(loss.get("seg_weight", 0.5))
+    except (TypeError, ValueError):
+        lam = float("nan")
+    if not 0.0 <= lam <= 1.0:
+        raise ConfigError(
+            f"loss.seg_weight={loss.get('seg_weight')}: λ must be a number in [0, 1]."
+        )
+
+
 class MultiTaskLoss(nn.Module):
     """Combines the task losses; returns the total and the parts for logging."""
 
@@ -111,12 +128,9 @@ class MultiTaskLoss(nn.Module):
         tversky_beta: float = 0.7,
     ) -> None:
         super().__init__()
-        if weighting not in WEIGHTINGS:
-            raise ConfigError(
-                f"loss.weighting={weighting!r} is unknown; choose one of {', '.join(WEIGHTINGS)}."
-            )
-        if not 0.0 <= seg_weight <= 1.0:
-            raise ConfigError(f"loss.seg_weight={seg_weight}: λ must be in [0, 1].")
+        check_loss_config(
+            {"seg": seg, "cls": cls, "weighting": weighting, "seg_weight": seg_weight}
+        )
         self.task = task
         self.seg_weight = float(seg_weight)
         self.weighting = weighting

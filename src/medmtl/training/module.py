@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,6 +246,11 @@ class MultiTaskModule(L.LightningModule):
             "model/task": self.task,
             "model/postprocess": self.postprocess.as_dict(),
             "tta": self.tta,
+            "empty_mask_class": (
+                self.class_names[self.net.empty_mask_index]
+                if self.net.empty_mask_index is not None
+                else None
+            ),
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
         }
@@ -264,10 +271,20 @@ class MultiTaskModule(L.LightningModule):
                 f"optimizer.name={name!r} is unknown; choose one of {', '.join(optimizers)}."
             )
         optimizer = optimizers[name](self.parameters(), **opt_cfg)
+        scheduler = self._make_scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The epoch-wise schedule over this run's ``trainer.max_epochs`` (None: constant lr)."""
         sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
         sched = sched_cfg.get("name", "none")
         if sched == "none":
-            return optimizer
+            return None
         if sched != "cosine":
             raise MedmtlError(f"scheduler.name={sched!r} is unknown; choose none or cosine.")
         epochs = max(1, int(self.trainer.max_epochs or 1))
@@ -280,4 +297,63 @@ class MultiTaskModule(L.LightningModule):
                 optimizer, start_factor=0.1, total_iters=warmup
             )
             cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+        return cosine
+
+    # -- resuming ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the random state with the weights, so a resumed run draws the same batches."""
+        checkpoint["medmtl_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming: the schedule is rebuilt for this run's length (it may be longer) in
+        :meth:`on_train_start`, and the random state is put back there."""
+        checkpoint["lr_schedulers"] = []  # nothing for Lightning to load into a new shape
+        self._resume_rng = checkpoint.get("medmtl_rng")
+        self._resuming = True
+
+    def on_train_start(self) -> None:
+        if not getattr(self, "_resuming", False):
+            return
+        self._resuming = False
+        configs = self.trainer.lr_scheduler_configs
+        if configs:
+            # a fresh schedule for this run's max_epochs, advanced to the epochs already done
+            optimizer = configs[0].scheduler.optimizer
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+            scheduler = self._make_scheduler(optimizer)
+            with warnings.catch_warnings():  # stepping ahead of optimizer.step() on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self.trainer.current_epoch):
+                    scheduler.step()
+            configs[0].scheduler = scheduler
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, numpy and Python random states as plain tensors and lists (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_py = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": gauss_py},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back the states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))

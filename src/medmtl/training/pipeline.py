@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import sys
 import time
@@ -12,11 +14,12 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medmtl.config import explicit_overrides, model_kwargs
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
+from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.postprocess import PostProcess
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
 from medmtl.reporting.per_image import PerImage, write_predictions
@@ -87,9 +90,110 @@ def peak_memory_mb() -> dict[str, float]:
     }
 
 
-def _check_model_input(cfg: DictConfig) -> None:
+def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | None = None) -> Any:
+    value = OmegaConf.select(cfg, key)
+    try:
+        number = kind(value)
+        if kind is int and number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        span = f"between {low} and {high}" if high is not None else f"{low} or more"
+        raise ConfigError(
+            f"{key}={value}: expected {'an integer' if kind is int else 'a number'} {span}."
+        )
+    return number
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Refuse settings that cannot work, in one line, before any data is read.
+
+    Architecture, encoder and loss names are checked by building their descriptions only;
+    the image size, batch sizes, epochs and λ by value.
+    """
+    from medmtl.data.datamodule import check_image_size
+    from medmtl.models.multitask import check_model_names
+    from medmtl.training.losses import check_loss_config
+
+    check_image_size(OmegaConf.select(cfg, "data.image_size"))
+    _number(cfg, "data.batch_size", int, 1)
+    if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
+        _number(cfg, "data.eval_batch_size", int, 1)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if epochs is not None and epochs != -1:
+        _number(cfg, "trainer.max_epochs", int, 1)
     if cfg.model.arch.name == "PAN" and int(cfg.data.image_size) < 128:
         raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
+    check_model_names(net_settings(cfg))
+    check_loss_config(OmegaConf.to_container(cfg.loss, resolve=True))
+
+
+def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
+    """Resuming: refuse another model, and continue in the checkpoint's own run folder.
+
+    The run folder keeps its best-checkpoint tracking (Lightning restores it only in the same
+    folder); the CSV log so far is set aside and merged back after training
+    (:func:`_merge_csv_logs`). Returns the checkpoint's hyper-parameters.
+    """
+    ckpt_path = Path(cfg.ckpt_path).expanduser()
+    ckpt = load_checkpoint(ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
+    hp = ckpt["hyper_parameters"]
+    ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
+    now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
+    then = {k: v for k, v in hp["model"].items() if k not in ignore}
+    differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    if differ:
+        detail = "; ".join(
+            f"{k}: {then.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ
+        )
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: trained with other model settings ({detail}); resume with "
+            "the checkpoint's settings (its run folder has them in config_resolved.yaml)."
+        )
+    run = ckpt_path.resolve().parent.parent
+    if (
+        ckpt_path.resolve().parent.name != "checkpoints"
+        or not (run / "config_resolved.yaml").exists()
+    ):
+        log.warning("%s is not inside a run folder: the resumed run starts a new one.", ckpt_path)
+        return hp
+    epoch = int(ckpt.get("epoch", 0))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    old_csv = run / "csv" / "metrics.csv"
+    if old_csv.exists():
+        old_csv.replace(old_csv.with_name(f"metrics.until_epoch{epoch:04d}.csv"))
+    config = run / "config_resolved.yaml"
+    config.replace(run / f"config_resolved.until_epoch{epoch:04d}.yaml")
+    log.info("Resuming %s after epoch %d in its own folder %s", ckpt_path.name, epoch, run)
+    return hp
+
+
+def _merge_csv_logs(csv_dir: Path) -> None:
+    """One ``metrics.csv`` again after resumes: each earlier part up to its checkpoint's epoch
+    (rows logged after that checkpoint were lost with the interrupted run), then this run's."""
+    parts = sorted(csv_dir.glob("metrics.until_epoch*.csv"))
+    if not parts:
+        return
+    rows: list[dict] = []
+    for part in parts:
+        last = int(part.stem.split("until_epoch")[1])
+        for row in csv.DictReader(part.open()):
+            epoch = row.get("epoch")
+            if epoch in (None, "") or int(float(epoch)) <= last:
+                rows.append(row)
+    current = csv_dir / "metrics.csv"
+    if current.exists():
+        rows += list(csv.DictReader(current.open()))
+    keys = sorted({k for row in rows for k in row})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(current, buf.getvalue())
+    for part in parts:
+        part.unlink()
 
 
 def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
@@ -153,20 +257,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the metrics (``val/overall`` is what a sweeper optimises).
     """
     start = time.time()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_train_config(cfg)
+    resumed = _resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
+    out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
+    (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(int(cfg.seed), workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    _check_model_input(cfg)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
 
     dm: MedDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     dm.prepare_data()
     dm.setup()
+    if resumed is not None and list(resumed["class_names"]) != list(dm.classes):
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path}: trained on the classes {list(resumed['class_names'])}, "
+            f"the data now has {list(dm.classes)}; resume with the same data."
+        )
     module = build_module(cfg, dm)
     module.use_channels_last(bool(cfg.get("channels_last", False)))
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -227,17 +335,24 @@ def _fit_and_test(
         metrics.update(module.results.get("val", {}))
         metrics.update(module.results.get("test", {}))
         metrics["best_ckpt"] = str(best) if best else None
-        if trainer.is_global_zero:
-            write_per_image(out_dir, trainer, module, dm, "test")
-            figures = write_evaluation_figures(
-                out_dir,
-                "test",
-                metrics,
-                module.test_samples(),
-                dm.classes,
-                out_dir / "csv" / "metrics.csv",
-            )
-            log_figures_to_wandb(loggers, figures)
+    if trainer.is_global_zero:
+        for lg in loggers:  # flush, then one CSV log again if the run was resumed
+            if hasattr(lg, "save"):
+                lg.save()
+        _merge_csv_logs(out_dir / "csv")
+    if cfg.get("ckpt_path"):
+        metrics["resumed_from"] = str(cfg.ckpt_path)
+    if cfg.get("test") and trainer.is_global_zero:
+        write_per_image(out_dir, trainer, module, dm, "test")
+        figures = write_evaluation_figures(
+            out_dir,
+            "test",
+            metrics,
+            module.test_samples(),
+            dm.classes,
+            out_dir / "csv" / "metrics.csv",
+        )
+        log_figures_to_wandb(loggers, figures)
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)
@@ -274,7 +389,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg,
         cfg.split,
         trainer,
-        Path(cfg.paths.output_dir),
+        ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir"),
         {"ckpt_path": str(cfg.ckpt_path)},
         run_csv,
     )
@@ -302,8 +417,6 @@ def test_module(
     metrics = dict(module.results[split])
     metrics.update(extra or {})
     metrics["num_images"] = len(dm.cases(split))
-    idx = module.net.empty_mask_index
-    metrics["empty_mask_class"] = module.class_names[idx] if idx is not None else None
     metrics.update(module.describe())
     metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes

@@ -12,6 +12,7 @@ import lightning as L
 from hydra.experimental.callback import Callback
 
 from medmtl.errors import ConfigError, DataError
+from medmtl.io.files import ensure_output_dir
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import settings_from_data_config
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
@@ -141,6 +142,7 @@ def ensemble(
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")
     runs = find_members(paths, select)
+    ensure_output_dir(out, "out")
     loaded = []
     for run in runs:
         module, ckpt = module_from_checkpoint(_checkpoint_of(run))

@@ -1,0 +1,74 @@
+"""Bad settings are refused in one line before any data is read (issue: hardened edges)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from medmtl.errors import ConfigError
+from medmtl.training.pipeline import train
+from tests.conftest import compose_cfg
+
+# a data folder that does not exist: a setting refused first was checked before any data
+NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("loss.seg_weight=abc", "loss.seg_weight=abc: λ must be a number in [0, 1]"),
+        ("loss.seg_weight=1.5", "loss.seg_weight=1.5: λ must be a number in [0, 1]"),
+        ("data.image_size=100", "data.image_size=100: must be a positive multiple of 32"),
+        ("data.image_size=0", "data.image_size=0: must be a positive multiple of 32"),
+        ("data.batch_size=0", "data.batch_size=0: expected an integer 1 or more"),
+        ("data.batch_size=-4", "data.batch_size=-4: expected an integer 1 or more"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5: expected an integer 1 or more"),
+        ("model.arch.name=Unett", "model.arch.name='Unett' is not a supported architecture"),
+        ("model.encoder.name=resnet19", "model.encoder.name='resnet19' is not an encoder"),
+        ("loss.seg=dicey", "loss.seg='dicey' is unknown"),
+    ],
+)
+def test_bad_setting_refused_before_the_data(setting, message, tmp_path, cache_dir):
+    cfg = compose_cfg([*NO_DATA, setting], tmp_path / "run", cache_dir)
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    assert message in str(err.value)
+    assert not (tmp_path / "run").exists()  # nothing written either
+
+
+def test_cli_bad_setting_is_one_line_exit_2(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            *NO_DATA,
+            "data.image_size=100",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error:")]
+    assert (
+        len(errors) == 1 and "data.image_size=100: must be a positive multiple of 32" in errors[0]
+    )
+
+
+def test_cli_run_folder_that_is_a_file(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    res = subprocess.run(
+        [sys.executable, "-m", "medmtl.cli.train", *NO_DATA, f"hydra.run.dir={taken}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "is an existing file" in res.stderr
+    assert taken.read_text() == "x"
