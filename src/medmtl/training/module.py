@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import warnings
@@ -29,6 +30,7 @@ from medmtl.training.metrics import (
 )
 
 EVAL_SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
@@ -330,6 +332,11 @@ class MultiTaskModule(L.LightningModule):
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
             self._resume_rng = None
+        else:
+            log.warning(
+                "The checkpoint holds no random state (written before medmtl saved it): the "
+                "resumed run draws other batches than an uninterrupted one would have."
+            )
 
 
 def rng_state() -> dict[str, Any]:
