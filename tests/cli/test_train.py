@@ -336,3 +336,11 @@ def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
         kw = net_settings(cfg)
         assert kw["encoder"] == f"tu-efficientnet_lite{k}"
         assert kw["encoder_weights"] == f"lite{k}_offline"
+
+
+def test_plain_busi_run_starts_from_offline_imagenet_weights(make_cfg):
+    """`medmtl-train data=busi` with no other setting: Lite0 with its offline ImageNet weights."""
+    from medmtl.training.pipeline import net_settings
+
+    kw = net_settings(make_cfg(["data=busi"]))
+    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"

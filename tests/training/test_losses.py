@@ -67,5 +67,5 @@ def test_single_task_losses():
 def test_bad_loss_config():
     with pytest.raises(ConfigError, match="loss.seg='dyce'"):
         MultiTaskLoss(seg="dyce")
-    with pytest.raises(ConfigError, match="λ must be in"):
+    with pytest.raises(ConfigError, match="λ must be a number in"):
         MultiTaskLoss(seg_weight=1.5)

@@ -163,9 +163,11 @@ def predict_paths(
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), desc="predict", unit="img")
+    reached = 0  # inputs handed to the model so far; the rest are listed if the run stops
     try:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
+            reached = start
             loaded: list[tuple[LoadedImage, Path]] = []
             for src, target in chunk:
                 try:
@@ -174,8 +176,14 @@ def predict_paths(
                     summary.failed.append((src, _reason(src, exc)))
             if loaded:
                 _predict_loaded(backend, loaded, tta, explainer, threshold, out, summary)
+            reached = start + len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
+    except BaseException as exc:
+        listed = {str(p) for p, _ in summary.failed} | {r["file"] for r in summary.rows}
+        why = f"not predicted: the run stopped ({type(exc).__name__}) before this image was done"
+        summary.failed += [(src, why) for src, _ in items[reached:] if str(src) not in listed]
+        raise
     finally:
         if bar is not None:
             bar.close()
