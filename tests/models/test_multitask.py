@@ -7,8 +7,7 @@ import torch
 
 from medmtl.errors import ConfigError
 from medmtl.models import ARCHITECTURES, MultiTaskNet
-from medmtl.models.multitask import EMPTY_LOGIT
-from medmtl.training.module import net_kwargs
+from medmtl.models.multitask import EMPTY_LOGIT, net_kwargs
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -39,7 +39,7 @@ def _check_options(opts: dict) -> None:
     if opts["threads"] is None or opts["threads"] < 0:
         raise ConfigError(f"threads={opts['threads']}: must be 0 (torch's default) or more.")
     from medmtl.io.files import ensure_output_dir
-    from medmtl.preprocess.pipeline import plan_outputs
+    from medmtl.io.outputs import plan_outputs
 
     plan_outputs(Path(opts["input"]), Path(opts["out"]), out_option="out")  # input, out= clash
     ensure_output_dir(opts["out"], "out")

@@ -14,7 +14,8 @@ from medmtl.config import CONFIG_DIR
 
 
 def _run(cfg: DictConfig) -> int:
-    from medmtl.preprocess.pipeline import Conversion, preprocess_files
+    from medmtl.preprocess.pipeline import Conversion
+    from medmtl.workflows.preprocess import preprocess_files
 
     summary = preprocess_files(
         Path(cfg.input),

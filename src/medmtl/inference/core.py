@@ -16,14 +16,13 @@ from medmtl.errors import ConfigError, DataError
 from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
+from medmtl.io.outputs import plan_outputs, write_png
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import (
     PreprocessSettings,
     convert_to_uint8,
     normalize_for_model,
-    plan_outputs,
     preprocess_image,
-    write_png,
 )
 
 

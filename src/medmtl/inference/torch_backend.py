@@ -7,21 +7,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medmtl.models.checkpoint import network_from_checkpoint
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import settings_from_data_config
-from medmtl.training.checkpoint import module_from_checkpoint
 
 
 class TorchBackend:
     """Runs the checkpoint's network in eval mode with the preprocessing it was trained with."""
 
     def __init__(self, ckpt_path: str | Path, channels_last: bool = True) -> None:
-        module, ckpt = module_from_checkpoint(ckpt_path)
+        self.net, ckpt = network_from_checkpoint(ckpt_path)
         hp = ckpt["hyper_parameters"]
         # channels-last runs the network 1.3x faster on this project's CPU (docs/benchmarks.md)
-        module.use_channels_last(channels_last)
-        self.module = module.eval()
-        self.net = module.net
+        self.channels_last = channels_last
+        self.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.settings = settings_from_data_config(hp.get("data") or {})
         self.class_names = list(hp["class_names"])
         self.task = hp["model"].get("task", "multitask")
@@ -30,7 +29,10 @@ class TorchBackend:
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        out = self.module(torch.from_numpy(np.ascontiguousarray(batch)))
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.net(x)
         seg = out["seg"].contiguous().numpy() if out["seg"] is not None else None
         cls = out["cls"].numpy() if out["cls"] is not None else None
         return seg, cls

@@ -13,6 +13,8 @@ from medmtl.io.limits import MAX_PIXELS_ENV, MIN_IMAGE_SIDE, check_pixel_count
 from medmtl.io.meta import ImageMeta
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
+# every extension medmtl reads as an image (the data index, predict and preprocess use this list)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_EXTENSIONS)
 # ITU-R BT.601 luma, as PIL's "L" conversion uses; R=G=B pixels stay unchanged
 LUMA = np.array([0.299, 0.587, 0.114])
 # medmtl checks the pixel count itself right after the header is read (check_pixel_count), with

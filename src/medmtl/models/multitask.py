@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
@@ -45,6 +47,22 @@ class ClassificationHead(nn.Module):
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.mlp(feature)
+
+
+def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
+    """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
+    kw = dict(model)
+    kw.pop("encoder_study", None)  # a record of what the encoder stands in for, not an argument
+    kw.pop("postprocess", None)  # applied to thresholded masks, outside the network
+    name = kw.pop("empty_mask_class", None)
+    if name is not None:
+        if name not in class_names:
+            raise ConfigError(
+                f"model.empty_mask_class={name!r} is not one of the classes "
+                f"{list(class_names)}; use one of them or null."
+            )
+        kw["empty_mask_index"] = list(class_names).index(name)
+    return kw
 
 
 def check_model_names(settings: dict) -> None:

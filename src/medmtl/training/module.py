@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError, MedmtlError
+from medmtl.errors import MedmtlError
 from medmtl.models.ensemble import average_outputs
-from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
+from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 from medmtl.training.losses import MultiTaskLoss
@@ -31,22 +31,6 @@ from medmtl.training.metrics import (
 
 EVAL_SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)
-
-
-def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
-    """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
-    kw = dict(model)
-    kw.pop("encoder_study", None)  # a record of what the encoder stands in for, not an argument
-    kw.pop("postprocess", None)  # applied to thresholded masks, outside the network
-    name = kw.pop("empty_mask_class", None)
-    if name is not None:
-        if name not in class_names:
-            raise ConfigError(
-                f"model.empty_mask_class={name!r} is not one of the classes "
-                f"{list(class_names)}; use one of them or null."
-            )
-        kw["empty_mask_index"] = list(class_names).index(name)
-    return kw
 
 
 def _key(split: str) -> str:

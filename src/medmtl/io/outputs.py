@@ -1,0 +1,78 @@
+"""Where results go: one output file per input (folder structure kept), written atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.io.image import IMAGE_EXTENSIONS, is_dicom
+
+
+@dataclass
+class FolderPlan:
+    """Files to process and where each result goes; skipped files are kept for the report."""
+
+    items: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output PNG)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _is_candidate(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS or (path.suffix == "" and is_dicom(path))
+
+
+def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan:
+    """Map every input file to its own output PNG under ``out``, mirroring the folder structure.
+
+    Refuses an output folder that is the input folder or lies inside it, so inputs are never
+    overwritten and outputs never become inputs of the next run. File names are kept (Unicode
+    included); ``a.png`` and ``a.dcm`` in one folder become ``a.png`` and ``a.dcm.png`` (and a
+    numbered suffix on any further clash). Hidden files and broken links are listed as skipped.
+    """
+    inp, out = inp.expanduser(), out.expanduser()
+    if not inp.exists():
+        raise DataError(f"{inp}: input not found.")
+    base = inp if inp.is_dir() else inp.parent
+    out_r, base_r = out.resolve(), base.resolve()
+    if out_r == base_r or (inp.is_dir() and base_r in out_r.parents):
+        raise ConfigError(
+            f"{out_option}={out} is the input folder or inside it; choose an output folder "
+            f"outside {base} (inputs are never overwritten)."
+        )
+    files: Iterable[Path] = sorted(inp.rglob("*")) if inp.is_dir() else [inp]
+    plan = FolderPlan()
+    taken: set[str] = set()
+    for f in files:
+        if f.is_dir():
+            continue
+        if not f.exists():  # a symbolic link whose target is gone
+            plan.skipped.append((f, "a broken symbolic link (its target does not exist)"))
+            continue
+        if f.name.startswith("."):
+            plan.skipped.append((f, "a hidden file (name starts with '.')"))
+            continue
+        if not _is_candidate(f):
+            plan.skipped.append((f, f"not an image file (extension '{f.suffix or 'none'}')"))
+            continue
+        rel = f.relative_to(base)
+        target = out / rel.with_suffix(".png")
+        n = 1
+        while target.as_posix().casefold() in taken:  # a.png and a.dcm in one folder
+            target = out / rel.parent / f"{rel.name}{f'_{n}' if n > 1 else ''}.png"
+            n += 1
+        taken.add(target.as_posix().casefold())
+        plan.items.append((f, target))
+    return plan
+
+
+def write_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG atomically and with no metadata chunks (nothing from the source header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    tmp.replace(path)

@@ -1,0 +1,53 @@
+"""Loading medmtl checkpoints safely (``weights_only=True``: nothing is unpickled), and the
+network they hold, without the training machinery (Lightning is not imported)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medmtl.errors import MedmtlError
+from medmtl.models.multitask import MultiTaskNet, net_kwargs
+
+REQUIRED = ("state_dict", "hyper_parameters")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check it is a medmtl one."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedmtlError(
+            f"{path}: checkpoint not found. Give ckpt_path=<run>/checkpoints/<file>.ckpt."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedmtlError(
+            f"{path}: not a loadable checkpoint ({first[:160]}). medmtl only loads plain-tensor "
+            "checkpoints (weights_only=True); use one written by medmtl-train."
+        ) from exc
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED):
+        raise MedmtlError(f"{path}: not a medmtl checkpoint (no state_dict/hyper_parameters).")
+    hp = ckpt["hyper_parameters"]
+    if not {"model", "loss", "class_names"} <= set(hp):
+        raise MedmtlError(
+            f"{path}: a Lightning checkpoint, but not from medmtl-train (no model settings)."
+        )
+    return ckpt
+
+
+def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """The checkpoint's network in eval mode (no weight download) and the checkpoint itself."""
+    ckpt = load_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    classes = list(hp["class_names"])
+    model = {**hp["model"], "encoder_weights": None}  # the weights come from the state dict
+    net = MultiTaskNet(**net_kwargs(model, classes), num_classes=len(classes))
+    state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    return net.eval(), ckpt

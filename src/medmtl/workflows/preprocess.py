@@ -1,0 +1,67 @@
+"""medmtl-preprocess as a job: every image of a file or folder to an 8-bit (enhanced) PNG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.io.files import ensure_output_dir
+from medmtl.io.image import read_image
+from medmtl.io.outputs import plan_outputs, write_png
+from medmtl.preprocess.pipeline import METHODS, Conversion, convert_to_uint8, enhance
+from medmtl.reporting.figures import enhancement_comparison, save_figure
+
+
+@dataclass
+class RunSummary:
+    written: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def preprocess_files(
+    inp: Path,
+    out: Path,
+    method: str = "clahe",
+    conversion: Conversion | None = None,
+    clip_limit: float = 2.0,
+    tile_grid: int = 8,
+    frame: int = 0,
+    crop_us_region: bool | int = False,
+    compare: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Process a file or a folder; a bad file is refused (with its reason), the rest go on."""
+    conversion = conversion or Conversion()
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
+    plan = plan_outputs(Path(inp), Path(out))
+    ensure_output_dir(out, "output")
+    summary = RunSummary(skipped=plan.skipped)
+    items = plan.items
+    if progress and len(items) > 1:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="preprocess", unit="img")
+    for src, dst in items:
+        try:
+            image, meta = read_image(src, frame=frame, crop_us_region=crop_us_region)
+            img8 = convert_to_uint8(image, conversion, meta, name=str(src))
+            write_png(enhance(img8, method, clip_limit, tile_grid), dst)
+            summary.written.append(dst)
+            if compare:
+                panels = [
+                    ("original (8-bit)", img8),
+                    ("HE", enhance(img8, "he")),
+                    (
+                        f"CLAHE (clip {clip_limit}, {tile_grid}x{tile_grid})",
+                        enhance(img8, "clahe", clip_limit, tile_grid),
+                    ),
+                ]
+                fig = enhancement_comparison(panels, title=src.name)
+                summary.figures.append(save_figure(fig, dst.with_name(dst.stem + "_compare.png")))
+        except DataError as exc:
+            summary.refused.append((src, str(exc)))
+    return summary
