@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from medmtl.errors import MedmtlError
-
-log = logging.getLogger("medmtl")
 
 
 def report_files(skipped: list, problems: list, word: str) -> None:

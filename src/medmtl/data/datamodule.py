@@ -149,7 +149,6 @@ class MedDataModule(L.LightningDataModule):
         self.items: list[CachedCase] = []
         self.split: list[str] = []
         self.groups: list[int] = []
-        self.split_doc: dict = {}
 
     # -- building ------------------------------------------------------------------------
     def resolve_root(self) -> Path:
@@ -226,7 +225,7 @@ class MedDataModule(L.LightningDataModule):
         path = self.split_path(root)
         ids = [c.case_id for c in cases]
         if path.exists():
-            split, groups, self.split_doc = read_split_file(path, ids)
+            split, groups, _ = read_split_file(path, ids)
             return split, groups
         found = find_groups([it.thumb for it in self.items], self.dedup_threshold)
         labels = [c.label for c in cases]
@@ -247,7 +246,7 @@ class MedDataModule(L.LightningDataModule):
             path, ids, labels, self.classes, split, found.group_of, settings, found.pairs
         )
         log.warning("Wrote the split file %s; commit it so every run uses the same cases.", path)
-        _, _, self.split_doc = read_split_file(path, ids)
+        read_split_file(path, ids)  # the file just written must read back
         return split, found.group_of
 
     def _take_subset(self, n: int) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medmtl.inference.onnx_backend import ONNX_META_KEY
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, PreprocessSettings
 
-ONNX_META_KEY = "medmtl"
 ONNX_FORMAT = 1
 
 

@@ -11,7 +11,8 @@ from medmtl.errors import MedmtlError
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
 
-ONNX_META_KEY = "medmtl"  # same key as medmtl.inference.export (which imports torch)
+# the metadata entry medmtl-export writes (medmtl.inference.export imports it from here)
+ONNX_META_KEY = "medmtl"
 
 
 class OnnxBackend:
