@@ -119,27 +119,15 @@ def test_ensemble_test_time_flip_equals_eval_tta(tiny_run, tiny_ckpt, tmp_path, 
     assert not np.allclose(ens.prob, plain.prob, atol=1e-5)  # the flip changed something
 
 
-def _fold_sweep(sweep: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+ENSEMBLE_CALLBACK = (
+    "+hydra.callbacks.ensemble._target_=medmtl.workflows.ensemble.EnsembleAfterSweep"
+)
 
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            "-m",
-            *TINY_PHANTOM,
-            *TINY_MODEL,
-            "trainer.max_epochs=1",
-            f"paths.cache_dir={cache}",
-            f"hydra.sweep.dir={sweep}",
-            "+hydra.callbacks.ensemble._target_=medmtl.workflows.ensemble.EnsembleAfterSweep",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+
+def _fold_sweep(sweep: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
+    from tests.reporting.test_sweeps_tables import _train_multirun
+
+    return _train_multirun(sweep, cache, ENSEMBLE_CALLBACK, *extra)
 
 
 def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):

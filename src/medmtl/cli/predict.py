@@ -30,18 +30,16 @@ DEFAULTS = {
 
 def _check_options(opts: dict) -> None:
     """Refuse values that cannot work, before the model is loaded."""
-    if opts["batch_size"] is None or opts["batch_size"] < 1:
-        raise ConfigError(f"batch_size={opts['batch_size']}: must be 1 or more.")
-    if opts["threshold"] is None or not 0.0 <= opts["threshold"] <= 1.0:
-        raise ConfigError(f"threshold={opts['threshold']}: must be between 0 and 1.")
+    from medmtl.inference.core import check_predict_options
+    from medmtl.io.files import ensure_output_dir
+    from medmtl.io.outputs import check_out_outside_input
+
+    check_predict_options(opts["batch_size"], opts["threshold"])
     if opts["frame"] is None or opts["frame"] < 0:
         raise ConfigError(f"frame={opts['frame']}: must be 0 or more (the first frame is 0).")
     if opts["threads"] is None or opts["threads"] < 0:
         raise ConfigError(f"threads={opts['threads']}: must be 0 (torch's default) or more.")
-    from medmtl.io.files import ensure_output_dir
-    from medmtl.io.outputs import plan_outputs
-
-    plan_outputs(Path(opts["input"]), Path(opts["out"]), out_option="out")  # input, out= clash
+    check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
     ensure_output_dir(opts["out"], "out")
 
 

@@ -27,12 +27,12 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-FAILED_JOBS: list[str] = []  # folders of this process's sweep jobs that failed
+FAILED_JOBS: list[str] = []  # folders of the failed jobs of the sweep (FailedJobs fills it)
 
 
 class FailedJobs(Callback):
-    """Hydra callback (conf/hydra/default.yaml): after a sweep, collect the jobs that failed,
-    also those run by a launcher in other processes (their ``failed.json``)."""
+    """Hydra callback (conf/hydra/default.yaml): after a sweep, collect the jobs that failed
+    from their ``failed.json`` (also jobs a launcher ran in other processes)."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
@@ -56,7 +56,6 @@ def _main(cfg: DictConfig) -> float | None:
         )
         if _is_multirun():
             log.error("job failed (%s: %s); the sweep goes on", type(exc).__name__, exc)
-            FAILED_JOBS.append(str(out.resolve()))
             return None
         if isinstance(exc, MedmtlError):
             print(f"medmtl: error: {exc}", file=sys.stderr)
@@ -75,6 +74,9 @@ def main() -> None:
             )
             sys.exit(2)
     _main()
+    # Hydra imports the callback as medmtl.cli.train, also when this file runs as __main__
+    from medmtl.cli.train import FAILED_JOBS
+
     if FAILED_JOBS:
         print(
             f"medmtl: error: {len(FAILED_JOBS)} sweep job(s) failed: "

@@ -127,6 +127,14 @@ class PredictSummary:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def check_predict_options(batch_size: int | None, threshold: float | None) -> None:
+    """Refuse a batch size below 1 and a threshold that is not a probability."""
+    if batch_size is None or int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be 1 or more.")
+    if threshold is None or not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
+
+
 def predict_paths(
     backend: Backend,
     inp: Path,
@@ -145,10 +153,7 @@ def predict_paths(
     listed in ``not_predicted.csv`` with the reason and the others go on; both CSVs are
     written whatever happens, also when the run stops early.
     """
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size={batch_size}: must be 1 or more.")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
+    check_predict_options(batch_size, threshold)
     plan = plan_outputs(Path(inp), Path(out), out_option="out")
     summary = PredictSummary(skipped=list(plan.skipped))
     if not plan.items:

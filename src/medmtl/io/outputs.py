@@ -26,14 +26,9 @@ def _is_candidate(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS or (path.suffix == "" and is_dicom(path))
 
 
-def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan:
-    """Map every input file to its own output PNG under ``out``, mirroring the folder structure.
-
-    Refuses an output folder that is the input folder or lies inside it, so inputs are never
-    overwritten and outputs never become inputs of the next run. File names are kept (Unicode
-    included); ``a.png`` and ``a.dcm`` in one folder become ``a.png`` and ``a.dcm.png`` (and a
-    numbered suffix on any further clash). Hidden files and broken links are listed as skipped.
-    """
+def check_out_outside_input(inp: Path, out: Path, out_option: str = "output") -> Path:
+    """Refuse a missing input and an output folder that is the input folder or inside it;
+    returns the folder the outputs mirror (the input folder, or a file's folder)."""
     inp, out = inp.expanduser(), out.expanduser()
     if not inp.exists():
         raise DataError(f"{inp}: input not found.")
@@ -44,6 +39,19 @@ def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan
             f"{out_option}={out} is the input folder or inside it; choose an output folder "
             f"outside {base} (inputs are never overwritten)."
         )
+    return base
+
+
+def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan:
+    """Map every input file to its own output PNG under ``out``, mirroring the folder structure.
+
+    Refuses an output folder that is the input folder or lies inside it, so inputs are never
+    overwritten and outputs never become inputs of the next run. File names are kept (Unicode
+    included); ``a.png`` and ``a.dcm`` in one folder become ``a.png`` and ``a.dcm.png`` (and a
+    numbered suffix on any further clash). Hidden files and broken links are listed as skipped.
+    """
+    inp, out = inp.expanduser(), out.expanduser()
+    base = check_out_outside_input(inp, out, out_option)
     files: Iterable[Path] = sorted(inp.rglob("*")) if inp.is_dir() else [inp]
     plan = FolderPlan()
     taken: set[str] = set()

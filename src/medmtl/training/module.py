@@ -79,6 +79,8 @@ class MultiTaskModule(L.LightningModule):
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
+        self._resuming = False  # set when Lightning restores a checkpoint to continue training
+        self._resume_rng: dict[str, Any] | None = None
         self.results: dict[str, dict[str, Any]] = {}
         # per-image outputs of the last test run, for the evaluation figures
         self.samples: dict[str, list[torch.Tensor]] = {}
@@ -298,7 +300,7 @@ class MultiTaskModule(L.LightningModule):
         self._resuming = True
 
     def on_train_start(self) -> None:
-        if not getattr(self, "_resuming", False):
+        if not self._resuming:
             return
         self._resuming = False
         configs = self.trainer.lr_scheduler_configs

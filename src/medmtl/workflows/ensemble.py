@@ -257,7 +257,7 @@ class EnsembleAfterSweep(Callback):
             return
         bad = [r.reason for r in runs if r.status != "ok"]
         keys = {k for r in runs for k in r.overrides} - POOLED
-        mixed = [k for k in sorted(keys) if len({r.overrides.get(k) for r in runs}) > 1]
+        mixed = sorted(keys - set(shared_overrides([r.path for r in runs])))
         if bad or mixed:
             why = f"{len(bad)} job(s) did not finish" if bad else f"the jobs differ in {mixed}"
             log.warning("Not ensembling %s: %s. Ensemble by hand: %s", sweep, why, command)
