@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -105,7 +106,8 @@ def _load_or_build(case: Case, settings: PreprocessSettings, cache_dir: Path | N
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
     item = load_case(case, settings)
-    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
+    # per thread too: identical files (same key) are built by two loader threads at once
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
     np.savez(
         tmp,
         image=item.image,
