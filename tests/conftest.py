@@ -123,7 +123,7 @@ def make_cfg(tmp_path, cache_dir):
 
 def train_tiny(out: Path, cache: Path, seed: int) -> Path:
     """Train a tiny multi-task model for one epoch on the tiny phantom; returns its run folder."""
-    from medmtl.training.pipeline import train
+    from medmtl.workflows.train import train
 
     overrides = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", f"seed={seed}"]
     train(compose_cfg(overrides, out, cache))

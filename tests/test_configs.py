@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from medmtl.config import CONFIG_DIR, model_kwargs
+from medmtl.config import CONFIG_DIR
+from medmtl.workflows.train import model_kwargs
 
 CONF = Path(CONFIG_DIR)
 GROUPS = [

@@ -95,9 +95,14 @@ def test_train_bench_tiny(tmp_path):
     peak = float(re.search(r"matmul peak .*?\*\*([0-9.]+) GFLOP/s\*\*", text).group(1))
     assert peak > 0
     model_rows = [
-        ln for ln in text.splitlines() if ln.startswith("| cpu-default") or ln.startswith("| study")
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("| default CPU model") or ln.startswith("| study model")
     ]
     assert len(model_rows) == 2
+    # the models are the ones conf/ defines, named with the command that builds them
+    assert "(`experiment=busi_cpu_single`)" in model_rows[0]
+    assert "Unet + resnet50" in model_rows[1] and "profile=gpu" in model_rows[1]
     for row in model_rows:
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert (
@@ -122,11 +127,9 @@ def test_train_bench_tiny(tmp_path):
     switch_rows = {
         r.split("|")[1].strip(): r for r in rows if r.split("|")[5].strip()[:1].isdigit()
     }
-    assert "baseline: 2 threads, batch 16, 160 px, slim decoder" in switch_rows
+    assert "baseline: the default CPU model, 2 threads" in switch_rows
     assert {"1 thread", "channels-last memory format", "batch 32"} <= set(switch_rows)
-    base = float(
-        switch_rows["baseline: 2 threads, batch 16, 160 px, slim decoder"].split("|")[4].split()[0]
-    )
+    base = float(switch_rows["baseline: the default CPU model, 2 threads"].split("|")[4].split()[0])
     for row in switch_rows.values():
         cells = row.split("|")
         ips, speedup = float(cells[4].split()[0]), float(cells[5])

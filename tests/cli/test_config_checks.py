@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from medmtl.errors import ConfigError
-from medmtl.training.pipeline import train
+from medmtl.workflows.train import train
 from tests.conftest import compose_cfg
 
 # a data folder that does not exist: a setting refused first was checked before any data

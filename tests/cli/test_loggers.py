@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medmtl.training.pipeline import train
+from medmtl.workflows.train import train
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 

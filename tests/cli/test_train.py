@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmtl.training.checkpoint import load_checkpoint
-from medmtl.training.pipeline import evaluate, train
+from medmtl.models.checkpoint import load_checkpoint
+from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.train import evaluate, train
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.log_every_n_steps=1"]
@@ -116,9 +117,8 @@ def test_eval_with_and_without_the_empty_mask_gate(trained, make_cfg, tmp_path):
 
 
 def test_channels_last_switch_same_outputs(trained):
-    from medmtl.training.checkpoint import module_from_checkpoint
 
-    module, _ = module_from_checkpoint(trained[1]["best_ckpt"])
+    module, _ = MultiTaskModule.from_checkpoint(trained[1]["best_ckpt"])
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         plain = module(x)
@@ -288,7 +288,6 @@ def test_eval_with_test_time_flip(trained, make_cfg):
     import numpy as np
 
     from medmtl.reporting.per_image import read_predictions
-    from medmtl.training.checkpoint import module_from_checkpoint
 
     out, metrics = trained
     cfg = make_cfg(
@@ -296,7 +295,7 @@ def test_eval_with_test_time_flip(trained, make_cfg):
     )
     res = evaluate(cfg)
     assert res["tta"] is True
-    module, _ = module_from_checkpoint(metrics["best_ckpt"])
+    module, _ = MultiTaskModule.from_checkpoint(metrics["best_ckpt"])
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         p = torch.softmax(module(x)["cls"], 1)
@@ -329,7 +328,7 @@ def test_ema_of_the_weights_is_what_is_checkpointed_and_tested(make_cfg):
 
 
 def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
-    from medmtl.training.pipeline import net_settings
+    from medmtl.workflows.train import net_settings
 
     for k in (0, 1, 2):
         cfg = make_cfg(["experiment=busi_cpu", f"model/encoder=efficientnet_lite{k}"], name=f"l{k}")
@@ -340,7 +339,7 @@ def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
 
 def test_plain_busi_run_starts_from_offline_imagenet_weights(make_cfg):
     """`medmtl-train data=busi` with no other setting: Lite0 with its offline ImageNet weights."""
-    from medmtl.training.pipeline import net_settings
+    from medmtl.workflows.train import net_settings
 
     kw = net_settings(make_cfg(["data=busi"]))
     assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"

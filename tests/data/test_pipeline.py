@@ -26,7 +26,7 @@ def test_cache_is_reused_and_keyed_by_content_and_settings(phantom_root, tmp_pat
     cases = index_class_folders(phantom_root, ("normal", "benign", "malignant")).cases
     calls = []
     real = cache_mod.load_case
-    monkeypatch.setattr(cache_mod, "load_case", lambda c, s: calls.append(c) or real(c, s))
+    monkeypatch.setattr(cache_mod, "load_case", lambda c, s, t=32: calls.append(c) or real(c, s, t))
     s = PreprocessSettings(image_size=32)
     first = load_all(cases, s, tmp_path / "c")
     assert len(calls) == len(cases)
@@ -45,6 +45,9 @@ def test_cache_is_reused_and_keyed_by_content_and_settings(phantom_root, tmp_pat
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(img)
     load_all(cases, s, tmp_path / "c")
     assert len(calls) == 2 * len(cases) + 1
+    # the duplicate thumbnails are cached too: another thumbnail size is another entry
+    small = load_all(cases, s, tmp_path / "c", thumb_size=16)
+    assert len(calls) == 3 * len(cases) + 1 and small[0].thumb.shape == (16, 16)
 
 
 def test_clahe_preprocessing_changes_the_images(phantom_root, tmp_path):
@@ -80,12 +83,18 @@ def test_zoom_speckle_and_gamma_augmentation():
 def test_balanced_sampling_draws_classes_equally(tmp_path):
     import torch
 
-    dm = MedDataModule(
-        source="phantom",
-        cache_dir=str(tmp_path / "c"),
-        image_size=64,
-        phantom={"seed": 2, "counts": {"normal": 12, "benign": 60, "malignant": 24}, "size": 64},
-        balanced_sampling=True,
+    dm = MedDataModule.from_config(
+        dict(
+            source="phantom",
+            cache_dir=str(tmp_path / "c"),
+            image_size=64,
+            phantom={
+                "seed": 2,
+                "counts": {"normal": 12, "benign": 60, "malignant": 24},
+                "size": 64,
+            },
+            balanced_sampling=True,
+        )
     )
     dm.setup()
     loader = dm.train_dataloader()
@@ -99,12 +108,14 @@ def test_balanced_sampling_draws_classes_equally(tmp_path):
 
 
 def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path):
-    dm = MedDataModule(
-        source="phantom",
-        cache_dir=str(tmp_path / "c"),
-        image_size=64,
-        phantom={"seed": 2, "counts": COUNTS, "size": 64},
-        augment={"hflip": 1.0, "affine": 0.0, "brightness_contrast": 0.0},
+    dm = MedDataModule.from_config(
+        dict(
+            source="phantom",
+            cache_dir=str(tmp_path / "c"),
+            image_size=64,
+            phantom={"seed": 2, "counts": COUNTS, "size": 64},
+            augment={"hflip": 1.0, "affine": 0.0, "brightness_contrast": 0.0},
+        )
     )
     dm.setup()
     ds_train, ds_eval = dm.dataset("train", train=True), dm.dataset("train")
@@ -117,26 +128,93 @@ def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path)
 
 def test_image_size_must_be_multiple_of_32():
     with pytest.raises(ConfigError, match="data.image_size=100.*try 96"):
-        MedDataModule(root="x", image_size=100)
+        MedDataModule.from_config(dict(root="x", image_size=100))
 
 
 def test_split_file_mismatch_is_an_error(phantom_root, tmp_path):
     from medmtl.errors import DataError
 
-    dm = MedDataModule(
-        source="phantom",
-        cache_dir=str(tmp_path / "gen"),
-        image_size=32,
-        phantom={"seed": 2, "counts": COUNTS, "size": 64},
+    dm = MedDataModule.from_config(
+        dict(
+            source="phantom",
+            cache_dir=str(tmp_path / "gen"),
+            image_size=32,
+            phantom={"seed": 2, "counts": COUNTS, "size": 64},
+        )
     )
     dm.setup()
     (phantom_root / "benign" / "benign (1).png").unlink()
     (phantom_root / "benign" / "benign (1)_mask.png").unlink()
-    dm2 = MedDataModule(
-        source="phantom",
-        cache_dir=str(tmp_path / "gen"),
-        image_size=32,
-        phantom={"seed": 2, "counts": COUNTS, "size": 64},
+    dm2 = MedDataModule.from_config(
+        dict(
+            source="phantom",
+            cache_dir=str(tmp_path / "gen"),
+            image_size=32,
+            phantom={"seed": 2, "counts": COUNTS, "size": 64},
+        )
     )
     with pytest.raises(DataError, match="split file does not match the data set"):
         dm2.setup()
+
+
+def test_preprocess_settings_are_one_object_read_back_from_every_place(tmp_path):
+    """The data module, a checkpoint's data config and ONNX metadata (old and new) all give
+    the same PreprocessSettings through from_dict."""
+    from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, Conversion
+
+    data_cfg = {
+        "name": "x",
+        "source": "phantom",
+        "image_size": 96,
+        "conversion": {"method": "percentile", "low": 1.0, "high": 99.0},
+        "clahe": True,
+        "clahe_clip_limit": 3.0,
+        "clahe_tile_grid": 4,
+        "dedup": {"threshold": 0.9, "thumb_size": 16},
+        "cache_dir": str(tmp_path),
+    }
+    dm = MedDataModule.from_config(data_cfg)
+    s = dm.preprocess
+    assert s == PreprocessSettings(
+        96, Conversion("percentile", None, None, 1.0, 99.0), True, 3.0, 4, GREY_MEAN, GREY_STD
+    )
+    assert PreprocessSettings.from_dict(s.to_dict()) == s  # checkpoint / ONNX round trip
+    assert PreprocessSettings.from_dict(data_cfg) == s  # a checkpoint's stored data config
+    assert "thumb_size" not in s.to_dict()  # duplicate search is the split's business
+    assert dm.split_settings.thumb_size == 16 and dm.split_settings.dedup_threshold == 0.9
+    # an ONNX model exported before: thumb_size inside, normalisation beside it
+    old = {**s.to_dict(), "thumb_size": 16}
+    old.pop("normalize")
+    assert PreprocessSettings.from_dict(old) == s
+    with pytest.raises(ConfigError, match="conversion: unknown key.*centre"):
+        PreprocessSettings.from_dict({"conversion": {"centre": 40}})
+
+
+def test_data_config_with_an_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="data.batchsize: not a data setting"):
+        MedDataModule.from_config({"source": "phantom", "batchsize": 8})
+
+
+def test_audit_finds_the_groups_the_split_keeps_together(phantom_root, tmp_path):
+    """The audit uses the split's thumbnail size and threshold, so both find the same groups."""
+    from medmtl.data.audit import audit
+    from medmtl.data.duplicates import find_groups
+
+    groups = {}
+    for thumb in (4, 32):
+        dm = MedDataModule.from_config(
+            {
+                "source": "folder",
+                "root": str(phantom_root),
+                "image_size": 32,
+                "dedup": {"threshold": 0.9, "thumb_size": thumb},
+                "split_file": str(tmp_path / f"split{thumb}.json"),
+                "cache_dir": str(tmp_path / "c"),
+            }
+        )
+        dm.setup()
+        report = audit(dm.index, None, dm.split_settings)
+        split_groups = find_groups([it.thumb for it in dm.items], 0.9).group_of
+        assert report.groups.group_of == split_groups == dm.groups
+        groups[thumb] = split_groups
+    assert groups[4] != groups[32]  # the thumbnail size matters, so the test means something

@@ -19,8 +19,8 @@ SPLIT_FILE = project_root() / "splits" / "busi.json"
 
 @pytest.fixture(scope="module")
 def busi_dm(busi, cache_dir):
-    dm = MedDataModule(
-        root=str(busi), split_file=str(SPLIT_FILE), cache_dir=str(cache_dir), image_size=64
+    dm = MedDataModule.from_config(
+        dict(root=str(busi), split_file=str(SPLIT_FILE), cache_dir=str(cache_dir), image_size=64)
     )
     dm.setup()
     return dm
@@ -74,13 +74,15 @@ def test_kfold_keeps_test_and_groups(busi_dm):
 
 
 def test_datamodule_kfold_option(busi, cache_dir):
-    dm = MedDataModule(
-        root=str(busi),
-        split_file=str(SPLIT_FILE),
-        cache_dir=str(cache_dir),
-        image_size=64,
-        num_folds=5,
-        fold=2,
+    dm = MedDataModule.from_config(
+        dict(
+            root=str(busi),
+            split_file=str(SPLIT_FILE),
+            cache_dir=str(cache_dir),
+            image_size=64,
+            num_folds=5,
+            fold=2,
+        )
     )
     dm.setup()
     assert 0.1 < dm.split.count("val") / 780 < 0.2

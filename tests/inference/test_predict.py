@@ -111,6 +111,9 @@ def test_onnx_parity_on_real_images(backend, tiny_ckpt, images, tmp_path):
         onnx_backend.settings == backend.settings
         and onnx_backend.class_names == backend.class_names
     )
+    # the metadata holds the preprocessing object as it is, and nothing of duplicate search
+    assert onnx_backend.meta["preprocess"] == backend.settings.to_dict()
+    assert "thumb_size" not in str(onnx_backend.meta)
     batch = np.stack(
         [load_for_model(images / Path(r).name, backend.settings).model_input for r in BUSI_FILES]
     )[:, None].astype(np.float32)  # batch of 3: the batch size is dynamic
@@ -344,7 +347,7 @@ def test_export_cli_and_compare_cli(tiny_ckpt, tiny_run, busi, tmp_path, make_cf
     res = _cli(f"ckpt_path={tiny_ckpt}", "format=tflite", module="medmtl.cli.export")
     assert res.returncode == 2 and "format=tflite is not supported" in res.stderr
     # a second, single-task model on the same data for the side-by-side comparison
-    from medmtl.training.pipeline import train
+    from medmtl.workflows.train import train
     from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
     train(

@@ -50,4 +50,4 @@ def test_diagonal_pixels_are_one_lesion_and_empty_stays_empty():
 
 def test_round_trip_of_the_settings():
     p = PostProcess(largest_component=True, min_area=7)
-    assert PostProcess.from_dict(p.as_dict()) == p and PostProcess.from_dict(None) == PostProcess()
+    assert PostProcess.from_dict(p.to_dict()) == p and PostProcess.from_dict(None) == PostProcess()

@@ -55,7 +55,7 @@ def test_run_describes_itself(tiny_run):
 
 
 def test_uncertainty_weights_are_recorded(make_cfg):
-    from medmtl.training.pipeline import train
+    from medmtl.workflows.train import train
     from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
     cfg = make_cfg(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medmtl.errors import ConfigError
-from medmtl.training.pipeline import train
+from medmtl.workflows.train import train
 from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["seed=0", "trainer.log_every_n_steps=1"]

@@ -11,6 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
+
+# the one-model CPU recipe: the "default CPU model" every benchmark measures, as conf/ defines it
+CPU_MODEL_OVERRIDES = ("experiment=busi_cpu_single",)
+# the study's network at its size (profile=gpu: Unet + ResNet50, 256 px); batch halved to keep
+# the benchmark short on a CPU
+STUDY_MODEL_OVERRIDES = ("profile=gpu", "model/encoder=resnet50", "data.batch_size=8")
 
 
 @dataclass
@@ -44,6 +51,38 @@ def time_call(
                 break
         samples.append(elapsed / n)
     return Timing(statistics.median(samples), min(samples), max(samples), repeats)
+
+
+@dataclass(frozen=True)
+class ConfModel:
+    """A network as the configs define it: MultiTaskNet arguments, input size, batch size."""
+
+    label: str
+    net: dict[str, Any]
+    image_size: int
+    batch: int
+
+
+def conf_model(role: str, overrides: tuple[str, ...] | list[str]) -> ConfModel:
+    """The network that ``medmtl-train <overrides>`` would build, with random weights (speed does
+    not depend on them, and nothing is loaded or downloaded); ``role`` starts its label."""
+    from medmtl.config import compose
+    from medmtl.workflows.train import model_kwargs
+
+    cfg = compose("train", [*overrides, "model.encoder.weights=null"])
+    kw = model_kwargs(cfg.model)
+    for key in ("encoder_study", "empty_mask_class", "postprocess"):
+        kw.pop(key)
+    decoder = kw["arch_kwargs"].get("decoder_channels")
+    label = f"{kw['arch']} + {kw['encoder']}" + (
+        f", decoder {'-'.join(map(str, decoder))}" if decoder else ""
+    )
+    return ConfModel(
+        f"{role}: {label} (`{' '.join(overrides)}`)",
+        kw,
+        int(cfg.data.image_size),
+        int(cfg.data.batch_size),
+    )
 
 
 def machine_line() -> str:

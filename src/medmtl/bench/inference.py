@@ -11,26 +11,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medmtl.bench.common import machine_line, time_call
-
-DEFAULT_MODEL = {
-    "arch": "Unet",
-    "encoder": "tu-efficientnet_lite0",
-    "encoder_weights": None,
-    "in_channels": 1,
-    "task": "multitask",
-    "cls_hidden": 256,
-    "cls_dropout": 0.2,
-    "arch_kwargs": {"decoder_channels": [128, 64, 32, 16, 8]},
-}
+from medmtl.bench.common import CPU_MODEL_OVERRIDES, conf_model, machine_line, time_call
 
 
-def make_checkpoint(path: Path, image_size: int, model: dict | None = None) -> Path:
-    """A medmtl checkpoint of the default CPU model (random weights: speed does not depend on them)."""
+def make_checkpoint(path: Path, image_size: int, model: dict) -> Path:
+    """A medmtl checkpoint of ``model`` (random weights: speed does not depend on them)."""
     from medmtl.training.module import MultiTaskModule
 
     module = MultiTaskModule(
-        model=dict(model or DEFAULT_MODEL),
+        model=dict(model),
         loss={},
         optimizer={"name": "adamw"},
         class_names=["normal", "benign", "malignant"],
@@ -61,7 +50,7 @@ def _images(
 
 def run(
     busi_root: Path | None,
-    image_size: int = 160,
+    image_size: int | None = None,
     n: int = 32,
     batch: int = 8,
     repeats: int = 5,
@@ -73,8 +62,10 @@ def run(
     from medmtl.inference.torch_backend import TorchBackend
 
     torch.set_num_threads(threads)
+    model = conf_model("default CPU model", CPU_MODEL_OVERRIDES)
+    image_size = image_size or model.image_size
     tmp = Path(tempfile.mkdtemp(prefix="medmtl-bench-"))
-    ckpt = make_checkpoint(tmp / "model.ckpt", image_size)
+    ckpt = make_checkpoint(tmp / "model.ckpt", image_size, model.net)
     tb = TorchBackend(ckpt, channels_last=False)
     onnx_path = export_onnx(ckpt, tmp / "model.onnx")
     ob = OnnxBackend(onnx_path, threads=threads)
@@ -87,7 +78,13 @@ def run(
 
         return go
 
-    results: dict = {"images": what, "image_size": image_size, "batch": batch, "threads": threads}
+    results: dict = {
+        "model": model.label,
+        "images": what,
+        "image_size": image_size,
+        "batch": batch,
+        "threads": threads,
+    }
     t = time_call(over_all(tb.run), repeats=repeats)
     results["torch"] = (n / t.median, n / t.high, n / t.low)
     t = time_call(over_all(TorchBackend(ckpt, channels_last=True).run), repeats=repeats)
@@ -144,7 +141,7 @@ def section(r: dict, command: str) -> str:
             "",
             f"Command: `{command}`  ",
             f"Machine: {machine_line()}  ",
-            f"Model: Unet + EfficientNet-Lite0 (slim decoder 128-64-32-16-8), {r['image_size']}×{r['image_size']} grey "
+            f"Model: {r['model']}, {r['image_size']}×{r['image_size']} grey "
             f"input, both heads. Data: {r['images']}, batches of {r['batch']}, {r['threads']} threads. "
             "Images per second, median of 5 passes (min–max).",
             "",

@@ -18,15 +18,11 @@ import torch
 from medmtl.bench.common import machine_line
 
 
-def _features(net, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    from medmtl.preprocess.pipeline import normalize_for_model
-
+def _features(net, images: np.ndarray, settings, batch: int = 32) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            x = torch.from_numpy(
-                np.stack([normalize_for_model(im) for im in images[i : i + batch]])
-            )
+            x = torch.from_numpy(np.stack([settings.normalize(im) for im in images[i : i + batch]]))
             out.append(net.encoder(x[:, None])[-1].mean((2, 3)).numpy())
     return np.concatenate(out)
 
@@ -38,18 +34,21 @@ def run(busi_root: Path, cache_dir: Path, image_size: int = 224, seed: int = 0) 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from medmtl.config import project_root
+    from medmtl.config import compose
     from medmtl.data.datamodule import MedDataModule
     from medmtl.models import MultiTaskNet
 
     torch.manual_seed(seed)
-    dm = MedDataModule(
-        name="busi",
-        root=str(busi_root),
-        split_file=str(project_root() / "splits" / "busi.json"),
-        image_size=image_size,
-        cache_dir=str(cache_dir),
+    cfg = compose(
+        "train",
+        [
+            "data=busi",
+            f"data.root={busi_root}",
+            f"data.image_size={image_size}",
+            f"paths.cache_dir={cache_dir}",
+        ],
     )
+    dm = MedDataModule.from_config(cfg.data)
     dm.setup()
     data = {}
     for split in ("train", "val"):
@@ -65,7 +64,7 @@ def run(busi_root: Path, cache_dir: Path, image_size: int = 224, seed: int = 0) 
             net = MultiTaskNet(
                 "Unet", f"tu-efficientnet_lite{k}", encoder_weights=weights, task="cls"
             ).eval()
-            feats = {s: _features(net, data[s][0]) for s in data}
+            feats = {s: _features(net, data[s][0], dm.preprocess) for s in data}
             clf = make_pipeline(
                 StandardScaler(),
                 LogisticRegression(max_iter=5000, class_weight="balanced", random_state=seed),

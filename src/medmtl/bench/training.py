@@ -8,22 +8,43 @@ from pathlib import Path
 
 import torch
 
-from medmtl.bench.common import Timing, machine_line, time_call
-from medmtl.training.pipeline import peak_memory_mb
+from medmtl.bench.common import (
+    CPU_MODEL_OVERRIDES,
+    STUDY_MODEL_OVERRIDES,
+    ConfModel,
+    Timing,
+    conf_model,
+    machine_line,
+    time_call,
+)
+from medmtl.workflows.train import peak_memory_mb
 
-MODELS = {
-    # name: (MultiTaskNet kwargs, image size, batch)
-    "cpu-default (Unet + EfficientNet-Lite0, slim decoder)": (
-        {
-            "arch": "Unet",
-            "encoder": "tu-efficientnet_lite0",
-            "arch_kwargs": {"decoder_channels": (128, 64, 32, 16, 8)},
-        },
-        160,
-        16,
-    ),
-    "study (Unet + ResNet50)": ({"arch": "Unet", "encoder": "resnet50"}, 256, 8),
-}
+# tiny stand-ins for the tests: the same code paths in seconds
+TINY_DECODER = (16, 16, 8, 8, 8)
+TINY_SIZE, TINY_BATCH = 64, 4
+
+
+def models(tiny: bool = False) -> list[ConfModel]:
+    """The default CPU model and the study's model, as conf/ defines them."""
+    out = [
+        conf_model("default CPU model", CPU_MODEL_OVERRIDES),
+        conf_model("study model", STUDY_MODEL_OVERRIDES),
+    ]
+    if tiny:
+        out = [
+            ConfModel(
+                m.label + " [tiny]",
+                {
+                    **m.net,
+                    "encoder": "tu-efficientnet_lite0",
+                    "arch_kwargs": {"decoder_channels": TINY_DECODER},
+                },
+                TINY_SIZE,
+                TINY_BATCH,
+            )
+            for m in out
+        ]
+    return out
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> Timing:
@@ -87,7 +108,7 @@ def model_only(
 
 # Variants of the default CPU model's training step: (label, changes to the baseline).
 SWITCHES = [
-    ("baseline: 2 threads, batch 16, 160 px, slim decoder", {}),
+    ("baseline: the default CPU model, 2 threads", {}),
     ("1 thread", {"threads": 1}),
     ("channels-last memory format", {"channels_last": True}),
     ("batch 8", {"batch": 8}),
@@ -109,10 +130,9 @@ def switches(
     from medmtl.models import MultiTaskNet
     from medmtl.training.losses import MultiTaskLoss
 
-    kw, size, batch = next(iter(MODELS.values()))
+    base = models(tiny)[0]
+    kw, size, batch = base.net, base.image_size, base.batch
     decoder = kw["arch_kwargs"]["decoder_channels"]
-    if tiny:
-        size, batch, decoder = 64, 4, (16, 16, 8, 8, 8)
     rows = SWITCHES + ([("torch.compile (default mode)", {"compile": True})] if compile_ else [])
     out = []
     for label, change in rows:
@@ -187,7 +207,7 @@ def uncached_rate(dm, n: int, repeats: int) -> Timing:
     from medmtl.data.cache import load_case
 
     cases = dm.index.cases[:n]
-    t = time_call(lambda: [load_case(c, dm.settings) for c in cases], repeats=repeats, warmup=0)
+    t = time_call(lambda: [load_case(c, dm.preprocess) for c in cases], repeats=repeats, warmup=0)
     return Timing(t.median / n, t.low / n, t.high / n, t.repeats)
 
 
@@ -198,6 +218,7 @@ def run(
     threads: int = 2,
     compile_: bool = False,
 ) -> dict:
+    from medmtl.config import compose
     from medmtl.data.datamodule import MedDataModule
     from medmtl.models import MultiTaskNet
     from medmtl.training.losses import MultiTaskLoss
@@ -214,14 +235,9 @@ def run(
     )
     res["matmul_n"] = n
     res["models"] = {}
-    for name, (kw, size, batch) in MODELS.items():
-        if tiny:
-            kw = {
-                **kw,
-                "encoder": "tu-efficientnet_lite0",
-                "arch_kwargs": {"decoder_channels": (16, 16, 8, 8, 8)},
-            }
-            size, batch = 64, 4
+    measured = models(tiny)
+    for m in measured:
+        name, kw, size, batch = m.label, m.net, m.image_size, m.batch
         net = MultiTaskNet(**kw).train()
         loss_fn = MultiTaskLoss()
         flops = train_flops_per_image(net, size)
@@ -237,26 +253,29 @@ def run(
         entry["gflops"] = flops * entry["model_only_ips"][0] / 1e9
         entry["fraction_of_peak"] = entry["gflops"] / res["peak_gflops"][0]
         res["models"][name] = entry
-    # the real data pipeline, with the default CPU model
-    name, (kw, size, batch) = next(iter(MODELS.items()))
-    source = (
-        {"source": "folder", "root": str(busi_root), "split_file": None}
+    # the real data pipeline (the default CPU model's data settings), with that model
+    base = measured[0]
+    kw, size, batch = base.net, base.image_size, base.batch
+    data = (
+        ["data=busi", f"data.root={busi_root}"]
         if busi_root
-        else {"source": "phantom"}
+        else [
+            "data=phantom",
+            "data.phantom.counts={normal: 12, benign: 14, malignant: 14}",
+            "data.phantom.size=96",
+        ]
     )
-    if tiny:
-        kw = {**kw, "arch_kwargs": {"decoder_channels": (16, 16, 8, 8, 8)}}
-        size, batch = 64, 4
-    split_file = Path(__file__).resolve().parents[3] / "splits" / "busi.json"
-    if busi_root:
-        source["split_file"] = str(split_file)
-    dm = MedDataModule(
-        image_size=size,
-        batch_size=batch,
-        cache_dir=str(cache_dir),
-        phantom={"seed": 0, "counts": {"normal": 12, "benign": 14, "malignant": 14}, "size": 96},
-        **source,
+    cfg = compose(
+        "train",
+        [
+            *CPU_MODEL_OVERRIDES,
+            *data,
+            f"data.image_size={size}",
+            f"data.batch_size={batch}",
+            f"paths.cache_dir={cache_dir}",
+        ],
     )
+    dm = MedDataModule.from_config(cfg.data)
     dm.setup()
     net = MultiTaskNet(**kw).train()
     loss_fn = MultiTaskLoss()

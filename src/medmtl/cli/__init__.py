@@ -1,12 +1,38 @@
-"""Thin entry points: compose the config, call the package, turn user errors into one line."""
+"""Thin entry points: compose the config, call a workflow, turn user errors into one line.
+
+Every command reports a user mistake the same way: ``medmtl: error: <what>: <problem>. <what
+to do>`` on stderr and exit status 2 (:func:`fail`), never a traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from medmtl.errors import MedmtlError
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print ``medmtl: error: <message>`` on stderr and exit (status 2: a user mistake)."""
+    print(f"medmtl: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``; a :class:`MedmtlError` becomes one line through :func:`fail`."""
+    try:
+        return fn(*args)
+    except MedmtlError as exc:
+        fail(str(exc))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with medmtl's one-line errors (``medmtl: error: ...``, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{self.prog}: {message}. Run {self.prog} --help for the options.")
 
 
 def report_files(skipped: list, problems: list, word: str) -> None:
@@ -19,12 +45,3 @@ def report_files(skipped: list, problems: list, word: str) -> None:
             f"  {word} {reason}" if str(path) in reason else f"  {word} {path}: {reason}",
             file=sys.stderr,
         )
-
-
-def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn``; a :class:`MedmtlError` prints one line to stderr and exits with status 2."""
-    try:
-        return fn(*args)
-    except MedmtlError as exc:
-        print(f"medmtl: error: {exc}", file=sys.stderr)
-        sys.exit(2)

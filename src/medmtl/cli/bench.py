@@ -8,16 +8,20 @@ medmtl-bench probe [--busi-root DIR] [--out docs/results.md]
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from medmtl.cli import ArgumentParser, run_or_exit
 from medmtl.config import project_root
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="medmtl-bench", description=__doc__.splitlines()[0])
+    return run_or_exit(_main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="medmtl-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("preprocess", help="HE, CLAHE and 8-bit conversion timings")
     p.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
@@ -28,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
     q.add_argument("--busi-root", type=Path, default=busi)
     q.add_argument("--images", type=int, default=32)
-    q.add_argument("--image-size", type=int, default=160)
+    q.add_argument("--image-size", type=int, default=None, help="default: the CPU model's")
     q.add_argument("--repeats", type=int, default=5)
     q.add_argument(
         "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"

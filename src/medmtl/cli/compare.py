@@ -5,8 +5,6 @@ medmtl-compare ckpt_paths=[stl.ckpt,mtl.ckpt] [split=test] [n=12] [out=compare_t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
 
 DEFAULTS = {"ckpt_paths": REQUIRED, "split": "test", "n": 12, "out": None, "data_root": None}
@@ -14,13 +12,10 @@ DEFAULTS = {"ckpt_paths": REQUIRED, "split": "test", "n": 12, "out": None, "data
 
 def _run(argv: list[str]) -> int:
     opts = parse_kv(argv, DEFAULTS)
-    from medmtl.reporting.compare import compare_checkpoints
-    from medmtl.reporting.figures import save_figure
+    from medmtl.workflows.compare import compare_to_file
 
     paths = opts["ckpt_paths"] if isinstance(opts["ckpt_paths"], list) else [opts["ckpt_paths"]]
-    fig = compare_checkpoints(paths, opts["split"], opts["n"], opts["data_root"])
-    out = Path(opts["out"] or f"compare_{opts['split']}.png")
-    save_figure(fig, out)
+    out = compare_to_file(paths, opts["split"], opts["n"], opts["out"], opts["data_root"])
     print(f"wrote {out}")
     return 0
 

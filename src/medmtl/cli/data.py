@@ -9,29 +9,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from medmtl.cli import run_or_exit
+from medmtl.cli import fail, run_or_exit
 from medmtl.config import CONFIG_DIR
 
 COMMANDS = ("audit", "split")
 
 
 def _run(cfg: DictConfig) -> int:
-    from medmtl.data.audit import audit, format_report
-    from medmtl.data.datamodule import MedDataModule
+    from medmtl.workflows.data import audit_data, write_split
 
-    dm: MedDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     if cfg.command == "audit":
-        index = dm.build_index(strict=False)
-        report = audit(index, dm.split_path(index.root), dm.dedup_threshold)
-        print(format_report(report))
-        return 1 if report.fatal else 0
-    path = dm.split_path(dm.resolve_root())
-    if path.exists() and cfg.force:
-        path.unlink()
-    dm.setup()
-    print(f"split file: {path}")
-    for s in ("train", "val", "test"):
-        print(f"  {s}: {dm.split.count(s)} images")
+        return 1 if audit_data(cfg.data).fatal else 0
+    write_split(cfg.data, force=bool(cfg.force))
     return 0
 
 
@@ -44,10 +33,7 @@ def main() -> None:
     args = sys.argv[1:]
     if not args or args[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
-        print(
-            f"medmtl: error: first argument must be one of {', '.join(COMMANDS)}.", file=sys.stderr
-        )
-        sys.exit(2)
+        fail(f"medmtl-data: the first argument must be one of {', '.join(COMMANDS)}.")
     sys.argv = [sys.argv[0], *args[1:], f"+command={args[0]}"]
     _main()
 

@@ -9,7 +9,7 @@ from medmtl.config import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from medmtl.training.pipeline import evaluate
+    from medmtl.workflows.train import evaluate
 
     run_or_exit(evaluate, cfg)
 

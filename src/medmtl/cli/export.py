@@ -5,22 +5,16 @@ medmtl-export ckpt_path=<run>/checkpoints/<best>.ckpt [format=onnx] [out=<file.o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
-from medmtl.errors import ConfigError
 
 DEFAULTS = {"ckpt_path": REQUIRED, "format": "onnx", "out": None, "opset": 17}
 
 
 def _run(argv: list[str]) -> int:
     opts = parse_kv(argv, DEFAULTS)
-    if opts["format"] != "onnx":
-        raise ConfigError(f"format={opts['format']} is not supported; use format=onnx.")
-    from medmtl.inference.export import export_onnx
+    from medmtl.workflows.predict import export
 
-    out = Path(opts["out"]) if opts["out"] else Path(opts["ckpt_path"]).with_suffix(".onnx")
-    path = export_onnx(opts["ckpt_path"], out, opset=opts["opset"])
+    path = export(opts["ckpt_path"], opts["out"], opts["format"], opts["opset"])
     print(f"wrote {path}")
     return 0
 

@@ -60,14 +60,10 @@ def kv_main(doc: str, run, argv: list[str] | None = None) -> None:
     """Entry point wrapper: help on no arguments, one-line errors with exit status 2."""
     import sys
 
-    from medmtl.errors import MedmtlError
+    from medmtl.cli import run_or_exit
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(doc.strip())
         sys.exit(0 if args else 2)
-    try:
-        sys.exit(run(args))
-    except MedmtlError as exc:
-        print(f"medmtl: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_or_exit(run, args))

@@ -4,7 +4,6 @@ medmtl-preprocess input=<file|folder> output=<folder> method=none|he|clahe [comp
 """
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -14,29 +13,15 @@ from medmtl.config import CONFIG_DIR
 
 
 def _run(cfg: DictConfig) -> int:
-    from medmtl.preprocess.pipeline import Conversion
-    from medmtl.workflows.preprocess import preprocess_files
+    from medmtl.workflows.preprocess import preprocess_from_config
 
-    summary = preprocess_files(
-        Path(cfg.input),
-        Path(cfg.output),
-        method=cfg.method,
-        conversion=Conversion(**cfg.conversion),
-        clip_limit=float(cfg.clahe.clip_limit),
-        tile_grid=int(cfg.clahe.tile_grid),
-        frame=int(cfg.frame),
-        crop_us_region=cfg.crop_us_region,
-        compare=bool(cfg.compare),
-    )
+    summary = preprocess_from_config(cfg)
     print(
         f"{len(summary.written)} image(s) written to {cfg.output}"
         + (f", {len(summary.figures)} comparison figure(s)" if summary.figures else "")
         + f"; {len(summary.refused)} refused; {len(summary.skipped)} skipped."
     )
     report_files(summary.skipped, summary.refused, "REFUSED")
-    if not summary.written and not summary.refused:
-        print(f"medmtl: error: no image files found in {cfg.input}.", file=sys.stderr)
-        return 2
     return 1 if summary.refused else 0
 
 

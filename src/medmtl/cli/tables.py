@@ -6,15 +6,14 @@ medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from medmtl.errors import MedmtlError
+from medmtl.cli import ArgumentParser, run_or_exit
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="medmtl-tables", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="medmtl-tables", description=__doc__.splitlines()[0])
     parser.add_argument("multirun_dir", type=Path)
     parser.add_argument(
         "--reference",
@@ -47,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from medmtl.workflows.tables import write_tables
 
-    try:
-        table, files = write_tables(
+    table, files = run_or_exit(
+        lambda: write_tables(
             args.multirun_dir,
             args.out,
             reference=args.reference == "study",
@@ -56,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline,
             ci=not args.no_ci,
         )
-    except MedmtlError as exc:
-        print(f"medmtl: error: {exc}", file=sys.stderr)
-        return 2
+    )
     print(files["md"].read_text())
     print("written: " + ", ".join(str(p) for p in files.values()))
     for problem in table.problems:

@@ -6,7 +6,6 @@ on; ``medmtl-tables`` shows that cell as failed.
 
 import logging
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from medmtl.cli import fail
 from medmtl.config import CONFIG_DIR
 from medmtl.errors import MedmtlError
 
@@ -43,23 +43,17 @@ class FailedJobs(Callback):
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    from medmtl.reporting.summary import write_json
-    from medmtl.training.pipeline import train
+    from medmtl.workflows.train import record_failure, train
 
     try:
         metrics = train(cfg)
     except Exception as exc:
-        out = Path(cfg.paths.output_dir)
-        write_json(
-            out / "failed.json",
-            {"error": str(exc), "type": type(exc).__name__, "traceback": traceback.format_exc()},
-        )
+        record_failure(cfg.paths.output_dir, exc)
         if _is_multirun():
             log.error("job failed (%s: %s); the sweep goes on", type(exc).__name__, exc)
             return None
         if isinstance(exc, MedmtlError):
-            print(f"medmtl: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            fail(str(exc))
         raise
     return metrics.get(cfg.get("optimized_metric") or "val/overall")  # for Hydra sweepers
 
@@ -69,22 +63,18 @@ def main() -> None:
     for arg in sys.argv[1:]:  # Hydra makes these folders before medmtl runs: check them first
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
-            print(
-                f"medmtl: error: {key}={value} is an existing file; give a folder.", file=sys.stderr
-            )
-            sys.exit(2)
+            fail(f"{key}={value} is an existing file; give a folder.")
     _main()
     # Hydra imports the callback as medmtl.cli.train, also when this file runs as __main__
     from medmtl.cli.train import FAILED_JOBS
 
     if FAILED_JOBS:
-        print(
-            f"medmtl: error: {len(FAILED_JOBS)} sweep job(s) failed: "
+        fail(
+            f"{len(FAILED_JOBS)} sweep job(s) failed: "
             + ", ".join(FAILED_JOBS)
             + " (each folder's failed.json has the reason; medmtl-tables lists them).",
-            file=sys.stderr,
+            status=1,
         )
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,8 @@ import numpy as np
 from medmtl.data.cache import MaskSizeError, read_case
 from medmtl.data.duplicates import DuplicateGroups, find_groups, thumbnail
 from medmtl.data.index import Case, DatasetIndex
-from medmtl.data.splits import SPLITS, read_split_file
+from medmtl.data.splits import SPLITS, SplitSettings, read_split_file
 from medmtl.errors import DataError
-from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
 
 
 @dataclass
@@ -40,7 +39,9 @@ class AuditReport:
         return reasons
 
 
-def _inspect(case: Case) -> tuple[np.ndarray | None, bool | None, str | None, str | None]:
+def _inspect(
+    case: Case, thumb_size: int
+) -> tuple[np.ndarray | None, bool | None, str | None, str | None]:
     """Thumbnail, mask emptiness, read problem, size problem of one case."""
     try:
         image, mask, _ = read_case(case)
@@ -48,21 +49,26 @@ def _inspect(case: Case) -> tuple[np.ndarray | None, bool | None, str | None, st
         return None, None, None, str(exc)
     except DataError as exc:
         return None, None, str(exc), None
-    return thumbnail(convert_to_uint8(image, Conversion())), not mask.any(), None, None
+    return thumbnail(image, thumb_size), not mask.any(), None, None
 
 
 def audit(
     index: DatasetIndex,
     split_file: Path | None,
-    threshold: float = 0.95,
+    dedup: SplitSettings | None = None,
     normal_classes: tuple[str, ...] = ("normal",),
     workers: int = 2,
 ) -> AuditReport:
-    """Decode every file and collect the report (nothing is raised for a bad file)."""
+    """Decode every file and collect the report (nothing is raised for a bad file).
+
+    Near duplicates are found with the split's own settings (``dedup``: threshold and thumbnail
+    size), so the audit's groups are the ones a new split would keep together.
+    """
+    dedup = dedup or SplitSettings()
     report = AuditReport(index=index)
     cases = index.cases
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(_inspect, cases))
+        results = list(pool.map(lambda c: _inspect(c, dedup.thumb_size), cases))
     thumbs, thumb_cases = [], []
     for case, (thumb, empty, read_err, size_err) in zip(cases, results, strict=True):
         if len(case.masks) > 1:
@@ -79,7 +85,7 @@ def audit(
             report.empty_masks[case.class_name] += 1
             if case.class_name not in normal_classes:
                 report.lesion_class_empty.append(case)
-    report.groups = find_groups(thumbs, threshold)
+    report.groups = find_groups(thumbs, dedup.dedup_threshold)
     report.group_cases = thumb_cases
     if split_file is not None and split_file.exists():
         try:

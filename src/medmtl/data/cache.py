@@ -24,12 +24,7 @@ from medmtl.data.duplicates import thumbnail
 from medmtl.data.index import Case
 from medmtl.errors import DataError
 from medmtl.io.image import read_image, read_mask, to_grey
-from medmtl.preprocess.pipeline import (
-    Conversion,
-    PreprocessSettings,
-    convert_to_uint8,
-    preprocess_image,
-)
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 CACHE_VERSION = 1
 log = logging.getLogger(__name__)
@@ -40,7 +35,6 @@ class CachedCase:
     image: np.ndarray  # (S, S) uint8
     mask: np.ndarray  # (S, S) bool
     thumb: np.ndarray  # (t, t) float32, from the original image, for duplicate search
-    orig_shape: tuple[int, int]
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -69,21 +63,24 @@ def read_case(case: Case):
     return image, mask, meta
 
 
-def load_case(case: Case, settings: PreprocessSettings) -> CachedCase:
+def load_case(case: Case, settings: PreprocessSettings, thumb_size: int = 32) -> CachedCase:
     """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
     image, mask, meta = read_case(case)
     return CachedCase(
-        image=preprocess_image(image, settings, meta, str(case.image)),
+        image=settings.model_image(image, meta, str(case.image)),
         mask=resize_mask(mask, settings.image_size),
-        # duplicate search always sees the plain full-range 8-bit image, whatever the settings
-        thumb=thumbnail(convert_to_uint8(image, Conversion()), settings.thumb_size),
-        orig_shape=(int(image.shape[0]), int(image.shape[1])),
+        thumb=thumbnail(image, thumb_size),
     )
 
 
-def _key(case: Case, settings: PreprocessSettings) -> str:
+def _key(case: Case, settings: PreprocessSettings, thumb_size: int) -> str:
+    """The cache file of a case: its files' bytes and every setting that changes the arrays
+    (normalisation does not: the cache holds 8-bit images)."""
+    keyed = {k: v for k, v in settings.to_dict().items() if k != "normalize"}
     h = hashlib.sha1()
-    h.update(json.dumps({"v": CACHE_VERSION, **settings.as_dict()}, sort_keys=True).encode())
+    h.update(
+        json.dumps({"v": CACHE_VERSION, **keyed, "thumb_size": thumb_size}, sort_keys=True).encode()
+    )
     for path in (case.image, *case.masks):
         try:
             h.update(Path(path).read_bytes())
@@ -93,19 +90,19 @@ def _key(case: Case, settings: PreprocessSettings) -> str:
     return h.hexdigest()
 
 
-def _load_or_build(case: Case, settings: PreprocessSettings, cache_dir: Path | None) -> CachedCase:
+def _load_or_build(
+    case: Case, settings: PreprocessSettings, cache_dir: Path | None, thumb_size: int
+) -> CachedCase:
     if cache_dir is None:
-        return load_case(case, settings)
-    file = cache_dir / f"{_key(case, settings)}.npz"
+        return load_case(case, settings, thumb_size)
+    file = cache_dir / f"{_key(case, settings, thumb_size)}.npz"
     if file.exists():
         try:
             with np.load(file) as z:
-                return CachedCase(
-                    z["image"], z["mask"], z["thumb"], tuple(z["orig_shape"].tolist())
-                )
+                return CachedCase(z["image"], z["mask"], z["thumb"])
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
-    item = load_case(case, settings)
+    item = load_case(case, settings, thumb_size)
     # per thread too: identical files (same key) are built by two loader threads at once
     tmp = file.with_name(f"{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
     np.savez(
@@ -113,7 +110,6 @@ def _load_or_build(case: Case, settings: PreprocessSettings, cache_dir: Path | N
         image=item.image,
         mask=item.mask,
         thumb=item.thumb,
-        orig_shape=np.array(item.orig_shape),
     )
     tmp.replace(file)  # atomic, so a killed run never leaves a half-written cache entry
     return item
@@ -125,6 +121,7 @@ def load_all(
     cache_dir: str | Path | None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    thumb_size: int = 32,
 ) -> list[CachedCase]:
     """Load every case (from the cache when possible). All bad files are reported together."""
     cdir = Path(cache_dir) / "preprocessed" if cache_dir is not None else None
@@ -135,7 +132,7 @@ def load_all(
 
     def work(i: int) -> None:
         try:
-            results[i] = _load_or_build(cases[i], settings, cdir)
+            results[i] = _load_or_build(cases[i], settings, cdir, thumb_size)
         except DataError as exc:
             problems.append(str(exc))
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
+from medmtl.config import project_root
 from medmtl.data.cache import CachedCase, load_all
 from medmtl.data.duplicates import find_groups
 from medmtl.data.index import Case, DatasetIndex, index_class_folders
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
 from medmtl.data.splits import (
     SPLITS,
+    SplitSettings,
     kfold_train_val,
     make_split,
     read_split_file,
@@ -25,7 +29,7 @@ from medmtl.data.splits import (
 )
 from medmtl.data.transforms import eval_transform, train_transform
 from medmtl.errors import ConfigError, DataError
-from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 log = logging.getLogger(__name__)
 SOURCES = ("folder", "phantom")
@@ -64,6 +68,17 @@ class ArrayDataset(Dataset):
         }
 
 
+def split_file_advice(path: Path) -> str:
+    """What to do with a newly written split file: commit the project's own, keep any other."""
+    committed = (project_root() / "splits").resolve()
+    if committed in path.resolve().parents:
+        return "commit it so every run uses the same cases."
+    return (
+        "every later run of this data set uses it; keep it (deleting it makes a new split, "
+        "and results stop being comparable)."
+    )
+
+
 def check_image_size(image_size: object) -> None:
     """The network input side: a positive multiple of 32 (the encoders downsample by 32)."""
     try:
@@ -78,91 +93,152 @@ def check_image_size(image_size: object) -> None:
         )
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Which data set: its name, where it is and its classes."""
+
+    name: str = "busi"
+    source: str = "folder"  # folder (BUSI and any class-folder data set) | phantom
+    root: str | None = None
+    classes: tuple[str, ...] = ("normal", "benign", "malignant")
+    mask_optional_classes: tuple[str, ...] = ()  # their images may have no mask (empty mask)
+    drop_empty_classes: bool = False  # train without a class whose folder is empty
+    phantom: dict | None = None  # seed, size, counts of the generated phantom
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """Batches: sizes, loader processes, the threads that fill the cache, class balancing."""
+
+    batch_size: int = 16
+    eval_batch_size: int | None = None  # None: batch_size
+    num_workers: int = 0
+    load_workers: int = 2
+    balanced_sampling: bool = False
+
+
+# data config keys (conf/data/_common.yaml) -> the settings object that holds them
+_CONFIG_KEYS = {
+    "source": (
+        "name",
+        "source",
+        "root",
+        "classes",
+        "mask_optional_classes",
+        "drop_empty_classes",
+        "phantom",
+    ),
+    "preprocess": ("image_size", "conversion", "clahe", "clahe_clip_limit", "clahe_tile_grid"),
+    "split": ("split_file", "split", "dedup", "num_folds", "fold"),
+    "loader": ("batch_size", "eval_batch_size", "num_workers", "load_workers", "balanced_sampling"),
+    "module": ("augment", "subset", "cache_dir"),
+}
+
+
 class MedDataModule(L.LightningDataModule):
-    """Class-folder data sets (``data=busi``, ``data=folder``) and the phantom (``data=phantom``)."""
+    """Class-folder data sets (``data=busi``, ``data=folder``) and the phantom (``data=phantom``).
+
+    Built from a data config by :meth:`from_config`; the preprocessing is one
+    :class:`PreprocessSettings`, which the checkpoint stores.
+    """
 
     def __init__(
         self,
-        name: str = "busi",
-        source: str = "folder",
-        root: str | None = None,
-        classes: Sequence[str] = ("normal", "benign", "malignant"),
-        mask_optional_classes: Sequence[str] = (),
-        split_file: str | None = None,
-        image_size: int = 160,
-        conversion: dict | None = None,
-        clahe: bool = False,
-        clahe_clip_limit: float = 2.0,
-        clahe_tile_grid: int = 8,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache_dir: str | None = ".cache",
-        dedup: dict | None = None,
-        split: dict | None = None,
-        num_folds: int | None = None,
-        fold: int = 0,
+        source: DataSource,
+        preprocess: PreprocessSettings | None = None,
+        split: SplitSettings | None = None,
+        loader: LoaderSettings | None = None,
         augment: dict | None = None,
-        phantom: dict | None = None,
         subset: int | None = None,
-        load_workers: int = 2,
-        balanced_sampling: bool = False,
-        drop_empty_classes: bool = False,
+        cache_dir: str | None = ".cache",
     ) -> None:
         super().__init__()
-        if source not in SOURCES:
+        if source.source not in SOURCES:
             raise ConfigError(
-                f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}."
+                f"data.source={source.source!r} is unknown; choose one of {', '.join(SOURCES)}."
             )
-        check_image_size(image_size)
-        if source == "folder" and not root:
-            raise ConfigError(f"data.root is not set for data={name}; point it at the data folder.")
-        self.name = name
-        self.source = source
-        self.root = root
-        self.classes = tuple(PHANTOM_CLASSES if source == "phantom" else classes)
-        self.mask_optional_classes = tuple(mask_optional_classes)
-        self.split_file = split_file
-        self.settings = PreprocessSettings(
-            image_size=image_size,
-            conversion=Conversion(**(conversion or {})),
-            clahe=clahe,
-            clahe_clip_limit=clahe_clip_limit,
-            clahe_tile_grid=clahe_tile_grid,
-            thumb_size=int((dedup or {}).get("thumb_size", 32)),
-        )
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.cache_dir = cache_dir
-        self.dedup_threshold = float((dedup or {}).get("threshold", 0.95))
-        self.split_cfg = {"seed": 42, "val_fraction": 0.1, "test_fraction": 0.2, **(split or {})}
-        self.num_folds = num_folds
-        self.fold = fold
+        if source.source == "folder" and not source.root:
+            raise ConfigError(
+                f"data.root is not set for data={source.name}; point it at the data folder."
+            )
+        self.data = source
+        self.preprocess = preprocess or PreprocessSettings()
+        check_image_size(self.preprocess.image_size)
+        self.split_settings = split or SplitSettings()
+        self.loader = loader or LoaderSettings()
+        self.name = source.name
+        self.classes = tuple(PHANTOM_CLASSES if source.source == "phantom" else source.classes)
         self.augment = dict(augment or {})
-        self.phantom = dict(phantom or {})
         self.subset = subset
-        self.load_workers = load_workers
-        self.balanced_sampling = balanced_sampling
-        self.drop_empty_classes = drop_empty_classes
+        self.cache_dir = cache_dir
         self.index: DatasetIndex | None = None
         self.items: list[CachedCase] = []
         self.split: list[str] = []
         self.groups: list[int] = []
 
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> MedDataModule:
+        """The data module a data config (``conf/data/*.yaml``, or a checkpoint's copy) describes."""
+        d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        d.pop("_target_", None)  # older configs and checkpoints named the class to instantiate
+        known = {k for keys in _CONFIG_KEYS.values() for k in keys}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"data.{unknown[0]}: not a data setting; known: {', '.join(sorted(known))}."
+            )
+        split, dedup = dict(d.get("split") or {}), dict(d.get("dedup") or {})
+        defaults = SplitSettings()
+        return cls(
+            source=DataSource(
+                name=d.get("name", "busi"),
+                source=d.get("source", "folder"),
+                root=d.get("root"),
+                classes=tuple(d.get("classes") or DataSource.classes),
+                mask_optional_classes=tuple(d.get("mask_optional_classes") or ()),
+                drop_empty_classes=bool(d.get("drop_empty_classes", False)),
+                phantom=d.get("phantom"),
+            ),
+            preprocess=PreprocessSettings.from_dict(d),
+            split=SplitSettings(
+                file=d.get("split_file"),
+                seed=int(split.get("seed", defaults.seed)),
+                val_fraction=float(split.get("val_fraction", defaults.val_fraction)),
+                test_fraction=float(split.get("test_fraction", defaults.test_fraction)),
+                dedup_threshold=float(dedup.get("threshold", defaults.dedup_threshold)),
+                thumb_size=int(dedup.get("thumb_size", defaults.thumb_size)),
+                num_folds=d.get("num_folds"),
+                fold=int(d.get("fold") or 0),
+            ),
+            loader=LoaderSettings(
+                batch_size=int(d.get("batch_size", 16)),
+                eval_batch_size=d.get("eval_batch_size"),
+                num_workers=int(d.get("num_workers", 0)),
+                load_workers=int(d.get("load_workers", 2)),
+                balanced_sampling=bool(d.get("balanced_sampling", False)),
+            ),
+            augment=d.get("augment"),
+            subset=d.get("subset"),
+            cache_dir=d.get("cache_dir", ".cache"),
+        )
+
     # -- building ------------------------------------------------------------------------
     def resolve_root(self) -> Path:
-        if self.source == "phantom":
+        """The data folder (the phantom is generated into the cache on first use)."""
+        if self.data.source == "phantom":
+            phantom = dict(self.data.phantom or {})
             return ensure_phantom(
                 Path(self.cache_dir or ".cache"),
-                seed=int(self.phantom.get("seed", 0)),
-                counts=self.phantom.get("counts"),
-                size=int(self.phantom.get("size", 256)),
+                seed=int(phantom.get("seed", 0)),
+                counts=phantom.get("counts"),
+                size=int(phantom.get("size", 256)),
             )
-        return Path(str(self.root)).expanduser()
+        return Path(str(self.data.root)).expanduser()
 
     def split_path(self, root: Path) -> Path:
-        return Path(self.split_file) if self.split_file else root / "split.json"
+        """The split file: ``data.split_file``, else ``split.json`` in the data folder."""
+        file = self.split_settings.file
+        return Path(file).expanduser() if file else root / "split.json"
 
     def build_index(self, strict: bool = True) -> DatasetIndex:
         root = self.resolve_root()
@@ -172,12 +248,17 @@ class MedDataModule(L.LightningDataModule):
             else "data.root"
         )
         return index_class_folders(
-            root, self.classes, self.mask_optional_classes, hint, strict, self.drop_empty_classes
+            root,
+            self.classes,
+            self.data.mask_optional_classes,
+            hint,
+            strict,
+            self.data.drop_empty_classes,
         )
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: generate the phantom there.
-        if self.source == "phantom":
+        if self.data.source == "phantom":
             self.resolve_root()
 
     def setup(self, stage: str | None = None) -> None:
@@ -194,17 +275,24 @@ class MedDataModule(L.LightningDataModule):
                 " ..." if len(index.ignored_files) > 5 else "",
             )
         cases = index.cases
-        self.items = load_all(cases, self.settings, self.cache_dir, self.load_workers)
+        self.items = load_all(
+            cases,
+            self.preprocess,
+            self.cache_dir,
+            self.loader.load_workers,
+            thumb_size=self.split_settings.thumb_size,
+        )
         self.index = index
         self.split, self.groups = self._load_or_write_split(index.root, cases)
-        if self.num_folds:
+        s = self.split_settings
+        if s.num_folds:
             self.split = kfold_train_val(
                 self.split,
                 [c.label for c in cases],
                 self.groups,
-                int(self.num_folds),
-                int(self.fold),
-                int(self.split_cfg["seed"]),
+                int(s.num_folds),
+                int(s.fold),
+                s.seed,
             )
         if self.subset:
             self._take_subset(int(self.subset))
@@ -227,31 +315,27 @@ class MedDataModule(L.LightningDataModule):
         if path.exists():
             split, groups, _ = read_split_file(path, ids)
             return split, groups
-        found = find_groups([it.thumb for it in self.items], self.dedup_threshold)
+        s = self.split_settings
+        found = find_groups([it.thumb for it in self.items], s.dedup_threshold)
         labels = [c.label for c in cases]
-        split = make_split(
-            labels,
-            found.group_of,
-            float(self.split_cfg["val_fraction"]),
-            float(self.split_cfg["test_fraction"]),
-            int(self.split_cfg["seed"]),
-        )
-        settings = {
-            "dataset": self.name,
-            "dedup_threshold": self.dedup_threshold,
-            "thumb_size": self.settings.thumb_size,
-            **self.split_cfg,
-        }
+        split = make_split(labels, found.group_of, s.val_fraction, s.test_fraction, s.seed)
         write_split_file(
-            path, ids, labels, self.classes, split, found.group_of, settings, found.pairs
+            path,
+            ids,
+            labels,
+            self.classes,
+            split,
+            found.group_of,
+            s.document(self.name),
+            found.pairs,
         )
-        log.warning("Wrote the split file %s; commit it so every run uses the same cases.", path)
+        log.warning("Wrote the split file %s; %s", path, split_file_advice(path))
         read_split_file(path, ids)  # the file just written must read back
         return split, found.group_of
 
     def _take_subset(self, n: int) -> None:
         """Keep about ``n`` images per split (stratified by class) for quick experiments."""
-        rng = np.random.default_rng(int(self.split_cfg["seed"]))
+        rng = np.random.default_rng(self.split_settings.seed)
         keep: list[int] = []
         for s in SPLITS:
             for label in range(len(self.classes)):
@@ -277,8 +361,11 @@ class MedDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool = False) -> ArrayDataset:
         self._check_split(split)
         idx = [i for i, s in enumerate(self.split) if s == split]
+        p = self.preprocess
         tf = (
-            train_transform(self.settings.image_size, **self.augment) if train else eval_transform()
+            train_transform(p.image_size, p.mean, p.std, **self.augment)
+            if train
+            else eval_transform(p.mean, p.std)
         )
         return ArrayDataset(
             [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
@@ -293,21 +380,25 @@ class MedDataModule(L.LightningDataModule):
     def dataloader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train)
         sampler = None
-        if train and self.balanced_sampling:
+        if train and self.loader.balanced_sampling:
             # every class drawn equally often on average (with replacement), one epoch = len(ds)
             counts = np.bincount(ds.labels, minlength=len(self.classes))
             weights = [1.0 / counts[c] for c in ds.labels]
             sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.loader.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             # PAN and DeepLab BatchNorm fail on a training batch of one image
-            drop_last=train and len(ds) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            drop_last=train and len(ds) > self.loader.batch_size,
+            num_workers=self.loader.num_workers,
+            persistent_workers=self.loader.num_workers > 0,
         )
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.loader.eval_batch_size or self.loader.batch_size
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", train=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
+
 
 @dataclass(frozen=True)
 class DuplicateGroups:
@@ -30,8 +32,13 @@ class DuplicateGroups:
 
 
 def thumbnail(image: np.ndarray, size: int = 32) -> np.ndarray:
-    """Area-averaged ``size``×``size`` float32 thumbnail of a 2-D image."""
-    return cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    """The image compared for near duplicates: its plain full-range 8-bit grey version
+    (whatever the training preprocessing), area-averaged to ``size``×``size`` float32.
+
+    The split (through the cache) and the audit both use this, so they find the same groups.
+    """
+    grey8 = convert_to_uint8(image, Conversion())
+    return cv2.resize(grey8.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def find_groups(thumbnails: Sequence[np.ndarray], threshold: float = 0.95) -> DuplicateGroups:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -18,6 +20,31 @@ from medmtl.errors import DataError
 
 SPLITS = ("train", "val", "test")
 SPLIT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The fixed, group-aware split (written once to ``file``) and the fold used of it."""
+
+    file: str | None = None  # None: split.json beside the data
+    seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    dedup_threshold: float = 0.95  # near duplicates: thumbnail correlation at least this
+    thumb_size: int = 32  # side of the thumbnails compared
+    num_folds: int | None = None  # k-fold over train+val; the test split is untouched
+    fold: int = 0
+
+    def document(self, dataset: str) -> dict[str, Any]:
+        """The settings written into the split file."""
+        return {
+            "dataset": dataset,
+            "dedup_threshold": self.dedup_threshold,
+            "thumb_size": self.thumb_size,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }
 
 
 def make_split(

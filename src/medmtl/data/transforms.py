@@ -9,17 +9,20 @@ from albumentations.pytorch import ToTensorV2
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
 
 
-def normalize() -> list:
-    return [A.Normalize(mean=GREY_MEAN, std=GREY_STD, max_pixel_value=255.0), ToTensorV2()]
+def normalize(mean: float, std: float) -> list:
+    """(x / 255 - mean) / std, as :meth:`PreprocessSettings.normalize`, then a tensor."""
+    return [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
 
 
-def eval_transform() -> A.Compose:
+def eval_transform(mean: float = GREY_MEAN, std: float = GREY_STD) -> A.Compose:
     """Deterministic part only (images are already resized in the cache)."""
-    return A.Compose(normalize())
+    return A.Compose(normalize(mean, std))
 
 
 def train_transform(
     size: int,
+    mean: float = GREY_MEAN,
+    std: float = GREY_STD,
     hflip: float = 0.5,
     vflip: float = 0.0,
     affine: float = 0.5,
@@ -83,4 +86,4 @@ def train_transform(
                 multiplier=(1 - speckle_limit, 1 + speckle_limit), elementwise=True, p=speckle
             )
         )
-    return A.Compose(ops + normalize())
+    return A.Compose(ops + normalize(mean, std))

@@ -18,12 +18,7 @@ from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import plan_outputs, write_png
 from medmtl.models.postprocess import PostProcess
-from medmtl.preprocess.pipeline import (
-    PreprocessSettings,
-    convert_to_uint8,
-    normalize_for_model,
-    preprocess_image,
-)
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 
 class Backend(Protocol):
@@ -75,9 +70,8 @@ def load_for_model(path: Path, settings: PreprocessSettings, frame: int = 0) -> 
     """Read and preprocess exactly as in training (conversion, CLAHE, resize, normalisation)."""
     raw, meta = read_image(path, frame=frame)
     grey = to_grey(raw)
-    image8 = convert_to_uint8(grey, settings.conversion, meta, str(path))
-    model_in = normalize_for_model(preprocess_image(grey, settings, meta, str(path)))
-    return LoadedImage(path, image8, model_in, meta)
+    image8 = settings.to_uint8(grey, meta, str(path))
+    return LoadedImage(path, image8, settings.model_input(grey, meta, str(path)), meta)
 
 
 def mask_at_original_size(

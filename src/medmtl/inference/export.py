@@ -10,9 +10,7 @@ from torch import nn
 
 from medmtl.inference.onnx_backend import ONNX_META_KEY
 from medmtl.inference.torch_backend import TorchBackend
-from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, PreprocessSettings
-
-ONNX_FORMAT = 1
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 
 class _Outputs(nn.Module):
@@ -38,7 +36,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
         model,
         out_path,
         opset,
-        extra={"postprocess": backend.postprocess.as_dict()},
+        extra={"postprocess": backend.postprocess.to_dict()},
     )
 
 
@@ -76,12 +74,10 @@ def export_network(
     )
     onnx_model = onnx.load(str(tmp))
     meta = {
-        "format": ONNX_FORMAT,
         "class_names": list(class_names),
         "task": task,
         "outputs": names,
-        "preprocess": settings.as_dict(),
-        "normalize": {"mean": GREY_MEAN, "std": GREY_STD},
+        "preprocess": settings.to_dict(),
         "model": model,
         **(extra or {}),
     }

@@ -9,7 +9,7 @@ import numpy as np
 
 from medmtl.errors import MedmtlError
 from medmtl.models.postprocess import PostProcess
-from medmtl.preprocess.pipeline import Conversion, PreprocessSettings
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 # the metadata entry medmtl-export writes (medmtl.inference.export imports it from here)
 ONNX_META_KEY = "medmtl"
@@ -40,9 +40,7 @@ class OnnxBackend:
                 "metadata, so its preprocessing and classes are unknown)."
             )
         meta = json.loads(raw)
-        pre = dict(meta["preprocess"])
-        pre["conversion"] = Conversion(**pre.get("conversion", {}))
-        self.settings = PreprocessSettings(**pre)
+        self.settings = PreprocessSettings.from_dict(meta["preprocess"])
         self.class_names = list(meta["class_names"])
         self.task = meta["task"]
         self.outputs = list(meta["outputs"])

@@ -9,7 +9,7 @@ import torch
 
 from medmtl.models.checkpoint import network_from_checkpoint
 from medmtl.models.postprocess import PostProcess
-from medmtl.preprocess.pipeline import settings_from_data_config
+from medmtl.preprocess.pipeline import PreprocessSettings
 
 
 class TorchBackend:
@@ -21,7 +21,7 @@ class TorchBackend:
         # channels-last runs the network 1.3x faster on this project's CPU (docs/benchmarks.md)
         self.channels_last = channels_last
         self.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self.settings = settings_from_data_config(hp.get("data") or {})
+        self.settings = PreprocessSettings.from_dict(hp.get("data"))
         self.class_names = list(hp["class_names"])
         self.task = hp["model"].get("task", "multitask")
         self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))

@@ -28,7 +28,7 @@ class PostProcess:
     def active(self) -> bool:
         return self.largest_component or self.fill_holes or self.min_area > 0
 
-    def as_dict(self) -> dict:
+    def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod

@@ -6,7 +6,9 @@ PNG writing are in :mod:`medmtl.io.outputs`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -58,54 +60,87 @@ def convert_to_uint8(
 
 @dataclass(frozen=True)
 class PreprocessSettings:
-    """Everything that changes the cached arrays (and so the cache key)."""
+    """The model-input contract: everything between an image file and the network's input.
 
-    image_size: int = 160
-    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit, as in medmtl-preprocess
-    clahe: bool = False
+    One object serves the data module (what the cache holds), the checkpoint and the ONNX
+    metadata (what ``medmtl-predict`` applies to new images) and ``medmtl-preprocess``. It is
+    stored as :meth:`to_dict` and read back with :meth:`from_dict`.
+    """
+
+    image_size: int = 160  # side of the square network input
+    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit
+    clahe: bool = False  # deterministic CLAHE on the 8-bit image, before resizing
     clahe_clip_limit: float = 2.0
     clahe_tile_grid: int = 8
-    thumb_size: int = 32
+    mean: float = GREY_MEAN  # network input = (x / 255 - mean) / std
+    std: float = GREY_STD
 
-    def as_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["conversion"] = dict(self.conversion.__dict__)
-        return out
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON and ``weights_only`` checkpoints can hold them)."""
+        return {
+            "image_size": self.image_size,
+            "conversion": asdict(self.conversion),
+            "clahe": self.clahe,
+            "clahe_clip_limit": self.clahe_clip_limit,
+            "clahe_tile_grid": self.clahe_tile_grid,
+            "normalize": {"mean": self.mean, "std": self.std},
+        }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PreprocessSettings:
+        """Read :meth:`to_dict`'s output, or a data config (``data.image_size``, ``data.clahe``,
+        ...), whose other keys are ignored; missing keys take their defaults."""
+        d = dict(d or {})
+        conv = dict(d.get("conversion") or {})
+        unknown = set(conv) - set(Conversion.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"conversion: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(Conversion.__dataclass_fields__)}."
+            )
+        norm = dict(d.get("normalize") or {})
+        return cls(
+            image_size=int(d.get("image_size", 160)),
+            conversion=Conversion(**conv),
+            clahe=bool(d.get("clahe", False)),
+            clahe_clip_limit=float(d.get("clahe_clip_limit", 2.0)),
+            clahe_tile_grid=int(d.get("clahe_tile_grid", 8)),
+            mean=float(norm.get("mean", GREY_MEAN)),
+            std=float(norm.get("std", GREY_STD)),
+        )
 
-def preprocess_image(
-    image: np.ndarray, settings: PreprocessSettings, meta=None, name: str = ""
-) -> np.ndarray:
-    """The deterministic image transform shared by training, evaluation and inference."""
-    img = convert_to_uint8(image, settings.conversion, meta, name)
-    if settings.clahe:
-        img = apply_clahe(img, settings.clahe_clip_limit, settings.clahe_tile_grid)
-    size = settings.image_size
-    interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    def to_uint8(
+        self, image: np.ndarray, meta: ImageMeta | None = None, name: str = ""
+    ) -> np.ndarray:
+        """The grey 8-bit image at its own size (what overlays and ``medmtl-preprocess`` show)."""
+        return convert_to_uint8(image, self.conversion, meta, name)
 
+    def model_image(
+        self, image: np.ndarray, meta: ImageMeta | None = None, name: str = ""
+    ) -> np.ndarray:
+        """8-bit, optional CLAHE, resized to ``image_size``: what the cache holds."""
+        img = self.to_uint8(image, meta, name)
+        if self.clahe:
+            img = apply_clahe(img, self.clahe_clip_limit, self.clahe_tile_grid)
+        size = self.image_size
+        interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
+        return cv2.resize(img, (size, size), interpolation=interp)
 
-def settings_from_data_config(data: dict) -> PreprocessSettings:
-    """The deterministic preprocessing a checkpoint was trained with, from its data config."""
-    return PreprocessSettings(
-        image_size=int(data.get("image_size", 160)),
-        conversion=Conversion(**(data.get("conversion") or {})),
-        clahe=bool(data.get("clahe", False)),
-        clahe_clip_limit=float(data.get("clahe_clip_limit", 2.0)),
-        clahe_tile_grid=int(data.get("clahe_tile_grid", 8)),
-        thumb_size=int((data.get("dedup") or {}).get("thumb_size", 32)),
-    )
+    def normalize(self, image8: np.ndarray) -> np.ndarray:
+        """uint8 (H, W) -> float32 (H, W) on the scale the network was trained on."""
+        return ((image8.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)
 
-
-def normalize_for_model(image8: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) -> float32 (H, W) on the scale the network was trained on."""
-    return (image8.astype(np.float32) / 255.0 - GREY_MEAN) / GREY_STD
+    def model_input(
+        self, image: np.ndarray, meta: ImageMeta | None = None, name: str = ""
+    ) -> np.ndarray:
+        """The network input of one read image: :meth:`model_image`, then :meth:`normalize`."""
+        return self.normalize(self.model_image(image, meta, name))
 
 
 def enhance(
     image8: np.ndarray, method: str, clip_limit: float = 2.0, tile_grid: int = 8
 ) -> np.ndarray:
-    """Apply ``none``, ``he`` or ``clahe`` to a uint8 grey image."""
+    """Apply ``none``, ``he`` or ``clahe`` to a uint8 grey image (``medmtl-preprocess``)."""
     if method == "none":
         return image8
     if method == "he":

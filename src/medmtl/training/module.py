@@ -7,6 +7,7 @@ import math
 import random
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,10 +16,11 @@ import torch
 from torch import nn
 
 from medmtl.errors import MedmtlError
+from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.ensemble import average_outputs
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
-from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
+from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.training.losses import MultiTaskLoss
 from medmtl.training.metrics import (
     SegMetrics,
@@ -76,6 +78,7 @@ class MultiTaskModule(L.LightningModule):
             {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
         )
         self.postprocess = PostProcess.from_dict(model.get("postprocess"))
+        self.preprocess = PreprocessSettings.from_dict(data)  # to show test images as they were
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
@@ -86,6 +89,21 @@ class MultiTaskModule(L.LightningModule):
         self.samples: dict[str, list[torch.Tensor]] = {}
         # per-image numbers of the last test run over all ranks, for predictions_<split>.csv
         self.per_image: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> tuple[MultiTaskModule, dict[str, Any]]:
+        """The module a medmtl checkpoint holds, in eval mode, and the checkpoint itself.
+
+        Loaded with ``weights_only=True`` (:func:`medmtl.models.checkpoint.load_checkpoint`);
+        no encoder weights are downloaded, they come from the state dict.
+        """
+        ckpt = load_checkpoint(path)
+        hp = dict(ckpt["hyper_parameters"])
+        hp["model"] = {**hp["model"], "encoder_weights": None}
+        module = cls(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+        module.eval()
+        return module, ckpt
 
     def use_channels_last(self, on: bool = True) -> None:
         """Run the network in channels-last memory format (faster convolutions on CPU)."""
@@ -190,7 +208,7 @@ class MultiTaskModule(L.LightningModule):
             keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_from_counts(tp, fp, fn))
             keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
-            img = batch["image"] * GREY_STD + GREY_MEAN  # back to [0, 1] for display
+            img = batch["image"] * self.preprocess.std + self.preprocess.mean  # [0, 1] again
             keep["image"] = (img.clamp(0, 1) * 255).to(torch.uint8)
         for key, value in keep.items():
             self.samples.setdefault(key, []).append(value.detach().cpu())
@@ -232,7 +250,7 @@ class MultiTaskModule(L.LightningModule):
             "model/encoder_weights": model.get("encoder_weights"),
             "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
             "model/task": self.task,
-            "model/postprocess": self.postprocess.as_dict(),
+            "model/postprocess": self.postprocess.to_dict(),
             "tta": self.tta,
             "empty_mask_class": (
                 self.class_names[self.net.empty_mask_index]

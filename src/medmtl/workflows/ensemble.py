@@ -14,11 +14,10 @@ from hydra.experimental.callback import Callback
 from medmtl.errors import ConfigError, DataError
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.ensemble import EnsembleNet
-from medmtl.preprocess.pipeline import settings_from_data_config
+from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
-from medmtl.training.checkpoint import module_from_checkpoint
 from medmtl.training.module import MultiTaskModule
-from medmtl.training.pipeline import test_module
+from medmtl.workflows.train import test_module
 
 log = logging.getLogger(__name__)
 # data settings that decide what a member sees at evaluation: preprocessing, classes, split
@@ -40,7 +39,7 @@ EVAL_DATA_KEYS = (
 )
 
 
-def _checkpoint_of(run: Path) -> Path:
+def best_checkpoint(run: Path) -> Path:
     """The run's best checkpoint (named in metrics.json), found in the run's own folder."""
     m = run / "metrics.json"
     best = None
@@ -145,7 +144,7 @@ def ensemble(
     ensure_output_dir(out, "out")
     loaded = []
     for run in runs:
-        module, ckpt = module_from_checkpoint(_checkpoint_of(run))
+        module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
         loaded.append((run, module, ckpt["hyper_parameters"]))
     data = _common_data([(r, hp) for r, _, hp in loaded])
     data.update(data_overrides or {})
@@ -185,7 +184,7 @@ def ensemble(
     if export:
         from medmtl.inference.export import export_network
 
-        settings = settings_from_data_config(data)
+        settings = PreprocessSettings.from_dict(data)
         model = {
             "arch": head.net.arch,
             "encoder": head.net.encoder_name,
@@ -201,7 +200,7 @@ def ensemble(
             export,
             extra={
                 "ensemble_members": [Path(m).name for m in members],
-                "postprocess": head.postprocess.as_dict(),
+                "postprocess": head.postprocess.to_dict(),
             },
         )
         log.info("Exported the ensemble to %s", export)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from medmtl.errors import ConfigError, DataError
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.image import read_image
 from medmtl.io.outputs import plan_outputs, write_png
-from medmtl.preprocess.pipeline import METHODS, Conversion, convert_to_uint8, enhance
+from medmtl.preprocess.pipeline import METHODS, PreprocessSettings, enhance
 from medmtl.reporting.figures import enhancement_comparison, save_figure
 
 
@@ -25,19 +27,27 @@ def preprocess_files(
     inp: Path,
     out: Path,
     method: str = "clahe",
-    conversion: Conversion | None = None,
-    clip_limit: float = 2.0,
-    tile_grid: int = 8,
+    settings: PreprocessSettings | None = None,
     frame: int = 0,
     crop_us_region: bool | int = False,
     compare: bool = False,
     progress: bool = True,
 ) -> RunSummary:
-    """Process a file or a folder; a bad file is refused (with its reason), the rest go on."""
-    conversion = conversion or Conversion()
+    """Process a file or a folder; a bad file is refused (with its reason), the rest go on.
+
+    ``settings`` gives the 8-bit conversion and the CLAHE clip limit and tile grid (the same
+    object the training pipeline uses); ``method`` is the enhancement applied after it.
+    """
+    settings = settings or PreprocessSettings()
+    clip_limit, tile_grid = settings.clahe_clip_limit, settings.clahe_tile_grid
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
     plan = plan_outputs(Path(inp), Path(out))
+    if not plan.items:
+        raise DataError(
+            f"{inp}: no image files found (supported: PNG, JPEG, TIFF, BMP, DICOM); point "
+            "input= at a file or a folder of images."
+        )
     ensure_output_dir(out, "output")
     summary = RunSummary(skipped=plan.skipped)
     items = plan.items
@@ -48,7 +58,7 @@ def preprocess_files(
     for src, dst in items:
         try:
             image, meta = read_image(src, frame=frame, crop_us_region=crop_us_region)
-            img8 = convert_to_uint8(image, conversion, meta, name=str(src))
+            img8 = settings.to_uint8(image, meta, name=str(src))
             write_png(enhance(img8, method, clip_limit, tile_grid), dst)
             summary.written.append(dst)
             if compare:
@@ -65,3 +75,23 @@ def preprocess_files(
         except DataError as exc:
             summary.refused.append((src, str(exc)))
     return summary
+
+
+def preprocess_from_config(cfg: DictConfig) -> RunSummary:
+    """``medmtl-preprocess``: the job of ``conf/preprocess.yaml``."""
+    settings = PreprocessSettings.from_dict(
+        {
+            "conversion": OmegaConf.to_container(cfg.conversion, resolve=True),
+            "clahe_clip_limit": cfg.clahe.clip_limit,
+            "clahe_tile_grid": cfg.clahe.tile_grid,
+        }
+    )
+    return preprocess_files(
+        Path(cfg.input),
+        Path(cfg.output),
+        method=cfg.method,
+        settings=settings,
+        frame=int(cfg.frame),
+        crop_us_region=cfg.crop_us_region,
+        compare=bool(cfg.compare),
+    )

@@ -1,4 +1,9 @@
-"""What ``medmtl-train`` and ``medmtl-eval`` do, as plain functions of a composed config."""
+"""What ``medmtl-train`` and ``medmtl-eval`` do, as plain functions of a composed config.
+
+This is where a run comes together: the config is checked, the data module, the
+LightningModule, the loggers and callbacks are built from it, the best checkpoint is tested,
+and the run folder gets ``metrics.json``, ``predictions_<split>.csv`` and the figures.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +21,17 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medmtl.config import explicit_overrides, model_kwargs
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
+from medmtl.models.checkpoint import load_checkpoint
+from medmtl.models.multitask import net_kwargs
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
 from medmtl.reporting.per_image import PerImage, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
-from medmtl.training.checkpoint import load_checkpoint, module_from_checkpoint
-from medmtl.training.module import MultiTaskModule, net_kwargs
+from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,52 @@ def _instantiate_all(group: DictConfig | None, **wandb_kwargs: Any) -> list:
         extra = wandb_kwargs if str(c._target_).endswith("WandbLogger") else {}
         out.append(hydra.utils.instantiate(c, **extra))
     return out
+
+
+def model_kwargs(
+    model_cfg: DictConfig | dict, substitutes: dict | None = None, keep_weights: bool = False
+) -> dict:
+    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
+
+    ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
+    stand-in; the stand-in is built with random weights, except the EfficientNet-Lites, which get
+    their offline ImageNet weights. ``keep_weights`` (the user set ``model.encoder.weights``
+    explicitly) keeps the configured weights for the stand-in: an explicit setting wins.
+    The study encoder is kept as ``encoder_study`` so that every run records what it stands for.
+    """
+    m = (
+        model_cfg
+        if isinstance(model_cfg, dict)
+        else OmegaConf.to_container(model_cfg, resolve=True)
+    )
+    study = m["encoder"]["name"]
+    encoder, weights = study, m["encoder"].get("weights")
+    if substitutes and encoder in substitutes:
+        encoder = substitutes[encoder]
+        if not keep_weights:
+            weights = offline_weights_for(encoder)
+    return {
+        "arch": m["arch"]["name"],
+        "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
+        "encoder": encoder,
+        "encoder_weights": weights,
+        "encoder_study": study,
+        "in_channels": int(m.get("in_channels", 1)),
+        "task": m.get("task", "multitask"),
+        "cls_hidden": int(m.get("cls_hidden", 256)),
+        "cls_dropout": float(m.get("cls_dropout", 0.2)),
+        "empty_mask_class": m.get("empty_mask_class"),
+        "postprocess": dict(m.get("postprocess") or {}),
+    }
+
+
+def explicit_overrides() -> set[str]:
+    """Keys the user set on the command line of this run (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
 
 
 def substitutes(cfg: DictConfig) -> dict:
@@ -251,6 +303,22 @@ def write_per_image(
     )
 
 
+def record_failure(out_dir: str | Path, exc: BaseException) -> Path:
+    """``failed.json`` in the run folder: what stopped the run (tables list it as failed)."""
+    import traceback
+
+    path = Path(out_dir) / "failed.json"
+    write_json(
+        path,
+        {
+            "error": str(exc),
+            "type": type(exc).__name__,
+            "traceback": "".join(traceback.format_exception(exc)),
+        },
+    )
+    return path
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test the best checkpoint, write ``metrics.json`` and the resolved config.
 
@@ -267,7 +335,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
 
-    dm: MedDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm = MedDataModule.from_config(cfg.data)
     dm.prepare_data()
     dm.setup()
     if resumed is not None and list(resumed["class_names"]) != list(dm.classes):
@@ -367,7 +435,7 @@ def _fit_and_test(
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
-    module, ckpt = module_from_checkpoint(cfg.ckpt_path)
+    module, ckpt = MultiTaskModule.from_checkpoint(cfg.ckpt_path)
     module.use_channels_last(bool(cfg.get("channels_last", False)))
     module.tta = bool(cfg.get("tta", False))
     gate = cfg.get("empty_mask_class", "as_trained")
@@ -377,7 +445,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
         module.net.empty_mask_index = kw.get("empty_mask_index")
     if cfg.get("postprocess"):
-        pp = {**module.postprocess.as_dict(), **OmegaConf.to_container(cfg.postprocess)}
+        pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
         module.postprocess = PostProcess.from_dict(pp)
     data_cfg = OmegaConf.merge(
         OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
@@ -409,7 +477,7 @@ def test_module(
     Writes ``metrics.json``, ``predictions_<split>.csv`` and the evaluation figures into
     ``out_dir`` (medmtl-eval, medmtl-ensemble).
     """
-    dm: MedDataModule = hydra.utils.instantiate(data_cfg, _convert_="all")
+    dm = MedDataModule.from_config(data_cfg)
     dm.prepare_data()
     dm.setup()
     module.eval_split = split

@@ -1,0 +1,93 @@
+"""medmtl-predict and medmtl-export as jobs: pick the backend, predict a file or folder, export.
+
+The ONNX path imports neither torch, Lightning nor Hydra: the PyTorch backend and the exporter
+are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medmtl.errors import ConfigError
+from medmtl.inference.core import PredictSummary, check_predict_options, predict_paths
+from medmtl.io.files import ensure_output_dir
+from medmtl.io.outputs import check_out_outside_input
+
+
+def check_options(opts: dict[str, Any]) -> None:
+    """Refuse values that cannot work, before the model is loaded."""
+    check_predict_options(opts["batch_size"], opts["threshold"])
+    if opts["frame"] is None or opts["frame"] < 0:
+        raise ConfigError(f"frame={opts['frame']}: must be 0 or more (the first frame is 0).")
+    if opts["threads"] is None or opts["threads"] < 0:
+        raise ConfigError(f"threads={opts['threads']}: must be 0 (torch's default) or more.")
+    check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
+    ensure_output_dir(opts["out"], "out")
+
+
+def load_backend(opts: dict[str, Any]) -> tuple[Any, Any]:
+    """The predictor backend (``backend=torch|onnx``) and the Grad-CAM explainer, if asked for."""
+    backend = opts["backend"]
+    if opts.get("model") and not opts.get("ckpt_path"):
+        backend = "onnx"
+    if backend == "onnx":
+        if not opts.get("model"):
+            raise ConfigError(
+                "backend=onnx needs model=<file.onnx> (write one with medmtl-export)."
+            )
+        if opts.get("explain"):
+            raise ConfigError(
+                "explain=gradcam needs the PyTorch backend (ckpt_path=...), not ONNX."
+            )
+        from medmtl.inference.onnx_backend import OnnxBackend
+
+        return OnnxBackend(opts["model"], threads=opts.get("threads") or None), None
+    if backend != "torch":
+        raise ConfigError(f"backend={backend} is unknown; choose torch or onnx.")
+    if not opts.get("ckpt_path"):
+        raise ConfigError("give ckpt_path=<checkpoint.ckpt> (or backend=onnx model=<file.onnx>).")
+    import torch
+
+    if opts.get("threads"):
+        torch.set_num_threads(int(opts["threads"]))
+    from medmtl.inference.torch_backend import TorchBackend
+
+    torch_backend = TorchBackend(opts["ckpt_path"])
+    explainer = None
+    if opts.get("explain") == "gradcam":
+        from medmtl.inference.explain import GradCamExplainer
+
+        in_ch = int(torch_backend.hparams["model"].get("in_channels", 1))
+        explainer = GradCamExplainer(torch_backend.net, in_ch, torch_backend.settings.image_size)
+    elif opts.get("explain"):
+        raise ConfigError(f"explain={opts['explain']} is unknown; use explain=gradcam.")
+    return torch_backend, explainer
+
+
+def predict(opts: dict[str, Any]) -> PredictSummary:
+    """Check the options, load the model and predict every image under ``input`` into ``out``."""
+    check_options(opts)
+    backend, explainer = load_backend(opts)
+    return predict_paths(
+        backend,
+        Path(opts["input"]),
+        Path(opts["out"]),
+        tta=opts["tta"],
+        explainer=explainer,
+        batch_size=opts["batch_size"],
+        threshold=opts["threshold"],
+        frame=opts["frame"],
+    )
+
+
+def export(
+    ckpt_path: str | Path, out: str | Path | None, fmt: str = "onnx", opset: int = 17
+) -> Path:
+    """Write the checkpoint as an ONNX model (default: beside the checkpoint, ``.onnx``)."""
+    if fmt != "onnx":
+        raise ConfigError(f"format={fmt} is not supported; use format=onnx.")
+    from medmtl.inference.export import export_onnx
+
+    target = Path(out) if out else Path(ckpt_path).with_suffix(".onnx")
+    return export_onnx(ckpt_path, target, opset=opset)
