@@ -13,6 +13,7 @@ PACKAGE = Path(medmtl.__file__).parent
 LAYER = {
     "errors": 0,
     "config": 0,
+    "metrics": 0,
     "io": 1,
     "preprocess": 2,
     "data": 3,

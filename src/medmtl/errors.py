@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MedmtlError(Exception):
     """A problem the user can fix (bad path, bad file, bad config value).
@@ -16,3 +18,14 @@ class DataError(MedmtlError):
 
 class ConfigError(MedmtlError):
     """A configuration value is unknown or out of range."""
+
+
+def summarize(items: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` items joined with "; ", then "(and N more)" for the rest.
+
+    Messages that list problems use it, so a long list stays one readable line and says how
+    much was left out (the full list is where the message points: the audit, a CSV, a log).
+    """
+    items = [str(i) for i in items]
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more

@@ -11,11 +11,9 @@ from medmtl.preprocess.intensity import (
     cdf,
     clip_histogram,
     equalize_hist,
-    gamma_correct,
     histogram,
     infer_max_value,
     intensity_stats,
-    minmax_normalize,
     to_uint8,
 )
 
@@ -143,11 +141,3 @@ def test_clahe_uint16_keeps_range_and_agrees_with_uint8():
     assert out16.dtype == np.uint16 and out16.max() <= 4095
     out8 = apply_clahe(img8, 2.0, 4)
     assert np.abs(out16 / 16.0 - out8).mean() < 1.5
-
-
-def test_gamma_and_minmax():
-    img = np.array([[0, 64, 255]], np.uint8)
-    assert gamma_correct(img, 0.5).tolist() == [[0, 128, 255]]
-    assert minmax_normalize(img).tolist() == [[0.0, 64 / 255, 1.0]]
-    with pytest.raises(ValueError):
-        gamma_correct(img, 0)

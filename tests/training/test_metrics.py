@@ -7,12 +7,7 @@ import math
 import pytest
 import torch
 
-from medmtl.training.metrics import (
-    SegMetrics,
-    classification_metrics,
-    flatten_results,
-    overall_score,
-)
+from medmtl.training.metrics import SegMetrics, classification_metrics, flatten_results
 
 BIG = 20.0  # a logit that is certainly above/below the 0.5 threshold
 
@@ -79,9 +74,3 @@ def test_classification_metrics_and_flat_keys():
     assert flat["test/cls_f1_benign"] == pytest.approx(2 / 3)
     assert flat["test/confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert 0 <= flat["test/cls_auc"] <= 1
-
-
-def test_overall_score():
-    v = {"cls_f1": 0.6, "seg_dice": 0.8}
-    assert overall_score(v, "multitask") == pytest.approx(0.7)
-    assert overall_score(v, "seg") == 0.8 and overall_score(v, "cls") == 0.6

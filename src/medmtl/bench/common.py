@@ -13,6 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from medmtl.io.files import atomic_write_text
+
 # the one-model CPU recipe: the "default CPU model" every benchmark measures, as conf/ defines it
 CPU_MODEL_OVERRIDES = ("experiment=busi_cpu_single",)
 # the study's network at its size (profile=gpu: Unet + ResNet50, 256 px); batch halved to keep
@@ -113,7 +115,4 @@ def replace_section(path: Path, name: str, body: str) -> None:
         text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)

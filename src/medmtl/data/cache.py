@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +20,8 @@ import numpy as np
 
 from medmtl.data.duplicates import thumbnail
 from medmtl.data.index import Case
-from medmtl.errors import DataError
+from medmtl.errors import DataError, summarize
+from medmtl.io.files import atomic_path
 from medmtl.io.image import read_image, read_mask, to_grey
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -103,15 +102,9 @@ def _load_or_build(
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
     item = load_case(case, settings, thumb_size)
-    # per thread too: identical files (same key) are built by two loader threads at once
-    tmp = file.with_name(f"{file.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    np.savez(
-        tmp,
-        image=item.image,
-        mask=item.mask,
-        thumb=item.thumb,
-    )
-    tmp.replace(file)  # atomic, so a killed run never leaves a half-written cache entry
+    # two loader threads may build identical files (same key) at once: each has its own temp file
+    with atomic_path(file) as tmp:
+        np.savez(tmp, image=item.image, mask=item.mask, thumb=item.thumb)
     return item
 
 
@@ -141,12 +134,8 @@ def load_all(
             if progress is not None:
                 progress(done, len(cases))
     if problems:
-        problems.sort()
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise DataError(
-            f"{len(problems)} unusable file(s): "
-            + " | ".join(problems[:3])
-            + more
-            + ". Nothing was trained; run `medmtl-data audit` for the full list."
+            f"{len(problems)} unusable file(s): {summarize(sorted(problems))}. Nothing was "
+            "trained; run `medmtl-data audit` for the full list."
         )
     return [r for r in results if r is not None]

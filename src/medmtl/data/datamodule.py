@@ -28,7 +28,7 @@ from medmtl.data.splits import (
     write_split_file,
 )
 from medmtl.data.transforms import eval_transform, train_transform
-from medmtl.errors import ConfigError, DataError
+from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 log = logging.getLogger(__name__)
@@ -268,11 +268,10 @@ class MedDataModule(L.LightningDataModule):
         self.classes = index.classes  # without the empty ones under data.drop_empty_classes
         if index.ignored_files:
             log.warning(
-                "%s: %d file(s) or folder(s) not used: %s%s (medmtl-data audit lists them all)",
+                "%s: %d file(s) or folder(s) not used: %s (medmtl-data audit lists them all)",
                 index.root,
                 len(index.ignored_files),
-                "; ".join(f"{p}: {why}" for p, why in index.ignored_files[:5]),
-                " ..." if len(index.ignored_files) > 5 else "",
+                summarize([f"{p}: {why}" for p, why in index.ignored_files], 5),
             )
         cases = index.cases
         self.items = load_all(

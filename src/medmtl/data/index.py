@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medmtl.errors import DataError
+from medmtl.errors import DataError, summarize
 from medmtl.io.image import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -138,12 +138,9 @@ def index_class_folders(
             for c in empty
         ]
     if problems and strict:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(
-            f"{len(problems)} file problem(s) in {root}: "
-            + "; ".join(problems[:5])
-            + more
-            + ". Fix these; `medmtl-data audit` lists every problem of the data set."
+            f"{len(problems)} file problem(s) in {root}: {summarize(problems, 5)}. Fix these; "
+            "`medmtl-data audit` lists every problem of the data set."
         )
     if not cases:
         raise DataError(f"{root}: no images found in {', '.join(classes)}.")

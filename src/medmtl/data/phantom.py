@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from medmtl.io.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 PHANTOM_CLASSES = ("normal", "benign", "malignant")
@@ -150,16 +152,19 @@ def ensure_phantom(
     done = root / "phantom.json"
     if done.exists():
         return root
-    tmp = root.with_name(root.name + ".partial")
     log.info("Generating the phantom data set (%s) in %s", tag, root)
-    for cls in PHANTOM_CLASSES:
-        (tmp / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(1, counts.get(cls, 0) + 1):
-            img, mask = generate_image(seed, i, cls, size)
-            Image.fromarray(img).save(tmp / cls / f"{cls} ({i}).png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / cls / f"{cls} ({i})_mask.png")
-    (tmp / "phantom.json").write_text(json.dumps(settings, indent=1))
-    if root.exists():  # another process finished first
-        return root
-    tmp.rename(root)  # atomic: a half-written phantom is never used
+    try:
+        with atomic_path(root) as tmp:  # a half-written phantom is never used
+            for cls in PHANTOM_CLASSES:
+                (tmp / cls).mkdir(parents=True, exist_ok=True)
+                for i in range(1, counts.get(cls, 0) + 1):
+                    img, mask = generate_image(seed, i, cls, size)
+                    Image.fromarray(img).save(tmp / cls / f"{cls} ({i}).png")
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(
+                        tmp / cls / f"{cls} ({i})_mask.png"
+                    )
+            (tmp / "phantom.json").write_text(json.dumps(settings, indent=1))
+    except OSError:
+        if not done.exists():  # not: another process finished the same phantom first
+            raise
     return root

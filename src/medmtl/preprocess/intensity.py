@@ -241,19 +241,3 @@ def apply_clahe(
     top = infer_max_value(image) if max_value is None else int(max_value)
     bins = bins or min(top + 1, 4096)
     return _clahe_numpy(image, float(clip_limit), grid, int(bins), top)
-
-
-def gamma_correct(image: np.ndarray, gamma: float, max_value: int | None = None) -> np.ndarray:
-    """Power-law transform out = max·(in/max)^gamma, same dtype (gamma < 1 brightens)."""
-    if gamma <= 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    top = float(max_value if max_value is not None else infer_max_value(image))
-    out = top * (image.astype(np.float64) / top) ** gamma
-    return np.clip(np.round(out), 0, top).astype(image.dtype)
-
-
-def minmax_normalize(image: np.ndarray) -> np.ndarray:
-    """Float image scaled to [0, 1] (all zeros for a constant image)."""
-    img = image.astype(np.float64)
-    lo, hi = img.min(), img.max()
-    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from medmtl.metrics import ECE_BINS, calibration
 from medmtl.reporting.figures import save_figure
 
 log = logging.getLogger(__name__)
@@ -63,23 +64,24 @@ def roc_figure(
 
 
 def reliability(
-    prob: np.ndarray, label: np.ndarray, n_bins: int = 10
+    prob: np.ndarray, label: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Per-bin confidence, accuracy and count of the top-class probability, and the ECE."""
-    conf = prob.max(1)
-    correct = prob.argmax(1) == label
-    edges = np.linspace(0, 1, n_bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    acc = np.bincount(idx, weights=correct, minlength=n_bins) / np.maximum(count, 1)
-    mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / np.maximum(count, 1)
-    ece = float(np.sum(count / max(len(conf), 1) * np.abs(acc - mean_conf)))
-    return mean_conf, acc, count, ece
+    """Per-bin mean confidence, accuracy and count of the top-class probability, and the ECE
+    of ``metrics.json`` (:func:`medmtl.metrics.calibration`). For the diagram the bin of
+    confidence exactly 1 is drawn with the top bin; the ECE keeps it apart."""
+    cal = calibration(prob, label)
+    count, conf, correct = (cal[k][0].copy() for k in ("count", "confidence", "correct"))
+    for a in (count, conf, correct):
+        a[-2] += a[-1]
+    count, conf, correct = count[:-1], conf[:-1], correct[:-1]
+    mean_conf = conf / np.maximum(count, 1)
+    acc = correct / np.maximum(count, 1)
+    return mean_conf, acc, count, float(cal["ece"][0])
 
 
 def reliability_figure(prob: np.ndarray, label: np.ndarray, title: str) -> Figure:
     mean_conf, acc, count, ece = reliability(prob, label)
-    centres = (np.arange(10) + 0.5) / 10
+    centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
     fig = Figure(figsize=(4.6, 4.2))
     ax = fig.subplots()
     ax.bar(centres[count > 0], acc[count > 0], width=0.09, color="tab:blue", label="accuracy")

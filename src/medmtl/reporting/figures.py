@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from medmtl.io.files import atomic_path
 from medmtl.preprocess.intensity import cdf, histogram, intensity_stats
 
 # Figures are built with matplotlib's object API (no pyplot, no global backend switch), so
@@ -50,9 +51,6 @@ def enhancement_comparison(panels: Sequence[tuple[str, np.ndarray]], title: str 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save atomically (a half-written PNG never appears under the final name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)

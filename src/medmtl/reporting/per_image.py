@@ -21,8 +21,7 @@ import numpy as np
 
 from medmtl.errors import DataError
 from medmtl.io.files import atomic_write_text
-
-ECE_BINS = 10
+from medmtl.metrics import calibration, dice_iou, overall_score
 
 
 @dataclass
@@ -70,19 +69,6 @@ class PerImage:
     @property
     def has_lesion(self) -> np.ndarray:
         return self.gt > 0
-
-
-def dice_iou(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image Dice and IoU from pixel counts; 1 where ground truth and prediction are empty.
-
-    The same convention as :class:`medmtl.training.metrics.SegMetrics`.
-    """
-    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
-    d_den, i_den = 2 * tp + fp + fn, tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(d_den > 0, 2 * tp / np.maximum(d_den, 1), 1.0)
-        iou = np.where(i_den > 0, tp / np.maximum(i_den, 1), 1.0)
-    return dice, iou
 
 
 # -- the CSV file ------------------------------------------------------------------------------
@@ -191,18 +177,6 @@ def _auc(prob: np.ndarray, label: np.ndarray, W: np.ndarray, C: int) -> np.ndarr
     )  # classes without positives or negatives are left out, as torchmetrics does
 
 
-def ece_bins(prob: np.ndarray, label: np.ndarray, n_bins: int = ECE_BINS):
-    """Bin index, confidence and correctness of the top class, binned as torchmetrics does.
-
-    Bins are ``[k/n, (k+1)/n)``; a confidence of exactly 1 gets a bin of its own.
-    """
-    conf = prob.max(1).astype(np.float32).astype(np.float64)
-    correct = (prob.argmax(1) == label).astype(np.float64)
-    edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32).astype(np.float64)
-    idx = np.searchsorted(edges, conf, side="right") - 1
-    return idx, conf, correct
-
-
 def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Accuracy, macro F1/precision/recall, per-class scores, AUC, ECE and the confusion matrix."""
     C, n = len(p.classes), len(p)
@@ -216,10 +190,6 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
     prec, rec = _safe(tp, tp + fp), _safe(tp, tp + fn)
     f1 = _safe(2 * tp, 2 * tp + fp + fn)
     present = (tp + fp + fn) > 0
-    idx, conf, correct = ece_bins(p.prob, p.label)
-    bins = np.zeros((n, ECE_BINS + 1))
-    bins[np.arange(n), idx] = 1
-    s_conf, s_acc = W @ (bins * conf[:, None]), W @ (bins * correct[:, None])
     total = W.sum(1)
     out = {
         "cls_acc": tp.sum(1) / total,
@@ -227,7 +197,7 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
         "cls_precision": _macro(prec, present),
         "cls_recall": _macro(rec, present),
         "cls_auc": _auc(p.prob, p.label, W, C),
-        "cls_ece": np.abs(s_acc - s_conf).sum(1) / total,
+        "cls_ece": calibration(p.prob, p.label, W)["ece"],
         "confusion_matrix": cm,
     }
     for c, name in enumerate(p.classes):
@@ -260,10 +230,7 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
         out.update(classification(p, weights))
     if p.tp is not None:
         out.update(segmentation(p, weights))
-    if p.task == "multitask":
-        out["overall"] = 0.5 * (out["cls_f1"] + out["seg_dice"])
-    else:
-        out["overall"] = out["seg_dice"] if p.task == "seg" else out["cls_f1"]
+    out["overall"] = overall_score(out.get("cls_f1"), out.get("seg_dice"), p.task)
     return out
 
 

@@ -1,16 +1,8 @@
-"""Metrics with the study's names. How each is computed is written down in the README.
+"""The metric states the LightningModule updates batch by batch, with the study's names.
 
-Segmentation metrics are per image at threshold 0.5 on the predicted probability, on the
-model's input grid (``data.image_size``):
-
-* ``dice_i = 2·TP / (2·TP + FP + FN)``, ``iou_i = TP / (TP + FP + FN)``; when both the ground
-  truth and the prediction are empty the image scores 1 (a correct "no lesion").
-* ``seg_dice`` / ``seg_iou``: mean over all images (empty vs empty = 1).
-* ``seg_dice_lesion`` / ``seg_iou_lesion``: mean over images whose ground truth has a lesion.
-* ``seg_f1``: pixel-level F1 over the whole split (TP, FP, FN summed over all images first).
-* ``normal_fp_rate``: share of images with an empty ground truth (normal) with >= 1 predicted pixel.
-
-``cls_ece`` is the expected calibration error of the top-class probability (10 equal bins).
+The definitions (Dice, IoU, the calibration error, the overall score) are
+:mod:`medmtl.metrics`, shared with the per-image predictions file; docs/metrics.md describes
+every metric. Segmentation metrics are per image at threshold 0.5, on the model's input grid.
 """
 
 from __future__ import annotations
@@ -22,13 +14,14 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
-    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
 )
 from torchmetrics.utilities import dim_zero_cat
+
+from medmtl.metrics import calibration, dice_iou
 
 
 def confusion_counts(
@@ -42,12 +35,6 @@ def confusion_counts(
     fp = (pred & ~gt).sum(dims).double()
     fn = (~pred & gt).sum(dims).double()
     return tp, fp, fn, gt.flatten(1).any(1)
-
-
-def dice_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    """2TP / (2TP + FP + FN), and 1 where ground truth and prediction are both empty."""
-    denom = 2 * tp + fp + fn
-    return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), 1.0)
 
 
 class SegMetrics(Metric):
@@ -71,8 +58,7 @@ class SegMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         tp, fp, fn = dim_zero_cat(self.tp), dim_zero_cat(self.fp), dim_zero_cat(self.fn)
         lesion = dim_zero_cat(self.has_lesion).bool()
-        dice = dice_from_counts(tp, fp, fn)
-        iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), 1.0)
+        dice, iou = dice_iou(tp, fp, fn)
         nan = torch.tensor(float("nan"), dtype=torch.float64, device=tp.device)
         stp, sfp, sfn = tp.sum(), fp.sum(), fn.sum()
         empty = ~lesion
@@ -86,6 +72,26 @@ class SegMetrics(Metric):
         }
 
 
+class CalibrationError(Metric):
+    """Expected calibration error of the top-class probability (:func:`medmtl.metrics.calibration`)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("prob", default=[], dist_reduce_fx="cat")
+        self.add_state("label", default=[], dist_reduce_fx="cat")
+
+    def update(self, prob: torch.Tensor, label: torch.Tensor) -> None:
+        self.prob.append(prob.detach())
+        self.label.append(label.detach())
+
+    def compute(self) -> torch.Tensor:
+        prob = dim_zero_cat(self.prob).double().cpu().numpy()
+        label = dim_zero_cat(self.label).cpu().numpy()
+        return torch.tensor(float(calibration(prob, label)["ece"][0]), dtype=torch.float64)
+
+
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Macro-averaged scores (accuracy is the plain share of correct images)."""
     kw = {"num_classes": num_classes}
@@ -96,22 +102,13 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "cls_precision": MulticlassPrecision(average="macro", **kw),
             "cls_recall": MulticlassRecall(average="macro", **kw),
             "cls_auc": MulticlassAUROC(average="macro", **kw),
-            "cls_ece": MulticlassCalibrationError(n_bins=10, norm="l1", **kw),
+            "cls_ece": CalibrationError(),
             "per_class_f1": MulticlassF1Score(average=None, **kw),
             "per_class_precision": MulticlassPrecision(average=None, **kw),
             "per_class_recall": MulticlassRecall(average=None, **kw),
             "confusion_matrix": MulticlassConfusionMatrix(**kw),
         }
     )
-
-
-def overall_score(values: dict[str, float], task: str) -> float:
-    """``overall`` = mean of macro F1 and all-image Dice (one of them for a single-task run)."""
-    if task == "seg":
-        return values["seg_dice"]
-    if task == "cls":
-        return values["cls_f1"]
-    return 0.5 * (values["cls_f1"] + values["seg_dice"])
 
 
 def flatten_results(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import MedmtlError
+from medmtl.metrics import dice_iou, overall_score
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.ensemble import average_outputs
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
@@ -26,9 +27,7 @@ from medmtl.training.metrics import (
     SegMetrics,
     classification_metrics,
     confusion_counts,
-    dice_from_counts,
     flatten_results,
-    overall_score,
 )
 
 EVAL_SPLITS = ("train", "val", "test")
@@ -177,7 +176,7 @@ class MultiTaskModule(L.LightningModule):
             self.seg_metrics[key].reset()
         flat = flatten_results(split, values, self.class_names)
         flat[f"{split}/overall"] = overall_score(
-            {k.split("/", 1)[1]: v for k, v in flat.items() if not isinstance(v, list)}, self.task
+            flat.get(f"{split}/cls_f1"), flat.get(f"{split}/seg_dice"), self.task
         )
         self.results[split] = flat
         overall = f"{split}/overall"
@@ -205,7 +204,7 @@ class MultiTaskModule(L.LightningModule):
             keep["prob"] = torch.softmax(out["cls"].double(), dim=1)
         if out["seg"] is not None:
             tp, fp, fn, _ = confusion_counts(out["seg"], batch["mask"])
-            keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_from_counts(tp, fp, fn))
+            keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_iou(tp, fp, fn)[0])
             keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
             img = batch["image"] * self.preprocess.std + self.preprocess.mean  # [0, 1] again

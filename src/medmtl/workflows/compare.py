@@ -13,13 +13,9 @@ from medmtl.errors import ConfigError
 from medmtl.inference.core import load_for_model, mask_at_original_size, predict_batch
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.image import read_mask
+from medmtl.metrics import mask_dice
 from medmtl.reporting.compare import Panel, comparison_figure, pick_cases
 from medmtl.reporting.figures import save_figure
-
-
-def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    denom = pred.sum() + gt.sum()
-    return 1.0 if denom == 0 else float(2 * (pred & gt).sum() / denom)
 
 
 def compare_checkpoints(
@@ -61,7 +57,7 @@ def compare_checkpoints(
                 panels.append(Panel(f"{name}\n(no segmentation head)", image8))
                 continue
             pred = mask_at_original_size(seg_p[0, 0], image8.shape)
-            panels.append(Panel(f"{name}\nDice {_dice(pred, gt):.3f}", image8, pred))
+            panels.append(Panel(f"{name}\nDice {mask_dice(pred, gt):.3f}", image8, pred))
         rows.append(panels)
     return comparison_figure(rows)
 

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from hydra.experimental.callback import Callback
 
-from medmtl.errors import ConfigError, DataError
+from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -91,7 +91,7 @@ def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = No
         bad = [r.reason for r in found if r.status != "ok"]
         if bad:
             raise DataError(
-                f"{p}: {len(bad)} run(s) did not finish ({'; '.join(bad[:3])}); "
+                f"{p}: {len(bad)} run(s) did not finish ({summarize(bad)}); "
                 "give the finished run folders one by one to ensemble without them."
             )
         runs += [r.path for r in found]

@@ -1,0 +1,69 @@
+"""The metric definitions, written once (docs/metrics.md describes each metric).
+
+Training (torch tensors, per batch), the per-image predictions file and its bootstrap (numpy,
+thousands of resamples at once), the evaluation figures and the qualitative comparison all
+compute Dice, IoU, the calibration error and the overall score with these functions.
+:func:`dice_iou` uses arithmetic only, so numpy arrays and torch tensors give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
+
+
+def dice_iou(tp: Any, fp: Any, fn: Any) -> tuple[Any, Any]:
+    """Per-image Dice ``2TP / (2TP + FP + FN)`` and IoU ``TP / (TP + FP + FN)`` from pixel
+    counts; both are 1 where the ground truth and the prediction are empty (a correct
+    "no lesion"). Works on numpy arrays, torch tensors and numbers alike."""
+    empty = (tp + fp + fn) == 0  # then the added 1 makes 1 / 1
+    return (2 * tp + empty) / (2 * tp + fp + fn + empty), (tp + empty) / (tp + fp + fn + empty)
+
+
+def mask_dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks of the same shape (1 if both are empty)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    tp = int((pred & truth).sum())
+    return float(dice_iou(tp, int((pred & ~truth).sum()), int((~pred & truth).sum()))[0])
+
+
+def calibration(
+    prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None, n_bins: int = ECE_BINS
+) -> dict[str, np.ndarray]:
+    """Expected calibration error of the top-class probability, binned as torchmetrics bins
+    (``[k/n, (k+1)/n)``, float32 confidences; a confidence of exactly 1 gets a bin of its own).
+
+    ``weights`` (resamples × images, how often each image is drawn; None: each once) gives one
+    result per row. Returns per-bin ``count``, ``confidence`` and ``correct`` sums (rows ×
+    n_bins + 1) and ``ece`` (rows): Σ_bins |correct − confidence| / images.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    label = np.asarray(label)
+    n = len(label)
+    W = np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
+    conf = prob.max(1).astype(np.float32).astype(np.float64)
+    correct = (prob.argmax(1) == label).astype(np.float64)
+    edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32).astype(np.float64)
+    idx = np.searchsorted(edges, conf, side="right") - 1
+    onehot = np.zeros((n, n_bins + 1))
+    onehot[np.arange(n), idx] = 1
+    out = {
+        "count": W @ onehot,
+        "confidence": W @ (onehot * conf[:, None]),
+        "correct": W @ (onehot * correct[:, None]),
+    }
+    total = W.sum(1)
+    out["ece"] = np.abs(out["correct"] - out["confidence"]).sum(1) / np.where(total > 0, total, 1)
+    return out
+
+
+def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:
+    """``overall``: the mean of macro F1 and all-image Dice; for a single-task run, its one score."""
+    if task == "seg":
+        return seg_dice
+    if task == "cls":
+        return cls_f1
+    return 0.5 * (cls_f1 + seg_dice)
