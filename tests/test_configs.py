@@ -18,6 +18,8 @@ GROUPS = [
     "model/arch",
     "model/encoder",
     "loss",
+    "optimizer",
+    "scheduler",
     "trainer",
     "logger",
     "callbacks",

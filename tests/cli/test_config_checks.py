@@ -28,6 +28,8 @@ NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
         ("model.arch.name=Unett", "model.arch.name='Unett' is not a supported architecture"),
         ("model.encoder.name=resnet19", "model.encoder.name='resnet19' is not an encoder"),
         ("loss.seg=dicey", "loss.seg='dicey' is unknown"),
+        ("optimizer._target_=torch.optim.Nope", "optimizer: cannot use 'torch.optim.Nope'"),
+        ("scheduler._target_=medmtl.training.schedules.nope", "scheduler: cannot use"),
     ],
 )
 def test_bad_setting_refused_before_the_data(setting, message, tmp_path, cache_dir):

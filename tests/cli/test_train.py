@@ -177,8 +177,9 @@ def test_nan_loss_stops_with_clear_message(make_cfg, tmp_path):
             "trainer.max_epochs=1",
             "optimizer.lr=1e30",
             "trainer.gradient_clip_val=null",
-            "optimizer.name=sgd",
-            "+optimizer.momentum=0.0",
+            "optimizer=sgd",
+            "optimizer.momentum=0.0",
+            "optimizer.nesterov=false",
         ],
         name="nan",
     )

@@ -21,7 +21,7 @@ def make_checkpoint(path: Path, image_size: int, model: dict) -> Path:
     module = MultiTaskModule(
         model=dict(model),
         loss={},
-        optimizer={"name": "adamw"},
+        optimizer={"_target_": "torch.optim.AdamW"},
         class_names=["normal", "benign", "malignant"],
         data={"image_size": image_size},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmtl.errors import MedmtlError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, overall_score
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.ensemble import average_outputs
@@ -268,14 +269,7 @@ class MultiTaskModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        opt_cfg = dict(self.hparams.optimizer)
-        name = opt_cfg.pop("name", "adamw").lower()
-        optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-        if name not in optimizers:
-            raise MedmtlError(
-                f"optimizer.name={name!r} is unknown; choose one of {', '.join(optimizers)}."
-            )
-        optimizer = optimizers[name](self.parameters(), **opt_cfg)
+        optimizer = build_optimizer(self.hparams.optimizer, self.parameters())
         scheduler = self._make_scheduler(optimizer)
         if scheduler is None:
             return optimizer
@@ -286,23 +280,7 @@ class MultiTaskModule(L.LightningModule):
 
     def _make_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
         """The epoch-wise schedule over this run's ``trainer.max_epochs`` (None: constant lr)."""
-        sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
-        sched = sched_cfg.get("name", "none")
-        if sched == "none":
-            return None
-        if sched != "cosine":
-            raise MedmtlError(f"scheduler.name={sched!r} is unknown; choose none or cosine.")
-        epochs = max(1, int(self.trainer.max_epochs or 1))
-        warmup = min(int(sched_cfg.get("warmup_epochs", 0)), epochs - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, epochs - warmup), eta_min=float(sched_cfg.get("min_lr", 0.0))
-        )
-        if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(
-                optimizer, start_factor=0.1, total_iters=warmup
-            )
-            cosine = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
-        return cosine
+        return build_scheduler(self.hparams.scheduler, optimizer, self.trainer.max_epochs or 1)
 
     # -- resuming ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -340,6 +318,77 @@ class MultiTaskModule(L.LightningModule):
                 "The checkpoint holds no random state (written before medmtl saved it): the "
                 "resumed run draws other batches than an uninterrupted one would have."
             )
+
+
+# checkpoints written before optimizer/scheduler were config groups name them
+_LEGACY_OPTIMIZERS = {
+    "adamw": "torch.optim.AdamW",
+    "adam": "torch.optim.Adam",
+    "sgd": "torch.optim.SGD",
+}
+_LEGACY_SCHEDULERS = {"cosine": "medmtl.training.schedules.cosine"}
+
+
+def _partial(cfg: dict, what: str, legacy: dict[str, str]) -> Any:
+    """The factory a ``conf/optimizer`` or ``conf/scheduler`` entry describes (Hydra
+    ``_partial_``), built only from plain values, as stored in checkpoints."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    cfg = dict(cfg)
+    if "_target_" not in cfg and "name" in cfg:
+        name = str(cfg.pop("name")).lower()
+        if name == "none":
+            return None
+        if name not in legacy:
+            raise ConfigError(
+                f"{what}.name={name!r} is unknown; choose one of {', '.join(legacy)}."
+            )
+        cfg["_target_"] = legacy[name]
+    cfg["_partial_"] = True
+    try:
+        return instantiate(cfg)
+    except InstantiationException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"{what}: cannot use {cfg['_target_']!r} ({first[:160]}); choose a file in "
+            f"conf/{what} ({what}=<name>) or give a class that exists."
+        ) from exc
+
+
+def check_optimization(optimizer: dict, scheduler: dict | None) -> None:
+    """Refuse an optimizer or schedule that cannot be built, before any data is read."""
+    _partial(optimizer, "optimizer", _LEGACY_OPTIMIZERS)
+    if scheduler:
+        _partial(scheduler, "scheduler", _LEGACY_SCHEDULERS)
+
+
+def build_optimizer(cfg: dict, params: Any) -> torch.optim.Optimizer:
+    """The optimizer of ``conf/optimizer`` (e.g. ``torch.optim.AdamW``) over ``params``."""
+    factory = _partial(cfg, "optimizer", _LEGACY_OPTIMIZERS)
+    try:
+        return factory(params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer: {exc}; check the optimizer.* settings.") from exc
+
+
+def build_scheduler(cfg: dict | None, optimizer: torch.optim.Optimizer, max_epochs: int) -> Any:
+    """The schedule of ``conf/scheduler`` for a run of ``max_epochs`` (None: constant lr).
+
+    medmtl's schedules (:mod:`medmtl.training.schedules`) take ``max_epochs``; any torch
+    scheduler whose arguments are all in the config works too.
+    """
+    if not cfg:
+        return None
+    factory = _partial(cfg, "scheduler", _LEGACY_SCHEDULERS)
+    if factory is None:
+        return None
+    accepts = inspect.signature(factory.func).parameters
+    kwargs = {"max_epochs": max(1, int(max_epochs))} if "max_epochs" in accepts else {}
+    try:
+        return factory(optimizer, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"scheduler: {exc}; check the scheduler.* settings.") from exc
 
 
 def rng_state() -> dict[str, Any]:

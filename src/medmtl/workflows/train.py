@@ -167,6 +167,7 @@ def check_train_config(cfg: DictConfig) -> None:
     from medmtl.data.datamodule import check_image_size
     from medmtl.models.multitask import check_model_names
     from medmtl.training.losses import check_loss_config
+    from medmtl.training.module import check_optimization
 
     check_image_size(OmegaConf.select(cfg, "data.image_size"))
     _number(cfg, "data.batch_size", int, 1)
@@ -179,6 +180,7 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
     check_model_names(net_settings(cfg))
     check_loss_config(OmegaConf.to_container(cfg.loss, resolve=True))
+    check_optimization(*_optimization(cfg))
 
 
 def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
@@ -248,16 +250,22 @@ def _merge_csv_logs(csv_dir: Path) -> None:
         part.unlink()
 
 
+def _optimization(cfg: DictConfig) -> tuple[dict, dict | None]:
+    """The optimizer and schedule settings as plain values (they go into the checkpoint)."""
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = cfg.get("scheduler")
+    return optimizer, (OmegaConf.to_container(scheduler, resolve=True) if scheduler else None)
+
+
 def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
     """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    optimizer, scheduler = _optimization(cfg)
     return MultiTaskModule(
         model=net_settings(cfg),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True)
-        if cfg.get("scheduler")
-        else None,
+        optimizer=optimizer,
+        scheduler=scheduler,
         class_names=list(dm.classes),
         data=data_cfg,
         seed=None if cfg.get("seed") is None else int(cfg.seed),
