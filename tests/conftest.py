@@ -10,15 +10,12 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from medmtl.config import CONFIG_DIR, project_root  # noqa: E402
+from medmtl.config import compose, project_root  # noqa: E402
 
 ROOT = project_root()
-DEFAULT_BUSI = ROOT.parent / "shared" / "data" / "busi" / "Dataset_BUSI_with_GT"
 
 
 def _dicom_dir() -> Path:
@@ -52,8 +49,13 @@ TINY_MODEL = [
 ]
 
 
+def busi_location() -> Path:
+    """Where data=busi looks: BUSI_ROOT, else data/Dataset_BUSI_with_GT in the repository."""
+    return Path(compose("train", ["data=busi"]).data.root)
+
+
 def busi_root() -> Path | None:
-    root = Path(os.environ.get("BUSI_ROOT", DEFAULT_BUSI))
+    root = busi_location()
     return root if root.is_dir() else None
 
 
@@ -63,9 +65,7 @@ def busi() -> Path:
     root = busi_root()
     if root is None:
         if os.environ.get("REQUIRE_BUSI") == "1":
-            pytest.fail(
-                f"BUSI not found at {os.environ.get('BUSI_ROOT', DEFAULT_BUSI)} and REQUIRE_BUSI=1"
-            )
+            pytest.fail(f"BUSI not found at {busi_location()} and REQUIRE_BUSI=1 (set BUSI_ROOT)")
         pytest.skip("BUSI not available (set BUSI_ROOT)")
     return root
 
@@ -100,9 +100,7 @@ def compose_cfg(
     overrides: list[str], out_dir: Path, cache: Path, config_name: str = "train"
 ) -> DictConfig:
     """Compose a config as the CLI would, with the run folder and cache in tmp folders."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    cfg = compose(config_name, overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)

@@ -80,3 +80,42 @@ def test_default_seed_and_seg_weight_convention():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["seed=0", "loss.seg_weight=0.3"])
     assert cfg.seed == 0 and cfg.loss.seg_weight == 0.3
+
+
+def test_one_output_root_moves_runs_sweeps_caches_and_split_files(monkeypatch):
+    from medmtl.config import compose as compose_config
+    from medmtl.config import project_root
+
+    monkeypatch.delenv("MEDMTL_CACHE_DIR", raising=False)
+    for how in ("setting", "environment"):
+        if how == "environment":
+            monkeypatch.setenv("MEDMTL_OUTPUT", "/scratch/me")
+            extra = []
+        else:
+            monkeypatch.delenv("MEDMTL_OUTPUT", raising=False)
+            extra = ["paths.output_root=/scratch/me"]
+        cfg = compose_config(
+            "train",
+            ["data=folder", "data.root=/d", "data.name=mine", *extra],
+            return_hydra_config=True,
+        )
+        assert str(cfg.hydra.run.dir).startswith("/scratch/me/outputs/train/"), how
+        assert str(cfg.hydra.sweep.dir).startswith("/scratch/me/multirun/train/"), how
+        assert cfg.paths.cache_dir == "/scratch/me/.cache", how
+        assert cfg.data.split_file == "/scratch/me/outputs/splits/mine.json", how
+        assert cfg.paths.root_dir == str(project_root())  # the configs do not move
+    # by default a generated split file stays out of the repository's committed splits/
+    monkeypatch.delenv("MEDMTL_OUTPUT")
+    cfg = compose_config("train", ["data=folder", "data.root=/d", "data.name=mine"])
+    assert cfg.data.split_file == str(project_root() / "outputs" / "splits" / "mine.json")
+    busi = compose_config("train", ["data=busi", "paths.output_root=/scratch/me"])
+    assert busi.data.split_file == str(project_root() / "splits" / "busi.json")  # committed
+
+
+def test_split_file_advice_commits_only_the_repository_s_own(tmp_path):
+    from medmtl.config import project_root
+    from medmtl.data.datamodule import split_file_advice
+
+    assert "commit it" in split_file_advice(project_root() / "splits" / "busi.json")
+    other = split_file_advice(tmp_path / ".cache" / "phantom" / "split.json")
+    assert "commit" not in other and "keep it" in other

@@ -1,18 +1,19 @@
-"""Where the configs are (``conf/`` of the checkout) and the ``medmtl_root`` resolver."""
+"""Where the configs are (``conf/`` of the checkout), the ``medmtl_root`` resolver, and composing
+a config outside a Hydra run."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 
 def project_root() -> Path:
-    """The repository root (``MEDMTL_ROOT`` if set, else the checkout this package lives in)."""
-    env = os.environ.get("MEDMTL_ROOT")
-    if env:
-        return Path(env).resolve()
+    """The repository: the checkout this package lives in (else the current folder).
+
+    It holds the configs and the committed split files; where medmtl writes is the separate
+    setting ``paths.output_root`` (``MEDMTL_OUTPUT``).
+    """
     here = Path(__file__).resolve().parents[2]
     if (here / "conf" / "train.yaml").exists():
         return here
@@ -25,7 +26,11 @@ if not OmegaConf.has_resolver("medmtl_root"):
     OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
 
 
-def compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+def compose(
+    config_name: str = "train",
+    overrides: list[str] | None = None,
+    return_hydra_config: bool = False,
+) -> DictConfig:
     """A config composed from ``conf/`` as the command line would, outside a Hydra run
     (benchmarks, notebooks, tests); ``paths.output_dir`` is not set."""
     from hydra import compose as hydra_compose
@@ -34,4 +39,8 @@ def compose(config_name: str = "train", overrides: list[str] | None = None) -> D
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        return hydra_compose(
+            config_name=config_name,
+            overrides=list(overrides or []),
+            return_hydra_config=return_hydra_config,
+        )

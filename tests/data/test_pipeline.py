@@ -218,3 +218,28 @@ def test_audit_finds_the_groups_the_split_keeps_together(phantom_root, tmp_path)
         assert report.groups.group_of == split_groups == dm.groups
         groups[thumb] = split_groups
     assert groups[4] != groups[32]  # the thumbnail size matters, so the test means something
+
+
+def test_a_small_training_split_keeps_its_batches_under_ddp(tmp_path):
+    """28 training images, batch 16: one process drops the last 12; two DDP ranks see 14
+    each and must keep them (dropping them left the ranks without any batch)."""
+    from types import SimpleNamespace
+
+    dm = MedDataModule.from_config(
+        {
+            "source": "phantom",
+            "cache_dir": str(tmp_path / "c"),
+            "image_size": 32,
+            "batch_size": 16,
+            "phantom": {
+                "seed": 2,
+                "counts": {"normal": 10, "benign": 15, "malignant": 15},
+                "size": 64,
+            },
+        }
+    )
+    dm.setup()
+    assert dm.split.count("train") == 28
+    assert dm.train_dataloader().drop_last
+    dm.trainer = SimpleNamespace(world_size=2)
+    assert not dm.train_dataloader().drop_last

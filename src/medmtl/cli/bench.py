@@ -8,12 +8,11 @@ medmtl-bench probe [--busi-root DIR] [--out docs/results.md]
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from medmtl.cli import ArgumentParser, run_or_exit
-from medmtl.config import project_root
+from medmtl.config import compose, project_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +24,7 @@ def _main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("preprocess", help="HE, CLAHE and 8-bit conversion timings")
     p.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
-    busi = Path(os.environ.get("BUSI_ROOT", project_root() / "data" / "Dataset_BUSI_with_GT"))
+    busi = Path(compose("train", ["data=busi"]).data.root)  # BUSI_ROOT, else data/ in the repo
     p.add_argument("--busi-image", type=Path, default=busi / "benign" / "benign (1).png")
     p.add_argument("--repeats", type=int, default=7)
     q = sub.add_parser("inference", help="PyTorch vs ONNX Runtime throughput, predict cold start")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,11 +390,17 @@ class MedDataModule(L.LightningDataModule):
             batch_size=self.loader.batch_size if train else self.eval_batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            # PAN and DeepLab BatchNorm fail on a training batch of one image
-            drop_last=train and len(ds) > self.loader.batch_size,
+            drop_last=train and self._drop_last(len(ds)),
             num_workers=self.loader.num_workers,
             persistent_workers=self.loader.num_workers > 0,
         )
+
+    def _drop_last(self, n: int) -> bool:
+        """Drop a last, smaller training batch (PAN and DeepLab BatchNorm fail on a batch of one
+        image), unless that would leave a rank without any batch: under DDP each rank sees
+        only its share of the images."""
+        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        return math.ceil(n / max(1, world)) > self.loader.batch_size
 
     @property
     def eval_batch_size(self) -> int:

@@ -147,7 +147,10 @@ class MultiTaskModule(L.LightningModule):
     def _eval_step(self, batch: dict, split: str) -> dict[str, torch.Tensor | None]:
         out = self(batch["image"])
         losses = self.criterion(out, batch["mask"], batch["label"])
-        self.log(f"{split}/loss", losses["loss"], batch_size=batch["image"].shape[0])
+        # sync_dist: under DDP the epoch's loss is the mean over all ranks' images
+        self.log(
+            f"{split}/loss", losses["loss"], batch_size=batch["image"].shape[0], sync_dist=True
+        )
         if out["seg"] is not None and self.postprocess.active:
             out = {**out, "seg": self._postprocessed(out["seg"])}
         if out["cls"] is not None:
@@ -186,8 +189,10 @@ class MultiTaskModule(L.LightningModule):
             for k, v in flat.items()
             if k != overall and not isinstance(v, list) and not math.isnan(v)
         }
-        self.log_dict(scalars)
-        self.log(overall, flat[overall], prog_bar=True)
+        # the metrics are computed from every rank's images already (torchmetrics gathers them),
+        # so syncing averages equal values; it keeps Lightning from warning once per metric
+        self.log_dict(scalars, sync_dist=True)
+        self.log(overall, flat[overall], prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")

@@ -17,6 +17,7 @@ from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
 from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.train import test_module
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def ensemble(
 
     ``tta`` adds each member's horizontal mirror image to the average (test-time flip).
     """
+    quiet_third_party()
     out = Path(out)
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")

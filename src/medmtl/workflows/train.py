@@ -32,6 +32,7 @@ from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_f
 from medmtl.reporting.per_image import PerImage, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.logs import quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.time()
     check_train_config(cfg)
+    quiet_third_party(resuming=bool(cfg.get("ckpt_path")))
     resumed = _resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
     (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
@@ -443,6 +445,7 @@ def _fit_and_test(
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
+    quiet_third_party()
     module, ckpt = MultiTaskModule.from_checkpoint(cfg.ckpt_path)
     module.use_channels_last(bool(cfg.get("channels_last", False)))
     module.tta = bool(cfg.get("tta", False))

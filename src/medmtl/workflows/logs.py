@@ -1,0 +1,44 @@
+"""Log lines that are not the user's concern, silenced where they arise.
+
+Only messages nobody can act on go: a library's advertisement, a deprecation inside a library,
+the same line printed twice, and warnings about a folder that medmtl itself reuses on purpose
+when it resumes a run. Everything that says something about the run stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# Lightning prints every message twice under Hydra: once through the console handler the
+# `lightning` package adds on import, once through the root logger Hydra configured
+_LIGHTNING = "lightning"
+# Lightning's rank-zero info channel, which also carries "💡 Tip: ... litlogger"
+_RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_third_party(resuming: bool = False) -> None:
+    """Silence what is not actionable (idempotent; call before a Trainer is built).
+
+    ``resuming``: a resumed run continues in its own folder, so Lightning's warnings that the
+    log and checkpoint folders are not empty describe what medmtl intends (the earlier CSV log
+    has been set aside and is merged back).
+    """
+    # a deprecation inside Lightning's use of torch.utils._pytree, on every run
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    rank_zero = logging.getLogger(_RANK_ZERO)
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+    if logging.getLogger().handlers:  # Hydra (or the user) set up logging: let it print once
+        lightning = logging.getLogger(_LIGHTNING)
+        for handler in list(lightning.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning.removeHandler(handler)
+    if resuming:
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not")
