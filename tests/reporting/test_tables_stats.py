@@ -268,3 +268,23 @@ def test_validation_columns_show_no_test_metric(tmp_path):
     fake_run(tmp_path / "1", {"data.clahe": "false"}, 0.8, 0.7, 1, {"val/overall": 0.7})
     md = render(build_table(collect_runs(tmp_path), tmp_path), "md", columns="validation")
     assert "| val overall |" in md and "**0.750**" in md and "| Acc |" not in md
+
+
+def test_table_written_into_a_results_document_with_its_command(lambda_sweep, tmp_path):
+    from medmtl.cli.tables import main
+
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nhand-written prose stays\n")
+    args = [str(lambda_sweep), "--out", str(tmp_path / "t"), "--baseline", "λ=0.7"]
+    assert main([*args, "--into", f"{doc}:lambda"]) == 0
+    assert main([*args, "--into", f"{doc}:lambda"]) == 0  # again: replaced, not appended
+    text = doc.read_text()
+    assert "hand-written prose stays" in text
+    assert text.count("<!-- lambda:start -->") == 1 and text.count("<!-- lambda:end -->") == 1
+    section = text.split("<!-- lambda:start -->")[1].split("<!-- lambda:end -->")[0]
+    assert f"medmtl-tables {lambda_sweep} --out" in section and "'λ=0.7'" in section
+    assert section == "\n" + "```bash\n" + section.split("```bash\n", 1)[1]
+    assert (tmp_path / "t" / "lambda.md").read_text().strip() in section  # the table itself
+    with pytest.raises(SystemExit) as bad:
+        main([*args, "--into", str(doc)])  # no section name
+    assert bad.value.code == 2

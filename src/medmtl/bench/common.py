@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from medmtl.io.files import atomic_write_text
+from medmtl.io.files import replace_section
 
 # the one-model CPU recipe: the "default CPU model" every benchmark measures, as conf/ defines it
 CPU_MODEL_OVERRIDES = ("experiment=busi_cpu_single",)
@@ -106,13 +106,8 @@ def machine_line() -> str:
     )
 
 
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    text = path.read_text() if path.exists() else "# medmtl benchmarks\n"
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    atomic_write_text(path, text)
+def publish(path: Path, name: str, text: str) -> None:
+    """Print a benchmark section and write it into its Markdown file (docs/benchmarks.md)."""
+    print(text)
+    replace_section(path, name, text, title="medmtl benchmarks")
+    print(f"written to {path}")

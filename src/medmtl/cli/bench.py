@@ -50,16 +50,14 @@ def _main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
     r.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args(argv)
-    from medmtl.bench.common import replace_section
+    from medmtl.bench.common import publish
 
     if args.what == "probe":
         from medmtl.bench import probe
 
         rows = probe.run(args.busi_root, args.cache_dir, args.image_size)
         text = probe.section(rows, "BUSI_ROOT=<BUSI> medmtl-bench probe", args.image_size)
-        print(text)
-        replace_section(args.out, "probe", text)
-        print(f"written to {args.out}")
+        publish(args.out, "probe", text)
         return 0
 
     if args.what == "train":
@@ -76,9 +74,7 @@ def _main(argv: list[str] | None = None) -> int:
             + (" --compile" if args.compile else "")
         )
         text = training.section(res, cmd, time.time() - start)
-        print(text)
-        replace_section(args.out, "train", text)
-        print(f"written to {args.out}")
+        publish(args.out, "train", text)
         return 0
 
     if args.what == "inference":
@@ -93,9 +89,7 @@ def _main(argv: list[str] | None = None) -> int:
         )
         cmd = "BUSI_ROOT=<BUSI> medmtl-bench inference" + (" --compile" if args.compile else "")
         text = inference.section(res, cmd)
-        print(text)
-        replace_section(args.out, "inference", text)
-        print(f"written to {args.out}")
+        publish(args.out, "inference", text)
         return 0
 
     from medmtl.bench import preprocess
@@ -107,9 +101,7 @@ def _main(argv: list[str] | None = None) -> int:
         else "BUSI_ROOT=<BUSI> medmtl-bench preprocess"
     )
     text = preprocess.section(rows, images, command)
-    print(text)
-    replace_section(args.out, "preprocess", text)
-    print(f"written to {args.out}")
+    publish(args.out, "preprocess", text)
     return 0
 
 

@@ -2,10 +2,12 @@
 
 medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
               [--columns study|recipe|validation] [--no-ci] [--out <folder>]
+              [--into docs/results.md:<section>]
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder for the tables (default: <multirun dir>/tables)",
     )
+    parser.add_argument(
+        "--into",
+        default=None,
+        metavar="FILE:SECTION",
+        help="also write the Markdown table, with this command above it, into the marked "
+        "section SECTION of FILE (e.g. docs/results.md:lambda_5fold), replacing it if present",
+    )
     args = parser.parse_args(argv)
-    from medmtl.workflows.tables import write_tables
+    from medmtl.workflows.tables import publish_table, write_tables
 
     table, files = run_or_exit(
         lambda: write_tables(
@@ -57,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(files["md"].read_text())
+    if args.into:
+        command = shlex.join(["medmtl-tables", *(sys.argv[1:] if argv is None else argv)])
+        files["into"] = run_or_exit(publish_table, files["md"], args.into, command)
     print("written: " + ", ".join(str(p) for p in files.values()))
     for problem in table.problems:
         print(f"NOT IN TABLE: {problem}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,24 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding, newline="")
     return Path(path)
+
+
+def replace_section(path: str | Path, name: str, body: str, title: str = "") -> Path:
+    """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
+    of a Markdown file, atomically; the rest of the file is kept. ``title`` starts a new file.
+
+    The benchmarks and ``medmtl-tables --into`` write docs/benchmarks.md and docs/results.md
+    this way, so every number there comes from the command written beside it.
+    """
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else (f"# {title}\n" if title else "")
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    return atomic_write_text(path, text)
 
 
 def ensure_output_dir(path: str | Path, option: str = "out") -> Path:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medmtl.io.files import atomic_write_text
+from medmtl.errors import ConfigError
+from medmtl.io.files import atomic_write_text, replace_section
 from medmtl.reporting.table_figures import write_table_figures
 from medmtl.reporting.tables import (
     COLUMN_SETS,
@@ -50,3 +51,16 @@ def write_tables(
     if figures:
         files.update(write_table_figures(table, out, comparisons, baseline, cols))
     return table, files
+
+
+def publish_table(markdown: Path, into: str, command: str) -> Path:
+    """Write a table's Markdown, with the command that made it, into a marked section of a
+    document (``docs/results.md:<section>``), so that results there are written by commands."""
+    doc, sep, section = into.rpartition(":")
+    if not sep or not doc or not section.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(
+            f"--into {into}: expected FILE:SECTION, e.g. docs/results.md:lambda_5fold "
+            "(a section name of letters, digits, '_' and '-')."
+        )
+    body = f"```bash\n{command}\n```\n\n" + Path(markdown).read_text().strip() + "\n"
+    return replace_section(Path(doc), section, body, title="Results")
