@@ -84,7 +84,7 @@ def _need_shared_dicom(request):
 DICOM_MODULES = {
     "tests.io.test_dicom",
     "tests.io.test_privacy",
-    "tests.cli.test_preprocess",
+    "tests.workflows.test_preprocess",
     "tests.inference.test_predict",
     "tests.test_notebooks",
 }
