@@ -137,3 +137,83 @@ def tiny_run(tmp_path_factory, cache_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_run) -> Path:
     return next((tiny_run / "checkpoints").glob("epoch*.ckpt"))
+
+
+def make_busbra(root: Path, busi: Path, per_class: int = 12, side: int = 160) -> Path:
+    """A small BUS-BRA in its distributed layout, from BUSI images with made-up patients.
+
+    bus_data.csv (ID,Case,Histology,Pathology,BIRADS,Device,Width,Height,Side,BBOX), Images/
+    (8-bit grey PNG, bus_<case>-<side>.png), Masks/ (mask_<case>-<side>.png), 5-fold-cv.csv
+    (ID,Pathology,kFold,valid_1..valid_5) and 10-fold-cv.csv (ID,Pathology,kFold). Patients
+    have one or two images (left/right, or a second view); every fold is patient-level.
+    """
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "Images").mkdir(parents=True)
+    (root / "Masks").mkdir()
+    rows, case = [], 0
+    devices = ("Toshiba Aplio 300", "GE Logiq 5")
+    for pathology in ("benign", "malignant"):
+        files = sorted((busi / pathology).glob(f"{pathology} (*).png"))
+        files = [f for f in files if "_mask" not in f.name][:per_class]
+        k = 0
+        while k < len(files):
+            case += 1
+            n = 2 if case % 3 else 1  # two images for two patients in three
+            for j, f in enumerate(files[k : k + n]):
+                image_id = f"bus_{case:04d}-{'lr'[j]}"
+                img = Image.open(f).convert("L")
+                scale = side / img.width
+                size = (side, max(32, round(img.height * scale)))
+                img.resize(size).save(root / "Images" / f"{image_id}.png")
+                mask = np.asarray(Image.open(f.with_name(f.stem + "_mask.png")).convert("L")) > 0
+                m = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)
+                m.save(root / "Masks" / f"mask_{image_id.removeprefix('bus_')}.png")
+                ys, xs = np.nonzero(np.asarray(m))
+                bbox = f"[{xs.min()}, {ys.min()}, {xs.max() - xs.min()}, {ys.max() - ys.min()}]"
+                rows.append(
+                    {
+                        "ID": image_id,
+                        "Case": str(case),
+                        "Histology": "Fibroadenoma"
+                        if pathology == "benign"
+                        else "Invasive ductal carcinoma",
+                        "Pathology": pathology,
+                        "BIRADS": "3" if pathology == "benign" else "5",
+                        "Device": devices[case % 2],
+                        "Width": str(size[0]),
+                        "Height": str(size[1]),
+                        "Side": "left" if j == 0 else "right",
+                        "BBOX": bbox,
+                    }
+                )
+            k += n
+    with (root / "bus_data.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cases = sorted({int(r["Case"]) for r in rows})
+    for k_folds in (5, 10):
+        fold_of = {c: 1 + i % k_folds for i, c in enumerate(cases)}
+        head = ["ID", "Pathology", "kFold"] + (
+            [f"valid_{r}" for r in range(1, 6)] if k_folds == 5 else []
+        )
+        with (root / f"{k_folds}-fold-cv.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(head)
+            for r in rows:
+                fold = fold_of[int(r["Case"])]
+                out = [r["ID"], r["Pathology"], fold]
+                if k_folds == 5:  # round t: fold t is the test fold, the next one validates
+                    out += ["" if fold == t else int(fold != 1 + t % 5) for t in range(1, 6)]
+                w.writerow(out)
+    return root
+
+
+@pytest.fixture(scope="session")
+def busbra(busi, tmp_path_factory) -> Path:
+    """A small BUS-BRA fixture (24 BUSI images, 16 made-up patients), see make_busbra."""
+    return make_busbra(tmp_path_factory.mktemp("busbra") / "BUSBRA", busi)

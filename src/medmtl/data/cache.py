@@ -108,15 +108,16 @@ def _load_or_build(
     return item
 
 
-def load_all(
+def load_cases(
     cases: Sequence[Case],
     settings: PreprocessSettings,
     cache_dir: str | Path | None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
     thumb_size: int = 32,
-) -> list[CachedCase]:
-    """Load every case (from the cache when possible). All bad files are reported together."""
+) -> tuple[list[CachedCase | None], list[str]]:
+    """Every case from the cache when possible, else decoded; a bad file gives ``None`` in its
+    place and its problem in the list (sorted), so that all are reported together."""
     cdir = Path(cache_dir) / "preprocessed" if cache_dir is not None else None
     if cdir is not None:
         cdir.mkdir(parents=True, exist_ok=True)
@@ -133,9 +134,22 @@ def load_all(
         for done, _ in enumerate(pool.map(work, range(len(cases))), start=1):
             if progress is not None:
                 progress(done, len(cases))
+    return results, sorted(problems)
+
+
+def load_all(
+    cases: Sequence[Case],
+    settings: PreprocessSettings,
+    cache_dir: str | Path | None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+    thumb_size: int = 32,
+) -> list[CachedCase]:
+    """Load every case (from the cache when possible). All bad files are reported together."""
+    results, problems = load_cases(cases, settings, cache_dir, workers, progress, thumb_size)
     if problems:
         raise DataError(
-            f"{len(problems)} unusable file(s): {summarize(sorted(problems))}. Nothing was "
+            f"{len(problems)} unusable file(s): {summarize(problems)}. Nothing was "
             "trained; run `medmtl-data audit` for the full list."
         )
     return [r for r in results if r is not None]

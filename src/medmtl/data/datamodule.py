@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from medmtl.config import project_root
-from medmtl.data.cache import CachedCase, load_all
-from medmtl.data.duplicates import find_groups
+from medmtl.data.busbra import BusbraSplit, index_busbra
+from medmtl.data.cache import CachedCase, load_cases
+from medmtl.data.duplicates import combine_groups, find_groups
 from medmtl.data.index import Case, DatasetIndex, index_class_folders
+from medmtl.data.manifest import Columns, index_manifest
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
 from medmtl.data.splits import (
     SPLITS,
     SplitSettings,
+    check_given_split,
+    complete_split,
     kfold_train_val,
     make_split,
     read_split_file,
@@ -33,7 +37,7 @@ from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 log = logging.getLogger(__name__)
-SOURCES = ("folder", "phantom")
+SOURCES = ("folder", "phantom", "manifest", "busbra")
 
 
 class ArrayDataset(Dataset):
@@ -99,12 +103,16 @@ class DataSource:
     """Which data set: its name, where it is and its classes."""
 
     name: str = "busi"
-    source: str = "folder"  # folder (BUSI and any class-folder data set) | phantom
-    root: str | None = None
+    source: str = "folder"  # see SOURCES
+    root: str | None = None  # the data folder (folder, busbra); the manifest's is its CSV's
     classes: tuple[str, ...] = ("normal", "benign", "malignant")
     mask_optional_classes: tuple[str, ...] = ()  # their images may have no mask (empty mask)
     drop_empty_classes: bool = False  # train without a class whose folder is empty
     phantom: dict | None = None  # seed, size, counts of the generated phantom
+    manifest: str | None = None  # data=manifest: the CSV that lists the data set
+    columns: dict | None = None  # data=manifest: which column holds what (manifest.Columns)
+    class_map: dict | None = None  # the data set's labels -> classes (None: the same names)
+    busbra: dict | None = None  # data=busbra: which published folds (busbra.BusbraSplit)
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,10 @@ _CONFIG_KEYS = {
         "mask_optional_classes",
         "drop_empty_classes",
         "phantom",
+        "manifest",
+        "columns",
+        "class_map",
+        "busbra",
     ),
     "preprocess": ("image_size", "conversion", "clahe", "clahe_clip_limit", "clahe_tile_grid"),
     "split": ("split_file", "split", "dedup", "num_folds", "fold"),
@@ -158,9 +170,14 @@ class MedDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.source={source.source!r} is unknown; choose one of {', '.join(SOURCES)}."
             )
-        if source.source == "folder" and not source.root:
+        if source.source in ("folder", "busbra") and not source.root:
             raise ConfigError(
                 f"data.root is not set for data={source.name}; point it at the data folder."
+            )
+        if source.source == "manifest" and not source.manifest:
+            raise ConfigError(
+                f"data.manifest is not set for data={source.name}; point it at the CSV file "
+                "that lists the images (docs/data.md)."
             )
         self.data = source
         self.preprocess = preprocess or PreprocessSettings()
@@ -173,6 +190,7 @@ class MedDataModule(L.LightningDataModule):
         self.subset = subset
         self.cache_dir = cache_dir
         self.index: DatasetIndex | None = None
+        self._split_done = False
         self.items: list[CachedCase] = []
         self.split: list[str] = []
         self.groups: list[int] = []
@@ -199,6 +217,10 @@ class MedDataModule(L.LightningDataModule):
                 mask_optional_classes=tuple(d.get("mask_optional_classes") or ()),
                 drop_empty_classes=bool(d.get("drop_empty_classes", False)),
                 phantom=d.get("phantom"),
+                manifest=d.get("manifest"),
+                columns=d.get("columns"),
+                class_map=d.get("class_map"),
+                busbra=d.get("busbra"),
             ),
             preprocess=PreprocessSettings.from_dict(d),
             split=SplitSettings(
@@ -225,7 +247,10 @@ class MedDataModule(L.LightningDataModule):
 
     # -- building ------------------------------------------------------------------------
     def resolve_root(self) -> Path:
-        """The data folder (the phantom is generated into the cache on first use)."""
+        """The data folder (the phantom is generated into the cache on first use; a
+        manifest's folder is its CSV's)."""
+        if self.data.source == "manifest":
+            return Path(str(self.data.manifest)).expanduser().resolve().parent
         if self.data.source == "phantom":
             phantom = dict(self.data.phantom or {})
             return ensure_phantom(
@@ -242,30 +267,58 @@ class MedDataModule(L.LightningDataModule):
         return Path(file).expanduser() if file else root / "split.json"
 
     def build_index(self, strict: bool = True) -> DatasetIndex:
-        root = self.resolve_root()
+        """The cases of the data set; file problems raise (``strict``) or are kept (audit)."""
+        d = self.data
+        if d.source == "manifest":
+            return index_manifest(
+                d.manifest,
+                self.classes,
+                Columns.from_dict(d.columns),
+                d.class_map,
+                d.mask_optional_classes,
+                strict,
+                dataset=self.name,
+            )
+        if d.source == "busbra":
+            return index_busbra(
+                Path(str(d.root)).expanduser(),
+                self.classes,
+                BusbraSplit.from_dict(d.busbra),
+                d.class_map,
+                strict,
+                dataset=self.name,
+            )
         hint = (
             "data.root (or the BUSI_ROOT environment variable)"
             if self.name == "busi"
             else "data.root"
         )
-        return index_class_folders(
-            root,
+        index = index_class_folders(
+            self.resolve_root(),
             self.classes,
-            self.data.mask_optional_classes,
+            d.mask_optional_classes,
             hint,
             strict,
-            self.data.drop_empty_classes,
+            d.drop_empty_classes,
         )
+        index.cases = [replace(c, dataset=self.name) for c in index.cases]
+        return index
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: generate the phantom there.
         if self.data.source == "phantom":
             self.resolve_root()
 
-    def setup(self, stage: str | None = None) -> None:
+    def load(self) -> None:
+        """Index the data set and load every image (from the cache when possible), without
+        splitting it: what evaluating all of a data set (``split=all``) needs.
+
+        Problems of the index (missing files, labels, groups) and of the files (unreadable,
+        a mask of another size) are reported together in one error.
+        """
         if self.index is not None:
             return
-        index = self.build_index()
+        index = self.build_index(strict=False)
         self.classes = index.classes  # without the empty ones under data.drop_empty_classes
         if index.ignored_files:
             log.warning(
@@ -274,16 +327,33 @@ class MedDataModule(L.LightningDataModule):
                 len(index.ignored_files),
                 summarize([f"{p}: {why}" for p, why in index.ignored_files], 5),
             )
-        cases = index.cases
-        self.items = load_all(
-            cases,
+        items, unusable = load_cases(
+            index.cases,
             self.preprocess,
             self.cache_dir,
             self.loader.load_workers,
             thumb_size=self.split_settings.thumb_size,
         )
+        problems = index.problems + unusable
+        if problems:
+            raise DataError(
+                f"{len(problems)} problem(s) with the data of {self.name} ({index.root}): "
+                f"{summarize(problems, 5)}. Nothing was done; `medmtl-data audit` lists them all."
+            )
+        if not index.cases:
+            raise DataError(f"{self.name} ({index.root}): no images found.")
+        self.items = [it for it in items if it is not None]
         self.index = index
-        self.split, self.groups = self._load_or_write_split(index.root, cases)
+        self.split = ["all"] * len(index.cases)
+        self.groups = list(range(len(index.cases)))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._split_done:
+            return
+        self.load()
+        cases = self.index.cases
+        self.split, self.groups = self._load_or_write_split(self.index.root, cases)
+        self._split_done = True
         s = self.split_settings
         if s.num_folds:
             self.split = kfold_train_val(
@@ -317,21 +387,35 @@ class MedDataModule(L.LightningDataModule):
             return split, groups
         s = self.split_settings
         found = find_groups([it.thumb for it in self.items], s.dedup_threshold)
+        # near duplicates and the data set's own groups (patients) stay together
+        groups = combine_groups(found, [c.group for c in cases])
         labels = [c.label for c in cases]
-        split = make_split(labels, found.group_of, s.val_fraction, s.test_fraction, s.seed)
+        settings = s.document(self.name)
+        if any(c.group for c in cases):
+            settings["groups"] = "near duplicates and the data set's groups (patients)"
+        given = [c.split for c in cases]
+        if all(given):
+            split = check_given_split([str(g) for g in given], groups, cases, path)
+            settings["split"] = "given by the data set"
+        elif any(given):  # a published test fold: train and val are made from the rest
+            split = complete_split(labels, groups, given, s.val_fraction, s.seed)
+            split = check_given_split(split, groups, cases, path)
+            settings["split"] = "test given by the data set, validation made by medmtl"
+        else:
+            split = make_split(labels, groups, s.val_fraction, s.test_fraction, s.seed)
         write_split_file(
             path,
             ids,
             labels,
             self.classes,
             split,
-            found.group_of,
-            s.document(self.name),
+            groups,
+            settings,
             found.pairs,
         )
         log.warning("Wrote the split file %s; %s", path, split_file_advice(path))
         read_split_file(path, ids)  # the file just written must read back
-        return split, found.group_of
+        return split, groups
 
     def _take_subset(self, n: int) -> None:
         """Keep about ``n`` images per split (stratified by class) for quick experiments."""
@@ -354,13 +438,16 @@ class MedDataModule(L.LightningDataModule):
 
     # -- access -----------------------------------------------------------------------------
     def cases(self, split: str) -> list[Case]:
-        """The cases of one split, in index order."""
+        """The cases of one split (``all``: every case), in index order."""
         self._check_split(split)
-        return [c for c, s in zip(self.index.cases, self.split, strict=True) if s == split]
+        return [c for i, c in enumerate(self.index.cases) if self._in(split, i)]
+
+    def _in(self, split: str, i: int) -> bool:
+        return split == "all" or self.split[i] == split
 
     def dataset(self, split: str, train: bool = False) -> ArrayDataset:
         self._check_split(split)
-        idx = [i for i, s in enumerate(self.split) if s == split]
+        idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
         p = self.preprocess
         tf = (
             train_transform(p.image_size, p.mean, p.std, **self.augment)
@@ -372,9 +459,13 @@ class MedDataModule(L.LightningDataModule):
         )
 
     def _check_split(self, split: str) -> None:
-        if split not in SPLITS:
-            raise ConfigError(f"split={split!r} is unknown; choose one of {', '.join(SPLITS)}.")
-        if self.index is None:
+        if split not in (*SPLITS, "all"):
+            raise ConfigError(
+                f"split={split!r} is unknown; choose one of {', '.join(SPLITS)} or all."
+            )
+        if split == "all":
+            self.load()
+        elif not self._split_done:
             self.setup()
 
     def dataloader(self, split: str, train: bool = False) -> DataLoader:

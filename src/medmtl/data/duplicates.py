@@ -79,3 +79,30 @@ def find_groups(thumbnails: Sequence[np.ndarray], threshold: float = 0.95) -> Du
     ids: dict[int, int] = {}
     group_of = [ids.setdefault(r, len(ids)) for r in roots]
     return DuplicateGroups(group_of=group_of, pairs=pairs)
+
+
+def combine_groups(found: DuplicateGroups, given: Sequence[str | None]) -> list[int]:
+    """Groups that keep both near-duplicates and the data set's own groups (patients, cases)
+    together: images linked either way are in one group. Renumbered 0..G-1 by first appearance."""
+    n = len(given)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    first: dict[tuple[str, object], int] = {}
+    for i, g in enumerate(given):
+        if g is not None:
+            union(first.setdefault(("given", g), i), i)
+    for i, g in enumerate(found.group_of):
+        union(first.setdefault(("found", g), i), i)
+    ids: dict[int, int] = {}
+    return [ids.setdefault(find(i), len(ids)) for i in range(n)]

@@ -21,13 +21,17 @@ _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$")
 
 @dataclass(frozen=True)
 class Case:
-    """One image with its mask files and class label."""
+    """One image with its mask files and class label, and what else the data set says of it."""
 
-    case_id: str  # "<class>/<file name>", stable across machines; used by split files
+    case_id: str  # the image path relative to the data set's folder; used by split files
     image: Path
     masks: tuple[Path, ...]
     label: int
     class_name: str
+    group: str | None = None  # patient or case id: one group stays on one side of every split
+    dataset: str = ""  # the data set it comes from (data=multi combines several)
+    meta: dict[str, str] = field(default_factory=dict, compare=False)  # device, side, ...
+    split: str | None = None  # a split the data set gives (train | val | test), else None
 
 
 @dataclass

@@ -7,6 +7,7 @@ matches its split file (files added or removed) is an error, never a silent re-s
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from medmtl.errors import DataError
+from medmtl.errors import DataError, summarize
 from medmtl.io.files import atomic_write_text
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 SPLIT_FORMAT_VERSION = 1
 
@@ -96,6 +98,57 @@ def _take_fraction(
     sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, fold_idx = next(iter(sgkf.split(pool, labels[pool], groups[pool])))
     return pool[fold_idx]
+
+
+def check_given_split(
+    split: Sequence[str], groups: Sequence[int], cases: Sequence, source: object
+) -> list[str]:
+    """A split the data set gives (a split column, published folds), checked before use.
+
+    A patient (the data set's group) on two sides is an error: it leaks. Near duplicates on
+    two sides are the data set's choice: logged, and listed in the split file's pairs.
+    """
+    sides: dict[str, set[str]] = {}
+    for case, s in zip(cases, split, strict=True):
+        if case.group is not None:
+            sides.setdefault(case.group, set()).add(s)
+    crossing = sorted(g for g, s in sides.items() if len(s) > 1)
+    if crossing:
+        raise DataError(
+            f"{source}: {len(crossing)} patient/case group(s) are in more than one split "
+            f"({summarize([f'{g}: {sorted(sides[g])}' for g in crossing])}); a patient on both "
+            "sides leaks between training and test. Fix the data set's split."
+        )
+    combined: dict[int, set[str]] = {}
+    for g, s in zip(groups, split, strict=True):
+        combined.setdefault(int(g), set()).add(s)
+    mixed = sum(len(s) > 1 for s in combined.values())
+    if mixed:
+        log.warning(
+            "%s: %d group(s) of near-duplicate images lie on two sides of the data set's own "
+            "split (it is used as given; the split file lists the pairs).",
+            source,
+            mixed,
+        )
+    return list(split)
+
+
+def complete_split(
+    labels: Sequence[int],
+    groups: Sequence[int],
+    given: Sequence[str | None],
+    val_fraction: float,
+    seed: int,
+) -> list[str]:
+    """The data set fixes some cases' split (its published test fold); the others are split
+    into train and val here, group-aware and stratified (``val_fraction`` of all cases)."""
+    labels_a, groups_a = np.asarray(labels), np.asarray(groups)
+    out = np.array([g or "train" for g in given], dtype=object)
+    pool = np.flatnonzero([g is None for g in given])
+    share = len(pool) / max(1, len(given))
+    val_idx = _take_fraction(labels_a, groups_a, pool, min(0.5, val_fraction / share), seed)
+    out[val_idx] = "val"
+    return out.tolist()
 
 
 def kfold_train_val(

@@ -1,0 +1,104 @@
+"""data=busbra: BUS-BRA's distributed layout, its patients and its published folds."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+from medmtl.config import compose
+from medmtl.data.busbra import BusbraSplit, index_busbra
+from medmtl.data.datamodule import MedDataModule
+from medmtl.data.splits import kfold_train_val
+from medmtl.errors import ConfigError, DataError
+
+
+def _rows(path):
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _dm(root, tmp_path, **busbra):
+    cfg = compose(
+        "train",
+        [
+            "data=busbra",
+            f"data.root={root}",
+            "data.image_size=32",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_root={tmp_path}",
+            *(f"data.busbra.{k}={'null' if v is None else v}" for k, v in busbra.items()),
+        ],
+    )
+    return MedDataModule.from_config(cfg.data)
+
+
+def _sides(dm) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for case, s in zip(dm.index.cases, dm.split, strict=True):
+        out.setdefault(case.group, set()).add(s)
+    return out
+
+
+def test_layout_is_read_labels_patients_masks_and_metadata(busbra):
+    index = index_busbra(busbra)
+    table = _rows(busbra / "bus_data.csv")
+    assert len(index.cases) == len(table) == 24 and index.classes == ("benign", "malignant")
+    first = index.cases[0]
+    assert first.case_id == "Images/bus_0001-l.png"
+    assert first.masks == (busbra.resolve() / "Masks" / "mask_0001-l.png",)
+    assert first.group == "1" and first.class_name == "benign" and first.dataset == "busbra"
+    assert set(first.meta) == {"ID", "Histology", "BIRADS", "Device", "Side"}
+    assert first.meta["ID"] == "bus_0001-l" and first.meta["Device"] == table[0]["Device"]
+    assert {c.class_name for c in index.cases} == {"benign", "malignant"}
+
+
+def test_published_5_folds_give_test_and_validation(busbra, tmp_path):
+    dm = _dm(busbra, tmp_path, folds=5, test_fold=2)
+    dm.setup()
+    folds = {r["ID"]: r for r in _rows(busbra / "5-fold-cv.csv")}
+    for case, s in zip(dm.index.cases, dm.split, strict=True):
+        row = folds[case.meta["ID"]]
+        want = "test" if row["kFold"] == "2" else ("val" if row["valid_2"] == "0" else "train")
+        assert s == want, case.case_id
+    assert all(len(s) == 1 for s in _sides(dm).values())
+    assert (tmp_path / "outputs" / "splits" / "busbra_folds5_test2.json").exists()
+    # medmtl's k-fold over train+val keeps the patients together too, the test fold untouched
+    split = kfold_train_val(dm.split, [c.label for c in dm.index.cases], dm.groups, 3, 1)
+    assert [s == "test" for s in split] == [s == "test" for s in dm.split]
+    for p in {c.group for c in dm.index.cases}:
+        assert len({s for s, c in zip(split, dm.index.cases, strict=True) if c.group == p}) == 1
+
+
+@pytest.mark.parametrize("folds", [10, None])
+def test_without_validation_columns_medmtl_chooses_validation_by_patient(busbra, tmp_path, folds):
+    dm = _dm(busbra, tmp_path, folds=folds, test_fold=1)
+    dm.setup()
+    assert {"train", "val", "test"} == set(dm.split)
+    assert all(len(s) == 1 for s in _sides(dm).values())
+    if folds == 10:  # the published test fold is kept
+        fold = {r["ID"]: r["kFold"] for r in _rows(busbra / "10-fold-cv.csv")}
+        tests = [fold[c.meta["ID"]] == "1" for c in dm.index.cases]
+        assert tests == [s == "test" for s in dm.split]
+
+
+def test_bad_folds_and_files_are_named(busbra, tmp_path):
+    with pytest.raises(ConfigError, match=r"data.busbra.test_fold=6: must be in 1..5"):
+        BusbraSplit.from_dict({"folds": 5, "test_fold": 6})
+    with pytest.raises(ConfigError, match=r"data.busbra.folds=3: BUS-BRA publishes 5 and 10"):
+        BusbraSplit.from_dict({"folds": 3})
+    broken = tmp_path / "BUSBRA"
+    shutil.copytree(busbra, broken)
+    (broken / "Masks" / "mask_0002-l.png").unlink()
+    rows = _rows(broken / "5-fold-cv.csv")
+    with (broken / "5-fold-cv.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[1:])  # bus_0001-l has no fold any more
+    with pytest.raises(DataError) as err:
+        index_busbra(broken)
+    msg = str(err.value)
+    assert msg.startswith("2 problem(s) in ") and "bus_data.csv" in msg
+    assert "1 image(s) of bus_data.csv have no fold (e.g. bus_0001-l)" in msg
+    assert "line 4: mask 'Masks/mask_0002-l.png' not found" in msg
