@@ -107,7 +107,7 @@ def test_refusals(tiny_run, tmp_path):
 
 def test_ensemble_test_time_flip_equals_eval_tta(tiny_run, tiny_ckpt, tmp_path, make_cfg):
     """tta=true in an ensemble is the member's own test-time flip (medmtl-eval tta=true)."""
-    from medmtl.workflows.train import evaluate
+    from medmtl.workflows.evaluate import evaluate
 
     m = ensemble([tiny_run], tmp_path / "ens_tta", tta=True)
     assert m["ensemble/tta"] is True

@@ -12,7 +12,8 @@ import torch
 
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.training.module import MultiTaskModule
-from medmtl.workflows.train import evaluate, train
+from medmtl.workflows.evaluate import evaluate
+from medmtl.workflows.train import train
 from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.log_every_n_steps=1"]

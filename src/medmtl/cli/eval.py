@@ -9,7 +9,7 @@ from medmtl.config import CONFIG_DIR
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from medmtl.workflows.train import evaluate
+    from medmtl.workflows.evaluate import evaluate
 
     run_or_exit(evaluate, cfg)
 

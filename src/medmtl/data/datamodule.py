@@ -436,6 +436,16 @@ class MedDataModule(L.LightningDataModule):
         self.split = [self.split[i] for i in keep]
         self.groups = [self.groups[i] for i in keep]
 
+    def relabel(self, classes: Sequence[str], mapping: Mapping[str, str]) -> None:
+        """Label the cases in another class list (a model's) through ``mapping`` (data class ->
+        class); each case keeps its own ``class_name``."""
+        self.load()
+        classes = list(classes)
+        self.index.cases = [
+            replace(c, label=classes.index(mapping[c.class_name])) for c in self.index.cases
+        ]
+        self.classes = tuple(classes)
+
     # -- access -----------------------------------------------------------------------------
     def cases(self, split: str) -> list[Case]:
         """The cases of one split (``all``: every case), in index order."""

@@ -35,12 +35,17 @@ class PerImage:
     tp: np.ndarray | None = None  # (n,) lesion pixels in both (None: classification-only)
     gt: np.ndarray | None = None  # (n,) ground-truth lesion pixels
     pred: np.ndarray | None = None  # (n,) predicted lesion pixels
-    dataset: str = ""
+    dataset: str | list[str] = ""  # one name, or one per image (data=multi)
     split: str = ""
     # per-image Dice/IoU and "any predicted pixel"; derived from the counts unless averaged
     dice: np.ndarray | None = field(default=None, repr=False)
     iou: np.ndarray | None = field(default=None, repr=False)
     has_pred: np.ndarray | None = field(default=None, repr=False)
+    # evaluated on fewer classes than the model has (another data set): 1 where the model's
+    # own arg-max is a class outside ``classes`` (named ``outside_name``, e.g. normal)
+    outside: np.ndarray | None = None
+    outside_name: str = ""
+    meta: dict[str, list[str]] = field(default_factory=dict)  # metadata columns (device, ...)
 
     def __post_init__(self) -> None:
         self.label = np.asarray(self.label, dtype=np.int64)
@@ -56,6 +61,8 @@ class PerImage:
                 self.has_pred = (pred > 0).astype(np.float64)
         if self.prob is not None:
             self.prob = np.asarray(self.prob, dtype=np.float64)
+        if self.outside is not None:
+            self.outside = np.asarray(self.outside, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,6 +77,78 @@ class PerImage:
     def has_lesion(self) -> np.ndarray:
         return self.gt > 0
 
+    def datasets(self) -> list[str]:
+        """The data set of each image."""
+        if isinstance(self.dataset, str):
+            return [self.dataset] * len(self)
+        return list(self.dataset)
+
+    def column(self, name: str) -> list[str]:
+        """A per-image column by name: ``dataset``, ``true_class`` or a metadata column."""
+        if name == "dataset":
+            return self.datasets()
+        if name == "true_class":
+            return [self.classes[i] for i in self.label]
+        if name not in self.meta:
+            known = ", ".join(["dataset", "true_class", *self.meta])
+            raise DataError(f"by={name}: no such column in the predictions; choose from {known}.")
+        return list(self.meta[name])
+
+
+def subset(p: PerImage, keep: Sequence[bool]) -> PerImage:
+    """The images where ``keep`` is true, every per-image field cut alike."""
+    idx = np.flatnonzero(np.asarray(keep, dtype=bool))
+
+    def cut(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.asarray(a)[idx]
+
+    return replace(
+        p,
+        ids=[p.ids[i] for i in idx],
+        label=p.label[idx],
+        prob=cut(p.prob),
+        tp=cut(p.tp),
+        gt=cut(p.gt),
+        pred=cut(p.pred),
+        dice=cut(p.dice),
+        iou=cut(p.iou),
+        has_pred=cut(p.has_pred),
+        outside=cut(p.outside),
+        dataset=p.dataset if isinstance(p.dataset, str) else [p.dataset[i] for i in idx],
+        meta={k: [v[i] for i in idx] for k, v in p.meta.items()},
+    )
+
+
+def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) -> PerImage:
+    """An evaluation on a data set whose ``classes`` are fewer than the model's.
+
+    ``p`` holds the model's probabilities over ``model_classes`` and labels in that order. The
+    result has the data's classes only: each image's probabilities are renormalised over them
+    (for benign and malignant of a normal/benign/malignant model, P(malignant) / (P(benign) +
+    P(malignant))), so its arg-max is the arg-max over the mapped classes; an image whose own
+    arg-max is another class (normal) is flagged in ``outside`` (each one a miss).
+    """
+    model_classes, classes = list(model_classes), list(classes)
+    keep = [model_classes.index(c) for c in classes]
+    left = [c for c in model_classes if c not in classes]
+    label_names = [model_classes[i] for i in p.label]
+    strange = sorted(set(label_names) - set(classes))
+    if strange:
+        raise DataError(f"images labelled {', '.join(strange)} are outside {classes}.")
+    prob = outside = None
+    if p.prob is not None:
+        kept = p.prob[:, keep]
+        prob = kept / np.maximum(kept.sum(1, keepdims=True), 1e-12)
+        outside = (~np.isin(p.prob.argmax(1), keep)).astype(np.float64) if left else None
+    return replace(
+        p,
+        classes=tuple(classes),
+        label=np.array([classes.index(n) for n in label_names], dtype=np.int64),
+        prob=prob,
+        outside=outside,
+        outside_name="_or_".join(left) if left else "",
+    )
+
 
 # -- the CSV file ------------------------------------------------------------------------------
 def _fmt(v: float) -> str:
@@ -83,16 +162,23 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         head += ["pred_class", *[f"prob_{c}" for c in p.classes]]
     if p.tp is not None:
         head += ["dice", "iou", "gt_pixels", "pred_pixels", "tp_pixels"]
+    if p.outside is not None:
+        head.append(f"called_{p.outside_name}")
+    head += list(p.meta)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
+    datasets = p.datasets()
     for i, case_id in enumerate(p.ids):
-        row = [case_id, p.dataset, p.split, p.classes[p.label[i]]]
+        row = [case_id, datasets[i], p.split, p.classes[p.label[i]]]
         if p.prob is not None:
             row += [p.classes[int(p.prob[i].argmax())], *[_fmt(v) for v in p.prob[i]]]
         if p.tp is not None:
             row += [_fmt(p.dice[i]), _fmt(p.iou[i])]
             row += [str(int(round(v))) for v in (p.gt[i], p.pred[i], p.tp[i])]
+        if p.outside is not None:
+            row.append(str(int(p.outside[i])))
+        row += [p.meta[k][i] for k in p.meta]
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
 
@@ -126,17 +212,25 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
             if seg
             else {}
         )
+        called = next((c for c in head if c.startswith("called_")), None)
+        outside = np.array([float(r[called]) for r in rows]) if called else None
     except (ValueError, KeyError) as exc:
         raise DataError(
             f"{path}: malformed value or column ({exc}); re-run the evaluation."
         ) from exc
+    own = {"id", "dataset", "split", "true_class", "pred_class", "dice", "iou", called}
+    own |= {f"{k}_pixels" for k in ("tp", "gt", "pred")} | set(prob_cols)
+    datasets = [r.get("dataset", "") for r in rows]
     return PerImage(
         ids=[r["id"] for r in rows],
         classes=names,
         label=np.array(label),
         prob=prob,
-        dataset=rows[0].get("dataset", ""),
+        dataset=datasets[0] if len(set(datasets)) == 1 else datasets,
         split=rows[0].get("split", ""),
+        outside=outside,
+        outside_name=called.removeprefix("called_") if called else "",
+        meta={c: [r[c] for r in rows] for c in head if c not in own},
         **counts,
     )
 
@@ -230,6 +324,9 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
         out.update(classification(p, weights))
     if p.tp is not None:
         out.update(segmentation(p, weights))
+    if p.outside is not None:  # another data set: images the model called a class it lacks
+        W = _weights(len(p), weights)
+        out[f"called_{p.outside_name}_rate"] = W @ p.outside / W.sum(1)
     out["overall"] = overall_score(out.get("cls_f1"), out.get("seg_dice"), p.task)
     return out
 
@@ -276,4 +373,5 @@ def average_runs(runs: Sequence[PerImage]) -> PerImage:
         dice=mean("dice"),
         iou=mean("iou"),
         has_pred=mean("has_pred"),
+        outside=mean("outside"),
     )

@@ -177,10 +177,22 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     _predictions: PerImage | None | bool = field(default=False, repr=False)
 
-    def predictions(self, split: str = "test") -> PerImage | None:
+    @property
+    def split(self) -> str:
+        """The split the run was tested on: ``test``, or ``all`` for an evaluation of every
+        image of another data set (medmtl-eval split=all)."""
+        return str(self.metrics.get("eval/split") or "test")
+
+    def value(self, key: str) -> Any:
+        """A metric by a column's key: ``test/<metric>`` reads the run's own test split."""
+        if key.startswith("test/"):
+            key = f"{self.split}/{key.removeprefix('test/')}"
+        return self.metrics.get(key)
+
+    def predictions(self) -> PerImage | None:
         """The run's per-image predictions (None if it has none: an older or failed run)."""
         if self._predictions is False:
-            f = self.path / f"predictions_{split}.csv"
+            f = self.path / f"predictions_{self.split}.csv"
             self._predictions = read_predictions(f) if self.status == "ok" and f.exists() else None
         return self._predictions  # type: ignore[return-value]
 
@@ -425,16 +437,16 @@ def _values(members: list[Run], col: Column) -> list[float]:
     for m in members:
         if m.status != "ok":
             continue
-        v = m.metrics.get(col.key)
+        v = m.value(col.key)
         if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
             out.append(v * col.scale)
     return out
 
 
 @functools.lru_cache(maxsize=512)
-def _run_ci(path: Path, n_boot: int, seed: int) -> dict[str, Interval]:
+def _run_ci(path: Path, split: str, n_boot: int, seed: int) -> dict[str, Interval]:
     # keyed by the run folder; the file does not change while the tables are made
-    p = read_predictions(path / "predictions_test.csv")
+    p = read_predictions(path / f"predictions_{split}.csv")
     return bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
 
 
@@ -457,7 +469,7 @@ def _cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0) -> C
         interval = None
         run = next(m for m in members if m.status == "ok")
         if ci and col.metric and run.predictions() is not None:
-            interval = _run_ci(run.path, N_BOOT, seed).get(col.metric)
+            interval = _run_ci(run.path, run.split, N_BOOT, seed).get(col.metric)
     if interval is not None and math.isfinite(interval.low):
         text += f" [{interval.low:.{d}f}, {interval.high:.{d}f}]"
     return Cell(text, mean, interval)
@@ -595,7 +607,7 @@ def compare_with_baseline(
                 continue
             p = m.predictions()
             if p is None:
-                return f"{m.path}: no predictions_test.csv (a run from before medmtl wrote them)"
+                return f"{m.path}: no predictions_{m.split}.csv (a run from before medmtl wrote them)"
             out[m.repeat] = p
         return out or "no finished run"
 

@@ -31,7 +31,7 @@ from medmtl.training.metrics import (
     flatten_results,
 )
 
-EVAL_SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("train", "val", "test", "all")  # "all": every image (another data set)
 log = logging.getLogger(__name__)
 
 

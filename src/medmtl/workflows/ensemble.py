@@ -17,8 +17,8 @@ from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
 from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.logs import quiet_third_party
-from medmtl.workflows.train import test_module
 
 log = logging.getLogger(__name__)
 # data settings that decide what a member sees at evaluation: preprocessing, classes, split

@@ -22,16 +22,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medmtl.data.datamodule import MedDataModule
-from medmtl.errors import ConfigError, MedmtlError
+from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
-from medmtl.models.multitask import net_kwargs
-from medmtl.models.postprocess import PostProcess
 from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
-from medmtl.reporting.per_image import PerImage, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.evaluate import per_image_results, tested_whole, write_per_image
 from medmtl.workflows.logs import quiet_third_party
 
 log = logging.getLogger(__name__)
@@ -273,45 +271,6 @@ def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
     )
 
 
-def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) -> PerImage:
-    """The per-image outputs of the last test run, named by the cases' ids.
-
-    Every image of the split must be there: a lost image is an error, never a shorter file.
-    """
-    cases = dm.cases(split)
-    got = {k: v.numpy() for k, v in module.per_image.items()}
-    index = got["index"].tolist()
-    if sorted(index) != list(range(len(cases))):
-        raise MedmtlError(
-            f"{split}: the evaluation returned {len(index)} of {len(cases)} images; "
-            "nothing was written. Re-run the evaluation."
-        )
-    return PerImage(
-        ids=[cases[i].case_id for i in index],
-        classes=tuple(dm.classes),
-        label=got["label"],
-        prob=got.get("prob"),
-        tp=got.get("tp"),
-        gt=got.get("gt"),
-        pred=got.get("pred"),
-        dataset=dm.name,
-        split=split,
-    )
-
-
-def write_per_image(
-    out_dir: Path, trainer: L.Trainer, module: MultiTaskModule, dm: MedDataModule, split: str
-) -> Path | None:
-    """Write ``predictions_<split>.csv``, unless the test was cut short on purpose (debug runs)."""
-    limit = trainer.limit_test_batches
-    if trainer.fast_dev_run or not (isinstance(limit, float) and limit == 1.0):
-        log.warning("Test limited to some batches (debug run): no predictions_%s.csv.", split)
-        return None
-    return write_predictions(
-        out_dir / f"predictions_{split}.csv", per_image_results(module, dm, split)
-    )
-
-
 def record_failure(out_dir: str | Path, exc: BaseException) -> Path:
     """``failed.json`` in the run folder: what stopped the run (tables list it as failed)."""
     import traceback
@@ -421,7 +380,8 @@ def _fit_and_test(
     if cfg.get("ckpt_path"):
         metrics["resumed_from"] = str(cfg.ckpt_path)
     if cfg.get("test") and trainer.is_global_zero:
-        write_per_image(out_dir, trainer, module, dm, "test")
+        per = per_image_results(module, dm, "test") if tested_whole(trainer) else None
+        write_per_image(out_dir, per)
         figures = write_evaluation_figures(
             out_dir,
             "test",
@@ -440,70 +400,4 @@ def _fit_and_test(
         write_json(out_dir / "metrics.json", metrics)
         print_metrics(metrics)
         log.info("Run folder: %s", out_dir)
-    return metrics
-
-
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Re-evaluate a checkpoint on ``cfg.split`` with the data settings stored in it."""
-    quiet_third_party()
-    module, ckpt = MultiTaskModule.from_checkpoint(cfg.ckpt_path)
-    module.use_channels_last(bool(cfg.get("channels_last", False)))
-    module.tta = bool(cfg.get("tta", False))
-    gate = cfg.get("empty_mask_class", "as_trained")
-    if gate != "as_trained":
-        kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
-        if kw and module.task != "multitask":
-            raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
-        module.net.empty_mask_index = kw.get("empty_mask_index")
-    if cfg.get("postprocess"):
-        pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
-        module.postprocess = PostProcess.from_dict(pp)
-    data_cfg = OmegaConf.merge(
-        OmegaConf.create(ckpt["hyper_parameters"]["data"]), cfg.get("data") or {}
-    )
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
-    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
-    return test_module(
-        module,
-        data_cfg,
-        cfg.split,
-        trainer,
-        ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir"),
-        {"ckpt_path": str(cfg.ckpt_path)},
-        run_csv,
-    )
-
-
-def test_module(
-    module: MultiTaskModule,
-    data_cfg: DictConfig | dict,
-    split: str,
-    trainer: L.Trainer,
-    out_dir: Path,
-    extra: dict[str, Any] | None = None,
-    run_csv: Path | None = None,
-) -> dict[str, Any]:
-    """Test ``module`` on one split of the data described by ``data_cfg``; write the results.
-
-    Writes ``metrics.json``, ``predictions_<split>.csv`` and the evaluation figures into
-    ``out_dir`` (medmtl-eval, medmtl-ensemble).
-    """
-    dm = MedDataModule.from_config(data_cfg)
-    dm.prepare_data()
-    dm.setup()
-    module.eval_split = split
-    trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
-    metrics = dict(module.results[split])
-    metrics.update(extra or {})
-    metrics["num_images"] = len(dm.cases(split))
-    metrics.update(module.describe())
-    metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
-    if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        write_per_image(out_dir, trainer, module, dm, split)
-        write_json(out_dir / "metrics.json", metrics)
-        write_evaluation_figures(
-            out_dir, split, metrics, module.test_samples(), dm.classes, run_csv
-        )
-        print_metrics(metrics, (split,))
-        log.info("Wrote %s", out_dir / "metrics.json")
     return metrics

@@ -1,0 +1,229 @@
+"""What ``medmtl-eval`` does: test a checkpoint on a split of its own data set, or on another
+data set (external validation), and write metrics.json, predictions and figures.
+
+On another data set the model keeps its own preprocessing (from the checkpoint) and its
+classes; the data set's classes are mapped onto them (``class_map``; by default the same
+names). When the data set has fewer classes than the model (BUS-BRA: benign and malignant for
+a normal/benign/malignant model) the classification is scored over the mapped classes only:
+the probabilities are renormalised over them (the benign-vs-malignant AUC uses
+P(malignant) / (P(benign) + P(malignant))), accuracy is that of the arg-max over them, and an
+image the model calls a class the data set lacks (normal) is counted in
+``called_<class>_rate`` (each one a miss of a lesion image).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from medmtl.data.datamodule import MedDataModule
+from medmtl.errors import ConfigError, MedmtlError
+from medmtl.io.files import atomic_write_text, ensure_output_dir
+from medmtl.models.multitask import net_kwargs
+from medmtl.models.postprocess import PostProcess
+from medmtl.reporting.breakdown import breakdown, flat_metrics, render
+from medmtl.reporting.evaluation import write_evaluation_figures
+from medmtl.reporting.per_image import PerImage, metrics_dict, restrict, write_predictions
+from medmtl.reporting.summary import print_metrics, write_json
+from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.logs import quiet_third_party
+
+log = logging.getLogger(__name__)
+# the data settings that belong to the model, not to the data set: a model is evaluated on
+# another data set with the preprocessing it was trained with
+MODEL_DATA_KEYS = ("image_size", "conversion", "clahe", "clahe_clip_limit", "clahe_tile_grid")
+
+
+def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) -> PerImage:
+    """The per-image outputs of the last test run, named by the cases' ids, with each case's
+    data set and metadata.
+
+    Every image of the split must be there: a lost image is an error, never a shorter file.
+    """
+    cases = dm.cases(split)
+    got = {k: v.numpy() for k, v in module.per_image.items()}
+    index = got["index"].tolist()
+    if sorted(index) != list(range(len(cases))):
+        raise MedmtlError(
+            f"{split}: the evaluation returned {len(index)} of {len(cases)} images; "
+            "nothing was written. Re-run the evaluation."
+        )
+    keys = list(dict.fromkeys(k for c in cases for k in c.meta))
+    datasets = [cases[i].dataset or dm.name for i in index]
+    return PerImage(
+        ids=[cases[i].case_id for i in index],
+        classes=tuple(dm.classes),
+        label=got["label"],
+        prob=got.get("prob"),
+        tp=got.get("tp"),
+        gt=got.get("gt"),
+        pred=got.get("pred"),
+        dataset=datasets[0] if len(set(datasets)) == 1 else datasets,
+        split=split,
+        meta={k: [cases[i].meta.get(k, "") for i in index] for k in keys},
+    )
+
+
+def tested_whole(trainer: L.Trainer) -> bool:
+    """False for a debug run that tests only some batches: it writes no predictions file
+    rather than a partial one."""
+    limit = trainer.limit_test_batches
+    whole = not trainer.fast_dev_run and isinstance(limit, float) and limit == 1.0
+    if not whole:
+        log.warning("Test limited to some batches (debug run): no predictions file.")
+    return whole
+
+
+def write_per_image(out_dir: Path, per: PerImage | None) -> Path | None:
+    """Write ``predictions_<split>.csv`` (nothing for a debug run's partial test)."""
+    if per is None:
+        return None
+    return write_predictions(out_dir / f"predictions_{per.split}.csv", per)
+
+
+def class_mapping(
+    data_classes: Sequence[str], model_classes: Sequence[str], class_map: Mapping | None
+) -> dict[str, str]:
+    """Each data class -> the model class it is scored as (``class_map``; else the same name)."""
+    mapping = {str(k): str(v) for k, v in (class_map or {}).items()}
+    if not mapping:
+        mapping = {c: c for c in data_classes}
+    missing = [c for c in data_classes if c not in mapping]
+    wrong = sorted({mapping[c] for c in data_classes if c in mapping} - set(model_classes))
+    if missing or wrong:
+        example = ", ".join(
+            f"{c}: {c if c in model_classes else model_classes[-1]}" for c in data_classes
+        )
+        what = (
+            f"the data's class(es) {', '.join(missing)} have no model class"
+            if missing
+            else f"{', '.join(wrong)} is not a class of the model ({', '.join(model_classes)})"
+        )
+        raise ConfigError(
+            f"class_map: {what}; map every class of the data ({', '.join(data_classes)}) onto "
+            f"the model's, e.g. class_map={{{example}}} (docs/data.md)."
+        )
+    return mapping
+
+
+def external_data_config(selected: Mapping[str, Any], trained: Mapping[str, Any]) -> dict:
+    """Another data set (``data=<name>`` of medmtl-eval) with the checkpoint's preprocessing."""
+    out = dict(selected)
+    out.update({k: trained[k] for k in MODEL_DATA_KEYS if k in trained})
+    return out
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Re-evaluate a checkpoint on ``cfg.split`` of its own data (the settings stored in it,
+    ``data.*`` overriding them) or of another data set (``data=<name>``)."""
+    quiet_third_party()
+    module, ckpt = MultiTaskModule.from_checkpoint(cfg.ckpt_path)
+    module.use_channels_last(bool(cfg.get("channels_last", False)))
+    module.tta = bool(cfg.get("tta", False))
+    gate = cfg.get("empty_mask_class", "as_trained")
+    if gate != "as_trained":
+        kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
+        if kw and module.task != "multitask":
+            raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
+        module.net.empty_mask_index = kw.get("empty_mask_index")
+    if cfg.get("postprocess"):
+        pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
+        module.postprocess = PostProcess.from_dict(pp)
+    trained = ckpt["hyper_parameters"]["data"]
+    selected = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
+    if "source" in selected:  # data=<name>: another data set
+        data_cfg = external_data_config(selected, trained)
+    else:  # the checkpoint's data, with the settings given here (null: as trained)
+        changes = {k: v for k, v in selected.items() if v is not None}
+        data_cfg = OmegaConf.to_container(
+            OmegaConf.merge(OmegaConf.create(trained), changes), resolve=True
+        )
+    by = cfg.get("by") or []
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
+    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
+    return test_module(
+        module,
+        data_cfg,
+        cfg.split,
+        trainer,
+        ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir"),
+        {"ckpt_path": str(cfg.ckpt_path)},
+        run_csv,
+        class_map=cfg.get("class_map"),
+        by=[by] if isinstance(by, str) else list(by),
+    )
+
+
+def test_module(
+    module: MultiTaskModule,
+    data_cfg: DictConfig | dict,
+    split: str,
+    trainer: L.Trainer,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+    run_csv: Path | None = None,
+    class_map: Mapping | None = None,
+    by: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
+    write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
+    ``by`` (and ``dataset`` when several data sets are combined), ``by_<column>.md|csv``.
+    """
+    dm = MedDataModule.from_config(data_cfg)
+    dm.prepare_data()
+    if split == "all":
+        dm.load()
+    else:
+        dm.setup()
+    data_classes = list(dm.classes)
+    mapping = class_mapping(data_classes, module.class_names, class_map)
+    eval_classes = list(dict.fromkeys(mapping[c] for c in data_classes))
+    dm.relabel(module.class_names, mapping)
+    module.eval_split = split
+    trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
+    per = per_image_results(module, dm, split) if tested_whole(trainer) else None
+    foreign = eval_classes != list(module.class_names)
+    if foreign and per is not None and per.prob is not None:
+        per = restrict(per, module.class_names, eval_classes)
+        metrics = metrics_dict(per, split)
+    else:
+        metrics = dict(module.results[split])
+    metrics.update(extra or {})
+    metrics["num_images"] = len(dm.cases(split))
+    metrics.update(module.describe())
+    metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
+    metrics["eval/split"] = split
+    metrics["eval/classes"] = eval_classes
+    if mapping != {c: c for c in data_classes}:
+        metrics["eval/class_map"] = mapping
+    columns = list(by)
+    if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
+        columns.insert(0, "dataset")
+    groups = {c: breakdown(per, c) for c in columns} if per is not None else {}
+    for g in groups.values():
+        metrics.update(flat_metrics(g, split))
+    if trainer.is_global_zero:  # under DDP every rank gets here; one writes
+        write_per_image(out_dir, per)
+        write_json(out_dir / "metrics.json", metrics)
+        for column, g in groups.items():
+            for fmt in ("md", "csv"):
+                atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt))
+        samples = module.test_samples()
+        if foreign and per is not None and per.prob is not None:
+            order = np.argsort(samples["index"].numpy(), kind="stable")
+            samples = {k: v[torch.from_numpy(order)] for k, v in samples.items()}
+            samples["prob"], samples["label"] = torch.from_numpy(per.prob), torch.from_numpy(per.label)
+        write_evaluation_figures(out_dir, split, metrics, samples, eval_classes, run_csv)
+        print_metrics(metrics, (split,))
+        for column, g in groups.items():
+            log.info("By %s:\n%s", column, render(g, "md"))
+        log.info("Wrote %s", out_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,181 @@
+"""External validation: a model evaluated on another data set with other classes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medmtl.errors import ConfigError
+from medmtl.reporting.breakdown import breakdown, flat_metrics
+from medmtl.reporting.per_image import (
+    PerImage,
+    compute_metrics,
+    metrics_dict,
+    read_predictions,
+    restrict,
+    write_predictions,
+)
+from medmtl.reporting.tables import build_table, collect_runs, table_cells
+from medmtl.workflows.evaluate import class_mapping
+from tests.conftest import compose_cfg
+
+MODEL = ("normal", "benign", "malignant")
+
+
+def test_scores_over_the_mapped_classes_known_auc_accuracy_and_misses(tmp_path):
+    # P(normal), P(benign), P(malignant) of a normal/benign/malignant model on B/M images
+    prob = np.array(
+        [
+            [0.1, 0.6, 0.3],  # benign, right: malignant share 1/3
+            [0.7, 0.2, 0.1],  # benign, called normal (a miss), still benign over B/M: 1/3
+            [0.2, 0.3, 0.5],  # malignant, right: 0.625
+            [0.1, 0.6, 0.3],  # malignant, wrong: 1/3, tied with both benign images
+        ]
+    )
+    label = np.array([1, 1, 2, 2])  # in the model's class order
+    per = restrict(
+        PerImage(["a", "b", "c", "d"], MODEL, label, prob), MODEL, ["benign", "malignant"]
+    )
+    assert per.classes == ("benign", "malignant") and per.label.tolist() == [0, 0, 1, 1]
+    assert per.prob[:, 1] == pytest.approx([1 / 3, 1 / 3, 0.625, 1 / 3])
+    m = {k: float(v[0]) for k, v in compute_metrics(per).items() if k != "confusion_matrix"}
+    assert m["cls_acc"] == pytest.approx(0.75)  # arg-max over benign and malignant
+    # AUC from P(malignant) / (P(benign) + P(malignant)): one pair won, two ties, one won
+    assert m["cls_auc"] == pytest.approx(0.75)
+    assert m["called_normal_rate"] == pytest.approx(0.25)
+    # the predictions file carries everything: the same numbers come back from it
+    f = write_predictions(tmp_path / "predictions_all.csv", per)
+    assert "called_normal" in f.read_text().splitlines()[0]
+    again = metrics_dict(read_predictions(f), "all")
+    assert again["all/called_normal_rate"] == pytest.approx(0.25)
+    assert again["all/cls_auc"] == pytest.approx(0.75)
+
+
+def test_auc_agrees_with_scikit_learn_on_random_probabilities():
+    rng = np.random.default_rng(0)
+    prob = rng.dirichlet([1, 1, 1], size=300)
+    label = rng.integers(1, 3, size=300)
+    per = restrict(
+        PerImage([str(i) for i in range(300)], MODEL, label, prob), MODEL, ["benign", "malignant"]
+    )
+    score = prob[:, 2] / (prob[:, 1] + prob[:, 2])
+    want = roc_auc_score(label == 2, score)
+    assert float(compute_metrics(per)["cls_auc"][0]) == pytest.approx(want, abs=1e-9)
+    acc = ((score >= 0.5) == (label == 2)).mean()
+    assert float(compute_metrics(per)["cls_acc"][0]) == pytest.approx(acc)
+
+
+def test_breakdown_by_a_metadata_column():
+    prob = np.tile([[0.1, 0.3, 0.6]], (6, 1))
+    label = np.array([2, 2, 1, 2, 1, 1])
+    per = restrict(
+        PerImage([str(i) for i in range(6)], MODEL, label, prob, meta={"Device": list("AABBBB")}),
+        MODEL,
+        ["benign", "malignant"],
+    )
+    groups = breakdown(per, "Device", n_boot=200)
+    assert [(g.value, g.n) for g in groups] == [("A", 2), ("B", 4)]
+    assert groups[0].metrics["cls_acc"] == 1.0 and groups[1].metrics["cls_acc"] == 0.25
+    flat = flat_metrics(groups, "all")
+    assert flat["all/Device=B/n"] == 4 and flat["all/Device=A/cls_acc"] == 1.0
+
+
+def test_class_mapping_rules():
+    assert class_mapping(["benign", "malignant"], MODEL, None) == {
+        "benign": "benign",
+        "malignant": "malignant",
+    }
+    assert class_mapping(["B", "M"], MODEL, {"B": "benign", "M": "malignant"})["M"] == "malignant"
+    with pytest.raises(
+        ConfigError, match=r"class_map: the data's class\(es\) M have no model class"
+    ):
+        class_mapping(["B", "M"], MODEL, {"B": "benign"})
+    with pytest.raises(ConfigError, match=r"class_map: lesion is not a class of the model"):
+        class_mapping(["lesion"], MODEL, None)
+
+
+def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
+    """medmtl-eval ckpt_path=<model> data=busbra split=all by=Device, end to end."""
+    from medmtl.workflows.evaluate import evaluate
+
+    out = tmp_path / "ext"
+    cfg = compose_cfg(
+        [f"ckpt_path={tiny_ckpt}", "data=busbra", f"data.root={busbra}", "split=all", "by=Device"],
+        out,
+        cache_dir,
+        config_name="eval",
+    )
+    metrics = evaluate(cfg)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["eval/split"] == "all" and saved["eval/classes"] == ["benign", "malignant"]
+    assert saved["num_images"] == 24 and saved["data/name"] == "busbra"
+    for key in ("cls_acc", "cls_auc", "called_normal_rate", "seg_dice_lesion", "seg_iou_lesion"):
+        assert f"all/{key}" in saved, key
+    # every number comes back from the per-image file, which keeps the metadata columns
+    per = read_predictions(out / "predictions_all.csv")
+    assert per.classes == ("benign", "malignant") and set(per.meta) >= {"Device", "ID", "Side"}
+    for key, value in metrics_dict(per, "all").items():
+        if isinstance(value, float) and np.isfinite(value):
+            tol = 1e-4 if key.endswith(("auc", "ece")) else 1e-6
+            assert metrics[key] == pytest.approx(value, abs=tol), key
+    malignant = per.label == 1
+    assert saved["all/cls_auc"] == pytest.approx(roc_auc_score(malignant, per.prob[:, 1]), abs=1e-6)
+    # by=Device: each scanner's numbers, in metrics.json and as a table with CIs
+    devices = sorted(set(per.meta["Device"]))
+    assert len(devices) == 2
+    for d in devices:
+        n = per.meta["Device"].count(d)
+        assert saved[f"all/Device={d}/n"] == n
+    table = (out / "by_Device.md").read_text()
+    assert all(f"| {d} |" in table for d in devices) and "95 % bootstrap CI" in table
+    # the model's own classes the data set lacks are refused without a map that fits
+    bad = compose_cfg(
+        [
+            f"ckpt_path={tiny_ckpt}",
+            "data=busbra",
+            f"data.root={busbra}",
+            "split=all",
+            "data.classes=[benign,malignant]",
+            "class_map={benign: benign, malignant: tumour}",
+        ],
+        tmp_path / "bad",
+        cache_dir,
+        config_name="eval",
+    )
+    with pytest.raises(ConfigError, match="tumour is not a class of the model"):
+        evaluate(bad)
+
+
+def test_tables_accept_external_evaluations(tiny_ckpt, busbra, tmp_path, cache_dir):
+    sweep = tmp_path / "external"
+    for job, tta in enumerate(("false", "true")):
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "medmtl.cli.eval",
+                f"ckpt_path={tiny_ckpt}",
+                "data=busbra",
+                f"data.root={busbra}",
+                "split=all",
+                f"tta={tta}",
+                f"paths.cache_dir={cache_dir}",
+                f"hydra.run.dir={sweep / str(job)}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+    table = build_table(collect_runs(sweep), sweep)
+    assert table.labels() == ["tta=false", "tta=true"]
+    header, texts, _ = table_cells(table, ci=True)
+    for row in texts:
+        acc = row[header.index("Acc")]
+        assert acc[0].isdigit() and "[" in acc  # a value and its bootstrap CI over the images
+        assert row[header.index("Dice lesion")][0].isdigit()
