@@ -39,11 +39,11 @@ CASES = [(g, o) for g in GROUPS for o in _options(g)]
 def test_option_composes(group, option, tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        # where the data is: a manifest names its CSV, the other data sets their folder
-        where = (
-            "data.manifest=/x.csv" if (group, option) == ("data", "manifest") else "data.root=/x"
+        # where the data is, for the data sets that have no default location
+        where = {"folder": ["data.root=/x"], "manifest": ["data.manifest=/x.csv"]}.get(
+            option if group == "data" else "", []
         )
-        cfg = compose("train", overrides=[f"{group}={option}", where, "paths.output_dir=/tmp/x"])
+        cfg = compose("train", overrides=[f"{group}={option}", *where, "paths.output_dir=/tmp/x"])
     # every interpolation outside the hydra node resolves
     OmegaConf.to_container(cfg, resolve=True)
     kw = model_kwargs(cfg.model)

@@ -378,3 +378,56 @@ def test_evaluation_figures_written(tiny_run):
     ):
         path = figures / f"{name}.png"
         assert path.exists() and path.stat().st_size > 5_000, name
+
+
+def test_predict_the_images_a_manifest_lists_and_keep_its_columns(tiny_ckpt, tmp_path):
+    import csv
+
+    from medmtl.data.phantom import ensure_phantom
+
+    src = ensure_phantom(
+        tmp_path / "gen", seed=5, counts={"normal": 2, "benign": 2, "malignant": 2}, size=64
+    )
+    listing = tmp_path / "site" / "list.csv"
+    listing.parent.mkdir()
+    rows = [
+        {
+            "path": f"../gen/phantom/{src.name}/benign/benign (1).png",
+            "diagnosis": "benign",
+            "patient": "P1",
+        },
+        {
+            "path": f"../gen/phantom/{src.name}/malignant/malignant (2).png",
+            "diagnosis": "malignant",
+            "patient": "P2",
+        },
+        {"path": "missing.png", "diagnosis": "benign", "patient": "P3"},
+    ]
+    with listing.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.predict",
+            f"ckpt_path={tiny_ckpt}",
+            f"input={listing}",
+            f"out={out}",
+            "image_column=path",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # a listed file is missing: it is listed, the others go on, and the exit status says so
+    assert res.returncode == 1, res.stderr[-2000:]
+    got = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["diagnosis"] for r in got] == ["benign", "malignant"]
+    assert [r["patient"] for r in got] == ["P1", "P2"] and all(r["predicted_class"] for r in got)
+    assert (out / got[0]["mask_file"]).exists()
+    missing = list(csv.DictReader((out / "not_predicted.csv").open()))
+    assert len(missing) == 1 and missing[0]["file"].endswith("missing.png")
+    assert missing[0]["reason"] == "file not found"

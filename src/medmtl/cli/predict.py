@@ -1,7 +1,8 @@
 """medmtl-predict: masks, overlays and predictions.csv for new images (PNG, JPEG, DICOM).
 
-medmtl-predict ckpt_path=<run>/checkpoints/<best>.ckpt input=<file|folder> out=<folder>
+medmtl-predict ckpt_path=<run>/checkpoints/<best>.ckpt input=<file|folder|list.csv> out=<folder>
                [tta=true] [explain=gradcam] [batch_size=8] [threshold=0.5] [frame=0]
+               [image_column=image]   (input=<list.csv>: a manifest; its columns are kept)
 medmtl-predict backend=onnx model=<file.onnx> input=... out=...   (no torch needed)
 """
 
@@ -24,6 +25,7 @@ DEFAULTS = {
     "threshold": 0.5,
     "frame": 0,
     "threads": 0,
+    "image_column": "image",
 }
 
 

@@ -37,7 +37,7 @@ from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 log = logging.getLogger(__name__)
-SOURCES = ("folder", "phantom", "manifest", "busbra")
+SOURCES = ("folder", "phantom", "manifest", "busbra", "multi")
 
 
 class ArrayDataset(Dataset):
@@ -146,6 +146,9 @@ _CONFIG_KEYS = {
     "loader": ("batch_size", "eval_batch_size", "num_workers", "load_workers", "balanced_sampling"),
     "module": ("augment", "subset", "cache_dir"),
 }
+# the data settings that belong to the network rather than to a data set (PreprocessSettings):
+# a model evaluated on another data set, or several data sets trained together, use one
+PREPROCESS_KEYS = _CONFIG_KEYS["preprocess"]
 
 
 class MedDataModule(L.LightningDataModule):
@@ -190,6 +193,7 @@ class MedDataModule(L.LightningDataModule):
         self.subset = subset
         self.cache_dir = cache_dir
         self.index: DatasetIndex | None = None
+        self.own_classes: tuple[str, ...] = self.classes
         self._split_done = False
         self.items: list[CachedCase] = []
         self.split: list[str] = []
@@ -200,6 +204,10 @@ class MedDataModule(L.LightningDataModule):
         """The data module a data config (``conf/data/*.yaml``, or a checkpoint's copy) describes."""
         d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         d.pop("_target_", None)  # older configs and checkpoints named the class to instantiate
+        if d.get("source") == "multi":
+            from medmtl.data.multi import MultiDataModule
+
+            return MultiDataModule.from_config(d)
         known = {k for keys in _CONFIG_KEYS.values() for k in keys}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -344,6 +352,7 @@ class MedDataModule(L.LightningDataModule):
             raise DataError(f"{self.name} ({index.root}): no images found.")
         self.items = [it for it in items if it is not None]
         self.index = index
+        self.own_classes = tuple(index.classes)
         self.split = ["all"] * len(index.cases)
         self.groups = list(range(len(index.cases)))
 
@@ -444,7 +453,13 @@ class MedDataModule(L.LightningDataModule):
         self.index.cases = [
             replace(c, label=classes.index(mapping[c.class_name])) for c in self.index.cases
         ]
+        self.own_classes = tuple(dict.fromkeys(mapping[c] for c in self.own_classes))
         self.classes = tuple(classes)
+
+    def split_classes(self, split: str) -> list[str]:
+        """The classes the data set defines (in the names of :meth:`relabel`): what a model
+        with more classes is scored over on this split."""
+        return list(self.own_classes)
 
     # -- access -----------------------------------------------------------------------------
     def cases(self, split: str) -> list[Case]:

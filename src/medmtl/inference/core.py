@@ -16,7 +16,7 @@ from medmtl.errors import ConfigError, DataError
 from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
-from medmtl.io.outputs import plan_outputs, write_png
+from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -139,17 +139,20 @@ def predict_paths(
     threshold: float = 0.5,
     frame: int = 0,
     progress: bool = True,
+    plan: FolderPlan | None = None,
+    columns: dict[str, dict[str, str]] | None = None,
 ) -> PredictSummary:
     """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``.
 
     Every input gets its own outputs (``<name>_mask.png``, ``<name>_overlay.png``, named after
-    the output plan of :func:`plan_outputs`). An image that cannot be read or predicted is
-    listed in ``not_predicted.csv`` with the reason and the others go on; both CSVs are
-    written whatever happens, also when the run stops early.
+    the output plan of :func:`plan_outputs`, or ``plan`` when the inputs come from a list).
+    ``columns`` (input path -> column -> value) adds the list's own columns to each row. An
+    image that cannot be read or predicted is listed in ``not_predicted.csv`` with the reason
+    and the others go on; both CSVs are written whatever happens, also when the run stops early.
     """
     check_predict_options(batch_size, threshold)
-    plan = plan_outputs(Path(inp), Path(out), out_option="out")
-    summary = PredictSummary(skipped=list(plan.skipped))
+    plan = plan or plan_outputs(Path(inp), Path(out), out_option="out")
+    summary = PredictSummary(skipped=list(plan.skipped), failed=list(plan.missing))
     if not plan.items:
         raise DataError(
             f"{inp}: no image files to predict (supported: PNG, JPEG, TIFF, BMP, DICOM)."
@@ -185,7 +188,7 @@ def predict_paths(
     finally:
         if bar is not None:
             bar.close()
-        _write_csv(out / "predictions.csv", summary.rows, backend.class_names)
+        _write_csv(out / "predictions.csv", summary.rows, backend.class_names, columns)
         _write_not_predicted(out / "not_predicted.csv", summary.failed + summary.skipped)
     return summary
 
@@ -273,8 +276,15 @@ def _write_not_predicted(path: Path, rows: list[tuple[Path, str]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _write_csv(path: Path, rows: list[dict], class_names: Sequence[str]) -> None:
-    """``predictions.csv``: one row per predicted input, ``file`` as the input path was given."""
+def _write_csv(
+    path: Path,
+    rows: list[dict],
+    class_names: Sequence[str],
+    columns: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """``predictions.csv``: one row per predicted input, ``file`` as the input path was given,
+    then the columns the input list gave it (label, patient, device, ...)."""
+    columns = columns or {}
     fields = [
         "file",
         "predicted_class",
@@ -284,9 +294,14 @@ def _write_csv(path: Path, rows: list[dict], class_names: Sequence[str]) -> None
         "mask_file",
         "overlay_file",
     ]
+    listed = list(dict.fromkeys(k for v in columns.values() for k in v))
+    named = {k: (f"input_{k}" if k in fields else k) for k in listed}
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=fields + list(named.values()), extrasaction="ignore")
     w.writeheader()
     for row in rows:
-        w.writerow({k: row.get(k, "") for k in fields})
+        given = columns.get(row.get("file", ""), {})
+        w.writerow(
+            {k: row.get(k, "") for k in fields} | {named[k]: given.get(k, "") for k in listed}
+        )
     atomic_write_text(path, buf.getvalue())

@@ -20,6 +20,7 @@ class FolderPlan:
 
     items: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output PNG)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    missing: list[tuple[Path, str]] = field(default_factory=list)  # listed, but not there
 
 
 def _is_candidate(path: Path) -> bool:
@@ -53,13 +54,22 @@ def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan
     inp, out = inp.expanduser(), out.expanduser()
     base = check_out_outside_input(inp, out, out_option)
     files: Iterable[Path] = sorted(inp.rglob("*")) if inp.is_dir() else [inp]
+    return plan_files(files, base, out)
+
+
+def plan_files(files: Iterable[Path], base: Path, out: Path) -> FolderPlan:
+    """Map each file to its own output PNG under ``out``, by its path relative to ``base``
+    (its name alone if it lies elsewhere); see :func:`plan_outputs`."""
     plan = FolderPlan()
     taken: set[str] = set()
     for f in files:
         if f.is_dir():
             continue
-        if not f.exists():  # a symbolic link whose target is gone
+        if f.is_symlink() and not f.exists():
             plan.skipped.append((f, "a broken symbolic link (its target does not exist)"))
+            continue
+        if not f.exists():  # named in a list of inputs, but not there
+            plan.missing.append((f, "file not found"))
             continue
         if f.name.startswith("."):
             plan.skipped.append((f, "a hidden file (name starts with '.')"))
@@ -67,7 +77,10 @@ def plan_outputs(inp: Path, out: Path, out_option: str = "output") -> FolderPlan
         if not _is_candidate(f):
             plan.skipped.append((f, f"not an image file (extension '{f.suffix or 'none'}')"))
             continue
-        rel = f.relative_to(base)
+        try:
+            rel = f.relative_to(base)
+        except ValueError:
+            rel = Path(f.name)
         target = out / rel.with_suffix(".png")
         n = 1
         while target.as_posix().casefold() in taken:  # a.png and a.dcm in one folder

@@ -40,7 +40,11 @@ def breakdown(p: PerImage, column: str, n_boot: int = N_BOOT, seed: int = 0) -> 
         metrics = {
             k: float(v[0]) for k, v in compute_metrics(part).items() if k != "confusion_matrix"
         }
-        out.append(Group(column, value, len(part), metrics, bootstrap_ci(part, list(metrics), n_boot, seed)))
+        out.append(
+            Group(
+                column, value, len(part), metrics, bootstrap_ci(part, list(metrics), n_boot, seed)
+            )
+        )
     return out
 
 
@@ -74,7 +78,11 @@ def render(groups: list[Group], fmt: str = "md") -> str:
             row: list = [g.value, g.n]
             for _, k in cols:
                 iv = g.ci.get(k)
-                row += [f"{g.metrics[k]:.6f}", f"{iv.low:.6f}", f"{iv.high:.6f}"] if iv else ["", "", ""]
+                row += (
+                    [f"{g.metrics[k]:.6f}", f"{iv.low:.6f}", f"{iv.high:.6f}"]
+                    if iv
+                    else ["", "", ""]
+                )
             w.writerow(row)
         return buf.getvalue()
     lines = [

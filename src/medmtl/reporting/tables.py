@@ -101,6 +101,7 @@ TITLES = {
     "loss_ablation": "Loss ablation (Q1/Q8)",
     "search": "Hyper-parameter search",
     "ensemble": "Ensembles",
+    "lodo": "Leave one data set out (test on every image of the data set left out)",
     "runs": "Runs",
 }
 SIG_MARK = "†"
@@ -312,6 +313,8 @@ def _encoder_label(value: str, run: Run | None) -> str:
 def _fmt_key(key: str, value: str, run: Run | None) -> str:
     if key == "loss.seg_weight":
         return f"λ={value}"
+    if key == "data.leave_out":
+        return f"test on {value} (trained on the others)"
     if key == "model/encoder":
         return _encoder_label(value, run)
     if key in ("model/arch", "model.task"):
@@ -384,6 +387,8 @@ def _build_rows(runs: list[Run], root: Path | None = None) -> Table:
         kind = "search"
     elif varying == ["loss.seg_weight"]:
         kind = "lambda"
+    elif varying == ["data.leave_out"]:
+        kind = "lodo"
     elif varying and set(varying) <= {"model/arch", "model/encoder"}:
         kind = "arch_backbone"
     elif "model.task" in varying and set(varying) <= {"model.task", "model/encoder", "model/arch"}:
@@ -607,7 +612,9 @@ def compare_with_baseline(
                 continue
             p = m.predictions()
             if p is None:
-                return f"{m.path}: no predictions_{m.split}.csv (a run from before medmtl wrote them)"
+                return (
+                    f"{m.path}: no predictions_{m.split}.csv (a run from before medmtl wrote them)"
+                )
             out[m.repeat] = p
         return out or "no finished run"
 

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.multitask import net_kwargs
 from medmtl.models.postprocess import PostProcess
-from medmtl.reporting.breakdown import breakdown, flat_metrics, render
+from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import PerImage, metrics_dict, restrict, write_predictions
 from medmtl.reporting.summary import print_metrics, write_json
@@ -37,9 +37,6 @@ from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
 
 log = logging.getLogger(__name__)
-# the data settings that belong to the model, not to the data set: a model is evaluated on
-# another data set with the preprocessing it was trained with
-MODEL_DATA_KEYS = ("image_size", "conversion", "clahe", "clahe_clip_limit", "clahe_tile_grid")
 
 
 def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) -> PerImage:
@@ -117,8 +114,65 @@ def class_mapping(
 def external_data_config(selected: Mapping[str, Any], trained: Mapping[str, Any]) -> dict:
     """Another data set (``data=<name>`` of medmtl-eval) with the checkpoint's preprocessing."""
     out = dict(selected)
-    out.update({k: trained[k] for k in MODEL_DATA_KEYS if k in trained})
+    out.update({k: trained[k] for k in PREPROCESS_KEYS if k in trained})
     return out
+
+
+def score_split(
+    module: MultiTaskModule,
+    dm: MedDataModule,
+    split: str,
+    trainer: L.Trainer,
+    by: Sequence[str] = (),
+) -> tuple[dict[str, Any], PerImage | None, dict[str, list[Group]]]:
+    """The metrics of the split just tested, its per-image results and its breakdowns.
+
+    A split whose data set has fewer classes than the model is scored over its classes
+    (:func:`medmtl.reporting.per_image.restrict`); the metrics then come from the per-image
+    results. Each column in ``by`` (and ``dataset`` when the split mixes data sets) adds its
+    per-value metrics.
+    """
+    per = per_image_results(module, dm, split) if tested_whole(trainer) else None
+    eval_classes = dm.split_classes(split)
+    if eval_classes != list(module.class_names) and per is not None and per.prob is not None:
+        per = restrict(per, module.class_names, eval_classes)
+        metrics = metrics_dict(per, split)
+    else:
+        metrics = dict(module.results[split])
+    metrics["eval/classes"] = eval_classes
+    columns = list(by)
+    if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
+        columns.insert(0, "dataset")
+    groups = {c: breakdown(per, c) for c in columns} if per is not None else {}
+    for g in groups.values():
+        metrics.update(flat_metrics(g, split))
+    return metrics, per, groups
+
+
+def write_split_outputs(
+    out_dir: Path,
+    module: MultiTaskModule,
+    split: str,
+    metrics: dict[str, Any],
+    per: PerImage | None,
+    groups: dict[str, list[Group]],
+    run_csv: Path | None = None,
+) -> list[Path]:
+    """``predictions_<split>.csv``, ``by_<column>.md|csv`` and the evaluation figures."""
+    write_per_image(out_dir, per)
+    for column, g in groups.items():
+        for fmt in ("md", "csv"):
+            atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt))
+        log.info("By %s:\n%s", column, render(g, "md"))
+    samples = module.test_samples()
+    classes = list(module.class_names)
+    if per is not None and per.prob is not None and list(per.classes) != classes:
+        # the figures show what was scored: the data's classes, in image order
+        order = torch.from_numpy(np.argsort(samples["index"].numpy(), kind="stable"))
+        samples = {k: v[order] for k, v in samples.items()}
+        samples["prob"], samples["label"] = torch.from_numpy(per.prob), torch.from_numpy(per.label)
+        classes = list(per.classes)
+    return write_evaluation_figures(out_dir, split, metrics, samples, classes, run_csv)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -185,45 +239,20 @@ def test_module(
         dm.setup()
     data_classes = list(dm.classes)
     mapping = class_mapping(data_classes, module.class_names, class_map)
-    eval_classes = list(dict.fromkeys(mapping[c] for c in data_classes))
     dm.relabel(module.class_names, mapping)
     module.eval_split = split
     trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
-    per = per_image_results(module, dm, split) if tested_whole(trainer) else None
-    foreign = eval_classes != list(module.class_names)
-    if foreign and per is not None and per.prob is not None:
-        per = restrict(per, module.class_names, eval_classes)
-        metrics = metrics_dict(per, split)
-    else:
-        metrics = dict(module.results[split])
+    metrics, per, groups = score_split(module, dm, split, trainer, by)
     metrics.update(extra or {})
     metrics["num_images"] = len(dm.cases(split))
     metrics.update(module.describe())
     metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
     metrics["eval/split"] = split
-    metrics["eval/classes"] = eval_classes
     if mapping != {c: c for c in data_classes}:
         metrics["eval/class_map"] = mapping
-    columns = list(by)
-    if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
-        columns.insert(0, "dataset")
-    groups = {c: breakdown(per, c) for c in columns} if per is not None else {}
-    for g in groups.values():
-        metrics.update(flat_metrics(g, split))
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        write_per_image(out_dir, per)
         write_json(out_dir / "metrics.json", metrics)
-        for column, g in groups.items():
-            for fmt in ("md", "csv"):
-                atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt))
-        samples = module.test_samples()
-        if foreign and per is not None and per.prob is not None:
-            order = np.argsort(samples["index"].numpy(), kind="stable")
-            samples = {k: v[torch.from_numpy(order)] for k, v in samples.items()}
-            samples["prob"], samples["label"] = torch.from_numpy(per.prob), torch.from_numpy(per.label)
-        write_evaluation_figures(out_dir, split, metrics, samples, eval_classes, run_csv)
+        write_split_outputs(out_dir, module, split, metrics, per, groups, run_csv)
         print_metrics(metrics, (split,))
-        for column, g in groups.items():
-            log.info("By %s:\n%s", column, render(g, "md"))
         log.info("Wrote %s", out_dir / "metrics.json")
     return metrics

@@ -12,7 +12,7 @@ from typing import Any
 from medmtl.errors import ConfigError
 from medmtl.inference.core import PredictSummary, check_predict_options, predict_paths
 from medmtl.io.files import ensure_output_dir
-from medmtl.io.outputs import check_out_outside_input
+from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -65,10 +65,31 @@ def load_backend(opts: dict[str, Any]) -> tuple[Any, Any]:
     return torch_backend, explainer
 
 
+def listed_images(
+    manifest: Path, out: Path, image_column: str = "image"
+) -> tuple[FolderPlan, dict[str, dict[str, str]]]:
+    """The images a manifest CSV lists (paths relative to its folder), their outputs under
+    ``out`` by the same relative paths, and each row's other columns."""
+    from medmtl.data.manifest import read_csv_rows
+
+    manifest = manifest.expanduser().resolve()
+    _, rows = read_csv_rows(manifest, (image_column,), "image list")
+    files = [manifest.parent / r[image_column] for r in rows]
+    columns = {
+        str(f): {k: v for k, v in r.items() if k != image_column}
+        for f, r in zip(files, rows, strict=True)
+    }
+    return plan_files(files, manifest.parent, out), columns
+
+
 def predict(opts: dict[str, Any]) -> PredictSummary:
-    """Check the options, load the model and predict every image under ``input`` into ``out``."""
+    """Check the options, load the model and predict every image under ``input`` (a file, a
+    folder, or a manifest CSV listing the images) into ``out``."""
     check_options(opts)
     backend, explainer = load_backend(opts)
+    plan = columns = None
+    if Path(opts["input"]).suffix.lower() == ".csv":
+        plan, columns = listed_images(Path(opts["input"]), Path(opts["out"]), opts["image_column"])
     return predict_paths(
         backend,
         Path(opts["input"]),
@@ -78,6 +99,8 @@ def predict(opts: dict[str, Any]) -> PredictSummary:
         batch_size=opts["batch_size"],
         threshold=opts["threshold"],
         frame=opts["frame"],
+        plan=plan,
+        columns=columns,
     )
 
 

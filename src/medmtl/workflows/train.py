@@ -26,10 +26,10 @@ from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.weights import offline_weights_for
-from medmtl.reporting.evaluation import log_figures_to_wandb, write_evaluation_figures
+from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
-from medmtl.workflows.evaluate import per_image_results, tested_whole, write_per_image
+from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 
 log = logging.getLogger(__name__)
@@ -369,8 +369,9 @@ def _fit_and_test(
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
+        test_metrics, per, groups = score_split(module, dm, "test", trainer)
         metrics.update(module.results.get("val", {}))
-        metrics.update(module.results.get("test", {}))
+        metrics.update(test_metrics)
         metrics["best_ckpt"] = str(best) if best else None
     if trainer.is_global_zero:
         for lg in loggers:  # flush, then one CSV log again if the run was resumed
@@ -380,15 +381,8 @@ def _fit_and_test(
     if cfg.get("ckpt_path"):
         metrics["resumed_from"] = str(cfg.ckpt_path)
     if cfg.get("test") and trainer.is_global_zero:
-        per = per_image_results(module, dm, "test") if tested_whole(trainer) else None
-        write_per_image(out_dir, per)
-        figures = write_evaluation_figures(
-            out_dir,
-            "test",
-            metrics,
-            module.test_samples(),
-            dm.classes,
-            out_dir / "csv" / "metrics.csv",
+        figures = write_split_outputs(
+            out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
         log_figures_to_wandb(loggers, figures)
     metrics["epochs"] = int(trainer.current_epoch)

@@ -1,0 +1,187 @@
+"""Several data sets as one (``data=multi``), and leaving one of them out (``experiment=lodo``).
+
+Each data set keeps its own split (its split file, folds and patient groups); its images are
+labelled with the combined class list, which must name each data set's classes. One
+preprocessing (the top-level ``data.image_size``, conversion, CLAHE) serves all of them, as
+one network sees them. With ``data.leave_out=<name>`` that data set is not trained or
+validated on: its every image is the test split, and the other data sets' test images are
+not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from medmtl.data.datamodule import (
+    PREPROCESS_KEYS,
+    DataSource,
+    LoaderSettings,
+    MedDataModule,
+    check_image_size,
+)
+from medmtl.data.index import DatasetIndex
+from medmtl.data.splits import SPLITS, SplitSettings
+from medmtl.errors import ConfigError, DataError
+from medmtl.preprocess.pipeline import PreprocessSettings
+
+log = logging.getLogger(__name__)
+UNUSED = "unused"  # the other data sets' test images in a leave-one-out run
+_KEYS = {
+    "name", "source", "classes", "sets", "leave_out", "class_map", "mask_optional_classes",
+    "drop_empty_classes", "batch_size", "eval_batch_size", "num_workers", "load_workers",
+    "balanced_sampling", "augment", "subset", "cache_dir", "dedup", "split", "num_folds", "fold",
+    "split_file", "phantom", "root", *PREPROCESS_KEYS,
+}  # fmt: skip
+
+
+class MultiDataModule(MedDataModule):
+    """The data sets of ``data.sets`` as one data module."""
+
+    def __init__(
+        self,
+        name: str,
+        classes: tuple[str, ...],
+        sets: dict[str, MedDataModule],
+        leave_out: str | None = None,
+        preprocess: PreprocessSettings | None = None,
+        loader: LoaderSettings | None = None,
+        augment: dict | None = None,
+        cache_dir: str | None = ".cache",
+    ) -> None:
+        super().__init__(
+            DataSource(name=name, source="multi", classes=classes),
+            preprocess,
+            SplitSettings(),
+            loader,
+            augment,
+            None,
+            cache_dir,
+        )
+        self.classes = tuple(classes)
+        if not sets:
+            raise ConfigError("data.sets is empty; data=multi combines two or more data sets.")
+        if leave_out is not None and leave_out not in sets:
+            raise ConfigError(
+                f"data.leave_out={leave_out}: not one of the data sets {', '.join(sets)}."
+            )
+        if leave_out is not None and len(sets) < 2:
+            raise ConfigError("data.leave_out needs two or more data sets in data.sets.")
+        self.sets = sets
+        self.leave_out = leave_out
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> MultiDataModule:
+        d = dict(cfg)
+        d.pop("_target_", None)
+        unknown = sorted(set(d) - _KEYS)
+        if unknown:
+            raise ConfigError(f"data.{unknown[0]}: not a setting of data=multi.")
+        if d.get("num_folds"):
+            raise ConfigError(
+                "data.num_folds: data=multi keeps each data set's own split; set the folds "
+                "per data set (data.sets.<name>.num_folds and .fold)."
+            )
+        classes = tuple(d.get("classes") or ())
+        preprocess = {k: d[k] for k in PREPROCESS_KEYS if k in d}
+        check_image_size(preprocess.get("image_size", 160))
+        sets = {}
+        for name, sub in dict(d.get("sets") or {}).items():
+            sub = {**dict(sub), **preprocess, "cache_dir": d.get("cache_dir", ".cache")}
+            sub.setdefault("name", name)
+            if sub.get("source") == "multi":
+                raise ConfigError(f"data.sets.{name}: a combined data set cannot hold another.")
+            own = tuple(sub.get("classes") or ())
+            foreign = [c for c in own if c not in classes]
+            if foreign:
+                raise ConfigError(
+                    f"data.sets.{name}: class(es) {', '.join(foreign)} are not in data.classes "
+                    f"({', '.join(classes)}); name them alike, or map the labels with "
+                    f"data.sets.{name}.class_map."
+                )
+            sets[name] = MedDataModule.from_config(sub)
+        return cls(
+            name=str(d.get("name", "multi")),
+            classes=classes,
+            sets=sets,
+            leave_out=d.get("leave_out"),
+            preprocess=PreprocessSettings.from_dict(d),
+            loader=LoaderSettings(
+                batch_size=int(d.get("batch_size", 16)),
+                eval_batch_size=d.get("eval_batch_size"),
+                num_workers=int(d.get("num_workers", 0)),
+                load_workers=int(d.get("load_workers", 2)),
+                balanced_sampling=bool(d.get("balanced_sampling", False)),
+            ),
+            augment=d.get("augment"),
+            cache_dir=d.get("cache_dir", ".cache"),
+        )
+
+    def prepare_data(self) -> None:
+        for dm in self.sets.values():
+            dm.prepare_data()
+
+    def build_index(self, strict: bool = True) -> DatasetIndex:
+        raise ConfigError(
+            "data=multi: audit and split each data set on its own (medmtl-data audit data=<name>)."
+        )
+
+    def _combine(self, splits: dict[str, list[str]]) -> None:
+        cases, items, split, groups = [], [], [], []
+        offset = 0
+        for name, dm in self.sets.items():
+            dm.relabel(self.classes, {c: c for c in dm.classes})
+            cases += [replace(c, dataset=name) for c in dm.index.cases]
+            items += dm.items
+            split += splits[name]
+            groups += [g + offset for g in dm.groups]
+            offset += max(dm.groups, default=-1) + 1
+        self.index = DatasetIndex(root=Path("."), classes=self.classes, cases=cases)
+        self.own_classes = self.classes
+        self.items, self.split, self.groups = items, split, groups
+
+    def load(self) -> None:
+        """Every image of every data set (``split=all``), unsplit."""
+        if self.index is not None:
+            return
+        for dm in self.sets.values():
+            dm.load()
+        self._combine({n: ["all"] * len(dm.index.cases) for n, dm in self.sets.items()})
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._split_done:
+            return
+        splits = {}
+        for name, dm in self.sets.items():
+            if name == self.leave_out:
+                dm.load()  # tested on every image, never split
+                splits[name] = ["test"] * len(dm.index.cases)
+            else:
+                dm.setup()
+                splits[name] = [UNUSED if s == "test" and self.leave_out else s for s in dm.split]
+        self._combine(splits)
+        self._split_done = True
+        counts = {s: self.split.count(s) for s in SPLITS}
+        log.info(
+            "%s: %s (%s)%s",
+            self.name,
+            ", ".join(f"{n} {len(dm.index.cases)}" for n, dm in self.sets.items()),
+            ", ".join(f"{k} {v}" for k, v in counts.items()),
+            f"; left out: {self.leave_out}" if self.leave_out else "",
+        )
+        empty = [s for s in SPLITS if counts[s] == 0]
+        if empty:
+            raise DataError(f"{self.name}: split(s) {', '.join(empty)} have no images.")
+
+    def split_classes(self, split: str) -> list[str]:
+        """The classes the data sets in ``split`` define (a left-out data set may have fewer)."""
+        names = (
+            [self.leave_out]
+            if split == "test" and self.leave_out
+            else [n for n in self.sets if n != self.leave_out or split == "all"]
+        )
+        own = {c for n in names for c in self.sets[n].own_classes}
+        return [c for c in self.classes if c in own]
