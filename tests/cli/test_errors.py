@@ -12,6 +12,16 @@ CASES = [
     ("eval", ["ckpt_path=/nonexistent/best.ckpt"], "/nonexistent/best.ckpt: checkpoint not found"),
     ("data", ["audit", "data.root=/nonexistent/busi"], "/nonexistent/busi: data folder not found"),
     ("data", ["inspect"], "the first argument must be one of audit, split"),
+    (
+        "train",
+        ["data=manifest", "data.manifest=/nonexistent/list.csv"],
+        "/nonexistent/list.csv: manifest not found",
+    ),
+    (
+        "eval",
+        ["ckpt_path=/nonexistent/best.ckpt", "data=busbra", "split=all"],
+        "checkpoint not found",
+    ),
     ("preprocess", ["input=/nonexistent/x.png", "output=/tmp/out"], "/nonexistent/x.png"),
     ("predict", ["input=/nonexistent", "out=/tmp/o", "threshold=2"], "threshold=2"),
     ("export", ["ckpt_path=/nonexistent.ckpt", "format=tflite"], "format=tflite"),

@@ -102,3 +102,27 @@ def test_bad_folds_and_files_are_named(busbra, tmp_path):
     assert msg.startswith("2 problem(s) in ") and "bus_data.csv" in msg
     assert "1 image(s) of bus_data.csv have no fold (e.g. bus_0001-l)" in msg
     assert "line 4: mask 'Masks/mask_0002-l.png' not found" in msg
+
+
+def test_audit_of_bus_bra(busbra, tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.data",
+            "audit",
+            "data=busbra",
+            f"data.root={busbra}",
+            f"paths.output_root={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "Images per class: benign 12, malignant 12 (total 24)" in res.stdout
+    assert "RESULT: OK, trainable." in res.stdout
