@@ -15,7 +15,7 @@ export HYDRA_FULL_ERROR ?= 0
 # BUSI: the BUSI_ROOT environment variable, else data/Dataset_BUSI_with_GT in the repository
 # (conf/data/busi.yaml); the tests that need it are skipped without it (CI sets it: .ci/run)
 
-.PHONY: install demo train eval test test-full lint format audit bench clean
+.PHONY: install demo train eval serve test test-full lint format audit bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ train: install
 eval: install
 	$(VENV)/bin/medmtl-eval $(ARGS)
 
+# the web page and API; without ARGS the model of the newest `make demo` run
+serve: install
+	$(VENV)/bin/medmtl-serve $(ARGS)
+
 audit: install
 	$(VENV)/bin/medmtl-data audit data=busi
 
@@ -43,6 +47,7 @@ bench: install
 	$(VENV)/bin/medmtl-bench preprocess
 	$(VENV)/bin/medmtl-bench inference
 	$(VENV)/bin/medmtl-bench train
+	$(VENV)/bin/medmtl-bench serve
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q

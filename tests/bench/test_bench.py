@@ -135,3 +135,20 @@ def test_train_bench_tiny(tmp_path):
         ips, speedup = float(cells[4].split()[0]), float(cells[5])
         assert ips > 0 and abs(speedup - ips / base) <= 0.01 * speedup + 0.01
     assert "torch.compile | not measured" in text
+
+
+def test_serve_bench_tiny(tmp_path):
+    """A real server under a little load: the section's numbers come from the requests."""
+    out = tmp_path / "bench.md"
+    args = ["serve", "--out", str(out), "--busi-root", str(tmp_path / "none")]
+    assert main([*args, "--requests", "6", "--clients", "2"]) == 0
+    text = out.read_text()
+    assert "<!-- serve:start -->" in text and "synthetic 565×475 PNG" in text
+    assert re.search(r"\| errors \| \*\*0\*\* of 6 \|", text)
+    p50 = float(re.search(r"\| latency p50 \| ([0-9.]+) ms", text).group(1))
+    p95 = float(re.search(r"\| latency p95 \| \*\*([0-9.]+) ms\*\*", text).group(1))
+    assert 0 < p50 <= p95
+    before, after, growth = re.search(
+        r"\| ([0-9]+) MB → ([0-9]+) MB \(\*\*([+-][0-9.]+) %\*\*\)", text
+    ).groups()
+    assert abs(100 * (int(after) / int(before) - 1) - float(growth)) < 1.5  # from the two readings

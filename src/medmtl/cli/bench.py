@@ -4,6 +4,7 @@ medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
 medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX] [--compile]
 medmtl-bench train [--busi-root DIR] [--compile] [--tiny]
 medmtl-bench probe [--busi-root DIR] [--out docs/results.md]
+medmtl-bench serve [--busi-root DIR] [--requests 200] [--clients 4]
 """
 
 from __future__ import annotations
@@ -49,8 +50,25 @@ def _main(argv: list[str] | None = None) -> int:
     r.add_argument("--busi-root", type=Path, default=busi)
     r.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
     r.add_argument("--image-size", type=int, default=224)
+    s = sub.add_parser("serve", help="medmtl-serve under load: latency, throughput, memory")
+    s.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
+    s.add_argument("--busi-root", type=Path, default=busi)
+    s.add_argument("--requests", type=int, default=200)
+    s.add_argument("--clients", type=int, default=4)
     args = parser.parse_args(argv)
     from medmtl.bench.common import publish
+
+    if args.what == "serve":
+        from medmtl.bench import serve
+
+        res = serve.run(args.busi_root, args.requests, args.clients)
+        cmd = "BUSI_ROOT=<BUSI> medmtl-bench serve" + (
+            f" --requests {args.requests} --clients {args.clients}"
+            if (args.requests, args.clients) != (200, 4)
+            else ""
+        )
+        publish(args.out, "serve", serve.section(res, cmd))
+        return 0
 
     if args.what == "probe":
         from medmtl.bench import probe

@@ -74,13 +74,61 @@ def load_for_model(path: Path, settings: PreprocessSettings, frame: int = 0) -> 
     return LoadedImage(path, image8, settings.model_input(grey, meta, str(path)), meta)
 
 
+def probability_at_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The model-grid probability map resized (bilinear) to an image of ``shape``."""
+    h, w = shape
+    return cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def mask_at_original_size(
     prob: np.ndarray, shape: tuple[int, int], threshold: float = 0.5
 ) -> np.ndarray:
     """Resize the probability map (bilinear) to the image size, then threshold."""
-    h, w = shape
-    big = cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    return big >= threshold
+    return probability_at_size(prob, shape) >= threshold
+
+
+def level(threshold: float) -> int:
+    """A threshold on the 8-bit probability map (0..255), rounded half up as the page does."""
+    return int(np.floor(float(threshold) * 255 + 0.5))
+
+
+@dataclass
+class ImagePrediction:
+    """One image's prediction at its own size (the web page and the JSON API)."""
+
+    image8: np.ndarray  # (H, W) uint8: what is shown
+    probability8: np.ndarray | None  # (H, W) uint8: the lesion probability map, 0..255
+    class_prob: np.ndarray | None  # (C,) class probabilities
+    meta: ImageMeta
+    heatmap: np.ndarray | None = None  # (H, W) float in [0, 1]: Grad-CAM
+
+    def mask(self, threshold: float, postprocess: PostProcess) -> np.ndarray | None:
+        """The lesion mask: the 8-bit probability map at ``threshold``, post-processed.
+
+        The page re-thresholds the same 8-bit map in the browser with the same rule, so a
+        slider position shows exactly the mask the API gives for that threshold.
+        """
+        if self.probability8 is None:
+            return None
+        return postprocess(self.probability8 >= level(threshold))
+
+
+def predict_image(
+    backend: Backend, path: Path, tta: bool = False, explainer=None, frame: int = 0
+) -> ImagePrediction:
+    """Read, preprocess as in training, and predict one image; DataError for a bad file."""
+    li = load_for_model(path, backend.settings, frame)
+    batch = li.model_input[None, None].astype(np.float32)
+    seg_p, cls_p = predict_batch(backend, batch, tta)
+    prob8 = None
+    if seg_p is not None:
+        big = probability_at_size(seg_p[0, 0], li.image8.shape)
+        prob8 = np.floor(np.clip(big, 0, 1) * 255 + 0.5).astype(np.uint8)
+    heat = None
+    if explainer is not None and cls_p is not None:
+        cam = explainer(batch, cls_p.argmax(1))[0]
+        heat = probability_at_size(cam, li.image8.shape)
+    return ImagePrediction(li.image8, prob8, None if cls_p is None else cls_p[0], li.meta, heat)
 
 
 def overlay(

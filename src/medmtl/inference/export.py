@@ -37,7 +37,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
         model,
         out_path,
         opset,
-        extra={"postprocess": backend.postprocess.to_dict()},
+        extra={"postprocess": backend.postprocess.to_dict(), "card": backend.card},
     )
 
 

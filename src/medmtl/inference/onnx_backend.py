@@ -45,6 +45,7 @@ class OnnxBackend:
         self.task = meta["task"]
         self.outputs = list(meta["outputs"])
         self.postprocess = PostProcess.from_dict(meta.get("postprocess"))
+        self.card = dict(meta.get("card") or {})
         self.meta = meta
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

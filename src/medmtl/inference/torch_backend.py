@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medmtl.inference.card import card_from_checkpoint
 from medmtl.models.checkpoint import network_from_checkpoint
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -26,6 +27,7 @@ class TorchBackend:
         self.task = hp["model"].get("task", "multitask")
         self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))
         self.hparams = hp
+        self.card = card_from_checkpoint(ckpt_path, hp)
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -12,6 +12,7 @@ import lightning as L
 from hydra.experimental.callback import Callback
 
 from medmtl.errors import ConfigError, DataError, summarize
+from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -203,6 +204,7 @@ def ensemble(
             extra={
                 "ensemble_members": [Path(m).name for m in members],
                 "postprocess": head.postprocess.to_dict(),
+                "card": card_from_metrics(metrics, str(out / "metrics.json")),
             },
         )
         log.info("Exported the ensemble to %s", export)

@@ -1,0 +1,395 @@
+// medmtl's page: upload scans, show the lesion, the class and why. Plain JavaScript, nothing
+// loaded from elsewhere. The mask is the 8-bit probability map the API returns, thresholded
+// here with the API's rule (value >= floor(t * 255 + 0.5)) and post-processed as the model
+// was trained to be, so moving the slider never runs the network again.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { results: [], queue: [], busy: false, card: null, token: "" };
+
+function level(t) {
+  return Math.floor(t * 255 + 0.5);
+}
+
+function headers() {
+  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    body = { detail: `${response.status} ${response.statusText}` };
+  }
+  if (!response.ok) {
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    throw new Error(detail || `${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+// -- post-processing, as medmtl.models.postprocess.PostProcess does it ------------------------
+function keepComponents(mask, w, h, largest, minArea) {
+  const labels = new Int32Array(w * h);
+  const sizes = [0];
+  const stack = [];
+  for (let start = 0; start < w * h; start++) {
+    if (!mask[start] || labels[start]) continue;
+    const id = sizes.length;
+    let size = 0;
+    labels[start] = id;
+    stack.push(start);
+    while (stack.length) {
+      const p = stack.pop();
+      size++;
+      const x = p % w, y = (p - x) / w;
+      for (let dy = -1; dy <= 1; dy++) {
+        for (let dx = -1; dx <= 1; dx++) {  // 8-connectivity: corners touch
+          const nx = x + dx, ny = y + dy;
+          if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
+          const q = ny * w + nx;
+          if (mask[q] && !labels[q]) {
+            labels[q] = id;
+            stack.push(q);
+          }
+        }
+      }
+    }
+    sizes.push(size);
+  }
+  if (sizes.length === 1) return mask;
+  const keep = sizes.map((s, i) => i > 0 && s >= Math.max(minArea, 1));
+  if (largest) {
+    let best = 1;
+    for (let i = 2; i < sizes.length; i++) if (sizes[i] > sizes[best]) best = i;
+    keep.fill(false);
+    keep[best] = true;
+  }
+  const out = new Uint8Array(w * h);
+  for (let p = 0; p < w * h; p++) out[p] = labels[p] && keep[labels[p]] ? 1 : 0;
+  return out;
+}
+
+function fillHoles(mask, w, h) {
+  // background reachable from the border (4-connectivity) stays background; the rest is a hole
+  const outside = new Uint8Array(w * h);
+  const stack = [];
+  const seed = (p) => {
+    if (!mask[p] && !outside[p]) {
+      outside[p] = 1;
+      stack.push(p);
+    }
+  };
+  for (let x = 0; x < w; x++) {
+    seed(x);
+    seed((h - 1) * w + x);
+  }
+  for (let y = 0; y < h; y++) {
+    seed(y * w);
+    seed(y * w + w - 1);
+  }
+  while (stack.length) {
+    const p = stack.pop();
+    const x = p % w, y = (p - x) / w;
+    if (x > 0) seed(p - 1);
+    if (x < w - 1) seed(p + 1);
+    if (y > 0) seed(p - w);
+    if (y < h - 1) seed(p + w);
+  }
+  const out = new Uint8Array(w * h);
+  for (let p = 0; p < w * h; p++) out[p] = mask[p] || !outside[p] ? 1 : 0;
+  return out;
+}
+
+function lesionMask(result, t) {
+  const { prob, w, h } = result;
+  let mask = new Uint8Array(w * h);
+  const lv = level(t);
+  let any = false;
+  for (let p = 0; p < w * h; p++) {
+    mask[p] = prob[p] >= lv ? 1 : 0;
+    any = any || mask[p] === 1;
+  }
+  const pp = result.data.postprocess || {};
+  if (!any) return mask;
+  if (pp.largest_component || pp.min_area > 0) {
+    mask = keepComponents(mask, w, h, pp.largest_component, pp.min_area || 0);
+  }
+  if (pp.fill_holes) mask = fillHoles(mask, w, h);
+  return mask;
+}
+
+// -- drawing ------------------------------------------------------------------------------------
+function pixels(dataUrl) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => {
+      const c = document.createElement("canvas");
+      c.width = img.width;
+      c.height = img.height;
+      const ctx = c.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      resolve(ctx.getImageData(0, 0, img.width, img.height));
+    };
+    img.onerror = () => reject(new Error("the server sent an image the browser cannot show"));
+    img.src = dataUrl;
+  });
+}
+
+function draw(result) {
+  const t = Number($("threshold").value);
+  const { w, h, grey, el } = result;
+  const canvas = el.querySelector("canvas.overlay");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const out = ctx.createImageData(w, h);
+  const mask = result.prob ? lesionMask(result, t) : new Uint8Array(w * h);
+  let area = 0;
+  for (let p = 0; p < w * h; p++) {
+    const v = grey[p];
+    let r = v, g = v, b = v;
+    if (mask[p]) {
+      area++;
+      const x = p % w, y = (p - x) / w;
+      const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 ||
+        !mask[p - 1] || !mask[p + 1] || !mask[p - w] || !mask[p + w];
+      if (edge) {
+        r = 255; g = 230; b = 0;  // contour
+      } else {
+        r = 0.65 * v + 0.35 * 255; g = 0.65 * v + 0.35 * 60; b = 0.65 * v + 0.35 * 60;  // fill
+      }
+    }
+    out.data[4 * p] = r;
+    out.data[4 * p + 1] = g;
+    out.data[4 * p + 2] = b;
+    out.data[4 * p + 3] = 255;
+  }
+  ctx.putImageData(out, 0, 0);
+  result.area = area;
+  result.threshold = t;
+  const spacing = result.data.pixel_spacing_mm;
+  result.areaMm = spacing ? area * spacing[0] * spacing[1] : null;
+  el.dataset.area = String(area);
+  el.querySelector(".area-px").textContent = String(area);
+  el.querySelector(".area-mm").textContent =
+    result.areaMm === null ? " (no pixel spacing in this file)" : `, ${result.areaMm.toFixed(2)} mm²`;
+  // the mask as it is shown, as a PNG to download
+  const m = document.createElement("canvas");
+  m.width = w;
+  m.height = h;
+  const mctx = m.getContext("2d");
+  const md = mctx.createImageData(w, h);
+  for (let p = 0; p < w * h; p++) {
+    const v = mask[p] ? 255 : 0;
+    md.data[4 * p] = v; md.data[4 * p + 1] = v; md.data[4 * p + 2] = v; md.data[4 * p + 3] = 255;
+  }
+  mctx.putImageData(md, 0, 0);
+  const link = el.querySelector(".mask-download");
+  link.href = m.toDataURL("image/png");
+  link.download = `${result.name.replace(/\.[^.]+$/, "")}_mask.png`;
+}
+
+function showBars(result) {
+  const bars = result.el.querySelector(".bars");
+  bars.textContent = "";
+  const probs = result.data.probabilities || {};
+  for (const name of result.data.classes) {
+    if (!(name in probs)) continue;
+    const row = document.createElement("div");
+    row.className = "bar";
+    row.dataset.class = name;
+    row.dataset.probability = String(probs[name]);
+    const label = document.createElement("span");
+    label.className = "bar-label";
+    label.textContent = name;
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    const fill = document.createElement("span");
+    fill.className = "bar-fill" + (name === result.data.predicted_class ? " top" : "");
+    fill.style.width = `${(100 * probs[name]).toFixed(1)}%`;
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = `${(100 * probs[name]).toFixed(1)} %`;
+    row.append(label, track, value);
+    bars.appendChild(row);
+  }
+}
+
+// -- the work ---------------------------------------------------------------------------------
+function addResult(file) {
+  const el = $("result-template").content.firstElementChild.cloneNode(true);
+  el.querySelector(".file").textContent = file.name;
+  el.dataset.file = file.name;
+  $("results").appendChild(el);
+  const result = { file, name: file.name, el, data: null };
+  state.results.push(result);
+  return result;
+}
+
+async function predict(result, gradcam) {
+  const form = new FormData();
+  form.append("file", result.file, result.file.name);
+  form.append("threshold", $("threshold").value);
+  form.append("gradcam", gradcam ? "true" : "false");
+  return api("/api/predict", { method: "POST", body: form });
+}
+
+async function run(result) {
+  result.el.dataset.state = "running";
+  try {
+    const gradcam = $("gradcam").checked && state.card && state.card.gradcam;
+    const data = await predict(result, gradcam);
+    result.data = data;
+    const img = await pixels(data.image_png);
+    result.w = img.width;
+    result.h = img.height;
+    result.grey = new Uint8Array(img.width * img.height);
+    for (let p = 0; p < result.grey.length; p++) result.grey[p] = img.data[4 * p];
+    if (data.probability_png) {
+      const pr = await pixels(data.probability_png);
+      result.prob = new Uint8Array(pr.width * pr.height);
+      for (let p = 0; p < result.prob.length; p++) result.prob[p] = pr.data[4 * p];
+    }
+    result.el.querySelector(".predicted-class").textContent = data.predicted_class || "(no classification head)";
+    result.el.dataset.class = data.predicted_class || "";
+    showBars(result);
+    if (data.gradcam_png) showCam(result, data.gradcam_png);
+    draw(result);
+    result.el.dataset.state = "done";
+  } catch (err) {
+    result.error = err.message;
+    const p = result.el.querySelector(".error");
+    p.textContent = err.message;
+    p.hidden = false;
+    result.el.dataset.state = "error";
+  }
+}
+
+function showCam(result, url) {
+  result.cam = url;
+  const fig = result.el.querySelector("figure.cam");
+  fig.querySelector("img").src = url;
+  fig.hidden = !$("gradcam").checked;
+}
+
+async function pump() {
+  if (state.busy) return;
+  state.busy = true;
+  const total = () => state.results.length;
+  $("progress-row").hidden = false;
+  while (state.queue.length) {
+    const result = state.queue.shift();
+    const done = total() - state.queue.length - 1;
+    $("progress").max = total();
+    $("progress").value = done;
+    $("progress-text").textContent = `Predicting ${done + 1} of ${total()}: ${result.name}`;
+    await run(result);
+  }
+  $("progress").value = total();
+  $("progress-text").textContent = `${total()} image(s) done`;
+  $("csv").disabled = !state.results.some((r) => r.data);
+  state.busy = false;
+}
+
+function addFiles(files) {
+  for (const file of files) state.queue.push(addResult(file));
+  pump();
+}
+
+function csv() {
+  const classes = state.card ? state.card.classes : [];
+  const head = ["file", "predicted_class", ...classes.map((c) => `prob_${c}`), "threshold",
+    "lesion_area_px", "lesion_area_mm2", "error"];
+  const quote = (v) => {
+    const s = v === null || v === undefined ? "" : String(v);
+    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const rows = [head.join(",")];
+  for (const r of state.results) {
+    const d = r.data || {};
+    const probs = d.probabilities || {};
+    rows.push([r.name, d.predicted_class, ...classes.map((c) => probs[c]), r.threshold,
+      r.data ? r.area : "", r.areaMm === null || r.areaMm === undefined ? "" : r.areaMm.toFixed(3),
+      r.error || ""].map(quote).join(","));
+  }
+  const blob = new Blob([rows.join("\n") + "\n"], { type: "text/csv" });
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = "medmtl_results.csv";
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+}
+
+async function loadCard() {
+  try {
+    const card = await api("/api/model");
+    state.card = card;
+    const test = card.test_metrics || {};
+    const shown = Object.entries(test).map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", ");
+    $("card").textContent =
+      `Model ${card.model} (${card.backend}; ${card.classes.join(" / ")}; ${card.input_size} px input)` +
+      (card.trained_on ? `, trained on ${card.trained_on}` : "") +
+      (shown ? `; test: ${shown}` : "; no test metrics recorded");
+    $("gradcam").disabled = !card.gradcam;
+    $("gradcam-label").title = card.gradcam ? "" : "Grad-CAM needs a checkpoint (PyTorch backend)";
+  } catch (err) {
+    $("card").textContent = `The model card could not be read: ${err.message}`;
+  }
+}
+
+async function init() {
+  const health = await api("/api/health");
+  if (health.auth) {
+    $("token-row").hidden = false;
+    $("token").addEventListener("change", () => {
+      state.token = $("token").value;
+      loadCard();
+    });
+  }
+  await loadCard();
+  $("files").addEventListener("change", (e) => {
+    addFiles(e.target.files);
+    e.target.value = "";
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    addFiles(e.dataTransfer.files);
+  });
+  $("threshold").addEventListener("input", () => {
+    $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+    for (const r of state.results) if (r.data) draw(r);
+  });
+  $("gradcam").addEventListener("change", async () => {
+    for (const r of state.results) {
+      if (!r.data) continue;
+      if ($("gradcam").checked && !r.cam) {
+        try {
+          const data = await predict(r, true);
+          showCam(r, data.gradcam_png);
+        } catch (err) {
+          r.el.querySelector(".error").textContent = err.message;
+          r.el.querySelector(".error").hidden = false;
+        }
+      }
+      r.el.querySelector("figure.cam").hidden = !$("gradcam").checked;
+    }
+  });
+  $("csv").addEventListener("click", csv);
+  document.body.dataset.ready = "true";
+}
+
+init().catch((err) => {
+  $("card").textContent = `The server could not be reached: ${err.message}`;
+});

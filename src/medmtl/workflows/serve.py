@@ -1,0 +1,341 @@
+"""``medmtl-serve``: a web page for clinicians and a JSON API around one model.
+
+FastAPI serves one page of HTML and plain JavaScript (``workflows/page/``; nothing is loaded
+from the internet: the OpenAPI docs at ``/docs`` use swagger-ui files installed with the
+project) and the API:
+
+* ``POST /api/predict`` (multipart ``file``; ``threshold``, ``gradcam``): the class
+  probabilities, the lesion area in pixels (and mm² where a DICOM gives a pixel spacing) and,
+  as PNG, the mask, the 8-bit lesion probability map (which the page re-thresholds without
+  running the network again), the image as shown and, on the PyTorch backend, Grad-CAM;
+* ``GET /api/health``, ``GET /api/model`` (the model card).
+
+Uploads are written to a temporary folder removed when the request ends; an upload over the
+size limit gets 413, a file that cannot be read as an image 400 with one line, and the
+server keeps serving. Nothing of a DICOM header but the pixel spacing leaves the reader
+(:class:`medmtl.io.meta.ImageMeta`), so no patient data reaches a response, a log or a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from medmtl.errors import ConfigError, MedmtlError
+from medmtl.inference.core import ImagePrediction, overlay, predict_image
+from medmtl.io.image import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).parent / "page"
+DEFAULT_MAX_UPLOAD_MB = 50.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# an optional bearer token (auth_token=); module-level so FastAPI can read the annotation
+BEARER = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``medmtl-serve`` was asked for."""
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    auth_token: str | None = None
+    threads: int = 0
+    tta: bool = False
+
+    def check(self) -> None:
+        if not self.max_upload_mb > 0:
+            raise ConfigError(f"max_upload_mb={self.max_upload_mb}: must be more than 0.")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads}: must be 0 (the default) or more.")
+
+
+def load_model(model: str | Path, threads: int = 0) -> tuple[Any, Any]:
+    """The backend for an ``.onnx`` model (ONNX Runtime) or a checkpoint (PyTorch, with
+    Grad-CAM), and the explainer (None on ONNX)."""
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"model={path}: not found; give an exported model (.onnx, medmtl-export) or a "
+            "checkpoint (.ckpt)."
+        )
+    if path.suffix.lower() == ".onnx":
+        from medmtl.inference.onnx_backend import OnnxBackend
+
+        return OnnxBackend(path, threads=threads or None), None
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from medmtl.inference.explain import GradCamExplainer
+    from medmtl.inference.torch_backend import TorchBackend
+
+    backend = TorchBackend(path)
+    explainer = None
+    if getattr(backend.net, "cls_head", None) is not None:
+        in_ch = int(backend.hparams["model"].get("in_channels", 1))
+        explainer = GradCamExplainer(backend.net, in_ch, backend.settings.image_size)
+    return backend, explainer
+
+
+def find_demo_model(log_dir: Path) -> Path:
+    """The best checkpoint of the newest ``make demo`` run (``experiment=demo``)."""
+    runs = sorted(log_dir.glob("train/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    for metrics in reversed(runs):
+        config = metrics.parent / "config_resolved.yaml"
+        if config.exists() and "- demo" in config.read_text():
+            found = sorted((metrics.parent / "checkpoints").glob("epoch*.ckpt"))
+            if found:
+                return found[-1]
+    raise ConfigError(
+        f"no model given and no `make demo` run found in {log_dir}; run `make demo` first or "
+        "give model=<model.onnx or checkpoint>."
+    )
+
+
+class UploadLimit:
+    """ASGI middleware: a request body above ``max_bytes`` gets 413 before it is stored, by
+    its Content-Length or, for a chunked upload, as soon as the count passes the limit."""
+
+    def __init__(self, app: Any, max_mb: float) -> None:
+        self.app = app
+        self.max_mb = max_mb
+        self.max_bytes = int(max_mb * 2**20)
+
+    async def _refuse(self, send: Any) -> None:
+        body = (
+            f'{{"detail": "the upload is larger than the limit of {self.max_mb:g} MB; send a '
+            f'smaller file or start medmtl-serve with a larger max_upload_mb."}}'
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> dict:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # answer now and end the body: nothing more is read or stored
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def answer(message: dict) -> None:
+            if not refused:  # after a 413 the app's own answer (to a cut body) is dropped
+                await send(message)
+
+        await self.app(scope, counted, answer)
+
+
+def _png(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _safe_suffix(name: str) -> str:
+    """The upload's extension if it is one medmtl reads (the temporary file keeps it)."""
+    suffix = Path(name or "").suffix.lower()
+    return suffix if suffix in IMAGE_EXTENSIONS else ""
+
+
+def _one_line(exc: BaseException, tmp: Path, name: str) -> str:
+    """The error's first line with the temporary path replaced by the upload's name."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(re.escape(str(tmp)) + r"[^:]*", name or "upload", text)
+
+
+def result_json(
+    pred: ImagePrediction, name: str, classes: list[str], threshold: float, postprocess: Any
+) -> dict[str, Any]:
+    """The JSON of one prediction (see the module docstring)."""
+    mask = pred.mask(threshold, postprocess)
+    spacing = pred.meta.pixel_spacing_mm
+    out: dict[str, Any] = {
+        "file": name,
+        "width": int(pred.image8.shape[1]),
+        "height": int(pred.image8.shape[0]),
+        "classes": classes,
+        "threshold": threshold,
+        "pixel_spacing_mm": list(spacing) if spacing else None,
+        "image_png": _png(pred.image8),
+        "postprocess": postprocess.to_dict(),
+    }
+    if pred.class_prob is not None:
+        c = int(np.argmax(pred.class_prob))
+        out["predicted_class"] = classes[c]
+        out["probabilities"] = {
+            n: round(float(p), 6) for n, p in zip(classes, pred.class_prob, strict=True)
+        }
+    if mask is not None:
+        area = int(mask.sum())
+        out["lesion_area_px"] = area
+        out["lesion_area_mm2"] = round(area * spacing[0] * spacing[1], 3) if spacing else None
+        out["mask_png"] = _png(mask.astype(np.uint8) * 255)
+        out["probability_png"] = _png(pred.probability8)
+    if pred.heatmap is not None:
+        text = f"{out.get('predicted_class', '')} (Grad-CAM)"
+        out["gradcam_png"] = _png(
+            overlay(pred.image8, None, text, pred.heatmap)[:, pred.image8.shape[1] :]
+        )
+    return out
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The web page and API for ``settings.model``."""
+    settings.check()
+    backend, explainer = load_model(settings.model, settings.threads)
+    name = Path(settings.model).name
+    classes = list(backend.class_names)
+
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        if settings.auth_token is None:
+            return
+        if credentials is None or credentials.credentials != settings.auth_token:
+            raise HTTPException(
+                401,
+                "this server needs its token: send 'Authorization: Bearer <token>' (the page "
+                "asks for it).",
+            )
+
+    app = FastAPI(
+        title="medmtl",
+        summary="Breast-ultrasound lesion segmentation and classification. A research tool, "
+        "not a diagnosis.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(UploadLimit, max_mb=settings.max_upload_mb)
+    app.mount("/static", StaticFiles(directory=PAGE), name="static")
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="medmtl API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        """The server is up and has its model."""
+        return {"status": "ok", "model": name, "auth": settings.auth_token is not None}
+
+    @app.get("/api/model", dependencies=[Depends(authorised)])
+    def model_card() -> dict[str, Any]:
+        """The model card: classes, input size, preprocessing, what it was trained and tested on."""
+        return {
+            "model": name,
+            "backend": "onnxruntime" if type(backend).__name__ == "OnnxBackend" else "pytorch",
+            "task": backend.task,
+            "classes": classes,
+            "input_size": backend.settings.image_size,
+            "preprocessing": backend.settings.to_dict(),
+            "postprocess": backend.postprocess.to_dict(),
+            "gradcam": explainer is not None,
+            "max_upload_mb": settings.max_upload_mb,
+            "tta": settings.tta,
+            **backend.card,
+            "note": "A research tool, not a diagnosis.",
+        }
+
+    @app.post("/api/predict", dependencies=[Depends(authorised)])
+    def predict(
+        file: Annotated[UploadFile, File(description="PNG, JPEG, TIFF, BMP or DICOM")],
+        threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+        gradcam: Annotated[bool, Form()] = False,
+    ) -> JSONResponse:
+        """Classify one image and segment its lesion."""
+        if gradcam and explainer is None:
+            raise HTTPException(400, "gradcam needs a checkpoint (PyTorch backend), not ONNX.")
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="medmtl-upload-") as folder:
+            tmp = Path(folder) / f"upload{_safe_suffix(file.filename or '')}"
+            with tmp.open("wb") as fh:
+                while chunk := file.file.read(2**20):
+                    fh.write(chunk)
+            if tmp.stat().st_size == 0:
+                raise HTTPException(400, f"{file.filename or 'upload'}: the file is empty.")
+            try:
+                pred = predict_image(
+                    backend, tmp, tta=settings.tta, explainer=explainer if gradcam else None
+                )
+            except (MedmtlError, OSError, ValueError) as exc:
+                raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
+        out = result_json(pred, file.filename or "", classes, threshold, backend.postprocess)
+        log.info(
+            "predicted a %dx%d image in %.0f ms",
+            out["width"],
+            out["height"],
+            (time.perf_counter() - start) * 1000,
+        )
+        return JSONResponse(out)
+
+    return app
+
+
+def serve(settings: ServeSettings) -> None:
+    """Start the server (blocks until stopped)."""
+    import uvicorn
+
+    # medmtl's own lines (one per prediction: size and time, never a file name or header)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    app = create_app(settings)
+    if settings.host not in LOOPBACK and settings.auth_token is None:
+        log.warning(
+            "listening on %s without auth_token=: anyone who can reach this port can use the "
+            "model; give auth_token=<secret> for use beyond this machine.",
+            settings.host,
+        )
+    print(f"medmtl-serve: http://{settings.host}:{settings.port}/ (API docs at /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
