@@ -125,6 +125,17 @@ class LoaderSettings:
     load_workers: int = 2
     balanced_sampling: bool = False
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoaderSettings:
+        """The loader settings of a data config (``data.batch_size``, ...)."""
+        return cls(
+            batch_size=int(d.get("batch_size", 16)),
+            eval_batch_size=d.get("eval_batch_size"),
+            num_workers=int(d.get("num_workers", 0)),
+            load_workers=int(d.get("load_workers", 2)),
+            balanced_sampling=bool(d.get("balanced_sampling", False)),
+        )
+
 
 # data config keys (conf/data/_common.yaml) -> the settings object that holds them
 _CONFIG_KEYS = {
@@ -241,13 +252,7 @@ class MedDataModule(L.LightningDataModule):
                 num_folds=d.get("num_folds"),
                 fold=int(d.get("fold") or 0),
             ),
-            loader=LoaderSettings(
-                batch_size=int(d.get("batch_size", 16)),
-                eval_batch_size=d.get("eval_batch_size"),
-                num_workers=int(d.get("num_workers", 0)),
-                load_workers=int(d.get("load_workers", 2)),
-                balanced_sampling=bool(d.get("balanced_sampling", False)),
-            ),
+            loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
             subset=d.get("subset"),
             cache_dir=d.get("cache_dir", ".cache"),

@@ -31,6 +31,30 @@ class DuplicateGroups:
         return {g: m for g, m in out.items() if len(m) > 1}
 
 
+class _Groups:
+    """Union-find over ``n`` items: linked items end up in one group."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+    def numbered(self) -> list[int]:
+        """Group ids 0..G-1, in order of first appearance (split files stay readable)."""
+        ids: dict[int, int] = {}
+        return [ids.setdefault(self.find(i), len(ids)) for i in range(len(self.parent))]
+
+
 def thumbnail(image: np.ndarray, size: int = 32) -> np.ndarray:
     """The image compared for near duplicates: its plain full-range 8-bit grey version
     (whatever the training preprocessing), area-averaged to ``size``×``size`` float32.
@@ -53,13 +77,6 @@ def find_groups(thumbnails: Sequence[np.ndarray], threshold: float = 0.95) -> Du
     constant = norm[:, 0] == 0
     z = np.divide(centred, norm, out=np.zeros_like(centred), where=norm > 0)
     corr = z @ z.T
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
     pairs: list[tuple[int, int, float]] = []
     ii, jj = np.nonzero(np.triu(corr >= threshold, k=1))
@@ -70,39 +87,20 @@ def find_groups(thumbnails: Sequence[np.ndarray], threshold: float = 0.95) -> Du
         for j in const_idx[a + 1 :]:
             if np.array_equal(flat[i], flat[j]):
                 pairs.append((int(i), int(j), 1.0))
+    groups = _Groups(n)
     for i, j, _ in pairs:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    roots = [find(i) for i in range(n)]
-    # renumber groups 0..G-1 in order of first appearance so split files stay readable
-    ids: dict[int, int] = {}
-    group_of = [ids.setdefault(r, len(ids)) for r in roots]
-    return DuplicateGroups(group_of=group_of, pairs=pairs)
+        groups.union(i, j)
+    return DuplicateGroups(group_of=groups.numbered(), pairs=pairs)
 
 
 def combine_groups(found: DuplicateGroups, given: Sequence[str | None]) -> list[int]:
     """Groups that keep both near-duplicates and the data set's own groups (patients, cases)
     together: images linked either way are in one group. Renumbered 0..G-1 by first appearance."""
-    n = len(given)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-
+    groups = _Groups(len(given))
     first: dict[tuple[str, object], int] = {}
     for i, g in enumerate(given):
         if g is not None:
-            union(first.setdefault(("given", g), i), i)
+            groups.union(first.setdefault(("given", g), i), i)
     for i, g in enumerate(found.group_of):
-        union(first.setdefault(("found", g), i), i)
-    ids: dict[int, int] = {}
-    return [ids.setdefault(find(i), len(ids)) for i in range(n)]
+        groups.union(first.setdefault(("found", g), i), i)
+    return groups.numbered()

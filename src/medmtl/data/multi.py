@@ -109,13 +109,7 @@ class MultiDataModule(MedDataModule):
             sets=sets,
             leave_out=d.get("leave_out"),
             preprocess=PreprocessSettings.from_dict(d),
-            loader=LoaderSettings(
-                batch_size=int(d.get("batch_size", 16)),
-                eval_batch_size=d.get("eval_batch_size"),
-                num_workers=int(d.get("num_workers", 0)),
-                load_workers=int(d.get("load_workers", 2)),
-                balanced_sampling=bool(d.get("balanced_sampling", False)),
-            ),
+            loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
             cache_dir=d.get("cache_dir", ".cache"),
         )
