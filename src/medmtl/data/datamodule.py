@@ -216,9 +216,10 @@ class MedDataModule(L.LightningDataModule):
         d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         d.pop("_target_", None)  # older configs and checkpoints named the class to instantiate
         if d.get("source") == "multi":
-            from medmtl.data.multi import MultiDataModule
-
-            return MultiDataModule.from_config(d)
+            raise ConfigError(
+                "data=multi is several data modules: build it with "
+                "medmtl.data.build.datamodule_from_config."
+            )
         known = {k for keys in _CONFIG_KEYS.values() for k in keys}
         unknown = sorted(set(d) - known)
         if unknown:

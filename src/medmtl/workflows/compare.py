@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.build import datamodule_from_config
 from medmtl.errors import ConfigError
 from medmtl.inference.core import load_for_model, mask_at_original_size, predict_batch
 from medmtl.inference.torch_backend import TorchBackend
@@ -34,7 +34,7 @@ def compare_checkpoints(
             )
     if data_root:
         first["root"] = data_root
-    dm = MedDataModule.from_config(first)
+    dm = datamodule_from_config(first)
     dm.setup()
     cases = dm.cases(split)
     picks = [cases[i] for i in pick_cases([c.label for c in cases], n)]

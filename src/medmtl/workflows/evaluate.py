@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
@@ -231,7 +232,7 @@ def test_module(
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
     ``by`` (and ``dataset`` when several data sets are combined), ``by_<column>.md|csv``.
     """
-    dm = MedDataModule.from_config(data_cfg)
+    dm = datamodule_from_config(data_cfg)
     dm.prepare_data()
     if split == "all":
         dm.load()

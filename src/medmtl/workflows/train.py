@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
@@ -304,7 +305,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
 
-    dm = MedDataModule.from_config(cfg.data)
+    dm = datamodule_from_config(cfg.data)
     dm.prepare_data()
     dm.setup()
     if resumed is not None and list(resumed["class_names"]) != list(dm.classes):

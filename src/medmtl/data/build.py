@@ -1,0 +1,19 @@
+"""The data module a data config describes: one data set, or several (``data=multi``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medmtl.data.datamodule import MedDataModule
+from medmtl.data.multi import MultiDataModule
+
+
+def datamodule_from_config(cfg: Mapping[str, Any] | DictConfig) -> MedDataModule:
+    """``conf/data/<name>.yaml`` (or a checkpoint's copy of it) as a data module."""
+    d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if d.get("source") == "multi":
+        return MultiDataModule.from_config(d)
+    return MedDataModule.from_config(d)
