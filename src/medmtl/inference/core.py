@@ -153,13 +153,15 @@ def overlay(
         out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
     )
     if heatmap is not None:
-        colour = cv2.applyColorMap(
-            (np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET
-        )
-        colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
-        cam = cv2.addWeighted(colour, 0.45, rgb, 0.55, 0)
-        out = np.concatenate([out, cam], axis=1)
+        out = np.concatenate([out, heatmap_overlay(image8, heatmap)], axis=1)
     return out
+
+
+def heatmap_overlay(image8: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """RGB: a Grad-CAM heatmap (values in [0, 1], the image's size) blended on the image."""
+    colour = cv2.applyColorMap((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(colour, 0.45, cv2.cvtColor(image8, cv2.COLOR_GRAY2RGB), 0.55, 0)
 
 
 @dataclass

@@ -26,6 +26,32 @@ def check_options(opts: dict[str, Any]) -> None:
     ensure_output_dir(opts["out"], "out")
 
 
+def open_onnx(path: str | Path, threads: int = 0) -> Any:
+    """An exported model on ONNX Runtime (torch is not imported)."""
+    from medmtl.inference.onnx_backend import OnnxBackend
+
+    return OnnxBackend(path, threads=threads or None)
+
+
+def open_checkpoint(path: str | Path, threads: int = 0) -> Any:
+    """A checkpoint's network on PyTorch (``threads``: torch's CPU threads, 0 = its default)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    from medmtl.inference.torch_backend import TorchBackend
+
+    return TorchBackend(path)
+
+
+def gradcam_for(backend: Any) -> Any:
+    """Grad-CAM of a PyTorch backend's classification head."""
+    from medmtl.inference.explain import GradCamExplainer
+
+    in_ch = int(backend.hparams["model"].get("in_channels", 1))
+    return GradCamExplainer(backend.net, in_ch, backend.settings.image_size)
+
+
 def load_backend(opts: dict[str, Any]) -> tuple[Any, Any]:
     """The predictor backend (``backend=torch|onnx``) and the Grad-CAM explainer, if asked for."""
     backend = opts["backend"]
@@ -40,28 +66,15 @@ def load_backend(opts: dict[str, Any]) -> tuple[Any, Any]:
             raise ConfigError(
                 "explain=gradcam needs the PyTorch backend (ckpt_path=...), not ONNX."
             )
-        from medmtl.inference.onnx_backend import OnnxBackend
-
-        return OnnxBackend(opts["model"], threads=opts.get("threads") or None), None
+        return open_onnx(opts["model"], opts.get("threads") or 0), None
     if backend != "torch":
         raise ConfigError(f"backend={backend} is unknown; choose torch or onnx.")
     if not opts.get("ckpt_path"):
         raise ConfigError("give ckpt_path=<checkpoint.ckpt> (or backend=onnx model=<file.onnx>).")
-    import torch
-
-    if opts.get("threads"):
-        torch.set_num_threads(int(opts["threads"]))
-    from medmtl.inference.torch_backend import TorchBackend
-
-    torch_backend = TorchBackend(opts["ckpt_path"])
-    explainer = None
-    if opts.get("explain") == "gradcam":
-        from medmtl.inference.explain import GradCamExplainer
-
-        in_ch = int(torch_backend.hparams["model"].get("in_channels", 1))
-        explainer = GradCamExplainer(torch_backend.net, in_ch, torch_backend.settings.image_size)
-    elif opts.get("explain"):
+    if opts.get("explain") not in (None, "gradcam"):
         raise ConfigError(f"explain={opts['explain']} is unknown; use explain=gradcam.")
+    torch_backend = open_checkpoint(opts["ckpt_path"], opts.get("threads") or 0)
+    explainer = gradcam_for(torch_backend) if opts.get("explain") == "gradcam" else None
     return torch_backend, explainer
 
 

@@ -37,8 +37,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from medmtl.errors import ConfigError, MedmtlError
-from medmtl.inference.core import ImagePrediction, overlay, predict_image
+from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_image
 from medmtl.io.image import IMAGE_EXTENSIONS
+from medmtl.workflows.predict import gradcam_for, open_checkpoint, open_onnx
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
@@ -79,22 +80,10 @@ def load_model(model: str | Path, threads: int = 0) -> tuple[Any, Any]:
             "checkpoint (.ckpt)."
         )
     if path.suffix.lower() == ".onnx":
-        from medmtl.inference.onnx_backend import OnnxBackend
-
-        return OnnxBackend(path, threads=threads or None), None
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    from medmtl.inference.explain import GradCamExplainer
-    from medmtl.inference.torch_backend import TorchBackend
-
-    backend = TorchBackend(path)
-    explainer = None
-    if getattr(backend.net, "cls_head", None) is not None:
-        in_ch = int(backend.hparams["model"].get("in_channels", 1))
-        explainer = GradCamExplainer(backend.net, in_ch, backend.settings.image_size)
-    return backend, explainer
+        return open_onnx(path, threads), None
+    backend = open_checkpoint(path, threads)
+    has_head = getattr(backend.net, "cls_head", None) is not None
+    return backend, gradcam_for(backend) if has_head else None
 
 
 def find_demo_model(log_dir: Path) -> Path:
@@ -213,10 +202,7 @@ def result_json(
         out["mask_png"] = _png(mask.astype(np.uint8) * 255)
         out["probability_png"] = _png(pred.probability8)
     if pred.heatmap is not None:
-        text = f"{out.get('predicted_class', '')} (Grad-CAM)"
-        out["gradcam_png"] = _png(
-            overlay(pred.image8, None, text, pred.heatmap)[:, pred.image8.shape[1] :]
-        )
+        out["gradcam_png"] = _png(heatmap_overlay(pred.image8, pred.heatmap))
     return out
 
 
