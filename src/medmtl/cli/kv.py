@@ -56,14 +56,15 @@ def parse_kv(argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def kv_main(doc: str, run, argv: list[str] | None = None) -> None:
-    """Entry point wrapper: help on no arguments, one-line errors with exit status 2."""
+def kv_main(doc: str, run, argv: list[str] | None = None, needs_args: bool = True) -> None:
+    """Entry point wrapper: help on -h, and on no arguments when the command ``needs_args``;
+    one-line errors with exit status 2."""
     import sys
 
     from medmtl.cli import run_or_exit
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
+    if (not args and needs_args) or args[:1] in (["-h"], ["--help"]):
         print(doc.strip())
         sys.exit(0 if args else 2)
     sys.exit(run_or_exit(run, args))

@@ -11,7 +11,6 @@ host= says otherwise; beyond it, give auth_token= (requests then need
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from medmtl.cli.kv import kv_main, parse_kv
@@ -42,9 +41,7 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # unlike the other key=value tools, no argument is valid here: the make-demo model
-    args = sys.argv[1:] if argv is None else argv
-    kv_main(__doc__, _run, args or ["tta=false"])
+    kv_main(__doc__, _run, argv, needs_args=False)  # no argument: the make-demo model
 
 
 if __name__ == "__main__":
