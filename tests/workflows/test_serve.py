@@ -9,11 +9,7 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from medmtl.bench.serve import multipart, running_server
 from medmtl.errors import ConfigError
 from medmtl.workflows.serve import PAGE, ServeSettings, create_app, find_demo_model
 from tests.conftest import DICOM_DIR
@@ -240,52 +237,14 @@ def test_demo_model_is_found_or_named(tmp_path):
 
 
 # -- a real server --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tiny_ckpt, tmp_path):
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medmtl.cli.serve", f"model={tiny_ckpt}", f"port={port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.25)
-    else:
-        proc.kill()
-        pytest.fail("the server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-def _multipart(path: Path) -> tuple[bytes, str]:
-    boundary = "medmtl-test-boundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + path.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f"multipart/form-data; boundary={boundary}"
+    with running_server(tiny_ckpt, tmp_path / "server.log") as (url, _):
+        yield url
 
 
 def test_a_real_server_over_http(server, image):
-    body, kind = _multipart(image)
+    body, kind = multipart(image)
     request = urllib.request.Request(
         f"{server}/api/predict", data=body, headers={"Content-Type": kind}
     )
@@ -330,7 +289,7 @@ def test_the_page_in_a_real_browser(server, image, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    body, kind = _multipart(image)
+    body, kind = multipart(image)
     request = urllib.request.Request(
         f"{server}/api/predict", data=body, headers={"Content-Type": kind}
     )

@@ -15,7 +15,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +40,58 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def _body(image: Path) -> tuple[bytes, str]:
+def multipart(image: Path) -> tuple[bytes, str]:
+    """A multipart/form-data body with ``image`` as the ``file`` field, and its content type."""
     boundary = "medmtl-bench"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.name}"\r\n'
-        "Content-Type: image/png\r\n\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
-    return head + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), boundary
+    body = head + image.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
-def _post(url: str, body: bytes, boundary: str) -> tuple[float, bool]:
+@contextmanager
+def running_server(model: Path, log: Path, threads: int = 0) -> Iterator[tuple[str, int]]:
+    """A ``medmtl-serve`` process for ``model`` on a free local port, once it answers: its URL
+    and process id. It is stopped when the block ends."""
+    port = _free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "medmtl.cli.serve",
+                f"model={model}",
+                f"port={port}",
+                f"threads={threads}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    break
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("medmtl-serve did not start: " + log.read_text()[-2000:])
+        if server.poll() is not None:
+            raise RuntimeError("medmtl-serve stopped: " + log.read_text()[-2000:])
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _post(url: str, body: bytes, kind: str) -> tuple[float, bool]:
     start = time.perf_counter()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": kind})
     try:
         with urllib.request.urlopen(request, timeout=120) as r:
             ok = r.status == 200 and "probabilities" in json.loads(r.read())
@@ -91,46 +131,18 @@ def run(
         Image.fromarray((rng.random((475, 565)) * 255).astype(np.uint8)).save(image)
         what = "a synthetic 565×475 PNG"
     width, height = Image.open(image).size
-    port = _free_port()
-    log = (tmp / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.serve",
-            f"model={onnx}",
-            f"port={port}",
-            f"threads={threads}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(
-                "medmtl-serve did not start: " + (tmp / "server.log").read_text()[-2000:]
-            )
-        body, boundary = _body(image)
-        idle = rss_mb(server.pid)
+    body, kind = multipart(image)
+    with running_server(onnx, tmp / "server.log", threads) as (url, pid):
+        idle = rss_mb(pid)
         with ThreadPoolExecutor(max_workers=clients) as pool:
-            list(pool.map(lambda _: _post(f"{url}/api/predict", body, boundary), range(warmup)))
-            before = rss_mb(server.pid)
+            list(pool.map(lambda _: _post(f"{url}/api/predict", body, kind), range(warmup)))
+            before = rss_mb(pid)
             start = time.perf_counter()
             done = list(
-                pool.map(lambda _: _post(f"{url}/api/predict", body, boundary), range(requests))
+                pool.map(lambda _: _post(f"{url}/api/predict", body, kind), range(requests))
             )
             wall = time.perf_counter() - start
-        after = rss_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        after = rss_mb(pid)
     latency = sorted(t for t, _ in done)
     return {
         "image": f"{what} ({width}×{height}, {image.stat().st_size / 1024:.0f} kB)",
