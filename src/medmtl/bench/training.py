@@ -120,7 +120,11 @@ SWITCHES = [
 
 
 def switches(
-    threads: int, tiny: bool = False, compile_: bool = False, repeats: int = 3
+    base: ConfModel,
+    threads: int,
+    tiny: bool = False,
+    compile_: bool = False,
+    repeats: int = 3,
 ) -> list[dict]:
     """Model-only training throughput of the default CPU model with one thing changed at a time.
 
@@ -130,7 +134,6 @@ def switches(
     from medmtl.models import MultiTaskNet
     from medmtl.training.losses import MultiTaskLoss
 
-    base = models(tiny)[0]
     kw, size, batch = base.net, base.image_size, base.batch
     decoder = kw["arch_kwargs"]["decoder_channels"]
     rows = SWITCHES + ([("torch.compile (default mode)", {"compile": True})] if compile_ else [])
@@ -299,7 +302,7 @@ def run(
     res["pipeline"]["loader_vs_consumption"] = (
         res["pipeline"]["loader_ips"] / res["pipeline"]["end_to_end_ips"]
     )
-    res["switches"] = switches(threads, tiny=tiny, compile_=compile_)
+    res["switches"] = switches(base, threads, tiny=tiny, compile_=compile_)
     res["peak_rss_gb"] = peak_memory_mb()["peak_rss_mb"] / 1024
     return res
 

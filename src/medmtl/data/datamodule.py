@@ -160,6 +160,7 @@ _CONFIG_KEYS = {
 # the data settings that belong to the network rather than to a data set (PreprocessSettings):
 # a model evaluated on another data set, or several data sets trained together, use one
 PREPROCESS_KEYS = _CONFIG_KEYS["preprocess"]
+DATA_KEYS = frozenset(k for keys in _CONFIG_KEYS.values() for k in keys)  # every data.* key
 
 
 class MedDataModule(L.LightningDataModule):
@@ -220,11 +221,10 @@ class MedDataModule(L.LightningDataModule):
                 "data=multi is several data modules: build it with "
                 "medmtl.data.build.datamodule_from_config."
             )
-        known = {k for keys in _CONFIG_KEYS.values() for k in keys}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - DATA_KEYS)
         if unknown:
             raise ConfigError(
-                f"data.{unknown[0]}: not a data setting; known: {', '.join(sorted(known))}."
+                f"data.{unknown[0]}: not a data setting; known: {', '.join(sorted(DATA_KEYS))}."
             )
         split, dedup = dict(d.get("split") or {}), dict(d.get("dedup") or {})
         defaults = SplitSettings()
@@ -521,7 +521,7 @@ class MedDataModule(L.LightningDataModule):
         """Drop a last, smaller training batch (PAN and DeepLab BatchNorm fail on a batch of one
         image), unless that would leave a rank without any batch: under DDP each rank sees
         only its share of the images."""
-        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        world = getattr(self.trainer, "world_size", 1)  # no trainer (None): one process
         return math.ceil(n / max(1, world)) > self.loader.batch_size
 
     @property

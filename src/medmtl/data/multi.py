@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.data.datamodule import (
+    DATA_KEYS,
     PREPROCESS_KEYS,
     DataSource,
     LoaderSettings,
@@ -30,12 +31,9 @@ from medmtl.preprocess.pipeline import PreprocessSettings
 
 log = logging.getLogger(__name__)
 UNUSED = "unused"  # the other data sets' test images in a leave-one-out run
-_KEYS = {
-    "name", "source", "classes", "sets", "leave_out", "class_map", "mask_optional_classes",
-    "drop_empty_classes", "batch_size", "eval_batch_size", "num_workers", "load_workers",
-    "balanced_sampling", "augment", "subset", "cache_dir", "dedup", "split", "num_folds", "fold",
-    "split_file", "phantom", "root", *PREPROCESS_KEYS,
-}  # fmt: skip
+# a combined data set's own keys: the data keys, less those that name one data set's files,
+# plus the data sets and the one left out
+_KEYS = (DATA_KEYS - {"manifest", "columns", "busbra"}) | {"sets", "leave_out"}
 
 
 class MultiDataModule(MedDataModule):
