@@ -290,8 +290,8 @@ def _write_outputs(
         write_png(mask.astype(np.uint8) * 255, mask_path)
         row["mask_file"] = mask_path.relative_to(out).as_posix()
         row["lesion_area_px"] = int(mask.sum())
-        sp = li.meta.pixel_spacing_mm
-        row["lesion_area_mm2"] = round(float(mask.sum()) * sp[0] * sp[1], 3) if sp else ""
+        mm2 = li.meta.area_mm2(row["lesion_area_px"])
+        row["lesion_area_mm2"] = "" if mm2 is None else mm2
     text = "mask only"
     if cls_p is not None:
         c = int(cls_p[k].argmax())

@@ -32,3 +32,8 @@ class ImageMeta:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def area_mm2(self, pixels: int) -> float | None:
+        """The area of ``pixels`` pixels in mm² (3 decimals), or None without a pixel spacing."""
+        sp = self.pixel_spacing_mm
+        return round(float(pixels) * sp[0] * sp[1], 3) if sp else None

@@ -198,7 +198,7 @@ def result_json(
     if mask is not None:
         area = int(mask.sum())
         out["lesion_area_px"] = area
-        out["lesion_area_mm2"] = round(area * spacing[0] * spacing[1], 3) if spacing else None
+        out["lesion_area_mm2"] = pred.meta.area_mm2(area)
         out["mask_png"] = _png(mask.astype(np.uint8) * 255)
         out["probability_png"] = _png(pred.probability8)
     if pred.heatmap is not None:

@@ -1,4 +1,5 @@
-"""What ``medmtl-train`` and ``medmtl-eval`` do, as plain functions of a composed config.
+"""What ``medmtl-train`` does, as a plain function of a composed config (``medmtl-eval``:
+:mod:`medmtl.workflows.evaluate`).
 
 This is where a run comes together: the config is checked, the data module, the
 LightningModule, the loggers and callbacks are built from it, the best checkpoint is tested,
