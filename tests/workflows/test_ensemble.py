@@ -145,3 +145,27 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     assert not (mixed / "ensemble").exists()
     said = res.stdout + res.stderr
     assert "Not ensembling" in said and "medmtl-ensemble" in said, said[-2000:]
+
+
+@pytest.mark.parametrize(
+    "key, a, b",
+    [
+        ("leave_out", "busi", "busbra"),  # lodo runs that each tested on another data set
+        ("busbra", {"folds": 5, "test_fold": 1}, {"folds": 5, "test_fold": 2}),
+        ("class_map", {"B": "benign"}, {"B": "malignant"}),
+        ("columns", {"label": "label"}, {"label": "birads"}),
+    ],
+)
+def test_members_that_saw_other_images_are_refused(key, a, b):
+    """The data settings of the data sources (folds, labels, the data set left out) must agree:
+    otherwise one member's test images are another's training images."""
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.ensemble import _common_data
+
+    def member(value, root):
+        return {"data": {"name": "d", "root": root, key: value}, "class_names": ["x"]}
+
+    with pytest.raises(ConfigError, match=f"other data settings .*\\({key}\\)"):
+        _common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(b, "/data"))])
+    # where the data lies may differ: the same data set moved
+    assert _common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(a, "/moved"))])

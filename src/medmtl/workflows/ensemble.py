@@ -22,13 +22,18 @@ from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.logs import quiet_third_party
 
 log = logging.getLogger(__name__)
-# data settings that decide what a member sees at evaluation: preprocessing, classes, split
-# (augmentation, sampling, batch sizes and the member's fold may differ)
+# data settings that decide what a member sees at evaluation: preprocessing, classes and their
+# labels, split (augmentation, sampling, batch sizes, the member's fold and where the data lies
+# may differ)
 EVAL_DATA_KEYS = (
     "name",
     "source",
     "classes",
     "mask_optional_classes",
+    "class_map",
+    "columns",
+    "busbra",
+    "leave_out",
     "image_size",
     "conversion",
     "clahe",
