@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmtl.data.cache import load_all
+from medmtl.data.datamodule import MedDataModule
 from medmtl.data.index import index_class_folders
 from medmtl.errors import DataError
-from medmtl.preprocess.pipeline import PreprocessSettings
 
 CLASSES = ("normal", "benign", "malignant")
 
@@ -90,24 +89,36 @@ def test_non_image_files_are_reported_not_silently_used(good_root):
     ]
 
 
+def _folder(root: Path, tmp_path: Path) -> MedDataModule:
+    """``data=folder`` on ``root``: the data module every command reads a data set with."""
+    return MedDataModule.from_config(
+        dict(
+            name=root.name,
+            source="folder",
+            root=str(root),
+            classes=list(CLASSES),
+            image_size=32,
+            cache_dir=str(tmp_path / "c"),
+        )
+    )
+
+
 def test_mask_of_another_size(good_root, tmp_path):
     _mask(good_root / "malignant" / "malignant (1)_mask.png", size=(20, 20))
-    idx = index_class_folders(good_root, CLASSES)
     with pytest.raises(
         DataError, match=r"malignant \(1\)_mask\.png: mask is 20x20 but its image is 40x30"
     ):
-        load_all(idx.cases, PreprocessSettings(image_size=32), tmp_path / "c")
+        _folder(good_root, tmp_path).load()
 
 
 def test_truncated_and_unreadable_files_are_all_reported(good_root, tmp_path):
     data = (good_root / "benign" / "benign (1).png").read_bytes()
     (good_root / "benign" / "benign (1).png").write_bytes(data[: len(data) // 2])
     (good_root / "normal" / "normal (2).png").write_bytes(b"not a png")
-    idx = index_class_folders(good_root, CLASSES)
     with pytest.raises(DataError) as err:
-        load_all(idx.cases, PreprocessSettings(image_size=32), tmp_path / "c")
+        _folder(good_root, tmp_path).load()
     msg = str(err.value)
-    assert msg.startswith("2 unusable file(s)")
+    assert msg.startswith("2 problem(s) with the data of ds")
     assert "benign (1).png" in msg and "normal (2).png" in msg and "\n" not in msg
 
 

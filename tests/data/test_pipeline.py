@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import medmtl.data.cache as cache_mod
-from medmtl.data.cache import load_all
+from medmtl.data.cache import load_cases
 from medmtl.data.datamodule import MedDataModule
 from medmtl.data.index import index_class_folders
 from medmtl.data.phantom import ensure_phantom
@@ -15,6 +15,13 @@ from medmtl.errors import ConfigError
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 COUNTS = {"normal": 12, "benign": 14, "malignant": 14}
+
+
+def load_clean(cases, settings, cache_dir, thumb_size=32):
+    """Every case, none of them unusable."""
+    items, problems = load_cases(cases, settings, cache_dir, thumb_size=thumb_size)
+    assert problems == []
+    return items
 
 
 @pytest.fixture
@@ -28,32 +35,32 @@ def test_cache_is_reused_and_keyed_by_content_and_settings(phantom_root, tmp_pat
     real = cache_mod.load_case
     monkeypatch.setattr(cache_mod, "load_case", lambda c, s, t=32: calls.append(c) or real(c, s, t))
     s = PreprocessSettings(image_size=32)
-    first = load_all(cases, s, tmp_path / "c")
+    first = load_clean(cases, s, tmp_path / "c")
     assert len(calls) == len(cases)
-    second = load_all(cases, s, tmp_path / "c")
+    second = load_clean(cases, s, tmp_path / "c")
     assert len(calls) == len(cases)  # all from the cache
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second, strict=True))
-    load_all(cases, PreprocessSettings(image_size=32, clahe=True), tmp_path / "c")
+    load_clean(cases, PreprocessSettings(image_size=32, clahe=True), tmp_path / "c")
     assert len(calls) == 2 * len(cases)  # other settings, other entries
     # a changed file is decoded again, the others are not
     img = cases[0].image
     img.write_bytes(img.read_bytes())  # same content: still cached
-    load_all(cases, s, tmp_path / "c")
+    load_clean(cases, s, tmp_path / "c")
     assert len(calls) == 2 * len(cases)
     from PIL import Image
 
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(img)
-    load_all(cases, s, tmp_path / "c")
+    load_clean(cases, s, tmp_path / "c")
     assert len(calls) == 2 * len(cases) + 1
     # the duplicate thumbnails are cached too: another thumbnail size is another entry
-    small = load_all(cases, s, tmp_path / "c", thumb_size=16)
+    small = load_clean(cases, s, tmp_path / "c", thumb_size=16)
     assert len(calls) == 3 * len(cases) + 1 and small[0].thumb.shape == (16, 16)
 
 
 def test_clahe_preprocessing_changes_the_images(phantom_root, tmp_path):
     cases = index_class_folders(phantom_root, ("normal", "benign", "malignant")).cases[:3]
-    plain = load_all(cases, PreprocessSettings(image_size=64), None)
-    eq = load_all(cases, PreprocessSettings(image_size=64, clahe=True), None)
+    plain = load_clean(cases, PreprocessSettings(image_size=64), None)
+    eq = load_clean(cases, PreprocessSettings(image_size=64, clahe=True), None)
     assert not np.array_equal(plain[0].image, eq[0].image)
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(plain, eq, strict=True))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from medmtl.data.duplicates import thumbnail
 from medmtl.data.index import Case
-from medmtl.errors import DataError, summarize
+from medmtl.errors import DataError
 from medmtl.io.files import atomic_path
 from medmtl.io.image import read_image, read_mask, to_grey
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -135,21 +135,3 @@ def load_cases(
             if progress is not None:
                 progress(done, len(cases))
     return results, sorted(problems)
-
-
-def load_all(
-    cases: Sequence[Case],
-    settings: PreprocessSettings,
-    cache_dir: str | Path | None,
-    workers: int = 2,
-    progress: Callable[[int, int], None] | None = None,
-    thumb_size: int = 32,
-) -> list[CachedCase]:
-    """Load every case (from the cache when possible). All bad files are reported together."""
-    results, problems = load_cases(cases, settings, cache_dir, workers, progress, thumb_size)
-    if problems:
-        raise DataError(
-            f"{len(problems)} unusable file(s): {summarize(problems)}. Nothing was "
-            "trained; run `medmtl-data audit` for the full list."
-        )
-    return [r for r in results if r is not None]
