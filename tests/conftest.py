@@ -213,6 +213,23 @@ def make_busbra(root: Path, busi: Path, per_class: int = 12, side: int = 160) ->
     return root
 
 
+def busbra_location() -> Path:
+    """Where data=busbra looks: BUSBRA_ROOT, else data/BUSBRA in the repository."""
+    return Path(compose("train", ["data=busbra"]).data.root)
+
+
+@pytest.fixture(scope="session")
+def busbra_real() -> Path:
+    """The real BUS-BRA folder (in CI its GE Logiq 7 part); skipped when absent, a failure
+    when REQUIRE_BUSBRA=1 (CI)."""
+    root = busbra_location()
+    if not (root / "bus_data.csv").is_file():
+        if os.environ.get("REQUIRE_BUSBRA") == "1":
+            pytest.fail(f"BUS-BRA not found at {root} and REQUIRE_BUSBRA=1 (set BUSBRA_ROOT)")
+        pytest.skip("BUS-BRA not available (set BUSBRA_ROOT)")
+    return root
+
+
 @pytest.fixture(scope="session")
 def busbra(busi, tmp_path_factory) -> Path:
     """A small BUS-BRA fixture (24 BUSI images, 16 made-up patients), see make_busbra."""

@@ -1,11 +1,11 @@
-"""Where the configs are (``conf/`` of the checkout), the ``medmtl_root`` resolver, and composing
-a config outside a Hydra run."""
+"""Where the configs are (``conf/`` of the checkout), the ``medmtl_root`` and ``medmtl_fold_tag``
+resolvers, and composing a config outside a Hydra run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 def project_root() -> Path:
@@ -22,8 +22,18 @@ def project_root() -> Path:
 
 CONFIG_DIR = str(project_root() / "conf")
 
+
+def fold_tag(test: object, val: object = None) -> str:
+    """``test1``, ``test2-3-4-5_val1``: the published folds used, in a split file's name."""
+    tests = list(test) if isinstance(test, (list, tuple, ListConfig)) else [test]
+    tag = "test" + "-".join(str(t) for t in tests)
+    return tag if val is None else f"{tag}_val{val}"
+
+
 if not OmegaConf.has_resolver("medmtl_root"):
     OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
+if not OmegaConf.has_resolver("medmtl_fold_tag"):
+    OmegaConf.register_new_resolver("medmtl_fold_tag", fold_tag)
 
 
 def compose(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -126,3 +127,88 @@ def test_audit_of_bus_bra(busbra, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "Images per class: benign 12, malignant 12 (total 24)" in res.stdout
     assert "RESULT: OK, trainable." in res.stdout
+
+
+def test_fold_options_are_checked():
+    assert BusbraSplit.from_dict({"test_fold": [2, 3, 4, 5], "val_fold": 1}).test_fold == (
+        2,
+        3,
+        4,
+        5,
+    )
+    with pytest.raises(ConfigError, match=r"data.busbra.val_fold=2 is also a test fold"):
+        BusbraSplit.from_dict({"test_fold": [2, 3], "val_fold": 2})
+    with pytest.raises(ConfigError, match=r"data.busbra.val_fold=7: must be in 1..5"):
+        BusbraSplit.from_dict({"test_fold": 1, "val_fold": 7})
+    with pytest.raises(ConfigError, match=r"give one fold or distinct folds"):
+        BusbraSplit.from_dict({"test_fold": [2, 2]})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) valid; known: folds, test_fold"):
+        BusbraSplit.from_dict({"valid": 1})
+
+
+def test_validation_marks_that_mix_patients_are_redrawn_by_patient(busbra, tmp_path, caplog):
+    """valid_<k> marks images, not patients: medmtl keeps the test fold and redraws val."""
+    mixed = tmp_path / "BUSBRA"
+    shutil.copytree(busbra, mixed)
+    rows = _rows(mixed / "5-fold-cv.csv")
+    first = {}
+    for r in rows:  # the first image of each two-image patient outside fold 1 validates
+        if r["kFold"] != "1":
+            case = r["ID"].split("-")[0]
+            r["valid_1"] = "0" if case not in first else "1"
+            first.setdefault(case, r["ID"])
+    with (mixed / "5-fold-cv.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    dm = _dm(mixed, tmp_path, folds=5, test_fold=1)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert "patient(s) on both the training and the validation side" in caplog.text
+    assert {"train", "val", "test"} == set(dm.split)
+    assert all(len(s) == 1 for s in _sides(dm).values())
+    fold = {r["ID"]: r["kFold"] for r in rows}
+    assert [fold[c.meta["ID"]] == "1" for c in dm.index.cases] == [s == "test" for s in dm.split]
+    doc = json.loads((tmp_path / "outputs" / "splits" / "busbra_folds5_test1.json").read_text())
+    assert "medmtl drew the validation images" in doc["settings"]["split"]
+
+
+def test_published_folds_as_dev_and_several_test_folds(busbra, tmp_path):
+    dm = _dm(busbra, tmp_path, folds=5, test_fold="[3,4]", val_fold=1)
+    dm.setup()
+    fold = {r["ID"]: r["kFold"] for r in _rows(busbra / "5-fold-cv.csv")}
+    want = {"1": "val", "3": "test", "4": "test"}
+    assert dm.split == [want.get(fold[c.meta["ID"]], "train") for c in dm.index.cases]
+    assert (tmp_path / "outputs" / "splits" / "busbra_folds5_test3-4_val1.json").exists()
+    # an evaluation needs only its split: folds 2-5 as test and fold 1 as val leave no train
+    dm = _dm(busbra, tmp_path, folds=5, test_fold="[2,3,4,5]", val_fold=1)
+    dm.setup("test")
+    assert set(dm.split) == {"val", "test"}
+    with pytest.raises(DataError, match="the train split has no images"):
+        dm.dataloader("train")
+
+
+def test_real_logiq7_part_is_read_with_its_patients_and_leak_free_splits(busbra_real, tmp_path):
+    """The real BUS-BRA folder of CI: the GE Logiq 7 part (902 images of 488 patients)."""
+    table = _rows(busbra_real / "bus_data.csv")
+    index = index_busbra(busbra_real)
+    assert len(index.cases) == len(table)
+    assert {c.class_name for c in index.cases} == {"benign", "malignant"}
+    if {r["Device"] for r in table} == {"GE Logiq 7 @10-14MHz"}:  # the part CI has
+        assert len(index.cases) == 902 and len({c.group for c in index.cases}) == 488
+    folds = {r["ID"]: r["kFold"] for r in _rows(busbra_real / "5-fold-cv.csv")}
+    for busbra_split in ({"test_fold": 1}, {"test_fold": 2, "val_fold": 1}):
+        dm = _dm(busbra_real, tmp_path, folds=5, **busbra_split)
+        dm.setup()
+        assert all(len(s) == 1 for s in _sides(dm).values()), busbra_split
+        tests = [folds[c.meta["ID"]] == str(busbra_split["test_fold"]) for c in dm.index.cases]
+        assert tests == [s == "test" for s in dm.split]
+        assert dm.split.count("val") > 0 and dm.split.count("train") > 0
+    # k-fold over train+val keeps every patient on one side of every fold
+    labels = [c.label for c in dm.index.cases]
+    for k in range(3):
+        split = kfold_train_val(dm.split, labels, dm.groups, 3, k)
+        sides: dict = {}
+        for case, s in zip(dm.index.cases, split, strict=True):
+            sides.setdefault(case.group, set()).add(s)
+        assert all(len(s) == 1 for s in sides.values())

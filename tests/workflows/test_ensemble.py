@@ -160,12 +160,131 @@ def test_members_that_saw_other_images_are_refused(key, a, b):
     """The data settings of the data sources (folds, labels, the data set left out) must agree:
     otherwise one member's test images are another's training images."""
     from medmtl.errors import ConfigError
-    from medmtl.workflows.ensemble import _common_data
+    from medmtl.workflows.members import common_data
 
     def member(value, root):
         return {"data": {"name": "d", "root": root, key: value}, "class_names": ["x"]}
 
     with pytest.raises(ConfigError, match=f"other data settings .*\\({key}\\)"):
-        _common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(b, "/data"))])
+        common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(b, "/data"))])
     # where the data lies may differ: the same data set moved
-    assert _common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(a, "/moved"))])
+    assert common_data([(Path("r1"), member(a, "/data")), (Path("r2"), member(a, "/moved"))])
+
+
+def _member_mean_on(runs, data_cfg, tta: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Constructed by hand: the members' softmax and sigmoid maps averaged over every image of
+    ``data_cfg`` (and the mirror image when ``tta``); returns (ids, class probs, mask pixels)."""
+    import torch
+
+    from medmtl.data.build import datamodule_from_config
+    from medmtl.training.module import MultiTaskModule
+    from medmtl.workflows.members import best_checkpoint
+
+    nets = [MultiTaskModule.from_checkpoint(best_checkpoint(r))[0].net for r in runs]
+    dm = datamodule_from_config(data_cfg)
+    dm.load()
+    probs, pixels = [], []
+    with torch.no_grad():
+        for batch in dm.dataloader("all"):
+            x = batch["image"]
+            cls, seg = [], []
+            for net in nets:
+                net.empty_mask_index = None
+                views = [(x, False), (torch.flip(x, dims=[3]), True)] if tta else [(x, False)]
+                for v, flipped in views:
+                    out = net(v)
+                    s = torch.sigmoid(out["seg"])
+                    seg.append(torch.flip(s, dims=[3]) if flipped else s)
+                    cls.append(torch.softmax(out["cls"], dim=1))
+            probs.append(torch.stack(cls).mean(0))
+            pixels.append((torch.stack(seg).mean(0) > 0.5).flatten(1).sum(1))
+    ids = [c.case_id for c in dm.index.cases]
+    return ids, torch.cat(probs).numpy(), torch.cat(pixels).numpy()
+
+
+def test_an_ensemble_folder_is_evaluated_on_another_data_set(
+    tiny_run, second_run, busbra, tmp_path, cache_dir
+):
+    """medmtl-eval ckpt_path=<ensemble folder> data=busbra: the mean of the members' maps."""
+    from medmtl.workflows.evaluate import evaluate, external_data_config
+    from tests.conftest import compose_cfg
+
+    ens = tmp_path / "ens"
+    ensemble([tiny_run, second_run], ens, tta=True, empty_mask_class=None)
+    results = {}
+    for name, model in (("folder", ens), ("sweep", None)):
+        if model is None:  # a sweep folder: its runs, the ensemble inside it aside
+            model = tmp_path / "sweep"
+            for i, r in enumerate((tiny_run, second_run)):
+                shutil.copytree(r, model / str(i))
+            shutil.copytree(ens, model / "ensemble")
+        cfg = compose_cfg(
+            [f"ckpt_path={model}", "data=busbra", f"data.root={busbra}", "split=all"]
+            + (["empty_mask_class=null"] if name == "sweep" else []),
+            tmp_path / f"ext_{name}",
+            cache_dir,
+            config_name="eval",
+        )
+        results[name] = evaluate(cfg)
+        per = read_predictions(tmp_path / f"ext_{name}" / "predictions_all.csv")
+        assert len(per) == 24 and results[name]["ensemble/size"] == 2
+        assert results[name]["tta"] is True  # the ensemble's own test-time flip, by default
+    trained = json.loads((tiny_run / "metrics.json").read_text())
+    data = external_data_config(
+        {
+            "name": "busbra",
+            "source": "busbra",
+            "root": str(busbra),
+            "classes": ["benign", "malignant"],
+            "cache_dir": str(cache_dir),
+            "busbra": {"folds": 5, "test_fold": 1},
+        },
+        {"image_size": trained["data/image_size"]},
+    )
+    ids, prob, pixels = _member_mean_on([tiny_run, second_run], data, tta=True)
+    per = read_predictions(tmp_path / "ext_folder" / "predictions_all.csv")
+    assert per.ids == ids  # both in the data set's image order
+    bm = prob[:, 1:] / prob[:, 1:].sum(1, keepdims=True)  # renormalised over benign, malignant
+    assert np.allclose(per.prob, bm, atol=1e-5)
+    assert np.array_equal(per.pred, pixels)
+    sweep = read_predictions(tmp_path / "ext_sweep" / "predictions_all.csv")
+    assert np.allclose(sweep.prob, per.prob, atol=1e-6) and np.array_equal(sweep.pred, per.pred)
+
+
+def test_options_that_would_be_ignored_are_refused(tiny_run, busbra, tmp_path):
+    """data_root= of a phantom ensemble used to score the phantom silently; an ONNX model
+    given to medmtl-eval failed in torch.load."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.ensemble",
+            str(tiny_run),
+            f"out={tmp_path / 'e'}",
+            f"data_root={busbra}",
+            "split=all",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("medmtl: error: data.root=") and "would be ignored" in line
+    assert not (tmp_path / "e" / "metrics.json").exists()
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.eval",
+            f"ckpt_path={tmp_path / 'm.onnx'}",
+            f"hydra.run.dir={tmp_path / 'ev'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 2
+    assert "an exported ONNX model; this command evaluates PyTorch models" in res.stderr
+    assert "Traceback" not in res.stderr

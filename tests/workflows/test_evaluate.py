@@ -114,6 +114,12 @@ def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["eval/split"] == "all" and saved["eval/classes"] == ["benign", "malignant"]
     assert saved["num_images"] == 24 and saved["data/name"] == "busbra"
+    # the confusion matrix keeps the model's classes: true benign/malignant x predicted n/b/m
+    cm = np.array(saved["all/confusion_matrix"])
+    assert cm.shape == (2, 3) and saved["eval/model_classes"] == list(MODEL)
+    assert cm.sum(1).tolist() == [12, 12]
+    assert cm[:, 0].sum() / 24 == pytest.approx(saved["all/called_normal_rate"])
+    assert saved["model/encoder_weights"] == "lite0_offline"  # the evaluated model's weights
     for key in ("cls_acc", "cls_auc", "called_normal_rate", "seg_dice_lesion", "seg_iou_lesion"):
         assert f"all/{key}" in saved, key
     # every number comes back from the per-image file, which keeps the metadata columns

@@ -10,9 +10,12 @@
 
 ``Pathology`` (benign | malignant) is the label and ``Case`` the patient: all images of one
 patient stay on one side of every split and fold. The published folds are patient-level; the
-test split is one of them (``data.busbra.test_fold``). Where the fold file marks validation
-images (``valid_<k>``) they are used, otherwise medmtl draws the validation images from the
-other folds, patients kept together. ``data.busbra.folds=null`` ignores the published folds.
+test split is one or several of them (``data.busbra.test_fold``: 2 or [2, 3, 4, 5]), the
+validation split another (``data.busbra.val_fold``) or, by default, the images the fold file
+marks (``valid_<k>``). Those marks are image-level: they put some patients on both the
+training and the validation side, and the data module then draws the validation images
+itself, patients kept together (:func:`medmtl.data.splits.repair_given_split`). Without
+``valid_<k>`` medmtl draws them too. ``data.busbra.folds=null`` ignores the published folds.
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ class BusbraSplit:
     """Which published partition to use (``data.busbra``)."""
 
     folds: int | None = 5  # 5 | 10: the published k-fold file; None: medmtl's own split
-    test_fold: int = 1  # the published fold that is the test split (1..folds)
+    test_fold: tuple[int, ...] = (1,)  # the published fold(s) that are the test split
+    val_fold: int | None = None  # the published fold that is the validation split; None:
+    # the fold file's valid_<k> marks of the (first) test fold, else medmtl's choice
+
+    @property
+    def valid_column(self) -> str:
+        """The fold file's column that marks validation images for this test fold."""
+        return f"valid_{self.test_fold[0]}"
 
     @classmethod
     def from_dict(cls, d: Mapping | None) -> BusbraSplit:
@@ -46,18 +56,46 @@ class BusbraSplit:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(
-                f"data.busbra: unknown key(s) {', '.join(sorted(unknown))}; known: folds, "
-                "test_fold."
+                f"data.busbra: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                f"{', '.join(cls.__dataclass_fields__)}."
             )
         folds = d.get("folds", 5)
-        out = cls(folds=None if folds is None else int(folds), test_fold=int(d.get("test_fold", 1)))
+        test = d.get("test_fold", 1)
+        test = list(test) if isinstance(test, (list, tuple)) else [test]
+        val = d.get("val_fold")
+        try:
+            out = cls(
+                folds=None if folds is None else int(folds),
+                test_fold=tuple(int(t) for t in test),
+                val_fold=None if val is None else int(val),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"data.busbra: folds, test_fold and val_fold are fold numbers ({exc})."
+            ) from exc
         if out.folds is not None and out.folds not in FOLD_FILES:
             raise ConfigError(
                 f"data.busbra.folds={out.folds}: BUS-BRA publishes 5 and 10 folds; use 5, 10 "
                 "or null (medmtl's own patient-aware split)."
             )
-        if out.folds is not None and not 1 <= out.test_fold <= out.folds:
-            raise ConfigError(f"data.busbra.test_fold={out.test_fold}: must be in 1..{out.folds}.")
+        if out.folds is None:
+            return out
+        for key, value in (("test_fold", t) for t in out.test_fold):
+            if not 1 <= value <= out.folds:
+                raise ConfigError(f"data.busbra.{key}={value}: must be in 1..{out.folds}.")
+        if not out.test_fold or len(set(out.test_fold)) != len(out.test_fold):
+            raise ConfigError(
+                f"data.busbra.test_fold={list(out.test_fold)}: give one fold or distinct folds."
+            )
+        if out.val_fold is not None:
+            if not 1 <= out.val_fold <= out.folds:
+                raise ConfigError(
+                    f"data.busbra.val_fold={out.val_fold}: must be in 1..{out.folds}."
+                )
+            if out.val_fold in out.test_fold:
+                raise ConfigError(
+                    f"data.busbra.val_fold={out.val_fold} is also a test fold; choose another."
+                )
         return out
 
 
@@ -66,11 +104,20 @@ def mask_name(image_id: str) -> str:
     return f"mask_{image_id.removeprefix('bus_')}.png"
 
 
+def _mark(value: str | None) -> float | None:
+    """A ``valid_<k>`` cell: 0 (validation), 1 (training), or None (empty / NaN)."""
+    try:
+        v = float(value or "nan")
+    except ValueError:
+        return None
+    return None if v != v else v
+
+
 def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, list[str]]:
     """Each image's split from the published fold file, and the file's problems."""
     path = root / FOLD_FILES[int(split.folds)]
     header, rows = read_csv_rows(path, ("ID", "kFold"), "fold file")
-    valid = f"valid_{split.test_fold}"
+    valid = split.valid_column
     out: dict[str, str | None] = {}
     problems = []
     for n, row in enumerate(rows, start=2):
@@ -82,10 +129,12 @@ def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, 
         if not 1 <= fold <= int(split.folds):
             problems.append(f"{path} line {n}: kFold {fold} is not in 1..{split.folds}")
             continue
-        if fold == split.test_fold:
+        if fold in split.test_fold:
             out[row["ID"]] = "test"
-        elif valid in header and row.get(valid, "") != "":
-            out[row["ID"]] = "val" if float(row[valid]) == 0 else "train"
+        elif split.val_fold is not None:
+            out[row["ID"]] = "val" if fold == split.val_fold else "train"
+        elif valid in header and _mark(row.get(valid)) is not None:
+            out[row["ID"]] = "val" if _mark(row[valid]) == 0 else "train"
         else:
             out[row["ID"]] = None  # medmtl chooses the validation images
     missing = [i for i in ids if i not in out]

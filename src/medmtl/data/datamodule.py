@@ -30,6 +30,8 @@ from medmtl.data.splits import (
     kfold_train_val,
     make_split,
     read_split_file,
+    repair_given_split,
+    train_val_mixed,
     write_split_file,
 )
 from medmtl.data.transforms import eval_transform, train_transform
@@ -188,6 +190,14 @@ class MedDataModule(L.LightningDataModule):
         if source.source in ("folder", "busbra") and not source.root:
             raise ConfigError(
                 f"data.root is not set for data={source.name}; point it at the data folder."
+            )
+        if source.source in ("phantom", "manifest") and source.root:
+            what = "generated" if source.source == "phantom" else "listed in data.manifest"
+            raise ConfigError(
+                f"data.root={source.root}: data={source.name} does not read a data folder (its "
+                f"images are {what}), so the setting would be ignored. To evaluate on another "
+                "data set give it by name: medmtl-eval ckpt_path=<model> data=<busi|busbra|"
+                "folder|manifest> data.root=<folder>."
             )
         if source.source == "manifest" and not source.manifest:
             raise ConfigError(
@@ -388,7 +398,8 @@ class MedDataModule(L.LightningDataModule):
             len(cases),
             ", ".join(f"{k} {v}" for k, v in counts.items()),
         )
-        empty = [s for s in SPLITS if counts[s] == 0]
+        # an evaluation needs only the split it tests (_check_split); training needs them all
+        empty = [s for s in SPLITS if counts[s] == 0] if stage != "test" else []
         if empty:
             raise DataError(
                 f"{self.name}: split(s) {', '.join(empty)} have no images; use more data."
@@ -409,7 +420,17 @@ class MedDataModule(L.LightningDataModule):
         if any(c.group for c in cases):
             settings["groups"] = "near duplicates and the data set's groups (patients)"
         given = [c.split for c in cases]
-        if all(given):
+        mixed = train_val_mixed([str(g) for g in given], cases) if all(given) else []
+        if mixed:  # image-level validation marks (BUS-BRA's valid_<k>): redrawn by patient
+            split = repair_given_split([str(g) for g in given], labels, groups, s.seed)
+            split = check_given_split(split, groups, cases, path)
+            settings["split"] = (
+                f"test given by the data set; its validation marks put {len(mixed)} "
+                "patient(s) on both the training and the validation side, so medmtl drew the "
+                "validation images from the other images, patients kept together"
+            )
+            log.warning("%s: %s.", self.name, settings["split"])
+        elif all(given):
             split = check_given_split([str(g) for g in given], groups, cases, path)
             settings["split"] = "given by the data set"
         elif any(given):  # a published test fold: train and val are made from the rest
@@ -496,8 +517,13 @@ class MedDataModule(L.LightningDataModule):
             )
         if split == "all":
             self.load()
-        elif not self._split_done:
+            return
+        if not self._split_done:
             self.setup()
+        if split not in self.split:
+            raise DataError(
+                f"{self.name}: the {split} split has no images; choose another split or split=all."
+            )
 
     def dataloader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train)

@@ -152,7 +152,7 @@ class MultiDataModule(MedDataModule):
                 dm.load()  # tested on every image, never split
                 splits[name] = ["test"] * len(dm.index.cases)
             else:
-                dm.setup()
+                dm.setup(stage)
                 splits[name] = [UNUSED if s == "test" and self.leave_out else s for s in dm.split]
         self._combine(splits)
         self._split_done = True

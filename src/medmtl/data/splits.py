@@ -133,6 +133,27 @@ def check_given_split(
     return list(split)
 
 
+def train_val_mixed(split: Sequence[str], cases: Sequence) -> list[str]:
+    """The patients (the data set's groups) that a given split puts on both the training and
+    the validation side, and on no other (the repairable mix; a patient in test is not)."""
+    sides: dict[str, set[str]] = {}
+    for case, s in zip(cases, split, strict=True):
+        if case.group is not None:
+            sides.setdefault(case.group, set()).add(s)
+    return sorted(g for g, s in sides.items() if s == {"train", "val"})
+
+
+def repair_given_split(
+    split: Sequence[str], labels: Sequence[int], groups: Sequence[int], seed: int
+) -> list[str]:
+    """A given split whose validation side shares patients with its training side: the test
+    side is kept as given and the validation images are drawn again from the rest, groups
+    kept together and stratified, with the given split's share of validation images."""
+    share = sum(s == "val" for s in split) / max(1, len(split))
+    keep = [s if s == "test" else None for s in split]
+    return complete_split(labels, groups, keep, max(share, 0.05), seed)
+
+
 def complete_split(
     labels: Sequence[int],
     groups: Sequence[int],

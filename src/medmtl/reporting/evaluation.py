@@ -17,8 +17,16 @@ from medmtl.reporting.figures import save_figure
 log = logging.getLogger(__name__)
 
 
-def confusion_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> Figure:
+def confusion_figure(
+    cm: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    title: str,
+    predicted_names: Sequence[str] | None = None,
+) -> Figure:
+    """True classes down, predicted across; ``predicted_names`` when the model has other
+    classes than the data (another data set: benign/malignant against normal/benign/malignant)."""
     cm = np.asarray(cm)
+    predicted_names = list(predicted_names or class_names)
     fig = Figure(figsize=(4.6, 4.0))
     ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
@@ -32,7 +40,7 @@ def confusion_figure(cm: Sequence[Sequence[int]], class_names: Sequence[str], ti
                 va="center",
                 color="white" if cm[i, j] > cm.max() / 2 else "black",
             )
-    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_xticks(range(len(predicted_names)), predicted_names)
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -185,7 +193,9 @@ def write_evaluation_figures(
     if cm is not None:
         written.append(
             save_figure(
-                confusion_figure(cm, class_names, f"{split} confusion matrix"),
+                confusion_figure(
+                    cm, class_names, f"{split} confusion matrix", metrics.get("eval/model_classes")
+                ),
                 out_dir / f"{split}_confusion_matrix.png",
             )
         )

@@ -45,6 +45,9 @@ class PerImage:
     # own arg-max is a class outside ``classes`` (named ``outside_name``, e.g. normal)
     outside: np.ndarray | None = None
     outside_name: str = ""
+    # ... and then the model's own arg-max over all its classes (the confusion matrix's columns)
+    model_classes: tuple[str, ...] = ()
+    model_pred: np.ndarray | None = None
     meta: dict[str, list[str]] = field(default_factory=dict)  # metadata columns (device, ...)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class PerImage:
             self.prob = np.asarray(self.prob, dtype=np.float64)
         if self.outside is not None:
             self.outside = np.asarray(self.outside, dtype=np.float64)
+        if self.model_pred is not None:
+            self.model_pred = np.asarray(self.model_pred, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,6 +119,7 @@ def subset(p: PerImage, keep: Sequence[bool]) -> PerImage:
         iou=cut(p.iou),
         has_pred=cut(p.has_pred),
         outside=cut(p.outside),
+        model_pred=cut(p.model_pred),
         dataset=p.dataset if isinstance(p.dataset, str) else [p.dataset[i] for i in idx],
         meta={k: [v[i] for i in idx] for k, v in p.meta.items()},
     )
@@ -135,11 +141,12 @@ def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) 
     strange = sorted(set(label_names) - set(classes))
     if strange:
         raise DataError(f"images labelled {', '.join(strange)} are outside {classes}.")
-    prob = outside = None
+    prob = outside = model_pred = None
     if p.prob is not None:
         kept = p.prob[:, keep]
         prob = kept / np.maximum(kept.sum(1, keepdims=True), 1e-12)
-        outside = (~np.isin(p.prob.argmax(1), keep)).astype(np.float64) if left else None
+        model_pred = p.prob.argmax(1)
+        outside = (~np.isin(model_pred, keep)).astype(np.float64) if left else None
     return replace(
         p,
         classes=tuple(classes),
@@ -147,6 +154,8 @@ def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) 
         prob=prob,
         outside=outside,
         outside_name="_or_".join(left) if left else "",
+        model_classes=tuple(model_classes),
+        model_pred=model_pred,
     )
 
 
@@ -327,6 +336,12 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
     if p.outside is not None:  # another data set: images the model called a class it lacks
         W = _weights(len(p), weights)
         out[f"called_{p.outside_name}_rate"] = W @ p.outside / W.sum(1)
+    if p.model_pred is not None:  # true (data classes) x predicted (all the model's classes)
+        W = _weights(len(p), weights)
+        M = len(p.model_classes)
+        pair = np.zeros((len(p), len(p.classes) * M))
+        pair[np.arange(len(p)), p.label * M + p.model_pred] = 1
+        out["confusion_matrix"] = (W @ pair).reshape(-1, len(p.classes), M)
     out["overall"] = overall_score(out.get("cls_f1"), out.get("seg_dice"), p.task)
     return out
 

@@ -99,8 +99,9 @@ class MultiTaskModule(L.LightningModule):
         """
         ckpt = load_checkpoint(path)
         hp = dict(ckpt["hyper_parameters"])
-        hp["model"] = {**hp["model"], "encoder_weights": None}
-        module = cls(**hp)
+        trained = dict(hp["model"])
+        module = cls(**{**hp, "model": {**trained, "encoder_weights": None}})
+        module.hparams["model"] = trained  # what it was trained from (metrics.json, the card)
         module.load_state_dict(ckpt["state_dict"])
         module.eval()
         return module, ckpt

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,122 +10,16 @@ from typing import Any
 import lightning as L
 from hydra.experimental.callback import Callback
 
-from medmtl.errors import ConfigError, DataError, summarize
+from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
-from medmtl.models.ensemble import EnsembleNet
 from medmtl.preprocess.pipeline import PreprocessSettings
-from medmtl.reporting.tables import POOLED, _overrides, collect_runs
-from medmtl.training.module import MultiTaskModule
+from medmtl.reporting.tables import POOLED, collect_runs
 from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.logs import quiet_third_party
+from medmtl.workflows.members import build_ensemble, find_members, shared_overrides
 
 log = logging.getLogger(__name__)
-# data settings that decide what a member sees at evaluation: preprocessing, classes and their
-# labels, split (augmentation, sampling, batch sizes, the member's fold and where the data lies
-# may differ)
-EVAL_DATA_KEYS = (
-    "name",
-    "source",
-    "classes",
-    "mask_optional_classes",
-    "class_map",
-    "columns",
-    "busbra",
-    "leave_out",
-    "image_size",
-    "conversion",
-    "clahe",
-    "clahe_clip_limit",
-    "clahe_tile_grid",
-    "split_file",
-    "split",
-    "dedup",
-    "subset",
-)
-
-
-def best_checkpoint(run: Path) -> Path:
-    """The run's best checkpoint (named in metrics.json), found in the run's own folder."""
-    m = run / "metrics.json"
-    best = None
-    if m.exists():
-        try:
-            best = json.loads(m.read_text()).get("best_ckpt")
-        except ValueError as exc:
-            raise DataError(f"{m}: corrupt metrics.json ({exc}).") from exc
-    if best:
-        local = run / "checkpoints" / Path(best).name  # the folder may have moved
-        if local.is_file():
-            return local
-        if Path(best).is_file():
-            return Path(best)
-    found = sorted((run / "checkpoints").glob("epoch*.ckpt"))
-    if len(found) == 1:
-        return found[0]
-    raise DataError(
-        f"{run}: no best checkpoint found (metrics.json names {best!r}); give a finished "
-        "medmtl-train run folder."
-    )
-
-
-def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = None) -> list[Path]:
-    """Run folders from the arguments: run folders, or sweep folders holding them.
-
-    ``select`` keeps the sweep's jobs whose command line set these values (e.g.
-    ``{"loss.seg_weight": "0.7"}``: the fold models of one row). A selected job that failed or
-    did not finish is refused with its reason: an ensemble never silently has fewer members.
-    """
-    if not paths:
-        raise ConfigError("give one or more run folders or a sweep folder.")
-    select = select or {}
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            raise ConfigError(f"{p}: folder not found; give run folders or a sweep folder.")
-        if (p / "checkpoints").is_dir():
-            runs.append(p)
-            continue
-        found = [
-            r
-            for r in collect_runs(p)
-            if "ensemble/size" not in r.metrics
-            and all(r.overrides.get(k) == v for k, v in select.items())
-        ]
-        if not found:
-            raise ConfigError(f"{p}: no run matches select={select}.")
-        bad = [r.reason for r in found if r.status != "ok"]
-        if bad:
-            raise DataError(
-                f"{p}: {len(bad)} run(s) did not finish ({summarize(bad)}); "
-                "give the finished run folders one by one to ensemble without them."
-            )
-        runs += [r.path for r in found]
-    if len(set(runs)) != len(runs):
-        raise ConfigError("a run folder was given twice.")
-    return runs
-
-
-def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
-    """The command-line settings all members share, seeds and folds aside (the table row)."""
-    per_run = [_overrides(r) for r in runs]
-    keys = set.intersection(*(set(o) for o in per_run)) - POOLED
-    return {k: per_run[0][k] for k in sorted(keys) if len({o[k] for o in per_run}) == 1}
-
-
-def _common_data(members: list[tuple[Path, dict]]) -> dict:
-    """The members' shared data settings; refuse members that would see other images."""
-    first_path, first = members[0]
-    for path, hp in members[1:]:
-        diff = [k for k in EVAL_DATA_KEYS if hp["data"].get(k) != first["data"].get(k)]
-        if diff:
-            raise ConfigError(
-                f"{path}: trained with other data settings than {first_path} ({', '.join(diff)}); "
-                "an ensemble needs members with the same preprocessing, classes and split."
-            )
-        if hp["class_names"] != first["class_names"]:
-            raise ConfigError(f"{path}: other classes than {first_path}.")
-    return dict(first["data"], num_folds=None, fold=0)
 
 
 def ensemble(
@@ -149,26 +42,16 @@ def ensemble(
     if (out / "metrics.json").exists():
         raise ConfigError(f"{out}: already holds results (metrics.json); choose a new out=.")
     runs = find_members(paths, select)
-    ensure_output_dir(out, "out")
-    loaded = []
-    for run in runs:
-        module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
-        loaded.append((run, module, ckpt["hyper_parameters"]))
-    data = _common_data([(r, hp) for r, _, hp in loaded])
+    head, data, hps = build_ensemble(runs, empty_mask_class)
     data.update(data_overrides or {})
-    if split == "val" and any(hp["data"].get("num_folds") for _, _, hp in loaded):
+    ensure_output_dir(out, "out")
+    if split == "val" and any(hp["data"].get("num_folds") for hp in hps):
         log.warning(
             "k-fold members were validated on different folds; split=val uses the fixed split's "
             "validation images, which some members trained on. Use split=test."
         )
-    head: MultiTaskModule = loaded[0][1]
-    gate = head.net.empty_mask_index
-    if empty_mask_class != "as_trained":
-        gate = None if empty_mask_class is None else list(head.class_names).index(empty_mask_class)
-    head.net = EnsembleNet([m.net for _, m, _ in loaded], empty_mask_index=gate)
     head.use_channels_last(channels_last)
     head.tta = tta
-    head.eval()
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -182,9 +65,9 @@ def ensemble(
         "ensemble/members": members,
         "ensemble/size": len(members),
         "ensemble/folds": [
-            hp["data"].get("fold") if hp["data"].get("num_folds") else None for _, _, hp in loaded
+            hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps
         ],
-        "ensemble/seeds": [hp.get("seed") for _, _, hp in loaded],
+        "ensemble/seeds": [hp.get("seed") for hp in hps],
         "ensemble/overrides": shared_overrides(runs),
         "ensemble/tta": tta,
     }
@@ -196,7 +79,7 @@ def ensemble(
         model = {
             "arch": head.net.arch,
             "encoder": head.net.encoder_name,
-            "in_channels": int(loaded[0][2]["model"].get("in_channels", 1)),
+            "in_channels": int(hps[0]["model"].get("in_channels", 1)),
             "ensemble_size": len(members),
         }
         export_network(

@@ -36,6 +36,7 @@ from medmtl.reporting.per_image import PerImage, metrics_dict, restrict, write_p
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
+from medmtl.workflows.members import open_model
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def score_split(
     if eval_classes != list(module.class_names) and per is not None and per.prob is not None:
         per = restrict(per, module.class_names, eval_classes)
         metrics = metrics_dict(per, split)
+        metrics["eval/model_classes"] = list(module.class_names)  # the confusion's columns
     else:
         metrics = dict(module.results[split])
     metrics["eval/classes"] = eval_classes
@@ -180,9 +182,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` of its own data (the settings stored in it,
     ``data.*`` overriding them) or of another data set (``data=<name>``)."""
     quiet_third_party()
-    module, ckpt = MultiTaskModule.from_checkpoint(cfg.ckpt_path)
+    opened = open_model(cfg.ckpt_path)
+    module = opened.module
     module.use_channels_last(bool(cfg.get("channels_last", False)))
-    module.tta = bool(cfg.get("tta", False))
+    tta = cfg.get("tta")
+    module.tta = opened.tta if tta is None else bool(tta)
     gate = cfg.get("empty_mask_class", "as_trained")
     if gate != "as_trained":
         kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
@@ -192,7 +196,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("postprocess"):
         pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
         module.postprocess = PostProcess.from_dict(pp)
-    trained = ckpt["hyper_parameters"]["data"]
+    trained = opened.data
     selected = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
     if "source" in selected:  # data=<name>: another data set
         data_cfg = external_data_config(selected, trained)
@@ -203,14 +207,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     by = cfg.get("by") or []
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
-    run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
+    run_csv = None
+    if "ensemble/members" not in opened.record:
+        run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
     return test_module(
         module,
         data_cfg,
         cfg.split,
         trainer,
         ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir"),
-        {"ckpt_path": str(cfg.ckpt_path)},
+        opened.record,
         run_csv,
         class_map=cfg.get("class_map"),
         by=[by] if isinstance(by, str) else list(by),
@@ -237,7 +243,7 @@ def test_module(
     if split == "all":
         dm.load()
     else:
-        dm.setup()
+        dm.setup("test")
     data_classes = list(dm.classes)
     mapping = class_mapping(data_classes, module.class_names, class_map)
     dm.relabel(module.class_names, mapping)

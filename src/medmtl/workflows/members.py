@@ -1,0 +1,234 @@
+"""The models the commands evaluate: a checkpoint, a run folder, an ensemble folder (the
+``out=`` of medmtl-ensemble or ``<sweep>/ensemble``) or a sweep folder (its fold models as
+their ensemble), each opened as one :class:`MultiTaskModule`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medmtl.errors import ConfigError, DataError, summarize
+from medmtl.models.ensemble import EnsembleNet
+from medmtl.reporting.tables import POOLED, _overrides, collect_runs
+from medmtl.training.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
+# data settings that decide what a member sees at evaluation: preprocessing, classes and their
+# labels, split (augmentation, sampling, batch sizes, the member's fold and where the data lies
+# may differ)
+EVAL_DATA_KEYS = (
+    "name",
+    "source",
+    "classes",
+    "mask_optional_classes",
+    "class_map",
+    "columns",
+    "busbra",
+    "leave_out",
+    "image_size",
+    "conversion",
+    "clahe",
+    "clahe_clip_limit",
+    "clahe_tile_grid",
+    "split_file",
+    "split",
+    "dedup",
+    "subset",
+)
+
+
+def best_checkpoint(run: Path) -> Path:
+    """The run's best checkpoint (named in metrics.json), found in the run's own folder."""
+    m = run / "metrics.json"
+    best = None
+    if m.exists():
+        try:
+            best = json.loads(m.read_text()).get("best_ckpt")
+        except ValueError as exc:
+            raise DataError(f"{m}: corrupt metrics.json ({exc}).") from exc
+    if best:
+        local = run / "checkpoints" / Path(best).name  # the folder may have moved
+        if local.is_file():
+            return local
+        if Path(best).is_file():
+            return Path(best)
+    found = sorted((run / "checkpoints").glob("epoch*.ckpt"))
+    if len(found) == 1:
+        return found[0]
+    raise DataError(
+        f"{run}: no best checkpoint found (metrics.json names {best!r}); give a finished "
+        "medmtl-train run folder."
+    )
+
+
+def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = None) -> list[Path]:
+    """Run folders from the arguments: run folders, or sweep folders holding them.
+
+    ``select`` keeps the sweep's jobs whose command line set these values (e.g.
+    ``{"loss.seg_weight": "0.7"}``: the fold models of one row). A selected job that failed or
+    did not finish is refused with its reason: an ensemble never silently has fewer members.
+    """
+    if not paths:
+        raise ConfigError("give one or more run folders or a sweep folder.")
+    select = select or {}
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ConfigError(f"{p}: folder not found; give run folders or a sweep folder.")
+        if (p / "checkpoints").is_dir():
+            runs.append(p)
+            continue
+        found = [
+            r
+            for r in collect_runs(p)
+            if "ensemble/size" not in r.metrics
+            and all(r.overrides.get(k) == v for k, v in select.items())
+        ]
+        if not found:
+            raise ConfigError(f"{p}: no run matches select={select}.")
+        bad = [r.reason for r in found if r.status != "ok"]
+        if bad:
+            raise DataError(
+                f"{p}: {len(bad)} run(s) did not finish ({summarize(bad)}); "
+                "give the finished run folders one by one to ensemble without them."
+            )
+        runs += [r.path for r in found]
+    if len(set(runs)) != len(runs):
+        raise ConfigError("a run folder was given twice.")
+    return runs
+
+
+def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
+    """The command-line settings all members share, seeds and folds aside (the table row)."""
+    per_run = [_overrides(r) for r in runs]
+    keys = set.intersection(*(set(o) for o in per_run)) - POOLED
+    return {k: per_run[0][k] for k in sorted(keys) if len({o[k] for o in per_run}) == 1}
+
+
+def common_data(members: list[tuple[Path, dict]]) -> dict:
+    """The members' shared data settings; refuse members that would see other images."""
+    first_path, first = members[0]
+    for path, hp in members[1:]:
+        diff = [k for k in EVAL_DATA_KEYS if hp["data"].get(k) != first["data"].get(k)]
+        if diff:
+            raise ConfigError(
+                f"{path}: trained with other data settings than {first_path} ({', '.join(diff)}); "
+                "an ensemble needs members with the same preprocessing, classes and split."
+            )
+        if hp["class_names"] != first["class_names"]:
+            raise ConfigError(f"{path}: other classes than {first_path}.")
+    return dict(first["data"], num_folds=None, fold=0)
+
+
+@dataclass
+class OpenedModel:
+    """A model ready to test: the module, the data settings it was trained with and what it is
+    (for ``metrics.json``)."""
+
+    module: MultiTaskModule
+    data: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)
+    tta: bool = False  # the test-time flip its own evaluation used
+    members: list[Path] = field(default_factory=list)  # ensemble members (run folders)
+
+
+def build_ensemble(
+    runs: Sequence[Path], empty_mask_class: str | None = "as_trained"
+) -> tuple[MultiTaskModule, dict[str, Any], list[dict]]:
+    """The runs' best checkpoints averaged as one module (the first member's head and gate
+    unless ``empty_mask_class`` says otherwise), their shared data settings and each member's
+    hyper-parameters."""
+    loaded = []
+    for run in runs:
+        module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
+        loaded.append((run, module, ckpt["hyper_parameters"]))
+    data = common_data([(r, hp) for r, _, hp in loaded])
+    head: MultiTaskModule = loaded[0][1]
+    gate = head.net.empty_mask_index
+    if empty_mask_class != "as_trained":
+        names = list(head.class_names)
+        if empty_mask_class is not None and empty_mask_class not in names:
+            raise ConfigError(
+                f"empty_mask_class={empty_mask_class!r} is not a class of the members "
+                f"({', '.join(names)}); use one of them, null or as_trained."
+            )
+        gate = None if empty_mask_class is None else names.index(empty_mask_class)
+    head.net = EnsembleNet([m.net for _, m, _ in loaded], empty_mask_index=gate)
+    head.eval()
+    return head, data, [hp for _, _, hp in loaded]
+
+
+def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
+    """An ensemble folder's members, found where they were or beside it (a moved sweep)."""
+    out = []
+    for m in metrics["ensemble/members"]:
+        here = Path(m)
+        moved = folder.parent / here.name
+        if (here / "checkpoints").is_dir():
+            out.append(here)
+        elif (moved / "checkpoints").is_dir():
+            out.append(moved)
+        else:
+            raise DataError(
+                f"{folder}/metrics.json: ensemble member {m} not found (nor {moved}); the "
+                "ensemble needs its members' run folders."
+            )
+    return out
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable metrics.json ({exc}).") from exc
+
+
+def open_model(path: str | Path) -> OpenedModel:
+    """Open a checkpoint, a run folder, an ensemble folder or a sweep folder as one model.
+
+    An ensemble folder keeps its members' gate (``empty_mask_class`` of its metrics.json); a
+    sweep folder is the ensemble of its finished jobs (ensembles inside it aside).
+    """
+    p = Path(str(path)).expanduser()
+    what = "a checkpoint (.ckpt), a run folder, an ensemble folder or a sweep folder"
+    if p.suffix == ".onnx":
+        raise ConfigError(
+            f"{p}: an exported ONNX model; this command evaluates PyTorch models: give {what} "
+            "it was exported from (medmtl-predict runs ONNX models)."
+        )
+    if p.is_file():
+        module, ckpt = MultiTaskModule.from_checkpoint(p)
+        run_metrics = p.resolve().parent.parent / "metrics.json"
+        tta = bool(_read_metrics(run_metrics).get("tta")) if run_metrics.is_file() else False
+        return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
+    if not p.is_dir():
+        raise ConfigError(f"{p}: not found; give {what}.")
+    if (p / "checkpoints").is_dir():
+        opened = open_model(best_checkpoint(p))
+        opened.record["run"] = str(p)
+        return opened
+    metrics = _read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+    if "ensemble/members" in metrics:
+        runs = _ensemble_members(p, metrics)
+        gate = metrics.get("empty_mask_class", "as_trained")
+        tta = bool(metrics.get("ensemble/tta"))
+    else:
+        runs = find_members([p])
+        gate, tta = "as_trained", False
+        if (p / "ensemble" / "metrics.json").is_file():
+            tta = bool(_read_metrics(p / "ensemble" / "metrics.json").get("ensemble/tta"))
+    module, data, hps = build_ensemble(runs, gate)
+    record = {
+        "ckpt_path": str(p),
+        "ensemble/members": [str(r) for r in runs],
+        "ensemble/size": len(runs),
+        "ensemble/folds": [
+            hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps
+        ],
+        "ensemble/seeds": [hp.get("seed") for hp in hps],
+    }
+    return OpenedModel(module, data, record, tta, list(runs))
