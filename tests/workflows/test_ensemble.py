@@ -133,11 +133,40 @@ def _fold_sweep(sweep: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
 def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     """The recipe's callback: a sweep over folds ends with its ensemble tested in <sweep>/ensemble."""
     sweep = tmp_path / "folds"
-    res = _fold_sweep(sweep, cache_dir, "data.num_folds=2", "data.fold=0,1", "tta=true")
+    res = _fold_sweep(
+        sweep,
+        cache_dir,
+        "data.num_folds=2",
+        "data.fold=0,1",
+        "tta=true",
+        "model.empty_mask_class=normal",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((sweep / "ensemble" / "metrics.json").read_text())
     assert m["ensemble/size"] == 2 and m["ensemble/folds"] == [0, 1] and m["ensemble/tta"] is True
     assert (sweep / "ensemble" / "predictions_test.csv").is_file()
+    # gate=tune: the thresholds chosen on the two members' own validation folds (out of fold)
+    tuned = ensemble([sweep], tmp_path / "tuned", tta=True, gate="tune")
+    gate = json.loads((tmp_path / "tuned" / "gate.json").read_text())
+    assert gate["num_images"] == 10 + 15 + 15 - m["num_images"]  # every train+val image once
+    assert gate["chosen"]["seg_dice"] >= gate["plain"]["seg_dice"]
+    assert len(gate["candidates"]) == 49 and gate["candidates"][0] == gate["plain"]
+    assert tuned["empty_mask_min_prob"] == gate["empty_mask_min_prob"]
+    assert tuned["empty_mask_keep_above"] == gate["empty_mask_keep_above"]
+    assert tuned["gate/oof_seg_dice"] == pytest.approx(gate["chosen"]["seg_dice"])
+    # the tuned ensemble folder evaluates with its own gate and flip in medmtl-eval
+    from medmtl.workflows.evaluate import evaluate
+    from tests.conftest import compose_cfg
+
+    again = evaluate(
+        compose_cfg([f"ckpt_path={tmp_path / 'tuned'}"], tmp_path / "again", cache_dir, "eval")
+    )
+    assert again["empty_mask_min_prob"] == gate["empty_mask_min_prob"] and again["tta"] is True
+    a, b = (
+        read_predictions(d / "predictions_test.csv")
+        for d in (tmp_path / "tuned", tmp_path / "again")
+    )
+    assert np.array_equal(a.pred, b.pred) and np.allclose(a.prob, b.prob, atol=1e-6)
     # a sweep over two settings is two table rows: no ensemble, and the command to make one
     mixed = tmp_path / "mixed"
     res = _fold_sweep(mixed, cache_dir, "loss.seg_weight=0.3,0.7")

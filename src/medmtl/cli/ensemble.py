@@ -2,14 +2,18 @@
 
 medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
                 [select=<key>=<value>] [split=test] [export=<model.onnx>] [data_root=<data folder>]
-                [empty_mask_class=as_trained|null|<class>] [tta=false]
+                [empty_mask_class=as_trained|null|<class>] [tta=false] [gate=as_trained|tune]
+                [adapt=none|bn]
 
 Averages the class probabilities and the mask probability maps of the runs' best checkpoints,
 then writes metrics.json, predictions_<split>.csv and the figures into out= exactly like
 medmtl-eval; export= also writes an ONNX model for medmtl-predict. select= keeps the jobs of a
 sweep that set this value (e.g. select=loss.seg_weight=0.7: the fold models of one row; several
 as select=[a=1,b=2]). tta=true adds the horizontal mirror image of every input to the
-average (test-time flip). medmtl-tables shows an ensemble inside a sweep folder as its own row.
+average (test-time flip). gate=tune chooses the classification gate's thresholds (P(normal) and
+the mask's own maximum, written to gate.json) on the fold models' out-of-fold validation
+predictions, never on the test split. adapt=bn re-estimates every member's batch-norm statistics on
+the evaluated images (AdaBN, no labels). medmtl-tables shows an ensemble inside a sweep folder as its own row.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ DEFAULTS = {
     "empty_mask_class": "as_trained",
     "select": [],
     "tta": False,
+    "gate": "as_trained",
+    "adapt": "none",
 }
 
 

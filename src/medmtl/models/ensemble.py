@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
+from medmtl.models.multitask import MultiTaskNet, gate_masks
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -37,7 +37,13 @@ class EnsembleNet(nn.Module):
     classification gate (``empty_mask_index``) acts once, on the averaged class.
     """
 
-    def __init__(self, members: Sequence[MultiTaskNet], empty_mask_index: int | None = None):
+    def __init__(
+        self,
+        members: Sequence[MultiTaskNet],
+        empty_mask_index: int | None = None,
+        empty_mask_min_prob: float = 0.0,
+        empty_mask_keep_above: float | None = None,
+    ):
         super().__init__()
         if not members:
             raise ConfigError("an ensemble needs at least one model.")
@@ -53,11 +59,18 @@ class EnsembleNet(nn.Module):
             members[0].encoder_name if len({m.encoder_name for m in members}) == 1 else "ensemble"
         )
         self.empty_mask_index = empty_mask_index
+        self.empty_mask_min_prob = float(empty_mask_min_prob or 0.0)
+        self.empty_mask_keep_above = empty_mask_keep_above
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         out = average_outputs([m(x) for m in self.members])
         seg, cls = out["seg"], out["cls"]
         if self.empty_mask_index is not None and not self.training and seg is not None:
-            gate = (cls.argmax(dim=1) == self.empty_mask_index).view(-1, 1, 1, 1)
-            seg = torch.where(gate, torch.full_like(seg, EMPTY_LOGIT), seg)
+            seg = gate_masks(
+                seg,
+                cls,
+                self.empty_mask_index,
+                self.empty_mask_min_prob,
+                self.empty_mask_keep_above,
+            )
         return {"seg": seg, "cls": cls}

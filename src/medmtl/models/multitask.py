@@ -49,6 +49,30 @@ class ClassificationHead(nn.Module):
         return self.mlp(feature)
 
 
+def gate_masks(
+    seg: torch.Tensor,
+    cls: torch.Tensor,
+    index: int,
+    min_prob: float = 0.0,
+    keep_above: float | None = None,
+) -> torch.Tensor:
+    """Empty the masks of the images classified as class ``index`` (normal): the gate.
+
+    ``min_prob``: only where that class's probability is at least this (0: whenever it is the
+    arg-max); ``keep_above``: never where the mask's own maximum probability reaches this (the
+    segmentation sees a lesion the classifier doubts). Both are chosen on validation
+    predictions (:mod:`medmtl.workflows.gate`); the defaults are the plain arg-max gate.
+    """
+    prob = torch.softmax(cls.float(), dim=1)
+    gate = (prob.argmax(dim=1) == index) & (prob[:, index] >= min_prob)
+    if keep_above is not None:
+        gate = gate & (torch.sigmoid(seg.float()).amax(dim=(1, 2, 3)) < keep_above)
+    return torch.where(gate.view(-1, 1, 1, 1), torch.full_like(seg, EMPTY_LOGIT), seg)
+
+
+GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above")
+
+
 def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
     """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
     kw = dict(model)
@@ -112,7 +136,8 @@ class MultiTaskNet(nn.Module):
     ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None}``.
 
     ``empty_mask_index`` (multi-task only): in eval mode, an image classified as this class
-    (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation. It
+    (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation
+    (:func:`gate_masks`, with ``empty_mask_min_prob`` and ``empty_mask_keep_above``). It
     does not change training, and an exported model carries it.
     """
 
@@ -128,6 +153,8 @@ class MultiTaskNet(nn.Module):
         cls_dropout: float = 0.2,
         arch_kwargs: dict | None = None,
         empty_mask_index: int | None = None,
+        empty_mask_min_prob: float = 0.0,
+        empty_mask_keep_above: float | None = None,
     ):
         super().__init__()
         check_model_names(
@@ -140,6 +167,10 @@ class MultiTaskNet(nn.Module):
                 "model.empty_mask_class needs model.task=multitask and one of the data's classes."
             )
         self.empty_mask_index = empty_mask_index
+        self.empty_mask_min_prob = float(empty_mask_min_prob or 0.0)
+        self.empty_mask_keep_above = (
+            None if empty_mask_keep_above is None else float(empty_mask_keep_above)
+        )
         offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
         self.task = task
         self.arch = arch
@@ -183,6 +214,11 @@ class MultiTaskNet(nn.Module):
             seg = self.segmentation_head(decoded)
         cls = self.cls_head(features[-1]) if self.cls_head is not None else None
         if self.empty_mask_index is not None and not self.training and seg is not None:
-            gate = (cls.argmax(dim=1) == self.empty_mask_index).view(-1, 1, 1, 1)
-            seg = torch.where(gate, torch.full_like(seg, EMPTY_LOGIT), seg)
+            seg = gate_masks(
+                seg,
+                cls,
+                self.empty_mask_index,
+                self.empty_mask_min_prob,
+                self.empty_mask_keep_above,
+            )
         return {"seg": seg, "cls": cls}

@@ -263,6 +263,8 @@ class MultiTaskModule(L.LightningModule):
                 if self.net.empty_mask_index is not None
                 else None
             ),
+            "empty_mask_min_prob": getattr(self.net, "empty_mask_min_prob", 0.0),
+            "empty_mask_keep_above": getattr(self.net, "empty_mask_keep_above", None),
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
         }

@@ -14,10 +14,12 @@ from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.reporting.summary import write_json
 from medmtl.reporting.tables import POOLED, collect_runs
 from medmtl.workflows.evaluate import test_module
+from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
-from medmtl.workflows.members import build_ensemble, find_members, shared_overrides
+from medmtl.workflows.members import build_ensemble, find_members, set_gate, shared_overrides
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,18 @@ def ensemble(
     channels_last: bool = True,
     select: dict[str, str] | None = None,
     tta: bool = False,
+    gate: str = "as_trained",
+    adapt: str = "none",
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
 
     ``tta`` adds each member's horizontal mirror image to the average (test-time flip).
+    ``adapt="bn"`` re-estimates each member's batch-norm statistics on the evaluated images.
+    ``gate="tune"`` chooses the gate's thresholds on the members' out-of-fold validation
+    predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``).
     """
+    if gate not in ("as_trained", "tune"):
+        raise ConfigError(f"gate={gate}: choose as_trained or tune.")
     quiet_third_party()
     out = Path(out)
     if (out / "metrics.json").exists():
@@ -52,6 +61,20 @@ def ensemble(
         )
     head.use_channels_last(channels_last)
     head.tta = tta
+    tuned = None
+    if gate == "tune":
+        tuned = tune_gate(gate_evidence(runs, tta, channels_last))
+        set_gate(head, tuned)
+        write_json(out / "gate.json", tuned)
+        log.info(
+            "Gate chosen on %d out-of-fold validation images: P(normal) >= %s, keep a mask whose "
+            "maximum reaches %s (all-image Dice %.4f; the plain gate's %.4f)",
+            tuned["num_images"],
+            tuned["empty_mask_min_prob"],
+            tuned["empty_mask_keep_above"],
+            tuned["chosen"]["seg_dice"],
+            tuned["plain"]["seg_dice"],
+        )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -70,8 +93,19 @@ def ensemble(
         "ensemble/seeds": [hp.get("seed") for hp in hps],
         "ensemble/overrides": shared_overrides(runs),
         "ensemble/tta": tta,
+        "ensemble/gate": gate,
     }
-    metrics = test_module(head, data, split, trainer, out, extra)
+    if tuned is not None:
+        extra.update(
+            {
+                "gate/oof_images": tuned["num_images"],
+                "gate/oof_seg_dice": tuned["chosen"]["seg_dice"],
+                "gate/oof_seg_dice_plain": tuned["plain"]["seg_dice"],
+                "gate/oof_empty_lesion_rate": tuned["chosen"]["empty_lesion_rate"],
+                "gate/oof_empty_lesion_rate_plain": tuned["plain"]["empty_lesion_rate"],
+            }
+        )
+    metrics = test_module(head, data, split, trainer, out, extra, adapt=adapt)
     if export:
         from medmtl.inference.export import export_network
 
@@ -120,6 +154,8 @@ def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
         options["empty_mask_class"],
         select=select,
         tta=bool(options.get("tta")),
+        gate=str(options.get("gate") or "as_trained"),
+        adapt=str(options.get("adapt") or "none"),
     )
     return 0
 
@@ -135,9 +171,10 @@ class EnsembleAfterSweep(Callback):
     with a message naming the medmtl-ensemble command.
     """
 
-    def __init__(self, out: str = "ensemble", split: str = "test") -> None:
+    def __init__(self, out: str = "ensemble", split: str = "test", gate: str = "as_trained"):
         self.out = out
         self.split = split
+        self.gate = gate
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         """Ensemble the finished sweep (Hydra calls this once, after the last job)."""
@@ -159,6 +196,7 @@ class EnsembleAfterSweep(Callback):
             self.split,
             tta=bool(config.get("tta", False)),
             channels_last=bool(config.get("channels_last", True)),
+            gate=self.gate,
         )
         log.info(
             "Ensemble of %d runs in %s: %s",

@@ -28,7 +28,8 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
-from medmtl.models.multitask import net_kwargs
+from medmtl.models.adapt import ADAPT_CHOICES, adapt_batchnorm
+from medmtl.models.multitask import GATE_KEYS, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
@@ -36,7 +37,7 @@ from medmtl.reporting.per_image import PerImage, metrics_dict, restrict, write_p
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
-from medmtl.workflows.members import open_model
+from medmtl.workflows.members import open_model, set_gate
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if kw and module.task != "multitask":
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
         module.net.empty_mask_index = kw.get("empty_mask_index")
+    set_gate(module, {k: cfg.get(k, "as_trained") for k in GATE_KEYS})
     if cfg.get("postprocess"):
         pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
         module.postprocess = PostProcess.from_dict(pp)
@@ -220,6 +222,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run_csv,
         class_map=cfg.get("class_map"),
         by=[by] if isinstance(by, str) else list(by),
+        adapt=str(cfg.get("adapt") or "none"),
     )
 
 
@@ -233,11 +236,17 @@ def test_module(
     run_csv: Path | None = None,
     class_map: Mapping | None = None,
     by: Sequence[str] = (),
+    adapt: str = "none",
 ) -> dict[str, Any]:
     """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
     ``by`` (and ``dataset`` when several data sets are combined), ``by_<column>.md|csv``.
+
+    ``adapt="bn"`` first re-estimates the batch-norm statistics on the split's images
+    (:func:`medmtl.models.adapt.adapt_batchnorm`, no labels used).
     """
+    if adapt not in ADAPT_CHOICES:
+        raise ConfigError(f"adapt={adapt}: choose one of {', '.join(ADAPT_CHOICES)}.")
     dm = datamodule_from_config(data_cfg)
     dm.prepare_data()
     if split == "all":
@@ -248,6 +257,10 @@ def test_module(
     mapping = class_mapping(data_classes, module.class_names, class_map)
     dm.relabel(module.class_names, mapping)
     module.eval_split = split
+    adapted = 0
+    if adapt == "bn":
+        adapted = adapt_batchnorm(module.net, (b["image"] for b in dm.dataloader(split)))
+        log.info("adapt=bn: batch-norm statistics re-estimated on %d %s images", adapted, split)
     trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
     metrics, per, groups = score_split(module, dm, split, trainer, by)
     metrics.update(extra or {})
@@ -255,6 +268,9 @@ def test_module(
     metrics.update(module.describe())
     metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
     metrics["eval/split"] = split
+    metrics["adapt"] = adapt
+    if adapted:
+        metrics["adapt/images"] = adapted
     if mapping != {c: c for c in data_classes}:
         metrics["eval/class_map"] = mapping
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes

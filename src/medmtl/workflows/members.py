@@ -13,6 +13,7 @@ from typing import Any
 
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.models.ensemble import EnsembleNet
+from medmtl.models.multitask import GATE_KEYS
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
 from medmtl.training.module import MultiTaskModule
 
@@ -162,6 +163,19 @@ def build_ensemble(
     return head, data, [hp for _, _, hp in loaded]
 
 
+def set_gate(module: MultiTaskModule, settings: dict) -> None:
+    """Set the gate's thresholds (``empty_mask_min_prob``, ``empty_mask_keep_above``) where
+    ``settings`` has them; a value ``as_trained`` keeps the model's own."""
+    for key in GATE_KEYS:
+        if key in settings and settings[key] != "as_trained":
+            value = settings[key]
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"{key}={value}: a probability, in [0, 1].")
+            if key == "empty_mask_min_prob":
+                value = float(value or 0.0)
+            setattr(module.net, key, None if value is None else float(value))
+
+
 def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
     """An ensemble folder's members, found where they were or beside it (a moved sweep)."""
     out = []
@@ -222,6 +236,8 @@ def open_model(path: str | Path) -> OpenedModel:
         if (p / "ensemble" / "metrics.json").is_file():
             tta = bool(_read_metrics(p / "ensemble" / "metrics.json").get("ensemble/tta"))
     module, data, hps = build_ensemble(runs, gate)
+    if "ensemble/members" in metrics:  # the gate thresholds it was evaluated with
+        set_gate(module, metrics)
     record = {
         "ckpt_path": str(p),
         "ensemble/members": [str(r) for r in runs],

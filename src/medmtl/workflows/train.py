@@ -82,6 +82,8 @@ def model_kwargs(
         "cls_hidden": int(m.get("cls_hidden", 256)),
         "cls_dropout": float(m.get("cls_dropout", 0.2)),
         "empty_mask_class": m.get("empty_mask_class"),
+        "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
+        "empty_mask_keep_above": m.get("empty_mask_keep_above"),
         "postprocess": dict(m.get("postprocess") or {}),
     }
 
@@ -196,7 +198,9 @@ def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     hp = ckpt["hyper_parameters"]
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
     now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
-    then = {k: v for k, v in hp["model"].items() if k not in ignore}
+    # settings added after a checkpoint was written have their defaults in it
+    older = {"empty_mask_min_prob": 0.0, "empty_mask_keep_above": None}
+    then = {k: v for k, v in {**older, **hp["model"]}.items() if k not in ignore}
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:
         detail = "; ".join(
