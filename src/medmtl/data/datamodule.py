@@ -154,7 +154,14 @@ _CONFIG_KEYS = {
         "class_map",
         "busbra",
     ),
-    "preprocess": ("image_size", "conversion", "clahe", "clahe_clip_limit", "clahe_tile_grid"),
+    "preprocess": (
+        "image_size",
+        "conversion",
+        "clahe",
+        "clahe_clip_limit",
+        "clahe_tile_grid",
+        "standardize",
+    ),
     "split": ("split_file", "split", "dedup", "num_folds", "fold"),
     "loader": ("batch_size", "eval_batch_size", "num_workers", "load_workers", "balanced_sampling"),
     "module": ("augment", "subset", "cache_dir"),
@@ -502,9 +509,9 @@ class MedDataModule(L.LightningDataModule):
         idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
         p = self.preprocess
         tf = (
-            train_transform(p.image_size, p.mean, p.std, **self.augment)
+            train_transform(p.image_size, p.mean, p.std, standardize=p.standardize, **self.augment)
             if train
-            else eval_transform(p.mean, p.std)
+            else eval_transform(p.mean, p.std, p.standardize)
         )
         return ArrayDataset(
             [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf

@@ -4,19 +4,60 @@ from __future__ import annotations
 
 import albumentations as A
 import cv2
+import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD
+from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, standardize_image
 
 
-def normalize(mean: float, std: float) -> list:
-    """(x / 255 - mean) / std, as :meth:`PreprocessSettings.normalize`, then a tensor."""
-    return [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+class Standardize(A.ImageOnlyTransform):
+    """Per-image standardisation (:func:`medmtl.preprocess.pipeline.standardize_image`), so
+    training, evaluation and prediction compute the same numbers."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return standardize_image(img)
 
 
-def eval_transform(mean: float = GREY_MEAN, std: float = GREY_STD) -> A.Compose:
+class DepthGain(A.ImageOnlyTransform):
+    """A random time-gain-compensation curve: each row (depth) multiplied by a gain that
+    rises or falls linearly with depth, ``1 + s * depth`` with ``s`` in ±``limit`` and the
+    mean gain over the depth 1 (another scanner's or operator's TGC setting)."""
+
+    def __init__(self, limit: float = 0.5, p: float = 0.5):
+        super().__init__(p=p)
+        self.limit = float(limit)
+
+    def get_params(self) -> dict:
+        return {"slope": float(self.py_random.uniform(-self.limit, self.limit))}
+
+    def apply(self, img: np.ndarray, slope: float = 0.0, **params) -> np.ndarray:
+        gain = depth_gain_curve(img.shape[0], slope)
+        shape = (-1,) + (1,) * (img.ndim - 1)
+        out = img.astype(np.float32) * gain.reshape(shape)
+        return np.clip(np.rint(out), 0, 255).astype(img.dtype)
+
+
+def depth_gain_curve(height: int, slope: float) -> np.ndarray:
+    """The gain of each row of :class:`DepthGain`: linear in depth, mean 1, monotone."""
+    depth = np.linspace(0.0, 1.0, height, dtype=np.float32)
+    return (1.0 + slope * depth) / (1.0 + slope / 2.0)
+
+
+def normalize(mean: float, std: float, standardize: bool = False) -> list:
+    """(x / 255 - mean) / std, as :meth:`PreprocessSettings.normalize` (or the per-image
+    standardisation), then a tensor."""
+    first = Standardize() if standardize else A.Normalize(mean=mean, std=std, max_pixel_value=255.0)
+    return [first, ToTensorV2()]
+
+
+def eval_transform(
+    mean: float = GREY_MEAN, std: float = GREY_STD, standardize: bool = False
+) -> A.Compose:
     """Deterministic part only (images are already resized in the cache)."""
-    return A.Compose(normalize(mean, std))
+    return A.Compose(normalize(mean, std, standardize))
 
 
 def train_transform(
@@ -39,13 +80,23 @@ def train_transform(
     crop_scale: float = 0.5,
     speckle: float = 0.0,
     speckle_limit: float = 0.2,
+    tgc: float = 0.0,
+    tgc_limit: float = 0.5,
+    blur: float = 0.0,
+    blur_limit: int = 5,
+    downscale: float = 0.0,
+    downscale_min: float = 0.5,
+    standardize: bool = False,
 ) -> A.Compose:
     """Random augmentation. No vertical flip by default: the skin line is at the top of a scan.
 
     ``crop``: a random crop of ``crop_scale``..100 % of the image area, resized back (zoom, so
     that a lesion fills more or less of the frame, as on other scanners); ``speckle``:
     multiplicative per-pixel noise of up to ±``speckle_limit`` (ultrasound speckle); ``gamma``:
-    a random gamma (gain curve) of 0.8..1.2.
+    a random gamma (gain curve) of 0.8..1.2; ``tgc``: a depth-dependent gain (time-gain
+    compensation, :class:`DepthGain`); ``blur``: Gaussian blur of up to ``blur_limit`` pixels;
+    ``downscale``: resolution loss, down to ``downscale_min`` of the side and back (other
+    probes and frequencies).
     """
     ops: list = []
     if crop > 0:
@@ -80,10 +131,23 @@ def train_transform(
         )
     if gamma > 0:
         ops.append(A.RandomGamma(gamma_limit=(80, 120), p=gamma))
+    if tgc > 0:
+        ops.append(DepthGain(limit=tgc_limit, p=tgc))
+    if blur > 0:
+        ops.append(A.GaussianBlur(blur_limit=(3, max(3, int(blur_limit) | 1)), p=blur))
+    if downscale > 0:
+        ops.append(
+            A.Downscale(
+                scale_range=(downscale_min, 0.9),
+                # area down and linear up: lost detail, not blocks of pixels
+                interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+                p=downscale,
+            )
+        )
     if speckle > 0:
         ops.append(
             A.MultiplicativeNoise(
                 multiplier=(1 - speckle_limit, 1 + speckle_limit), elementwise=True, p=speckle
             )
         )
-    return A.Compose(ops + normalize(mean, std))
+    return A.Compose(ops + normalize(mean, std, standardize))

@@ -74,6 +74,9 @@ class PreprocessSettings:
     clahe_tile_grid: int = 8
     mean: float = GREY_MEAN  # network input = (x / 255 - mean) / std
     std: float = GREY_STD
+    # per-image intensity standardisation instead: (x - mean(x)) / std(x) of each image, so
+    # that a scanner's overall brightness and contrast do not reach the network
+    standardize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (JSON and ``weights_only`` checkpoints can hold them)."""
@@ -84,6 +87,7 @@ class PreprocessSettings:
             "clahe_clip_limit": self.clahe_clip_limit,
             "clahe_tile_grid": self.clahe_tile_grid,
             "normalize": {"mean": self.mean, "std": self.std},
+            "standardize": self.standardize,
         }
 
     @classmethod
@@ -107,6 +111,7 @@ class PreprocessSettings:
             clahe_tile_grid=int(d.get("clahe_tile_grid", 8)),
             mean=float(norm.get("mean", GREY_MEAN)),
             std=float(norm.get("std", GREY_STD)),
+            standardize=bool(d.get("standardize", False)),
         )
 
     def to_uint8(
@@ -128,6 +133,8 @@ class PreprocessSettings:
 
     def normalize(self, image8: np.ndarray) -> np.ndarray:
         """uint8 (H, W) -> float32 (H, W) on the scale the network was trained on."""
+        if self.standardize:
+            return standardize_image(image8)
         return ((image8.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)
 
     def model_input(
@@ -135,6 +142,17 @@ class PreprocessSettings:
     ) -> np.ndarray:
         """The network input of one read image: :meth:`model_image`, then :meth:`normalize`."""
         return self.normalize(self.model_image(image, meta, name))
+
+
+# an (almost) flat image keeps its values instead of having its noise blown up
+_MIN_STD = 1.0 / 255.0
+
+
+def standardize_image(image8: np.ndarray) -> np.ndarray:
+    """Per-image standardisation of an 8-bit image: ``(x - mean(x)) / std(x)`` on x / 255
+    (float32), the standard deviation floored at one grey level."""
+    x = np.asarray(image8, dtype=np.float32) / 255.0
+    return ((x - x.mean()) / max(float(x.std()), _MIN_STD)).astype(np.float32)
 
 
 def enhance(

@@ -208,7 +208,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             OmegaConf.merge(OmegaConf.create(trained), changes), resolve=True
         )
     by = cfg.get("by") or []
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer)
+    precision = cfg.trainer.get("precision", "32-true")
+    # auto is a training-time choice (a timed step); an evaluation runs in full precision
+    precision = "32-true" if str(precision) == "auto" else precision
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, precision=precision)
     run_csv = None
     if "ensemble/members" not in opened.record:
         run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"

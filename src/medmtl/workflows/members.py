@@ -35,6 +35,7 @@ EVAL_DATA_KEYS = (
     "clahe",
     "clahe_clip_limit",
     "clahe_tile_grid",
+    "standardize",
     "split_file",
     "split",
     "dedup",

@@ -31,6 +31,7 @@ from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
+from medmtl.training.precision import choose_precision
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 
@@ -346,8 +347,16 @@ def _fit_and_test(
     out_dir: Path,
     start: float,
 ) -> dict[str, Any]:
+    precision, why = choose_precision(
+        cfg.trainer.get("precision", "32-true"),
+        str(cfg.trainer.get("accelerator", "cpu")),
+        module.net,
+        (dm.loader.batch_size, int(cfg.model.get("in_channels", 1)), dm.preprocess.image_size,
+         dm.preprocess.image_size),
+    )  # fmt: skip
+    log.info("trainer.precision=%s (%s)", precision, why)
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
     )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -391,6 +400,8 @@ def _fit_and_test(
             out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
         log_figures_to_wandb(loggers, figures)
+    metrics["trainer/precision"] = precision
+    metrics["trainer/precision_reason"] = why
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_step"] = int(trainer.global_step)
     metrics["wall_time_s"] = round(time.time() - start, 1)

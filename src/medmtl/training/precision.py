@@ -1,0 +1,84 @@
+"""``trainer.precision=auto``: bf16 autocast only where the CPU computes bf16 in hardware and
+this model's training step is measurably faster with it.
+
+On an AVX2-only CPU bf16 autocast is ~12x slower than fp32; on a Xeon with AMX a 2-thread
+step of Unet + ResNet50 at 256 px was 2.4x faster and one of Unet + Lite0 at 160 px 0.93x
+(docs/benchmarks.md). So the choice needs the hardware flag *and* a measurement of the model
+at hand: a few timed forward/backward steps in each precision on a random batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# bf16 must be at least this much faster to be worth its rounding
+MIN_SPEEDUP = 1.1
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not readable)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _step_seconds(net: nn.Module, x: torch.Tensor, bf16: bool, steps: int) -> float:
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+            loss = sum(v.float().mean() for v in out.values() if v is not None)
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    step()  # warm-up: kernels, allocator
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t) / steps
+
+
+def choose_precision(
+    requested: object,
+    accelerator: str,
+    net: nn.Module,
+    batch_shape: tuple[int, ...],
+    flags: set[str] | None = None,
+    steps: int = 3,
+) -> tuple[str, str]:
+    """The Lightning precision to train with, and why (for the log and ``metrics.json``).
+
+    Anything but ``auto`` is kept. On a GPU ``auto`` is ``bf16-mixed`` where supported, else
+    ``16-mixed``. On a CPU it is ``32-true`` unless the CPU has AMX or AVX-512-BF16 and a timed
+    step of a copy of ``net`` on a random batch of ``batch_shape`` is at least
+    :data:`MIN_SPEEDUP` times faster in bf16 (the copy keeps the model's weights untouched).
+    """
+    if str(requested) != "auto":
+        return str(requested), "as configured"
+    if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed", "auto: the GPU supports bf16"
+        return "16-mixed", "auto: the GPU has no bf16"
+    flags = cpu_flags() if flags is None else flags
+    found = sorted(set(BF16_FLAGS) & flags)
+    if not found:
+        return "32-true", "auto: the CPU has no AMX or AVX-512-BF16 (bf16 would be emulated)"
+    probe = copy.deepcopy(net).train()
+    x = torch.randn(*batch_shape)
+    fp32 = _step_seconds(probe, x, False, steps)
+    bf16 = _step_seconds(probe, x, True, steps)
+    speedup = fp32 / bf16
+    why = f"auto: {', '.join(found)}; a training step {fp32:.3f} s in fp32, {bf16:.3f} s in bf16"
+    if speedup >= MIN_SPEEDUP:
+        return "bf16-mixed", f"{why} ({speedup:.2f}x faster)"
+    return "32-true", f"{why} ({speedup:.2f}x: not worth it)"

@@ -1,0 +1,48 @@
+"""trainer.precision=auto: bf16 only with bf16 hardware and a measured gain."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import medmtl.training.precision as prec
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x):
+        return {"seg": self.conv(x), "cls": None}
+
+
+def test_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n\n")
+    assert {"avx2", "amx_bf16"} <= prec.cpu_flags(info)
+    assert prec.cpu_flags(tmp_path / "missing") == set()
+
+
+def test_auto_without_bf16_hardware_is_fp32_and_times_nothing(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("no timing without bf16 hardware")
+
+    monkeypatch.setattr(prec, "_step_seconds", boom)
+    precision, why = prec.choose_precision("auto", "cpu", _Net(), (2, 1, 8, 8), flags={"avx2"})
+    assert precision == "32-true" and "no AMX or AVX-512-BF16" in why
+    assert prec.choose_precision(32, "cpu", _Net(), (2, 1, 8, 8)) == ("32", "as configured")
+
+
+def test_auto_with_bf16_hardware_follows_the_measurement(monkeypatch):
+    net = _Net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for fp32, bf16, want in ((1.0, 0.4, "bf16-mixed"), (1.0, 0.95, "32-true")):
+        monkeypatch.setattr(prec, "_step_seconds", lambda n, x, b, s, f=fp32, g=bf16: g if b else f)
+        precision, why = prec.choose_precision("auto", "cpu", net, (2, 1, 8, 8), flags={"amx_bf16"})
+        assert precision == want and "amx_bf16" in why
+    # the real timing runs on a copy: the model's weights and gradients stay untouched
+    monkeypatch.undo()
+    prec.choose_precision("auto", "cpu", net, (2, 1, 8, 8), flags={"amx_bf16"}, steps=1)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
