@@ -290,6 +290,7 @@ def test_links_huge_images_and_faults_cost_only_their_own_image(backend, busi, t
         ("batch_size=0", "batch_size=0: must be 1 or more"),
         ("threshold=1.5", "threshold=1.5: must be between 0 and 1"),
         ("threshold=-0.1", "threshold=-0.1: must be between 0 and 1"),
+        ("adapt=tent", "adapt=tent is unknown; choose none or bn"),
     ],
 )
 def test_invalid_options_are_refused_before_anything_runs(option, message, busi, tmp_path):
@@ -431,3 +432,27 @@ def test_predict_the_images_a_manifest_lists_and_keep_its_columns(tiny_ckpt, tmp
     missing = list(csv.DictReader((out / "not_predicted.csv").open()))
     assert len(missing) == 1 and missing[0]["file"].endswith("missing.png")
     assert missing[0]["reason"] == "file not found"
+
+
+def test_adapt_bn_predicts_a_folder_with_its_own_statistics(tiny_ckpt, images, tmp_path):
+    """adapt=bn: the batch-norm statistics of the folder's images, then the same outputs."""
+    from medmtl.cli.predict import DEFAULTS
+    from medmtl.workflows.predict import predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in sorted(images.glob("*.png")):
+        shutil.copy(f, folder / f.name)
+    rows = {}
+    for adapt in ("none", "bn"):
+        out = tmp_path / adapt
+        predict({**DEFAULTS, "ckpt_path": str(tiny_ckpt), "input": str(folder), "out": str(out),
+                 "adapt": adapt})  # fmt: skip
+        rows[adapt] = _rows(out)
+        assert len(rows[adapt]) == 3
+    probs = {a: [[float(r[k]) for k in r if k.startswith("prob_")] for r in rows[a]] for a in rows}
+    assert not np.allclose(probs["none"], probs["bn"], atol=1e-4)  # the statistics changed
+    res = _cli("backend=onnx", f"model={tmp_path / 'm.onnx'}", f"input={folder}",
+               f"out={tmp_path / 'o'}", "adapt=bn")  # fmt: skip
+    assert res.returncode == 2 and "adapt=bn re-estimates" in res.stderr
+    assert not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
 medmtl-predict ckpt_path=<run>/checkpoints/<best>.ckpt input=<file|folder|list.csv> out=<folder>
                [tta=true] [explain=gradcam] [batch_size=8] [threshold=0.5] [frame=0]
                [image_column=image]   (input=<list.csv>: a manifest; its columns are kept)
+               [adapt=none|bn]   (bn: batch-norm statistics of all the inputs first, AdaBN)
 medmtl-predict backend=onnx model=<file.onnx> input=... out=...   (no torch needed)
 """
 
@@ -26,6 +27,7 @@ DEFAULTS = {
     "frame": 0,
     "threads": 0,
     "image_column": "image",
+    "adapt": "none",
 }
 
 

@@ -323,6 +323,8 @@ def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np
         "seg_iou_lesion": _safe(W @ (p.iou * lesion), W @ lesion),
         "seg_f1": _safe(2 * stp, 2 * stp + sfp + sfn),
         "normal_fp_rate": _safe(W @ (p.has_pred * (1 - lesion)), W @ (1 - lesion)),
+        # lesion images left with an empty mask (missed lesions, whatever the class says)
+        "empty_lesion_rate": _safe(W @ ((1 - p.has_pred) * lesion), W @ lesion),
     }
 
 

@@ -24,6 +24,7 @@ MAIN_METRICS = (
     "seg_dice_lesion",
     "seg_iou_lesion",
     "normal_fp_rate",
+    "empty_lesion_rate",
     "called_normal_rate",
     "overall",
 )

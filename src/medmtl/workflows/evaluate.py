@@ -143,6 +143,9 @@ def score_split(
         metrics["eval/model_classes"] = list(module.class_names)  # the confusion's columns
     else:
         metrics = dict(module.results[split])
+        if per is not None and per.tp is not None:  # a count the torch metrics do not keep
+            key = f"{split}/empty_lesion_rate"
+            metrics[key] = metrics_dict(per, split)[key]
     metrics["eval/classes"] = eval_classes
     columns = list(by)
     if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:

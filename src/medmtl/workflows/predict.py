@@ -6,13 +6,16 @@ are imported only when asked for.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, DataError
 from medmtl.inference.core import PredictSummary, check_predict_options, predict_paths
 from medmtl.io.files import ensure_output_dir
-from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files
+from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
+
+log = logging.getLogger(__name__)
 
 
 def check_options(opts: dict[str, Any]) -> None:
@@ -22,6 +25,14 @@ def check_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"frame={opts['frame']}: must be 0 or more (the first frame is 0).")
     if opts["threads"] is None or opts["threads"] < 0:
         raise ConfigError(f"threads={opts['threads']}: must be 0 (torch's default) or more.")
+    adapt = opts.get("adapt", "none")
+    if adapt not in ("none", "bn"):
+        raise ConfigError(f"adapt={adapt} is unknown; choose none or bn.")
+    if adapt == "bn" and (opts.get("backend") == "onnx" or not opts.get("ckpt_path")):
+        raise ConfigError(
+            "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
+            "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
+        )
     check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
     ensure_output_dir(opts["out"], "out")
 
@@ -95,6 +106,39 @@ def listed_images(
     return plan_files(files, manifest.parent, out), columns
 
 
+def adapt_to_inputs(
+    backend: Any, inp: Path, out: Path, plan: FolderPlan | None, frame: int, batch: int = 32
+) -> int:
+    """``adapt=bn``: the PyTorch network's batch-norm statistics re-estimated on all the
+    inputs first (AdaBN: a folder of another scanner's images at a time, no labels); returns
+    the number of images used. An unreadable image is left for the prediction to report."""
+    import numpy as np
+    import torch
+
+    from medmtl.inference.core import load_for_model
+    from medmtl.models.adapt import adapt_batchnorm
+
+    plan = plan or plan_outputs(inp, out, out_option="out")
+
+    def batches():
+        buf: list[np.ndarray] = []
+        for src, _ in plan.items:
+            try:
+                buf.append(load_for_model(src, backend.settings, frame).model_input)
+            except (DataError, OSError, ValueError, MemoryError):
+                continue  # listed in not_predicted.csv by the prediction itself
+            if len(buf) == batch:
+                yield torch.from_numpy(np.stack(buf)[:, None])
+                buf = []
+        if buf:
+            yield torch.from_numpy(np.stack(buf)[:, None])
+
+    try:
+        return adapt_batchnorm(backend.net, batches())
+    except ValueError as exc:
+        raise ConfigError(f"{inp}: {exc} (adapt=bn needs a folder of images)") from exc
+
+
 def predict(opts: dict[str, Any]) -> PredictSummary:
     """Check the options, load the model and predict every image under ``input`` (a file, a
     folder, or a manifest CSV listing the images) into ``out``."""
@@ -103,6 +147,9 @@ def predict(opts: dict[str, Any]) -> PredictSummary:
     plan = columns = None
     if Path(opts["input"]).suffix.lower() == ".csv":
         plan, columns = listed_images(Path(opts["input"]), Path(opts["out"]), opts["image_column"])
+    if opts.get("adapt", "none") == "bn":
+        n = adapt_to_inputs(backend, Path(opts["input"]), Path(opts["out"]), plan, opts["frame"])
+        log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
     return predict_paths(
         backend,
         Path(opts["input"]),
