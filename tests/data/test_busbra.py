@@ -212,3 +212,35 @@ def test_real_logiq7_part_is_read_with_its_patients_and_leak_free_splits(busbra_
         for case, s in zip(dm.index.cases, split, strict=True):
             sides.setdefault(case.group, set()).add(s)
         assert all(len(s) == 1 for s in sides.values())
+
+
+def test_multi_site_recipe_trains_on_folds_3_to_5_and_keeps_dev_and_test(
+    busi, busbra_real, tmp_path
+):
+    """experiment=busi_busbra_cpu: BUS-BRA fold 1 validates (external dev), fold 2 tests."""
+    from medmtl.data.build import datamodule_from_config
+
+    cfg = compose(
+        "train",
+        [
+            "experiment=busi_busbra_cpu",
+            f"data.sets.busi.root={busi}",
+            f"data.sets.busbra.root={busbra_real}",
+            "data.sets.busi.fold=3",
+            "data.image_size=32",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_root={tmp_path}",
+        ],
+    )
+    dm = datamodule_from_config(cfg.data)
+    dm.setup()
+    folds = {r["ID"]: r["kFold"] for r in _rows(busbra_real / "5-fold-cv.csv")}
+    want = {"1": "val", "2": "test"}
+    got = [(c, s) for c, s in zip(dm.index.cases, dm.split, strict=True) if c.dataset == "busbra"]
+    assert len(got) == len(folds)
+    assert [s for _, s in got] == [want.get(folds[c.meta["ID"]], "train") for c, _ in got]
+    busi_val = sum(s == "val" for c, s in zip(dm.index.cases, dm.split, strict=True)
+                   if c.dataset == "busi")  # fmt: skip
+    assert 100 < busi_val < 140  # a fifth of BUSI's train+val (fold 3 of 5)
+    with pytest.raises(ConfigError, match="data=multi has no folds of its own"):
+        datamodule_from_config({**dict(cfg.data), "fold": 2})

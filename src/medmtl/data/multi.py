@@ -83,6 +83,11 @@ class MultiDataModule(MedDataModule):
                 "data.num_folds: data=multi keeps each data set's own split; set the folds "
                 "per data set (data.sets.<name>.num_folds and .fold)."
             )
+        if d.get("fold"):  # it would be ignored: the folds belong to the data sets
+            raise ConfigError(
+                f"data.fold={d['fold']}: data=multi has no folds of its own; set the fold of a "
+                "data set (data.sets.<name>.num_folds and data.sets.<name>.fold)."
+            )
         classes = tuple(d.get("classes") or ())
         preprocess = {k: d[k] for k in PREPROCESS_KEYS if k in d}
         check_image_size(preprocess.get("image_size", 160))

@@ -67,16 +67,12 @@ class GateEvidence:
 def gate_evidence(
     runs: Sequence[Path], tta: bool = False, channels_last: bool = True
 ) -> GateEvidence:
-    """Each k-fold member on its own validation fold, gate off (what :func:`tune_gate` needs)."""
+    """Each member on its own validation split (a k-fold member: its fold, which no other
+    split of it trained on), gate off: what :func:`tune_gate` needs."""
     parts: list[dict[str, np.ndarray]] = []
     for run in runs:
         module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
         data = dict(ckpt["hyper_parameters"]["data"])
-        if not data.get("num_folds"):
-            raise ConfigError(
-                f"{run}: not a k-fold model (data.num_folds); gate=tune chooses the gate on the "
-                "fold models' own validation folds, so give the fold models of one sweep."
-            )
         if module.task != "multitask" or module.net.empty_mask_index is None:
             raise ConfigError(
                 f"{run}: gate=tune needs multi-task models with a gate (model.empty_mask_class)."
