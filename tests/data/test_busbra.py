@@ -50,7 +50,9 @@ def test_layout_is_read_labels_patients_masks_and_metadata(busbra):
     assert first.case_id == "Images/bus_0001-l.png"
     assert first.masks == (busbra.resolve() / "Masks" / "mask_0001-l.png",)
     assert first.group == "1" and first.class_name == "benign" and first.dataset == "busbra"
-    assert set(first.meta) == {"ID", "Histology", "BIRADS", "Device", "Side"}
+    assert set(first.meta) == {"ID", "Histology", "BIRADS", "Device", "Side", "kFold"}
+    folds = {r["ID"]: r["kFold"] for r in _rows(busbra / "5-fold-cv.csv")}
+    assert all(c.meta["kFold"] == folds[c.meta["ID"]] for c in index.cases)
     assert first.meta["ID"] == "bus_0001-l" and first.meta["Device"] == table[0]["Device"]
     assert {c.class_name for c in index.cases} == {"benign", "malignant"}
 

@@ -33,6 +33,7 @@ REQUIRED = ("ID", "Case", "Pathology")
 # bus_data.csv columns kept with each image (predictions_<split>.csv, evaluation by=<column>)
 METADATA = ("ID", "Histology", "BIRADS", "Device", "Side")
 FOLD_FILES = {5: "5-fold-cv.csv", 10: "10-fold-cv.csv"}
+FOLD_COLUMN = "kFold"  # the published fold, kept with each image's metadata
 _COLUMNS = Columns(image="image", label="Pathology", mask="mask", group="Case", split="split")
 
 
@@ -113,12 +114,15 @@ def _mark(value: str | None) -> float | None:
     return None if v != v else v
 
 
-def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, list[str]]:
-    """Each image's split from the published fold file, and the file's problems."""
+def _fold_of(
+    root: Path, split: BusbraSplit, ids: Sequence[str]
+) -> tuple[dict, dict, list[str]]:
+    """Each image's split and published fold from the fold file, and the file's problems."""
     path = root / FOLD_FILES[int(split.folds)]
     header, rows = read_csv_rows(path, ("ID", "kFold"), "fold file")
     valid = split.valid_column
     out: dict[str, str | None] = {}
+    number: dict[str, str] = {}
     problems = []
     for n, row in enumerate(rows, start=2):
         try:
@@ -129,6 +133,7 @@ def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, 
         if not 1 <= fold <= int(split.folds):
             problems.append(f"{path} line {n}: kFold {fold} is not in 1..{split.folds}")
             continue
+        number[row["ID"]] = str(fold)
         if fold in split.test_fold:
             out[row["ID"]] = "test"
         elif split.val_fold is not None:
@@ -143,7 +148,7 @@ def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, 
             f"{path}: {len(missing)} image(s) of {DATA_FILE} have no fold (e.g. {missing[0]}); "
             "use the fold file that came with the data set"
         )
-    return out, problems
+    return out, number, problems
 
 
 def index_busbra(
@@ -163,25 +168,29 @@ def index_busbra(
             f"holds {DATA_FILE}, Images/ and Masks/."
         )
     header, rows = read_csv_rows(root / DATA_FILE, REQUIRED, "BUS-BRA table")
-    folds, problems = _fold_of(root, split, [r["ID"] for r in rows]) if split.folds else ({}, [])
+    ids = [r["ID"] for r in rows]
+    folds, number, problems = _fold_of(root, split, ids) if split.folds else ({}, {}, [])
     listed = [
         {
             **r,
             "image": f"Images/{r['ID']}.png",
             "mask": f"Masks/{mask_name(r['ID'])}",
             "split": folds.get(r["ID"]) or "",
+            FOLD_COLUMN: number.get(r["ID"], ""),
         }
         for r in rows
     ]
+    # the published fold of each image is kept too (evaluation by=kFold: one row per fold)
+    metadata = [m for m in METADATA if m in header] + ([FOLD_COLUMN] if split.folds else [])
     cases, found = cases_from_rows(
         listed,
         root.resolve(),
         classes,
         _COLUMNS,
-        [*header, "image", "mask", "split"],
+        [*header, "image", "mask", "split", FOLD_COLUMN],
         str(root / DATA_FILE),
         class_map,
-        metadata=[m for m in METADATA if m in header],
+        metadata=metadata,
         dataset=dataset,
     )
     return finish_index(
