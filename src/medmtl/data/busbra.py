@@ -114,9 +114,7 @@ def _mark(value: str | None) -> float | None:
     return None if v != v else v
 
 
-def _fold_of(
-    root: Path, split: BusbraSplit, ids: Sequence[str]
-) -> tuple[dict, dict, list[str]]:
+def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, dict, list[str]]:
     """Each image's split and published fold from the fold file, and the file's problems."""
     path = root / FOLD_FILES[int(split.folds)]
     header, rows = read_csv_rows(path, ("ID", "kFold"), "fold file")

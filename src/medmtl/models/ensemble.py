@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import MultiTaskNet, gate_masks
+from medmtl.models.multitask import MultiTaskNet, gated
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -65,12 +65,4 @@ class EnsembleNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         out = average_outputs([m(x) for m in self.members])
         seg, cls = out["seg"], out["cls"]
-        if self.empty_mask_index is not None and not self.training and seg is not None:
-            seg = gate_masks(
-                seg,
-                cls,
-                self.empty_mask_index,
-                self.empty_mask_min_prob,
-                self.empty_mask_keep_above,
-            )
-        return {"seg": seg, "cls": cls}
+        return {"seg": gated(self, seg, cls), "cls": cls}

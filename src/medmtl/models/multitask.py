@@ -73,6 +73,18 @@ def gate_masks(
 GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above")
 
 
+def gated(
+    net: nn.Module, seg: torch.Tensor | None, cls: torch.Tensor | None
+) -> torch.Tensor | None:
+    """``seg`` through the gate of ``net`` (a network or an ensemble with ``empty_mask_index``
+    and the two thresholds): in eval mode only, and only with a gate set."""
+    if net.empty_mask_index is None or net.training or seg is None or cls is None:
+        return seg
+    return gate_masks(
+        seg, cls, net.empty_mask_index, net.empty_mask_min_prob, net.empty_mask_keep_above
+    )
+
+
 def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
     """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
     kw = dict(model)
@@ -213,12 +225,4 @@ class MultiTaskNet(nn.Module):
             decoded = self.decoder(features)
             seg = self.segmentation_head(decoded)
         cls = self.cls_head(features[-1]) if self.cls_head is not None else None
-        if self.empty_mask_index is not None and not self.training and seg is not None:
-            seg = gate_masks(
-                seg,
-                cls,
-                self.empty_mask_index,
-                self.empty_mask_min_prob,
-                self.empty_mask_keep_above,
-            )
-        return {"seg": seg, "cls": cls}
+        return {"seg": gated(self, seg, cls), "cls": cls}

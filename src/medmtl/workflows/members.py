@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmtl.data.datamodule import PREPROCESS_KEYS
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS
@@ -30,12 +31,7 @@ EVAL_DATA_KEYS = (
     "columns",
     "busbra",
     "leave_out",
-    "image_size",
-    "conversion",
-    "clahe",
-    "clahe_clip_limit",
-    "clahe_tile_grid",
-    "standardize",
+    *PREPROCESS_KEYS,
     "split_file",
     "split",
     "dedup",
