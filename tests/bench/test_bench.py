@@ -62,9 +62,10 @@ def test_inference_bench_tiny(tmp_path):
     onnx = float(
         next(ln for ln in text.splitlines() if ln.startswith("| ONNX")).split("|")[2].split()[0]
     )
-    assert (
-        abs(ratio - onnx / eager) < 0.02 * ratio + 0.01
-    )  # the ratio comes from the two measurements
+    # the ratio comes from the two measurements, which the table rounds to 0.1 ms (1.7 ms is
+    # 1.65..1.75: up to 3 % off, more than a fixed tolerance allows for a fast model)
+    rounding = 0.05 / eager + 0.05 / onnx
+    assert abs(ratio - onnx / eager) <= ratio * (rounding + 0.005) + 0.01
 
 
 def test_train_bench_tiny(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ def _key(case: Case, settings: PreprocessSettings, thumb_size: int) -> str:
     return h.hexdigest()
 
 
+# numpy parses an .npy header with ast.literal_eval, which is not thread-safe in CPython 3.11
+# (python/cpython#106905: "SystemError: AST constructor recursion depth mismatch", seen here
+# with two loader threads); reading a small cached file is quick, so the reads take turns
+_READ_LOCK = threading.Lock()
+
+
 def _load_or_build(
     case: Case, settings: PreprocessSettings, cache_dir: Path | None, thumb_size: int
 ) -> CachedCase:
@@ -97,7 +104,7 @@ def _load_or_build(
     file = cache_dir / f"{_key(case, settings, thumb_size)}.npz"
     if file.exists():
         try:
-            with np.load(file) as z:
+            with _READ_LOCK, np.load(file) as z:
                 return CachedCase(z["image"], z["mask"], z["thumb"])
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)

@@ -211,7 +211,7 @@ def open_model(path: str | Path) -> OpenedModel:
             f"{p}: an exported ONNX model; this command evaluates PyTorch models: give {what} "
             "it was exported from (medmtl-predict runs ONNX models)."
         )
-    if p.is_file():
+    if p.is_file() or p.suffix == ".ckpt":  # a missing .ckpt: from_checkpoint says so
         module, ckpt = MultiTaskModule.from_checkpoint(p)
         run_metrics = p.resolve().parent.parent / "metrics.json"
         tta = bool(_read_metrics(run_metrics).get("tta")) if run_metrics.is_file() else False
