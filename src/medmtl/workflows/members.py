@@ -201,8 +201,9 @@ def _read_metrics(path: Path) -> dict:
 def open_model(path: str | Path) -> OpenedModel:
     """Open a checkpoint, a run folder, an ensemble folder or a sweep folder as one model.
 
-    An ensemble folder keeps its members' gate (``empty_mask_class`` of its metrics.json); a
-    sweep folder is the ensemble of its finished jobs (ensembles inside it aside).
+    An ensemble folder keeps the gate, its thresholds and the test-time flip it was evaluated
+    with (its metrics.json); a sweep folder is the ensemble of its finished jobs (ensembles
+    inside it aside), with the settings of ``<sweep>/ensemble`` where that exists.
     """
     p = Path(str(path)).expanduser()
     what = "a checkpoint (.ckpt), a run folder, an ensemble folder or a sweep folder"
@@ -225,16 +226,15 @@ def open_model(path: str | Path) -> OpenedModel:
     metrics = _read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
     if "ensemble/members" in metrics:
         runs = _ensemble_members(p, metrics)
-        gate = metrics.get("empty_mask_class", "as_trained")
-        tta = bool(metrics.get("ensemble/tta"))
+        own = metrics
     else:
         runs = find_members([p])
-        gate, tta = "as_trained", False
-        if (p / "ensemble" / "metrics.json").is_file():
-            tta = bool(_read_metrics(p / "ensemble" / "metrics.json").get("ensemble/tta"))
-    module, data, hps = build_ensemble(runs, gate)
-    if "ensemble/members" in metrics:  # the gate thresholds it was evaluated with
-        set_gate(module, metrics)
+        # the sweep's own ensemble (EnsembleAfterSweep), if any: its flip and gate settings
+        inside = p / "ensemble" / "metrics.json"
+        own = _read_metrics(inside) if inside.is_file() else {}
+    module, data, hps = build_ensemble(runs, own.get("empty_mask_class", "as_trained"))
+    set_gate(module, own)  # the gate thresholds it was evaluated with
+    tta = bool(own.get("ensemble/tta"))
     record = {
         "ckpt_path": str(p),
         "ensemble/members": [str(r) for r in runs],
