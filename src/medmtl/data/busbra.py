@@ -81,9 +81,9 @@ class BusbraSplit:
             )
         if out.folds is None:
             return out
-        for key, value in (("test_fold", t) for t in out.test_fold):
-            if not 1 <= value <= out.folds:
-                raise ConfigError(f"data.busbra.{key}={value}: must be in 1..{out.folds}.")
+        for t in out.test_fold:
+            if not 1 <= t <= out.folds:
+                raise ConfigError(f"data.busbra.test_fold={t}: must be in 1..{out.folds}.")
         if not out.test_fold or len(set(out.test_fold)) != len(out.test_fold):
             raise ConfigError(
                 f"data.busbra.test_fold={list(out.test_fold)}: give one fold or distinct folds."

@@ -108,10 +108,7 @@ def check_given_split(
     A patient (the data set's group) on two sides is an error: it leaks. Near duplicates on
     two sides are the data set's choice: logged, and listed in the split file's pairs.
     """
-    sides: dict[str, set[str]] = {}
-    for case, s in zip(cases, split, strict=True):
-        if case.group is not None:
-            sides.setdefault(case.group, set()).add(s)
+    sides = patient_sides(split, cases)
     crossing = sorted(g for g, s in sides.items() if len(s) > 1)
     if crossing:
         raise DataError(
@@ -133,14 +130,19 @@ def check_given_split(
     return list(split)
 
 
-def train_val_mixed(split: Sequence[str], cases: Sequence) -> list[str]:
-    """The patients (the data set's groups) that a given split puts on both the training and
-    the validation side, and on no other (the repairable mix; a patient in test is not)."""
+def patient_sides(split: Sequence[str], cases: Sequence) -> dict[str, set[str]]:
+    """The sides of a split each patient (the data set's group) has images on."""
     sides: dict[str, set[str]] = {}
     for case, s in zip(cases, split, strict=True):
         if case.group is not None:
             sides.setdefault(case.group, set()).add(s)
-    return sorted(g for g, s in sides.items() if s == {"train", "val"})
+    return sides
+
+
+def train_val_mixed(split: Sequence[str], cases: Sequence) -> list[str]:
+    """The patients (the data set's groups) that a given split puts on both the training and
+    the validation side, and on no other (the repairable mix; a patient in test is not)."""
+    return sorted(g for g, s in patient_sides(split, cases).items() if s == {"train", "val"})
 
 
 def repair_given_split(

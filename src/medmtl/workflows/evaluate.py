@@ -33,7 +33,13 @@ from medmtl.models.multitask import GATE_KEYS, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
-from medmtl.reporting.per_image import PerImage, metrics_dict, restrict, write_predictions
+from medmtl.reporting.per_image import (
+    PerImage,
+    metrics_dict,
+    restrict,
+    segmentation,
+    write_predictions,
+)
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
@@ -144,8 +150,7 @@ def score_split(
     else:
         metrics = dict(module.results[split])
         if per is not None and per.tp is not None:  # a count the torch metrics do not keep
-            key = f"{split}/empty_lesion_rate"
-            metrics[key] = metrics_dict(per, split)[key]
+            metrics[f"{split}/empty_lesion_rate"] = float(segmentation(per)["empty_lesion_rate"][0])
     metrics["eval/classes"] = eval_classes
     columns = list(by)
     if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
