@@ -49,11 +49,14 @@ bench: install
 	$(VENV)/bin/medmtl-bench train
 	$(VENV)/bin/medmtl-bench serve
 
+# two workers (pytest-xdist), a test file each at a time so that its fixtures are built once;
+# TEST_WORKERS=0 runs the suite in this process
+TEST_WORKERS ?= 2
 test: install
-	WANDB_MODE=disabled $(PY) -m pytest -q
+	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-full: install
-	WANDB_MODE=disabled $(PY) -m pytest -q -m ""
+	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""
 
 lint: install
 	$(VENV)/bin/ruff check src tests

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medmtl.errors import ConfigError
-from medmtl.training.losses import CLS_LOSSES, SEG_LOSSES, MultiTaskLoss
+from medmtl.training.losses import CLS_LOSSES, SEG_LOSSES, MultiTaskLoss, presence_loss
 
 
 def _batch():
@@ -69,3 +69,24 @@ def test_bad_loss_config():
         MultiTaskLoss(seg="dyce")
     with pytest.raises(ConfigError, match="λ must be a number in"):
         MultiTaskLoss(seg_weight=1.5)
+    with pytest.raises(ConfigError, match="loss.presence_weight=-1"):
+        MultiTaskLoss(presence_weight=-1)
+
+
+def test_presence_term_penalises_an_empty_mask_on_a_lesion_image():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, 0, 2:4, 2:4] = 1  # image 0 has a lesion, image 1 none
+    empty = torch.full((2, 1, 8, 8), -6.0)  # no pixel anywhere
+    found = empty.clone()
+    found[0, 0, 6, 6] = 6.0  # a confident pixel on image 0, even outside its lesion
+    assert presence_loss(empty, mask) > 1.0 > 0.01 > presence_loss(found, mask)
+    wrong = found.clone()
+    wrong[1, 0, 0, 0] = 6.0  # a confident pixel on the lesion-free image
+    assert presence_loss(wrong, mask) > 1.0
+    # the term only enters the total when asked for, with its weight
+    out = {"seg": found, "cls": torch.zeros(2, 3)}
+    label = torch.tensor([1, 0])
+    off = MultiTaskLoss()(out, mask, label)
+    on = MultiTaskLoss(presence_weight=0.5)(out, mask, label)
+    assert "loss_presence" not in off
+    assert torch.allclose(on["loss"], off["loss"] + 0.5 * on["loss_presence"])

@@ -16,8 +16,10 @@ from medmtl.reporting.per_image import (
     PerImage,
     compute_metrics,
     metrics_dict,
+    read_masks,
     read_predictions,
     restrict,
+    write_masks,
     write_predictions,
 )
 from medmtl.reporting.tables import build_table, collect_runs, table_cells
@@ -105,7 +107,14 @@ def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
 
     out = tmp_path / "ext"
     cfg = compose_cfg(
-        [f"ckpt_path={tiny_ckpt}", "data=busbra", f"data.root={busbra}", "split=all", "by=Device"],
+        [
+            f"ckpt_path={tiny_ckpt}",
+            "data=busbra",
+            f"data.root={busbra}",
+            "split=all",
+            "by=Device",
+            "save_masks=true",
+        ],
         out,
         cache_dir,
         config_name="eval",
@@ -129,6 +138,13 @@ def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
         if isinstance(value, float) and np.isfinite(value):
             tol = 1e-4 if key.endswith(("auc", "ece")) else 1e-6
             assert metrics[key] == pytest.approx(value, abs=tol), key
+    # save_masks=true: the images and the masks that were scored, in the file's image order
+    masks = read_masks(out / "masks_all.npz")
+    assert list(masks["ids"]) == per.ids and masks["image"].shape == (24, 64, 64)
+    assert masks["image"].dtype == np.uint8 and masks["image"].max() > 0
+    tp = (masks["truth"] & masks["pred"]).sum((1, 2))
+    assert np.array_equal(masks["truth"].sum((1, 2)), per.gt)
+    assert np.array_equal(masks["pred"].sum((1, 2)), per.pred) and np.array_equal(tp, per.tp)
     malignant = per.label == 1
     assert saved["all/cls_auc"] == pytest.approx(roc_auc_score(malignant, per.prob[:, 1]), abs=1e-6)
     # by=Device: each scanner's numbers, in metrics.json and as a table with CIs
@@ -185,3 +201,67 @@ def test_tables_accept_external_evaluations(tiny_ckpt, busbra, tmp_path, cache_d
         acc = row[header.index("Acc")]
         assert acc[0].isdigit() and "[" in acc  # a value and its bootstrap CI over the images
         assert row[header.index("Dice lesion")][0].isdigit()
+
+
+def _evaluation(folder, ids, truth, pred, label):
+    """A constructed medmtl-eval folder: metrics.json, predictions_test.csv, masks_test.npz."""
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"eval/split": "test"}))
+    per = PerImage(
+        ids=ids,
+        classes=MODEL,
+        label=label,
+        prob=np.full((len(ids), 3), 1 / 3),
+        tp=(truth & pred).sum((1, 2)),
+        gt=truth.sum((1, 2)),
+        pred=pred.sum((1, 2)),
+        split="test",
+    )
+    write_predictions(folder / "predictions_test.csv", per)
+    samples = {
+        "index": np.arange(len(ids))[::-1].copy(),  # the test run's batch order is not the file's
+        "image": np.zeros((len(ids), 1, 8, 8), np.uint8)[::-1],
+        "mask": truth[::-1, None],
+        "pred_mask": pred[::-1, None],
+    }
+    write_masks(folder / "masks_test.npz", ids, samples)
+
+
+def test_compare_two_evaluations_picks_where_they_disagree(tmp_path):
+    """medmtl-compare evals=[a,b]: the lesion images where b beats a most, then the reverse."""
+    from medmtl.errors import DataError
+    from medmtl.workflows.compare import compare_evaluations, compare_evaluations_to_file
+
+    n = 6
+    truth = np.zeros((n, 8, 8), bool)
+    truth[1:, 2:6, 2:6] = True  # image 0 is normal, 1-5 have a 4x4 lesion
+    a = np.zeros_like(truth)
+    b = np.zeros_like(truth)
+    a[2, 2:6, 2:6] = True  # a finds lesion 2 (Dice 1), b misses it
+    b[3, 2:6, 2:6] = b[4, 2:4, 2:6] = True  # b finds 3 (Dice 1) and half of 4 (2/3), a misses
+    a[0] = a[5] = b[5] = True  # a false positive on the normal image; 5: the same for both
+    ids = [f"img{i}" for i in range(n)]
+    label = np.array([0, 1, 1, 2, 2, 1])
+    _evaluation(tmp_path / "a", ids, truth, a, label)
+    _evaluation(tmp_path / "b", ids, truth, b, label)
+    masks = read_masks(tmp_path / "a" / "masks_test.npz")
+    assert np.array_equal(masks["pred"], a) and list(masks["ids"]) == ids  # in the file's order
+    fig = compare_evaluations([tmp_path / "a", tmp_path / "b"], n=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    rows = [t.split("\n")[0] for t in titles if t.startswith("img")]
+    # b's gains first (largest first), then a's; neither the normal image nor the tie
+    assert rows == ["img3", "img4", "img2"]
+    assert "b\nDice 0.667" in titles and "a\nDice 1.000" in titles
+    out = compare_evaluations_to_file([tmp_path / "a", tmp_path / "b"], out=tmp_path / "c.png")
+    assert out.stat().st_size > 0
+    from medmtl.cli.compare import _run
+
+    assert _run([f"evals=[{tmp_path / 'a'},{tmp_path / 'b'}]", f"out={tmp_path / 'd.png'}"]) == 0
+    assert (tmp_path / "d.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="drop ckpt_paths="):
+        _run([f"evals=[{tmp_path / 'a'}]", "ckpt_paths=[x.ckpt]"])
+    (tmp_path / "a" / "masks_test.npz").unlink()
+    with pytest.raises(DataError, match="save_masks=true"):
+        compare_evaluations([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ConfigError, match="two evaluation folders"):
+        compare_evaluations([tmp_path / "b"])

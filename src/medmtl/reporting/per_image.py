@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.errors import DataError
-from medmtl.io.files import atomic_write_text
+from medmtl.io.files import atomic_path, atomic_write_text
 from medmtl.metrics import calibration, dice_iou, overall_score
 
 
@@ -190,6 +190,41 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         row += [p.meta[k][i] for k in p.meta]
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
+
+
+def write_masks(path: str | Path, ids: Sequence[str], samples: dict) -> Path:
+    """``masks_<split>.npz``: each evaluated image (8-bit), its ground truth and the mask that
+    was scored (gate, flip and post-processing applied), on the model's input grid, in ``ids``
+    order (that of ``predictions_<split>.csv``), written atomically.
+
+    ``samples``: the test run's per-image outputs (``index``, ``image``, ``mask``,
+    ``pred_mask``, as :meth:`MultiTaskModule.test_samples` returns them)."""
+    index = np.asarray(samples["index"])
+    order = np.argsort(index, kind="stable")
+    keep = order[np.r_[True, index[order][1:] != index[order][:-1]]]  # one entry per image
+    if len(keep) != len(ids):
+        raise DataError(f"{path}: {len(keep)} evaluated images for {len(ids)} predictions.")
+    arrays = {k: np.asarray(samples[k])[keep][:, 0] for k in ("image", "mask", "pred_mask")}
+    with atomic_path(path) as tmp:
+        np.savez_compressed(
+            tmp,
+            ids=np.array(list(ids)),
+            image=arrays["image"].astype(np.uint8),
+            truth=arrays["mask"].astype(bool),
+            pred=arrays["pred_mask"].astype(bool),
+        )
+    return Path(path)
+
+
+def read_masks(path: str | Path) -> dict[str, np.ndarray]:
+    """What :func:`write_masks` wrote: ``ids``, ``image``, ``truth``, ``pred``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: f[k] for k in ("ids", "image", "truth", "pred")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not a readable masks file of medmtl-eval ({exc}).") from exc
+    out["ids"] = out["ids"].astype(str)
+    return out
 
 
 def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> PerImage:

@@ -3,6 +3,8 @@
 Combined loss (the study's convention): ``L = λ·L_seg + (1 − λ)·L_cls`` with
 ``λ = loss.seg_weight``; or learned homoscedastic-uncertainty weighting (Kendall et al., 2018):
 ``L = Σ_t exp(−s_t)·L_t + s_t`` with one learned log-variance ``s_t`` per task.
+Either way ``loss.presence_weight`` adds a lesion-presence term on the mask alone
+(:func:`presence_loss`), so that the segmenter is penalised for leaving a lesion image empty.
 """
 
 from __future__ import annotations
@@ -93,6 +95,16 @@ def build_cls_loss(
     raise ConfigError(f"loss.cls={name!r} is unknown; choose one of {', '.join(CLS_LOSSES)}.")
 
 
+def presence_loss(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between each image's highest mask logit and "has a lesion".
+
+    A detection term (multiple-instance style): a lesion image whose mask is empty everywhere
+    and a lesion-free image with any confident pixel are both penalised, whatever the overlap.
+    """
+    present = (mask.flatten(1).amax(1) > 0.5).to(seg_logits.dtype)
+    return F.binary_cross_entropy_with_logits(seg_logits.flatten(1).amax(1), present)
+
+
 def check_loss_config(loss: dict) -> None:
     """Refuse unknown loss names and a λ outside [0, 1] (``loss``: the ``loss`` config group)."""
     for key, known in (("seg", SEG_LOSSES), ("cls", CLS_LOSSES), ("weighting", WEIGHTINGS)):
@@ -107,6 +119,14 @@ def check_loss_config(loss: dict) -> None:
     if not 0.0 <= lam <= 1.0:
         raise ConfigError(
             f"loss.seg_weight={loss.get('seg_weight')}: λ must be a number in [0, 1]."
+        )
+    try:
+        presence = float(loss.get("presence_weight", 0.0))
+    except (TypeError, ValueError):
+        presence = float("nan")
+    if not presence >= 0.0:
+        raise ConfigError(
+            f"loss.presence_weight={loss.get('presence_weight')}: must be a number ≥ 0 (0: off)."
         )
 
 
@@ -126,13 +146,21 @@ class MultiTaskLoss(nn.Module):
         focal_gamma: float = 2.0,
         tversky_alpha: float = 0.3,
         tversky_beta: float = 0.7,
+        presence_weight: float = 0.0,
     ) -> None:
         super().__init__()
         check_loss_config(
-            {"seg": seg, "cls": cls, "weighting": weighting, "seg_weight": seg_weight}
+            {
+                "seg": seg,
+                "cls": cls,
+                "weighting": weighting,
+                "seg_weight": seg_weight,
+                "presence_weight": presence_weight,
+            }
         )
         self.task = task
         self.seg_weight = float(seg_weight)
+        self.presence_weight = float(presence_weight) if task != "cls" else 0.0
         self.weighting = weighting
         self.seg_loss = (
             build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
@@ -166,6 +194,8 @@ class MultiTaskLoss(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         if self.seg_loss is not None:
             parts["loss_seg"] = self.seg_loss(out["seg"], mask)
+        if self.presence_weight > 0:
+            parts["loss_presence"] = presence_loss(out["seg"], mask)
         if self.cls_loss is not None:
             parts["loss_cls"] = self.cls_loss(out["cls"], label)
         if self.task == "seg":
@@ -182,5 +212,7 @@ class MultiTaskLoss(nn.Module):
             )
         else:
             total = self.seg_weight * parts["loss_seg"] + (1 - self.seg_weight) * parts["loss_cls"]
+        if "loss_presence" in parts:
+            total = total + self.presence_weight * parts["loss_presence"]
         parts["loss"] = total
         return parts

@@ -267,6 +267,7 @@ class MultiTaskModule(L.LightningModule):
             "empty_mask_keep_above": getattr(self.net, "empty_mask_keep_above", None),
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
+            "loss/presence_weight": self.criterion.presence_weight,
         }
         out.update({f"loss/{k}": v for k, v in self.criterion.task_weights().items()})
         return out

@@ -1,7 +1,9 @@
-"""medmtl-compare: the same images with the ground truth and each checkpoint's mask (Q6/Q7)."""
+"""medmtl-compare: the same images with the ground truth and each checkpoint's mask (Q6/Q7),
+or, from two evaluations (``medmtl-eval ... save_masks=true``), the images where they disagree."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,13 +11,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medmtl.data.build import datamodule_from_config
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, DataError
 from medmtl.inference.core import load_for_model, mask_at_original_size, predict_batch
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.image import read_mask
 from medmtl.metrics import mask_dice
-from medmtl.reporting.compare import Panel, comparison_figure, pick_cases
+from medmtl.reporting.compare import Panel, comparison_figure, pick_cases, pick_disagreements
 from medmtl.reporting.figures import save_figure
+from medmtl.reporting.per_image import PerImage, read_masks, read_predictions
 
 
 def compare_checkpoints(
@@ -62,6 +65,49 @@ def compare_checkpoints(
     return comparison_figure(rows)
 
 
+def _evaluation(folder: Path) -> tuple[str, PerImage, dict[str, np.ndarray]]:
+    """An evaluation folder's split, predictions and masks (``save_masks=true``)."""
+    metrics = folder / "metrics.json"
+    if not metrics.is_file():
+        raise DataError(f"{folder}: no metrics.json; give the folders medmtl-eval wrote.")
+    split = json.loads(metrics.read_text()).get("eval/split", "test")
+    masks = folder / f"masks_{split}.npz"
+    if not masks.is_file():
+        raise DataError(
+            f"{masks}: not found; evaluate again with save_masks=true to keep the masks."
+        )
+    return split, read_predictions(folder / f"predictions_{split}.csv"), read_masks(masks)
+
+
+def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
+    """Two evaluations of the same images: rows are the lesion images where the second model's
+    mask beats the first's most (the first misses), then the reverse; columns image | ground
+    truth | each model's scored mask with its Dice."""
+    if len(folders) != 2:
+        raise ConfigError(f"evals= takes two evaluation folders, got {len(folders)}.")
+    a, b = (Path(str(f)).expanduser() for f in folders)
+    (_, per_a, m_a), (_, per_b, m_b) = _evaluation(a), _evaluation(b)
+    if per_a.ids != per_b.ids or list(m_a["ids"]) != per_a.ids or list(m_b["ids"]) != per_b.ids:
+        raise ConfigError(f"{a} and {b} evaluated other images; compare like with like.")
+    if per_a.dice is None or per_b.dice is None:
+        raise ConfigError("evals=: both evaluations need a segmentation head.")
+    picks = pick_disagreements(per_a.dice, per_b.dice, per_a.gt > 0, n)
+    if not picks:
+        raise DataError(f"{a} and {b}: no lesion image where their masks' Dice differ.")
+    rows = []
+    for i in picks:
+        image = m_a["image"][i]
+        rows.append(
+            [
+                Panel(f"{per_a.ids[i]}\n{per_a.classes[per_a.label[i]]}", image),
+                Panel("ground truth", image, m_a["truth"][i], truth=True),
+                Panel(f"{a.name}\nDice {per_a.dice[i]:.3f}", image, m_a["pred"][i]),
+                Panel(f"{b.name}\nDice {per_b.dice[i]:.3f}", image, m_b["pred"][i]),
+            ]
+        )
+    return comparison_figure(rows)
+
+
 def compare_to_file(
     ckpt_paths: Sequence[str | Path],
     split: str = "test",
@@ -72,3 +118,11 @@ def compare_to_file(
     """Draw :func:`compare_checkpoints` and save it (default ``compare_<split>.png``)."""
     fig = compare_checkpoints(ckpt_paths, split, n, data_root)
     return save_figure(fig, Path(out or f"compare_{split}.png"))
+
+
+def compare_evaluations_to_file(
+    folders: Sequence[str | Path], n: int = 8, out: str | Path | None = None
+) -> Path:
+    """Draw :func:`compare_evaluations` and save it (default ``compare_evaluations.png``)."""
+    fig = compare_evaluations(folders, n)
+    return save_figure(fig, Path(out or "compare_evaluations.png"))

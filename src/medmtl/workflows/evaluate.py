@@ -38,6 +38,7 @@ from medmtl.reporting.per_image import (
     metrics_dict,
     restrict,
     segmentation,
+    write_masks,
     write_predictions,
 )
 from medmtl.reporting.summary import print_metrics, write_json
@@ -169,14 +170,18 @@ def write_split_outputs(
     per: PerImage | None,
     groups: dict[str, list[Group]],
     run_csv: Path | None = None,
+    save_masks: bool = False,
 ) -> list[Path]:
-    """``predictions_<split>.csv``, ``by_<column>.md|csv`` and the evaluation figures."""
+    """``predictions_<split>.csv``, ``by_<column>.md|csv``, the evaluation figures and, with
+    ``save_masks``, ``masks_<split>.npz`` (the images and the masks that were scored)."""
     write_per_image(out_dir, per)
     for column, g in groups.items():
         for fmt in ("md", "csv"):
             atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt))
         log.info("By %s:\n%s", column, render(g, "md"))
     samples = module.test_samples()
+    if save_masks and per is not None:
+        write_masks(out_dir / f"masks_{split}.npz", per.ids, samples)
     classes = list(module.class_names)
     if per is not None and per.prob is not None and list(per.classes) != classes:
         # the figures show what was scored: the data's classes, in image order
@@ -193,6 +198,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_third_party()
     opened = open_model(cfg.ckpt_path)
     module = opened.module
+    if cfg.get("save_masks") and module.task == "cls":
+        raise ConfigError("save_masks=true: this model has no segmentation head; drop the option.")
     module.use_channels_last(bool(cfg.get("channels_last", False)))
     tta = cfg.get("tta")
     module.tta = opened.tta if tta is None else bool(tta)
@@ -234,6 +241,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         class_map=cfg.get("class_map"),
         by=[by] if isinstance(by, str) else list(by),
         adapt=str(cfg.get("adapt") or "none"),
+        save_masks=bool(cfg.get("save_masks", False)),
     )
 
 
@@ -248,6 +256,7 @@ def test_module(
     class_map: Mapping | None = None,
     by: Sequence[str] = (),
     adapt: str = "none",
+    save_masks: bool = False,
 ) -> dict[str, Any]:
     """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
@@ -286,7 +295,7 @@ def test_module(
         metrics["eval/class_map"] = mapping
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         write_json(out_dir / "metrics.json", metrics)
-        write_split_outputs(out_dir, module, split, metrics, per, groups, run_csv)
+        write_split_outputs(out_dir, module, split, metrics, per, groups, run_csv, save_masks)
         print_metrics(metrics, (split,))
         log.info("Wrote %s", out_dir / "metrics.json")
     return metrics
