@@ -280,40 +280,19 @@ def test_an_ensemble_folder_is_evaluated_on_another_data_set(
     assert np.allclose(sweep.prob, per.prob, atol=1e-6) and np.array_equal(sweep.pred, per.pred)
 
 
-def test_options_that_would_be_ignored_are_refused(tiny_run, busbra, tmp_path):
+def test_options_that_would_be_ignored_are_refused(tiny_run, busbra, tmp_path, cache_dir):
     """data_root= of a phantom ensemble used to score the phantom silently; an ONNX model
-    given to medmtl-eval failed in torch.load."""
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.ensemble",
-            str(tiny_run),
-            f"out={tmp_path / 'e'}",
-            f"data_root={busbra}",
-            "split=all",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 2, res.stderr[-2000:]
-    line = res.stderr.strip().splitlines()[-1]
-    assert line.startswith("medmtl: error: data.root=") and "would be ignored" in line
+    given to medmtl-eval failed in torch.load. (In process: tests/cli/test_errors.py checks
+    that every command turns such a refusal into one line and exit 2.)"""
+    from medmtl.cli.ensemble import _run
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.evaluate import evaluate
+    from tests.conftest import compose_cfg
+
+    with pytest.raises(ConfigError, match=r"^data\.root=.*would be ignored"):
+        _run([str(tiny_run), f"out={tmp_path / 'e'}", f"data_root={busbra}", "split=all"])
     assert not (tmp_path / "e" / "metrics.json").exists()
     (tmp_path / "m.onnx").write_bytes(b"onnx")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.eval",
-            f"ckpt_path={tmp_path / 'm.onnx'}",
-            f"hydra.run.dir={tmp_path / 'ev'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 2
-    assert "an exported ONNX model; this command evaluates PyTorch models" in res.stderr
-    assert "Traceback" not in res.stderr
+    cfg = compose_cfg([f"ckpt_path={tmp_path / 'm.onnx'}"], tmp_path / "ev", cache_dir, "eval")
+    with pytest.raises(ConfigError, match="an exported ONNX model; this command evaluates PyTorch"):
+        evaluate(cfg)

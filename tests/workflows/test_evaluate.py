@@ -228,7 +228,7 @@ def _evaluation(folder, ids, truth, pred, label):
 
 
 def test_compare_two_evaluations_picks_where_they_disagree(tmp_path):
-    """medmtl-compare evals=[a,b]: the lesion images where b beats a most, then the reverse."""
+    """medmtl-compare evals=[a,b]: the images where b beats a most, then the reverse."""
     from medmtl.errors import DataError
     from medmtl.workflows.compare import compare_evaluations, compare_evaluations_to_file
 
@@ -249,8 +249,9 @@ def test_compare_two_evaluations_picks_where_they_disagree(tmp_path):
     fig = compare_evaluations([tmp_path / "a", tmp_path / "b"], n=4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     rows = [t.split("\n")[0] for t in titles if t.startswith("img")]
-    # b's gains first (largest first), then a's; neither the normal image nor the tie
-    assert rows == ["img3", "img4", "img2"]
+    # b's gains first (largest first: a's false positive on the normal image, the lesion a
+    # missed, the half-found one), then a's; never the tie
+    assert rows == ["img0", "img3", "img4", "img2"]
     assert "b\nDice 0.667" in titles and "a\nDice 1.000" in titles
     out = compare_evaluations_to_file([tmp_path / "a", tmp_path / "b"], out=tmp_path / "c.png")
     assert out.stat().st_size > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from medmtl.errors import MedmtlError
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.evaluate import evaluate
@@ -232,14 +233,15 @@ def test_unknown_encoder_is_one_line(tmp_path, cache_dir):
 
 
 def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
+    """In process; tests/cli/test_errors.py checks that medmtl-eval makes it one line, exit 2."""
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    res = _cli("medmtl.cli.eval", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'e'}")
-    assert res.returncode == 2 and "not a loadable checkpoint" in res.stderr
+    with pytest.raises(MedmtlError, match="not a loadable checkpoint"):
+        evaluate(make_cfg([f"ckpt_path={bad}"], name="e", config_name="eval"))
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, other)
-    res = _cli("medmtl.cli.eval", f"ckpt_path={other}", f"hydra.run.dir={tmp_path / 'e2'}")
-    assert res.returncode == 2 and "not from medmtl-train" in res.stderr
+    with pytest.raises(MedmtlError, match="not from medmtl-train"):
+        evaluate(make_cfg([f"ckpt_path={other}"], name="e2", config_name="eval"))
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 medmtl-compare ckpt_paths=[stl.ckpt,mtl.ckpt] [split=test] [n=12] [out=compare_test.png] [data_root=...]
 medmtl-compare evals=[<eval folder>,<eval folder>] [n=8] [out=compare_evaluations.png]
   two medmtl-eval runs of the same images with save_masks=true (e.g. two models on another
-  hospital's images): the lesion images where the second beats the first most, then the reverse
+  hospital's images): the images where the second beats the first most, then the reverse
 """
 
 from __future__ import annotations

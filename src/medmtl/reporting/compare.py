@@ -27,13 +27,12 @@ def pick_cases(labels: Sequence[int], n: int) -> list[int]:
     return [order[int(round(k * (len(order) - 1) / max(n - 1, 1)))] for k in range(n)]
 
 
-def pick_disagreements(
-    dice_a: np.ndarray, dice_b: np.ndarray, lesion: np.ndarray, n: int
-) -> list[int]:
-    """Up to ``n`` lesion images where two models' Dice differ most: about half where the
-    second does better (the first misses), then half the reverse, largest difference first;
-    an image where both score the same is never picked."""
-    gain = np.where(lesion, dice_b - dice_a, 0.0)
+def pick_disagreements(dice_a: np.ndarray, dice_b: np.ndarray, n: int) -> list[int]:
+    """Up to ``n`` images where two models' Dice differ most: about half where the second
+    does better (the first misses a lesion, or marks one on a normal image, which scores 0),
+    then half the reverse, largest difference first; an image where both score the same is
+    never picked."""
+    gain = np.asarray(dice_b, dtype=float) - np.asarray(dice_a, dtype=float)
     better_b = [int(i) for i in np.argsort(-gain, kind="stable") if gain[i] > 0]
     better_a = [int(i) for i in np.argsort(gain, kind="stable") if gain[i] < 0]
     first = min(len(better_b), max(n - len(better_a), (n + 1) // 2))

@@ -80,9 +80,9 @@ def _evaluation(folder: Path) -> tuple[str, PerImage, dict[str, np.ndarray]]:
 
 
 def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
-    """Two evaluations of the same images: rows are the lesion images where the second model's
-    mask beats the first's most (the first misses), then the reverse; columns image | ground
-    truth | each model's scored mask with its Dice."""
+    """Two evaluations of the same images: rows are the images where the second model's mask
+    beats the first's most (a lesion the first misses, a normal image it marks), then the
+    reverse; columns image | ground truth | each model's scored mask with its Dice."""
     if len(folders) != 2:
         raise ConfigError(f"evals= takes two evaluation folders, got {len(folders)}.")
     a, b = (Path(str(f)).expanduser() for f in folders)
@@ -91,9 +91,9 @@ def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
         raise ConfigError(f"{a} and {b} evaluated other images; compare like with like.")
     if per_a.dice is None or per_b.dice is None:
         raise ConfigError("evals=: both evaluations need a segmentation head.")
-    picks = pick_disagreements(per_a.dice, per_b.dice, per_a.gt > 0, n)
+    picks = pick_disagreements(per_a.dice, per_b.dice, n)
     if not picks:
-        raise DataError(f"{a} and {b}: no lesion image where their masks' Dice differ.")
+        raise DataError(f"{a} and {b}: no image where their masks' Dice differ.")
     rows = []
     for i in picks:
         image = m_a["image"][i]
