@@ -85,3 +85,47 @@ def test_adabn_changes_only_the_normalisation_statistics():
     assert any(not torch.allclose(moved[k], stats[k], atol=1e-3) for k in stats)
     assert not net.training and all(not m.training for m in batchnorm_layers(net))
     assert all(m.momentum == 0.1 for m in batchnorm_layers(net))  # restored
+
+
+@pytest.mark.parametrize("kind", ["group", "instance"])
+def test_norm_option_replaces_every_batch_norm_and_keeps_the_pretrained_affine(kind):
+    """model.norm=group|instance: no batch-norm layer (no stored statistics) is left in the
+    Lite0 encoder or the decoder, the pretrained scales are kept, and each image is normalised
+    by itself: its outputs do not depend on the other images of the batch."""
+    from torch import nn
+
+    from medmtl.errors import ConfigError
+    from medmtl.models.norm import num_groups
+
+    torch.manual_seed(0)
+    plain = MultiTaskNet(encoder="tu-efficientnet_lite0", encoder_weights="lite0_offline")
+    torch.manual_seed(0)
+    net = MultiTaskNet(encoder="tu-efficientnet_lite0", encoder_weights="lite0_offline", norm=kind)
+    assert not batchnorm_layers(net)
+    groups = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(groups) == len(batchnorm_layers(plain)) > 20
+    bn = batchnorm_layers(plain)[0]
+    assert torch.equal(groups[0].weight, bn.weight) and torch.equal(groups[0].bias, bn.bias)
+    for g in groups:
+        expected = g.num_channels if kind == "instance" else num_groups(g.num_channels, kind)
+        assert g.num_groups == expected and g.num_channels % g.num_groups == 0
+    # the activation of timm's norm+act layers is kept (EfficientNet-Lite uses ReLU6)
+    assert any(isinstance(getattr(g, "act", None), nn.ReLU6) for g in groups)
+    net.eval()
+    x = torch.randn(4, 1, 64, 64)
+    with torch.no_grad():
+        alone = net(x[:1])
+        together = net(torch.cat([x[:1], 3 * x[1:] + 2]))
+    assert torch.allclose(alone["seg"], together["seg"][:1], atol=1e-4)
+    assert torch.allclose(alone["cls"], together["cls"][:1], atol=1e-4)
+    with pytest.raises(ConfigError, match="no batch-norm layer to adapt"):
+        adapt_batchnorm(net, [x])
+    with pytest.raises(ConfigError, match="model.norm='layer'"):
+        MultiTaskNet(encoder="resnet18", norm="layer")
+
+
+def test_group_counts_divide_the_channels():
+    from medmtl.models.norm import num_groups
+
+    assert [num_groups(c, "group") for c in (16, 24, 40, 64, 112, 320)] == [8, 12, 20, 32, 28, 32]
+    assert num_groups(40, "instance") == 40

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from medmtl.errors import ConfigError
+
 ADAPT_CHOICES = ("none", "bn")
 
 
@@ -30,7 +32,10 @@ def adapt_batchnorm(net: nn.Module, images: Iterable[torch.Tensor]) -> int:
     """
     layers = batchnorm_layers(net)
     if not layers:
-        raise ValueError("adapt=bn: the network has no batch-norm layer to adapt.")
+        raise ConfigError(
+            "adapt=bn: the network has no batch-norm layer to adapt (a model.norm=group or "
+            "instance model normalises each image by itself); drop adapt=bn."
+        )
     momentum = [m.momentum for m in layers]
     was_training = net.training
     net.eval()

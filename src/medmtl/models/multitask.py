@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
+from medmtl.models.norm import NORMS, replace_batchnorm
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
 
 ARCHITECTURES = (
@@ -167,11 +168,14 @@ class MultiTaskNet(nn.Module):
         empty_mask_index: int | None = None,
         empty_mask_min_prob: float = 0.0,
         empty_mask_keep_above: float | None = None,
+        norm: str = "batch",
     ):
         super().__init__()
         check_model_names(
             {"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights, "task": task}
         )
+        if norm not in NORMS:
+            raise ConfigError(f"model.norm={norm!r} is unknown; choose one of {', '.join(NORMS)}.")
         if empty_mask_index is not None and (
             task != "multitask" or not 0 <= empty_mask_index < num_classes
         ):
@@ -205,6 +209,9 @@ class MultiTaskNet(nn.Module):
             raise ConfigError(f"cannot build {arch} with encoder {encoder}: {exc}") from exc
         if offline is not None:
             load_offline_weights(net.encoder, str(encoder_weights), in_channels)
+        # after the weights: their affine parameters are kept, their running statistics dropped
+        replace_batchnorm(net, norm)
+        self.norm = norm
         self.encoder = net.encoder
         if task == "cls":
             self.decoder = None

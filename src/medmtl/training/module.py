@@ -256,6 +256,7 @@ class MultiTaskModule(L.LightningModule):
             "model/encoder_weights": model.get("encoder_weights"),
             "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
             "model/task": self.task,
+            "model/norm": model.get("norm", "batch"),
             "model/postprocess": self.postprocess.to_dict(),
             "tta": self.tta,
             "empty_mask_class": (

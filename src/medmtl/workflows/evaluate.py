@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
-from medmtl.errors import ConfigError, MedmtlError
+from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.adapt import ADAPT_CHOICES, adapt_batchnorm
 from medmtl.models.multitask import GATE_KEYS, net_kwargs
@@ -279,7 +279,10 @@ def test_module(
     module.eval_split = split
     adapted = 0
     if adapt == "bn":
-        adapted = adapt_batchnorm(module.net, (b["image"] for b in dm.dataloader(split)))
+        try:
+            adapted = adapt_batchnorm(module.net, (b["image"] for b in dm.dataloader(split)))
+        except ValueError as exc:
+            raise DataError(f"{split} split: {exc}") from exc
         log.info("adapt=bn: batch-norm statistics re-estimated on %d %s images", adapted, split)
     trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
     metrics, per, groups = score_split(module, dm, split, trainer, by)
