@@ -68,3 +68,56 @@ def test_standardization_is_the_same_in_training_evaluation_and_prediction():
     # stored with the model and read back, and a flat image stays finite
     assert PreprocessSettings.from_dict(settings.to_dict()).standardize is True
     assert np.isfinite(standardize_image(np.full((8, 8), 7, np.uint8))).all()
+
+
+def test_amplitude_mix_keeps_the_phase_and_mixes_the_amplitudes():
+    """FACT amplitude mixing: each chosen image keeps its Fourier phase and takes
+    (1 - lam) of its amplitude plus lam of another image's; p=0 and a batch of one stay."""
+    import torch
+
+    from medmtl.data.transforms import amplitude_mix
+
+    torch.manual_seed(0)
+    x = torch.stack([torch.from_numpy(_scan(s, 32)).float()[None] / 255 for s in range(4)])
+    x[1] = x[1] * 0.3 + 0.5  # another contrast: a different amplitude spectrum
+    assert torch.equal(amplitude_mix(x, 0.0), x) and torch.equal(amplitude_mix(x[:1], 1.0), x[:1])
+    g = torch.Generator().manual_seed(1)
+    out = amplitude_mix(x, 1.0, ratio=1.0, generator=g)
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    # replay the draws: each output is (1-lam)|X_i| + lam|X_j| with X_i's phase
+    g = torch.Generator().manual_seed(1)
+    torch.rand(4, generator=g)
+    partner = (torch.arange(4) + torch.randint(1, 4, (4,), generator=g)) % 4
+    lam = torch.rand(4, generator=g)
+    assert (partner != torch.arange(4)).all()
+    spec, got = torch.fft.fft2(x), torch.fft.fft2(out)
+    for i in range(4):
+        want = (1 - lam[i]) * spec[i].abs() + lam[i] * spec[partner[i]].abs()
+        assert torch.allclose(got[i].abs(), want, atol=1e-3)
+        big = want > 1e-2  # the phase is defined where there is amplitude
+        dphase = torch.angle(got[i][big] * spec[i][big].conj())
+        assert dphase.abs().max() < 1e-3
+    # ratio bounds lam: ratio 0 changes nothing
+    assert torch.allclose(amplitude_mix(x, 1.0, ratio=0.0), x, atol=1e-5)
+
+
+def test_amplitude_mix_reaches_the_training_step(make_cfg, monkeypatch):
+    """data.augment.amplitude_mix mixes every training batch (not one image in albumentations,
+    which would refuse the key), with the configured probability and ratio."""
+    import medmtl.training.module as module
+    from medmtl.workflows.train import train
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    calls = []
+    real = module.amplitude_mix
+
+    def spy(images, p, ratio=1.0, generator=None):
+        calls.append((tuple(images.shape), p, ratio))
+        return real(images, p, ratio, generator)
+
+    monkeypatch.setattr(module, "amplitude_mix", spy)
+    overrides = ["debug=fast_dev_run", "data.augment.amplitude_mix=0.5"]
+    overrides.append("data.augment.amplitude_mix_ratio=0.3")
+    train(make_cfg(TINY_PHANTOM + TINY_MODEL + overrides))
+    assert calls and all(c[1:] == (0.5, 0.3) for c in calls)
+    assert calls[0][0][0] > 1  # a batch of images

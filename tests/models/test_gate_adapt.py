@@ -129,3 +129,17 @@ def test_group_counts_divide_the_channels():
 
     assert [num_groups(c, "group") for c in (16, 24, 40, 64, 112, 320)] == [8, 12, 20, 32, 28, 32]
     assert num_groups(40, "instance") == 40
+
+
+def test_norm_setting_reaches_the_network():
+    """model.norm from the config is a MultiTaskNet argument (not silently dropped)."""
+    from medmtl.config import compose
+    from medmtl.models.multitask import net_kwargs
+    from medmtl.workflows.train import model_kwargs
+
+    cfg = compose("train", ["model.norm=group", "model/encoder=resnet18"])
+    kw = model_kwargs(cfg.model)
+    assert kw["norm"] == "group"
+    net = MultiTaskNet(**net_kwargs(kw, ["normal", "benign", "malignant"]))
+    assert net.norm == "group" and not batchnorm_layers(net)
+    assert model_kwargs(compose("train", []).model)["norm"] == "batch"

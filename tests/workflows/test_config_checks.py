@@ -28,6 +28,12 @@ NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
         ("model.arch.name=Unett", "model.arch.name='Unett' is not a supported architecture"),
         ("model.encoder.name=resnet19", "model.encoder.name='resnet19' is not an encoder"),
         ("loss.seg=dicey", "loss.seg='dicey' is unknown"),
+        ("loss.presence_weight=-1", "loss.presence_weight=-1: must be a number ≥ 0"),
+        ("model.norm=layer", "model.norm='layer' is unknown; choose one of batch, group"),
+        (
+            "data.augment.amplitude_mix=1.5",
+            "data.augment.amplitude_mix=1.5: expected a number between 0 and 1",
+        ),
         ("optimizer._target_=torch.optim.Nope", "optimizer: cannot use 'torch.optim.Nope'"),
         ("scheduler._target_=medmtl.training.schedules.nope", "scheduler: cannot use"),
     ],

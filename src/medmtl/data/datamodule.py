@@ -34,7 +34,7 @@ from medmtl.data.splits import (
     train_val_mixed,
     write_split_file,
 )
-from medmtl.data.transforms import eval_transform, train_transform
+from medmtl.data.transforms import BATCH_AUGMENTS, eval_transform, train_transform
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -509,7 +509,13 @@ class MedDataModule(L.LightningDataModule):
         idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
         p = self.preprocess
         tf = (
-            train_transform(p.image_size, p.mean, p.std, standardize=p.standardize, **self.augment)
+            train_transform(
+                p.image_size,
+                p.mean,
+                p.std,
+                standardize=p.standardize,
+                **{k: v for k, v in self.augment.items() if k not in BATCH_AUGMENTS},
+            )
             if train
             else eval_transform(p.mean, p.std, p.standardize)
         )

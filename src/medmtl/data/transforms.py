@@ -5,6 +5,7 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, standardize_image
@@ -38,6 +39,37 @@ class DepthGain(A.ImageOnlyTransform):
         shape = (-1,) + (1,) * (img.ndim - 1)
         out = img.astype(np.float32) * gain.reshape(shape)
         return np.clip(np.rint(out), 0, 255).astype(img.dtype)
+
+
+# augmentations of a whole training batch (the module's training step), not of one image
+BATCH_AUGMENTS = ("amplitude_mix", "amplitude_mix_ratio")
+
+
+def amplitude_mix(
+    images: torch.Tensor, p: float, ratio: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Frequency-amplitude mixing between the images of a batch (FACT, Xu et al., 2021): with
+    probability ``p`` an image keeps its Fourier phase (where the structures are) and takes
+    ``(1 - lam) * its amplitude + lam * another image's``, ``lam`` uniform in [0, ``ratio``]:
+    another image's texture, contrast and speckle statistics on the same anatomy; masks and
+    labels stay. (B, C, H, W) in, the same shape out; a batch of one is returned as it is."""
+    b = images.shape[0]
+    if p <= 0 or b < 2:
+        return images
+    x = images.float()
+    chosen = torch.rand(b, generator=generator) < p
+    if not chosen.any():
+        return images
+    # a partner for each image that is never itself: a random non-zero shift of the indices
+    shift = torch.randint(1, b, (b,), generator=generator)
+    partner = (torch.arange(b) + shift) % b
+    lam = torch.rand(b, generator=generator) * float(ratio) * chosen
+    spec = torch.fft.fft2(x)
+    amp, phase = spec.abs(), spec.angle()
+    lam = lam.view(b, *([1] * (x.ndim - 1))).to(x.device)
+    mixed = (1 - lam) * amp + lam * amp[partner.to(x.device)]
+    out = torch.fft.ifft2(torch.polar(mixed, phase)).real
+    return out.to(images.dtype)
 
 
 def depth_gain_curve(height: int, slope: float) -> np.ndarray:

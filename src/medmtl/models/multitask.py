@@ -109,6 +109,9 @@ def check_model_names(settings: dict) -> None:
     weights = settings.get("encoder_weights")
     if task not in TASKS:
         raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+    norm = settings.get("norm", "batch")
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm={norm!r} is unknown; choose one of {', '.join(NORMS)}.")
     if arch not in ARCHITECTURES:
         raise ConfigError(
             f"model.arch.name={arch!r} is not a supported architecture; choose one of "
@@ -172,10 +175,14 @@ class MultiTaskNet(nn.Module):
     ):
         super().__init__()
         check_model_names(
-            {"arch": arch, "encoder": encoder, "encoder_weights": encoder_weights, "task": task}
+            {
+                "arch": arch,
+                "encoder": encoder,
+                "encoder_weights": encoder_weights,
+                "task": task,
+                "norm": norm,
+            }
         )
-        if norm not in NORMS:
-            raise ConfigError(f"model.norm={norm!r} is unknown; choose one of {', '.join(NORMS)}.")
         if empty_mask_index is not None and (
             task != "multitask" or not 0 <= empty_mask_index < num_classes
         ):

@@ -15,8 +15,6 @@ from timm.layers.norm_act import BatchNormAct2d, GroupNormAct
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from medmtl.errors import ConfigError
-
 NORMS = ("batch", "group", "instance")
 MAX_GROUPS = 32  # Wu & He's default group count
 
@@ -46,8 +44,8 @@ def _converted(bn: _BatchNorm, kind: str) -> nn.Module:
 def replace_batchnorm(net: nn.Module, kind: str) -> int:
     """Replace every 2-D batch-norm layer of ``net`` in place by group (``kind="group"``) or
     instance (``"instance"``) norm; returns how many were replaced (0 for ``"batch"``)."""
-    if kind not in NORMS:
-        raise ConfigError(f"model.norm={kind!r} is unknown; choose one of {', '.join(NORMS)}.")
+    if kind not in NORMS:  # MultiTaskNet checks model.norm first (check_model_names)
+        raise ValueError(f"norm {kind!r}: one of {', '.join(NORMS)}")
     if kind == "batch":
         return 0
     replaced = 0

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, overall_score
 from medmtl.models.checkpoint import load_checkpoint
@@ -126,7 +127,13 @@ class MultiTaskModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["image"])
+        augment = (self.hparams.get("data") or {}).get("augment") or {}
+        image = batch["image"]
+        if float(augment.get("amplitude_mix", 0.0)) > 0:  # a batch-level augmentation
+            image = amplitude_mix(
+                image, float(augment["amplitude_mix"]), float(augment.get("amplitude_mix_ratio", 1))
+            )
+        out = self(image)
         losses = self.criterion(out, batch["mask"], batch["label"])
         if not torch.isfinite(losses["loss"]):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())

@@ -85,6 +85,7 @@ def model_kwargs(
         "empty_mask_class": m.get("empty_mask_class"),
         "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
         "empty_mask_keep_above": m.get("empty_mask_keep_above"),
+        "norm": m.get("norm", "batch"),
         "postprocess": dict(m.get("postprocess") or {}),
     }
 
@@ -180,6 +181,9 @@ def check_train_config(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
+    for key in ("data.augment.amplitude_mix", "data.augment.amplitude_mix_ratio"):
+        if OmegaConf.select(cfg, key) is not None:  # batch-level: albumentations never sees it
+            _number(cfg, key, float, 0, 1)
     if cfg.model.arch.name == "PAN" and int(cfg.data.image_size) < 128:
         raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
     check_model_names(net_settings(cfg))
@@ -200,7 +204,7 @@ def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
     now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
     # settings added after a checkpoint was written have their defaults in it
-    older = {"empty_mask_min_prob": 0.0, "empty_mask_keep_above": None}
+    older = {"empty_mask_min_prob": 0.0, "empty_mask_keep_above": None, "norm": "batch"}
     then = {k: v for k, v in {**older, **hp["model"]}.items() if k not in ignore}
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:
