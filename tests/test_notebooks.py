@@ -24,7 +24,14 @@ def tiny_sweep(tmp_path_factory, cache_dir) -> Path:
     return out
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+# the study-tables notebook needs a sweep of its own (about a minute): make test-full
+PARAMS = [
+    pytest.param(p, marks=pytest.mark.slow) if p.name == "02_study_tables.ipynb" else p
+    for p in NOTEBOOKS
+]
+
+
+@pytest.mark.parametrize("path", PARAMS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_executes(path: Path, request, monkeypatch):
     if path.name == "02_study_tables.ipynb":
         monkeypatch.setenv("MEDMTL_SWEEP", str(request.getfixturevalue("tiny_sweep")))

@@ -162,6 +162,7 @@ def test_tables_cli_writes_md_csv_tex_and_refuses_the_study_for_phantom_runs(swe
     assert (tmp_path / "lambda_forest.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # a sweep of its own; make test-full
 def test_failing_job_is_marked_and_sweep_goes_on(tmp_path, cache_dir):
     out = tmp_path / "sweep"
     res = _train_multirun(
@@ -266,6 +267,7 @@ def test_launcher_configs_compose(launcher):
     assert "launcher" in str(cfg.hydra.launcher._target_).lower()
 
 
+@pytest.mark.slow  # the optional optuna extra, a sweep of its own; make test-full
 def test_optuna_two_trials(tmp_path, cache_dir):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     out = tmp_path / "optuna"

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from medmtl.reporting.per_image import read_predictions
 from medmtl.reporting.tables import build_table, collect_runs, table_cells
 from tests.conftest import TINY_MODEL
@@ -21,6 +23,7 @@ PHANTOM = [
 ]
 
 
+@pytest.mark.slow  # a sweep of its own; make test-full (the multi data module: the next test)
 def test_tiny_leave_one_data_set_out_sweep_and_its_table(busbra, tmp_path, cache_dir):
     sweep = tmp_path / "lodo"
     res = subprocess.run(
