@@ -121,3 +121,23 @@ def test_amplitude_mix_reaches_the_training_step(make_cfg, monkeypatch):
     train(make_cfg(TINY_PHANTOM + TINY_MODEL + overrides))
     assert calls and all(c[1:] == (0.5, 0.3) for c in calls)
     assert calls[0][0][0] > 1  # a batch of images
+
+
+def test_lesion_crop_zooms_onto_the_lesion():
+    """data.augment.lesion_crop: the crop always holds lesion pixels and enlarges the lesion;
+    on a lesion-free image it is an ordinary zoom."""
+    image = _scan(3, 64)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[2:6, 56:62] = 1  # a small lesion in a corner: a random crop of 60 % would often miss it
+    tf = train_transform(64, lesion_crop=1.0, lesion_crop_side=0.5, hflip=0, affine=0,
+                         brightness_contrast=0)  # fmt: skip
+    areas = []
+    for seed in range(20):
+        tf.set_random_seed(seed)
+        out = tf(image=image, mask=mask)
+        assert out["image"].shape[-2:] == (64, 64)
+        areas.append(int(np.asarray(out["mask"]).sum()))
+    assert min(areas) > 0  # the lesion is never cropped away
+    assert np.mean(areas) > 2 * mask.sum()  # half the side: up to four times the area
+    out = tf(image=image, mask=np.zeros_like(mask))
+    assert int(np.asarray(out["mask"]).sum()) == 0

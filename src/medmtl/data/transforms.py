@@ -110,6 +110,8 @@ def train_transform(
     gamma: float = 0.0,
     crop: float = 0.0,
     crop_scale: float = 0.5,
+    lesion_crop: float = 0.0,
+    lesion_crop_side: float = 0.6,
     speckle: float = 0.0,
     speckle_limit: float = 0.2,
     tgc: float = 0.0,
@@ -128,9 +130,18 @@ def train_transform(
     a random gamma (gain curve) of 0.8..1.2; ``tgc``: a depth-dependent gain (time-gain
     compensation, :class:`DepthGain`); ``blur``: Gaussian blur of up to ``blur_limit`` pixels;
     ``downscale``: resolution loss, down to ``downscale_min`` of the side and back (other
-    probes and frequencies).
+    probes and frequencies); ``lesion_crop``: a square of ``lesion_crop_side`` of the side that
+    holds lesion pixels (any square on a lesion-free image), resized back: lesion-centred zoom.
     """
     ops: list = []
+    if lesion_crop > 0:
+        side = max(1, min(size, int(round(lesion_crop_side * size))))
+        ops.append(
+            A.Sequential(
+                [A.CropNonEmptyMaskIfExists(height=side, width=side), A.Resize(size, size)],
+                p=lesion_crop,
+            )
+        )
     if crop > 0:
         ops.append(
             A.RandomResizedCrop(
