@@ -22,7 +22,7 @@ from medmtl.reporting.per_image import (
     write_masks,
     write_predictions,
 )
-from medmtl.reporting.tables import build_table, collect_runs, table_cells
+from medmtl.reporting.tables import COLUMN_SETS, build_table, collect_runs, table_cells
 from medmtl.workflows.evaluate import class_mapping
 from tests.conftest import compose_cfg
 
@@ -201,6 +201,15 @@ def test_tables_accept_external_evaluations(tiny_ckpt, busbra, tmp_path, cache_d
         acc = row[header.index("Acc")]
         assert acc[0].isdigit() and "[" in acc  # a value and its bootstrap CI over the images
         assert row[header.index("Dice lesion")][0].isdigit()
+    # the recipe columns report detection too: lesion images left empty, images called normal
+    header, texts, _ = table_cells(table, COLUMN_SETS["recipe"], ci=True)
+    saved = json.loads((sweep / "0" / "metrics.json").read_text())
+    for col, key in (
+        ("lesions empty", "all/empty_lesion_rate"),
+        ("called normal", "all/called_normal_rate"),
+    ):
+        cell = texts[0][header.index(col)]
+        assert cell.startswith(f"{saved[key]:.3f} [") and cell.endswith("]"), (col, cell)
 
 
 def _evaluation(folder, ids, truth, pred, label):

@@ -78,6 +78,10 @@ COLUMN_SETS = {
         Column("IoU lesion", "test/seg_iou_lesion"),
         Column("Dice", "test/seg_dice"),
         Column("normal FP", "test/normal_fp_rate", higher=False),
+        # lesion images left with an empty mask; on a data set without the normal class, the
+        # images the model called normal (issue 21: report detection, not only Dice)
+        Column("lesions empty", "test/empty_lesion_rate", higher=False),
+        Column("called normal", "test/called_normal_rate", higher=False),
         *COST_COLUMNS,
     ],
     # choosing settings: validation scores only (the test split is looked at once, at the end)
@@ -89,6 +93,7 @@ COLUMN_SETS = {
         Column("val Dice", "val/seg_dice"),
         Column("val Dice lesion", "val/seg_dice_lesion"),
         Column("val normal FP", "val/normal_fp_rate", higher=False),
+        Column("val lesions empty", "val/empty_lesion_rate", higher=False),
         *COST_COLUMNS,
     ],
 }
