@@ -31,14 +31,14 @@ def _run(argv: list[str]) -> int:
         from medmtl.workflows.compare import compare_evaluations_to_file
 
         evals = opts["evals"] if isinstance(opts["evals"], list) else [opts["evals"]]
-        out = compare_evaluations_to_file(evals, int(opts["n"] or 8), opts["out"])
+        out = compare_evaluations_to_file(evals, opts["n"] or 8, opts["out"])
         print(f"wrote {out}")
         return 0
     if opts["ckpt_paths"] is None:
         raise ConfigError("give ckpt_paths=[a.ckpt,b.ckpt] or evals=[<eval folder>,<eval folder>].")
     from medmtl.workflows.compare import compare_to_file
 
-    opts["n"] = int(opts["n"] or 12)
+    opts["n"] = opts["n"] or 12
     paths = opts["ckpt_paths"] if isinstance(opts["ckpt_paths"], list) else [opts["ckpt_paths"]]
     out = compare_to_file(paths, opts["split"], opts["n"], opts["out"], opts["data_root"])
     print(f"wrote {out}")

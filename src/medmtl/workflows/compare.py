@@ -3,7 +3,6 @@ or, from two evaluations (``medmtl-eval ... save_masks=true``), the images where
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from medmtl.metrics import mask_dice
 from medmtl.reporting.compare import Panel, comparison_figure, pick_cases, pick_disagreements
 from medmtl.reporting.figures import save_figure
 from medmtl.reporting.per_image import PerImage, read_masks, read_predictions
+from medmtl.workflows.members import read_metrics
 
 
 def compare_checkpoints(
@@ -65,18 +65,18 @@ def compare_checkpoints(
     return comparison_figure(rows)
 
 
-def _evaluation(folder: Path) -> tuple[str, PerImage, dict[str, np.ndarray]]:
-    """An evaluation folder's split, predictions and masks (``save_masks=true``)."""
+def _evaluation(folder: Path) -> tuple[PerImage, dict[str, np.ndarray]]:
+    """An evaluation folder's predictions and masks (``save_masks=true``)."""
     metrics = folder / "metrics.json"
     if not metrics.is_file():
         raise DataError(f"{folder}: no metrics.json; give the folders medmtl-eval wrote.")
-    split = json.loads(metrics.read_text()).get("eval/split", "test")
+    split = read_metrics(metrics).get("eval/split", "test")
     masks = folder / f"masks_{split}.npz"
     if not masks.is_file():
         raise DataError(
             f"{masks}: not found; evaluate again with save_masks=true to keep the masks."
         )
-    return split, read_predictions(folder / f"predictions_{split}.csv"), read_masks(masks)
+    return read_predictions(folder / f"predictions_{split}.csv"), read_masks(masks)
 
 
 def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
@@ -86,7 +86,7 @@ def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
     if len(folders) != 2:
         raise ConfigError(f"evals= takes two evaluation folders, got {len(folders)}.")
     a, b = (Path(str(f)).expanduser() for f in folders)
-    (_, per_a, m_a), (_, per_b, m_b) = _evaluation(a), _evaluation(b)
+    (per_a, m_a), (per_b, m_b) = _evaluation(a), _evaluation(b)
     if per_a.ids != per_b.ids or list(m_a["ids"]) != per_a.ids or list(m_b["ids"]) != per_b.ids:
         raise ConfigError(f"{a} and {b} evaluated other images; compare like with like.")
     if per_a.dice is None or per_b.dice is None:

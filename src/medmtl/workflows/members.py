@@ -191,7 +191,7 @@ def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
     return out
 
 
-def _read_metrics(path: Path) -> dict:
+def read_metrics(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -215,7 +215,7 @@ def open_model(path: str | Path) -> OpenedModel:
     if p.is_file() or p.suffix == ".ckpt":  # a missing .ckpt: from_checkpoint says so
         module, ckpt = MultiTaskModule.from_checkpoint(p)
         run_metrics = p.resolve().parent.parent / "metrics.json"
-        tta = bool(_read_metrics(run_metrics).get("tta")) if run_metrics.is_file() else False
+        tta = bool(read_metrics(run_metrics).get("tta")) if run_metrics.is_file() else False
         return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
     if not p.is_dir():
         raise ConfigError(f"{p}: not found; give {what}.")
@@ -223,7 +223,7 @@ def open_model(path: str | Path) -> OpenedModel:
         opened = open_model(best_checkpoint(p))
         opened.record["run"] = str(p)
         return opened
-    metrics = _read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+    metrics = read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
     if "ensemble/members" in metrics:
         runs = _ensemble_members(p, metrics)
         own = metrics
@@ -231,7 +231,7 @@ def open_model(path: str | Path) -> OpenedModel:
         runs = find_members([p])
         # the sweep's own ensemble (EnsembleAfterSweep), if any: its flip and gate settings
         inside = p / "ensemble" / "metrics.json"
-        own = _read_metrics(inside) if inside.is_file() else {}
+        own = read_metrics(inside) if inside.is_file() else {}
     module, data, hps = build_ensemble(runs, own.get("empty_mask_class", "as_trained"))
     set_gate(module, own)  # the gate thresholds it was evaluated with
     tta = bool(own.get("ensemble/tta"))
