@@ -80,6 +80,12 @@ class MultiTaskModule(L.LightningModule):
         )
         self.postprocess = PostProcess.from_dict(model.get("postprocess"))
         self.preprocess = PreprocessSettings.from_dict(data)  # to show test images as they were
+        augment = (data or {}).get("augment") or {}
+        # (probability, ratio) of the batch-level amplitude mixing (data.augment.amplitude_mix)
+        self.amplitude_mix = (
+            float(augment.get("amplitude_mix", 0.0)),
+            float(augment.get("amplitude_mix_ratio", 1.0)),
+        )
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
@@ -127,12 +133,9 @@ class MultiTaskModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        augment = (self.hparams.get("data") or {}).get("augment") or {}
         image = batch["image"]
-        if float(augment.get("amplitude_mix", 0.0)) > 0:  # a batch-level augmentation
-            image = amplitude_mix(
-                image, float(augment["amplitude_mix"]), float(augment.get("amplitude_mix_ratio", 1))
-            )
+        if self.amplitude_mix[0] > 0:  # a batch-level augmentation
+            image = amplitude_mix(image, *self.amplitude_mix)
         out = self(image)
         losses = self.criterion(out, batch["mask"], batch["label"])
         if not torch.isfinite(losses["loss"]):
