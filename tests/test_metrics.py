@@ -7,8 +7,9 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from medmtl.metrics import calibration, dice_iou, mask_dice, overall_score
-from medmtl.reporting.evaluation import reliability
+from medmtl.metrics import brier, calibration, dice_iou, mask_dice, nll, overall_score
+from medmtl.reporting.evaluation import reliability, reliability_figure
+from medmtl.training.metrics import classification_metrics
 
 
 def test_dice_iou_numpy_and_torch_agree_with_the_empty_convention():
@@ -43,6 +44,37 @@ def test_ece_equals_torchmetrics_and_weights_repeat_images():
     assert calibration(prob, label, w[None])["ece"][0] == pytest.approx(repeated)
     # the reliability diagram reports the same ECE as metrics.json
     assert reliability(prob, label)[3] == pytest.approx(ours)
+
+
+def test_nll_and_brier_in_training_equal_the_numpy_definitions():
+    rng = np.random.default_rng(1)
+    prob = rng.dirichlet([1, 1, 1], size=50)
+    label = rng.integers(0, 3, 50)
+    metrics = classification_metrics(3)
+    metrics.update(torch.from_numpy(prob), torch.from_numpy(label))
+    out = metrics.compute()
+    assert float(out["cls_nll"]) == pytest.approx(nll(prob, label)[0])
+    assert float(out["cls_brier"]) == pytest.approx(brier(prob, label)[0])
+    # a weight of 2 is the image drawn twice, as for the ECE
+    w = rng.integers(0, 3, 50)
+    assert nll(prob, label, w[None])[0] == pytest.approx(
+        nll(np.repeat(prob, w, 0), np.repeat(label, w))[0]
+    )
+
+
+def test_reliability_figure_shows_before_and_after_calibration():
+    rng = np.random.default_rng(2)
+    prob = rng.dirichlet([1, 1, 1], size=80)
+    label = rng.integers(0, 3, 80)
+    sharp = prob**3 / (prob**3).sum(1, keepdims=True)
+    fig = reliability_figure(prob, label, "test reliability", before=sharp)
+    ax = fig.axes[0]
+    before, after = reliability(sharp, label)[3], reliability(prob, label)[3]
+    assert ax.get_title() == f"test reliability — ECE {before:.3f} → {after:.3f}"
+    labels = ax.get_legend_handles_labels()[1]
+    assert "before calibration" in labels and "calibrated" in labels
+    plain = reliability_figure(prob, label, "t").axes[0]
+    assert "before calibration" not in plain.get_legend_handles_labels()[1]
 
 
 def test_overall_score():

@@ -2,7 +2,7 @@
 
 Training (torch tensors, per batch), the per-image predictions file and its bootstrap (numpy,
 thousands of resamples at once), the evaluation figures and the qualitative comparison all
-compute Dice, IoU, the calibration error and the overall score with these functions.
+compute Dice, IoU, the calibration error, NLL, Brier score and the overall score with these functions.
 :func:`dice_iou` uses arithmetic only, so numpy arrays and torch tensors give the same numbers.
 """
 
@@ -30,6 +30,10 @@ def mask_dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(dice_iou(tp, int((pred & ~truth).sum()), int((~pred & truth).sum()))[0])
 
 
+def _rows(n: int, weights: np.ndarray | None) -> np.ndarray:
+    return np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
+
+
 def calibration(
     prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None, n_bins: int = ECE_BINS
 ) -> dict[str, np.ndarray]:
@@ -43,7 +47,7 @@ def calibration(
     prob = np.asarray(prob, dtype=np.float64)
     label = np.asarray(label)
     n = len(label)
-    W = np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
+    W = _rows(n, weights)
     conf = prob.max(1).astype(np.float32).astype(np.float64)
     correct = (prob.argmax(1) == label).astype(np.float64)
     edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32).astype(np.float64)
@@ -58,6 +62,25 @@ def calibration(
     total = W.sum(1)
     out["ece"] = np.abs(out["correct"] - out["confidence"]).sum(1) / np.where(total > 0, total, 1)
     return out
+
+
+def nll(prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Negative log-likelihood of the true class, ``mean(−log p_true)`` (natural log; a
+    probability below 1e-12 counts as 1e-12), one value per row of ``weights``."""
+    prob, label = np.asarray(prob, dtype=np.float64), np.asarray(label)
+    W = _rows(len(label), weights)
+    loss = -np.log(np.clip(prob[np.arange(len(label)), label], 1e-12, None))
+    return W @ loss / np.where(W.sum(1) > 0, W.sum(1), 1)
+
+
+def brier(prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Multi-class Brier score, ``mean(Σ_c (p_c − [c = true])²)`` (0 perfect, 2 worst), one
+    value per row of ``weights``."""
+    prob, label = np.asarray(prob, dtype=np.float64), np.asarray(label)
+    W = _rows(len(label), weights)
+    onehot = np.zeros_like(prob)
+    onehot[np.arange(len(label)), label] = 1
+    return W @ ((prob - onehot) ** 2).sum(1) / np.where(W.sum(1) > 0, W.sum(1), 1)
 
 
 def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:

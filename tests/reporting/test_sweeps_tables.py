@@ -105,6 +105,25 @@ def test_recipe_columns_scale_and_cost(sweep):
     assert not bold[0][epochs] and not bold[1][epochs]
 
 
+def test_calibration_columns_equal_metrics_json(sweep):
+    """--columns calibration: test ECE / NLL / Brier and the fitted temperature of each row."""
+    table = build_table(collect_runs(sweep))
+    header, texts, _ = table_cells(table, COLUMN_SETS["calibration"])
+    for (_, members, _), cells in zip(table.rows, texts, strict=True):
+        metrics = [json.loads((m.path / "metrics.json").read_text()) for m in members]
+        for col, key, digits in (
+            ("NLL", "test/cls_nll", 3),
+            ("Brier", "test/cls_brier", 3),
+            ("T", "calibration/temperature", 2),
+        ):
+            values = [m[key] for m in metrics]
+            expected = (
+                f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+            )
+            assert cells[header.index(col)] == expected, col
+    assert next(c for c in COLUMN_SETS["calibration"] if c.header == "NLL").higher is False
+
+
 def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
     """An exploration log (single runs, each changing something else) gets readable rows."""
     runs = [

@@ -34,6 +34,7 @@ NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
             "data.augment.amplitude_mix=1.5",
             "data.augment.amplitude_mix=1.5: expected a number between 0 and 1",
         ),
+        ("calibration.temperature=maybe", "calibration.temperature must be true or false"),
         ("optimizer._target_=torch.optim.Nope", "optimizer: cannot use 'torch.optim.Nope'"),
         ("scheduler._target_=medmtl.training.schedules.nope", "scheduler: cannot use"),
     ],

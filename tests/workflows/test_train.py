@@ -73,6 +73,33 @@ def test_checkpoint_loads_weights_only(trained):
     assert ckpt["hyper_parameters"]["model"]["arch"] == "Unet"
 
 
+def test_training_calibrates_on_validation_and_stores_the_temperature(trained, make_cfg):
+    out, _ = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    t = saved["calibration/temperature"]
+    assert saved["calibration/fitted_on"] == "val" and saved["calibration/num_images"] > 0
+    stored = load_checkpoint(saved["best_ckpt"])["state_dict"]["net.cls_temperature"]
+    assert float(stored) == pytest.approx(t)
+    assert saved["calibration/val_nll_after"] <= saved["calibration/val_nll_before"] + 1e-9
+    for split in ("val", "test"):
+        for name in ("nll", "brier", "ece"):
+            for when in ("before", "after"):
+                assert saved[f"calibration/{split}_{name}_{when}"] >= 0, (split, name, when)
+    # the test split's scores are those of the calibrated model (no flip in this run)
+    assert saved["test/cls_nll"] == pytest.approx(saved["calibration/test_nll_after"], rel=1e-4)
+    assert saved["test/cls_brier"] == pytest.approx(saved["calibration/test_brier_after"], rel=1e-4)
+    # medmtl-eval calibrated=false gives the uncalibrated model's numbers back
+    cfg = make_cfg(
+        [f"ckpt_path={saved['best_ckpt']}", "split=test", "calibrated=false"],
+        name="eval_uncalibrated",
+        config_name="eval",
+    )
+    again = evaluate(cfg)
+    assert again["calibration/temperature"] == 1.0
+    assert again["test/cls_nll"] == pytest.approx(saved["calibration/test_nll_before"], rel=1e-4)
+    assert again["test/cls_acc"] == saved["test/cls_acc"]  # a temperature keeps every class
+
+
 def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     out, metrics = trained
     cfg = make_cfg(

@@ -1,7 +1,7 @@
 """medmtl-tables: the study's table from a multirun folder (Markdown, CSV, LaTeX and figures).
 
 medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
-              [--columns study|recipe|validation] [--no-ci] [--out <folder>]
+              [--columns study|recipe|validation|calibration] [--no-ci] [--out <folder>]
               [--into docs/results.md:<section>]
 """
 
@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--columns",
-        choices=["study", "recipe", "validation"],
+        choices=["study", "recipe", "validation", "calibration"],
         default="study",
         help="study: the study's metric columns; recipe: quality, epochs, wall time, peak "
-        "memory; validation: validation scores only (for choosing settings)",
+        "memory; validation: validation scores only (for choosing settings); calibration: "
+        "ECE, NLL and Brier score on test and the fitted temperature",
     )
     parser.add_argument(
         "--no-ci", action="store_true", help="leave out the 95%% confidence intervals"

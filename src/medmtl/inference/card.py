@@ -16,6 +16,7 @@ CARD_METRICS = (
     "cls_acc",
     "cls_f1",
     "cls_auc",
+    "cls_ece",
     "seg_dice",
     "seg_dice_lesion",
     "seg_iou_lesion",

@@ -11,6 +11,7 @@ from torch import nn
 from medmtl.inference.onnx_backend import ONNX_META_KEY
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.files import atomic_path
+from medmtl.models.calibration import calibration_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 
@@ -66,6 +67,7 @@ def export_network(
         "outputs": names,
         "preprocess": settings.to_dict(),
         "model": model,
+        "calibration": calibration_record(net),
         **(extra or {}),
     }
     with atomic_path(out_path) as tmp:

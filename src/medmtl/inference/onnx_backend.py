@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.errors import MedmtlError
+from medmtl.models.calibration import calibration_record
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -45,7 +46,9 @@ class OnnxBackend:
         self.task = meta["task"]
         self.outputs = list(meta["outputs"])
         self.postprocess = PostProcess.from_dict(meta.get("postprocess"))
-        self.card = dict(meta.get("card") or {})
+        # exported before calibration existed: its logits are the uncalibrated ones (T = 1)
+        self.calibration = dict(meta.get("calibration") or calibration_record(None))
+        self.card = {**dict(meta.get("card") or {}), "calibration": self.calibration}
         self.meta = meta
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medmtl.inference.card import card_from_checkpoint
+from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import network_from_checkpoint
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -27,7 +28,10 @@ class TorchBackend:
         self.task = hp["model"].get("task", "multitask")
         self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))
         self.hparams = hp
-        self.card = card_from_checkpoint(ckpt_path, hp)
+        self.card = {
+            **card_from_checkpoint(ckpt_path, hp),
+            "calibration": calibration_record(self.net),
+        }
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from medmtl.errors import MedmtlError
+from medmtl.io.files import atomic_path
 from medmtl.models.multitask import MultiTaskNet, net_kwargs
 
 REQUIRED = ("state_dict", "hyper_parameters")
@@ -51,3 +52,12 @@ def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, A
     state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)
     return net.eval(), ckpt
+
+
+def store_temperature(path: str | Path, temperature: float) -> None:
+    """Write the class logits' temperature into a checkpoint (atomically: the old file stays
+    whole until the new one is complete)."""
+    ckpt = load_checkpoint(path)
+    ckpt["state_dict"]["net.cls_temperature"] = torch.tensor(float(temperature))
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -155,6 +157,10 @@ class MultiTaskNet(nn.Module):
     (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation
     (:func:`gate_masks`, with ``empty_mask_min_prob`` and ``empty_mask_keep_above``). It
     does not change training, and an exported model carries it.
+
+    The class logits are divided by ``cls_temperature`` (temperature scaling, 1 unless the
+    model was calibrated), before the gate: every probability downstream is the calibrated one.
+    A temperature never changes the arg-max class.
     """
 
     def __init__(
@@ -231,6 +237,26 @@ class MultiTaskNet(nn.Module):
             if task != "seg"
             else None
         )
+        # temperature scaling of the class logits, fitted on validation data after training
+        # (medmtl.models.calibration); 1 until then. A buffer, so checkpoints and ONNX carry it.
+        self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
+
+    @property
+    def temperature(self) -> float:
+        """The class logits' temperature (1: not calibrated)."""
+        return float(self.cls_temperature)
+
+    def set_temperature(self, value: float) -> None:
+        """Divide the class logits by ``value`` from now on (checked: finite and > 0)."""
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"a temperature must be a positive number, got {value}.")
+        self.cls_temperature.fill_(value)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # checkpoints written before calibration existed have no temperature: they are uncalibrated
+        state_dict.setdefault(prefix + "cls_temperature", torch.ones((), dtype=torch.float32))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         features = self.encoder(x)
@@ -238,5 +264,7 @@ class MultiTaskNet(nn.Module):
         if self.decoder is not None:
             decoded = self.decoder(features)
             seg = self.segmentation_head(decoded)
-        cls = self.cls_head(features[-1]) if self.cls_head is not None else None
+        cls = None
+        if self.cls_head is not None:
+            cls = self.cls_head(features[-1]) / self.cls_temperature
         return {"seg": gated(self, seg, cls), "cls": cls}

@@ -87,19 +87,30 @@ def reliability(
     return mean_conf, acc, count, float(cal["ece"][0])
 
 
-def reliability_figure(prob: np.ndarray, label: np.ndarray, title: str) -> Figure:
+def reliability_figure(
+    prob: np.ndarray, label: np.ndarray, title: str, before: np.ndarray | None = None
+) -> Figure:
+    """Accuracy against confidence per bin; with ``before`` (the probabilities without the
+    temperature) the uncalibrated model's points and ECE beside the calibrated ones."""
     mean_conf, acc, count, ece = reliability(prob, label)
     centres = (np.arange(ECE_BINS) + 0.5) / ECE_BINS
     fig = Figure(figsize=(4.6, 4.2))
     ax = fig.subplots()
     ax.bar(centres[count > 0], acc[count > 0], width=0.09, color="tab:blue", label="accuracy")
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", label="perfect calibration")
-    ax.scatter(mean_conf[count > 0], acc[count > 0], color="tab:red", s=12, label="mean confidence")
+    name = "mean confidence" if before is None else "calibrated"
+    ax.scatter(mean_conf[count > 0], acc[count > 0], color="tab:red", s=12, label=name)
+    heading = f"{title} — ECE {ece:.3f}"
+    if before is not None:
+        b_conf, b_acc, b_count, b_ece = reliability(before, label)
+        ax.plot(b_conf[b_count > 0], b_acc[b_count > 0], "x-", color="0.3", ms=5, lw=0.8,
+                label="before calibration")  # fmt: skip
+        heading = f"{title} — ECE {b_ece:.3f} → {ece:.3f}"
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{title} — ECE {ece:.3f}")
+    ax.set_title(heading)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
@@ -201,6 +212,8 @@ def write_evaluation_figures(
         )
     if "prob" in samples and label is not None:
         prob = samples["prob"].numpy().astype(np.float64)
+        before = samples.get("prob_uncalibrated")
+        before = before.numpy().astype(np.float64) if before is not None else None
         written.append(
             save_figure(
                 roc_figure(prob, label, class_names, f"{split} ROC"), out_dir / f"{split}_roc.png"
@@ -208,7 +221,7 @@ def write_evaluation_figures(
         )
         written.append(
             save_figure(
-                reliability_figure(prob, label, f"{split} reliability"),
+                reliability_figure(prob, label, f"{split} reliability", before),
                 out_dir / f"{split}_reliability.png",
             )
         )

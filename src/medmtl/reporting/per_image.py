@@ -21,7 +21,7 @@ import numpy as np
 
 from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
-from medmtl.metrics import calibration, dice_iou, overall_score
+from medmtl.metrics import brier, calibration, dice_iou, nll, overall_score
 
 
 @dataclass
@@ -316,7 +316,8 @@ def _auc(prob: np.ndarray, label: np.ndarray, W: np.ndarray, C: int) -> np.ndarr
 
 
 def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Accuracy, macro F1/precision/recall, per-class scores, AUC, ECE and the confusion matrix."""
+    """Accuracy, macro F1/precision/recall, per-class scores, AUC, ECE, NLL, Brier score and
+    the confusion matrix."""
     C, n = len(p.classes), len(p)
     W = _weights(n, weights)
     pred = p.prob.argmax(1)
@@ -336,6 +337,8 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
         "cls_recall": _macro(rec, present),
         "cls_auc": _auc(p.prob, p.label, W, C),
         "cls_ece": calibration(p.prob, p.label, W)["ece"],
+        "cls_nll": nll(p.prob, p.label, W),
+        "cls_brier": brier(p.prob, p.label, W),
         "confusion_matrix": cm,
     }
     for c, name in enumerate(p.classes):

@@ -84,6 +84,16 @@ COLUMN_SETS = {
         Column("called normal", "test/called_normal_rate", higher=False),
         *COST_COLUMNS,
     ],
+    # how sure the model says it is, against how often it is right (lower is better)
+    "calibration": [
+        Column("Acc", "test/cls_acc"),
+        Column("ECE", "test/cls_ece", higher=False),
+        Column("NLL", "test/cls_nll", higher=False),
+        Column("Brier", "test/cls_brier", higher=False),
+        Column("val ECE before", "calibration/val_ece_before", higher=False),
+        Column("val ECE after", "calibration/val_ece_after", higher=False),
+        Column("T", "calibration/temperature", higher=None, digits=2),
+    ],
     # choosing settings: validation scores only (the test split is looked at once, at the end)
     "validation": [
         Column("val overall", "val/overall"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
@@ -21,7 +22,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
-from medmtl.metrics import calibration, dice_iou
+from medmtl.metrics import brier, calibration, dice_iou, nll
 
 
 def confusion_counts(
@@ -72,8 +73,8 @@ class SegMetrics(Metric):
         }
 
 
-class CalibrationError(Metric):
-    """Expected calibration error of the top-class probability (:func:`medmtl.metrics.calibration`)."""
+class _ProbabilityScore(Metric):
+    """A score of the whole split's class probabilities, from :mod:`medmtl.metrics`."""
 
     full_state_update = False
 
@@ -86,10 +87,34 @@ class CalibrationError(Metric):
         self.prob.append(prob.detach())
         self.label.append(label.detach())
 
+    def score(self, prob: np.ndarray, label: np.ndarray) -> float:
+        raise NotImplementedError
+
     def compute(self) -> torch.Tensor:
         prob = dim_zero_cat(self.prob).double().cpu().numpy()
         label = dim_zero_cat(self.label).cpu().numpy()
-        return torch.tensor(float(calibration(prob, label)["ece"][0]), dtype=torch.float64)
+        return torch.tensor(self.score(prob, label), dtype=torch.float64)
+
+
+class CalibrationError(_ProbabilityScore):
+    """Expected calibration error of the top-class probability (:func:`medmtl.metrics.calibration`)."""
+
+    def score(self, prob: np.ndarray, label: np.ndarray) -> float:
+        return float(calibration(prob, label)["ece"][0])
+
+
+class NegativeLogLikelihood(_ProbabilityScore):
+    """Mean negative log-likelihood of the true class (:func:`medmtl.metrics.nll`)."""
+
+    def score(self, prob: np.ndarray, label: np.ndarray) -> float:
+        return float(nll(prob, label)[0])
+
+
+class BrierScore(_ProbabilityScore):
+    """Multi-class Brier score (:func:`medmtl.metrics.brier`)."""
+
+    def score(self, prob: np.ndarray, label: np.ndarray) -> float:
+        return float(brier(prob, label)[0])
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -103,6 +128,8 @@ def classification_metrics(num_classes: int) -> MetricCollection:
             "cls_recall": MulticlassRecall(average="macro", **kw),
             "cls_auc": MulticlassAUROC(average="macro", **kw),
             "cls_ece": CalibrationError(),
+            "cls_nll": NegativeLogLikelihood(),
+            "cls_brier": BrierScore(),
             "per_class_f1": MulticlassF1Score(average=None, **kw),
             "per_class_precision": MulticlassPrecision(average=None, **kw),
             "per_class_recall": MulticlassRecall(average=None, **kw),

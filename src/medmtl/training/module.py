@@ -19,6 +19,7 @@ from torch import nn
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, overall_score
+from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.ensemble import average_outputs
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
@@ -120,15 +121,20 @@ class MultiTaskModule(L.LightningModule):
         self.net.to(memory_format=fmt)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        views = self.views(x)
+        return views[0] if len(views) == 1 else average_outputs(views)
+
+    def views(self, x: torch.Tensor) -> list[dict[str, torch.Tensor | None]]:
+        """The network's outputs that :meth:`forward` averages: the image's, and with test-time
+        flip (``tta``, in evaluation) its mirror image's, flipped back."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.net(x)
+        out = [self.net(x)]
         if self.tta and not self.training:
-            # test-time flip: the mean of the probabilities for the image and its mirror image
             flipped = self.net(torch.flip(x, dims=[3]))
             if flipped["seg"] is not None:
                 flipped = {**flipped, "seg": torch.flip(flipped["seg"], dims=[3])}
-            out = average_outputs([out, flipped])
+            out.append(flipped)
         return out
 
     # -- steps ----------------------------------------------------------------------------------
@@ -155,8 +161,10 @@ class MultiTaskModule(L.LightningModule):
             )
         return losses["loss"]
 
-    def _eval_step(self, batch: dict, split: str) -> dict[str, torch.Tensor | None]:
-        out = self(batch["image"])
+    def _eval_step(
+        self, batch: dict, split: str, out: dict[str, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor | None]:
+        out = self(batch["image"]) if out is None else out
         losses = self.criterion(out, batch["mask"], batch["label"])
         # sync_dist: under DDP the epoch's loss is the mean over all ranks' images
         self.log(
@@ -215,10 +223,17 @@ class MultiTaskModule(L.LightningModule):
         self.samples = {}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        out = self._eval_step(batch, self.eval_split)
+        views = self.views(batch["image"])
+        out = views[0] if len(views) == 1 else average_outputs(views)
+        out = self._eval_step(batch, self.eval_split, out)
         keep = {"label": batch["label"], "index": batch["index"]}
         if out["cls"] is not None:
             keep["prob"] = torch.softmax(out["cls"].double(), dim=1)
+            temperature = getattr(self.net, "temperature", 1.0)
+            if temperature != 1.0:  # the same views without the temperature: the figure's "before"
+                keep["prob_uncalibrated"] = torch.stack(
+                    [torch.softmax(v["cls"].double() * temperature, dim=1) for v in views]
+                ).mean(0)
         if out["seg"] is not None:
             tp, fp, fn, _ = confusion_counts(out["seg"], batch["mask"])
             keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_iou(tp, fp, fn)[0])
@@ -281,6 +296,10 @@ class MultiTaskModule(L.LightningModule):
             "loss/presence_weight": self.criterion.presence_weight,
         }
         out.update({f"loss/{k}": v for k, v in self.criterion.task_weights().items()})
+        if self.net.task != "seg":  # temperature scaling (1: uncalibrated); an ensemble's members'
+            record = calibration_record(self.net)
+            key = "member_temperatures" if "member_temperatures" in record else "temperature"
+            out[f"calibration/{key}"] = record[key]
         return out
 
     def test_samples(self) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
 from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.adapt import ADAPT_CHOICES, adapt_batchnorm
+from medmtl.models.calibration import drop_temperatures
 from medmtl.models.multitask import GATE_KEYS, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
@@ -188,6 +189,10 @@ def write_split_outputs(
         order = torch.from_numpy(np.argsort(samples["index"].numpy(), kind="stable"))
         samples = {k: v[order] for k, v in samples.items()}
         samples["prob"], samples["label"] = torch.from_numpy(per.prob), torch.from_numpy(per.label)
+        if "prob_uncalibrated" in samples:  # the same renormalisation over the data's classes
+            keep = [classes.index(c) for c in per.classes]
+            kept = samples["prob_uncalibrated"][:, keep]
+            samples["prob_uncalibrated"] = kept / kept.sum(1, keepdim=True).clamp_min(1e-12)
         classes = list(per.classes)
     return write_evaluation_figures(out_dir, split, metrics, samples, classes, run_csv)
 
@@ -210,6 +215,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
         module.net.empty_mask_index = kw.get("empty_mask_index")
     set_gate(module, {k: cfg.get(k, "as_trained") for k in GATE_KEYS})
+    calibrated = cfg.get("calibrated", True)
+    if not isinstance(calibrated, bool):
+        raise ConfigError(f"calibrated must be true or false, got {calibrated!r}.")
+    if not calibrated:
+        drop_temperatures(module.net)
     if cfg.get("postprocess"):
         pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
         module.postprocess = PostProcess.from_dict(pp)

@@ -26,12 +26,13 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
-from medmtl.models.checkpoint import load_checkpoint
+from medmtl.models.checkpoint import load_checkpoint, store_temperature
 from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision
+from medmtl.workflows.calibrate import calibrate_module
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 
@@ -181,6 +182,11 @@ def check_train_config(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
+    if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
+        raise ConfigError(
+            "calibration.temperature must be true or false, got "
+            f"{OmegaConf.select(cfg, 'calibration.temperature')!r}."
+        )
     for key in ("data.augment.amplitude_mix", "data.augment.amplitude_mix_ratio"):
         if OmegaConf.select(cfg, key) is not None:  # batch-level: albumentations never sees it
             _number(cfg, key, float, 0, 1)
@@ -385,6 +391,10 @@ def _fit_and_test(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
         module.tta = bool(cfg.get("tta", False))
+        if OmegaConf.select(cfg, "calibration.temperature", default=True):
+            metrics.update(calibrate_module(module, dm))
+            if best and trainer.is_global_zero and module.net.cls_head is not None:
+                store_temperature(best, module.net.temperature)
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
