@@ -102,15 +102,15 @@ def test_stored_temperature_reaches_torch_and_onnx_predictions(tiny_ckpt, tmp_pa
     from medmtl.inference.export import export_onnx
     from medmtl.inference.onnx_backend import OnnxBackend
     from medmtl.inference.torch_backend import TorchBackend
-    from medmtl.models.checkpoint import network_from_checkpoint, store_temperature
+    from medmtl.models.checkpoint import network_from_checkpoint, store_calibration
 
     ckpt = tmp_path / "hot.ckpt"
     ckpt.write_bytes(tiny_ckpt.read_bytes())
-    store_temperature(ckpt, 4.0)
+    store_calibration(ckpt, 4.0)
     assert network_from_checkpoint(ckpt)[0].temperature == pytest.approx(4.0)
     cold = tmp_path / "cold.ckpt"
     cold.write_bytes(tiny_ckpt.read_bytes())
-    store_temperature(cold, 1.0)
+    store_calibration(cold, 1.0)
     batch = np.random.default_rng(0).normal(size=(2, 1, 64, 64)).astype(np.float32)
     hot, plain = TorchBackend(ckpt), TorchBackend(cold)
     onnx = OnnxBackend(export_onnx(ckpt, tmp_path / "hot.onnx"))

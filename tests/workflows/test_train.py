@@ -100,6 +100,39 @@ def test_training_calibrates_on_validation_and_stores_the_temperature(trained, m
     assert again["test/cls_acc"] == saved["test/cls_acc"]  # a temperature keeps every class
 
 
+def test_training_calibrates_conformal_answer_sets(trained, make_cfg, tmp_path):
+    from medmtl.models.checkpoint import CONFORMAL_KEY
+    from medmtl.reporting.per_image import read_predictions
+
+    out, _ = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    stored = load_checkpoint(saved["best_ckpt"])[CONFORMAL_KEY]
+    assert saved["conformal/alpha"] == stored["alpha"] == 0.1 and not stored["by_class"]
+    assert saved["conformal/num_images"] == len(stored["scores"]) == saved["calibration/num_images"]
+    per = read_predictions(out / "predictions_test.csv")
+    covered = per.answer_set[range(len(per)), per.label]
+    assert saved["test/conformal_coverage"] == pytest.approx(covered.mean())
+    assert saved["test/conformal_set_size"] == pytest.approx(per.answer_set.sum(1).mean())
+    # another error rate at evaluation time: never larger sets
+    cfg = make_cfg(
+        [f"ckpt_path={saved['best_ckpt']}", "split=test", "conformal.alpha=0.5"],
+        name="eval_alpha",
+        config_name="eval",
+    )
+    again = evaluate(cfg)
+    assert again["conformal/alpha"] == 0.5
+    assert again["test/conformal_set_size"] <= saved["test/conformal_set_size"]
+    # a checkpoint without answer sets refuses the option in one line
+    ckpt = torch.load(saved["best_ckpt"], weights_only=True, map_location="cpu")
+    del ckpt[CONFORMAL_KEY]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    cfg = make_cfg(
+        [f"ckpt_path={tmp_path / 'old.ckpt'}", "conformal.alpha=0.2"], name="e2", config_name="eval"
+    )
+    with pytest.raises(MedmtlError, match="no conformal calibration"):
+        evaluate(cfg)
+
+
 def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     out, metrics = trained
     cfg = make_cfg(

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         default="study",
         help="study: the study's metric columns; recipe: quality, epochs, wall time, peak "
         "memory; validation: validation scores only (for choosing settings); calibration: "
-        "ECE, NLL and Brier score on test and the fitted temperature",
+        "ECE, NLL, Brier score, conformal coverage and set size on test, the temperature",
     )
     parser.add_argument(
         "--no-ci", action="store_true", help="leave out the 95%% confidence intervals"

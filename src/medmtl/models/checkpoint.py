@@ -15,6 +15,8 @@ from medmtl.io.files import atomic_path
 from medmtl.models.multitask import MultiTaskNet, net_kwargs
 
 REQUIRED = ("state_dict", "hyper_parameters")
+# the conformal answer sets' calibration images (plain lists; medmtl.models.conformal)
+CONFORMAL_KEY = "medmtl_conformal"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -54,10 +56,15 @@ def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, A
     return net.eval(), ckpt
 
 
-def store_temperature(path: str | Path, temperature: float) -> None:
-    """Write the class logits' temperature into a checkpoint (atomically: the old file stays
-    whole until the new one is complete)."""
+def store_calibration(
+    path: str | Path, temperature: float, answer_sets: dict[str, Any] | None = None
+) -> None:
+    """Write the class logits' temperature (and the conformal answer sets' calibration,
+    :meth:`medmtl.models.conformal.AnswerSets.to_dict`) into a checkpoint, atomically: the old
+    file stays whole until the new one is complete."""
     ckpt = load_checkpoint(path)
     ckpt["state_dict"]["net.cls_temperature"] = torch.tensor(float(temperature))
+    if answer_sets is not None:
+        ckpt[CONFORMAL_KEY] = answer_sets
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)

@@ -49,6 +49,8 @@ class PerImage:
     model_classes: tuple[str, ...] = ()
     model_pred: np.ndarray | None = None
     meta: dict[str, list[str]] = field(default_factory=dict)  # metadata columns (device, ...)
+    # (n, C) conformal answer sets over ``classes`` (True: the class is in the image's set)
+    answer_set: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.label = np.asarray(self.label, dtype=np.int64)
@@ -68,6 +70,8 @@ class PerImage:
             self.outside = np.asarray(self.outside, dtype=np.float64)
         if self.model_pred is not None:
             self.model_pred = np.asarray(self.model_pred, dtype=np.int64)
+        if self.answer_set is not None:
+            self.answer_set = np.asarray(self.answer_set, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,11 +151,14 @@ def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) 
         prob = kept / np.maximum(kept.sum(1, keepdims=True), 1e-12)
         model_pred = p.prob.argmax(1)
         outside = (~np.isin(model_pred, keep)).astype(np.float64) if left else None
+    # an answer set keeps the data's classes (a set of only "normal" is then empty: a miss)
+    answer_set = p.answer_set[:, keep] if p.answer_set is not None else None
     return replace(
         p,
         classes=tuple(classes),
         label=np.array([classes.index(n) for n in label_names], dtype=np.int64),
         prob=prob,
+        answer_set=answer_set,
         outside=outside,
         outside_name="_or_".join(left) if left else "",
         model_classes=tuple(model_classes),
@@ -160,6 +167,9 @@ def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) 
 
 
 # -- the CSV file ------------------------------------------------------------------------------
+ANSWER_SEP = "|"  # between the class names of an answer set ("benign|malignant")
+
+
 def _fmt(v: float) -> str:
     return repr(float(v)) if math.isfinite(v) else ""
 
@@ -173,6 +183,8 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         head += ["dice", "iou", "gt_pixels", "pred_pixels", "tp_pixels"]
     if p.outside is not None:
         head.append(f"called_{p.outside_name}")
+    if p.answer_set is not None:
+        head.append("answer_set")
     head += list(p.meta)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -187,6 +199,12 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
             row += [str(int(round(v))) for v in (p.gt[i], p.pred[i], p.tp[i])]
         if p.outside is not None:
             row.append(str(int(p.outside[i])))
+        if p.answer_set is not None:
+            row.append(
+                ANSWER_SEP.join(
+                    c for c, on in zip(p.classes, p.answer_set[i], strict=True) if on >= 0.5
+                )
+            )
         row += [p.meta[k][i] for k in p.meta]
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
@@ -258,11 +276,28 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         )
         called = next((c for c in head if c.startswith("called_")), None)
         outside = np.array([float(r[called]) for r in rows]) if called else None
+        answer_set = None
+        if "answer_set" in head:
+            sets = [set(filter(None, r["answer_set"].split(ANSWER_SEP))) for r in rows]
+            strange = sorted(set().union(*sets) - set(names))
+            if strange:
+                raise ValueError(f"answer_set names unknown classes {strange}")
+            answer_set = np.array([[c in s for c in names] for s in sets], dtype=np.float64)
     except (ValueError, KeyError) as exc:
         raise DataError(
             f"{path}: malformed value or column ({exc}); re-run the evaluation."
         ) from exc
-    own = {"id", "dataset", "split", "true_class", "pred_class", "dice", "iou", called}
+    own = {
+        "id",
+        "dataset",
+        "split",
+        "true_class",
+        "pred_class",
+        "dice",
+        "iou",
+        called,
+        "answer_set",
+    }
     own |= {f"{k}_pixels" for k in ("tp", "gt", "pred")} | set(prob_cols)
     datasets = [r.get("dataset", "") for r in rows]
     return PerImage(
@@ -275,6 +310,7 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         outside=outside,
         outside_name=called.removeprefix("called_") if called else "",
         meta={c: [r[c] for r in rows] for c in head if c not in own},
+        answer_set=answer_set,
         **counts,
     )
 
@@ -366,6 +402,25 @@ def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np
     }
 
 
+def answer_sets(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Conformal answer sets: coverage (the true class is in the set), mean set size, the share
+    of single-class sets and of empty ones, and the coverage of each class."""
+    W = _weights(len(p), weights)
+    covered = p.answer_set[np.arange(len(p)), p.label]
+    size = p.answer_set.sum(1)
+    total = W.sum(1)
+    out = {
+        "conformal_coverage": W @ covered / total,
+        "conformal_set_size": W @ size / total,
+        "conformal_singleton_rate": W @ (size == 1).astype(float) / total,
+        "conformal_empty_rate": W @ (size == 0).astype(float) / total,
+    }
+    for c, name in enumerate(p.classes):
+        is_c = (p.label == c).astype(float)
+        out[f"conformal_coverage_{name}"] = _safe(W @ (covered * is_c), W @ is_c)
+    return out
+
+
 def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every metric of ``metrics.json``, one value per row of ``weights`` (one row if None)."""
     out: dict[str, np.ndarray] = {}
@@ -373,6 +428,8 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
         out.update(classification(p, weights))
     if p.tp is not None:
         out.update(segmentation(p, weights))
+    if p.answer_set is not None:
+        out.update(answer_sets(p, weights))
     if p.outside is not None:  # another data set: images the model called a class it lacks
         W = _weights(len(p), weights)
         out[f"called_{p.outside_name}_rate"] = W @ p.outside / W.sum(1)
@@ -429,4 +486,5 @@ def average_runs(runs: Sequence[PerImage]) -> PerImage:
         iou=mean("iou"),
         has_pred=mean("has_pred"),
         outside=mean("outside"),
+        answer_set=mean("answer_set"),  # how often each class was in the runs' sets
     )

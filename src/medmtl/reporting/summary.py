@@ -21,6 +21,8 @@ MAIN_METRICS = (
     "cls_ece",
     "cls_nll",
     "cls_brier",
+    "conformal_coverage",
+    "conformal_set_size",
     "seg_dice",
     "seg_iou",
     "seg_f1",

@@ -90,6 +90,9 @@ COLUMN_SETS = {
         Column("ECE", "test/cls_ece", higher=False),
         Column("NLL", "test/cls_nll", higher=False),
         Column("Brier", "test/cls_brier", higher=False),
+        # conformal answer sets: the share holding the true class, and their mean size
+        Column("coverage", "test/conformal_coverage", higher=None),
+        Column("set size", "test/conformal_set_size", higher=False),
         Column("val ECE before", "calibration/val_ece_before", higher=False),
         Column("val ECE after", "calibration/val_ece_after", higher=False),
         Column("T", "calibration/temperature", higher=None, digits=2),

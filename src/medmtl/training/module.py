@@ -20,7 +20,8 @@ from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, overall_score
 from medmtl.models.calibration import calibration_record
-from medmtl.models.checkpoint import load_checkpoint
+from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint
+from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import average_outputs
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
@@ -88,6 +89,8 @@ class MultiTaskModule(L.LightningModule):
             float(augment.get("amplitude_mix_ratio", 1.0)),
         )
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
+        # conformal answer sets, calibrated after training (medmtl.workflows.calibrate)
+        self.answer_sets: AnswerSets | None = None
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
         self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self._resuming = False  # set when Lightning restores a checkpoint to continue training
@@ -111,6 +114,7 @@ class MultiTaskModule(L.LightningModule):
         module = cls(**{**hp, "model": {**trained, "encoder_weights": None}})
         module.hparams["model"] = trained  # what it was trained from (metrics.json, the card)
         module.load_state_dict(ckpt["state_dict"])
+        module.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
         module.eval()
         return module, ckpt
 
@@ -300,6 +304,10 @@ class MultiTaskModule(L.LightningModule):
             record = calibration_record(self.net)
             key = "member_temperatures" if "member_temperatures" in record else "temperature"
             out[f"calibration/{key}"] = record[key]
+        if self.answer_sets is not None:
+            out["conformal/alpha"] = self.answer_sets.alpha
+            out["conformal/by_class"] = self.answer_sets.by_class
+            out["conformal/num_images"] = int(len(self.answer_sets.scores))
         return out
 
     def test_samples(self) -> dict[str, torch.Tensor]:

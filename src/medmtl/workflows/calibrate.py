@@ -20,6 +20,7 @@ import torch
 from medmtl.data.datamodule import MedDataModule
 from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
+from medmtl.models.conformal import ALPHA, AnswerSets
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,17 @@ def _scores(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
 
 
 def calibrate_module(
-    module: MultiTaskModule, dm: MedDataModule, report: Sequence[str] = ("test",)
+    module: MultiTaskModule,
+    dm: MedDataModule,
+    report: Sequence[str] = ("test",),
+    alpha: float = ALPHA,
+    by_class: bool = False,
 ) -> dict[str, Any]:
     """Fit the temperature on the validation split, set it in ``module.net`` and return the
     ``calibration/...`` entries of ``metrics.json``: the temperature, the number of images it
     was fitted on, and NLL / Brier / ECE before and after on validation and on ``report``.
+    The conformal answer sets (error rate ``alpha``) are calibrated on the same validation
+    images, from the calibrated probabilities, and set as ``module.answer_sets``.
 
     A model without a classification head, or without validation images, is left at 1.
     """
@@ -79,6 +86,9 @@ def calibrate_module(
     if len(label) == 0:
         log.warning("calibration: no validation images, so the temperature stays 1.")
     module.net.set_temperature(temperature)
+    module.answer_sets = AnswerSets.fit(
+        scaled_probabilities(logits, temperature), label, alpha, by_class
+    )
     out: dict[str, Any] = {
         "calibration/temperature": temperature,
         "calibration/fitted_on": "val",

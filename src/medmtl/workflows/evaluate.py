@@ -36,6 +36,7 @@ from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import (
     PerImage,
+    answer_sets,
     metrics_dict,
     restrict,
     segmentation,
@@ -66,17 +67,20 @@ def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) ->
         )
     keys = list(dict.fromkeys(k for c in cases for k in c.meta))
     datasets = [cases[i].dataset or dm.name for i in index]
+    prob = got.get("prob")
+    sets = module.answer_sets
     return PerImage(
         ids=[cases[i].case_id for i in index],
         classes=tuple(dm.classes),
         label=got["label"],
-        prob=got.get("prob"),
+        prob=prob,
         tp=got.get("tp"),
         gt=got.get("gt"),
         pred=got.get("pred"),
         dataset=datasets[0] if len(set(datasets)) == 1 else datasets,
         split=split,
         meta={k: [cases[i].meta.get(k, "") for i in index] for k in keys},
+        answer_set=sets.predict(prob) if sets is not None and prob is not None else None,
     )
 
 
@@ -153,6 +157,8 @@ def score_split(
         metrics = dict(module.results[split])
         if per is not None and per.tp is not None:  # a count the torch metrics do not keep
             metrics[f"{split}/empty_lesion_rate"] = float(segmentation(per)["empty_lesion_rate"][0])
+        if per is not None and per.answer_set is not None:
+            metrics.update({f"{split}/{k}": float(v[0]) for k, v in answer_sets(per).items()})
     metrics["eval/classes"] = eval_classes
     columns = list(by)
     if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
@@ -215,6 +221,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
         module.net.empty_mask_index = kw.get("empty_mask_index")
     set_gate(module, {k: cfg.get(k, "as_trained") for k in GATE_KEYS})
+    conformal = cfg.get("conformal") or {}
+    if any(conformal.get(k) is not None for k in ("alpha", "by_class")):
+        if module.answer_sets is None:
+            raise ConfigError(
+                f"conformal.*: {cfg.ckpt_path} has no conformal calibration (trained before it "
+                "existed, or an ensemble); drop the option."
+            )
+        module.answer_sets = module.answer_sets.with_settings(
+            conformal.get("alpha"), conformal.get("by_class")
+        )
     calibrated = cfg.get("calibrated", True)
     if not isinstance(calibrated, bool):
         raise ConfigError(f"calibrated must be true or false, got {calibrated!r}.")

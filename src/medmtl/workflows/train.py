@@ -26,7 +26,8 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
-from medmtl.models.checkpoint import load_checkpoint, store_temperature
+from medmtl.models.checkpoint import load_checkpoint, store_calibration
+from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
@@ -182,6 +183,7 @@ def check_train_config(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
+    check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
     if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
         raise ConfigError(
             "calibration.temperature must be true or false, got "
@@ -392,9 +394,12 @@ def _fit_and_test(
             )
         module.tta = bool(cfg.get("tta", False))
         if OmegaConf.select(cfg, "calibration.temperature", default=True):
-            metrics.update(calibrate_module(module, dm))
+            alpha = OmegaConf.select(cfg, "conformal.alpha", default=ALPHA)
+            by_class = bool(OmegaConf.select(cfg, "conformal.by_class", default=False))
+            metrics.update(calibrate_module(module, dm, alpha=alpha, by_class=by_class))
             if best and trainer.is_global_zero and module.net.cls_head is not None:
-                store_temperature(best, module.net.temperature)
+                sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
+                store_calibration(best, module.net.temperature, sets)
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
