@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from medmtl.metrics import brier, calibration, dice_iou, mask_dice, nll, overall_score
+from medmtl.metrics import brier, calibration, dice_iou, entropy, mask_dice, nll, overall_score
 from medmtl.reporting.evaluation import reliability, reliability_figure
 from medmtl.training.metrics import classification_metrics
 
@@ -75,6 +75,12 @@ def test_reliability_figure_shows_before_and_after_calibration():
     assert "before calibration" in labels and "calibrated" in labels
     plain = reliability_figure(prob, label, "t").axes[0]
     assert "before calibration" not in plain.get_legend_handles_labels()[1]
+
+
+def test_entropy_is_normalised():
+    prob = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(entropy(prob), [0.0, 1.0, np.log(2) / np.log(3)])
+    assert entropy(np.array([0.2, 0.8])).shape == (1,)
 
 
 def test_overall_score():

@@ -83,6 +83,17 @@ def brier(prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None
     return W @ ((prob - onehot) ** 2).sum(1) / np.where(W.sum(1) > 0, W.sum(1), 1)
 
 
+def entropy(prob: np.ndarray) -> np.ndarray:
+    """Per-image predictive entropy of the class probabilities, normalised by ``log C``: 0 for
+    a certain answer, 1 when every class is equally likely (a coin toss)."""
+    prob = np.atleast_2d(np.asarray(prob, dtype=np.float64))
+    if prob.shape[1] < 2:
+        return np.zeros(len(prob))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(prob > 0, prob * np.log(prob), 0.0).sum(1)
+    return np.clip(h / np.log(prob.shape[1]), 0.0, 1.0)
+
+
 def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:
     """``overall``: the mean of macro F1 and all-image Dice; for a single-task run, its one score."""
     if task == "seg":

@@ -16,6 +16,7 @@ from PIL import Image
 
 from medmtl.inference.core import load_for_model, predict_batch, predict_paths
 from medmtl.inference.torch_backend import TorchBackend
+from medmtl.metrics import entropy
 from tests.conftest import DICOM_DIR
 
 BUSI_FILES = ["benign/benign (1).png", "malignant/malignant (10).png", "normal/normal (5).png"]
@@ -66,6 +67,7 @@ def test_predict_masks_at_original_size_and_complete_rows(backend, images, tmp_p
         probs = [float(row[f"prob_{c}"]) for c in backend.class_names]
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert row["predicted_class"] == backend.class_names[int(np.argmax(probs))]
+        assert float(row["entropy"]) == pytest.approx(float(entropy(np.array(probs))[0]), abs=1e-5)
         assert Path(f"{stem}_overlay.png").stat().st_size > 0
         assert row["mask_file"] == Path(f"{stem}_mask.png").relative_to(out).as_posix()
     assert len(sizes) >= 3

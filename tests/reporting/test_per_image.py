@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from medmtl.metrics import entropy
 from medmtl.reporting.per_image import (
     PerImage,
     average_runs,
@@ -34,6 +35,9 @@ def test_train_writes_predictions_that_recompute_metrics_json(tiny_run):
     assert len(rows) == len(set(r["id"] for r in rows)) > 0
     assert rows[0]["dataset"] == "phantom" and rows[0]["split"] == "test"
     assert {"pred_class", "prob_normal", "dice", "iou", "gt_pixels", "pred_pixels"} <= set(rows[0])
+    classes = [k.removeprefix("prob_") for k in rows[0] if k.startswith("prob_")]
+    prob = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    np.testing.assert_allclose([float(r["entropy"]) for r in rows], entropy(prob), atol=1e-9)
     # ids are paths relative to the data root, e.g. benign/benign_0003.png
     assert all(r["id"].split("/")[0] == r["true_class"] for r in rows)
     recomputed = metrics_dict(read_predictions(path), "test")

@@ -88,6 +88,9 @@ def test_health_and_model_card(client, tiny_ckpt, tiny_run, onnx_model):
     assert (
         onnx_card["test_metrics"] == card["test_metrics"] and onnx_card["trained_on"] == "phantom"
     )
+    # the card lists the calibration the model carries (fitted on validation after training)
+    assert card["calibration"]["temperature"] == pytest.approx(run["calibration/temperature"])
+    assert onnx_card["calibration"] == card["calibration"]
 
 
 def test_a_good_image(client, image, tiny_ckpt, tmp_path):
@@ -127,6 +130,8 @@ def test_a_good_image(client, image, tiny_ckpt, tmp_path):
     assert row["predicted_class"] == out["predicted_class"]
     for c in out["classes"]:
         assert row[f"prob_{c}"] == pytest.approx(probs[c], abs=1e-5)
+    assert out["entropy"] == pytest.approx(row["entropy"], abs=1e-5)
+    assert 0 <= out["entropy"] <= 1
 
 
 def test_gradcam_on_pytorch_and_refused_on_onnx(client, image, onnx_model):

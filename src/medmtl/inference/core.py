@@ -17,6 +17,7 @@ from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
+from medmtl.metrics import entropy
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -298,6 +299,7 @@ def _write_outputs(
         row["predicted_class"] = backend.class_names[c]
         for name, p in zip(backend.class_names, cls_p[k], strict=True):
             row[f"prob_{name}"] = round(float(p), 6)
+        row["entropy"] = round(float(entropy(cls_p[k])[0]), 6)
         text = f"{backend.class_names[c]} {cls_p[k, c]:.2f}"
     heat = None
     if cams is not None:
@@ -339,6 +341,7 @@ def _write_csv(
         "file",
         "predicted_class",
         *[f"prob_{c}" for c in class_names],
+        "entropy",
         "lesion_area_px",
         "lesion_area_mm2",
         "mask_file",

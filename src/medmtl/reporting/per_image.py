@@ -21,7 +21,7 @@ import numpy as np
 
 from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
-from medmtl.metrics import brier, calibration, dice_iou, nll, overall_score
+from medmtl.metrics import brier, calibration, dice_iou, entropy, nll, overall_score
 
 
 @dataclass
@@ -178,7 +178,7 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
     """Write ``predictions_<split>.csv`` atomically: one row per image."""
     head = ["id", "dataset", "split", "true_class"]
     if p.prob is not None:
-        head += ["pred_class", *[f"prob_{c}" for c in p.classes]]
+        head += ["pred_class", *[f"prob_{c}" for c in p.classes], "entropy"]
     if p.tp is not None:
         head += ["dice", "iou", "gt_pixels", "pred_pixels", "tp_pixels"]
     if p.outside is not None:
@@ -190,10 +190,12 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     datasets = p.datasets()
+    uncertainty = entropy(p.prob) if p.prob is not None else None
     for i, case_id in enumerate(p.ids):
         row = [case_id, datasets[i], p.split, p.classes[p.label[i]]]
         if p.prob is not None:
             row += [p.classes[int(p.prob[i].argmax())], *[_fmt(v) for v in p.prob[i]]]
+            row.append(_fmt(uncertainty[i]))
         if p.tp is not None:
             row += [_fmt(p.dice[i]), _fmt(p.iou[i])]
             row += [str(int(round(v))) for v in (p.gt[i], p.pred[i], p.tp[i])]

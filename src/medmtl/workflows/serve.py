@@ -39,6 +39,7 @@ from PIL import Image
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_image
 from medmtl.io.image import IMAGE_EXTENSIONS
+from medmtl.metrics import entropy
 from medmtl.workflows.predict import gradcam_for, open_checkpoint, open_onnx
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ def result_json(
         out["probabilities"] = {
             n: round(float(p), 6) for n, p in zip(classes, pred.class_prob, strict=True)
         }
+        # 0: a certain answer, 1: every class equally likely (docs/metrics.md)
+        out["entropy"] = round(float(entropy(pred.class_prob)[0]), 6)
     if mask is not None:
         area = int(mask.sum())
         out["lesion_area_px"] = area
