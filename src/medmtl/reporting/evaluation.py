@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from medmtl.metrics import ECE_BINS, calibration
 from medmtl.reporting.figures import save_figure
+from medmtl.reporting.per_image import risk_coverage
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,27 @@ def reliability_figure(
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_title(heading)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def risk_coverage_figure(prob: np.ndarray, label: np.ndarray, title: str) -> Figure:
+    """Error of the answers kept against the share kept, most certain images first, with the
+    AURC and the error at 80 % coverage; the dashed line is the error of answering all."""
+    coverage, risk, *_ = risk_coverage(prob, label)
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    ax.plot(coverage[0], risk[0], color="tab:blue")
+    ax.axhline(risk[0, -1], ls="--", color="0.5", label=f"answer all: error {risk[0, -1]:.3f}")
+    ax.axvline(0.8, ls=":", color="0.6")
+    at80 = risk[0, min(int((coverage[0] < 0.8 - 1e-9).sum()), coverage.shape[1] - 1)]
+    aurc = float(risk[0].mean())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.05, float(risk[0].max()) * 1.1))
+    ax.set_xlabel("coverage (share of images answered, most certain first)")
+    ax.set_ylabel("error of the answers kept")
+    ax.set_title(f"{title} — AURC {aurc:.3f}, error at 80 % {at80:.3f}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
@@ -217,6 +239,12 @@ def write_evaluation_figures(
         written.append(
             save_figure(
                 roc_figure(prob, label, class_names, f"{split} ROC"), out_dir / f"{split}_roc.png"
+            )
+        )
+        written.append(
+            save_figure(
+                risk_coverage_figure(prob, label, f"{split} risk-coverage"),
+                out_dir / f"{split}_risk_coverage.png",
             )
         )
         written.append(

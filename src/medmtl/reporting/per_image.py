@@ -404,6 +404,47 @@ def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np
     }
 
 
+SELECTIVE_COVERAGES = (0.9, 0.8)  # the shares kept for the "error at x % coverage" metrics
+
+
+def risk_coverage(
+    prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Selective prediction: the images ordered from most to least certain (lowest
+    :func:`medmtl.metrics.entropy` first) and, after each, the share kept (coverage) and the
+    error rate of the answers kept (risk), one row per row of ``weights``. Also returns each
+    image's weight and whether its answer is wrong, in that order."""
+    n = len(label)
+    W = _weights(n, weights)
+    order = np.argsort(entropy(prob), kind="stable")
+    err = (np.asarray(prob).argmax(1) != np.asarray(label))[order].astype(np.float64)
+    Ws = W[:, order]
+    kept = np.cumsum(Ws, 1)
+    risk = np.cumsum(Ws * err, 1) / np.where(kept > 0, kept, 1)
+    return kept / np.maximum(kept[:, -1:], 1e-12), risk, Ws, err
+
+
+def selective(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The area under the risk-coverage curve (AURC: the mean error of the answers kept, over
+    every share kept; lower is better) and the error when only the 90 % / 80 % most certain
+    images are answered."""
+    from scipy.special import digamma
+
+    coverage, risk, Ws, err = risk_coverage(p.prob, p.label, weights)
+    # an image of weight w stands for w copies in a row, each with its own point of the curve:
+    # after K kept with E errors, copy j adds (E + j e) / (K + j); summed over j = 1..w that is
+    # (E − K e) (ψ(K + w + 1) − ψ(K + 1)) + e w, so a weight of 2 is the image drawn twice
+    kept = np.cumsum(Ws, 1)
+    before, errors = kept - Ws, np.cumsum(Ws * err, 1) - Ws * err
+    area = (errors - before * err) * (digamma(kept + 1) - digamma(before + 1)) + err * Ws
+    out = {"cls_aurc": _safe(area.sum(1), Ws.sum(1))}
+    rows = np.arange(len(risk))
+    for share in SELECTIVE_COVERAGES:
+        first = np.minimum((coverage < share - 1e-9).sum(1), coverage.shape[1] - 1)
+        out[f"cls_error_at_{round(share * 100)}"] = risk[rows, first]
+    return out
+
+
 def answer_sets(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Conformal answer sets: coverage (the true class is in the set), mean set size, the share
     of single-class sets and of empty ones, and the coverage of each class."""
@@ -428,6 +469,7 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
     out: dict[str, np.ndarray] = {}
     if p.prob is not None:
         out.update(classification(p, weights))
+        out.update(selective(p, weights))
     if p.tp is not None:
         out.update(segmentation(p, weights))
     if p.answer_set is not None:

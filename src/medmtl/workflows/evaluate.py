@@ -40,6 +40,7 @@ from medmtl.reporting.per_image import (
     metrics_dict,
     restrict,
     segmentation,
+    selective,
     write_masks,
     write_predictions,
 )
@@ -157,6 +158,8 @@ def score_split(
         metrics = dict(module.results[split])
         if per is not None and per.tp is not None:  # a count the torch metrics do not keep
             metrics[f"{split}/empty_lesion_rate"] = float(segmentation(per)["empty_lesion_rate"][0])
+        if per is not None and per.prob is not None:  # selective prediction (AURC, ...)
+            metrics.update({f"{split}/{k}": float(v[0]) for k, v in selective(per).items()})
         if per is not None and per.answer_set is not None:
             metrics.update({f"{split}/{k}": float(v[0]) for k, v in answer_sets(per).items()})
     metrics["eval/classes"] = eval_classes
