@@ -154,6 +154,12 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     assert tuned["empty_mask_min_prob"] == gate["empty_mask_min_prob"]
     assert tuned["empty_mask_keep_above"] == gate["empty_mask_keep_above"]
     assert tuned["gate/oof_seg_dice"] == pytest.approx(gate["chosen"]["seg_dice"])
+    # conformal answer sets calibrated on the same out-of-fold images, kept in the folder
+    sets = json.loads((tmp_path / "tuned" / "conformal.json").read_text())
+    assert len(sets["scores"]) == gate["num_images"] and sets["alpha"] == 0.1
+    assert tuned["conformal/num_images"] == gate["num_images"]
+    assert 0 <= tuned["test/conformal_coverage"] <= 1
+    assert (sweep / "ensemble" / "conformal.json").is_file()  # the sweep's own ensemble too
     # the tuned ensemble folder evaluates with its own gate and flip in medmtl-eval
     from medmtl.workflows.evaluate import evaluate
     from tests.conftest import compose_cfg
@@ -167,6 +173,7 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
         for d in (tmp_path / "tuned", tmp_path / "again")
     )
     assert np.array_equal(a.pred, b.pred) and np.allclose(a.prob, b.prob, atol=1e-6)
+    assert np.array_equal(a.answer_set, b.answer_set)  # medmtl-eval uses the stored sets
     # a sweep over two settings is two table rows: no ensemble, and the command to make one
     mixed = tmp_path / "mixed"
     res = _fold_sweep(mixed, cache_dir, "loss.seg_weight=0.3,0.7")

@@ -3,7 +3,7 @@
 medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
                 [select=<key>=<value>] [split=test] [export=<model.onnx>] [data_root=<data folder>]
                 [empty_mask_class=as_trained|null|<class>] [tta=false] [gate=as_trained|tune]
-                [adapt=none|bn]
+                [adapt=none|bn] [conformal_alpha=0.1|null] [conformal_by_class=false]
 
 Averages the class probabilities and the mask probability maps of the runs' best checkpoints,
 then writes metrics.json, predictions_<split>.csv and the figures into out= exactly like
@@ -13,7 +13,10 @@ as select=[a=1,b=2]). tta=true adds the horizontal mirror image of every input t
 average (test-time flip). gate=tune chooses the classification gate's thresholds (P(normal) and
 the mask's own maximum, written to gate.json) on the fold models' out-of-fold validation
 predictions, never on the test split. adapt=bn re-estimates every member's batch-norm statistics on
-the evaluated images (AdaBN, no labels). medmtl-tables shows an ensemble inside a sweep folder as its own row.
+the evaluated images (AdaBN, no labels). conformal_alpha= calibrates conformal answer sets of
+k-fold members on their out-of-fold validation predictions (conformal.json; null: none;
+conformal_by_class=true: class by class). medmtl-tables shows an ensemble inside a sweep
+folder as its own row.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ DEFAULTS = {
     "tta": False,
     "gate": "as_trained",
     "adapt": "none",
+    "conformal_alpha": 0.1,
+    "conformal_by_class": False,
 }
 
 

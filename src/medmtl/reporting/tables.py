@@ -93,6 +93,8 @@ COLUMN_SETS = {
         # conformal answer sets: the share holding the true class, and their mean size
         Column("coverage", "test/conformal_coverage", higher=None),
         Column("set size", "test/conformal_set_size", higher=False),
+        Column("AURC", "test/cls_aurc", higher=False),
+        Column("error at 80 %", "test/cls_error_at_80", higher=False),
         Column("val ECE before", "calibration/val_ece_before", higher=False),
         Column("val ECE after", "calibration/val_ece_after", higher=False),
         Column("T", "calibration/temperature", higher=None, digits=2),

@@ -10,9 +10,11 @@ from typing import Any
 import lightning as L
 from hydra.experimental.callback import Callback
 
+from medmtl.data.build import datamodule_from_config
 from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
+from medmtl.models.conformal import ALPHA, AnswerSets, check_alpha
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.summary import write_json
 from medmtl.reporting.tables import POOLED, collect_runs
@@ -36,13 +38,17 @@ def ensemble(
     tta: bool = False,
     gate: str = "as_trained",
     adapt: str = "none",
+    conformal_alpha: float | None = ALPHA,
+    conformal_by_class: bool = False,
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
 
     ``tta`` adds each member's horizontal mirror image to the average (test-time flip).
     ``adapt="bn"`` re-estimates each member's batch-norm statistics on the evaluated images.
     ``gate="tune"`` chooses the gate's thresholds on the members' out-of-fold validation
-    predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``).
+    predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``). The conformal
+    answer sets (error rate ``conformal_alpha``; None: none) are calibrated on the same
+    out-of-fold predictions of k-fold members (written to ``conformal.json``).
     """
     if gate not in ("as_trained", "tune"):
         raise ConfigError(f"gate={gate}: choose as_trained or tune.")
@@ -61,9 +67,40 @@ def ensemble(
         )
     head.use_channels_last(channels_last)
     head.tta = tta
+    if conformal_alpha is not None:
+        conformal_alpha = check_alpha(conformal_alpha)
+    folds = [hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps]
+    # k-fold members of distinct folds: each validation image predicted by the member that
+    # never trained on it; members of one fixed split: the ensemble itself on that split
+    out_of_fold = None not in folds and len(set(folds)) == len(folds)
+    shared_val = all(f is None for f in folds)
+    wants_sets = conformal_alpha is not None and head.task != "seg"
+    if wants_sets and not (out_of_fold or shared_val):
+        log.warning(
+            "No conformal answer sets: the members are neither k-fold models of distinct folds "
+            "nor models of one fixed split, so no validation images are unseen by all of them."
+        )
+        wants_sets = False
+    evidence = None
+    if gate == "tune" or (wants_sets and out_of_fold):
+        evidence = gate_evidence(runs, tta, channels_last, for_gate=gate == "tune")
+    if wants_sets:
+        if out_of_fold:
+            prob, label, where = evidence.prob, evidence.label, "out-of-fold validation"
+        else:
+            prob, label = _validation_probabilities(head, data)
+            where = "shared validation"
+        head.answer_sets = AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
+        write_json(out / "conformal.json", head.answer_sets.to_dict())
+        log.info(
+            "Conformal answer sets calibrated on %d %s images (alpha %s)",
+            len(label),
+            where,
+            conformal_alpha,
+        )
     tuned = None
     if gate == "tune":
-        tuned = tune_gate(gate_evidence(runs, tta, channels_last))
+        tuned = tune_gate(evidence)
         set_gate(head, tuned)
         write_json(out / "gate.json", tuned)
         log.info(
@@ -87,9 +124,7 @@ def ensemble(
     extra = {
         "ensemble/members": members,
         "ensemble/size": len(members),
-        "ensemble/folds": [
-            hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps
-        ],
+        "ensemble/folds": folds,
         "ensemble/seeds": [hp.get("seed") for hp in hps],
         "ensemble/overrides": shared_overrides(runs),
         "ensemble/tta": tta,
@@ -134,6 +169,25 @@ def ensemble(
     return metrics
 
 
+def _validation_probabilities(head: Any, data: dict[str, Any]) -> tuple[Any, Any]:
+    """The ensemble's class probabilities and the labels of its members' shared validation
+    split (members of one fixed split: no member trained on it)."""
+    import numpy as np
+    import torch
+
+    dm = datamodule_from_config(data)
+    dm.setup()
+    head.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for batch in dm.dataloader("val"):
+            probs.append(torch.softmax(head(batch["image"])["cls"].double(), dim=1))
+            labels.append(batch["label"])
+    if not labels:
+        return np.zeros((0, len(head.class_names))), np.zeros(0, dtype=np.int64)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
 def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
     """Entry point body for ``medmtl-ensemble``: returns the exit status."""
     data = {"root": options["data_root"]} if options.get("data_root") else None
@@ -156,6 +210,8 @@ def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
         tta=bool(options.get("tta")),
         gate=str(options.get("gate") or "as_trained"),
         adapt=str(options.get("adapt") or "none"),
+        conformal_alpha=options.get("conformal_alpha"),
+        conformal_by_class=bool(options.get("conformal_by_class")),
     )
     return 0
 

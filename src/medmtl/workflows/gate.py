@@ -43,6 +43,9 @@ class GateEvidence:
     mask_max: np.ndarray  # the mask's maximum probability
     dice: np.ndarray  # Dice of the (post-processed) mask; 1 for empty vs empty
     lesion: np.ndarray  # the image has a lesion
+    # every class probability and the true class (the conformal answer sets' calibration)
+    prob: np.ndarray | None = None
+    label: np.ndarray | None = None
 
     def score(self, min_prob: float, keep_above: float | None) -> dict[str, float]:
         """All-image and lesion Dice, empty lesion masks and normal false positives of one gate."""
@@ -65,37 +68,51 @@ class GateEvidence:
 
 
 def gate_evidence(
-    runs: Sequence[Path], tta: bool = False, channels_last: bool = True
+    runs: Sequence[Path], tta: bool = False, channels_last: bool = True, for_gate: bool = True
 ) -> GateEvidence:
     """Each member on its own validation split (a k-fold member: its fold, which no other
-    split of it trained on), gate off: what :func:`tune_gate` needs."""
+    split of it trained on), gate off: what :func:`tune_gate` needs (``for_gate``: checked to
+    be multi-task models with a gate) and the conformal answer sets (class probabilities)."""
     parts: list[dict[str, np.ndarray]] = []
     for run in runs:
         module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
         data = dict(ckpt["hyper_parameters"]["data"])
-        if module.task != "multitask" or module.net.empty_mask_index is None:
+        gated = module.task == "multitask" and module.net.empty_mask_index is not None
+        if for_gate and not gated:
             raise ConfigError(
                 f"{run}: gate=tune needs multi-task models with a gate (model.empty_mask_class)."
             )
-        index = module.net.empty_mask_index
+        if module.task == "seg":
+            raise ConfigError(
+                f"{run}: a segmentation-only model has no class answers to calibrate."
+            )
+        index = module.net.empty_mask_index if gated else 0
         module.net.empty_mask_index = None
         module.tta = tta
         module.use_channels_last(channels_last)
         module.eval()
         dm = datamodule_from_config(data)
         dm.setup()
-        part: dict[str, list] = {k: [] for k in ("p", "called", "max", "dice", "lesion")}
+        keys = ("p", "called", "max", "dice", "lesion", "prob", "label")
+        part: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for batch in dm.dataloader("val"):
                 out = module(batch["image"])
                 prob = torch.softmax(out["cls"].double(), dim=1)
+                part["p"].append(prob[:, index])
+                part["called"].append(prob.argmax(1) == index)
+                part["prob"].append(prob)
+                part["label"].append(batch["label"])
                 seg = out["seg"]
+                if seg is None:  # a classification-only member: nothing for the gate
+                    part["lesion"].append(batch["label"] < 0)
+                    part["max"].append(torch.zeros(len(prob), dtype=torch.float64))
+                    part["dice"].append(torch.zeros(len(prob), dtype=torch.float64))
+                    continue
                 mask_max = torch.sigmoid(seg).amax(dim=(1, 2, 3))
                 if module.postprocess.active:
                     seg = module._postprocessed(seg)
                 tp, fp, fn, lesion = confusion_counts(seg, batch["mask"])
-                part["p"].append(prob[:, index])
-                part["called"].append(prob.argmax(1) == index)
                 part["max"].append(mask_max)
                 part["dice"].append(dice_iou(tp, fp, fn)[0])
                 part["lesion"].append(lesion)
@@ -108,6 +125,8 @@ def gate_evidence(
         mask_max=cat["max"].astype(np.float64),
         dice=cat["dice"].astype(np.float64),
         lesion=cat["lesion"].astype(bool),
+        prob=cat["prob"].astype(np.float64),
+        label=cat["label"].astype(np.int64),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from medmtl.data.datamodule import PREPROCESS_KEYS
 from medmtl.errors import ConfigError, DataError, summarize
+from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
@@ -192,10 +193,11 @@ def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
 
 
 def read_metrics(path: Path) -> dict:
+    """A run's JSON record (metrics.json, conformal.json), or one DataError line."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable metrics.json ({exc}).") from exc
+        raise DataError(f"{path}: not a readable {path.name} ({exc}).") from exc
 
 
 def open_model(path: str | Path) -> OpenedModel:
@@ -234,6 +236,10 @@ def open_model(path: str | Path) -> OpenedModel:
         own = read_metrics(inside) if inside.is_file() else {}
     module, data, hps = build_ensemble(runs, own.get("empty_mask_class", "as_trained"))
     set_gate(module, own)  # the gate thresholds it was evaluated with
+    # its conformal answer sets (medmtl-ensemble writes them beside its metrics.json)
+    folder = p if "ensemble/members" in metrics else p / "ensemble"
+    if (folder / "conformal.json").is_file():
+        module.answer_sets = AnswerSets.from_dict(read_metrics(folder / "conformal.json"))
     tta = bool(own.get("ensemble/tta"))
     record = {
         "ckpt_path": str(p),
