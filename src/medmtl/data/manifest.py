@@ -29,6 +29,8 @@ RESERVED = {
     "gt_pixels",
     "pred_pixels",
     "tp_pixels",
+    "entropy",
+    "answer_set",
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medmtl.data.manifest import RESERVED
 from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
 from medmtl.metrics import brier, calibration, dice_iou, entropy, nll, overall_score
@@ -289,18 +290,7 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         raise DataError(
             f"{path}: malformed value or column ({exc}); re-run the evaluation."
         ) from exc
-    own = {
-        "id",
-        "dataset",
-        "split",
-        "true_class",
-        "pred_class",
-        "dice",
-        "iou",
-        called,
-        "answer_set",
-    }
-    own |= {f"{k}_pixels" for k in ("tp", "gt", "pred")} | set(prob_cols)
+    own = RESERVED | {called} | set(prob_cols)  # the columns medmtl writes itself
     datasets = [r.get("dataset", "") for r in rows]
     return PerImage(
         ids=[r["id"] for r in rows],
