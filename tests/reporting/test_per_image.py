@@ -151,3 +151,25 @@ def test_unreadable_predictions_file_is_named(tmp_path):
     bad.write_text("id,true_class,prob_a\nx,a,not-a-number\n")
     with pytest.raises(DataError, match="predictions_test.csv"):
         read_predictions(bad)
+
+
+def test_subset_cuts_every_per_image_field():
+    """A breakdown (by=Device, data=multi) scores a subset: answer sets included."""
+    from dataclasses import fields, replace
+
+    from medmtl.reporting.per_image import subset
+
+    full = _constructed(n=12)
+    sets = full.prob >= 0.3
+    full = replace(full, answer_set=sets, meta={"Device": ["a", "b"] * 6})
+    keep = [i % 2 == 0 for i in range(12)]
+    part = subset(full, keep)
+    assert len(part) == 6
+    for f in fields(part):
+        value = getattr(part, f.name)
+        if isinstance(value, np.ndarray):
+            assert len(value) == 6, f.name
+    assert np.array_equal(part.answer_set, sets[::2])
+    assert part.meta["Device"] == ["a"] * 6
+    m = compute_metrics(part)
+    assert m["conformal_set_size"][0] == pytest.approx(sets[::2].sum(1).mean())

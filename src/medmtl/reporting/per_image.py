@@ -14,7 +14,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,25 +108,20 @@ class PerImage:
 def subset(p: PerImage, keep: Sequence[bool]) -> PerImage:
     """The images where ``keep`` is true, every per-image field cut alike."""
     idx = np.flatnonzero(np.asarray(keep, dtype=bool))
-
-    def cut(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.asarray(a)[idx]
-
+    n = len(p)
+    # every array field holds one row per image: cut them all, so that a field added later
+    # cannot be left at full length
+    cut = {
+        f.name: np.asarray(v)[idx]
+        for f in fields(p)
+        if isinstance(v := getattr(p, f.name), np.ndarray) and len(v) == n
+    }
     return replace(
         p,
         ids=[p.ids[i] for i in idx],
-        label=p.label[idx],
-        prob=cut(p.prob),
-        tp=cut(p.tp),
-        gt=cut(p.gt),
-        pred=cut(p.pred),
-        dice=cut(p.dice),
-        iou=cut(p.iou),
-        has_pred=cut(p.has_pred),
-        outside=cut(p.outside),
-        model_pred=cut(p.model_pred),
         dataset=p.dataset if isinstance(p.dataset, str) else [p.dataset[i] for i in idx],
         meta={k: [v[i] for i in idx] for k, v in p.meta.items()},
+        **cut,
     )
 
 
