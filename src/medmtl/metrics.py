@@ -8,6 +8,7 @@ compute Dice, IoU, the calibration error, NLL, Brier score and the overall score
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,9 @@ def brier(prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None
     return W @ ((prob - onehot) ** 2).sum(1) / np.where(W.sum(1) > 0, W.sum(1), 1)
 
 
+ANSWER_SEP = "|"  # between the class names of an answer set ("benign|malignant")
+
+
 def entropy(prob: np.ndarray) -> np.ndarray:
     """Per-image predictive entropy of the class probabilities, normalised by ``log C``: 0 for
     a certain answer, 1 when every class is equally likely (a coin toss)."""
@@ -92,6 +96,62 @@ def entropy(prob: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(prob > 0, prob * np.log(prob), 0.0).sum(1)
     return np.clip(h / np.log(prob.shape[1]), 0.0, 1.0)
+
+
+def class_disagreement(views: np.ndarray) -> np.ndarray:
+    """(V, n, C) class probabilities of V predictions of the same images (ensemble members, or
+    an image and its mirror) -> (n,) their mutual information with the class, the entropy of
+    the mean minus the mean entropy, normalised like :func:`entropy` (0: they agree)."""
+    views = np.asarray(views, dtype=np.float64)
+    mean_h = np.mean([entropy(v) for v in views], axis=0)
+    return np.clip(entropy(views.mean(0)) - mean_h, 0.0, 1.0)
+
+
+def mask_agreement(views: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(V, n, ...) lesion probability maps of V predictions of the same images -> (n,) the mean
+    Dice over all pairs of their masks at ``threshold`` (1: identical; two empty masks agree)."""
+    masks = np.asarray(views) >= threshold
+    masks = masks.reshape(masks.shape[0], masks.shape[1], -1)
+    pairs = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            inter = np.logical_and(masks[i], masks[j]).sum(1)
+            total = masks[i].sum(1) + masks[j].sum(1)
+            pairs.append(np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0))
+    return np.mean(pairs, axis=0) if pairs else np.ones(masks.shape[1])
+
+
+def disagreement(outputs: Mapping[str, Any], threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Per-image ``class_disagreement`` and ``mask_agreement`` of a network's outputs: between
+    an ensemble's members (``member_cls`` (M, n, C), ``member_seg`` (M, n, 1, H, W)) or, for
+    one network, between an image and its mirror (``view_cls``, ``view_seg``); empty when there
+    is only one prediction of each image."""
+    out: dict[str, np.ndarray] = {}
+    for name, measure, members, views in (
+        ("class_disagreement", class_disagreement, "member_cls", "view_cls"),
+        ("mask_agreement", mask_agreement, "member_seg", "view_seg"),
+    ):
+        value = outputs.get(members)
+        value = outputs.get(views) if value is None else value
+        if value is not None:
+            value = np.asarray(value)
+            out[name] = (
+                measure(value) if measure is class_disagreement else measure(value, threshold)
+            )
+    return out
+
+
+def refer(answer_set: np.ndarray | None, unlike_score: np.ndarray | None) -> np.ndarray | None:
+    """(n,) 1 where an answer set is not a single class or the unlike score is above 1 (a NaN
+    score, no unlike-training score, flags nothing); None when neither is known."""
+    if answer_set is None and unlike_score is None:
+        return None
+    flags = []
+    if answer_set is not None:
+        flags.append((np.asarray(answer_set) >= 0.5).sum(-1) != 1)
+    if unlike_score is not None:
+        flags.append(np.nan_to_num(np.asarray(unlike_score, dtype=np.float64), nan=0.0) > 1)
+    return np.logical_or.reduce(flags).astype(np.float64)
 
 
 def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:

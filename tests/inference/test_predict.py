@@ -82,8 +82,10 @@ def test_predict_masks_at_original_size_and_complete_rows(backend, images, tmp_p
 def test_tta_differs_and_stays_a_probability(backend, images):
     li = load_for_model(images / "benign (1).png", backend.settings)
     batch = li.model_input[None, None].astype(np.float32)
-    seg, cls = predict_batch(backend, batch)
-    seg_t, cls_t = predict_batch(backend, batch, tta=True)
+    pred = predict_batch(backend, batch)
+    seg, cls = pred.seg, pred.cls
+    pred = predict_batch(backend, batch, tta=True)
+    seg_t, cls_t = pred.seg, pred.cls
     assert not np.allclose(cls, cls_t) and not np.allclose(seg, seg_t)
     assert cls_t.sum() == pytest.approx(1.0, abs=1e-5) and (cls_t >= 0).all()
     assert seg_t.min() >= 0 and seg_t.max() <= 1
@@ -126,8 +128,10 @@ def test_onnx_parity_on_real_images(backend, tiny_ckpt, images, tmp_path):
     batch = np.stack(
         [load_for_model(images / Path(r).name, backend.settings).model_input for r in BUSI_FILES]
     )[:, None].astype(np.float32)  # batch of 3: the batch size is dynamic
-    seg_t, cls_t = predict_batch(backend, batch)
-    seg_o, cls_o = predict_batch(onnx_backend, batch)
+    pred = predict_batch(backend, batch)
+    seg_t, cls_t = pred.seg, pred.cls
+    pred = predict_batch(onnx_backend, batch)
+    seg_o, cls_o = pred.seg, pred.cls
     assert np.abs(cls_t - cls_o).max() <= 1e-4
     assert np.abs(seg_t - seg_o).max() <= 1e-4
 
@@ -141,15 +145,18 @@ def test_empty_mask_gate_in_torch_and_onnx(backend, tiny_ckpt, images, tmp_path)
     batch = np.stack(
         [load_for_model(images / Path(r).name, backend.settings).model_input for r in BUSI_FILES]
     )[:, None].astype(np.float32)
-    seg_raw, cls_raw = predict_batch(backend, batch)
+    pred = predict_batch(backend, batch)
+    seg_raw, cls_raw = pred.seg, pred.cls
     idx = int(cls_raw[0].argmax())
     ckpt = torch.load(tiny_ckpt, weights_only=True, map_location="cpu")
     ckpt["hyper_parameters"]["model"]["empty_mask_class"] = backend.class_names[idx]
     torch.save(ckpt, tmp_path / "gated.ckpt")
     gated = TorchBackend(tmp_path / "gated.ckpt")
     onnx_backend = OnnxBackend(export_onnx(tmp_path / "gated.ckpt", tmp_path / "gated.onnx"))
-    seg_t, cls_t = predict_batch(gated, batch)
-    seg_o, cls_o = predict_batch(onnx_backend, batch)
+    pred = predict_batch(gated, batch)
+    seg_t, cls_t = pred.seg, pred.cls
+    pred = predict_batch(onnx_backend, batch)
+    seg_o, cls_o = pred.seg, pred.cls
     hit = cls_raw.argmax(axis=1) == idx
     assert hit[0]
     assert seg_t[hit].max() < 1e-6 and seg_o[hit].max() < 1e-6

@@ -114,9 +114,12 @@ def test_stored_temperature_reaches_torch_and_onnx_predictions(tiny_ckpt, tmp_pa
     batch = np.random.default_rng(0).normal(size=(2, 1, 64, 64)).astype(np.float32)
     hot, plain = TorchBackend(ckpt), TorchBackend(cold)
     onnx = OnnxBackend(export_onnx(ckpt, tmp_path / "hot.onnx"))
-    _, p_hot = predict_batch(hot, batch)
-    _, p_plain = predict_batch(plain, batch)
-    _, p_onnx = predict_batch(onnx, batch)
+    pred = predict_batch(hot, batch)
+    _, p_hot = pred.seg, pred.cls
+    pred = predict_batch(plain, batch)
+    _, p_plain = pred.seg, pred.cls
+    pred = predict_batch(onnx, batch)
+    _, p_onnx = pred.seg, pred.cls
     np.testing.assert_allclose(p_onnx, p_hot, atol=1e-5)
     # the temperature did something: softer probabilities, the same classes
     assert p_hot.max(1).max() < p_plain.max(1).max()

@@ -17,6 +17,10 @@ from medmtl.data.index import Case, DatasetIndex
 from medmtl.data.splits import SPLITS
 from medmtl.errors import DataError, summarize
 
+# per-image uncertainty: the network's outputs of these names (MultiTaskNet, EnsembleNet) are
+# the predictions files' columns of the same names
+UNCERTAINTY_COLUMNS = ("unlike_score", "class_disagreement", "mask_agreement")
+
 # names medmtl writes into predictions_<split>.csv itself: a metadata column may not take them
 RESERVED = {
     "id",
@@ -31,6 +35,9 @@ RESERVED = {
     "tp_pixels",
     "entropy",
     "answer_set",
+    "refer",
+    "unlike_training",
+    *UNCERTAINTY_COLUMNS,
 }
 
 

@@ -17,7 +17,7 @@ from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
-from medmtl.metrics import entropy
+from medmtl.metrics import ANSWER_SEP, disagreement, entropy, refer
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -29,8 +29,11 @@ class Backend(Protocol):
     class_names: list[str]
     task: str
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(B,1,S,S) float32 -> (mask logits (B,1,S,S) or None, class logits (B,C) or None)."""
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """(B,1,S,S) float32 -> the network's outputs: ``seg`` mask logits (B,1,S,S) and ``cls``
+        class logits (B,C) where the task has them, ``unlike_score`` (B,) where the model has
+        one, and an ensemble's ``member_cls`` (M,B,C) / ``member_seg`` (M,B,1,S,S)
+        probabilities."""
         ...
 
 
@@ -43,20 +46,51 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def predict_batch(
-    backend: Backend, batch: np.ndarray, tta: bool = False
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Mask and class probabilities; with ``tta`` averaged with the horizontally flipped input."""
-    seg, cls = backend.run(batch)
-    seg_p = sigmoid(seg) if seg is not None else None
-    cls_p = softmax(cls) if cls is not None else None
+@dataclass
+class BatchPrediction:
+    """A batch's probabilities and per-image uncertainty (None where the model has none)."""
+
+    seg: np.ndarray | None  # (B,1,S,S) lesion probability
+    cls: np.ndarray | None  # (B,C) class probabilities
+    unlike_score: np.ndarray | None = None  # (B,) > 1: unlike the training data
+    class_disagreement: np.ndarray | None = None  # (B,) members' / mirror's, 0..1
+    mask_agreement: np.ndarray | None = None  # (B,) mean pairwise Dice of their masks
+    mask_variance: np.ndarray | None = None  # (B,1,S,S) per-pixel variance of their maps
+
+
+def _flipped_back(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A mirror image's outputs on the image's grid: every map (ndim >= 4) flipped back."""
+    return {k: v[..., ::-1] if v is not None and v.ndim >= 4 else v for k, v in out.items()}
+
+
+def predict_batch(backend: Backend, batch: np.ndarray, tta: bool = False) -> BatchPrediction:
+    """Mask and class probabilities and the uncertainty; with ``tta`` averaged with the
+    horizontally flipped input (a single network's disagreement is then the mirror's)."""
+    views = [backend.run(batch)]
     if tta:
-        seg_f, cls_f = backend.run(np.ascontiguousarray(batch[..., ::-1]))
-        if seg_p is not None:
-            seg_p = 0.5 * (seg_p + sigmoid(seg_f)[..., ::-1])
-        if cls_p is not None:
-            cls_p = 0.5 * (cls_p + softmax(cls_f))
-    return seg_p, cls_p
+        views.append(_flipped_back(backend.run(np.ascontiguousarray(batch[..., ::-1]))))
+    seg = [sigmoid(v["seg"]) for v in views] if views[0].get("seg") is not None else None
+    cls = [softmax(v["cls"]) for v in views] if views[0].get("cls") is not None else None
+
+    def mean(key: str) -> np.ndarray | None:
+        values = [v.get(key) for v in views]
+        return None if any(x is None for x in values) else np.mean(values, axis=0)
+
+    spread = {"member_cls": mean("member_cls"), "member_seg": mean("member_seg")}
+    if len(views) > 1:
+        spread.update(view_cls=None if cls is None else np.stack(cls))
+        spread.update(view_seg=None if seg is None else np.stack(seg))
+    found = disagreement(spread)
+    maps = spread["member_seg"] if spread["member_seg"] is not None else spread.get("view_seg")
+    unlike = mean("unlike_score")
+    return BatchPrediction(
+        seg=None if seg is None else np.mean(seg, axis=0),
+        cls=None if cls is None else np.mean(cls, axis=0),
+        unlike_score=unlike if unlike is not None and np.isfinite(unlike).all() else None,
+        class_disagreement=found.get("class_disagreement"),
+        mask_agreement=found.get("mask_agreement"),
+        mask_variance=None if maps is None else np.var(maps, axis=0),
+    )
 
 
 @dataclass
@@ -102,6 +136,8 @@ class ImagePrediction:
     class_prob: np.ndarray | None  # (C,) class probabilities
     meta: ImageMeta
     heatmap: np.ndarray | None = None  # (H, W) float in [0, 1]: Grad-CAM
+    uncertainty: dict = field(default_factory=dict)  # :func:`uncertainty_row`
+    variance8: np.ndarray | None = None  # (H, W) uint8: the pixel variance map, 0..255
 
     def mask(self, threshold: float, postprocess: PostProcess) -> np.ndarray | None:
         """The lesion mask: the 8-bit probability map at ``threshold``, post-processed.
@@ -120,16 +156,61 @@ def predict_image(
     """Read, preprocess as in training, and predict one image; DataError for a bad file."""
     li = load_for_model(path, backend.settings, frame)
     batch = li.model_input[None, None].astype(np.float32)
-    seg_p, cls_p = predict_batch(backend, batch, tta)
-    prob8 = None
+    pred = predict_batch(backend, batch, tta)
+    seg_p, cls_p = pred.seg, pred.cls
+    prob8 = variance8 = None
     if seg_p is not None:
-        big = probability_at_size(seg_p[0, 0], li.image8.shape)
-        prob8 = np.floor(np.clip(big, 0, 1) * 255 + 0.5).astype(np.uint8)
+        prob8 = _as8(probability_at_size(seg_p[0, 0], li.image8.shape))
+    if pred.mask_variance is not None:  # a variance is at most 0.25: shown on the full scale
+        variance8 = _as8(4 * probability_at_size(pred.mask_variance[0, 0], li.image8.shape))
     heat = None
     if explainer is not None and cls_p is not None:
         cam = explainer(batch, cls_p.argmax(1))[0]
         heat = probability_at_size(cam, li.image8.shape)
-    return ImagePrediction(li.image8, prob8, None if cls_p is None else cls_p[0], li.meta, heat)
+    return ImagePrediction(
+        li.image8,
+        prob8,
+        None if cls_p is None else cls_p[0],
+        li.meta,
+        heat,
+        uncertainty_row(backend, pred, 0),
+        variance8,
+    )
+
+
+def _as8(prob: np.ndarray) -> np.ndarray:
+    return np.floor(np.clip(prob, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def uncertainty_row(backend: Backend, pred: BatchPrediction, k: int) -> dict:
+    """Image ``k``'s uncertainty as the predictions CSV and the API give it: ``entropy``, the
+    conformal ``answer_set`` (class names joined by ``|``), ``unlike_score`` and
+    ``unlike_training`` (score above 1), the members' or the mirror's ``class_disagreement``
+    and ``mask_agreement``, and ``refer`` (the answer set is not one class, or the scan is
+    unlike the training data); only what the model has."""
+    row: dict = {}
+    sets = None
+    if pred.cls is not None:
+        row["entropy"] = round(float(entropy(pred.cls[k])[0]), 6)
+        answer_sets = getattr(backend, "answer_sets", None)
+        if answer_sets is not None:
+            sets = answer_sets.predict(pred.cls[k : k + 1])
+            row["answer_set"] = ANSWER_SEP.join(
+                c for c, on in zip(backend.class_names, sets[0], strict=True) if on
+            )
+    unlike = None
+    if pred.unlike_score is not None:
+        unlike = pred.unlike_score[k : k + 1]
+        row["unlike_score"] = round(float(unlike[0]), 6)
+        row["unlike_training"] = int(unlike[0] > 1)
+    for name in ("class_disagreement", "mask_agreement"):
+        value = getattr(pred, name)
+        if value is not None:
+            row[name] = round(float(value[k]), 6)
+    flags = refer(sets, unlike)
+    if flags is not None:
+        row["refer"] = int(flags[0])
+    return row
 
 
 def overlay(
@@ -255,10 +336,10 @@ def _predict_loaded(
     """Predict one batch; if the batch fails, each image alone, so one bad image costs only itself."""
     try:
         batch = np.stack([li.model_input for li, _ in loaded])[:, None].astype(np.float32)
-        seg_p, cls_p = predict_batch(backend, batch, tta)
+        pred = predict_batch(backend, batch, tta)
         cams = (
-            explainer(batch, cls_p.argmax(1))
-            if (explainer is not None and cls_p is not None)
+            explainer(batch, pred.cls.argmax(1))
+            if (explainer is not None and pred.cls is not None)
             else None
         )
     except (RuntimeError, ValueError, MemoryError, cv2.error) as exc:
@@ -270,16 +351,22 @@ def _predict_loaded(
         return
     for k, (li, target) in enumerate(loaded):
         try:
-            summary.rows.append(
-                _write_outputs(backend, li, k, seg_p, cls_p, cams, target, out, threshold)
-            )
+            summary.rows.append(_write_outputs(backend, li, k, pred, cams, target, out, threshold))
         except (OSError, ValueError, cv2.error) as exc:
             summary.failed.append((li.path, _reason(li.path, exc)))
 
 
 def _write_outputs(
-    backend, li: LoadedImage, k: int, seg_p, cls_p, cams, target: Path, out: Path, threshold: float
+    backend,
+    li: LoadedImage,
+    k: int,
+    pred: BatchPrediction,
+    cams,
+    target: Path,
+    out: Path,
+    threshold: float,
 ) -> dict:
+    seg_p, cls_p = pred.seg, pred.cls
     stem = target.with_suffix("")
     shape = li.image8.shape
     row: dict = {"file": str(li.path)}
@@ -299,8 +386,10 @@ def _write_outputs(
         row["predicted_class"] = backend.class_names[c]
         for name, p in zip(backend.class_names, cls_p[k], strict=True):
             row[f"prob_{name}"] = round(float(p), 6)
-        row["entropy"] = round(float(entropy(cls_p[k])[0]), 6)
         text = f"{backend.class_names[c]} {cls_p[k, c]:.2f}"
+    row.update(uncertainty_row(backend, pred, k))
+    if row.get("unlike_training"):
+        text += " - unlike training data"
     heat = None
     if cams is not None:
         heat = cv2.resize(
@@ -313,6 +402,18 @@ def _write_outputs(
     write_png(overlay(li.image8, mask, text, heat), overlay_path)
     row["overlay_file"] = overlay_path.relative_to(out).as_posix()
     return row
+
+
+# the uncertainty columns of predictions.csv (:func:`uncertainty_row`), in this order
+UNCERTAINTY_FIELDS = (
+    "entropy",
+    "answer_set",
+    "unlike_score",
+    "unlike_training",
+    "class_disagreement",
+    "mask_agreement",
+    "refer",
+)
 
 
 def _write_not_predicted(path: Path, rows: list[tuple[Path, str]]) -> None:
@@ -341,7 +442,7 @@ def _write_csv(
         "file",
         "predicted_class",
         *[f"prob_{c}" for c in class_names],
-        "entropy",
+        *UNCERTAINTY_FIELDS,
         "lesion_area_px",
         "lesion_area_mm2",
         "mask_file",

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medmtl.inference.onnx_backend import ONNX_META_KEY
+from medmtl.inference.onnx_backend import ONNX_META_KEY, OUTPUT_KEYS
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.files import atomic_path
 from medmtl.models.calibration import calibration_record
+from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 
@@ -22,8 +23,22 @@ class _Outputs(nn.Module):
 
     def forward(self, x: torch.Tensor):
         out = self.net(x)
-        values = {"mask_logits": out["seg"], "class_logits": out["cls"]}
-        return tuple(values[n] for n in self.names)
+        return tuple(out[OUTPUT_KEYS.get(n, n)] for n in self.names)
+
+
+def output_names(net: nn.Module, task: str) -> list[str]:
+    """The exported outputs: mask and class logits as the task has them, the unlike-training
+    score where the model has one, and an ensemble's members' probabilities."""
+    names = [
+        n for n, keep in (("mask_logits", task != "cls"), ("class_logits", task != "seg")) if keep
+    ]
+    if unlike_record(net)["fitted"]:
+        names.append("unlike_score")
+    if getattr(net, "members", None) is not None:
+        names += [
+            n for n, keep in (("member_seg", task != "cls"), ("member_cls", task != "seg")) if keep
+        ]
+    return names
 
 
 def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) -> Path:
@@ -38,7 +53,11 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
         model,
         out_path,
         opset,
-        extra={"postprocess": backend.postprocess.to_dict(), "card": backend.card},
+        extra={
+            "postprocess": backend.postprocess.to_dict(),
+            "card": backend.card,
+            "conformal": backend.answer_sets.to_dict() if backend.answer_sets else None,
+        },
     )
 
 
@@ -55,9 +74,7 @@ def export_network(
     """Export any network with MultiTaskNet's outputs (also an ensemble) with its metadata."""
     import onnx
 
-    names = [
-        n for n, keep in (("mask_logits", task != "cls"), ("class_logits", task != "seg")) if keep
-    ]
+    names = output_names(net, task)
     wrapper = _Outputs(net, names).eval()  # eval: the exporter restores the wrapper's mode
     size = settings.image_size
     in_ch = int(model.get("in_channels") or 1)
@@ -68,6 +85,7 @@ def export_network(
         "preprocess": settings.to_dict(),
         "model": model,
         "calibration": calibration_record(net),
+        "unlike": unlike_record(net),
         **(extra or {}),
     }
     with atomic_path(out_path) as tmp:

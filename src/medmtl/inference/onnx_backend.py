@@ -9,11 +9,14 @@ import numpy as np
 
 from medmtl.errors import MedmtlError
 from medmtl.models.calibration import calibration_record
+from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 # the metadata entry medmtl-export writes (medmtl.inference.export imports it from here)
 ONNX_META_KEY = "medmtl"
+# the ONNX outputs named differently from the network's outputs (the others keep their names)
+OUTPUT_KEYS = {"mask_logits": "seg", "class_logits": "cls"}
 
 
 class OnnxBackend:
@@ -48,15 +51,16 @@ class OnnxBackend:
         self.postprocess = PostProcess.from_dict(meta.get("postprocess"))
         # exported before calibration existed: its logits are the uncalibrated ones (T = 1)
         self.calibration = dict(meta.get("calibration") or calibration_record(None))
-        self.card = {**dict(meta.get("card") or {}), "calibration": self.calibration}
+        # conformal answer sets and the unlike-training score's record, where it was exported
+        self.answer_sets = AnswerSets.from_dict(meta.get("conformal"))
+        self.card = {
+            **dict(meta.get("card") or {}),
+            "calibration": self.calibration,
+            "conformal": conformal_record(self.answer_sets),
+            "unlike": dict(meta.get("unlike") or {"fitted": False}),
+        }
         self.meta = meta
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        values = dict(
-            zip(
-                self.outputs,
-                self.session.run(self.outputs, {"image": batch.astype(np.float32)}),
-                strict=True,
-            )
-        )
-        return values.get("mask_logits"), values.get("class_logits")
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.outputs, {"image": batch.astype(np.float32)})
+        return {OUTPUT_KEYS.get(n, n): v for n, v in zip(self.outputs, values, strict=True)}

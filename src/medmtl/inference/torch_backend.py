@@ -9,8 +9,10 @@ import torch
 
 from medmtl.inference.card import card_from_checkpoint
 from medmtl.models.calibration import calibration_record
-from medmtl.models.checkpoint import network_from_checkpoint
+from medmtl.models.checkpoint import CONFORMAL_KEY, network_from_checkpoint
+from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 
@@ -28,17 +30,18 @@ class TorchBackend:
         self.task = hp["model"].get("task", "multitask")
         self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))
         self.hparams = hp
+        # conformal answer sets calibrated after training (None: an older checkpoint)
+        self.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
         self.card = {
             **card_from_checkpoint(ckpt_path, hp),
             "calibration": calibration_record(self.net),
+            "conformal": conformal_record(self.answer_sets),
+            "unlike": unlike_record(self.net),
         }
 
     @torch.inference_mode()
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.net(x)
-        seg = out["seg"].contiguous().numpy() if out["seg"] is not None else None
-        cls = out["cls"].numpy() if out["cls"] is not None else None
-        return seg, cls
+        return {k: v.contiguous().numpy() for k, v in self.net(x).items() if v is not None}

@@ -57,13 +57,20 @@ def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, A
 
 
 def store_calibration(
-    path: str | Path, temperature: float, answer_sets: dict[str, Any] | None = None
+    path: str | Path,
+    temperature: float,
+    answer_sets: dict[str, Any] | None = None,
+    unlike: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the class logits' temperature (and the conformal answer sets' calibration,
-    :meth:`medmtl.models.conformal.AnswerSets.to_dict`) into a checkpoint, atomically: the old
-    file stays whole until the new one is complete."""
+    """Write the class logits' temperature, the conformal answer sets' calibration
+    (:meth:`medmtl.models.conformal.AnswerSets.to_dict`) and the unlike-training score's
+    buffers (``net.unlike.state_dict()``) into a checkpoint, atomically: the old file stays
+    whole until the new one is complete."""
     ckpt = load_checkpoint(path)
-    ckpt["state_dict"]["net.cls_temperature"] = torch.tensor(float(temperature))
+    state = ckpt["state_dict"]
+    state["net.cls_temperature"] = torch.tensor(float(temperature))
+    for name, value in (unlike or {}).items():
+        state[f"net.unlike.{name}"] = value.detach().cpu().clone()
     if answer_sets is not None:
         ckpt[CONFORMAL_KEY] = answer_sets
     with atomic_path(path) as tmp:

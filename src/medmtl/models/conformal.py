@@ -117,3 +117,16 @@ class AnswerSets:
             float(d.get("alpha", ALPHA)),
             bool(d.get("by_class", False)),
         )
+
+
+def conformal_record(sets: AnswerSets | None) -> dict[str, Any]:
+    """What a model card says about the answer sets: their error rate, class-conditional or
+    not, and the number of calibration images (``{"fitted": False}`` without sets)."""
+    if sets is None:
+        return {"fitted": False}
+    return {
+        "fitted": True,
+        "alpha": sets.alpha,
+        "by_class": sets.by_class,
+        "num_images": int(len(sets.scores)),
+    }

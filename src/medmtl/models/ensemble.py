@@ -17,7 +17,9 @@ _EPS = 1e-7
 def average_outputs(
     outs: Sequence[dict[str, torch.Tensor | None]],
 ) -> dict[str, torch.Tensor | None]:
-    """The mean of several outputs' probabilities, as logits again (ensembles and flip TTA)."""
+    """The mean of several outputs' probabilities, as logits again (ensembles and flip TTA);
+    the other outputs (the unlike score, an ensemble's members' probabilities) are averaged
+    as they are."""
     seg = cls = None
     if outs[0]["seg"] is not None:
         prob = torch.stack([torch.sigmoid(o["seg"]) for o in outs]).mean(0)
@@ -25,7 +27,28 @@ def average_outputs(
     if outs[0]["cls"] is not None:
         prob = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs]).mean(0)
         cls = torch.log(prob.clamp_min(_EPS))
-    return {"seg": seg, "cls": cls}
+    out: dict[str, torch.Tensor | None] = {"seg": seg, "cls": cls}
+    for key in outs[0].keys() - {"seg", "cls"}:
+        values = [o.get(key) for o in outs]
+        if all(v is not None for v in values):
+            out[key] = torch.stack(values).mean(0)
+    return out
+
+
+def combine_views(
+    views: Sequence[dict[str, torch.Tensor | None]],
+) -> dict[str, torch.Tensor | None]:
+    """Several views of the same images (an image and its mirror, flipped back) as one output:
+    averaged, and the views' class and mask probabilities kept as ``view_cls`` (V, B, C) and
+    ``view_seg`` (V, B, 1, H, W) for their disagreement."""
+    if len(views) == 1:
+        return dict(views[0])
+    out = average_outputs(views)
+    if views[0]["cls"] is not None:
+        out["view_cls"] = torch.stack([torch.softmax(v["cls"], dim=1) for v in views])
+    if views[0]["seg"] is not None:
+        out["view_seg"] = torch.stack([torch.sigmoid(v["seg"]) for v in views])
+    return out
 
 
 class EnsembleNet(nn.Module):
@@ -63,6 +86,15 @@ class EnsembleNet(nn.Module):
         self.empty_mask_keep_above = empty_mask_keep_above
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        out = average_outputs([m(x) for m in self.members])
-        seg, cls = out["seg"], out["cls"]
-        return {"seg": gated(self, seg, cls), "cls": cls}
+        """The averaged outputs (the unlike score is the members' mean: each member's is in
+        units of its own threshold), and each member's class probabilities ``member_cls``
+        (M, B, C) and mask probabilities ``member_seg`` (M, B, 1, H, W) for their disagreement
+        (:func:`medmtl.metrics.class_disagreement`, :func:`medmtl.metrics.mask_agreement`)."""
+        outs = [m(x) for m in self.members]
+        out = average_outputs(outs)
+        if outs[0]["cls"] is not None:
+            out["member_cls"] = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs])
+        if outs[0]["seg"] is not None:
+            out["member_seg"] = torch.stack([torch.sigmoid(o["seg"]) for o in outs])
+        out["seg"] = gated(self, out["seg"], out["cls"])
+        return out

@@ -12,6 +12,7 @@ from torch import nn
 
 from medmtl.errors import ConfigError
 from medmtl.models.norm import NORMS, replace_batchnorm
+from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
 
 ARCHITECTURES = (
@@ -151,7 +152,8 @@ class MultiTaskNet(nn.Module):
 
     ``task="multitask"`` uses both heads, ``"seg"`` only the decoder and ``"cls"`` only the
     classification head (the decoder is not built), so single-task baselines share this code.
-    ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None}``.
+    ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None,
+    "unlike_score": (B,) unlike-training score (:mod:`medmtl.models.unlike`, NaN until fitted)}``.
 
     ``empty_mask_index`` (multi-task only): in eval mode, an image classified as this class
     (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation
@@ -240,6 +242,8 @@ class MultiTaskNet(nn.Module):
         # temperature scaling of the class logits, fitted on validation data after training
         # (medmtl.models.calibration); 1 until then. A buffer, so checkpoints and ONNX carry it.
         self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
+        # how unlike the training data a scan is (medmtl.models.unlike), fitted after training
+        self.unlike = FeatureDistance(self.encoder.out_channels[-1], num_classes)
 
     @property
     def temperature(self) -> float:
@@ -256,6 +260,9 @@ class MultiTaskNet(nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # checkpoints written before calibration existed have no temperature: they are uncalibrated
         state_dict.setdefault(prefix + "cls_temperature", torch.ones((), dtype=torch.float32))
+        # ... and no unlike-training score: it stays unfitted (NaN)
+        for name, value in self.unlike.state_dict().items():
+            state_dict.setdefault(f"{prefix}unlike.{name}", value.clone())
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -267,4 +274,10 @@ class MultiTaskNet(nn.Module):
         cls = None
         if self.cls_head is not None:
             cls = self.cls_head(features[-1]) / self.cls_temperature
-        return {"seg": gated(self, seg, cls), "cls": cls}
+        # the unlike score in evaluation only (training has no use for it)
+        unlike = None if self.training else self.unlike(pooled(features[-1]))
+        return {"seg": gated(self, seg, cls), "cls": cls, "unlike_score": unlike}
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) the deepest encoder feature averaged over space (what the unlike score uses)."""
+        return pooled(self.encoder(x)[-1])

@@ -19,10 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from medmtl.data.manifest import RESERVED
+from medmtl.data.manifest import RESERVED, UNCERTAINTY_COLUMNS
 from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
-from medmtl.metrics import brier, calibration, dice_iou, entropy, nll, overall_score
+from medmtl.metrics import (
+    ANSWER_SEP,
+    brier,
+    calibration,
+    dice_iou,
+    entropy,
+    nll,
+    overall_score,
+    refer,
+)
 
 
 @dataclass
@@ -52,6 +61,13 @@ class PerImage:
     meta: dict[str, list[str]] = field(default_factory=dict)  # metadata columns (device, ...)
     # (n, C) conformal answer sets over ``classes`` (True: the class is in the image's set)
     answer_set: np.ndarray | None = None
+    # (n,) uncertainty (data.manifest.UNCERTAINTY_COLUMNS): the unlike-training score (> 1:
+    # unlike the training data, NaN: the model has none), the class disagreement (mutual
+    # information, 0..1) and the mask agreement (mean pairwise Dice) of an ensemble's members
+    # or of an image and its mirror
+    unlike_score: np.ndarray | None = None
+    class_disagreement: np.ndarray | None = None
+    mask_agreement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.label = np.asarray(self.label, dtype=np.int64)
@@ -73,6 +89,15 @@ class PerImage:
             self.model_pred = np.asarray(self.model_pred, dtype=np.int64)
         if self.answer_set is not None:
             self.answer_set = np.asarray(self.answer_set, dtype=np.float64)
+        for name in UNCERTAINTY_COLUMNS:
+            if getattr(self, name) is not None:
+                setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+
+    @property
+    def refer(self) -> np.ndarray | None:
+        """(n,) 1 where the image should go to a human: its answer set is not a single class,
+        or it is unlike the training data; None when the model has neither."""
+        return refer(self.answer_set, self.unlike_score)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -163,7 +188,6 @@ def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) 
 
 
 # -- the CSV file ------------------------------------------------------------------------------
-ANSWER_SEP = "|"  # between the class names of an answer set ("benign|malignant")
 
 
 def _fmt(v: float) -> str:
@@ -181,6 +205,11 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         head.append(f"called_{p.outside_name}")
     if p.answer_set is not None:
         head.append("answer_set")
+    uncertain = [c for c in UNCERTAINTY_COLUMNS if getattr(p, c) is not None]
+    head += uncertain
+    referred = p.refer
+    if referred is not None:
+        head.append("refer")
     head += list(p.meta)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -203,6 +232,9 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
                     c for c, on in zip(p.classes, p.answer_set[i], strict=True) if on >= 0.5
                 )
             )
+        row += [_fmt(getattr(p, c)[i]) for c in uncertain]
+        if referred is not None:
+            row.append(str(int(referred[i])))
         row += [p.meta[k][i] for k in p.meta]
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
@@ -281,6 +313,11 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
             if strange:
                 raise ValueError(f"answer_set names unknown classes {strange}")
             answer_set = np.array([[c in s for c in names] for s in sets], dtype=np.float64)
+        uncertainty = {
+            c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows])
+            for c in UNCERTAINTY_COLUMNS
+            if c in head
+        }
     except (ValueError, KeyError) as exc:
         raise DataError(
             f"{path}: malformed value or column ({exc}); re-run the evaluation."
@@ -298,6 +335,7 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         outside_name=called.removeprefix("called_") if called else "",
         meta={c: [r[c] for r in rows] for c in head if c not in own},
         answer_set=answer_set,
+        **uncertainty,
         **counts,
     )
 
@@ -449,6 +487,30 @@ def answer_sets(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.
     return out
 
 
+def uncertainty_rates(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The share of images unlike the training data and of images referred, the mean class
+    disagreement and mask agreement, and the classification error of the images not referred."""
+    W = _weights(len(p), weights)
+    total = W.sum(1)
+    out: dict[str, np.ndarray] = {}
+    if p.unlike_score is not None and np.isfinite(p.unlike_score).all():
+        out["unlike_rate"] = W @ (p.unlike_score > 1).astype(float) / total
+    for name in ("class_disagreement", "mask_agreement"):
+        values = getattr(p, name)
+        if values is not None:
+            out[name] = W @ values / total
+    flags = p.refer
+    if flags is not None:
+        out["refer_rate"] = W @ flags / total
+        if p.prob is not None:
+            wrong = (p.prob.argmax(1) != p.label).astype(float)
+            if p.outside is not None:  # called a class the data lacks: a miss
+                wrong = np.maximum(wrong, p.outside)
+            kept = 1 - flags
+            out["cls_error_not_referred"] = _safe(W @ (wrong * kept), W @ kept)
+    return out
+
+
 def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every metric of ``metrics.json``, one value per row of ``weights`` (one row if None)."""
     out: dict[str, np.ndarray] = {}
@@ -459,6 +521,7 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
         out.update(segmentation(p, weights))
     if p.answer_set is not None:
         out.update(answer_sets(p, weights))
+    out.update(uncertainty_rates(p, weights))
     if p.outside is not None:  # another data set: images the model called a class it lacks
         W = _weights(len(p), weights)
         out[f"called_{p.outside_name}_rate"] = W @ p.outside / W.sum(1)
@@ -516,4 +579,5 @@ def average_runs(runs: Sequence[PerImage]) -> PerImage:
         has_pred=mean("has_pred"),
         outside=mean("outside"),
         answer_set=mean("answer_set"),  # how often each class was in the runs' sets
+        **{c: mean(c) for c in UNCERTAINTY_COLUMNS},
     )

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
-from medmtl.metrics import dice_iou, overall_score
+from medmtl.metrics import dice_iou, disagreement, overall_score
 from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint
 from medmtl.models.conformal import AnswerSets
-from medmtl.models.ensemble import average_outputs
+from medmtl.models.ensemble import combine_views
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -36,6 +37,14 @@ from medmtl.training.metrics import (
 
 EVAL_SPLITS = ("train", "val", "test", "all")  # "all": every image (another data set)
 log = logging.getLogger(__name__)
+
+
+# the outputs that hold several predictions of each image (an ensemble's members, flip views)
+VIEWS = ("member_cls", "member_seg", "view_cls", "view_seg")
+
+
+def _is_map(value: torch.Tensor | None) -> bool:
+    return value is not None and value.dim() == 4
 
 
 def _key(split: str) -> str:
@@ -125,8 +134,7 @@ class MultiTaskModule(L.LightningModule):
         self.net.to(memory_format=fmt)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        views = self.views(x)
-        return views[0] if len(views) == 1 else average_outputs(views)
+        return combine_views(self.views(x))
 
     def views(self, x: torch.Tensor) -> list[dict[str, torch.Tensor | None]]:
         """The network's outputs that :meth:`forward` averages: the image's, and with test-time
@@ -136,9 +144,10 @@ class MultiTaskModule(L.LightningModule):
         out = [self.net(x)]
         if self.tta and not self.training:
             flipped = self.net(torch.flip(x, dims=[3]))
-            if flipped["seg"] is not None:
-                flipped = {**flipped, "seg": torch.flip(flipped["seg"], dims=[3])}
-            out.append(flipped)
+            # every map (the mask, an ensemble's pixel variance) back onto the image's grid
+            out.append(
+                {k: torch.flip(v, dims=[3]) if _is_map(v) else v for k, v in flipped.items()}
+            )
         return out
 
     # -- steps ----------------------------------------------------------------------------------
@@ -177,7 +186,9 @@ class MultiTaskModule(L.LightningModule):
         if out["seg"] is not None and self.postprocess.active:
             out = {**out, "seg": self._postprocessed(out["seg"])}
         if out["cls"] is not None:
-            self.cls_metrics[_key(split)].update(torch.softmax(out["cls"], dim=1), batch["label"])
+            # in float: bfloat16 probabilities (mixed precision) tie, and ties change the AUC
+            probs = torch.softmax(out["cls"].float(), dim=1)
+            self.cls_metrics[_key(split)].update(probs, batch["label"])
         if out["seg"] is not None:
             self.seg_metrics[_key(split)].update(out["seg"], batch["mask"])
         return out
@@ -228,8 +239,7 @@ class MultiTaskModule(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         views = self.views(batch["image"])
-        out = views[0] if len(views) == 1 else average_outputs(views)
-        out = self._eval_step(batch, self.eval_split, out)
+        out = self._eval_step(batch, self.eval_split, combine_views(views))
         keep = {"label": batch["label"], "index": batch["index"]}
         if out["cls"] is not None:
             keep["prob"] = torch.softmax(out["cls"].double(), dim=1)
@@ -245,6 +255,11 @@ class MultiTaskModule(L.LightningModule):
             keep["mask"] = batch["mask"] >= 0.5
             img = batch["image"] * self.preprocess.std + self.preprocess.mean  # [0, 1] again
             keep["image"] = (img.clamp(0, 1) * 255).to(torch.uint8)
+        if out.get("unlike_score") is not None:
+            keep["unlike_score"] = out["unlike_score"].double()
+        # the members' or the mirror's disagreement
+        spread = disagreement({k: v.detach().cpu().numpy() for k, v in out.items() if k in VIEWS})
+        keep.update({k: torch.from_numpy(v).double() for k, v in spread.items()})
         for key, value in keep.items():
             self.samples.setdefault(key, []).append(value.detach().cpu())
 
@@ -258,7 +273,8 @@ class MultiTaskModule(L.LightningModule):
         Under DDP each rank saw part of the split (the sampler pads by repeating images), so
         the small per-image tensors are gathered and duplicates dropped by image index.
         """
-        keys = [k for k in ("index", "label", "prob", "tp", "gt", "pred") if k in self.samples]
+        wanted = ("index", "label", "prob", "tp", "gt", "pred", *UNCERTAINTY_COLUMNS)
+        keys = [k for k in wanted if k in self.samples]
         local = {k: torch.cat(self.samples[k]) for k in keys}
         if self.trainer is not None and self.trainer.world_size > 1:
             gathered = self.all_gather({k: v.to(self.device) for k, v in local.items()})

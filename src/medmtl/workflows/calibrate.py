@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from medmtl.data.datamodule import MedDataModule
 from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.conformal import ALPHA, AnswerSets
+from medmtl.models.unlike import QUANTILE
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,44 @@ def split_logits(
     return logits, torch.cat(labels).numpy().astype(np.int64)
 
 
+def split_features(
+    module: MultiTaskModule, dm: MedDataModule, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled deepest encoder feature (:func:`medmtl.models.unlike.pooled`) of every image
+    of ``split`` without augmentation, (n, D), and the labels."""
+    net = module.net
+    features: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    module.eval()
+    with torch.no_grad():
+        for batch in dm.dataloader(split):
+            features.append(net.pooled_features(batch["image"]).double())
+            labels.append(batch["label"])
+    if not labels:
+        return np.zeros((0, net.unlike.means.shape[1])), np.zeros(0, dtype=np.int64)
+    return torch.cat(features).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+def fit_unlike(
+    module: MultiTaskModule, dm: MedDataModule, quantile: float = QUANTILE
+) -> dict[str, Any]:
+    """Fit the unlike-training score of ``module.net`` (:mod:`medmtl.models.unlike`): class
+    means and covariance on the training split, threshold on the validation split; returns
+    the ``unlike/...`` entries of ``metrics.json`` (nothing without validation images)."""
+    train, label = split_features(module, dm, "train")
+    val, _ = split_features(module, dm, "val")
+    if len(val) == 0 or len(train) < 2:
+        log.warning("unlike-training score: no validation or training images, so none is fitted.")
+        return {}
+    out = module.net.unlike.fit(train, label, val, quantile)
+    log.info(
+        "unlike-training score: fitted on %d training images, threshold %.3f (%.0f %% of %d "
+        "validation images below it)", len(train), out["unlike/threshold"], 100 * quantile,
+        len(val),
+    )  # fmt: skip
+    return out
+
+
 def _scores(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
     if len(label) == 0:
         return {"nll": float("nan"), "brier": float("nan"), "ece": float("nan")}
@@ -70,6 +110,7 @@ def calibrate_module(
     report: Sequence[str] = ("test",),
     alpha: float = ALPHA,
     by_class: bool = False,
+    unlike_quantile: float | None = QUANTILE,
 ) -> dict[str, Any]:
     """Fit the temperature on the validation split, set it in ``module.net`` and return the
     ``calibration/...`` entries of ``metrics.json``: the temperature, the number of images it
@@ -77,10 +118,14 @@ def calibrate_module(
     The conformal answer sets (error rate ``alpha``) are calibrated on the same validation
     images, from the calibrated probabilities, and set as ``module.answer_sets``.
 
+    With ``unlike_quantile`` (None: not), the unlike-training score is fitted too
+    (:func:`fit_unlike`).
+
     A model without a classification head, or without validation images, is left at 1.
     """
+    unlike = fit_unlike(module, dm, unlike_quantile) if unlike_quantile is not None else {}
     if module.net.cls_head is None:
-        return {}
+        return unlike
     logits, label = split_logits(module, dm, "val")
     temperature = fit_temperature(logits, label)
     if len(label) == 0:
@@ -90,6 +135,7 @@ def calibrate_module(
         scaled_probabilities(logits, temperature), label, alpha, by_class
     )
     out: dict[str, Any] = {
+        **unlike,
         "calibration/temperature": temperature,
         "calibration/fitted_on": "val",
         "calibration/num_images": int(len(label)),
@@ -107,3 +153,56 @@ def calibrate_module(
         out["calibration/val_ece_after"],
     )  # fmt: skip
     return out
+
+
+def recalibrate(
+    paths: Sequence[str | Path],
+    alpha: float | None = None,
+    by_class: bool | None = None,
+    unlike_quantile: float | None = QUANTILE,
+    data_root: str | None = None,
+) -> list[dict[str, Any]]:
+    """Calibrate trained runs again, or for the first time (checkpoints written before a part
+    existed): for every run folder (or every run of a sweep folder), fit the temperature, the
+    conformal answer sets and the unlike-training score on its own validation split, exactly
+    as training does, store them in its best checkpoint (atomically) and write
+    ``calibration.json`` beside ``metrics.json``. ``alpha`` / ``by_class`` None: the run's own
+    settings (or the defaults). Returns each run's record."""
+    from medmtl.data.build import datamodule_from_config
+    from medmtl.models.checkpoint import store_calibration
+    from medmtl.models.conformal import check_alpha
+    from medmtl.models.unlike import check_quantile
+    from medmtl.reporting.summary import write_json
+    from medmtl.workflows.members import best_checkpoint, find_members
+
+    if unlike_quantile is not None:
+        check_quantile(unlike_quantile, "unlike_quantile")
+    records = []
+    for run in find_members(paths):
+        ckpt_path = best_checkpoint(run)
+        module, ckpt = MultiTaskModule.from_checkpoint(ckpt_path)
+        hp = ckpt["hyper_parameters"]
+        sets = module.answer_sets
+        a = alpha if alpha is not None else (sets.alpha if sets else ALPHA)
+        b = by_class if by_class is not None else (sets.by_class if sets else False)
+        a = check_alpha(a, "alpha")
+        data = dict(hp["data"])
+        if data_root:
+            data["root"] = data_root
+        dm = datamodule_from_config(data)
+        dm.prepare_data()
+        dm.setup("fit")
+        module.tta = False
+        record = calibrate_module(
+            module, dm, report=(), alpha=a, by_class=bool(b), unlike_quantile=unlike_quantile
+        )
+        answer = module.answer_sets.to_dict() if module.answer_sets is not None else None
+        unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
+        store_calibration(ckpt_path, module.net.temperature, answer, unlike)
+        record = {"ckpt_path": str(ckpt_path), **record}
+        write_json(run / "calibration.json", record)
+        log.info("%s: calibrated again (%s)", ckpt_path, ", ".join(
+            f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)
+        ))  # fmt: skip
+        records.append(record)
+    return records

@@ -55,7 +55,7 @@ def compare_checkpoints(
             gt |= read_mask(m)
         panels = [Panel(case.case_id, image8), Panel("ground truth", image8, gt, truth=True)]
         for b, li, name in zip(backends, loaded, names, strict=True):
-            seg_p, _ = predict_batch(b, li.model_input[None, None].astype(np.float32))
+            seg_p = predict_batch(b, li.model_input[None, None].astype(np.float32)).seg
             if seg_p is None:
                 panels.append(Panel(f"{name}\n(no segmentation head)", image8))
                 continue

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
+from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.adapt import ADAPT_CHOICES, adapt_batchnorm
@@ -41,6 +42,7 @@ from medmtl.reporting.per_image import (
     restrict,
     segmentation,
     selective,
+    uncertainty_rates,
     write_masks,
     write_predictions,
 )
@@ -82,6 +84,8 @@ def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) ->
         split=split,
         meta={k: [cases[i].meta.get(k, "") for i in index] for k in keys},
         answer_set=sets.predict(prob) if sets is not None and prob is not None else None,
+        # a model without an unlike-training score gives NaN: no column rather than an empty one
+        **{c: got[c] for c in UNCERTAINTY_COLUMNS if c in got and np.isfinite(got[c]).any()},
     )
 
 
@@ -162,6 +166,8 @@ def score_split(
             metrics.update({f"{split}/{k}": float(v[0]) for k, v in selective(per).items()})
         if per is not None and per.answer_set is not None:
             metrics.update({f"{split}/{k}": float(v[0]) for k, v in answer_sets(per).items()})
+        if per is not None:  # unlike the training data, referred, disagreement
+            metrics.update({f"{split}/{k}": float(v[0]) for k, v in uncertainty_rates(per).items()})
     metrics["eval/classes"] = eval_classes
     columns = list(by)
     if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:

@@ -8,6 +8,9 @@ project) and the API:
   probabilities, the lesion area in pixels (and mm² where a DICOM gives a pixel spacing) and,
   as PNG, the mask, the 8-bit lesion probability map (which the page re-thresholds without
   running the network again), the image as shown and, on the PyTorch backend, Grad-CAM;
+  the uncertainty: ``entropy``, the conformal ``answer_set`` (a list of classes),
+  ``unlike_score`` / ``unlike_training``, an ensemble's (or, with TTA, the mirror's)
+  ``class_disagreement``, ``mask_agreement`` and pixel ``variance_png``, and ``refer``;
 * ``GET /api/health``, ``GET /api/model`` (the model card).
 
 Uploads are written to a temporary folder removed when the request ends; an upload over the
@@ -39,7 +42,7 @@ from PIL import Image
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_image
 from medmtl.io.image import IMAGE_EXTENSIONS
-from medmtl.metrics import entropy
+from medmtl.metrics import ANSWER_SEP
 from medmtl.workflows.predict import gradcam_for, open_checkpoint, open_onnx
 
 log = logging.getLogger(__name__)
@@ -196,14 +199,23 @@ def result_json(
         out["probabilities"] = {
             n: round(float(p), 6) for n, p in zip(classes, pred.class_prob, strict=True)
         }
-        # 0: a certain answer, 1: every class equally likely (docs/metrics.md)
-        out["entropy"] = round(float(entropy(pred.class_prob)[0]), 6)
+
     if mask is not None:
         area = int(mask.sum())
         out["lesion_area_px"] = area
         out["lesion_area_mm2"] = pred.meta.area_mm2(area)
         out["mask_png"] = _png(mask.astype(np.uint8) * 255)
         out["probability_png"] = _png(pred.probability8)
+    # entropy (0: certain, 1: a coin toss), the answer set, the unlike-training score and flag,
+    # the members' or the mirror's disagreement, and refer (docs/metrics.md)
+    out.update(pred.uncertainty)
+    if "answer_set" in out:
+        out["answer_set"] = [c for c in out["answer_set"].split(ANSWER_SEP) if c]
+    for flag in ("unlike_training", "refer"):
+        if flag in out:
+            out[flag] = bool(out[flag])
+    if pred.variance8 is not None:
+        out["variance_png"] = _png(pred.variance8)
     if pred.heatmap is not None:
         out["gradcam_png"] = _png(heatmap_overlay(pred.image8, pred.heatmap))
     return out

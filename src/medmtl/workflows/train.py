@@ -28,12 +28,13 @@ from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint, store_calibration
 from medmtl.models.conformal import ALPHA, check_alpha
+from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision
-from medmtl.workflows.calibrate import calibrate_module
+from medmtl.workflows.calibrate import calibrate_module, fit_unlike
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 
@@ -184,6 +185,9 @@ def check_train_config(cfg: DictConfig) -> None:
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
     check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
+    quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
+    if quantile is not None:
+        check_quantile(quantile)
     if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
         raise ConfigError(
             "calibration.temperature must be true or false, got "
@@ -393,13 +397,21 @@ def _fit_and_test(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
         module.tta = bool(cfg.get("tta", False))
+        quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
         if OmegaConf.select(cfg, "calibration.temperature", default=True):
             alpha = OmegaConf.select(cfg, "conformal.alpha", default=ALPHA)
             by_class = bool(OmegaConf.select(cfg, "conformal.by_class", default=False))
-            metrics.update(calibrate_module(module, dm, alpha=alpha, by_class=by_class))
-            if best and trainer.is_global_zero and module.net.cls_head is not None:
-                sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
-                store_calibration(best, module.net.temperature, sets)
+            metrics.update(
+                calibrate_module(
+                    module, dm, alpha=alpha, by_class=by_class, unlike_quantile=quantile
+                )
+            )
+        elif quantile is not None:
+            metrics.update(fit_unlike(module, dm, quantile))
+        if best and trainer.is_global_zero:
+            sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
+            unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
+            store_calibration(best, module.net.temperature, sets, unlike)
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)

@@ -257,6 +257,7 @@ async function run(result) {
     result.el.querySelector(".predicted-class").textContent = data.predicted_class || "(no classification head)";
     result.el.dataset.class = data.predicted_class || "";
     showBars(result);
+    showUncertainty(result);
     if (data.gradcam_png) showCam(result, data.gradcam_png);
     draw(result);
     result.el.dataset.state = "done";
@@ -266,6 +267,46 @@ async function run(result) {
     p.textContent = err.message;
     p.hidden = false;
     result.el.dataset.state = "error";
+  }
+}
+
+// in words a clinician reads at a glance (docs/inference.md): how sure, what it could be,
+// whether the scan is like the training data, and whether to refer
+function showUncertainty(result) {
+  const d = result.data;
+  const el = result.el;
+  el.querySelector(".warning.unlike").hidden = !d.unlike_training;
+  el.dataset.unlike = d.unlike_training ? "true" : "false";
+  el.dataset.refer = d.refer ? "true" : "false";
+  const sets = d.answer_set;
+  const row = el.querySelector(".answer-set-row");
+  if (Array.isArray(sets) && state.card && state.card.conformal && state.card.conformal.fitted) {
+    row.hidden = false;
+    el.querySelector(".answer-set").textContent = sets.length ? sets.join(" or ") : "none of the classes";
+    const cover = Math.round(100 * (1 - state.card.conformal.alpha));
+    el.querySelector(".answer-set-note").textContent =
+      `(holds the true class for about ${cover} % of scans like the training data)`;
+  }
+  const words = [];
+  if (typeof d.entropy === "number") {
+    words.push(d.entropy < 0.2 ? "a confident answer" : d.entropy < 0.5 ? "a fairly uncertain answer" : "close to a coin toss");
+  }
+  if (typeof d.class_disagreement === "number" && d.class_disagreement >= 0.05) {
+    words.push("the models disagree on the class");
+  }
+  if (typeof d.mask_agreement === "number" && d.mask_agreement < 0.8) {
+    words.push(`the outlines agree only ${Math.round(100 * d.mask_agreement)} %`);
+  }
+  el.querySelector(".uncertainty").textContent = words.length ? `Certainty: ${words.join("; ")}.` : "";
+  const why = [];
+  if (d.unlike_training) why.push("the scan is unlike the training data");
+  if (Array.isArray(sets) && sets.length !== 1) why.push(sets.length ? `it could be ${sets.join(" or ")}` : "no class fits");
+  el.querySelector(".warning.refer").hidden = !d.refer;
+  el.querySelector(".refer-why").textContent = why.length ? `${why.join("; ")}. A human should read this scan.` : "A human should read this scan.";
+  if (d.variance_png) {
+    const fig = el.querySelector("figure.variance");
+    fig.querySelector("img").src = d.variance_png;
+    fig.hidden = false;
   }
 }
 
@@ -302,7 +343,8 @@ function addFiles(files) {
 
 function csv() {
   const classes = state.card ? state.card.classes : [];
-  const head = ["file", "predicted_class", ...classes.map((c) => `prob_${c}`), "threshold",
+  const head = ["file", "predicted_class", ...classes.map((c) => `prob_${c}`), "entropy",
+    "answer_set", "unlike_score", "unlike_training", "refer", "threshold",
     "lesion_area_px", "lesion_area_mm2", "error"];
   const quote = (v) => {
     const s = v === null || v === undefined ? "" : String(v);
@@ -312,7 +354,10 @@ function csv() {
   for (const r of state.results) {
     const d = r.data || {};
     const probs = d.probabilities || {};
-    rows.push([r.name, d.predicted_class, ...classes.map((c) => probs[c]), r.threshold,
+    const sets = Array.isArray(d.answer_set) ? d.answer_set.join("|") : "";
+    const flag = (v) => (v === undefined ? "" : v ? 1 : 0);
+    rows.push([r.name, d.predicted_class, ...classes.map((c) => probs[c]), d.entropy, sets,
+      d.unlike_score, flag(d.unlike_training), flag(d.refer), r.threshold,
       r.data ? r.area : "", r.areaMm === null || r.areaMm === undefined ? "" : r.areaMm.toFixed(3),
       r.error || ""].map(quote).join(","));
   }
@@ -334,7 +379,10 @@ async function loadCard() {
     $("card").textContent =
       `Model ${card.model} (${card.backend}; ${card.classes.join(" / ")}; ${card.input_size} px input)` +
       (card.trained_on ? `, trained on ${card.trained_on}` : "") +
-      (shown ? `; test: ${shown}` : "; no test metrics recorded");
+      (shown ? `; test: ${shown}` : "; no test metrics recorded") +
+      (card.calibration && card.calibration.temperature && card.calibration.temperature !== 1
+        ? `; calibrated (temperature ${Number(card.calibration.temperature).toFixed(2)})` : "") +
+      (card.unlike && card.unlike.fitted ? "; warns on scans unlike its training data" : "; cannot tell scans unlike its training data");
     $("gradcam").disabled = !card.gradcam;
     $("gradcam-label").title = card.gradcam ? "" : "Grad-CAM needs a checkpoint (PyTorch backend)";
   } catch (err) {
