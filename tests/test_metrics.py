@@ -86,3 +86,35 @@ def test_entropy_is_normalised():
 def test_overall_score():
     assert overall_score(0.6, 0.8, "multitask") == pytest.approx(0.7)
     assert overall_score(0.6, 0.8, "seg") == 0.8 and overall_score(0.6, 0.8, "cls") == 0.6
+
+
+def test_disagreement_known_values():
+    from medmtl.metrics import class_disagreement, disagreement, mask_agreement
+
+    same = np.array([[[0.2, 0.8]], [[0.2, 0.8]]])
+    opposite = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    assert class_disagreement(same)[0] == pytest.approx(0.0, abs=1e-12)
+    assert class_disagreement(opposite)[0] == pytest.approx(1.0)  # two certain, opposite answers
+    a = np.zeros((1, 4, 4))
+    a[0, :2] = 1  # 8 pixels
+    b = np.zeros((1, 4, 4))
+    b[0, :1] = 1  # 4 of them
+    empty = np.zeros((1, 4, 4))
+    assert mask_agreement(np.stack([a, b]))[0] == pytest.approx(2 * 4 / 12)
+    assert mask_agreement(np.stack([empty, empty]))[0] == 1.0  # both find no lesion: they agree
+    assert mask_agreement(np.stack([a, a, b]))[0] == pytest.approx((1 + 2 * (8 / 12)) / 3)
+    # an ensemble's members are preferred to the mirror views; one prediction: nothing
+    out = disagreement({"member_cls": opposite, "view_cls": same})
+    assert out["class_disagreement"][0] == pytest.approx(1.0)
+    assert disagreement({"member_cls": None}) == {}
+
+
+def test_refer_flags_wide_sets_and_unlike_scans():
+    from medmtl.metrics import refer
+
+    sets = np.array([[0, 1, 0], [0, 1, 1], [0, 0, 0], [1, 0, 0]], dtype=float)
+    unlike = np.array([0.5, 0.5, 0.5, 1.5])
+    np.testing.assert_array_equal(refer(sets, unlike), [0, 1, 1, 1])
+    np.testing.assert_array_equal(refer(sets, None), [0, 1, 1, 0])
+    np.testing.assert_array_equal(refer(None, np.array([np.nan, 2.0])), [0, 1])
+    assert refer(None, None) is None

@@ -115,9 +115,10 @@ def mask_agreement(views: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     pairs = []
     for i in range(len(masks)):
         for j in range(i + 1, len(masks)):
-            inter = np.logical_and(masks[i], masks[j]).sum(1)
-            total = masks[i].sum(1) + masks[j].sum(1)
-            pairs.append(np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0))
+            tp = (masks[i] & masks[j]).sum(1)
+            pairs.append(
+                dice_iou(tp, (masks[i] & ~masks[j]).sum(1), (~masks[i] & masks[j]).sum(1))[0]
+            )
     return np.mean(pairs, axis=0) if pairs else np.ones(masks.shape[1])
 
 

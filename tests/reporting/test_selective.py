@@ -52,3 +52,23 @@ def test_weights_repeat_images_and_the_curve_ends_at_the_plain_error():
     assert weighted["cls_aurc"][0] == pytest.approx(repeated["cls_aurc"][0])
     fig = risk_coverage_figure(prob, label, "test risk-coverage")
     assert fig.axes[0].get_title().startswith("test risk-coverage — AURC ")
+
+
+def test_unlike_auroc_known_values_and_missing_column(tmp_path):
+    from medmtl.errors import DataError
+    from medmtl.reporting.unlike import auroc, auroc_ci, read_scores, table
+
+    assert auroc(np.array([0.1, 0.2]), np.array([0.3, 0.4])) == 1.0  # perfect separation
+    assert auroc(np.array([0.3, 0.4]), np.array([0.1, 0.2])) == 0.0
+    assert auroc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5  # ties count half
+    value, low, high = auroc_ci(np.arange(10.0), np.arange(5.0, 15.0), n_boot=200)
+    assert value == pytest.approx(0.875) and low <= value <= high
+    inside, outside = tmp_path / "in.csv", tmp_path / "out.csv"
+    inside.write_text("file,unlike_score\na,0.5\nb,0.9\nc,1.2\n")
+    outside.write_text("file,unlike_score\nd,3.0\ne,2.0\n")
+    np.testing.assert_allclose(read_scores(inside), [0.5, 0.9, 1.2])
+    text = table(inside, [outside])
+    assert "| 2 | 100.0% | 1.0000 |" in text and "33.3% flagged" in text
+    (tmp_path / "old.csv").write_text("file,entropy\na,0.1\n")
+    with pytest.raises(DataError, match="no unlike_score column"):
+        read_scores(tmp_path / "old.csv")

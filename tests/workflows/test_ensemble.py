@@ -174,6 +174,17 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     )
     assert np.array_equal(a.pred, b.pred) and np.allclose(a.prob, b.prob, atol=1e-6)
     assert np.array_equal(a.answer_set, b.answer_set)  # medmtl-eval uses the stored sets
+    # the members' disagreement per image, and their unlike scores' mean
+    assert (
+        a.class_disagreement is not None
+        and ((a.class_disagreement >= 0) & (a.class_disagreement <= 1)).all()
+    )
+    assert (
+        a.mask_agreement is not None and ((a.mask_agreement >= 0) & (a.mask_agreement <= 1)).all()
+    )
+    assert a.class_disagreement.max() > 0  # members trained on different folds do differ
+    assert a.unlike_score is not None and np.isfinite(a.unlike_score).all()
+    np.testing.assert_allclose(a.mask_agreement, b.mask_agreement, atol=1e-9)
     # a sweep over two settings is two table rows: no ensemble, and the command to make one
     mixed = tmp_path / "mixed"
     res = _fold_sweep(mixed, cache_dir, "loss.seg_weight=0.3,0.7")

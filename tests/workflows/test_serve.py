@@ -91,6 +91,10 @@ def test_health_and_model_card(client, tiny_ckpt, tiny_run, onnx_model):
     # the card lists the calibration the model carries (fitted on validation after training)
     assert card["calibration"]["temperature"] == pytest.approx(run["calibration/temperature"])
     assert onnx_card["calibration"] == card["calibration"]
+    # ... and the thresholds: the answer sets' error rate, the unlike-training threshold
+    assert card["conformal"] == {**onnx_card["conformal"], "fitted": True, "alpha": 0.1}
+    assert card["unlike"]["threshold"] == pytest.approx(run["unlike/threshold"])
+    assert onnx_card["unlike"] == card["unlike"]
 
 
 def test_a_good_image(client, image, tiny_ckpt, tmp_path):
@@ -132,6 +136,13 @@ def test_a_good_image(client, image, tiny_ckpt, tmp_path):
         assert row[f"prob_{c}"] == pytest.approx(probs[c], abs=1e-5)
     assert out["entropy"] == pytest.approx(row["entropy"], abs=1e-5)
     assert 0 <= out["entropy"] <= 1
+    # the answer set, the unlike-training score and refer: the same as medmtl-predict's
+    assert out["answer_set"] == row["answer_set"].split("|") and out["answer_set"]
+    assert set(out["answer_set"]) <= set(out["classes"])
+    assert out["unlike_score"] == pytest.approx(row["unlike_score"], abs=1e-5)
+    assert out["unlike_training"] is bool(row["unlike_training"])
+    assert out["refer"] is bool(row["refer"])
+    assert out["refer"] is (out["unlike_training"] or len(out["answer_set"]) != 1)
 
 
 def test_gradcam_on_pytorch_and_refused_on_onnx(client, image, onnx_model):
@@ -288,6 +299,46 @@ def _browser():
     ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_the_page_warns_on_a_foreign_image_in_a_real_browser(server, tmp_path):
+    """Noise is unlike any training scan: the API says so and the page shows the warning."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    noise = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((140, 180)) * 255).astype(np.uint8)).save(noise)
+    body, kind = multipart(noise)
+    request = urllib.request.Request(
+        f"{server}/api/predict", data=body, headers={"Content-Type": kind}
+    )
+    with urllib.request.urlopen(request, timeout=120) as r:
+        api = json.loads(r.read())
+    assert api["unlike_training"] is True and api["unlike_score"] > 1 and api["refer"] is True
+    browser = _browser()
+    try:
+        browser.get(f"{server}/")
+        WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+        )
+        assert "warns on scans unlike its training data" in browser.find_element(By.ID, "card").text
+        browser.find_element(By.ID, "files").send_keys(str(noise.resolve()))
+        result = browser.find_element(By.CSS_SELECTOR, ".result")
+        WebDriverWait(browser, 120).until(
+            lambda b: result.get_attribute("data-state") in ("done", "error")
+        )
+        assert result.get_attribute("data-state") == "done", result.text
+        warning = result.find_element(By.CSS_SELECTOR, ".warning.unlike")
+        assert warning.is_displayed() and "Unlike the training data" in warning.text
+        referred = result.find_element(By.CSS_SELECTOR, ".warning.refer")
+        assert referred.is_displayed() and "unlike the training data" in referred.text
+        assert result.get_attribute("data-unlike") == "true"
+        shown = result.find_element(By.CSS_SELECTOR, ".answer-set").text
+        expected = " or ".join(api["answer_set"]) or "none of the classes"
+        assert shown == expected, (shown, api["answer_set"])
+    finally:
+        browser.quit()
 
 
 def test_the_page_in_a_real_browser(server, image, tmp_path):

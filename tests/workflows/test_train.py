@@ -133,6 +133,47 @@ def test_training_calibrates_conformal_answer_sets(trained, make_cfg, tmp_path):
         evaluate(cfg)
 
 
+def test_training_fits_the_unlike_score_and_medmtl_calibrate_fits_an_old_checkpoint(
+    trained, tmp_path
+):
+    import shutil
+
+    from medmtl.cli.calibrate import main as calibrate_main
+    from medmtl.models.checkpoint import network_from_checkpoint
+    from medmtl.reporting.per_image import read_predictions
+
+    out, _ = trained
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["unlike/quantile"] == 0.95 and saved["unlike/threshold"] > 0
+    net, _ = network_from_checkpoint(saved["best_ckpt"])
+    assert net.unlike.fitted
+    assert float(net.unlike.threshold) == pytest.approx(saved["unlike/threshold"])
+    per = read_predictions(out / "predictions_test.csv")
+    assert per.unlike_score is not None and (per.unlike_score > 0).all()
+    assert saved["test/unlike_rate"] == pytest.approx((per.unlike_score > 1).mean())
+    assert saved["test/refer_rate"] == pytest.approx(per.refer.mean())
+    # a checkpoint from before the score existed: medmtl-calibrate fits it, as training did
+    old = tmp_path / "old_run"
+    shutil.copytree(out, old)
+    best = old / "checkpoints" / Path(saved["best_ckpt"]).name
+    ckpt = torch.load(best, weights_only=True, map_location="cpu")
+    for key in [k for k in ckpt["state_dict"] if k.startswith("net.unlike.")]:
+        del ckpt["state_dict"][key]
+    torch.save(ckpt, best)
+    assert not network_from_checkpoint(best)[0].unlike.fitted
+    with pytest.raises(SystemExit) as done:
+        calibrate_main([str(old)])
+    assert done.value.code in (0, None)
+    again, _ = network_from_checkpoint(best)
+    assert float(again.unlike.threshold) == pytest.approx(saved["unlike/threshold"], rel=1e-5)
+    assert again.temperature == pytest.approx(saved["calibration/temperature"], rel=1e-4)
+    record = json.loads((old / "calibration.json").read_text())
+    assert record["ckpt_path"] == str(best) and record["unlike/num_val"] > 0
+    with pytest.raises(SystemExit) as bad:
+        calibrate_main([str(old), "unlike_quantile=2"])
+    assert bad.value.code == 2
+
+
 def test_eval_reproduces_train_time_test_metrics(trained, make_cfg, tmp_path):
     out, metrics = trained
     cfg = make_cfg(

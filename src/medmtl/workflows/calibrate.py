@@ -173,26 +173,27 @@ def recalibrate(
     from medmtl.models.conformal import check_alpha
     from medmtl.models.unlike import check_quantile
     from medmtl.reporting.summary import write_json
-    from medmtl.workflows.members import best_checkpoint, find_members
+    from medmtl.workflows.members import best_checkpoint, find_members, open_model
 
     if unlike_quantile is not None:
         check_quantile(unlike_quantile, "unlike_quantile")
     records = []
     for run in find_members(paths):
         ckpt_path = best_checkpoint(run)
-        module, ckpt = MultiTaskModule.from_checkpoint(ckpt_path)
-        hp = ckpt["hyper_parameters"]
+        opened = open_model(ckpt_path)
+        module = opened.module
+        # the views its own evaluation used (with test-time flip: both), as training fitted on
+        module.tta = opened.tta
         sets = module.answer_sets
         a = alpha if alpha is not None else (sets.alpha if sets else ALPHA)
         b = by_class if by_class is not None else (sets.by_class if sets else False)
         a = check_alpha(a, "alpha")
-        data = dict(hp["data"])
+        data = dict(opened.data)
         if data_root:
             data["root"] = data_root
         dm = datamodule_from_config(data)
         dm.prepare_data()
         dm.setup("fit")
-        module.tta = False
         record = calibrate_module(
             module, dm, report=(), alpha=a, by_class=bool(b), unlike_quantile=unlike_quantile
         )
