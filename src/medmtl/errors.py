@@ -29,3 +29,15 @@ def summarize(items: Sequence[str], shown: int = 3) -> str:
     items = [str(i) for i in items]
     more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
     return "; ".join(items[:shown]) + more
+
+
+def open_fraction(value: object, key: str, what: str, example: float) -> float:
+    """``value`` as a float strictly between 0 and 1 (an error rate, a share), or a one-line
+    ConfigError naming ``key``, saying ``what`` is expected and giving an ``example``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0 < number < 1:
+        raise ConfigError(f"{key}={value}: expected {what} between 0 and 1, e.g. {example}.")
+    return number

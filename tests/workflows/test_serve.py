@@ -303,34 +303,46 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
-def test_the_page_warns_on_a_foreign_image_in_a_real_browser(server, tmp_path):
-    """Noise is unlike any training scan: the API says so and the page shows the warning."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    noise = tmp_path / "noise.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((140, 180)) * 255).astype(np.uint8)).save(noise)
-    body, kind = multipart(noise)
+def _api_predict(server: str, path: Path) -> dict:
+    body, kind = multipart(path)
     request = urllib.request.Request(
         f"{server}/api/predict", data=body, headers={"Content-Type": kind}
     )
     with urllib.request.urlopen(request, timeout=120) as r:
-        api = json.loads(r.read())
+        return json.loads(r.read())
+
+
+def _page_result(browser, server: str, path: Path):
+    """Open the page, drop ``path`` on it and return its finished result element."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server}/")
+    WebDriverWait(browser, 30).until(
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+    )
+    browser.find_element(By.ID, "files").send_keys(str(path.resolve()))
+    result = browser.find_element(By.CSS_SELECTOR, ".result")
+    WebDriverWait(browser, 120).until(
+        lambda b: result.get_attribute("data-state") in ("done", "error")
+    )
+    assert result.get_attribute("data-state") == "done", result.text
+    return result
+
+
+def test_the_page_warns_on_a_foreign_image_in_a_real_browser(server, tmp_path):
+    """Noise is unlike any training scan: the API says so and the page shows the warning."""
+    from selenium.webdriver.common.by import By
+
+    noise = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((140, 180)) * 255).astype(np.uint8)).save(noise)
+    api = _api_predict(server, noise)
     assert api["unlike_training"] is True and api["unlike_score"] > 1 and api["refer"] is True
     browser = _browser()
     try:
-        browser.get(f"{server}/")
-        WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
-        )
+        result = _page_result(browser, server, noise)
         assert "warns on scans unlike its training data" in browser.find_element(By.ID, "card").text
-        browser.find_element(By.ID, "files").send_keys(str(noise.resolve()))
-        result = browser.find_element(By.CSS_SELECTOR, ".result")
-        WebDriverWait(browser, 120).until(
-            lambda b: result.get_attribute("data-state") in ("done", "error")
-        )
-        assert result.get_attribute("data-state") == "done", result.text
         warning = result.find_element(By.CSS_SELECTOR, ".warning.unlike")
         assert warning.is_displayed() and "Unlike the training data" in warning.text
         referred = result.find_element(By.CSS_SELECTOR, ".warning.refer")
@@ -347,25 +359,11 @@ def test_the_page_in_a_real_browser(server, image, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    body, kind = multipart(image)
-    request = urllib.request.Request(
-        f"{server}/api/predict", data=body, headers={"Content-Type": kind}
-    )
-    with urllib.request.urlopen(request, timeout=120) as r:
-        api = json.loads(r.read())
+    api = _api_predict(server, image)
     browser = _browser()
     try:
-        browser.get(f"{server}/")
-        WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
-        )
+        result = _page_result(browser, server, image)
         assert "not a diagnosis" in browser.find_element(By.ID, "note").text
-        browser.find_element(By.ID, "files").send_keys(str(image.resolve()))
-        result = browser.find_element(By.CSS_SELECTOR, ".result")
-        WebDriverWait(browser, 120).until(
-            lambda b: result.get_attribute("data-state") in ("done", "error")
-        )
-        assert result.get_attribute("data-state") == "done", result.text
         # the class shown is the API's, the bars are its probabilities, the mask its mask
         assert (
             result.find_element(By.CSS_SELECTOR, ".predicted-class").text == api["predicted_class"]

@@ -18,20 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, open_fraction
 
 ALPHA = 0.1  # the default error rate of conformal.alpha
 
 
 def check_alpha(alpha: Any, key: str = "conformal.alpha") -> float:
     """``alpha`` as a float in (0, 1), or a one-line ConfigError naming ``key``."""
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(alpha, bool) or not 0 < value < 1:
-        raise ConfigError(f"{key}={alpha}: expected an error rate between 0 and 1, e.g. 0.1.")
-    return value
+    return open_fraction(alpha, key, "an error rate", 0.1)
 
 
 def nonconformity(prob: np.ndarray) -> np.ndarray:

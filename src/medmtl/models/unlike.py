@@ -20,20 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, open_fraction
 
 QUANTILE = 0.95  # the default of unlike.quantile: the share of validation scans that pass
 
 
 def check_quantile(value: object, key: str = "unlike.quantile") -> float:
     """``value`` as a float in (0, 1), or a one-line ConfigError naming ``key``."""
-    try:
-        q = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        q = float("nan")
-    if isinstance(value, bool) or not 0 < q < 1:
-        raise ConfigError(f"{key}={value}: expected a share between 0 and 1, e.g. 0.95.")
-    return q
+    return open_fraction(value, key, "a share", QUANTILE)
 
 
 def pooled(feature: torch.Tensor) -> torch.Tensor:
