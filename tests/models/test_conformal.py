@@ -95,7 +95,11 @@ def test_answer_sets_in_the_predictions_file_and_their_metrics(tmp_path):
     assert m["conformal_coverage_malignant"][0] == pytest.approx(1.0)
     path = write_predictions(tmp_path / "predictions_test.csv", per)
     text = path.read_text().splitlines()
-    assert text[0].split(",")[-1] == "answer_set" and text[1].endswith(",benign|malignant")
+    assert text[0].split(",")[-2:] == ["answer_set", "refer"]
+    assert text[1].endswith(",benign|malignant,1")  # two classes: refer
+    # refer: the sets of two classes and of none, not the single-class ones
+    assert [row.rsplit(",", 1)[1] for row in text[1:]] == ["1", "0", "0", "1"]
+    assert per.refer.tolist() == [1, 0, 0, 1]
     again = read_predictions(path)
     np.testing.assert_array_equal(again.answer_set.astype(bool), sets)
     assert "answer_set" not in again.meta
