@@ -1,6 +1,6 @@
 """How well the unlike-training score tells in-domain scans from others: AUROC with a CI.
 
-``python -m medmtl.reporting.unlike <in-domain predictions.csv> <other.csv> [<other.csv> ...]``
+:func:`table` (``python -m medmtl.cli.unlike <in-domain predictions.csv> <other.csv> ...``)
 reads the ``unlike_score`` column of predictions files (``medmtl-eval``'s
 ``predictions_<split>.csv`` or ``medmtl-predict``'s ``predictions.csv``) and prints, for each
 other file, the AUROC of the score between the in-domain images (negatives) and that file's
@@ -11,7 +11,6 @@ flagged (score above 1), as a Markdown table.
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,18 +78,3 @@ def table(inside: str | Path, others: list[str | Path]) -> str:
             f"{low:.4f}–{high:.4f} |"
         )
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from medmtl.cli import run_or_exit
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 2:
-        print(__doc__.strip())
-        return 2
-    print(run_or_exit(table, args[0], args[1:]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
