@@ -72,3 +72,17 @@ def test_unlike_auroc_known_values_and_missing_column(tmp_path):
     (tmp_path / "old.csv").write_text("file,entropy\na,0.1\n")
     with pytest.raises(DataError, match="no unlike_score column"):
         read_scores(tmp_path / "old.csv")
+
+
+def test_unlike_auroc_command(tmp_path, capsys):
+    from medmtl.cli.unlike import main
+
+    inside, outside = tmp_path / "in.csv", tmp_path / "out.csv"
+    inside.write_text("file,unlike_score\na,0.5\nb,0.9\n")
+    outside.write_text("file,unlike_score\nd,3.0\n")
+    with pytest.raises(SystemExit) as ok:
+        main([str(inside), str(outside)])
+    assert ok.value.code == 0 and "| 1.0000 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        main([str(inside)])
+    assert bad.value.code == 2 and "at least one other" in capsys.readouterr().err

@@ -14,12 +14,9 @@ from medmtl.cli.kv import kv_main
 
 
 def _run(argv: list[str]) -> int:
-    from medmtl.errors import ConfigError
-    from medmtl.reporting.unlike import table
+    from medmtl.workflows.tables import unlike_auroc_table
 
-    if len(argv) < 2:
-        raise ConfigError("give the in-domain predictions file and at least one other.")
-    print(table(argv[0], argv[1:]))
+    print(unlike_auroc_table(argv[0], argv[1:]))
     return 0
 
 

@@ -64,3 +64,14 @@ def publish_table(markdown: Path, into: str, command: str) -> Path:
         )
     body = f"```bash\n{command}\n```\n\n" + Path(markdown).read_text().strip() + "\n"
     return replace_section(Path(doc), section, body, title="Results")
+
+
+def unlike_auroc_table(inside: str | Path, others: list[str | Path]) -> str:
+    """``python -m medmtl.cli.unlike``: the AUROC of the unlike-training score between the
+    in-domain predictions file and each of ``others`` (:func:`medmtl.reporting.unlike.table`)."""
+    from medmtl.errors import ConfigError
+    from medmtl.reporting.unlike import table
+
+    if not others:
+        raise ConfigError("give the in-domain predictions file and at least one other.")
+    return table(inside, others)
