@@ -200,3 +200,23 @@ def test_mix_transformer_encoder_with_both_heads(arch):
 def test_mix_transformer_refused_where_smp_has_no_decoder(arch):
     with pytest.raises(ConfigError, match=f"{arch} does not accept .*use it with Unet"):
         MultiTaskNet(arch, "mit_b0")
+
+
+def test_a_mirrored_ensembles_maps_come_back_onto_the_image_grid():
+    """Flip TTA: the mask and every member's mask are flipped back along the width; class
+    outputs are left as they are."""
+    from medmtl.models.ensemble import EnsembleNet, mirrored_back
+
+    torch.manual_seed(0)
+    members = [MultiTaskNet("Unet", "resnet18", None, 1, 3).eval() for _ in range(2)]
+    ens = EnsembleNet(members).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        plain = ens(x)
+        back = mirrored_back(ens(torch.flip(x, dims=[3])))
+    assert back["member_seg"].shape == plain["member_seg"].shape == (2, 2, 1, 64, 64)
+    # each member's mirrored map, flipped back, is that member's map of the mirrored image
+    with torch.no_grad():
+        direct = torch.sigmoid(members[1](torch.flip(x, dims=[3]))["seg"])
+    torch.testing.assert_close(back["member_seg"][1], torch.flip(direct, dims=[3]))
+    assert torch.equal(back["member_cls"], ens(torch.flip(x, dims=[3]))["member_cls"])

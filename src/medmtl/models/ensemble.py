@@ -35,6 +35,17 @@ def average_outputs(
     return out
 
 
+def mirrored_back(
+    out: dict[str, torch.Tensor | None],
+) -> dict[str, torch.Tensor | None]:
+    """The outputs for a horizontally mirrored image on the image's own grid: every map (the
+    mask (B, 1, H, W), an ensemble's members' masks (M, B, 1, H, W)) flipped back along its
+    width, the last dimension."""
+    return {
+        k: torch.flip(v, dims=[-1]) if v is not None and v.dim() >= 4 else v for k, v in out.items()
+    }
+
+
 def combine_views(
     views: Sequence[dict[str, torch.Tensor | None]],
 ) -> dict[str, torch.Tensor | None]:

@@ -23,7 +23,7 @@ from medmtl.metrics import dice_iou, disagreement, overall_score
 from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint
 from medmtl.models.conformal import AnswerSets
-from medmtl.models.ensemble import combine_views
+from medmtl.models.ensemble import combine_views, mirrored_back
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 # the outputs that hold several predictions of each image (an ensemble's members, flip views)
 VIEWS = ("member_cls", "member_seg", "view_cls", "view_seg")
-
-
-def _is_map(value: torch.Tensor | None) -> bool:
-    return value is not None and value.dim() == 4
 
 
 def _key(split: str) -> str:
@@ -143,11 +139,7 @@ class MultiTaskModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         out = [self.net(x)]
         if self.tta and not self.training:
-            flipped = self.net(torch.flip(x, dims=[3]))
-            # every map (the mask, an ensemble's pixel variance) back onto the image's grid
-            out.append(
-                {k: torch.flip(v, dims=[3]) if _is_map(v) else v for k, v in flipped.items()}
-            )
+            out.append(mirrored_back(self.net(torch.flip(x, dims=[3]))))
         return out
 
     # -- steps ----------------------------------------------------------------------------------
