@@ -127,18 +127,16 @@ def disagreement(outputs: Mapping[str, Any], threshold: float = 0.5) -> dict[str
     an ensemble's members (``member_cls`` (M, n, C), ``member_seg`` (M, n, 1, H, W)) or, for
     one network, between an image and its mirror (``view_cls``, ``view_seg``); empty when there
     is only one prediction of each image."""
-    out: dict[str, np.ndarray] = {}
-    for name, measure, members, views in (
-        ("class_disagreement", class_disagreement, "member_cls", "view_cls"),
-        ("mask_agreement", mask_agreement, "member_seg", "view_seg"),
-    ):
+
+    def several(members: str, views: str) -> np.ndarray | None:
         value = outputs.get(members)
-        value = outputs.get(views) if value is None else value
-        if value is not None:
-            value = np.asarray(value)
-            out[name] = (
-                measure(value) if measure is class_disagreement else measure(value, threshold)
-            )
+        return outputs.get(views) if value is None else value
+
+    out: dict[str, np.ndarray] = {}
+    if (cls := several("member_cls", "view_cls")) is not None:
+        out["class_disagreement"] = class_disagreement(cls)
+    if (seg := several("member_seg", "view_seg")) is not None:
+        out["mask_agreement"] = mask_agreement(seg, threshold)
     return out
 
 

@@ -8,7 +8,7 @@ share one covariance of the class-centred features, estimated with Ledoit-Wolf s
 dimensions. A new scan's distance is the smallest over the classes. The threshold is the
 ``quantile`` (default 0.95) of the distances of the validation images, which the model never
 trained on, so about 95 % of in-domain scans score below 1 and "unlike the training data" is
-a score above 1. The means, the precision matrix and the threshold are buffers of the
+a score above 1. The means, the whitening matrix and the threshold are buffers of the
 network, so a checkpoint, an ensemble and an exported ONNX model compute the score in-graph.
 """
 
@@ -94,7 +94,6 @@ class FeatureDistance(nn.Module):
         self.means.copy_(torch.from_numpy(means).float())
         # P = L L^T (numpy's lower Cholesky factor), so W = L^T gives |W d|^2 = d^T P d
         self.whiten.copy_(torch.from_numpy(np.linalg.cholesky(lw.precision_).T).float())
-        self.threshold.fill_(1.0)
         val_distance = self.distance(torch.from_numpy(np.asarray(val, dtype=np.float32)))
         threshold = float(np.quantile(val_distance.numpy(), quantile))
         if not (math.isfinite(threshold) and threshold > 0):

@@ -21,6 +21,7 @@ import torch
 from medmtl.data.datamodule import MedDataModule
 from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
+from medmtl.models.checkpoint import store_calibration
 from medmtl.models.conformal import ALPHA, AnswerSets
 from medmtl.models.unlike import QUANTILE
 from medmtl.training.module import MultiTaskModule
@@ -155,6 +156,14 @@ def calibrate_module(
     return out
 
 
+def save_calibration(ckpt_path: str | Path, module: MultiTaskModule) -> None:
+    """Store what :func:`calibrate_module` fitted into ``module`` (temperature, answer sets,
+    unlike-training score) in the checkpoint ``ckpt_path``, atomically."""
+    sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
+    unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
+    store_calibration(ckpt_path, module.net.temperature, sets, unlike)
+
+
 def recalibrate(
     paths: Sequence[str | Path],
     alpha: float | None = None,
@@ -169,7 +178,6 @@ def recalibrate(
     ``calibration.json`` beside ``metrics.json``. ``alpha`` / ``by_class`` None: the run's own
     settings (or the defaults). Returns each run's record."""
     from medmtl.data.build import datamodule_from_config
-    from medmtl.models.checkpoint import store_calibration
     from medmtl.models.conformal import check_alpha
     from medmtl.models.unlike import check_quantile
     from medmtl.reporting.summary import write_json
@@ -197,9 +205,7 @@ def recalibrate(
         record = calibrate_module(
             module, dm, report=(), alpha=a, by_class=bool(b), unlike_quantile=unlike_quantile
         )
-        answer = module.answer_sets.to_dict() if module.answer_sets is not None else None
-        unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
-        store_calibration(ckpt_path, module.net.temperature, answer, unlike)
+        save_calibration(ckpt_path, module)
         record = {"ckpt_path": str(ckpt_path), **record}
         write_json(run / "calibration.json", record)
         log.info("%s: calibrated again (%s)", ckpt_path, ", ".join(

@@ -26,7 +26,7 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
-from medmtl.models.checkpoint import load_checkpoint, store_calibration
+from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
@@ -34,7 +34,7 @@ from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision
-from medmtl.workflows.calibrate import calibrate_module, fit_unlike
+from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 
@@ -409,9 +409,7 @@ def _fit_and_test(
         elif quantile is not None:
             metrics.update(fit_unlike(module, dm, quantile))
         if best and trainer.is_global_zero:
-            sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
-            unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
-            store_calibration(best, module.net.temperature, sets, unlike)
+            save_calibration(best, module)
         trainer.validate(module, datamodule=dm, verbose=False)
         module.eval_split = "test"
         trainer.test(module, datamodule=dm, verbose=False)
