@@ -46,3 +46,36 @@ def test_auto_with_bf16_hardware_follows_the_measurement(monkeypatch):
     prec.choose_precision("auto", "cpu", net, (2, 1, 8, 8), flags={"amx_bf16"}, steps=1)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_bf16_training_with_test_time_flip_is_tested(tmp_path, cache_dir):
+    """bf16-mixed (what auto picks where bf16 gains): the test step's mirror disagreement is
+    computed on bf16 outputs, which numpy cannot hold (a fold of a real sweep died there)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medmtl.cli.train",
+            *TINY_PHANTOM,
+            *TINY_MODEL,
+            "trainer.max_epochs=1",
+            "trainer.precision=bf16-mixed",
+            "tta=true",
+            f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={run}",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trainer/precision"] == "bf16-mixed"
+    assert "test/seg_dice" in metrics

@@ -250,7 +250,9 @@ class MultiTaskModule(L.LightningModule):
         if out.get("unlike_score") is not None:
             keep["unlike_score"] = out["unlike_score"].double()
         # the members' or the mirror's disagreement
-        spread = disagreement({k: v.detach().cpu().numpy() for k, v in out.items() if k in VIEWS})
+        spread = disagreement(
+            {k: v.detach().float().cpu().numpy() for k, v in out.items() if k in VIEWS}
+        )
         keep.update({k: torch.from_numpy(v).double() for k, v in spread.items()})
         for key, value in keep.items():
             self.samples.setdefault(key, []).append(value.detach().cpu())
