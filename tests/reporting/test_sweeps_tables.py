@@ -273,7 +273,7 @@ def test_every_experiment_composes_for_both_profiles(experiment, profile):
         assert kw["encoder"] == cfg.model.encoder.name
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+@pytest.mark.parametrize("launcher", ["joblib", "slurm", "slurm_cpu", "slurm_gpu"])
 def test_launcher_configs_compose(launcher):
     pytest.importorskip(
         "hydra_plugins.hydra_joblib_launcher"
@@ -284,6 +284,13 @@ def test_launcher_configs_compose(launcher):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert "launcher" in str(cfg.hydra.launcher._target_).lower()
+    if launcher.startswith("slurm"):
+        assert (
+            cfg.hydra.launcher._target_ == "hydra_plugins.medmtl_slurm.launcher.MedmtlSlurmLauncher"
+        )
+        # a CPU cluster refuses any GPU request: only the GPU preset asks for one
+        assert cfg.hydra.launcher.gpus_per_node == (1 if launcher == "slurm_gpu" else None)
+        assert cfg.hydra.launcher.max_num_timeout >= 1  # requeued jobs resume from last.ckpt
 
 
 @pytest.mark.slow  # the optional optuna extra, a sweep of its own; make test-full

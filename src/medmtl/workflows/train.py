@@ -37,6 +37,7 @@ from medmtl.training.precision import choose_precision
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
+from medmtl.workflows.slurm import requeued_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.time()
     check_train_config(cfg)
+    if not cfg.get("ckpt_path") and (last := requeued_checkpoint(cfg.paths.output_dir)):
+        # SLURM requeued this job (pre-emption, time limit): go on from its last epoch
+        log.info("SLURM requeued this job: resuming from %s", last)
+        with open_dict(cfg):
+            cfg.ckpt_path = str(last)
     quiet_third_party(resuming=bool(cfg.get("ckpt_path")))
     resumed = _resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
@@ -429,6 +435,10 @@ def _fit_and_test(
             out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
         log_figures_to_wandb(loggers, figures)
+    metrics["trainer/world_size"] = int(trainer.world_size)
+    # how the processes were started: LightningEnvironment (local), SLURMEnvironment (srun), ...
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    metrics["trainer/cluster_environment"] = type(env).__name__ if env is not None else None
     metrics["trainer/precision"] = precision
     metrics["trainer/precision_reason"] = why
     metrics["epochs"] = int(trainer.current_epoch)
