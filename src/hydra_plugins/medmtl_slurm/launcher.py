@@ -36,7 +36,9 @@ class MedmtlSlurmLauncher(SlurmLauncher):
                 print(f"medmtl: error: {slurm.submission_error(exc)}", file=sys.stderr)
                 sys.exit(2)
             submitted.extend(jobs)
-            return _Finished(jobs)
+            # the base class would raise on the first job SLURM killed: it gets stand-ins, and
+            # launch() below collects each job itself
+            return [_DEFERRED] * len(jobs)
 
         submitit.AutoExecutor.map_array = map_array
         try:
@@ -64,15 +66,11 @@ class MedmtlSlurmLauncher(SlurmLauncher):
         return returns
 
 
-class _Finished(list):
-    """The submitted jobs, handed back to the base launcher with ``results()`` deferred: the
-    base class would raise on the first job SLURM killed; :meth:`MedmtlSlurmLauncher.launch`
-    collects each job itself."""
-
-    def __init__(self, jobs: list[Any]) -> None:
-        super().__init__(_Deferred() for _ in jobs)
-
-
 class _Deferred:
+    """A job's stand-in for the base launcher, which only reads ``results()[0]``."""
+
     def results(self) -> list[None]:
         return [None]
+
+
+_DEFERRED = _Deferred()
