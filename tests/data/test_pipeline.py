@@ -114,6 +114,47 @@ def test_balanced_sampling_draws_classes_equally(tmp_path):
     assert len(list(loader.sampler)) == len(loader.dataset)  # an epoch keeps its length
 
 
+@pytest.mark.parametrize("balanced", [True, False])
+def test_class_sampling_draws_a_class_more_often(tmp_path, balanced):
+    import torch
+
+    counts = {"normal": 12, "benign": 60, "malignant": 24}
+    dm = MedDataModule.from_config(
+        dict(
+            source="phantom",
+            cache_dir=str(tmp_path / "c"),
+            image_size=64,
+            phantom={"seed": 2, "counts": counts, "size": 64},
+            balanced_sampling=balanced,
+            class_sampling={"malignant": 2.0},
+        )
+    )
+    dm.setup()
+    loader = dm.train_dataloader()
+    torch.manual_seed(0)
+    labels = np.array(loader.dataset.labels)
+    picks = np.array([labels[i] for _ in range(200) for i in loader.sampler])
+    share = np.bincount(picks, minlength=3) / len(picks)
+    have = np.bincount(labels, minlength=3).astype(float)
+    base = np.ones(3) if balanced else have
+    expected = base * np.array([1.0, 1.0, 2.0])
+    assert np.allclose(share, expected / expected.sum(), atol=0.04), share
+    assert share[2] > (0.45 if balanced else 1.5 * have[2] / have.sum())
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [({"cancer": 2}, "data.class_sampling.cancer: not a class"),
+     ({"malignant": 0}, "data.class_sampling.malignant=0: a factor > 0"),
+     ({"malignant": "x"}, "a factor > 0")],
+)  # fmt: skip
+def test_class_sampling_refuses_unknown_classes_and_bad_factors(tmp_path, setting, match):
+    with pytest.raises(ConfigError, match=match):
+        MedDataModule.from_config(
+            dict(source="phantom", cache_dir=str(tmp_path / "c"), class_sampling=setting)
+        )
+
+
 def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path):
     dm = MedDataModule.from_config(
         dict(

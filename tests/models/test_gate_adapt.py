@@ -40,18 +40,66 @@ def test_tune_gate_picks_the_best_out_of_fold_dice():
         p_gate=np.array([0.55, 0.65, 0.95, 0.95, 0.1]),
         called=np.array([True, True, True, True, False]),
         mask_max=np.array([0.9, 0.9, 0.97, 0.97, 0.9]),
-        dice=np.array([0.8, 0.8, 0.0, 0.0, 0.7]),
+        dice=np.array([[0.8], [0.8], [0.0], [0.0], [0.7]]),
+        empty=np.zeros((5, 1), dtype=bool),
         lesion=np.array([True, True, False, False, True]),
+        thresholds=(0.5,),
     )
     plain = ev.score(0.0, None)
     assert plain["seg_dice"] == pytest.approx((0 + 0 + 1 + 1 + 0.7) / 5)
     assert plain["empty_lesion_rate"] == pytest.approx(2 / 3)
     out = tune_gate(ev)
     assert out["empty_mask_min_prob"] == 0.7  # the first floor above both lesions' 0.55/0.65
-    assert out["empty_mask_keep_above"] is None
+    assert out["empty_mask_keep_above"] is None and out["mask_threshold"] == 0.5
     assert out["chosen"]["seg_dice"] == pytest.approx((0.8 + 0.8 + 1 + 1 + 0.7) / 5)
     assert out["chosen"]["empty_lesion_rate"] == 0 and out["chosen"]["normal_fp_rate"] == 0
-    assert out["plain"] == {"min_prob": 0.0, "keep_above": None, **plain}
+    assert out["plain"] == {"mask_threshold": 0.5, "min_prob": 0.0, "keep_above": None, **plain}
+
+
+def test_tune_gate_chooses_the_mask_threshold_that_finds_faint_lesions():
+    # three lesion images: at 0.5 two masks are empty (maxima 0.45 / 0.35), at 0.3 all three
+    # have a mask; a normal image gets a false mask below 0.3 only (max 0.25)
+    ev = GateEvidence(
+        p_gate=np.array([0.1, 0.1, 0.1, 0.2]),
+        called=np.zeros(4, dtype=bool),
+        mask_max=np.array([0.9, 0.45, 0.35, 0.25]),
+        # columns: thresholds 0.5, 0.3, 0.2
+        dice=np.array([[0.9, 0.85, 0.8], [0.0, 0.7, 0.7], [0.0, 0.6, 0.6], [1.0, 1.0, 0.0]]),
+        empty=np.array([[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]], dtype=bool),
+        lesion=np.array([True, True, True, False]),
+        thresholds=(0.5, 0.3, 0.2),
+    )
+    at_half = ev.score(0.0, None, 0.5)
+    assert at_half["empty_lesion_rate"] == pytest.approx(2 / 3)
+    assert ev.score(0.0, None, 0.2)["normal_fp_rate"] == 1.0
+    out = tune_gate(ev)
+    assert out["mask_threshold"] == 0.3
+    assert out["chosen"]["empty_lesion_rate"] == 0 and out["chosen"]["normal_fp_rate"] == 0
+    assert out["chosen"]["seg_dice"] == pytest.approx((0.85 + 0.7 + 0.6 + 1) / 4)
+    with pytest.raises(ValueError):  # only the evidence's own thresholds can be scored
+        ev.score(0.0, None, 0.4)
+
+
+def test_mask_threshold_recentres_the_map_in_evaluation_only():
+    from medmtl.errors import ConfigError
+
+    net = _tiny_net()
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        raw = torch.sigmoid(net(x)["seg"])
+        net.mask_threshold = 0.3
+        shifted = torch.sigmoid(net(x)["seg"])
+        net.train()
+        trained = torch.sigmoid(net(x)["seg"])
+    # 0.5 of the output is 0.3 of the network's own map; training sees the map itself
+    assert torch.equal(shifted >= 0.5, raw >= 0.3)
+    assert not torch.equal(raw >= 0.5, raw >= 0.3)  # the threshold matters on this map
+    net.mask_threshold = 0.5
+    with torch.no_grad():
+        assert torch.equal(trained, torch.sigmoid(net(x)["seg"]))  # training: no shift
+    for bad in (0, 1, 1.5, "x"):
+        with pytest.raises(ConfigError, match="model.mask_threshold"):
+            MultiTaskNet("Unet", "resnet18", mask_threshold=bad)
 
 
 def _tiny_net() -> MultiTaskNet:

@@ -90,3 +90,19 @@ def test_presence_term_penalises_an_empty_mask_on_a_lesion_image():
     on = MultiTaskLoss(presence_weight=0.5)(out, mask, label)
     assert "loss_presence" not in off
     assert torch.allclose(on["loss"], off["loss"] + 0.5 * on["loss_presence"])
+
+
+def test_distillation_loss_is_minimal_where_the_student_matches_the_teacher():
+    from medmtl.training.losses import distillation_loss
+
+    torch.manual_seed(0)
+    teacher = {"cls": torch.randn(4, 3), "seg": torch.randn(4, 1, 8, 8)}
+    same = {k: v.clone().requires_grad_(True) for k, v in teacher.items()}
+    loss = distillation_loss(same, teacher, seg_weight=0.7, temperature=2.0)
+    loss.backward()
+    # KL of equal distributions is 0; the soft-target BCE is at its minimum (zero gradient)
+    assert same["cls"].grad.abs().max() < 1e-6 and same["seg"].grad.abs().max() < 1e-6
+    cls_only = distillation_loss({"cls": same["cls"], "seg": None}, teacher, 0.7, 2.0)
+    assert float(cls_only.detach()) == pytest.approx(0.0, abs=1e-6)
+    other = {k: torch.randn_like(v) for k, v in teacher.items()}
+    assert distillation_loss(other, teacher, 0.7, 2.0) > loss

@@ -38,12 +38,20 @@ NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
         ("conformal.alpha=1.5", "conformal.alpha=1.5: expected an error rate between 0 and 1"),
         ("unlike.quantile=1", "unlike.quantile=1: expected a share between 0 and 1"),
         ("unlike.quantile=most", "unlike.quantile=most: expected a share between 0 and 1"),
+        ("model.mask_threshold=1", "model.mask_threshold=1: expected a mask probability"),
+        ("model.deep_supervision=true model/arch=fpn", "FPN has none medmtl supervises"),
+        ("loss.deep_supervision_weight=-1", "loss.deep_supervision_weight=-1: must be a number"),
+        ("data.progressive_resize.start_size=100", "start_size=100: must be a positive multiple"),
+        ("data.progressive_resize.start_size=320", "must be smaller than data.image_size"),
+        ("distill.teacher=/x distill.weight=0", "distill.weight=0: must be in (0, 1]"),
+        ("distill.teacher=/x distill.temperature=0", "distill.temperature=0: must be > 0"),
+        ("distill.teacher=/nonexistent/ensemble", "/nonexistent/ensemble: not found"),
         ("optimizer._target_=torch.optim.Nope", "optimizer: cannot use 'torch.optim.Nope'"),
         ("scheduler._target_=medmtl.training.schedules.nope", "scheduler: cannot use"),
     ],
 )
 def test_bad_setting_refused_before_the_data(setting, message, tmp_path, cache_dir):
-    cfg = compose_cfg([*NO_DATA, setting], tmp_path / "run", cache_dir)
+    cfg = compose_cfg([*NO_DATA, *setting.split()], tmp_path / "run", cache_dir)
     with pytest.raises(ConfigError) as err:
         train(cfg)
     assert message in str(err.value)

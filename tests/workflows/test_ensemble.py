@@ -150,9 +150,10 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     gate = json.loads((tmp_path / "tuned" / "gate.json").read_text())
     assert gate["num_images"] == 10 + 15 + 15 - m["num_images"]  # every train+val image once
     assert gate["chosen"]["seg_dice"] >= gate["plain"]["seg_dice"]
-    assert len(gate["candidates"]) == 49 and gate["candidates"][0] == gate["plain"]
+    assert len(gate["candidates"]) == 49 * 6 and gate["candidates"][0] == gate["plain"]
     assert tuned["empty_mask_min_prob"] == gate["empty_mask_min_prob"]
     assert tuned["empty_mask_keep_above"] == gate["empty_mask_keep_above"]
+    assert tuned["mask_threshold"] == gate["mask_threshold"] == gate["chosen"]["mask_threshold"]
     assert tuned["gate/oof_seg_dice"] == pytest.approx(gate["chosen"]["seg_dice"])
     # conformal answer sets calibrated on the same out-of-fold images, kept in the folder
     sets = json.loads((tmp_path / "tuned" / "conformal.json").read_text())
@@ -168,6 +169,7 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
         compose_cfg([f"ckpt_path={tmp_path / 'tuned'}"], tmp_path / "again", cache_dir, "eval")
     )
     assert again["empty_mask_min_prob"] == gate["empty_mask_min_prob"] and again["tta"] is True
+    assert again["mask_threshold"] == gate["mask_threshold"]
     a, b = (
         read_predictions(d / "predictions_test.csv")
         for d in (tmp_path / "tuned", tmp_path / "again")

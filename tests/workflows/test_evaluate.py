@@ -275,3 +275,23 @@ def test_compare_two_evaluations_picks_where_they_disagree(tmp_path):
         compare_evaluations([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="two evaluation folders"):
         compare_evaluations([tmp_path / "b"])
+
+
+def test_a_lower_mask_threshold_finds_more_lesion_pixels(tiny_ckpt, tmp_path, cache_dir):
+    """medmtl-eval mask_threshold=: every image's mask at 0.2 holds the mask at 0.5 (more
+    pixels, never fewer), the record says which threshold ran, and a bad one is one line."""
+    from medmtl.workflows.evaluate import evaluate
+
+    def run(name: str, extra: list[str]):
+        cfg = compose_cfg([f"ckpt_path={tiny_ckpt}", *extra], tmp_path / name, cache_dir, "eval")
+        metrics = evaluate(cfg)
+        return metrics, read_predictions(tmp_path / name / "predictions_test.csv")
+
+    plain, at_half = run("half", ["empty_mask_class=null"])
+    low, at_low = run("low", ["empty_mask_class=null", "mask_threshold=0.2"])
+    assert plain["mask_threshold"] == 0.5 and low["mask_threshold"] == 0.2
+    assert (at_low.pred >= at_half.pred).all() and at_low.pred.sum() > at_half.pred.sum()
+    bad = compose_cfg([f"ckpt_path={tiny_ckpt}", "mask_threshold=1.2"], tmp_path / "bad",
+                      cache_dir, "eval")  # fmt: skip
+    with pytest.raises(ConfigError, match="mask_threshold=1.2: expected a mask probability"):
+        evaluate(bad)

@@ -86,8 +86,9 @@ def split_file_advice(path: Path) -> str:
     )
 
 
-def check_image_size(image_size: object) -> None:
-    """The network input side: a positive multiple of 32 (the encoders downsample by 32)."""
+def check_image_size(image_size: object, key: str = "data.image_size") -> None:
+    """The network input side (setting ``key``): a positive multiple of 32 (the encoders
+    downsample by 32)."""
     try:
         size = int(image_size)  # type: ignore[arg-type]
         ok = size == float(image_size) and size >= 32 and size % 32 == 0  # type: ignore[arg-type]
@@ -95,7 +96,7 @@ def check_image_size(image_size: object) -> None:
         size, ok = 0, False
     if not ok:
         raise ConfigError(
-            f"data.image_size={image_size}: must be a positive multiple of 32 (encoders "
+            f"{key}={image_size}: must be a positive multiple of 32 (encoders "
             f"downsample by 32); try {max(32, round(size / 32) * 32)}."
         )
 
@@ -126,6 +127,8 @@ class LoaderSettings:
     num_workers: int = 0
     load_workers: int = 2
     balanced_sampling: bool = False
+    # class name -> how many times more often its images are drawn (e.g. {malignant: 2})
+    class_sampling: Mapping[str, float] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LoaderSettings:
@@ -136,7 +139,43 @@ class LoaderSettings:
             num_workers=int(d.get("num_workers", 0)),
             load_workers=int(d.get("load_workers", 2)),
             balanced_sampling=bool(d.get("balanced_sampling", False)),
+            class_sampling=dict(d["class_sampling"]) if d.get("class_sampling") else None,
         )
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Refuse ``data.class_sampling`` for a class the data set does not have, or a factor
+        that is not a positive number (one line, before any data is read)."""
+        for name, factor in (self.class_sampling or {}).items():
+            if name not in classes:
+                raise ConfigError(
+                    f"data.class_sampling.{name}: not a class of this data set "
+                    f"({', '.join(classes)}); use one of them."
+                )
+            try:
+                ok = float(factor) > 0 and math.isfinite(float(factor))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    f"data.class_sampling.{name}={factor}: a factor > 0, e.g. 2 (drawn twice "
+                    "as often)."
+                )
+
+
+def class_shares(
+    counts: Sequence[int],
+    classes: Sequence[str],
+    balanced: bool = False,
+    boost: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """The expected share of training draws of each class: as in the data (``counts``), or
+    equal (``balanced``), then multiplied by ``boost`` (class name -> factor) and normalised.
+    A class without images gets no share."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = (counts > 0).astype(np.float64) if balanced else counts.copy()
+    for name, factor in (boost or {}).items():
+        share[list(classes).index(name)] *= float(factor)
+    return share / share.sum()
 
 
 # data config keys (conf/data/_common.yaml) -> the settings object that holds them
@@ -163,8 +202,15 @@ _CONFIG_KEYS = {
         "standardize",
     ),
     "split": ("split_file", "split", "dedup", "num_folds", "fold"),
-    "loader": ("batch_size", "eval_batch_size", "num_workers", "load_workers", "balanced_sampling"),
-    "module": ("augment", "subset", "cache_dir"),
+    "loader": (
+        "batch_size",
+        "eval_batch_size",
+        "num_workers",
+        "load_workers",
+        "balanced_sampling",
+        "class_sampling",
+    ),
+    "module": ("augment", "subset", "cache_dir", "progressive_resize"),
 }
 # the data settings that belong to the network rather than to a data set (PreprocessSettings):
 # a model evaluated on another data set, or several data sets trained together, use one
@@ -218,6 +264,7 @@ class MedDataModule(L.LightningDataModule):
         self.loader = loader or LoaderSettings()
         self.name = source.name
         self.classes = tuple(PHANTOM_CLASSES if source.source == "phantom" else source.classes)
+        self.loader.check_classes(self.classes)
         self.augment = dict(augment or {})
         self.subset = subset
         self.cache_dir = cache_dir
@@ -541,10 +588,13 @@ class MedDataModule(L.LightningDataModule):
     def dataloader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train)
         sampler = None
-        if train and self.loader.balanced_sampling:
-            # every class drawn equally often on average (with replacement), one epoch = len(ds)
+        if train and (self.loader.balanced_sampling or self.loader.class_sampling):
+            # each class drawn with its share (with replacement), one epoch = len(ds) draws
             counts = np.bincount(ds.labels, minlength=len(self.classes))
-            weights = [1.0 / counts[c] for c in ds.labels]
+            share = class_shares(
+                counts, self.classes, self.loader.balanced_sampling, self.loader.class_sampling
+            )
+            weights = [share[c] / counts[c] for c in ds.labels]
             sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
         return DataLoader(
             ds,

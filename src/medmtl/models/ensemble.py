@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import MultiTaskNet, gated
+from medmtl.models.multitask import MultiTaskNet, check_mask_threshold, gated
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -68,7 +68,8 @@ class EnsembleNet(nn.Module):
     ``forward`` returns logits like :class:`MultiTaskNet` (``log`` of the mean class
     probabilities, ``logit`` of the mean mask probability), so softmax/sigmoid downstream give
     back the averaged probabilities and thresholding at 0.5 thresholds the mean map. The
-    classification gate (``empty_mask_index``) acts once, on the averaged class.
+    classification gate (``empty_mask_index``) acts once, on the averaged class, and the mask
+    threshold (``mask_threshold``) once, on the averaged map.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class EnsembleNet(nn.Module):
         empty_mask_index: int | None = None,
         empty_mask_min_prob: float = 0.0,
         empty_mask_keep_above: float | None = None,
+        mask_threshold: float = 0.5,
     ):
         super().__init__()
         if not members:
@@ -86,7 +88,9 @@ class EnsembleNet(nn.Module):
             raise ConfigError(f"ensemble members have different tasks ({sorted(tasks)}).")
         self.members = nn.ModuleList(members)
         for m in self.members:
-            m.empty_mask_index = None  # gate the averaged output, not each member
+            # gate and threshold the averaged output, not each member
+            m.empty_mask_index = None
+            m.mask_threshold = 0.5
         self.task = members[0].task
         self.arch = members[0].arch if len({m.arch for m in members}) == 1 else "ensemble"
         self.encoder_name = (
@@ -95,6 +99,7 @@ class EnsembleNet(nn.Module):
         self.empty_mask_index = empty_mask_index
         self.empty_mask_min_prob = float(empty_mask_min_prob or 0.0)
         self.empty_mask_keep_above = empty_mask_keep_above
+        self.mask_threshold = check_mask_threshold(mask_threshold)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """The averaged outputs (the unlike score is the members' mean: each member's is in

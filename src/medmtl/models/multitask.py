@@ -10,7 +10,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, open_fraction
+from medmtl.models.deep_supervision import DeepSupervision, check_deep_supervision
 from medmtl.models.norm import NORMS, replace_batchnorm
 from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
@@ -74,15 +75,34 @@ def gate_masks(
     return torch.where(gate.view(-1, 1, 1, 1), torch.full_like(seg, EMPTY_LOGIT), seg)
 
 
-GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above")
+# what medmtl-eval and medmtl-ensemble may set on a trained network (members.set_gate) and
+# medmtl-ensemble gate=tune chooses: the gate's two thresholds and the mask threshold
+GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above", "mask_threshold")
+
+
+def check_mask_threshold(value: object) -> float:
+    """``model.mask_threshold`` as a probability strictly between 0 and 1 (one line if not)."""
+    return open_fraction(value, "model.mask_threshold", "a mask probability threshold", 0.4)
+
+
+def threshold_shift(threshold: float) -> float:
+    """The logit that moves a mask probability of ``threshold`` to 0.5 (0 for 0.5)."""
+    return 0.0 if threshold == 0.5 else math.log(threshold / (1.0 - threshold))
 
 
 def gated(
     net: nn.Module, seg: torch.Tensor | None, cls: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """``seg`` through the gate of ``net`` (a network or an ensemble with ``empty_mask_index``
-    and the two thresholds): in eval mode only, and only with a gate set."""
-    if net.empty_mask_index is None or net.training or seg is None or cls is None:
+    """``seg`` as evaluation and prediction see it (eval mode only): recentred on the
+    network's ``mask_threshold`` (so that 0.5 downstream thresholds the map at it), then
+    through the gate of ``net`` (a network or an ensemble with ``empty_mask_index`` and the
+    two thresholds) where one is set."""
+    if net.training or seg is None:
+        return seg
+    shift = threshold_shift(getattr(net, "mask_threshold", 0.5))
+    if shift:
+        seg = seg - shift
+    if net.empty_mask_index is None or cls is None:
         return seg
     return gate_masks(
         seg, cls, net.empty_mask_index, net.empty_mask_min_prob, net.empty_mask_keep_above
@@ -112,6 +132,7 @@ def check_model_names(settings: dict) -> None:
     weights = settings.get("encoder_weights")
     if task not in TASKS:
         raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
+    check_mask_threshold(settings.get("mask_threshold", 0.5))
     norm = settings.get("norm", "batch")
     if norm not in NORMS:
         raise ConfigError(f"model.norm={norm!r} is unknown; choose one of {', '.join(NORMS)}.")
@@ -145,6 +166,8 @@ def check_model_names(settings: dict) -> None:
             f"model.arch.name={arch} does not accept the Mix Transformer encoder {encoder}; "
             f"use it with {ok}."
         )
+    if settings.get("deep_supervision"):
+        check_deep_supervision(arch, task)
 
 
 class MultiTaskNet(nn.Module):
@@ -158,7 +181,11 @@ class MultiTaskNet(nn.Module):
     ``empty_mask_index`` (multi-task only): in eval mode, an image classified as this class
     (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation
     (:func:`gate_masks`, with ``empty_mask_min_prob`` and ``empty_mask_keep_above``). It
-    does not change training, and an exported model carries it.
+    does not change training, and an exported model carries it. ``mask_threshold``: in eval
+    mode the mask logits are shifted so that probability 0.5 of the output is this threshold
+    of the network's own map (a lower threshold finds fainter lesions); training is unchanged.
+    ``deep_supervision``: extra mask heads on the decoder's stages, run in training only
+    (``out["seg_aux"]``, :mod:`medmtl.models.deep_supervision`).
 
     The class logits are divided by ``cls_temperature`` (temperature scaling, 1 unless the
     model was calibrated), before the gate: every probability downstream is the calibrated one.
@@ -180,6 +207,8 @@ class MultiTaskNet(nn.Module):
         empty_mask_min_prob: float = 0.0,
         empty_mask_keep_above: float | None = None,
         norm: str = "batch",
+        mask_threshold: float = 0.5,
+        deep_supervision: bool = False,
     ):
         super().__init__()
         check_model_names(
@@ -189,6 +218,8 @@ class MultiTaskNet(nn.Module):
                 "encoder_weights": encoder_weights,
                 "task": task,
                 "norm": norm,
+                "mask_threshold": mask_threshold,
+                "deep_supervision": deep_supervision,
             }
         )
         if empty_mask_index is not None and (
@@ -202,6 +233,7 @@ class MultiTaskNet(nn.Module):
         self.empty_mask_keep_above = (
             None if empty_mask_keep_above is None else float(empty_mask_keep_above)
         )
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
         self.task = task
         self.arch = arch
@@ -234,6 +266,11 @@ class MultiTaskNet(nn.Module):
         else:
             self.decoder = net.decoder
             self.segmentation_head = net.segmentation_head
+        self.deep_supervision = (
+            DeepSupervision(self.encoder, self.decoder, arch, in_channels)
+            if deep_supervision
+            else None
+        )
         self.cls_head = (
             ClassificationHead(self.encoder.out_channels[-1], num_classes, cls_hidden, cls_dropout)
             if task != "seg"
@@ -267,16 +304,23 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         features = self.encoder(x)
-        seg = None
+        seg = aux = None
         if self.decoder is not None:
+            if self.deep_supervision is not None:
+                self.deep_supervision.start(capture=self.training)
             decoded = self.decoder(features)
             seg = self.segmentation_head(decoded)
+            if self.deep_supervision is not None and self.training:
+                aux = self.deep_supervision.maps(tuple(seg.shape[-2:]))
         cls = None
         if self.cls_head is not None:
             cls = self.cls_head(features[-1]) / self.cls_temperature
         # the unlike score in evaluation only (training has no use for it)
         unlike = None if self.training else self.unlike(pooled(features[-1]))
-        return {"seg": gated(self, seg, cls), "cls": cls, "unlike_score": unlike}
+        out = {"seg": gated(self, seg, cls), "cls": cls, "unlike_score": unlike}
+        if aux is not None:  # training with deep supervision: the stages' mask logits
+            out["seg_aux"] = aux
+        return out
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) the deepest encoder feature averaged over space (what the unlike score uses)."""

@@ -4,7 +4,10 @@ Combined loss (the study's convention): ``L = λ·L_seg + (1 − λ)·L_cls`` wi
 ``λ = loss.seg_weight``; or learned homoscedastic-uncertainty weighting (Kendall et al., 2018):
 ``L = Σ_t exp(−s_t)·L_t + s_t`` with one learned log-variance ``s_t`` per task.
 Either way ``loss.presence_weight`` adds a lesion-presence term on the mask alone
-(:func:`presence_loss`), so that the segmenter is penalised for leaving a lesion image empty.
+(:func:`presence_loss`), so that the segmenter is penalised for leaving a lesion image empty,
+and with deep supervision (``model.deep_supervision``) ``loss.deep_supervision_weight`` adds the
+mean segmentation loss of the decoder stages' masks (``seg_aux``). Knowledge distillation
+(``distill.teacher``) mixes in :func:`distillation_loss` against a trained teacher's outputs.
 """
 
 from __future__ import annotations
@@ -105,6 +108,41 @@ def presence_loss(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(seg_logits.flatten(1).amax(1), present)
 
 
+def distillation_loss(
+    student: dict[str, torch.Tensor | None],
+    teacher: dict[str, torch.Tensor | None],
+    seg_weight: float,
+    temperature: float = 2.0,
+) -> torch.Tensor:
+    """How far the student's outputs are from the teacher's, λ-weighted like the task losses.
+
+    Classes: KL divergence between the teacher's and the student's class probabilities, both
+    softened by ``temperature`` and scaled by its square (Hinton et al., 2015). Mask: binary
+    cross-entropy of the student's mask logits against the teacher's probability map (soft
+    targets, pixel by pixel). A head either side lacks is left out.
+    """
+    parts = []
+    weights = []
+    if student.get("seg") is not None and teacher.get("seg") is not None:
+        target = torch.sigmoid(teacher["seg"].float())
+        parts.append(F.binary_cross_entropy_with_logits(student["seg"].float(), target))
+        weights.append(seg_weight)
+    if student.get("cls") is not None and teacher.get("cls") is not None:
+        t = float(temperature)
+        soft = F.log_softmax(teacher["cls"].float() / t, dim=1)
+        kl = F.kl_div(
+            F.log_softmax(student["cls"].float() / t, dim=1), soft, log_target=True,
+            reduction="batchmean",
+        )  # fmt: skip
+        parts.append(kl * t * t)
+        weights.append(1.0 - seg_weight)
+    if not parts:
+        raise ConfigError("distillation needs a head that both student and teacher have.")
+    if len(parts) == 1:
+        return parts[0]
+    return weights[0] * parts[0] + weights[1] * parts[1]
+
+
 def check_loss_config(loss: dict) -> None:
     """Refuse unknown loss names and a λ outside [0, 1] (``loss``: the ``loss`` config group)."""
     for key, known in (("seg", SEG_LOSSES), ("cls", CLS_LOSSES), ("weighting", WEIGHTINGS)):
@@ -120,14 +158,13 @@ def check_loss_config(loss: dict) -> None:
         raise ConfigError(
             f"loss.seg_weight={loss.get('seg_weight')}: λ must be a number in [0, 1]."
         )
-    try:
-        presence = float(loss.get("presence_weight", 0.0))
-    except (TypeError, ValueError):
-        presence = float("nan")
-    if not presence >= 0.0:
-        raise ConfigError(
-            f"loss.presence_weight={loss.get('presence_weight')}: must be a number ≥ 0 (0: off)."
-        )
+    for key in ("presence_weight", "deep_supervision_weight"):
+        try:
+            weight = float(loss.get(key, 0.0))
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not weight >= 0.0:
+            raise ConfigError(f"loss.{key}={loss.get(key)}: must be a number ≥ 0 (0: off).")
 
 
 class MultiTaskLoss(nn.Module):
@@ -147,6 +184,7 @@ class MultiTaskLoss(nn.Module):
         tversky_alpha: float = 0.3,
         tversky_beta: float = 0.7,
         presence_weight: float = 0.0,
+        deep_supervision_weight: float = 0.0,
     ) -> None:
         super().__init__()
         check_loss_config(
@@ -156,11 +194,13 @@ class MultiTaskLoss(nn.Module):
                 "weighting": weighting,
                 "seg_weight": seg_weight,
                 "presence_weight": presence_weight,
+                "deep_supervision_weight": deep_supervision_weight,
             }
         )
         self.task = task
         self.seg_weight = float(seg_weight)
         self.presence_weight = float(presence_weight) if task != "cls" else 0.0
+        self.deep_supervision_weight = float(deep_supervision_weight)
         self.weighting = weighting
         self.seg_loss = (
             build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
@@ -196,6 +236,9 @@ class MultiTaskLoss(nn.Module):
             parts["loss_seg"] = self.seg_loss(out["seg"], mask)
         if self.presence_weight > 0:
             parts["loss_presence"] = presence_loss(out["seg"], mask)
+        aux = out.get("seg_aux")
+        if aux is not None and self.deep_supervision_weight > 0:
+            parts["loss_deep"] = torch.stack([self.seg_loss(a, mask) for a in aux]).mean()
         if self.cls_loss is not None:
             parts["loss_cls"] = self.cls_loss(out["cls"], label)
         if self.task == "seg":
@@ -214,5 +257,7 @@ class MultiTaskLoss(nn.Module):
             total = self.seg_weight * parts["loss_seg"] + (1 - self.seg_weight) * parts["loss_cls"]
         if "loss_presence" in parts:
             total = total + self.presence_weight * parts["loss_presence"]
+        if "loss_deep" in parts:
+            total = total + self.deep_supervision_weight * parts["loss_deep"]
         parts["loss"] = total
         return parts

@@ -8,6 +8,7 @@ import math
 import random
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,14 @@ from medmtl.models.ensemble import combine_views, mirrored_back
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
-from medmtl.training.losses import MultiTaskLoss
+from medmtl.training.losses import MultiTaskLoss, distillation_loss
 from medmtl.training.metrics import (
     SegMetrics,
     classification_metrics,
     confusion_counts,
     flatten_results,
 )
+from medmtl.training.progressive import ProgressiveResize, resized_batch
 
 EVAL_SPLITS = ("train", "val", "test", "all")  # "all": every image (another data set)
 log = logging.getLogger(__name__)
@@ -46,6 +48,17 @@ VIEWS = ("member_cls", "member_seg", "view_cls", "view_seg")
 def _key(split: str) -> str:
     # nn.ModuleDict keys may not shadow nn.Module attributes such as `train`
     return f"{split}_metrics"
+
+
+@dataclass
+class Teacher:
+    """A trained network the module learns to match as well (knowledge distillation,
+    ``distill.*``). Not a submodule: the student's checkpoint holds the student alone."""
+
+    net: nn.Module
+    weight: float  # L = (1 - weight)·L_task + weight·L_distill
+    temperature: float
+    source: str  # what it was opened from, for the record
 
 
 class NonFiniteLossError(MedmtlError):
@@ -93,6 +106,8 @@ class MultiTaskModule(L.LightningModule):
             float(augment.get("amplitude_mix", 0.0)),
             float(augment.get("amplitude_mix_ratio", 1.0)),
         )
+        self.progressive = ProgressiveResize.from_data(data)  # train small, finish large
+        self.teacher: Teacher | None = None  # a run-time choice (medmtl.workflows.distill)
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
         # conformal answer sets, calibrated after training (medmtl.workflows.calibrate)
         self.answer_sets: AnswerSets | None = None
@@ -129,14 +144,16 @@ class MultiTaskModule(L.LightningModule):
         fmt = torch.channels_last if on else torch.contiguous_format
         self.net.to(memory_format=fmt)
 
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         return combine_views(self.views(x))
 
     def views(self, x: torch.Tensor) -> list[dict[str, torch.Tensor | None]]:
         """The network's outputs that :meth:`forward` averages: the image's, and with test-time
         flip (``tta``, in evaluation) its mirror image's, flipped back."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._memory_format(x)
         out = [self.net(x)]
         if self.tta and not self.training:
             out.append(mirrored_back(self.net(torch.flip(x, dims=[3]))))
@@ -144,11 +161,21 @@ class MultiTaskModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        image = batch["image"]
+        image, mask = batch["image"], batch["mask"]
+        if self.progressive.active:
+            size = self.progressive.size_at(self.current_epoch, self.trainer.max_epochs or 1)
+            image, mask = resized_batch(image, mask, size)
         if self.amplitude_mix[0] > 0:  # a batch-level augmentation
             image = amplitude_mix(image, *self.amplitude_mix)
         out = self(image)
-        losses = self.criterion(out, batch["mask"], batch["label"])
+        losses = self.criterion(out, mask, batch["label"])
+        if self.teacher is not None:
+            with torch.no_grad():
+                target = self.teacher.net(self._memory_format(image))
+            kd = distillation_loss(out, target, self.criterion.seg_weight, self.teacher.temperature)
+            w = self.teacher.weight
+            losses["loss_distill"] = kd
+            losses["loss"] = (1 - w) * losses["loss"] + w * kd
         if not torch.isfinite(losses["loss"]):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise NonFiniteLossError(
@@ -288,6 +315,7 @@ class MultiTaskModule(L.LightningModule):
             "data/name": data.get("name"),
             "data/image_size": data.get("image_size"),
             "data/num_folds": folds,
+            "data/progressive_resize": self.progressive.to_dict() or None,
             "data/fold": data.get("fold") if folds else None,
             "seed": hp.get("seed"),
             "model/arch": self.net.arch,
@@ -296,6 +324,7 @@ class MultiTaskModule(L.LightningModule):
             "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
             "model/task": self.task,
             "model/norm": model.get("norm", "batch"),
+            "model/deep_supervision": bool(model.get("deep_supervision", False)),
             "model/postprocess": self.postprocess.to_dict(),
             "tta": self.tta,
             "empty_mask_class": (
@@ -305,11 +334,17 @@ class MultiTaskModule(L.LightningModule):
             ),
             "empty_mask_min_prob": getattr(self.net, "empty_mask_min_prob", 0.0),
             "empty_mask_keep_above": getattr(self.net, "empty_mask_keep_above", None),
+            "mask_threshold": getattr(self.net, "mask_threshold", 0.5),
             "loss/weighting": self.criterion.weighting,
             "loss/seg_weight": self.criterion.seg_weight,
             "loss/presence_weight": self.criterion.presence_weight,
+            "loss/deep_supervision_weight": self.criterion.deep_supervision_weight,
         }
         out.update({f"loss/{k}": v for k, v in self.criterion.task_weights().items()})
+        if self.teacher is not None:
+            out["distill/teacher"] = self.teacher.source
+            out["distill/weight"] = self.teacher.weight
+            out["distill/temperature"] = self.teacher.temperature
         if self.net.task != "seg":  # temperature scaling (1: uncalibrated); an ensemble's members'
             record = calibration_record(self.net)
             key = "member_temperatures" if "member_temperatures" in record else "temperature"

@@ -105,10 +105,11 @@ def ensemble(
         write_json(out / "gate.json", tuned)
         log.info(
             "Gate chosen on %d out-of-fold validation images: P(normal) >= %s, keep a mask whose "
-            "maximum reaches %s (all-image Dice %.4f; the plain gate's %.4f)",
+            "maximum reaches %s, mask threshold %s (all-image Dice %.4f; the plain gate's %.4f)",
             tuned["num_images"],
             tuned["empty_mask_min_prob"],
             tuned["empty_mask_keep_above"],
+            tuned["mask_threshold"],
             tuned["chosen"]["seg_dice"],
             tuned["plain"]["seg_dice"],
         )

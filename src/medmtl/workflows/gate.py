@@ -7,7 +7,8 @@ image the classifier wrongly calls normal then loses a mask that was often right
 ``empty_mask_keep_above``. :func:`tune_gate` picks the pair that maximises the all-image Dice
 (an empty mask on a normal image scores 1, on a lesion image 0) over the members' own
 validation folds: every image is predicted by the member that never trained on it, and the
-test split is never looked at.
+test split is never looked at. The mask threshold (``mask_threshold``: where a pixel of the
+averaged probability map counts as lesion) is chosen with them, from :data:`MASK_THRESHOLDS`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from medmtl.data.build import datamodule_from_config
 from medmtl.errors import ConfigError
 from medmtl.metrics import dice_iou
+from medmtl.models.multitask import threshold_shift
 from medmtl.training.metrics import confusion_counts
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.members import best_checkpoint
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 # the candidates: P(normal) floors (0: the arg-max rule) and mask-maximum ceilings (None: off)
 MIN_PROBS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 KEEP_ABOVE = (None, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# mask thresholds, the usual 0.5 first (ties keep it)
+MASK_THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.6, 0.7)
 
 
 @dataclass
@@ -41,21 +45,27 @@ class GateEvidence:
     p_gate: np.ndarray  # probability of the gate's class (normal)
     called: np.ndarray  # the arg-max is the gate's class
     mask_max: np.ndarray  # the mask's maximum probability
-    dice: np.ndarray  # Dice of the (post-processed) mask; 1 for empty vs empty
+    # (images, thresholds): Dice of the (post-processed) mask at each of ``thresholds``, 1 for
+    # empty vs empty, and whether that mask is empty
+    dice: np.ndarray
+    empty: np.ndarray
     lesion: np.ndarray  # the image has a lesion
+    thresholds: tuple[float, ...] = MASK_THRESHOLDS
     # every class probability and the true class (the conformal answer sets' calibration)
     prob: np.ndarray | None = None
     label: np.ndarray | None = None
 
-    def score(self, min_prob: float, keep_above: float | None) -> dict[str, float]:
-        """All-image and lesion Dice, empty lesion masks and normal false positives of one gate."""
+    def score(
+        self, min_prob: float, keep_above: float | None, threshold: float = 0.5
+    ) -> dict[str, float]:
+        """All-image and lesion Dice, empty lesion masks and normal false positives of one gate
+        and mask threshold (one of :attr:`thresholds`)."""
+        j = self.thresholds.index(threshold)
         gated = self.called & (self.p_gate >= min_prob)
-        if keep_above is not None:
-            gated &= self.mask_max < keep_above
-        dice = np.where(gated, np.where(self.lesion, 0.0, 1.0), self.dice)
-        # an ungated mask is empty where the (post-processed) mask had no pixel: dice 0 on a
-        # lesion image whose mask is empty, dice 1 on a normal image with no pixel
-        empty_lesion = self.lesion & (gated | (self.mask_max < 0.5))
+        if keep_above is not None:  # the gate sees the map recentred on the threshold
+            gated &= _recentred(self.mask_max, threshold) < keep_above
+        dice = np.where(gated, np.where(self.lesion, 0.0, 1.0), self.dice[:, j])
+        empty_lesion = self.lesion & (gated | self.empty[:, j])
         normal = ~self.lesion
         return {
             "seg_dice": float(dice.mean()),
@@ -65,6 +75,12 @@ class GateEvidence:
             else np.nan,
             "normal_fp_rate": float((dice[normal] < 1).mean()) if normal.any() else np.nan,
         }
+
+
+def _recentred(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask probabilities as the network outputs them with ``mask_threshold=threshold``."""
+    p = np.clip(prob, 1e-12, 1 - 1e-12)
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - threshold_shift(threshold))))
 
 
 def gate_evidence(
@@ -88,12 +104,13 @@ def gate_evidence(
             )
         index = module.net.empty_mask_index if gated else 0
         module.net.empty_mask_index = None
+        module.net.mask_threshold = 0.5  # the map itself; every threshold is applied below
         module.tta = tta
         module.use_channels_last(channels_last)
         module.eval()
         dm = datamodule_from_config(data)
         dm.setup()
-        keys = ("p", "called", "max", "dice", "lesion", "prob", "label")
+        keys = ("p", "called", "max", "dice", "empty", "lesion", "prob", "label")
         part: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for batch in dm.dataloader("val"):
@@ -107,14 +124,21 @@ def gate_evidence(
                 if seg is None:  # a classification-only member: nothing for the gate
                     part["lesion"].append(batch["label"] < 0)
                     part["max"].append(torch.zeros(len(prob), dtype=torch.float64))
-                    part["dice"].append(torch.zeros(len(prob), dtype=torch.float64))
+                    zeros = torch.zeros(len(prob), len(MASK_THRESHOLDS), dtype=torch.float64)
+                    part["dice"].append(zeros)
+                    part["empty"].append(zeros.bool())
                     continue
-                mask_max = torch.sigmoid(seg).amax(dim=(1, 2, 3))
-                if module.postprocess.active:
-                    seg = module._postprocessed(seg)
-                tp, fp, fn, lesion = confusion_counts(seg, batch["mask"])
-                part["max"].append(mask_max)
-                part["dice"].append(dice_iou(tp, fp, fn)[0])
+                part["max"].append(torch.sigmoid(seg).amax(dim=(1, 2, 3)))
+                dice, empty = [], []
+                for threshold in MASK_THRESHOLDS:
+                    at = seg - threshold_shift(threshold)
+                    if module.postprocess.active:
+                        at = module._postprocessed(at)
+                    tp, fp, fn, lesion = confusion_counts(at, batch["mask"])
+                    dice.append(dice_iou(tp, fp, fn)[0])
+                    empty.append(tp + fp == 0)
+                part["dice"].append(torch.stack(dice, dim=1))
+                part["empty"].append(torch.stack(empty, dim=1))
                 part["lesion"].append(lesion)
         parts.append({k: torch.cat(v).numpy() for k, v in part.items()})
         log.info("%s: %d validation images", run, len(parts[-1]["p"]))
@@ -124,6 +148,7 @@ def gate_evidence(
         called=cat["called"].astype(bool),
         mask_max=cat["max"].astype(np.float64),
         dice=cat["dice"].astype(np.float64),
+        empty=cat["empty"].astype(bool),
         lesion=cat["lesion"].astype(bool),
         prob=cat["prob"].astype(np.float64),
         label=cat["label"].astype(np.int64),
@@ -131,20 +156,23 @@ def gate_evidence(
 
 
 def tune_gate(evidence: GateEvidence) -> dict[str, Any]:
-    """The gate thresholds with the best out-of-fold all-image Dice (ties: the plainer gate),
-    with the plain gate's scores and every candidate's, for the record."""
+    """The gate thresholds and mask threshold with the best out-of-fold all-image Dice (ties:
+    the plainer setting), with the plain gate's scores and every candidate's, for the record."""
     rows = []
-    for min_prob in MIN_PROBS:
-        for keep_above in KEEP_ABOVE:
-            rows.append({"min_prob": min_prob, "keep_above": keep_above,
-                         **evidence.score(min_prob, keep_above)})  # fmt: skip
+    for threshold in evidence.thresholds:
+        for min_prob in MIN_PROBS:
+            for keep_above in KEEP_ABOVE:
+                rows.append({"mask_threshold": threshold, "min_prob": min_prob,
+                             "keep_above": keep_above,
+                             **evidence.score(min_prob, keep_above, threshold)})  # fmt: skip
     # the first best in candidate order: plain settings come first
     best = max(rows, key=lambda r: round(r["seg_dice"], 9))
     return {
         "empty_mask_min_prob": best["min_prob"],
         "empty_mask_keep_above": best["keep_above"],
+        "mask_threshold": best["mask_threshold"],
         "chosen": best,
         "plain": rows[0],
-        "num_images": int(len(evidence.dice)),
+        "num_images": int(len(evidence.p_gate)),
         "candidates": rows,
     }

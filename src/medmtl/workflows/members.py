@@ -15,7 +15,7 @@ from medmtl.data.datamodule import PREPROCESS_KEYS
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
-from medmtl.models.multitask import GATE_KEYS
+from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
 from medmtl.reporting.tables import POOLED, _overrides, collect_runs
 from medmtl.training.module import MultiTaskModule
 
@@ -162,16 +162,20 @@ def build_ensemble(
 
 
 def set_gate(module: MultiTaskModule, settings: dict) -> None:
-    """Set the gate's thresholds (``empty_mask_min_prob``, ``empty_mask_keep_above``) where
-    ``settings`` has them; a value ``as_trained`` keeps the model's own."""
+    """Set the gate's thresholds (``empty_mask_min_prob``, ``empty_mask_keep_above``) and the
+    mask threshold (``mask_threshold``) where ``settings`` has them; a value ``as_trained``
+    keeps the model's own."""
     for key in GATE_KEYS:
-        if key in settings and settings[key] != "as_trained":
-            value = settings[key]
-            if value is not None and not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"{key}={value}: a probability, in [0, 1].")
-            if key == "empty_mask_min_prob":
-                value = float(value or 0.0)
-            setattr(module.net, key, None if value is None else float(value))
+        if key not in settings or settings[key] == "as_trained":
+            continue
+        value = settings[key]
+        if key == "mask_threshold":
+            value = check_mask_threshold(value)
+        elif value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"{key}={value}: a probability, in [0, 1].")
+        elif key == "empty_mask_min_prob":
+            value = float(value or 0.0)
+        setattr(module.net, key, None if value is None else float(value))
 
 
 def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:

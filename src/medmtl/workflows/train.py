@@ -35,6 +35,7 @@ from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
+from medmtl.workflows.distill import attach_teacher, check_distill, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.slurm import requeued_checkpoint
@@ -89,6 +90,8 @@ def model_kwargs(
         "empty_mask_class": m.get("empty_mask_class"),
         "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
         "empty_mask_keep_above": m.get("empty_mask_keep_above"),
+        "mask_threshold": m.get("mask_threshold", 0.5),
+        "deep_supervision": bool(m.get("deep_supervision", False)),
         "norm": m.get("norm", "batch"),
         "postprocess": dict(m.get("postprocess") or {}),
     }
@@ -177,14 +180,30 @@ def check_train_config(cfg: DictConfig) -> None:
     from medmtl.models.multitask import check_model_names
     from medmtl.training.losses import check_loss_config
     from medmtl.training.module import check_optimization
+    from medmtl.training.progressive import ProgressiveResize
 
     check_image_size(OmegaConf.select(cfg, "data.image_size"))
+    progressive = OmegaConf.select(cfg, "data.progressive_resize")
+    schedule = ProgressiveResize.from_data(
+        {
+            "image_size": OmegaConf.select(cfg, "data.image_size"),
+            "progressive_resize": OmegaConf.to_container(progressive, resolve=True)
+            if isinstance(progressive, DictConfig)
+            else progressive,
+        }
+    )
+    if schedule.active and OmegaConf.select(cfg, "trainer.max_epochs") in (None, -1):
+        raise ConfigError(
+            "data.progressive_resize needs trainer.max_epochs (its fraction is of the epochs)."
+        )
     _number(cfg, "data.batch_size", int, 1)
     if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
         _number(cfg, "data.eval_batch_size", int, 1)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
+    distill = OmegaConf.select(cfg, "distill")
+    check_distill(OmegaConf.to_container(distill, resolve=True) if distill is not None else None)
     check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
     quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
     if quantile is not None:
@@ -217,7 +236,13 @@ def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
     now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
     # settings added after a checkpoint was written have their defaults in it
-    older = {"empty_mask_min_prob": 0.0, "empty_mask_keep_above": None, "norm": "batch"}
+    older = {
+        "empty_mask_min_prob": 0.0,
+        "empty_mask_keep_above": None,
+        "mask_threshold": 0.5,
+        "deep_supervision": False,
+        "norm": "batch",
+    }
     then = {k: v for k, v in {**older, **hp["model"]}.items() if k not in ignore}
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:
@@ -318,6 +343,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.time()
     check_train_config(cfg)
+    # a distillation teacher is opened (and refused) before anything is written
+    distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
+    teacher = (
+        open_teacher(distill, OmegaConf.to_container(cfg.data, resolve=True))
+        if distill.get("teacher")
+        else None
+    )
     if not cfg.get("ckpt_path") and (last := requeued_checkpoint(cfg.paths.output_dir)):
         # SLURM requeued this job (pre-emption, time limit): go on from its last epoch
         log.info("SLURM requeued this job: resuming from %s", last)
@@ -343,6 +375,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     module = build_module(cfg, dm)
     module.use_channels_last(bool(cfg.get("channels_last", False)))
+    if teacher is not None:
+        attach_teacher(module, teacher, distill)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"), tags=run_tags(cfg))
     try:
