@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -191,3 +193,24 @@ def test_norm_setting_reaches_the_network():
     net = MultiTaskNet(**net_kwargs(kw, ["normal", "benign", "malignant"]))
     assert net.norm == "group" and not batchnorm_layers(net)
     assert model_kwargs(compose("train", []).model)["norm"] == "batch"
+
+
+def test_threshold_evidence_recentres_each_flip_view_as_evaluation_does():
+    from medmtl.models.ensemble import combine_views, mirrored_back
+    from medmtl.workflows.gate import _at_threshold
+
+    net = _tiny_net()
+    x = torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(5))
+
+    def flipped_pair() -> dict:
+        with torch.no_grad():
+            return combine_views([net(x), mirrored_back(net(torch.flip(x, dims=[3])))])
+
+    raw = flipped_pair()  # mask_threshold 0.5: the map itself, with each view's probabilities
+    for threshold in (0.3, 0.6):
+        net.mask_threshold = threshold
+        used = flipped_pair()["seg"]
+        net.mask_threshold = 0.5
+        assert torch.allclose(_at_threshold(raw, threshold).float(), used, atol=1e-4)
+    single = {"seg": raw["seg"]}
+    assert torch.allclose(_at_threshold(single, 0.3), raw["seg"] - math.log(0.3 / 0.7))

@@ -83,6 +83,17 @@ def _recentred(prob: np.ndarray, threshold: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - threshold_shift(threshold))))
 
 
+def _at_threshold(out: dict[str, Any], threshold: float) -> torch.Tensor:
+    """The mask logits a network with ``mask_threshold=threshold`` would give: with test-time
+    flip each view is recentred before the views are averaged, as in evaluation."""
+    shift = threshold_shift(threshold)
+    views = out.get("view_seg")
+    if views is None:
+        return out["seg"] - shift
+    recentred = torch.sigmoid(torch.logit(views.double(), eps=1e-7) - shift).mean(0)
+    return torch.logit(recentred, eps=1e-7)
+
+
 def gate_evidence(
     runs: Sequence[Path], tta: bool = False, channels_last: bool = True, for_gate: bool = True
 ) -> GateEvidence:
@@ -131,7 +142,7 @@ def gate_evidence(
                 part["max"].append(torch.sigmoid(seg).amax(dim=(1, 2, 3)))
                 dice, empty = [], []
                 for threshold in MASK_THRESHOLDS:
-                    at = seg - threshold_shift(threshold)
+                    at = _at_threshold(out, threshold)
                     if module.postprocess.active:
                         at = module._postprocessed(at)
                     tp, fp, fn, lesion = confusion_counts(at, batch["mask"])
