@@ -98,9 +98,9 @@ def test_train_bench_tiny(tmp_path):
     model_only, e2e = ips("model-only training"), ips("end-to-end training")
     assert ips("data loader alone") > 0 and ips("decode + convert") > 0
     ratio = float(re.search(r"End-to-end / model-only: \*\*([0-9.]+)\*\*", text).group(1))
-    assert (
-        abs(ratio - e2e / model_only) <= 0.01 * ratio + 0.002
-    )  # computed from the two throughputs
+    # computed from the two throughputs, which the table rounds to 2 decimals (±0.005 each)
+    low, high = (e2e - 0.005) / (model_only + 0.005), (e2e + 0.005) / (model_only - 0.005)
+    assert low - 0.001 <= ratio <= high + 0.001
     assert float(re.search(r"Peak resident memory .*?\*\*([0-9.]+) GB\*\*", text).group(1)) > 0
     # one row per switch, each positive, its speed-up computed from its own throughput
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln.count("|") == 6]

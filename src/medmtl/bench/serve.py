@@ -51,6 +51,9 @@ def multipart(image: Path) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+START_TIMEOUT_S = 300
+
+
 @contextmanager
 def running_server(model: Path, log: Path, threads: int = 0) -> Iterator[tuple[str, int]]:
     """A ``medmtl-serve`` process for ``model`` on a free local port, once it answers: its URL
@@ -70,17 +73,22 @@ def running_server(model: Path, log: Path, threads: int = 0) -> Iterator[tuple[s
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    # a start imports torch and builds the model: on 2 busy cores that has taken over a minute
+    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        for _ in range(600):
+        while True:
             try:
                 with urllib.request.urlopen(f"{url}/api/health", timeout=1):
                     break
             except OSError:
                 if server.poll() is not None:
                     break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"medmtl-serve did not start within {START_TIMEOUT_S} s: "
+                        + log.read_text()[-2000:]
+                    ) from None
                 time.sleep(0.1)
-        else:
-            raise RuntimeError("medmtl-serve did not start: " + log.read_text()[-2000:])
         if server.poll() is not None:
             raise RuntimeError("medmtl-serve stopped: " + log.read_text()[-2000:])
         yield url, server.pid
