@@ -79,3 +79,22 @@ def test_bf16_training_with_test_time_flip_is_tested(tmp_path, cache_dir):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trainer/precision"] == "bf16-mixed"
     assert "test/seg_dice" in metrics
+
+
+def test_auto_with_several_processes_is_fp32_and_times_nothing(monkeypatch):
+    """DDP: every rank would time its own step and, under load, two ranks could choose
+    differently (one bf16, one fp32); auto stays fp32 and says how to ask for bf16."""
+
+    def boom(*a, **k):
+        raise AssertionError("no timing with several processes")
+
+    monkeypatch.setattr(prec, "_step_seconds", boom)
+    precision, why = prec.choose_precision(
+        "auto", "cpu", _Net(), (2, 1, 8, 8), flags={"amx_bf16"}, processes=2
+    )
+    assert precision == "32-true" and "trainer.precision=bf16-mixed" in why
+    assert prec.training_processes({"devices": 2, "num_nodes": 1}) == 2
+    assert prec.training_processes({"devices": [0, 1], "num_nodes": 2}) == 4
+    assert prec.training_processes({"devices": "3"}) == 3
+    assert prec.training_processes({"devices": "auto"}) == 1
+    assert prec.training_processes({}) == 1

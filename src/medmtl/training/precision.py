@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +50,22 @@ def _step_seconds(net: nn.Module, x: torch.Tensor, bf16: bool, steps: int) -> fl
     return (time.perf_counter() - t) / steps
 
 
+def training_processes(trainer_cfg: Mapping[str, Any]) -> int:
+    """How many processes a Lightning trainer config trains with: devices (a count or a list)
+    times num_nodes; 1 for ``auto`` or anything else it cannot count."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int):
+        count = devices
+    elif isinstance(devices, str) and devices.strip().isdigit():
+        count = int(devices)
+    elif isinstance(devices, Sequence) and not isinstance(devices, str):
+        count = len(devices)
+    else:
+        count = 1
+    nodes = trainer_cfg.get("num_nodes", 1)
+    return max(1, count) * (nodes if isinstance(nodes, int) and nodes > 0 else 1)
+
+
 def choose_precision(
     requested: object,
     accelerator: str,
@@ -55,6 +73,7 @@ def choose_precision(
     batch_shape: tuple[int, ...],
     flags: set[str] | None = None,
     steps: int = 3,
+    processes: int = 1,
 ) -> tuple[str, str]:
     """The Lightning precision to train with, and why (for the log and ``metrics.json``).
 
@@ -62,6 +81,8 @@ def choose_precision(
     ``16-mixed``. On a CPU it is ``32-true`` unless the CPU has AMX or AVX-512-BF16 and a timed
     step of a copy of ``net`` on a random batch of ``batch_shape`` is at least
     :data:`MIN_SPEEDUP` times faster in bf16 (the copy keeps the model's weights untouched).
+    With several training ``processes`` (DDP) it is ``32-true`` without timing: each process
+    would time its own step, and under load two ranks could choose differently.
     """
     if str(requested) != "auto":
         return str(requested), "as configured"
@@ -73,6 +94,11 @@ def choose_precision(
     found = sorted(set(BF16_FLAGS) & flags)
     if not found:
         return "32-true", "auto: the CPU has no AMX or AVX-512-BF16 (bf16 would be emulated)"
+    if processes > 1:
+        return "32-true", (
+            f"auto: {processes} training processes would each time their own step and could "
+            "disagree; set trainer.precision=bf16-mixed to train in bf16"
+        )
     probe = copy.deepcopy(net).train()
     x = torch.randn(*batch_shape)
     fp32 = _step_seconds(probe, x, False, steps)

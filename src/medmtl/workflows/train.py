@@ -33,7 +33,7 @@ from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
-from medmtl.training.precision import choose_precision
+from medmtl.training.precision import choose_precision, training_processes
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
 from medmtl.workflows.distill import attach_teacher, check_distill, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
@@ -409,6 +409,7 @@ def _fit_and_test(
         module.net,
         (dm.loader.batch_size, int(cfg.model.get("in_channels", 1)), dm.preprocess.image_size,
          dm.preprocess.image_size),
+        processes=training_processes(cfg.trainer),
     )  # fmt: skip
     log.info("trainer.precision=%s (%s)", precision, why)
     trainer: L.Trainer = hydra.utils.instantiate(
