@@ -209,7 +209,7 @@ def test_ddp_over_srun_one_rank_per_task(slurm_env, tmp_path, cache_dir):
     """trainer=ddp_cpu with two SLURM tasks: Lightning's SLURM environment, two ranks, one run
     folder, the same metrics as the local two-process DDP run."""
     sweep = tmp_path / "sweep"
-    ddp = ["trainer=ddp_cpu", "trainer.max_epochs=2", "seed=0"]
+    ddp = ["trainer=ddp_cpu", "trainer.max_epochs=2", "seed=0", "trainer.precision=auto"]
     res = _train(slurm_env, "-m", *LAUNCH, "hydra.launcher.tasks_per_node=2",
                  "hydra.launcher.cpus_per_task=1", *ddp, f"hydra.sweep.dir={sweep}",
                  cache=cache_dir)  # fmt: skip
