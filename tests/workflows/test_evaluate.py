@@ -155,6 +155,10 @@ def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
         assert saved[f"all/Device={d}/n"] == n
     table = (out / "by_Device.md").read_text()
     assert all(f"| {d} |" in table for d in devices) and "95 % bootstrap CI" in table
+    # detection per scanner: the lesion images left empty and the images called normal
+    header = table.splitlines()[0]
+    assert "| lesions empty |" in header and "| called normal |" in header
+    assert all(f"all/Device={d}/empty_lesion_rate" in saved for d in devices)
     # the model's own classes the data set lacks are refused without a map that fits
     bad = compose_cfg(
         [

@@ -19,6 +19,8 @@ COLUMNS = (
     ("IoU lesion", "seg_iou_lesion"),
     ("Dice", "seg_dice"),
     ("normal FP", "normal_fp_rate"),
+    # lesion images whose final mask is empty: detection, not only Dice (issue 21)
+    ("lesions empty", "empty_lesion_rate"),
 )
 
 
