@@ -218,7 +218,7 @@ def test_tables_accept_external_evaluations(tiny_ckpt, busbra, tmp_path, cache_d
 
 def _evaluation(folder, ids, truth, pred, label):
     """A constructed medmtl-eval folder: metrics.json, predictions_test.csv, masks_test.npz."""
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"eval/split": "test"}))
     per = PerImage(
         ids=ids,
@@ -233,7 +233,7 @@ def _evaluation(folder, ids, truth, pred, label):
     write_predictions(folder / "predictions_test.csv", per)
     samples = {
         "index": np.arange(len(ids))[::-1].copy(),  # the test run's batch order is not the file's
-        "image": np.zeros((len(ids), 1, 8, 8), np.uint8)[::-1],
+        "image": np.zeros((len(ids), 1, *truth.shape[1:]), np.uint8)[::-1],
         "mask": truth[::-1, None],
         "pred_mask": pred[::-1, None],
     }
@@ -279,6 +279,27 @@ def test_compare_two_evaluations_picks_where_they_disagree(tmp_path):
         compare_evaluations([tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="two evaluation folders"):
         compare_evaluations([tmp_path / "b"])
+
+
+def test_compare_two_evaluations_at_different_sizes_with_one_folder_name(tmp_path):
+    """Two models scored the same images at 8 and 16 px, each in a folder named ``test``:
+    each mask is drawn over its own evaluation's image, and the titles tell the folders apart."""
+    from medmtl.workflows.compare import compare_evaluations
+
+    ids, label = ["img0", "img1"], np.array([1, 1])
+    small = np.zeros((2, 8, 8), bool)
+    small[:, 2:6, 2:6] = True
+    big = np.zeros((2, 16, 16), bool)
+    big[:, 4:12, 4:12] = True
+    found = big.copy()
+    found[1] = False  # the 16 px model misses img1
+    _evaluation(tmp_path / "today" / "test", ids, small, small, label)
+    _evaluation(tmp_path / "v2" / "test", ids, big, found, label)
+    fig = compare_evaluations([tmp_path / "today" / "test", tmp_path / "v2" / "test"], n=2)
+    titled = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert "today/test\nDice 1.000" in titled and "v2/test\nDice 0.000" in titled
+    assert titled["today/test\nDice 1.000"].images[0].get_array().shape == (8, 8)
+    assert titled["v2/test\nDice 0.000"].images[0].get_array().shape == (16, 16)
 
 
 def test_a_lower_mask_threshold_finds_more_lesion_pixels(tiny_ckpt, tmp_path, cache_dir):

@@ -94,6 +94,7 @@ def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
     picks = pick_disagreements(per_a.dice, per_b.dice, n)
     if not picks:
         raise DataError(f"{a} and {b}: no image where their masks' Dice differ.")
+    name_a, name_b = _names(a, b)
     rows = []
     for i in picks:
         image = m_a["image"][i]
@@ -101,11 +102,24 @@ def compare_evaluations(folders: Sequence[str | Path], n: int = 8) -> Figure:
             [
                 Panel(f"{per_a.ids[i]}\n{per_a.classes[per_a.label[i]]}", image),
                 Panel("ground truth", image, m_a["truth"][i], truth=True),
-                Panel(f"{a.name}\nDice {per_a.dice[i]:.3f}", image, m_a["pred"][i]),
-                Panel(f"{b.name}\nDice {per_b.dice[i]:.3f}", image, m_b["pred"][i]),
+                Panel(f"{name_a}\nDice {per_a.dice[i]:.3f}", image, m_a["pred"][i]),
+                # each mask over its own evaluation's image: two models may score the same
+                # images at different input sizes (e.g. 160 and 224 px)
+                Panel(f"{name_b}\nDice {per_b.dice[i]:.3f}", m_b["image"][i], m_b["pred"][i]),
             ]
         )
     return comparison_figure(rows)
+
+
+def _names(a: Path, b: Path) -> tuple[str, str]:
+    """Column titles for two evaluation folders: their names, with as many parent folders as
+    it takes to tell them apart (``today/test`` and ``v2/test``, not ``test`` twice)."""
+    pa, pb = a.resolve().parts, b.resolve().parts
+    for k in range(1, max(len(pa), len(pb)) + 1):
+        na, nb = "/".join(pa[-k:]), "/".join(pb[-k:])
+        if na != nb:
+            return na, nb
+    return a.name, b.name
 
 
 def compare_to_file(
