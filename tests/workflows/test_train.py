@@ -347,7 +347,7 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
 
 @pytest.mark.parametrize(
     "experiment,weights,folds,size",
-    [("busi_cpu", "lite2_offline", 5, 224), ("busi_cpu_single", "lite0_offline", None, 160)],
+    [("busi_cpu", "lite2_offline", 5, 160), ("busi_cpu_single", "lite0_offline", None, 160)],
 )
 def test_busi_cpu_experiment_fast_dev_run(
     experiment, weights, folds, size, busi, make_cfg, tmp_path
