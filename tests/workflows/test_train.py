@@ -346,14 +346,12 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
 
 
 @pytest.mark.parametrize(
-    "experiment,weights,folds,size",
-    [("busi_cpu", "lite2_offline", 5, 160), ("busi_cpu_single", "lite0_offline", None, 160)],
+    "experiment,weights,folds",
+    [("busi_cpu", "lite2_offline", 5), ("busi_cpu_single", "lite0_offline", None)],
 )
-def test_busi_cpu_experiment_fast_dev_run(
-    experiment, weights, folds, size, busi, make_cfg, tmp_path
-):
+def test_busi_cpu_experiment_fast_dev_run(experiment, weights, folds, busi, make_cfg, tmp_path):
     cfg = make_cfg([f"experiment={experiment}", f"data.root={busi}", "debug=fast_dev_run"])
-    assert cfg.data.image_size == size and cfg.model.encoder.weights == weights
+    assert cfg.data.image_size == 160 and cfg.model.encoder.weights == weights
     assert cfg.data.get("num_folds") == folds
     metrics = train(cfg)
     assert "test/seg_dice" in metrics and "test/cls_acc" in metrics
