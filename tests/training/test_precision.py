@@ -37,7 +37,11 @@ def test_auto_without_bf16_hardware_is_fp32_and_times_nothing(monkeypatch):
 def test_auto_with_bf16_hardware_follows_the_measurement(monkeypatch):
     net = _Net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    for fp32, bf16, want in ((1.0, 0.4, "bf16-mixed"), (1.0, 0.95, "32-true")):
+    for fp32, bf16, want in (
+        (1.0, 0.4, "bf16-mixed"),
+        (1.0, 0.95, "32-true"),
+        (1.0, 0.85, "32-true"),
+    ):
         monkeypatch.setattr(prec, "_step_seconds", lambda n, x, b, s, f=fp32, g=bf16: g if b else f)
         precision, why = prec.choose_precision("auto", "cpu", net, (2, 1, 8, 8), flags={"amx_bf16"})
         assert precision == want and "amx_bf16" in why
