@@ -82,6 +82,33 @@ def test_tune_gate_chooses_the_mask_threshold_that_finds_faint_lesions():
         ev.score(0.0, None, 0.4)
 
 
+def test_tune_gate_never_trades_a_lesion_for_a_clean_normal_image():
+    # a higher mask threshold cleans the false masks of two normal images but loses a faint
+    # lesion: the best all-image Dice, yet one more lesion image left empty than the plain 0.5
+    ev = GateEvidence(
+        p_gate=np.full(4, 0.1),
+        called=np.zeros(4, dtype=bool),
+        mask_max=np.array([0.9, 0.55, 0.58, 0.58]),
+        # columns: thresholds 0.5, 0.6
+        dice=np.array([[0.8, 0.8], [0.5, 0.0], [0.0, 1.0], [0.0, 1.0]]),
+        empty=np.array([[0, 0], [0, 1], [0, 1], [0, 1]], dtype=bool),
+        lesion=np.array([True, True, False, False]),
+        thresholds=(0.5, 0.6),
+    )
+    assert ev.score(0.0, None, 0.6)["seg_dice"] > ev.score(0.0, None, 0.5)["seg_dice"]
+    assert ev.score(0.0, None, 0.6)["empty_lesion_rate"] == 0.5
+    out = tune_gate(ev)
+    assert out["mask_threshold"] == 0.5
+    assert out["chosen"]["empty_lesion_rate"] == 0.0
+    assert "no more lesion images left empty" in out["rule"]
+    # validation images without a lesion: the all-image Dice alone decides
+    normal_only = GateEvidence(
+        p_gate=ev.p_gate[2:], called=ev.called[2:], mask_max=ev.mask_max[2:],
+        dice=ev.dice[2:], empty=ev.empty[2:], lesion=ev.lesion[2:], thresholds=(0.5, 0.6),
+    )  # fmt: skip
+    assert tune_gate(normal_only)["mask_threshold"] == 0.6
+
+
 def test_mask_threshold_recentres_the_map_in_evaluation_only():
     from medmtl.errors import ConfigError
 

@@ -11,8 +11,9 @@ medmtl-eval; export= also writes an ONNX model for medmtl-predict. select= keeps
 sweep that set this value (e.g. select=loss.seg_weight=0.7: the fold models of one row; several
 as select=[a=1,b=2]). tta=true adds the horizontal mirror image of every input to the
 average (test-time flip). gate=tune chooses the classification gate's thresholds (P(normal) and
-the mask's own maximum, written to gate.json) on the fold models' out-of-fold validation
-predictions, never on the test split. adapt=bn re-estimates every member's batch-norm statistics on
+the mask's own maximum) and the mask threshold, written to gate.json, on the fold models'
+out-of-fold validation predictions, never on the test split: the best all-image Dice among the
+settings that leave no more lesion images empty than the plain gate at 0.5. adapt=bn re-estimates every member's batch-norm statistics on
 the evaluated images (AdaBN, no labels). conformal_alpha= calibrates conformal answer sets of
 k-fold members on their out-of-fold validation predictions (conformal.json; null: none;
 conformal_by_class=true: class by class). medmtl-tables shows an ensemble inside a sweep

@@ -9,6 +9,10 @@ image the classifier wrongly calls normal then loses a mask that was often right
 validation folds: every image is predicted by the member that never trained on it, and the
 test split is never looked at. The mask threshold (``mask_threshold``: where a pixel of the
 averaged probability map counts as lesion) is chosen with them, from :data:`MASK_THRESHOLDS`.
+A candidate that leaves more lesion images empty than the plain setting (arg-max gate, 0.5)
+is not eligible: the all-image Dice weighs a missed lesion like a false mask on a normal image,
+and a threshold raised to clean up normal images out of fold cost lesions on another scanner,
+which has no normal images to gain from it (docs/results.md, issue 21).
 """
 
 from __future__ import annotations
@@ -167,8 +171,9 @@ def gate_evidence(
 
 
 def tune_gate(evidence: GateEvidence) -> dict[str, Any]:
-    """The gate thresholds and mask threshold with the best out-of-fold all-image Dice (ties:
-    the plainer setting), with the plain gate's scores and every candidate's, for the record."""
+    """The gate thresholds and mask threshold with the best out-of-fold all-image Dice among
+    those that leave no more lesion images empty than the plain setting (ties: the plainer
+    setting), with the plain gate's scores and every candidate's, for the record."""
     rows = []
     for threshold in evidence.thresholds:
         for min_prob in MIN_PROBS:
@@ -176,14 +181,25 @@ def tune_gate(evidence: GateEvidence) -> dict[str, Any]:
                 rows.append({"mask_threshold": threshold, "min_prob": min_prob,
                              "keep_above": keep_above,
                              **evidence.score(min_prob, keep_above, threshold)})  # fmt: skip
+    plain = rows[0]
+    eligible = [r for r in rows if not _more_empty(r, plain)]  # the plain setting always is
     # the first best in candidate order: plain settings come first
-    best = max(rows, key=lambda r: round(r["seg_dice"], 9))
+    best = max(eligible, key=lambda r: round(r["seg_dice"], 9))
     return {
         "empty_mask_min_prob": best["min_prob"],
         "empty_mask_keep_above": best["keep_above"],
         "mask_threshold": best["mask_threshold"],
+        "rule": "best all-image Dice, no more lesion images left empty than the plain gate",
         "chosen": best,
-        "plain": rows[0],
+        "plain": plain,
         "num_images": int(len(evidence.p_gate)),
         "candidates": rows,
     }
+
+
+def _more_empty(row: dict[str, Any], plain: dict[str, Any]) -> bool:
+    """Whether a candidate leaves more lesion images empty than the plain setting (never, when
+    the validation images hold no lesion)."""
+    if np.isnan(plain["empty_lesion_rate"]):
+        return False
+    return round(row["empty_lesion_rate"], 9) > round(plain["empty_lesion_rate"], 9)
