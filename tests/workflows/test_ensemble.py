@@ -316,3 +316,26 @@ def test_options_that_would_be_ignored_are_refused(tiny_run, busbra, tmp_path, c
     cfg = compose_cfg([f"ckpt_path={tmp_path / 'm.onnx'}"], tmp_path / "ev", cache_dir, "eval")
     with pytest.raises(ConfigError, match="an exported ONNX model; this command evaluates PyTorch"):
         evaluate(cfg)
+
+
+def test_a_multi_site_sweep_pools_its_data_sets_folds(tmp_path):
+    """experiment=busi_busbra_cpu sweeps data.sets.busi.fold: its jobs are the folds of one
+    setting (one ensemble, one table row), and each member knows its fold (out of fold)."""
+    from medmtl.data.splits import fold_of
+    from medmtl.reporting.tables import pooled
+    from medmtl.workflows.members import shared_overrides
+
+    jobs = []
+    for k in (0, 1):
+        job = tmp_path / str(k)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(
+            f"- data.sets.busi.fold={k}\n- experiment=busi_busbra_cpu\n"
+        )
+        jobs.append(job)
+    assert pooled("data.sets.busi.fold") and pooled("data.fold") and pooled("seed")
+    assert not pooled("data.sets.busi.num_folds") and not pooled("loss.seg_weight")
+    assert shared_overrides(jobs) == {"experiment": "busi_busbra_cpu"}
+    multi = {"sets": {"busi": {"num_folds": 5, "fold": 3}, "busbra": {"num_folds": None}}}
+    assert fold_of(multi) == 3 and fold_of({"num_folds": 5, "fold": 0}) == 0
+    assert fold_of({"num_folds": None, "fold": 2}) is None and fold_of({"sets": {}}) is None

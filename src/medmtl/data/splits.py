@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -279,3 +279,15 @@ def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str
         [int(entries[c]["group"]) for c in case_ids],
         doc,
     )
+
+
+def fold_of(data: Mapping[str, Any]) -> int | None:
+    """The k-fold fold a run's data settings select: ``data.fold`` with ``data.num_folds``, or
+    that of the combined data set that is split into folds (``data.sets.<name>``, e.g. the
+    multi-site recipe's BUSI); None for a fixed split."""
+    if data.get("num_folds"):
+        return int(data.get("fold") or 0)
+    for sub in (data.get("sets") or {}).values():
+        if sub is not None and sub.get("num_folds"):
+            return int(sub.get("fold") or 0)
+    return None

@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,15 @@ COLUMN_SETS = {
     ],
 }
 COLUMNS = COLUMN_SETS["study"]
-POOLED = {"seed", "data.fold"}  # repeats of one cell
+POOLED = {"seed", "data.fold"}  # repeats of one cell (and each data set's fold: pooled())
+
+
+def pooled(key: str) -> bool:
+    """Whether a command-line key only repeats a table cell: a seed or a fold (also the fold of
+    a combined data set, ``data.sets.<name>.fold``)."""
+    return key in POOLED or re.fullmatch(r"data\.sets\.[^.]+\.fold", key) is not None
+
+
 TITLES = {
     "lambda": "λ table (study table 1, Q2)",
     "arch_backbone": "Architecture × backbone (study table 2, Q3)",
@@ -393,7 +402,7 @@ def build_table(runs: list[Run], root: Path | None = None) -> Table:
 
 
 def _build_rows(runs: list[Run], root: Path | None = None) -> Table:
-    keys = sorted({k for r in runs for k in r.overrides} - POOLED)
+    keys = sorted({k for r in runs for k in r.overrides if not pooled(k)})
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     constant = {
         k: runs[0].overrides[k]

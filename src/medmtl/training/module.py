@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medmtl.data.manifest import UNCERTAINTY_COLUMNS
+from medmtl.data.splits import fold_of
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, disagreement, overall_score
@@ -316,7 +317,7 @@ class MultiTaskModule(L.LightningModule):
             "data/image_size": data.get("image_size"),
             "data/num_folds": folds,
             "data/progressive_resize": self.progressive.to_dict() or None,
-            "data/fold": data.get("fold") if folds else None,
+            "data/fold": fold_of(data),
             "seed": hp.get("seed"),
             "model/arch": self.net.arch,
             "model/encoder": self.net.encoder_name,

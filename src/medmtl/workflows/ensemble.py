@@ -11,13 +11,14 @@ import lightning as L
 from hydra.experimental.callback import Callback
 
 from medmtl.data.build import datamodule_from_config
+from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.conformal import ALPHA, AnswerSets, check_alpha
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.summary import write_json
-from medmtl.reporting.tables import POOLED, collect_runs
+from medmtl.reporting.tables import collect_runs, pooled
 from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
@@ -69,7 +70,7 @@ def ensemble(
     head.tta = tta
     if conformal_alpha is not None:
         conformal_alpha = check_alpha(conformal_alpha)
-    folds = [hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps]
+    folds = [fold_of(hp["data"]) for hp in hps]
     # k-fold members of distinct folds: each validation image predicted by the member that
     # never trained on it; members of one fixed split: the ensemble itself on that split
     out_of_fold = None not in folds and len(set(folds)) == len(folds)
@@ -241,7 +242,7 @@ class EnsembleAfterSweep(Callback):
         if len(runs) < 2:
             return
         bad = [r.reason for r in runs if r.status != "ok"]
-        keys = {k for r in runs for k in r.overrides} - POOLED
+        keys = {k for r in runs for k in r.overrides if not pooled(k)}
         mixed = sorted(keys - set(shared_overrides([r.path for r in runs])))
         if bad or mixed:
             why = f"{len(bad)} job(s) did not finish" if bad else f"the jobs differ in {mixed}"

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.data.datamodule import PREPROCESS_KEYS
+from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
-from medmtl.reporting.tables import POOLED, _overrides, collect_runs
+from medmtl.reporting.tables import _overrides, collect_runs, pooled
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = No
 def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
     """The command-line settings all members share, seeds and folds aside (the table row)."""
     per_run = [_overrides(r) for r in runs]
-    keys = set.intersection(*(set(o) for o in per_run)) - POOLED
+    keys = {k for k in set.intersection(*(set(o) for o in per_run)) if not pooled(k)}
     return {k: per_run[0][k] for k in sorted(keys) if len({o[k] for o in per_run}) == 1}
 
 
@@ -249,9 +250,7 @@ def open_model(path: str | Path) -> OpenedModel:
         "ckpt_path": str(p),
         "ensemble/members": [str(r) for r in runs],
         "ensemble/size": len(runs),
-        "ensemble/folds": [
-            hp["data"].get("fold") if hp["data"].get("num_folds") else None for hp in hps
-        ],
+        "ensemble/folds": [fold_of(hp["data"]) for hp in hps],
         "ensemble/seeds": [hp.get("seed") for hp in hps],
     }
     return OpenedModel(module, data, record, tta, list(runs))

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
+from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
@@ -131,8 +132,8 @@ def run_tags(cfg: DictConfig) -> list[str]:
     ]
     if kw["encoder"] != cfg.model.encoder.name:
         tags.append(f"stand-in={kw['encoder']}")
-    if cfg.data.get("num_folds"):
-        tags.append(f"fold={cfg.data.fold}")
+    if fold_of(cfg.data) is not None:
+        tags.append(f"fold={fold_of(cfg.data)}")
     return tags
 
 
