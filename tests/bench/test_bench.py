@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from medmtl.cli.bench import main
 
 
@@ -115,6 +117,18 @@ def test_train_bench_tiny(tmp_path):
         ips, speedup = float(cells[4].split()[0]), float(cells[5])
         assert ips > 0 and abs(speedup - ips / base) <= 0.01 * speedup + 0.01
     assert "torch.compile | not measured" in text
+    # W&B media: one run each way, the ratio computed from the two wall times
+    walls = {
+        label: float(
+            next(ln for ln in text.splitlines() if ln.startswith(f"| {label} |")).split("|")[2]
+        )
+        for label in ("without W&B", "with W&B media")
+    }
+    assert all(t > 0 for t in walls.values())
+    w_ratio = float(re.search(r"Without / with W&B media: \*\*([0-9.]+)\*\*", text).group(1))
+    assert w_ratio == pytest.approx(
+        walls["without W&B"] / walls["with W&B media"], rel=0.01, abs=0.002
+    )
 
 
 def test_serve_bench_tiny(tmp_path):

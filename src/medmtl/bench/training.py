@@ -19,6 +19,7 @@ from medmtl.bench.common import (
 )
 from medmtl.workflows.train import peak_memory_mb
 
+N_IMAGES_NOTE = "8 validation images with their masks every epoch, the test table with thumbnails"
 # tiny stand-ins for the tests: the same code paths in seconds
 TINY_DECODER = (16, 16, 8, 8, 8)
 TINY_SIZE, TINY_BATCH = 64, 4
@@ -214,6 +215,61 @@ def uncached_rate(dm, n: int, repeats: int) -> Timing:
     return Timing(t.median / n, t.low / n, t.high / n, t.repeats)
 
 
+def wandb_overhead(busi_root: Path | None, cache_dir: Path, tiny: bool = False) -> dict:
+    """Wall time of whole ``medmtl-train`` runs (training, test, logger shut-down) without W&B
+    and with W&B offline and its media (validation masks every epoch, the test table, the
+    figures); runs alternate, median of each. ``ratio`` = time without / time with."""
+    import os
+    import statistics
+    import tempfile
+
+    from omegaconf import open_dict
+
+    from medmtl.config import compose
+    from medmtl.workflows.train import train
+
+    if tiny:
+        base = ["data=phantom", "data.phantom.counts={normal: 10, benign: 15, malignant: 15}",
+                "data.phantom.size=96", "model/encoder=efficientnet_lite0", "data.image_size=64",
+                "+model.arch.kwargs.decoder_channels=[32,16,16,8,8]", "trainer.max_epochs=1"]  # fmt: skip
+        repeats = 1
+    else:
+        data = ["data=busi", f"data.root={busi_root}"] if busi_root else ["data=phantom"]
+        base = ["experiment=busi_cpu_single", *data, "trainer.max_epochs=2"]
+        repeats = 2
+    base += ["seed=0", "trainer.precision=32-true", f"paths.cache_dir={cache_dir}"]
+    kinds = {"without W&B": ["logger=csv"], "with W&B media": ["logger=wandb"]}
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DATA_DIR")}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DATA_DIR=tmp)
+        try:
+            for r in range(repeats):
+                for kind, extra in kinds.items():
+                    cfg = compose("train", base + extra)
+                    with open_dict(cfg):
+                        cfg.paths.output_dir = str(Path(tmp) / f"{len(times[kind])}_{r}_{kind}")
+                    start = time.perf_counter()
+                    train(cfg)
+                    times[kind].append(time.perf_counter() - start)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "runs": times,
+        "median_s": med,
+        "ratio": med["without W&B"] / med["with W&B media"],
+        "setting": " ".join(
+            "data.root=<BUSI>" if o.startswith("data.root=") else o for o in base[:-1]
+        ),
+        "data": "BUSI" if busi_root and not tiny else "phantom",
+    }
+
+
 def run(
     busi_root: Path | None,
     cache_dir: Path,
@@ -304,6 +360,7 @@ def run(
     )
     res["switches"] = switches(base, threads, tiny=tiny, compile_=compile_)
     res["peak_rss_gb"] = peak_memory_mb()["peak_rss_mb"] / 1024
+    res["wandb"] = wandb_overhead(busi_root, cache_dir, tiny=tiny)
     return res
 
 
@@ -366,5 +423,21 @@ def section(r: dict, command: str, seconds: float) -> str:
         lines.append(
             "| torch.compile | not measured in this run (`medmtl-bench train --compile`) | | | |"
         )
-    lines.append("")
+    w = r["wandb"]
+    lines += [
+        "",
+        f"W&B media (`logger=wandb`, offline: {N_IMAGES_NOTE}): whole `medmtl-train` runs on "
+        f"{w['data']} (`{w['setting']}`), training, test and shut-down, alternating; median "
+        "wall time.",
+        "",
+        "| run | wall time (s) | runs (s) |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {w['median_s'][k]:.2f} | {', '.join(f'{t:.2f}' for t in w['runs'][k])} |"
+            for k in w["median_s"]
+        ),
+        "",
+        f"Without / with W&B media: **{w['ratio']:.3f}** (target ≥ 0.95).",
+        "",
+    ]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
                 [select=<key>=<value>] [split=test] [export=<model.onnx>] [data_root=<data folder>]
                 [empty_mask_class=as_trained|null|<class>] [tta=false] [gate=as_trained|tune]
                 [adapt=none|bn] [conformal_alpha=0.1|null] [conformal_by_class=false]
+                [wandb=none|offline|online]
 
 Averages the class probabilities and the mask probability maps of the runs' best checkpoints,
 then writes metrics.json, predictions_<split>.csv and the figures into out= exactly like
@@ -17,7 +18,8 @@ settings that leave no more lesion images empty than the plain gate at 0.5. adap
 the evaluated images (AdaBN, no labels). conformal_alpha= calibrates conformal answer sets of
 k-fold members on their out-of-fold validation predictions (conformal.json; null: none;
 conformal_by_class=true: class by class). medmtl-tables shows an ensemble inside a sweep
-folder as its own row.
+folder as its own row. wandb=offline (or online) also logs the evaluation as a W&B run
+(job_type ensemble) in the members' W&B group: per-image table with masks, figures, metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ DEFAULTS = {
     "adapt": "none",
     "conformal_alpha": 0.1,
     "conformal_by_class": False,
+    "wandb": "none",
 }
 
 

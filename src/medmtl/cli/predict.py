@@ -5,6 +5,7 @@ medmtl-predict ckpt_path=<run>/checkpoints/<best>.ckpt input=<file|folder|list.c
                [image_column=image]   (input=<list.csv>: a manifest; its columns are kept)
                [adapt=none|bn]   (bn: batch-norm statistics of all the inputs first, AdaBN)
 medmtl-predict backend=onnx model=<file.onnx> input=... out=...   (no torch needed)
+medmtl-predict model=<model folder> input=... out=...   (a W&B model artifact: its model.onnx, else model.ckpt)
 """
 
 from __future__ import annotations

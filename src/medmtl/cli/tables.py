@@ -2,7 +2,7 @@
 
 medmtl-tables <multirun dir> [--reference study] [--baseline "<row label>"]
               [--columns study|recipe|validation|calibration] [--no-ci] [--out <folder>]
-              [--into docs/results.md:<section>]
+              [--into docs/results.md:<section>] [--wandb [offline|online]]
 """
 
 from __future__ import annotations
@@ -53,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the Markdown table, with this command above it, into the marked "
         "section SECTION of FILE (e.g. docs/results.md:lambda_5fold), replacing it if present",
     )
+    parser.add_argument(
+        "--wandb",
+        nargs="?",
+        const="offline",
+        default=None,
+        choices=["offline", "online"],
+        help="also log the table (CIs and paired tests) and its figures as a W&B run "
+        "(job_type tables) in the sweep's W&B group; offline unless 'online'",
+    )
     args = parser.parse_args(argv)
-    from medmtl.workflows.tables import publish_table, write_tables
+    from medmtl.workflows.tables import log_tables_to_wandb, publish_table, write_tables
 
     table, files = run_or_exit(
         lambda: write_tables(
@@ -67,9 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(files["md"].read_text())
+    command = shlex.join(["medmtl-tables", *(sys.argv[1:] if argv is None else argv)])
     if args.into:
-        command = shlex.join(["medmtl-tables", *(sys.argv[1:] if argv is None else argv)])
         files["into"] = run_or_exit(publish_table, files["md"], args.into, command)
+    if args.wandb:
+        run_id = run_or_exit(
+            log_tables_to_wandb, args.multirun_dir, table, files, args.wandb == "online", command
+        )
+        print(f"W&B run {run_id} ({args.wandb}) in {files['md'].parent / 'wandb'}")
     print("written: " + ", ".join(str(p) for p in files.values()))
     for problem in table.problems:
         print(f"NOT IN TABLE: {problem}", file=sys.stderr)

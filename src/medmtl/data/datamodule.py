@@ -258,6 +258,7 @@ class MedDataModule(L.LightningDataModule):
                 "that lists the images (docs/data.md)."
             )
         self.data = source
+        self._split_file: Path | None = None
         self.preprocess = preprocess or PreprocessSettings()
         check_image_size(self.preprocess.image_size)
         self.split_settings = split or SplitSettings()
@@ -459,8 +460,14 @@ class MedDataModule(L.LightningDataModule):
                 f"{self.name}: split(s) {', '.join(empty)} have no images; use more data."
             )
 
+    def split_files(self) -> dict[str, Path]:
+        """The split file this data module read or wrote in ``setup`` (by data set name; empty
+        before setup and for ``split=all``): what a run records of its data split."""
+        return {self.name: self._split_file} if self._split_file is not None else {}
+
     def _load_or_write_split(self, root: Path, cases: list[Case]) -> tuple[list[str], list[int]]:
         path = self.split_path(root)
+        self._split_file = path
         ids = [c.case_id for c in cases]
         if path.exists():
             split, groups, _ = read_split_file(path, ids)

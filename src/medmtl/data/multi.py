@@ -173,6 +173,10 @@ class MultiDataModule(MedDataModule):
         if empty:
             raise DataError(f"{self.name}: split(s) {', '.join(empty)} have no images.")
 
+    def split_files(self) -> dict[str, Path]:
+        """Each data set's split file, by data set name."""
+        return {k: v for dm in self.sets.values() for k, v in dm.split_files().items()}
+
     def split_classes(self, split: str) -> list[str]:
         """The classes the data sets in ``split`` define (a left-out data set may have fewer)."""
         names = (

@@ -21,6 +21,9 @@ from medmtl.metrics import ANSWER_SEP, disagreement, entropy, refer
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 
+# a model folder (a W&B model artifact, logger.wandb.log_model): its checkpoint and ONNX export
+ARTIFACT_CKPT, ARTIFACT_ONNX = "model.ckpt", "model.onnx"
+
 
 class Backend(Protocol):
     """What a predictor backend provides."""

@@ -261,15 +261,3 @@ def write_evaluation_figures(
         if fig is not None:
             written.append(save_figure(fig, out_dir / "training_curves.png"))
     return written
-
-
-def log_figures_to_wandb(loggers: Sequence[Any], paths: Sequence[Path]) -> None:
-    """Send the figures to every W&B logger (offline runs keep them until `wandb sync`)."""
-    for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
-            try:
-                import wandb
-
-                lg.experiment.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in paths})
-            except Exception as exc:  # a logging problem must not lose the run's results
-                log.warning("could not log figures to W&B: %s", exc)

@@ -240,6 +240,18 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
+def masks_in_order(ids: Sequence[str], samples: dict, what: str) -> dict[str, np.ndarray]:
+    """The test run's images (8-bit), ground truths and scored masks, one per image in ``ids``
+    order (``samples`` as :meth:`MultiTaskModule.test_samples` returns them; DDP padding and
+    repeated images dropped); ``what`` names the output in the error of a count mismatch."""
+    index = np.asarray(samples["index"])
+    order = np.argsort(index, kind="stable")
+    keep = order[np.r_[True, index[order][1:] != index[order][:-1]]]  # one entry per image
+    if len(keep) != len(ids):
+        raise DataError(f"{what}: {len(keep)} evaluated images for {len(ids)} predictions.")
+    return {k: np.asarray(samples[k])[keep][:, 0] for k in ("image", "mask", "pred_mask")}
+
+
 def write_masks(path: str | Path, ids: Sequence[str], samples: dict) -> Path:
     """``masks_<split>.npz``: each evaluated image (8-bit), its ground truth and the mask that
     was scored (gate, flip and post-processing applied), on the model's input grid, in ``ids``
@@ -247,12 +259,7 @@ def write_masks(path: str | Path, ids: Sequence[str], samples: dict) -> Path:
 
     ``samples``: the test run's per-image outputs (``index``, ``image``, ``mask``,
     ``pred_mask``, as :meth:`MultiTaskModule.test_samples` returns them)."""
-    index = np.asarray(samples["index"])
-    order = np.argsort(index, kind="stable")
-    keep = order[np.r_[True, index[order][1:] != index[order][:-1]]]  # one entry per image
-    if len(keep) != len(ids):
-        raise DataError(f"{path}: {len(keep)} evaluated images for {len(ids)} predictions.")
-    arrays = {k: np.asarray(samples[k])[keep][:, 0] for k in ("image", "mask", "pred_mask")}
+    arrays = masks_in_order(ids, samples, str(path))
     with atomic_path(path) as tmp:
         np.savez_compressed(
             tmp,

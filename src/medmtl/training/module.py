@@ -223,6 +223,24 @@ class MultiTaskModule(L.LightningModule):
         seg = torch.where(before & ~done, torch.full_like(seg, EMPTY_LOGIT), seg)
         return torch.where(~before & done, torch.full_like(seg, -EMPTY_LOGIT), seg)
 
+    def display_images(self, image: torch.Tensor) -> torch.Tensor:
+        """Network inputs as 8-bit scans again (the preprocessing's normalisation undone)."""
+        img = image * self.preprocess.std + self.preprocess.mean  # [0, 1] again
+        return (img.clamp(0, 1) * 255).to(torch.uint8)
+
+    @torch.no_grad()
+    def scored_outputs(self, image: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """What validation scores for a batch, without touching the metrics: the class
+        probabilities and the mask (gate and post-processing applied, no test-time flip)."""
+        out = self(image)
+        seg = out["seg"]
+        if seg is not None and self.postprocess.active:
+            seg = self._postprocessed(seg)
+        return {
+            "prob": torch.softmax(out["cls"].float(), dim=1) if out["cls"] is not None else None,
+            "pred_mask": torch.sigmoid(seg) >= 0.5 if seg is not None else None,
+        }
+
     def _eval_epoch_end(self, split: str) -> None:
         values: dict[str, torch.Tensor] = {}
         key = _key(split)
@@ -273,8 +291,7 @@ class MultiTaskModule(L.LightningModule):
             keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_iou(tp, fp, fn)[0])
             keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
-            img = batch["image"] * self.preprocess.std + self.preprocess.mean  # [0, 1] again
-            keep["image"] = (img.clamp(0, 1) * 255).to(torch.uint8)
+            keep["image"] = self.display_images(batch["image"])
         if out.get("unlike_score") is not None:
             keep["unlike_score"] = out["unlike_score"].double()
         # the members' or the mirror's disagreement

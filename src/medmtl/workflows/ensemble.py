@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.splits import fold_of
@@ -23,6 +24,13 @@ from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import build_ensemble, find_members, set_gate, shared_overrides
+from medmtl.workflows.wandb_runs import (
+    code_version,
+    option_request,
+    recorded_identity,
+    sweep_group,
+    wandb_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,7 @@ def ensemble(
     adapt: str = "none",
     conformal_alpha: float | None = ALPHA,
     conformal_by_class: bool = False,
+    wandb: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
 
@@ -49,7 +58,9 @@ def ensemble(
     ``gate="tune"`` chooses the gate's thresholds on the members' out-of-fold validation
     predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``). The conformal
     answer sets (error rate ``conformal_alpha``; None: none) are calibrated on the same
-    out-of-fold predictions of k-fold members (written to ``conformal.json``).
+    out-of-fold predictions of k-fold members (written to ``conformal.json``). ``wandb``
+    (:func:`medmtl.workflows.wandb_runs.wandb_request`) logs the ensemble's evaluation as a W&B
+    run (job_type ensemble) in its members' group.
     """
     if gate not in ("as_trained", "tune"):
         raise ConfigError(f"gate={gate}: choose as_trained or tune.")
@@ -142,7 +153,17 @@ def ensemble(
                 "gate/oof_empty_lesion_rate_plain": tuned["plain"]["empty_lesion_rate"],
             }
         )
-    metrics = test_module(head, data, split, trainer, out, extra, adapt=adapt)
+    if wandb is not None:
+        known = recorded_identity(runs[0])
+        sweep = runs[0].parent if all(r.parent == runs[0].parent for r in runs) else out
+        wandb = {
+            **wandb,
+            "name": wandb.get("name") or f"{sweep.name}-ensemble",
+            "group": wandb.get("group") or known.get("group") or sweep_group(sweep),
+            "job_type": "ensemble",
+            "config": {**extra, "split": split, "adapt": adapt, "code/git_commit": code_version()},
+        }
+    metrics = test_module(head, data, split, trainer, out, extra, adapt=adapt, wandb=wandb)
     if export:
         from medmtl.inference.export import export_network
 
@@ -214,6 +235,7 @@ def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
         adapt=str(options.get("adapt") or "none"),
         conformal_alpha=options.get("conformal_alpha"),
         conformal_by_class=bool(options.get("conformal_by_class")),
+        wandb=option_request(options.get("wandb"), "wandb"),
     )
     return 0
 
@@ -248,6 +270,7 @@ class EnsembleAfterSweep(Callback):
             why = f"{len(bad)} job(s) did not finish" if bad else f"the jobs differ in {mixed}"
             log.warning("Not ensembling %s: %s. Ensemble by hand: %s", sweep, why, command)
             return
+        logger = config.get("logger") or {}
         metrics = ensemble(
             [r.path for r in runs],
             sweep / self.out,
@@ -255,6 +278,8 @@ class EnsembleAfterSweep(Callback):
             tta=bool(config.get("tta", False)),
             channels_last=bool(config.get("channels_last", True)),
             gate=self.gate,
+            # the sweep's jobs logged to W&B: so does their ensemble, into their group
+            wandb=wandb_request(_settings(logger.get("wandb"))),
         )
         log.info(
             "Ensemble of %d runs in %s: %s",
@@ -262,3 +287,14 @@ class EnsembleAfterSweep(Callback):
             sweep / self.out,
             {k: v for k, v in metrics.items() if k.startswith(f"{self.split}/")},
         )
+
+
+def _settings(node: Any) -> dict[str, Any] | None:
+    """A config node as plain values, resolved where it can be (after a sweep some
+    interpolations, e.g. the jobs' output folder, no longer resolve; none of them matter here)."""
+    if node is None:
+        return None
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001 - OmegaConf's interpolation errors have several types
+        return OmegaConf.to_container(node, resolve=False)

@@ -50,6 +50,14 @@ from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import open_model, set_gate
+from medmtl.workflows.wandb_runs import (
+    code_version,
+    flat_config,
+    log_to_new_run,
+    recorded_identity,
+    split_record,
+    wandb_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +285,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         by=[by] if isinstance(by, str) else list(by),
         adapt=str(cfg.get("adapt") or "none"),
         save_masks=bool(cfg.get("save_masks", False)),
+        wandb=eval_wandb(cfg, opened),
     )
 
 
@@ -292,13 +301,16 @@ def test_module(
     by: Sequence[str] = (),
     adapt: str = "none",
     save_masks: bool = False,
+    wandb: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
     ``by`` (and ``dataset`` when several data sets are combined), ``by_<column>.md|csv``.
 
     ``adapt="bn"`` first re-estimates the batch-norm statistics on the split's images
-    (:func:`medmtl.models.adapt.adapt_batchnorm`, no labels used).
+    (:func:`medmtl.models.adapt.adapt_batchnorm`, no labels used). ``wandb`` (a request of
+    :mod:`medmtl.workflows.wandb_runs` with its ``job_type`` and ``config``) also logs the
+    evaluation as a W&B run.
     """
     if adapt not in ADAPT_CHOICES:
         raise ConfigError(f"adapt={adapt}: choose one of {', '.join(ADAPT_CHOICES)}.")
@@ -332,8 +344,41 @@ def test_module(
     if mapping != {c: c for c in data_classes}:
         metrics["eval/class_map"] = mapping
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        write_json(out_dir / "metrics.json", metrics)
-        write_split_outputs(out_dir, module, split, metrics, per, groups, run_csv, save_masks)
+        figures = write_split_outputs(
+            out_dir, module, split, metrics, per, groups, run_csv, save_masks
+        )
+        if wandb is not None:
+            samples = module.test_samples() if module.samples else None
+            config = {**wandb["config"], **split_record(dm.split_files())}
+            log_to_new_run(wandb, wandb["job_type"], out_dir, split, metrics, per, samples,
+                           figures, config)  # fmt: skip
+        write_json(out_dir / "metrics.json", metrics)  # last: the outputs above are complete
         print_metrics(metrics, (split,))
         log.info("Wrote %s", out_dir / "metrics.json")
     return metrics
+
+
+def eval_wandb(cfg: DictConfig, opened: Any) -> dict[str, Any] | None:
+    """The W&B run of ``medmtl-eval ... logger=wandb``: named after the evaluated model's own
+    run and grouped with it (its recorded name and group), else after its folder."""
+    request = wandb_request(
+        OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+        if OmegaConf.select(cfg, "logger.wandb") is not None
+        else None
+    )
+    if request is None:
+        return None
+    model = Path(str(cfg.ckpt_path))
+    known = recorded_identity(model)
+    model_name = known.get("name") or (model.parent.parent.name if model.suffix == ".ckpt"
+                                       else model.name)  # fmt: skip
+    data_name = OmegaConf.select(cfg, "data.name") or opened.data.get("name") or "data"
+    request["name"] = request["name"] or f"{model_name}-eval-{data_name}-{cfg.split}"
+    request["group"] = request["group"] or known.get("group") or str(cfg.get("task_name"))
+    request["job_type"] = "eval"
+    request["config"] = {
+        **flat_config(OmegaConf.to_container(cfg, resolve=True)),
+        **{f"model/{k}": v for k, v in opened.record.items()},
+        "code/git_commit": code_version(),
+    }
+    return request

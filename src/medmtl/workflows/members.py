@@ -14,6 +14,7 @@ from typing import Any
 from medmtl.data.datamodule import PREPROCESS_KEYS
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, DataError, summarize
+from medmtl.inference.core import ARTIFACT_CKPT
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
@@ -226,6 +227,12 @@ def open_model(path: str | Path) -> OpenedModel:
         return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
     if not p.is_dir():
         raise ConfigError(f"{p}: not found; give {what}.")
+    if (p / ARTIFACT_CKPT).is_file() and not (p / "checkpoints").is_dir():
+        # a model artifact's folder (logger.wandb.log_model): the checkpoint and its metrics
+        module, ckpt = MultiTaskModule.from_checkpoint(p / ARTIFACT_CKPT)
+        own = read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+        record = {"ckpt_path": str(p / ARTIFACT_CKPT)}
+        return OpenedModel(module, ckpt["hyper_parameters"]["data"], record, bool(own.get("tta")))
     if (p / "checkpoints").is_dir():
         opened = open_model(best_checkpoint(p))
         opened.record["run"] = str(p)

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.errors import ConfigError, DataError
-from medmtl.inference.core import PredictSummary, check_predict_options, predict_paths
+from medmtl.inference.core import (
+    ARTIFACT_CKPT,
+    ARTIFACT_ONNX,
+    PredictSummary,
+    check_predict_options,
+    predict_paths,
+)
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
 
@@ -139,9 +145,31 @@ def adapt_to_inputs(
         raise ConfigError(f"{inp}: {exc} (adapt=bn needs a folder of images)") from exc
 
 
+def model_folder(opts: dict[str, Any]) -> dict[str, Any]:
+    """``model=<folder>``: a model folder (a downloaded W&B model artifact) as the model it
+    holds: its ``model.onnx`` on ONNX Runtime, or its ``model.ckpt`` on PyTorch (also when
+    ``adapt=bn`` or ``explain=`` need PyTorch, or ``backend=torch`` is given with it)."""
+    folder = Path(str(opts.get("model") or ""))
+    if not opts.get("model") or not folder.is_dir():
+        return opts
+    if opts.get("ckpt_path"):
+        raise ConfigError(f"model={folder} and ckpt_path= both name a model; give one.")
+    onnx, ckpt = folder / ARTIFACT_ONNX, folder / ARTIFACT_CKPT
+    wants_torch = opts.get("adapt", "none") != "none" or opts.get("explain")
+    if onnx.is_file() and not (wants_torch and ckpt.is_file()):
+        return {**opts, "model": str(onnx), "backend": "onnx"}
+    if ckpt.is_file():
+        return {**opts, "model": None, "ckpt_path": str(ckpt), "backend": "torch"}
+    raise ConfigError(
+        f"model={folder}: a folder without {ARTIFACT_ONNX} or {ARTIFACT_CKPT}; give a model "
+        "artifact's folder (logger.wandb.log_model), an ONNX file or ckpt_path=<checkpoint>."
+    )
+
+
 def predict(opts: dict[str, Any]) -> PredictSummary:
     """Check the options, load the model and predict every image under ``input`` (a file, a
     folder, or a manifest CSV listing the images) into ``out``."""
+    opts = model_folder(opts)
     check_options(opts)
     backend, explainer = load_backend(opts)
     plan = columns = None

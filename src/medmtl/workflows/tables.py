@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, replace_section
 from medmtl.reporting.table_figures import write_table_figures
 from medmtl.reporting.tables import (
@@ -51,6 +51,48 @@ def write_tables(
     if figures:
         files.update(write_table_figures(table, out, comparisons, baseline, cols))
     return table, files
+
+
+def log_tables_to_wandb(
+    multirun_dir: str | Path, table: Table, files: dict[str, Path], online: bool, command: str
+) -> str:
+    """The written table (its CSV: cells with their CIs, the paired differences, p-values and
+    Holm-corrected significance) as a ``wandb.Table`` and its figures, in one summary run
+    (job_type tables) of the sweep's W&B group (the group its runs recorded, else the sweep
+    folder). Returns the run's id."""
+    import wandb
+
+    from medmtl.data.manifest import read_csv_rows
+    from medmtl.reporting.wandb_media import text_table
+    from medmtl.workflows.wandb_runs import code_version, open_run, recorded_identity, sweep_group
+
+    root = Path(multirun_dir)
+    runs = [run for _, members, _ in table.rows for run in members]
+    group = next(
+        (g for r in runs if (g := recorded_identity(r.path).get("group"))), None
+    ) or sweep_group(root)
+    header, rows = read_csv_rows(files["csv"], (), "table")
+    config = {"tables/kind": table.kind, "tables/command": command,
+              "tables/sweep": str(root), "code/git_commit": code_version()}  # fmt: skip
+    # beside the tables (tables/wandb), where collect_runs never looks for runs
+    try:
+        run = open_run("tables", f"{root.name}-tables", group, config, files["md"].parent, online)
+    except Exception as exc:  # noqa: BLE001 - W&B raises its own and third-party errors
+        raise MedmtlError(f"W&B: could not start the tables run ({exc}); the table files are "
+                          "written.") from exc  # fmt: skip
+    try:
+        media = {f"tables/{table.kind}": text_table(header, [[r[h] for h in header] for r in rows])}
+        media.update(
+            {
+                f"figures/{p.stem}": wandb.Image(str(p))
+                for k, p in files.items()
+                if p.suffix == ".png"
+            }  # fmt: skip
+        )
+        run.log(media)
+        return str(run.id)
+    finally:
+        run.finish()
 
 
 def publish_table(markdown: Path, into: str, command: str) -> Path:

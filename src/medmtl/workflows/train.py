@@ -31,7 +31,6 @@ from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
-from medmtl.reporting.evaluation import log_figures_to_wandb
 from medmtl.reporting.summary import print_metrics, write_json
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
@@ -40,20 +39,58 @@ from medmtl.workflows.distill import attach_teacher, check_distill, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.slurm import requeued_checkpoint
+from medmtl.workflows.wandb_runs import (
+    N_IMAGES,
+    ValidationMasks,
+    guarded,
+    is_wandb,
+    log_evaluation,
+    log_model_artifact,
+    run_name,
+    run_record,
+    split_own_settings,
+    sweep_group,
+    wandb_mode,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(group: DictConfig | None, **wandb_kwargs: Any) -> list:
+def _instantiate_all(group: DictConfig | None, wandb: dict[str, Any] | None = None) -> list:
+    """Instantiate a config group's entries; a W&B logger gets ``wandb`` (name, group, tags,
+    job type) where its config leaves them unset, and never medmtl's own keys."""
     if not group:
         return []
     out = []
     for c in group.values():
         if c is None or "_target_" not in c:
             continue
-        extra = wandb_kwargs if str(c._target_).endswith("WandbLogger") else {}
-        out.append(hydra.utils.instantiate(c, **extra))
+        if str(c._target_).endswith("WandbLogger"):
+            kwargs, _ = split_own_settings(OmegaConf.to_container(c, resolve=True))
+            extra = {k: v for k, v in (wandb or {}).items() if kwargs.get(k) is None}
+            out.append(hydra.utils.instantiate({**kwargs, **extra}))
+        else:
+            out.append(hydra.utils.instantiate(c))
     return out
+
+
+def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The W&B name, group, job type and tags of a training run: the name from its settings,
+    the group from its sweep folder (a single run: its task)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    kw = net_settings(cfg)
+    fold = fold_of(cfg.data)
+    seed = cfg.get("seed") if "seed" in explicit_overrides() else None
+    group = str(cfg.get("task_name") or "train")
+    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        group = sweep_group(HydraConfig.get().sweep.dir, cfg.paths.get("output_root"))
+    return {
+        "name": run_name(kw, cfg.loss.seg_weight, fold, seed),
+        "group": group,
+        "job_type": "train",
+        "tags": run_tags(cfg),
+    }
 
 
 def model_kwargs(
@@ -344,6 +381,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.time()
     check_train_config(cfg)
+    wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
+    wandb_own = (  # medmtl's W&B settings, checked before any work
+        split_own_settings(OmegaConf.to_container(wandb_cfg, resolve=True))[1]
+        if wandb_cfg is not None and "_target_" in wandb_cfg
+        else None
+    )
     # a distillation teacher is opened (and refused) before anything is written
     distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
     teacher = (
@@ -379,20 +422,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if teacher is not None:
         attach_teacher(module, teacher, distill)
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"), tags=run_tags(cfg))
+    loggers = _instantiate_all(
+        cfg.get("logger"), wandb_identity(cfg) if wandb_own is not None else None
+    )
+    if (
+        wandb_own is not None
+        and wandb_own["n_images"]
+        and any(map(is_wandb, loggers))
+        and wandb_mode(online=False) != "disabled"
+    ):
+        callbacks.append(ValidationMasks(wandb_own["n_images"]))
     try:
-        metrics = _fit_and_test(cfg, dm, module, callbacks, loggers, out_dir, start)
+        metrics = _fit_and_test(cfg, dm, module, callbacks, loggers, out_dir, start, wandb_own)
     except BaseException:
-        for lg in loggers:  # close the loggers so a failed run neither hangs nor loses its logs
-            lg.finalize("failed")
-            if type(lg).__name__ == "WandbLogger":
-                import wandb
-
-                wandb.finish(exit_code=1)
+        _close_loggers(loggers, failed=True)
         raise
-    for lg in loggers:
-        lg.finalize("success")
+    _close_loggers(loggers, failed=False)
     return metrics
+
+
+def _close_loggers(loggers: list, failed: bool) -> None:
+    """Close the loggers so a run neither hangs nor loses its logs; a W&B run is finished here,
+    not at the process's exit (the next job of a sweep may run in the same process, and its
+    offline file is complete once the run returns)."""
+    for lg in loggers:
+        lg.finalize("failed" if failed else "success")
+        if is_wandb(lg):
+            import wandb
+
+            wandb.finish(exit_code=1 if failed else 0)
 
 
 def _fit_and_test(
@@ -403,6 +461,7 @@ def _fit_and_test(
     loggers: list,
     out_dir: Path,
     start: float,
+    wandb_own: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     precision, why = choose_precision(
         cfg.trainer.get("precision", "32-true"),
@@ -416,8 +475,9 @@ def _fit_and_test(
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision
     )
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:  # W&B: flat keys, with the code version and the split files' hashes
+        lg.log_hyperparams(run_record(resolved, dm.split_files()) if is_wandb(lg) else resolved)
 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if trainer.interrupted:
@@ -426,6 +486,7 @@ def _fit_and_test(
         )
 
     metrics: dict[str, Any] = {}
+    per, figures = None, []
     if cfg.get("test"):
         # the checkpoint callback that keeps the best model (the other one keeps the last epoch)
         ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
@@ -470,7 +531,6 @@ def _fit_and_test(
         figures = write_split_outputs(
             out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
-        log_figures_to_wandb(loggers, figures)
     metrics["trainer/world_size"] = int(trainer.world_size)
     # how the processes were started: LightningEnvironment (local), SLURMEnvironment (srun), ...
     env = getattr(trainer.strategy, "cluster_environment", None)
@@ -482,8 +542,50 @@ def _fit_and_test(
     metrics["wall_time_s"] = round(time.time() - start, 1)
     metrics.update(peak_memory_mb())
     metrics.update(module.describe())
+    wandb_loggers = [  # WANDB_MODE=disabled: a run that records nothing
+        lg for lg in loggers if is_wandb(lg) and not getattr(lg.experiment, "disabled", False)
+    ] if trainer.is_global_zero else []  # fmt: skip
+    for lg in wandb_loggers:  # where the run is in W&B, for the ensemble and the tables
+        metrics.update({"wandb/run_id": lg.experiment.id, "wandb/name": lg.experiment.name,
+                        "wandb/group": lg.experiment.group})  # fmt: skip
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         write_json(out_dir / "metrics.json", metrics)
         print_metrics(metrics)
         log.info("Run folder: %s", out_dir)
+        for lg in wandb_loggers:
+            _finish_wandb(
+                lg.experiment, module, dm, out_dir, metrics, per, figures, wandb_own or {}
+            )
     return metrics
+
+
+def _finish_wandb(
+    run: Any,
+    module: MultiTaskModule,
+    dm: MedDataModule,
+    out_dir: Path,
+    metrics: dict[str, Any],
+    per: Any,
+    figures: list[Path],
+    own: dict[str, Any],
+) -> None:
+    """The test table and masks, the figures, the summary and, with ``log_model``, the model
+    artifact."""
+    n = own.get("n_images", N_IMAGES)
+    samples = module.test_samples() if per is not None and module.samples else None
+    guarded("log the test predictions",
+            lambda: log_evaluation(run, out_dir, "test", metrics, per, samples, n, figures))  # fmt: skip
+    best = metrics.get("best_ckpt")
+    if own.get("log_model") and best:
+
+        def artifact() -> None:
+            onnx = None
+            if own.get("log_onnx"):
+                from medmtl.inference.export import export_onnx
+
+                onnx = export_onnx(best, out_dir / "model.onnx")
+            log_model_artifact(run, run.name, Path(best), out_dir, metrics, dm.split_files(), onnx)
+
+        guarded("log the model artifact", artifact)
+    elif own.get("log_model"):
+        log.warning("logger.wandb.log_model=true: no best checkpoint to log (a debug run?).")
