@@ -147,8 +147,8 @@ def adapt_to_inputs(
 
 def model_folder(opts: dict[str, Any]) -> dict[str, Any]:
     """``model=<folder>``: a model folder (a downloaded W&B model artifact) as the model it
-    holds: its ``model.onnx`` on ONNX Runtime, or its ``model.ckpt`` on PyTorch (also when
-    ``adapt=bn`` or ``explain=`` need PyTorch, or ``backend=torch`` is given with it)."""
+    holds: its ``model.onnx`` on ONNX Runtime, else its ``model.ckpt`` on PyTorch (also when
+    ``adapt=bn`` or ``explain=`` need PyTorch and the folder has both)."""
     folder = Path(str(opts.get("model") or ""))
     if not opts.get("model") or not folder.is_dir():
         return opts
