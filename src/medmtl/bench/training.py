@@ -222,6 +222,7 @@ def wandb_overhead(busi_root: Path | None, cache_dir: Path, tiny: bool = False) 
     import os
     import statistics
     import tempfile
+    from unittest import mock
 
     from omegaconf import open_dict
 
@@ -240,24 +241,18 @@ def wandb_overhead(busi_root: Path | None, cache_dir: Path, tiny: bool = False) 
     base += ["seed=0", "trainer.precision=32-true", f"paths.cache_dir={cache_dir}"]
     kinds = {"without W&B": ["logger=csv"], "with W&B media": ["logger=wandb"]}
     times: dict[str, list[float]] = {k: [] for k in kinds}
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT", "WANDB_DATA_DIR")}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DATA_DIR=tmp)
-        try:
-            for r in range(repeats):
-                for kind, extra in kinds.items():
-                    cfg = compose("train", base + extra)
-                    with open_dict(cfg):
-                        cfg.paths.output_dir = str(Path(tmp) / f"{len(times[kind])}_{r}_{kind}")
-                    start = time.perf_counter()
-                    train(cfg)
-                    times[kind].append(time.perf_counter() - start)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DATA_DIR=tmp),
+    ):
+        for r in range(repeats):
+            for kind, extra in kinds.items():
+                cfg = compose("train", base + extra)
+                with open_dict(cfg):
+                    cfg.paths.output_dir = str(Path(tmp) / f"{len(times[kind])}_{r}_{kind}")
+                start = time.perf_counter()
+                train(cfg)
+                times[kind].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "runs": times,

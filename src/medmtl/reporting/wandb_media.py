@@ -2,8 +2,7 @@
 true masks as W&B segmentation media (the UI toggles each over the scan), the per-image
 predictions as a sortable ``wandb.Table`` and any rendered table (``medmtl-tables``).
 
-``wandb`` is imported only here and only when something is logged: medmtl without W&B never
-loads it.
+``wandb`` is imported only when something is logged: medmtl without W&B never loads it.
 """
 
 from __future__ import annotations
@@ -45,16 +44,23 @@ def _mask(mask: np.ndarray) -> dict[str, Any]:
     return {"mask_data": (np.asarray(mask) > 0).astype(np.uint8), "class_labels": MASK_LABELS}
 
 
+def _number_or_text(text: str) -> Any:
+    """A CSV cell as a number where it is one, else its text (a label, a cell with its CI)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _cell(column: str, text: str) -> Any:
     if column in TEXT_COLUMNS:
         return text
     if text == "":
         return None
-    try:
-        value = float(text)
-    except ValueError:  # a metadata column (Device, Side, ...): text
-        return text
-    return int(value) if value.is_integer() and column.endswith("pixels") else value
+    value = _number_or_text(text)  # metadata columns (Device, Side, ...) stay text
+    if isinstance(value, float) and value.is_integer() and column.endswith("pixels"):
+        return int(value)
+    return value
 
 
 def predictions_table(predictions_csv: str | Path, masks: Mapping[str, np.ndarray] | None) -> Any:
@@ -79,19 +85,22 @@ def predictions_table(predictions_csv: str | Path, masks: Mapping[str, np.ndarra
     return wandb.Table(columns=columns, data=data)
 
 
-def text_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
-    """A ``wandb.Table`` of rendered cells (numbers where a cell is one, else its text)."""
+def text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
+    """A ``wandb.Table`` of a rendered CSV's cells (numbers where a cell is one, else its
+    text; empty cells stay empty)."""
     import wandb
 
-    def cell(v: Any) -> Any:
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        try:
-            return float(v) if isinstance(v, str) and v.strip() else v
-        except ValueError:
-            return v
+    def cell(text: str) -> Any:
+        return _number_or_text(text) if text.strip() else text
 
     return wandb.Table(columns=list(columns), data=[[cell(v) for v in r] for r in rows])
+
+
+def figure_media(paths: Sequence[Path]) -> dict[str, Any]:
+    """Saved figures as W&B images, ``figures/<file stem>``."""
+    import wandb
+
+    return {f"figures/{p.stem}": wandb.Image(str(p)) for p in paths}
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -60,10 +60,8 @@ def log_tables_to_wandb(
     Holm-corrected significance) as a ``wandb.Table`` and its figures, in one summary run
     (job_type tables) of the sweep's W&B group (the group its runs recorded, else the sweep
     folder). Returns the run's id."""
-    import wandb
-
     from medmtl.data.manifest import read_csv_rows
-    from medmtl.reporting.wandb_media import text_table
+    from medmtl.reporting.wandb_media import figure_media, text_table
     from medmtl.workflows.wandb_runs import code_version, open_run, recorded_identity, sweep_group
 
     root = Path(multirun_dir)
@@ -82,13 +80,7 @@ def log_tables_to_wandb(
                           "written.") from exc  # fmt: skip
     try:
         media = {f"tables/{table.kind}": text_table(header, [[r[h] for h in header] for r in rows])}
-        media.update(
-            {
-                f"figures/{p.stem}": wandb.Image(str(p))
-                for k, p in files.items()
-                if p.suffix == ".png"
-            }  # fmt: skip
-        )
+        media.update(figure_media([p for p in files.values() if p.suffix == ".png"]))
         run.log(media)
         return str(run.id)
     finally:

@@ -40,7 +40,7 @@ from medmtl.errors import ConfigError
 from medmtl.inference.core import ARTIFACT_CKPT, ARTIFACT_ONNX
 from medmtl.metrics import dice_iou
 from medmtl.reporting.per_image import PerImage, masks_in_order
-from medmtl.reporting.wandb_media import masked_image, predictions_table, scalars
+from medmtl.reporting.wandb_media import figure_media, masked_image, predictions_table, scalars
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +299,8 @@ def log_evaluation(
     """The split's per-image table (one row per image of ``predictions_<split>.csv``, with a
     thumbnail and both masks when the model segments), its first ``n_images`` scans with
     their masks, the figures, and the metrics in the run's summary."""
-    import wandb
-
     csv_path = out_dir / f"predictions_{split}.csv"
-    media: dict[str, Any] = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures}
+    media: dict[str, Any] = figure_media(figures)
     if per is not None and csv_path.is_file():
         masks = None
         if samples is not None and "pred_mask" in samples:
