@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,25 @@ TINY_MODEL = [
     # timing can go either way, and tests that compare two runs need both in one precision
     "trainer.precision=32-true",
 ]
+
+
+def run_cli(
+    command: str,
+    *args: str,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> subprocess.CompletedProcess:
+    """``medmtl-<command> args...`` in a subprocess, as a user runs it (``python -m
+    medmtl.cli.<command>``), with its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", f"medmtl.cli.{command}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def busi_location() -> Path:

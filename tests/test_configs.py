@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from medmtl.config import CONFIG_DIR
+from medmtl.config import compose as compose_config
 from medmtl.workflows.train import model_kwargs
 
 CONF = Path(CONFIG_DIR)
@@ -77,11 +79,25 @@ def test_other_entry_configs_compose(name):
     assert cfg.paths.root_dir
 
 
-def test_default_seed_and_seg_weight_convention():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["seed=0", "loss.seg_weight=0.3"])
-    assert cfg.seed == 0 and cfg.loss.seg_weight == 0.3
+def test_loss_defaults_live_in_the_schema_alone():
+    """The composed config, the loss built without settings and a checkpoint missing a key all
+    take the schema's defaults; the schema checks type and range, composing refuses a new key."""
+    from medmtl.errors import ConfigError
+    from medmtl.settings import LossSettings
+    from medmtl.training.losses import MultiTaskLoss
+
+    cfg = compose_config("train")
+    assert OmegaConf.to_container(cfg.loss) == LossSettings().to_dict()
+    assert cfg.loss.seg_weight == MultiTaskLoss().seg_weight == LossSettings().seg_weight
+    assert MultiTaskLoss(presence_weight=0.2).deep_supervision_weight == 0.5  # the schema's
+    assert compose_config("train", ["loss=uncertainty"]).loss.weighting == "uncertainty"
+    with pytest.raises(ConfigCompositionException, match="seg_wieght"):
+        compose_config("train", ["loss.seg_wieght=0.5"])
+    for bad in ("abc", 1.5, True):
+        with pytest.raises(ConfigError, match=f"loss.seg_weight={bad}: λ must be a number in"):
+            LossSettings.from_dict({"seg_weight": bad})
+    with pytest.raises(ConfigError, match="unknown setting.*seg_wieght"):
+        LossSettings.from_dict({"seg_wieght": 0.5})
 
 
 def test_one_output_root_moves_runs_sweeps_caches_and_split_files(monkeypatch):

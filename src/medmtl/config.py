@@ -1,11 +1,14 @@
 """Where the configs are (``conf/`` of the checkout), the ``medmtl_root`` and ``medmtl_fold_tag``
-resolvers, and composing a config outside a Hydra run."""
+resolvers, the groups' typed schemas (:mod:`medmtl.settings`), and composing a config outside a
+Hydra run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from medmtl.settings import register as register_schemas
 
 
 def project_root() -> Path:
@@ -34,6 +37,7 @@ if not OmegaConf.has_resolver("medmtl_root"):
     OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
 if not OmegaConf.has_resolver("medmtl_fold_tag"):
     OmegaConf.register_new_resolver("medmtl_fold_tag", fold_tag)
+register_schemas()  # the groups' YAML files start from these (``defaults: [schema, _self_]``)
 
 
 def compose(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.conftest import run_cli
 
 CASES = [
     ("train", ["data.image_size=100"], "data.image_size=100"),
@@ -39,13 +38,7 @@ CASES = [
 def test_one_line_and_exit_2(command, args, says, tmp_path):
     if command in ("train", "eval"):  # the run folder Hydra makes goes to the test's folder
         args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
-    res = subprocess.run(
-        [sys.executable, "-m", f"medmtl.cli.{command}", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    res = run_cli(command, *args, timeout=300, cwd=tmp_path)
     assert res.returncode == 2, (res.stdout[-2000:], res.stderr[-2000:])
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error: ")]
     assert len(errors) == 1 and says in errors[0], res.stderr[-2000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from PIL import Image
 from medmtl.data.datamodule import MedDataModule
 from medmtl.data.index import index_class_folders
 from medmtl.errors import DataError
+from tests.conftest import run_cli
 
 CLASSES = ("normal", "benign", "malignant")
 
@@ -123,12 +123,7 @@ def test_truncated_and_unreadable_files_are_all_reported(good_root, tmp_path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.data", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("data", *args, timeout=300)
 
 
 def test_cli_missing_root_is_one_line_exit_2(tmp_path):

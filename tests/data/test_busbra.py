@@ -13,6 +13,7 @@ from medmtl.data.busbra import BusbraSplit, index_busbra
 from medmtl.data.datamodule import MedDataModule
 from medmtl.data.splits import kfold_train_val
 from medmtl.errors import ConfigError, DataError
+from tests.conftest import run_cli
 
 
 def _rows(path):
@@ -108,22 +109,14 @@ def test_bad_folds_and_files_are_named(busbra, tmp_path):
 
 
 def test_audit_of_bus_bra(busbra, tmp_path):
-    import subprocess
-    import sys
 
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.data",
-            "audit",
-            "data=busbra",
-            f"data.root={busbra}",
-            f"paths.output_root={tmp_path}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "data",
+        "audit",
+        "data=busbra",
+        f"data.root={busbra}",
+        f"paths.output_root={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         timeout=300,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

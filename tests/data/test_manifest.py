@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from medmtl.data.datamodule import MedDataModule
 from medmtl.data.phantom import ensure_phantom
 from medmtl.data.splits import kfold_train_val
 from medmtl.errors import DataError
+from tests.conftest import run_cli
 
 COUNTS = {"normal": 8, "benign": 16, "malignant": 16}
 HEADER = ["path", "masks", "diagnosis", "patient", "device"]
@@ -158,21 +157,15 @@ def test_every_bad_row_is_named_and_all_are_reported_together(listed, tmp_path):
     assert "line 6: the 'patient' column is empty" in msg and "(and 1 more)" in msg
     assert not (tmp_path / "split.json").exists()  # nothing was written
     # the audit lists every one of them, index and file problems alike, and exits 1
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.data",
-            "audit",
-            "data=manifest",
-            f"data.manifest={bad}",
-            "data.classes=[benign,malignant]",
-            *(f"data.columns.{k}={v}" for k, v in COLUMNS.items()),
-            f"data.split_file={tmp_path / 'split.json'}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "data",
+        "audit",
+        "data=manifest",
+        f"data.manifest={bad}",
+        "data.classes=[benign,malignant]",
+        *(f"data.columns.{k}={v}" for k, v in COLUMNS.items()),
+        f"data.split_file={tmp_path / 'split.json'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         timeout=300,
     )
     assert res.returncode == 1, res.stderr[-2000:]

@@ -17,7 +17,7 @@ from PIL import Image
 from medmtl.inference.core import load_for_model, predict_batch, predict_paths
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.metrics import entropy
-from tests.conftest import DICOM_DIR
+from tests.conftest import DICOM_DIR, run_cli
 
 BUSI_FILES = ["benign/benign (1).png", "malignant/malignant (10).png", "normal/normal (5).png"]
 
@@ -164,12 +164,6 @@ def test_empty_mask_gate_in_torch_and_onnx(backend, tiny_ckpt, images, tmp_path)
     assert np.abs(seg_t - seg_o).max() <= 1e-4 and np.abs(cls_t - cls_o).max() <= 1e-4
 
 
-def _cli(*args: str, module: str = "medmtl.cli.predict") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600
-    )
-
-
 def test_bad_input_folder(tiny_ckpt, busi, tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
@@ -180,7 +174,7 @@ def test_bad_input_folder(tiny_ckpt, busi, tmp_path):
     del ds.PixelData
     ds.save_as(inp / "nopixels.dcm")
     out = tmp_path / "out"
-    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={out}")
+    res = run_cli("predict", f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={out}")
     assert res.returncode == 1
     assert (
         "1 image(s) predicted" in res.stdout
@@ -197,7 +191,9 @@ def test_not_a_medmtl_checkpoint_or_onnx_and_empty_folder(tmp_path):
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {}}, other)
     (tmp_path / "empty").mkdir()
-    res = _cli(f"ckpt_path={other}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}")
+    res = run_cli(
+        "predict", f"ckpt_path={other}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"
+    )
     assert res.returncode == 2 and "not from medmtl-train" in res.stderr
     import onnx
     from onnx import TensorProto, helper
@@ -209,20 +205,25 @@ def test_not_a_medmtl_checkpoint_or_onnx_and_empty_folder(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
     )
     onnx.save(helper.make_model(graph), tmp_path / "other.onnx")
-    res = _cli(
-        f"model={tmp_path / 'other.onnx'}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"
+    res = run_cli(
+        "predict",
+        f"model={tmp_path / 'other.onnx'}",
+        f"input={tmp_path / 'empty'}",
+        f"out={tmp_path / 'o'}",
     )
     assert res.returncode == 2 and "not one exported by medmtl-export" in res.stderr
 
 
 def test_empty_folder_and_output_inside_input(tiny_ckpt, tmp_path, busi):
     (tmp_path / "empty").mkdir()
-    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}")
+    res = run_cli(
+        "predict", f"ckpt_path={tiny_ckpt}", f"input={tmp_path / 'empty'}", f"out={tmp_path / 'o'}"
+    )
     assert res.returncode == 2 and "no image files to predict" in res.stderr
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(busi / BUSI_FILES[0], inp / "x.png")
-    res = _cli(f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={inp / 'pred'}")
+    res = run_cli("predict", f"ckpt_path={tiny_ckpt}", f"input={inp}", f"out={inp / 'pred'}")
     assert res.returncode == 2 and "inputs are never overwritten" in res.stderr
     assert f"out={inp / 'pred'} is the input folder" in res.stderr  # predict's option name
     assert sorted(p.name for p in inp.iterdir()) == ["x.png"]
@@ -311,7 +312,8 @@ def test_links_huge_images_and_faults_cost_only_their_own_image(backend, busi, t
 )
 def test_invalid_options_are_refused_before_anything_runs(option, message, busi, tmp_path):
     # the checkpoint does not exist: the option is refused before the model is looked at
-    res = _cli(
+    res = run_cli(
+        "predict",
         f"ckpt_path={tmp_path / 'none.ckpt'}",
         f"input={busi / BUSI_FILES[0]}",
         f"out={tmp_path / 'o'}",
@@ -336,8 +338,11 @@ def test_unusable_out_folder_is_one_line(busi, tmp_path):
         (a_file / "sub", "cannot write there"),
         (read_only, "cannot write there"),
     ):
-        res = _cli(
-            f"ckpt_path={tmp_path / 'none.ckpt'}", f"input={busi / BUSI_FILES[0]}", f"out={out}"
+        res = run_cli(
+            "predict",
+            f"ckpt_path={tmp_path / 'none.ckpt'}",
+            f"input={busi / BUSI_FILES[0]}",
+            f"out={out}",
         )
         assert res.returncode == 2, res.stderr
         assert message in res.stderr and "Traceback" not in res.stderr
@@ -359,9 +364,9 @@ def test_onnx_backend_needs_no_torch_lightning_or_hydra(tiny_ckpt, busi, tmp_pat
 
 
 def test_export_cli_and_compare_cli(tiny_ckpt, tiny_run, busi, tmp_path, make_cfg):
-    res = _cli(f"ckpt_path={tiny_ckpt}", f"out={tmp_path / 'e.onnx'}", module="medmtl.cli.export")
+    res = run_cli("export", f"ckpt_path={tiny_ckpt}", f"out={tmp_path / 'e.onnx'}")
     assert res.returncode == 0 and (tmp_path / "e.onnx").stat().st_size > 10_000
-    res = _cli(f"ckpt_path={tiny_ckpt}", "format=tflite", module="medmtl.cli.export")
+    res = run_cli("export", f"ckpt_path={tiny_ckpt}", "format=tflite")
     assert res.returncode == 2 and "format=tflite is not supported" in res.stderr
     # a second, single-task model on the same data for the side-by-side comparison
     from medmtl.workflows.train import train
@@ -372,13 +377,7 @@ def test_export_cli_and_compare_cli(tiny_ckpt, tiny_run, busi, tmp_path, make_cf
     )
     stl = next((tmp_path / "stl" / "checkpoints").glob("epoch*.ckpt"))
     fig = tmp_path / "cmp.png"
-    res = _cli(
-        f"ckpt_paths=[{stl},{tiny_ckpt}]",
-        "split=test",
-        "n=4",
-        f"out={fig}",
-        module="medmtl.cli.compare",
-    )
+    res = run_cli("compare", f"ckpt_paths=[{stl},{tiny_ckpt}]", "split=test", "n=4", f"out={fig}")
     assert res.returncode == 0, res.stderr
     with Image.open(fig) as im:
         assert im.size[0] > im.size[1] / 2 and fig.stat().st_size > 20_000
@@ -425,18 +424,12 @@ def test_predict_the_images_a_manifest_lists_and_keep_its_columns(tiny_ckpt, tmp
         w.writeheader()
         w.writerows(rows)
     out = tmp_path / "out"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.predict",
-            f"ckpt_path={tiny_ckpt}",
-            f"input={listing}",
-            f"out={out}",
-            "image_column=path",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "predict",
+        f"ckpt_path={tiny_ckpt}",
+        f"input={listing}",
+        f"out={out}",
+        "image_column=path",
         timeout=300,
     )
     # a listed file is missing: it is listed, the others go on, and the exit status says so
@@ -468,7 +461,7 @@ def test_adapt_bn_predicts_a_folder_with_its_own_statistics(tiny_ckpt, images, t
         assert len(rows[adapt]) == 3
     probs = {a: [[float(r[k]) for k in r if k.startswith("prob_")] for r in rows[a]] for a in rows}
     assert not np.allclose(probs["none"], probs["bn"], atol=1e-4)  # the statistics changed
-    res = _cli("backend=onnx", f"model={tmp_path / 'm.onnx'}", f"input={folder}",
+    res = run_cli("predict", "backend=onnx", f"model={tmp_path / 'm.onnx'}", f"input={folder}",
                f"out={tmp_path / 'o'}", "adapt=bn")  # fmt: skip
     assert res.returncode == 2 and "adapt=bn re-estimates" in res.stderr
     assert not (tmp_path / "o").exists()

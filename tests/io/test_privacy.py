@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pydicom
 import pytest
 
 from medmtl.io import read_image
-from tests.conftest import DICOM_DIR
+from tests.conftest import DICOM_DIR, run_cli
 
 PHI = {
     "PatientName": "Doe^Jane",
@@ -47,18 +44,8 @@ def test_metadata_record_has_no_phi(phi_dicom):
 
 def test_preprocess_outputs_and_logs_have_no_phi(phi_dicom, tmp_path):
     out = tmp_path / "out"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.preprocess",
-            f"input={phi_dicom.parent}",
-            f"output={out}",
-            "compare=true",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = run_cli(
+        "preprocess", f"input={phi_dicom.parent}", f"output={out}", "compare=true", timeout=300
     )
     assert res.returncode == 0, res.stderr
     files = list(out.rglob("*"))

@@ -96,7 +96,9 @@ def test_csv_round_trip_and_known_values(tmp_path):
     q = read_predictions(write_predictions(tmp_path / "p.csv", p))
     assert q.ids == p.ids and q.classes == p.classes
     a, b = metrics_dict(p), metrics_dict(q)
-    assert a.keys() == b.keys() and all(_close(a[k], b[k], 1e-12) for k in a)
+    assert a.keys() == b.keys()
+    assert {f"test/{k}" for k in ("cls_acc", "cls_f1", "cls_auc", "seg_dice")} <= a.keys()
+    assert all(_close(a[k], b[k], 1e-12) for k in a)
     # hand-made: 2 images, one right, one wrong; one lesion hit exactly, one normal left empty
     h = PerImage(
         ["a", "b"],
@@ -165,10 +167,10 @@ def test_subset_cuts_every_per_image_field():
     keep = [i % 2 == 0 for i in range(12)]
     part = subset(full, keep)
     assert len(part) == 6
-    for f in fields(part):
-        value = getattr(part, f.name)
-        if isinstance(value, np.ndarray):
-            assert len(value) == 6, f.name
+    arrays = {f.name: getattr(part, f.name) for f in fields(part)}
+    arrays = {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    assert {"label", "prob", "tp", "gt", "pred", "answer_set"} <= arrays.keys()
+    assert {k: len(v) for k, v in arrays.items()} == dict.fromkeys(arrays, 6)
     assert np.array_equal(part.answer_set, sets[::2])
     assert part.meta["Device"] == ["a"] * 6
     m = compute_metrics(part)

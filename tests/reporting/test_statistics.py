@@ -42,6 +42,7 @@ def test_resample_weights_are_draws_with_replacement():
 def test_identical_runs_differ_by_zero_with_p_one():
     a = make_run(seed=3)
     diffs = paired_differences([a], [a], ["cls_acc", "seg_dice", "cls_auc"], paired=True)
+    assert set(diffs) == {"cls_acc", "seg_dice", "cls_auc"}
     for d in diffs.values():
         assert d.ci.value == 0 and d.ci.low == 0 and d.ci.high == 0
         assert d.p == 1.0

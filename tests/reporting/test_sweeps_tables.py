@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from omegaconf import OmegaConf
 from medmtl.config import CONFIG_DIR
 from medmtl.reporting.tables import COLUMN_SETS, Run, build_table, collect_runs, table_cells
 from medmtl.workflows.train import model_kwargs
-from tests.conftest import TINY_MODEL, TINY_PHANTOM
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
 NOT_SWEEPS = {"demo", "busi_cpu", "busi_cpu_single", "busi_busbra_cpu", "cpu_member"}  # recipes
@@ -26,19 +25,13 @@ EXPERIMENTS = sorted(
 
 
 def _train_multirun(sweep_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            "-m",
-            *TINY,
-            f"paths.cache_dir={cache}",
-            f"hydra.sweep.dir={sweep_dir}",
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
+    return run_cli(
+        "train",
+        "-m",
+        *TINY,
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
         timeout=900,
     )
 
@@ -160,12 +153,7 @@ def test_unrelated_settings_rows_are_named_by_what_they_set(tmp_path):
 
 def test_tables_cli_writes_md_csv_tex_and_refuses_the_study_for_phantom_runs(sweep, tmp_path):
     def tables(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "medmtl.cli.tables", str(sweep), "--out", str(tmp_path), *extra],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return run_cli("tables", str(sweep), "--out", str(tmp_path), *extra, timeout=300)
 
     res = tables("--reference", "study")
     assert res.returncode == 2 and "phantom" in res.stderr and "Traceback" not in res.stderr
@@ -199,19 +187,13 @@ def test_failing_job_is_marked_and_sweep_goes_on(tmp_path, cache_dir):
     ok_row = next(t for t in texts if "resnet18" in t[0])
     assert ok_row[1] not in ("failed", "—")
     assert any("resnet19" in p for p in table.problems)
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.tables", str(out)], capture_output=True, text=True
-    )
+    res = run_cli("tables", str(out))
     assert res.returncode == 1 and "NOT IN TABLE" in res.stderr and "| failed |" in res.stdout
 
 
 def test_tables_bad_input(tmp_path, sweep):
     def run(path):
-        return subprocess.run(
-            [sys.executable, "-m", "medmtl.cli.tables", str(path), "--out", str(tmp_path / "t")],
-            capture_output=True,
-            text=True,
-        )
+        return run_cli("tables", str(path), "--out", str(tmp_path / "t"))
 
     res = run(tmp_path / "missing")
     assert res.returncode == 2 and "multirun folder not found" in res.stderr
@@ -230,18 +212,7 @@ def test_tables_bad_input(tmp_path, sweep):
 
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            "experiment=table_lamda",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_cli("train", "experiment=table_lamda", f"hydra.run.dir={tmp_path}", timeout=300)
     assert (
         res.returncode != 0
         and "experiment/table_lamda" in res.stderr
@@ -313,19 +284,13 @@ def test_optuna_two_trials(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_ddp_cpu_fast_dev_run(tmp_path, cache_dir):
     run_dir = tmp_path / "ddp"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            *TINY,
-            "trainer=ddp_cpu",
-            "debug=fast_dev_run",
-            f"paths.cache_dir={cache_dir}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "train",
+        *TINY,
+        "trainer=ddp_cpu",
+        "debug=fast_dev_run",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
         timeout=900,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -337,18 +302,12 @@ def test_ddp_cpu_fast_dev_run(tmp_path, cache_dir):
 def test_ddp_eval_matches_single_process(tiny_ckpt, tmp_path):
     def evaluate(*extra: str) -> dict:
         run_dir = tmp_path / ("ddp" if extra else "single")
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "medmtl.cli.eval",
-                f"ckpt_path={tiny_ckpt}",
-                "split=test",
-                f"hydra.run.dir={run_dir}",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
+        res = run_cli(
+            "eval",
+            f"ckpt_path={tiny_ckpt}",
+            "split=test",
+            f"hydra.run.dir={run_dir}",
+            *extra,
             timeout=900,
         )
         assert res.returncode == 0, res.stderr[-3000:]

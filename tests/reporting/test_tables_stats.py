@@ -7,8 +7,6 @@ from them), so every expected number is known.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from medmtl.reporting.tables import (
     table_cells,
 )
 from medmtl.workflows.tables import write_tables
+from tests.conftest import run_cli
 from tests.reporting.test_statistics import make_run
 
 
@@ -115,22 +114,14 @@ def test_baseline_comparison_marks_what_is_significant(lambda_sweep, tmp_path):
 
 
 def test_unknown_baseline_lists_the_rows(lambda_sweep):
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.tables", str(lambda_sweep), "--baseline", "λ=0.5"],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("tables", str(lambda_sweep), "--baseline", "λ=0.5")
     assert res.returncode == 2 and "'λ=0.7'" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_reference_study_refused_for_other_data(tmp_path):
     fake_run(tmp_path / "0", {"loss.seg_weight": "0.3"}, 0.8, 0.7, 0, {"data/name": "phantom"})
     fake_run(tmp_path / "1", {"loss.seg_weight": "0.7"}, 0.8, 0.7, 1, {"data/name": "phantom"})
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.tables", str(tmp_path), "--reference", "study"],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("tables", str(tmp_path), "--reference", "study")
     assert res.returncode == 2 and "phantom" in res.stderr and "BUSI" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import medmtl.training.precision as prec
+from tests.conftest import run_cli
 
 
 class _Net(nn.Module):
@@ -56,27 +57,19 @@ def test_bf16_training_with_test_time_flip_is_tested(tmp_path, cache_dir):
     """bf16-mixed (what auto picks where bf16 gains): the test step's mirror disagreement is
     computed on bf16 outputs, which numpy cannot hold (a fold of a real sweep died there)."""
     import json
-    import subprocess
-    import sys
 
     from tests.conftest import TINY_MODEL, TINY_PHANTOM
 
     run = tmp_path / "run"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            *TINY_PHANTOM,
-            *TINY_MODEL,
-            "trainer.max_epochs=1",
-            "trainer.precision=bf16-mixed",
-            "tta=true",
-            f"paths.cache_dir={cache_dir}",
-            f"hydra.run.dir={run}",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "train",
+        *TINY_PHANTOM,
+        *TINY_MODEL,
+        "trainer.max_epochs=1",
+        "trainer.precision=bf16-mixed",
+        "tta=true",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={run}",
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]

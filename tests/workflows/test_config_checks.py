@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from medmtl.errors import ConfigError
 from medmtl.workflows.train import train
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, run_cli
 
 # a data folder that does not exist: a setting refused first was checked before any data
 NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
@@ -59,18 +56,8 @@ def test_bad_setting_refused_before_the_data(setting, message, tmp_path, cache_d
 
 
 def test_cli_bad_setting_is_one_line_exit_2(tmp_path):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            *NO_DATA,
-            "data.image_size=100",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = run_cli(
+        "train", *NO_DATA, "data.image_size=100", f"hydra.run.dir={tmp_path / 'run'}", timeout=300
     )
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
@@ -83,12 +70,7 @@ def test_cli_bad_setting_is_one_line_exit_2(tmp_path):
 def test_cli_run_folder_that_is_a_file(tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("x")
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.train", *NO_DATA, f"hydra.run.dir={taken}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = run_cli("train", *NO_DATA, f"hydra.run.dir={taken}", timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr and "is an existing file" in res.stderr
     assert taken.read_text() == "x"

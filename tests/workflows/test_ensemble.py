@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from medmtl.reporting.per_image import read_predictions
 from medmtl.workflows.ensemble import ensemble
-from tests.conftest import train_tiny
+from tests.conftest import run_cli, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +42,8 @@ def test_ensemble_of_one_run_equals_the_run(tiny_run, tmp_path):
 def test_two_runs_average_and_export(tiny_run, second_run, tmp_path, cache_dir):
     out = tmp_path / "ens"
     onnx_path = tmp_path / "ens.onnx"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.ensemble",
-            str(tiny_run),
-            str(second_run),
-            f"out={out}",
-            f"export={onnx_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    res = run_cli(
+        "ensemble", str(tiny_run), str(second_run), f"out={out}", f"export={onnx_path}", timeout=600
     )
     assert res.returncode == 0, res.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
@@ -68,18 +56,12 @@ def test_two_runs_average_and_export(tiny_run, second_run, tmp_path, cache_dir):
     img = sorted((cache_dir / "phantom").rglob("*.png"))
     img = next(p for p in img if "_mask" not in p.name)
     pred_out = tmp_path / "pred"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.predict",
-            "backend=onnx",
-            f"model={onnx_path}",
-            f"input={img}",
-            f"out={pred_out}",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "predict",
+        "backend=onnx",
+        f"model={onnx_path}",
+        f"input={img}",
+        f"out={pred_out}",
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]

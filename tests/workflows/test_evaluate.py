@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from medmtl.reporting.per_image import (
 )
 from medmtl.reporting.tables import COLUMN_SETS, build_table, collect_runs, table_cells
 from medmtl.workflows.evaluate import class_mapping
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, run_cli
 
 MODEL = ("normal", "benign", "malignant")
 
@@ -180,21 +178,15 @@ def test_a_phantom_model_on_bus_bra(tiny_ckpt, busbra, tmp_path, cache_dir):
 def test_tables_accept_external_evaluations(tiny_ckpt, busbra, tmp_path, cache_dir):
     sweep = tmp_path / "external"
     for job, tta in enumerate(("false", "true")):
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "medmtl.cli.eval",
-                f"ckpt_path={tiny_ckpt}",
-                "data=busbra",
-                f"data.root={busbra}",
-                "split=all",
-                f"tta={tta}",
-                f"paths.cache_dir={cache_dir}",
-                f"hydra.run.dir={sweep / str(job)}",
-            ],
-            capture_output=True,
-            text=True,
+        res = run_cli(
+            "eval",
+            f"ckpt_path={tiny_ckpt}",
+            "data=busbra",
+            f"data.root={busbra}",
+            "split=all",
+            f"tta={tta}",
+            f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={sweep / str(job)}",
             timeout=600,
         )
         assert res.returncode == 0, res.stderr[-3000:]

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
-from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg, run_cli
 
 
 def test_a_run_prints_each_line_once_and_no_advert(tmp_path, cache_dir):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medmtl.cli.train",
-            *TINY_PHANTOM,
-            *TINY_MODEL,
-            "trainer.max_epochs=1",
-            f"paths.cache_dir={cache_dir}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "train",
+        *TINY_PHANTOM,
+        *TINY_MODEL,
+        "trainer.max_epochs=1",
+        f"paths.cache_dir={cache_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]

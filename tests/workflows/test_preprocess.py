@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tests.conftest import DICOM_DIR
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.preprocess", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.conftest import DICOM_DIR, run_cli
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -37,7 +26,7 @@ def _folder(tmp_path: Path) -> Path:
 
 def test_folder_with_a_corrupt_file(tmp_path):
     inp, out = _folder(tmp_path), tmp_path / "out"
-    res = _run(f"input={inp}", f"output={out}", "method=clahe")
+    res = run_cli("preprocess", f"input={inp}", f"output={out}", "method=clahe")
     assert res.returncode == 1  # some refused
     assert (
         "3 image(s) written" in res.stdout
@@ -58,7 +47,8 @@ def test_methods_and_compare_figure(tmp_path):
     outs = {}
     for method in ("none", "he", "clahe"):
         out = tmp_path / method
-        res = _run(
+        res = run_cli(
+            "preprocess",
             f"input={src}",
             f"output={out}",
             f"method={method}",
@@ -76,13 +66,15 @@ def test_methods_and_compare_figure(tmp_path):
 
 
 def test_window_conversion_without_window_is_refused(tmp_path):
-    res = _run(
+    res = run_cli(
+        "preprocess",
         f"input={DICOM_DIR / 'CT_small.dcm'}",
         f"output={tmp_path / 'o'}",
         "conversion.method=window",
     )
     assert res.returncode == 1 and "no WindowCenter/WindowWidth" in res.stderr
-    res = _run(
+    res = run_cli(
+        "preprocess",
         f"input={DICOM_DIR / 'CT_small.dcm'}",
         f"output={tmp_path / 'o2'}",
         "conversion.method=window",
@@ -95,7 +87,7 @@ def test_window_conversion_without_window_is_refused(tmp_path):
 def test_output_folder_is_input_folder(tmp_path):
     inp = _folder(tmp_path)
     for out in (inp, inp / "sub"):
-        res = _run(f"input={inp}", f"output={out}")
+        res = run_cli("preprocess", f"input={inp}", f"output={out}")
         assert res.returncode == 2
         lines = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error:")]
         assert len(lines) == 1 and "inputs are never overwritten" in lines[0]
@@ -103,8 +95,8 @@ def test_output_folder_is_input_folder(tmp_path):
 
 
 def test_missing_input_and_empty_folder(tmp_path):
-    res = _run(f"input={tmp_path / 'nope'}", f"output={tmp_path / 'o'}")
+    res = run_cli("preprocess", f"input={tmp_path / 'nope'}", f"output={tmp_path / 'o'}")
     assert res.returncode == 2 and "input not found" in res.stderr
     (tmp_path / "empty").mkdir()
-    res = _run(f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}")
+    res = run_cli("preprocess", f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}")
     assert res.returncode == 2 and "no image files found" in res.stderr

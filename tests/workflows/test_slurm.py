@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from medmtl.workflows import slurm
-from tests.conftest import TINY_MODEL, TINY_PHANTOM
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "slurm-local"
@@ -130,8 +130,7 @@ def test_sweep_through_slurm_matches_the_local_sweep(slurm_env, tmp_path, cache_
         assert got["test/cls_acc"] == pytest.approx(want["test/cls_acc"], abs=1e-6)
     assert "ensemble/size" in _metrics(sweep / "ensemble")
     assert "Bypassing sacct error" not in res.stderr + res.stdout
-    tables = subprocess.run([sys.executable, "-m", "medmtl.cli.tables", str(sweep)], env=slurm_env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    tables = run_cli("tables", str(sweep), timeout=300, env=slurm_env)
     assert tables.returncode == 0, tables.stderr[-2000:]
     assert "2/2" in (sweep / "tables" / "runs.md").read_text()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from medmtl.models.checkpoint import load_checkpoint
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.evaluate import evaluate
 from medmtl.workflows.train import train
-from tests.conftest import TINY_MODEL, TINY_PHANTOM
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.log_every_n_steps=1"]
 
@@ -302,26 +300,20 @@ def test_short_real_run_on_busi_subset(busi, make_cfg, tmp_path):
     assert sum(map(sum, saved["test/confusion_matrix"])) >= 20
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600
-    )
-
-
 def test_config_typo_exits_nonzero_with_key_named(tmp_path):
-    res = _cli("medmtl.cli.train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}")
+    res = run_cli("train", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}")
     assert res.returncode != 0
     assert "max_epoch" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_unknown_group_option_exits_nonzero(tmp_path):
-    res = _cli("medmtl.cli.train", "model/arch=unett", f"hydra.run.dir={tmp_path}")
+    res = run_cli("train", "model/arch=unett", f"hydra.run.dir={tmp_path}")
     assert res.returncode != 0 and "unett" in res.stderr
 
 
 def test_unknown_encoder_is_one_line(tmp_path, cache_dir):
-    res = _cli(
-        "medmtl.cli.train",
+    res = run_cli(
+        "train",
         *TINY,
         "model.encoder.name=resnet19",
         f"paths.cache_dir={cache_dir}",

@@ -18,7 +18,7 @@ import pytest
 
 from medmtl.errors import ConfigError
 from medmtl.workflows.train import train
-from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg
+from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg, run_cli
 
 WANDB = Path(sys.executable).with_name("wandb")
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=2", "seed=1", "trainer.deterministic=true"]
@@ -179,11 +179,9 @@ def test_the_model_artifact_is_a_model_folder(wb_run, tmp_path):
     for name, drop in (("onnx", None), ("ckpt", "model.onnx")):
         if drop:
             (folder / drop).unlink()
-        res = subprocess.run(
-            [sys.executable, "-m", "medmtl.cli.predict", f"model={folder}", f"input={image}",
-             f"out={tmp_path / name}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        res = run_cli(
+            "predict", f"model={folder}", f"input={image}", f"out={tmp_path / name}", timeout=300
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         assert len(csv_rows(tmp_path / name / "predictions.csv")) == 1
 
@@ -266,10 +264,7 @@ def test_a_sweep_its_ensemble_and_its_table_share_one_group(tmp_path, cache_dir)
     run = of_type(records(sweep / "ensemble"), "run")[0]
     assert run["job_type"] == "ensemble" and run["run_group"] == group
     assert run["display_name"] == "folds-ensemble"
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.tables", str(sweep), "--wandb"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    res = run_cli("tables", str(sweep), "--wandb", timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     recs = records(sweep / "tables")
     run = of_type(recs, "run")[0]
@@ -313,11 +308,13 @@ def test_bad_wandb_options_and_a_folder_without_a_model_are_refused(tmp_path):
         option_request("sometimes", "wandb")
     empty = tmp_path / "not_a_model"
     empty.mkdir()
-    res = subprocess.run(
-        [sys.executable, "-m", "medmtl.cli.predict", f"model={empty}",
-         f"input={_one_image(tmp_path)}", f"out={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    res = run_cli(
+        "predict",
+        f"model={empty}",
+        f"input={_one_image(tmp_path)}",
+        f"out={tmp_path / 'out'}",
+        timeout=300,
+    )
     assert res.returncode != 0
     assert f"model={empty}: a folder without model.onnx or model.ckpt" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -12,7 +12,7 @@ mean segmentation loss of the decoder stages' masks (``seg_aux``). Knowledge dis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -20,10 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmtl.errors import ConfigError
-
-SEG_LOSSES = ("dice_bce", "dice", "bce", "focal", "tversky", "lovasz")
-CLS_LOSSES = ("ce", "focal")
-WEIGHTINGS = ("fixed", "uncertainty")
+from medmtl.settings.checks import choice
+from medmtl.settings.loss import CLS_LOSSES, SEG_LOSSES, LossSettings
 
 
 class DiceBCELoss(nn.Module):
@@ -38,10 +36,9 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + self.bce(logits, target)
 
 
-def build_seg_loss(
-    name: str, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, focal_gamma: float = 2.0
-) -> nn.Module:
-    """Binary segmentation loss on logits (smp implementations)."""
+def build_seg_loss(s: LossSettings) -> nn.Module:
+    """Binary segmentation loss on logits (smp implementations): ``s.seg``."""
+    name = choice("loss.seg", s.seg, SEG_LOSSES)
     if name == "dice_bce":
         return DiceBCELoss()
     if name == "dice":
@@ -49,14 +46,12 @@ def build_seg_loss(
     if name == "bce":
         return nn.BCEWithLogitsLoss()
     if name == "focal":
-        return smp.losses.FocalLoss(mode="binary", gamma=focal_gamma)
+        return smp.losses.FocalLoss(mode="binary", gamma=s.focal_gamma)
     if name == "tversky":
         return smp.losses.TverskyLoss(
-            mode="binary", from_logits=True, alpha=tversky_alpha, beta=tversky_beta
+            mode="binary", from_logits=True, alpha=s.tversky_alpha, beta=s.tversky_beta
         )
-    if name == "lovasz":
-        return smp.losses.LovaszLoss(mode="binary", from_logits=True)
-    raise ConfigError(f"loss.seg={name!r} is unknown; choose one of {', '.join(SEG_LOSSES)}.")
+    return smp.losses.LovaszLoss(mode="binary", from_logits=True)
 
 
 class SoftmaxFocalLoss(nn.Module):
@@ -76,14 +71,11 @@ class SoftmaxFocalLoss(nn.Module):
         return loss.mean()
 
 
-def build_cls_loss(
-    name: str,
-    num_classes: int,
-    label_smoothing: float = 0.0,
-    class_weights: Sequence[float] | None = None,
-    focal_gamma: float = 2.0,
-) -> nn.Module:
-    """Classification loss on logits: cross-entropy (label smoothing, class weights) or focal."""
+def build_cls_loss(s: LossSettings, num_classes: int) -> nn.Module:
+    """Classification loss on logits (``s.cls``): cross-entropy (label smoothing, class
+    weights) or focal."""
+    name = choice("loss.cls", s.cls, CLS_LOSSES)
+    class_weights = s.class_weights
     weight = None
     if class_weights is not None:
         if len(class_weights) != num_classes:
@@ -92,10 +84,8 @@ def build_cls_loss(
             )
         weight = torch.tensor(list(class_weights), dtype=torch.float32)
     if name == "ce":
-        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-    if name == "focal":
-        return SoftmaxFocalLoss(gamma=focal_gamma, weight=weight)
-    raise ConfigError(f"loss.cls={name!r} is unknown; choose one of {', '.join(CLS_LOSSES)}.")
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=s.label_smoothing)
+    return SoftmaxFocalLoss(gamma=s.focal_gamma, weight=weight)
 
 
 def presence_loss(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -143,76 +133,24 @@ def distillation_loss(
     return weights[0] * parts[0] + weights[1] * parts[1]
 
 
-def check_loss_config(loss: dict) -> None:
-    """Refuse unknown loss names and a λ outside [0, 1] (``loss``: the ``loss`` config group)."""
-    for key, known in (("seg", SEG_LOSSES), ("cls", CLS_LOSSES), ("weighting", WEIGHTINGS)):
-        if key in loss and loss[key] not in known:
-            raise ConfigError(
-                f"loss.{key}={loss[key]!r} is unknown; choose one of {', '.join(known)}."
-            )
-    try:
-        lam = float(loss.get("seg_weight", 0.5))
-    except (TypeError, ValueError):
-        lam = float("nan")
-    if not 0.0 <= lam <= 1.0:
-        raise ConfigError(
-            f"loss.seg_weight={loss.get('seg_weight')}: λ must be a number in [0, 1]."
-        )
-    for key in ("presence_weight", "deep_supervision_weight"):
-        try:
-            weight = float(loss.get(key, 0.0))
-        except (TypeError, ValueError):
-            weight = float("nan")
-        if not weight >= 0.0:
-            raise ConfigError(f"loss.{key}={loss.get(key)}: must be a number ≥ 0 (0: off).")
-
-
 class MultiTaskLoss(nn.Module):
     """Combines the task losses; returns the total and the parts for logging."""
 
-    def __init__(
-        self,
-        task: str = "multitask",
-        num_classes: int = 3,
-        seg: str = "dice_bce",
-        cls: str = "ce",
-        seg_weight: float = 0.7,
-        weighting: str = "fixed",
-        label_smoothing: float = 0.0,
-        class_weights: Sequence[float] | None = None,
-        focal_gamma: float = 2.0,
-        tversky_alpha: float = 0.3,
-        tversky_beta: float = 0.7,
-        presence_weight: float = 0.0,
-        deep_supervision_weight: float = 0.0,
-    ) -> None:
+    def __init__(self, task: str = "multitask", num_classes: int = 3, **settings: Any) -> None:
+        """``settings``: the ``loss`` settings (:class:`~medmtl.settings.loss.LossSettings`,
+        whose defaults and checks apply); ``task`` and ``num_classes`` come from the model."""
         super().__init__()
-        check_loss_config(
-            {
-                "seg": seg,
-                "cls": cls,
-                "weighting": weighting,
-                "seg_weight": seg_weight,
-                "presence_weight": presence_weight,
-                "deep_supervision_weight": deep_supervision_weight,
-            }
-        )
+        s = LossSettings.from_dict(settings)
         self.task = task
-        self.seg_weight = float(seg_weight)
-        self.presence_weight = float(presence_weight) if task != "cls" else 0.0
-        self.deep_supervision_weight = float(deep_supervision_weight)
-        self.weighting = weighting
-        self.seg_loss = (
-            build_seg_loss(seg, tversky_alpha, tversky_beta, focal_gamma) if task != "cls" else None
-        )
-        self.cls_loss = (
-            build_cls_loss(cls, num_classes, label_smoothing, class_weights, focal_gamma)
-            if task != "seg"
-            else None
-        )
+        self.seg_weight = s.seg_weight
+        self.presence_weight = s.presence_weight if task != "cls" else 0.0
+        self.deep_supervision_weight = s.deep_supervision_weight
+        self.weighting = s.weighting
+        self.seg_loss = build_seg_loss(s) if task != "cls" else None
+        self.cls_loss = build_cls_loss(s, num_classes) if task != "seg" else None
         self.log_vars = (
             nn.Parameter(torch.zeros(2))
-            if weighting == "uncertainty" and task == "multitask"
+            if s.weighting == "uncertainty" and task == "multitask"
             else None
         )
 

@@ -29,6 +29,7 @@ from medmtl.models.ensemble import combine_views, mirrored_back
 from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings import LossSettings
 from medmtl.training.losses import MultiTaskLoss, distillation_loss
 from medmtl.training.metrics import (
     SegMetrics,
@@ -84,6 +85,8 @@ class MultiTaskModule(L.LightningModule):
         seed: int | None = None,
     ) -> None:
         super().__init__()
+        # the checkpoint keeps the schema's full plain dict (its defaults filled in, checked)
+        loss = LossSettings.from_dict(loss).to_dict()
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.task = model.get("task", "multitask")

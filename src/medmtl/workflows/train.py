@@ -32,6 +32,7 @@ from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
 from medmtl.reporting.summary import print_metrics, write_json
+from medmtl.settings import LossSettings, number
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
@@ -193,19 +194,7 @@ def peak_memory_mb() -> dict[str, float]:
 
 
 def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | None = None) -> Any:
-    value = OmegaConf.select(cfg, key)
-    try:
-        number = kind(value)
-        if kind is int and number != float(value):
-            raise ValueError
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number < low or (high is not None and number > high):
-        span = f"between {low} and {high}" if high is not None else f"{low} or more"
-        raise ConfigError(
-            f"{key}={value}: expected {'an integer' if kind is int else 'a number'} {span}."
-        )
-    return number
+    return number(key, OmegaConf.select(cfg, key), kind, low, high)
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -216,7 +205,6 @@ def check_train_config(cfg: DictConfig) -> None:
     """
     from medmtl.data.datamodule import check_image_size
     from medmtl.models.multitask import check_model_names
-    from medmtl.training.losses import check_loss_config
     from medmtl.training.module import check_optimization
     from medmtl.training.progressive import ProgressiveResize
 
@@ -257,7 +245,7 @@ def check_train_config(cfg: DictConfig) -> None:
     if cfg.model.arch.name == "PAN" and int(cfg.data.image_size) < 128:
         raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
     check_model_names(net_settings(cfg))
-    check_loss_config(OmegaConf.to_container(cfg.loss, resolve=True))
+    LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*_optimization(cfg))
 
 

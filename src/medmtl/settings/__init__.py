@@ -1,0 +1,42 @@
+"""Typed settings: the schema of each config group (one place for each default, type and range).
+
+The dataclasses' defaults are registered with Hydra's ConfigStore as ``<group>/schema``; a
+group's YAML files start from it (``defaults: [schema, _self_]``) and keep only what differs,
+and Hydra's struct mode refuses a key the schema does not have. Types and ranges are checked by
+the dataclass itself (``from_dict``), before any data is read, in medmtl's one-line form
+(``medmtl: error: loss.seg_weight=abc: …``, exit 2) rather than as a composition traceback.
+Checkpoints store the plain dict (``to_dict``), still loadable with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from medmtl.errors import ConfigError
+from medmtl.settings.checks import choice, number
+from medmtl.settings.loss import LossSettings
+
+SCHEMAS: dict[str, type] = {"loss": LossSettings}
+
+__all__ = ["SCHEMAS", "LossSettings", "choice", "known_keys", "number", "register"]
+
+
+def known_keys(group: str, values: dict[str, Any], schema: type) -> dict[str, Any]:
+    """``values`` if every key is a field of ``schema``, else one line naming the unknown ones."""
+    names = [f.name for f in fields(schema)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{group}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}."
+        )
+    return values
+
+
+def register() -> None:
+    """Store every schema's defaults as ``<group>/schema`` in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, schema in SCHEMAS.items():
+        store.store(group=group, name="schema", node=schema().to_dict())
