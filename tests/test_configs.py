@@ -137,3 +137,44 @@ def test_split_file_advice_commits_only_the_repository_s_own(tmp_path):
     assert "commit it" in split_file_advice(project_root() / "splits" / "busi.json")
     other = split_file_advice(tmp_path / ".cache" / "phantom" / "split.json")
     assert "commit" not in other and "keep it" in other
+
+
+@pytest.mark.parametrize("data", ["busi", "busbra", "folder", "manifest", "multi", "phantom"])
+def test_every_data_key_is_described_once_in_the_schema(data):
+    """Each data set's config holds the schema's defaults for what it does not set, and no key
+    the schema does not know; the key lists the code uses come from the schema."""
+    from medmtl.data.datamodule import DATA_KEYS, PREPROCESS_KEYS
+    from medmtl.settings.data import keys, schema_defaults
+    from medmtl.workflows.members import EVAL_DATA_KEYS
+
+    d = OmegaConf.to_container(compose_config("train", [f"data={data}"]).data)
+    assert set(d) <= set(keys())
+    own = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{data}.yaml"))
+    for key, default in schema_defaults().items():
+        if key not in own:
+            assert d[key] == default, key
+    for sub in (d.get("sets") or {}).values():  # data=multi's data sets start from it too
+        assert set(sub) <= set(keys()) and sub["dedup"] == schema_defaults()["dedup"]
+    assert keys("preprocess") == PREPROCESS_KEYS and "image_size" in PREPROCESS_KEYS
+    assert set(keys()) - {"sets", "leave_out"} == DATA_KEYS
+    assert set(EVAL_DATA_KEYS) >= {"image_size", "classes", "split_file", "leave_out"}
+    assert not set(EVAL_DATA_KEYS) & {"batch_size", "augment", "fold", "root", "cache_dir"}
+
+
+def test_data_defaults_are_the_schemas():
+    from medmtl.data.datamodule import LoaderSettings
+    from medmtl.data.splits import SplitSettings
+    from medmtl.data.transforms import train_transform
+    from medmtl.errors import ConfigError
+    from medmtl.preprocess.pipeline import PreprocessSettings
+    from medmtl.settings.data import DATA
+    from medmtl.training.progressive import ProgressiveResize
+
+    assert PreprocessSettings().image_size == DATA.image_size == 160
+    assert PreprocessSettings.from_dict({}) == PreprocessSettings()
+    assert PreprocessSettings().conversion == DATA.conversion
+    assert LoaderSettings.from_dict({}).batch_size == DATA.batch_size
+    assert SplitSettings().seed == DATA.split.seed and SplitSettings().thumb_size == 32
+    assert ProgressiveResize.from_data({}).final_size == DATA.image_size
+    with pytest.raises(ConfigError, match="data.augment.hflipp: not an augmentation setting"):
+        train_transform(64, hflipp=0.5)

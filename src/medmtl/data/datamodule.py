@@ -37,6 +37,8 @@ from medmtl.data.splits import (
 from medmtl.data.transforms import BATCH_AUGMENTS, eval_transform, train_transform
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings.data import DATA, check_image_size
+from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
 SOURCES = ("folder", "phantom", "manifest", "busbra", "multi")
@@ -86,21 +88,6 @@ def split_file_advice(path: Path) -> str:
     )
 
 
-def check_image_size(image_size: object, key: str = "data.image_size") -> None:
-    """The network input side (setting ``key``): a positive multiple of 32 (the encoders
-    downsample by 32)."""
-    try:
-        size = int(image_size)  # type: ignore[arg-type]
-        ok = size == float(image_size) and size >= 32 and size % 32 == 0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        size, ok = 0, False
-    if not ok:
-        raise ConfigError(
-            f"{key}={image_size}: must be a positive multiple of 32 (encoders "
-            f"downsample by 32); try {max(32, round(size / 32) * 32)}."
-        )
-
-
 @dataclass(frozen=True)
 class DataSource:
     """Which data set: its name, where it is and its classes."""
@@ -108,9 +95,9 @@ class DataSource:
     name: str = "busi"
     source: str = "folder"  # see SOURCES
     root: str | None = None  # the data folder (folder, busbra); the manifest's is its CSV's
-    classes: tuple[str, ...] = ("normal", "benign", "malignant")
+    classes: tuple[str, ...] = tuple(DATA.classes)
     mask_optional_classes: tuple[str, ...] = ()  # their images may have no mask (empty mask)
-    drop_empty_classes: bool = False  # train without a class whose folder is empty
+    drop_empty_classes: bool = DATA.drop_empty_classes  # train without an empty class folder
     phantom: dict | None = None  # seed, size, counts of the generated phantom
     manifest: str | None = None  # data=manifest: the CSV that lists the data set
     columns: dict | None = None  # data=manifest: which column holds what (manifest.Columns)
@@ -122,11 +109,11 @@ class DataSource:
 class LoaderSettings:
     """Batches: sizes, loader processes, the threads that fill the cache, class balancing."""
 
-    batch_size: int = 16
+    batch_size: int = DATA.batch_size
     eval_batch_size: int | None = None  # None: batch_size
-    num_workers: int = 0
-    load_workers: int = 2
-    balanced_sampling: bool = False
+    num_workers: int = DATA.num_workers
+    load_workers: int = DATA.load_workers
+    balanced_sampling: bool = DATA.balanced_sampling
     # class name -> how many times more often its images are drawn (e.g. {malignant: 2})
     class_sampling: Mapping[str, float] | None = None
 
@@ -134,11 +121,11 @@ class LoaderSettings:
     def from_dict(cls, d: Mapping[str, Any]) -> LoaderSettings:
         """The loader settings of a data config (``data.batch_size``, ...)."""
         return cls(
-            batch_size=int(d.get("batch_size", 16)),
+            batch_size=int(d.get("batch_size", DATA.batch_size)),
             eval_batch_size=d.get("eval_batch_size"),
-            num_workers=int(d.get("num_workers", 0)),
-            load_workers=int(d.get("load_workers", 2)),
-            balanced_sampling=bool(d.get("balanced_sampling", False)),
+            num_workers=int(d.get("num_workers", DATA.num_workers)),
+            load_workers=int(d.get("load_workers", DATA.load_workers)),
+            balanced_sampling=bool(d.get("balanced_sampling", DATA.balanced_sampling)),
             class_sampling=dict(d["class_sampling"]) if d.get("class_sampling") else None,
         )
 
@@ -178,44 +165,11 @@ def class_shares(
     return share / share.sum()
 
 
-# data config keys (conf/data/_common.yaml) -> the settings object that holds them
-_CONFIG_KEYS = {
-    "source": (
-        "name",
-        "source",
-        "root",
-        "classes",
-        "mask_optional_classes",
-        "drop_empty_classes",
-        "phantom",
-        "manifest",
-        "columns",
-        "class_map",
-        "busbra",
-    ),
-    "preprocess": (
-        "image_size",
-        "conversion",
-        "clahe",
-        "clahe_clip_limit",
-        "clahe_tile_grid",
-        "standardize",
-    ),
-    "split": ("split_file", "split", "dedup", "num_folds", "fold"),
-    "loader": (
-        "batch_size",
-        "eval_batch_size",
-        "num_workers",
-        "load_workers",
-        "balanced_sampling",
-        "class_sampling",
-    ),
-    "module": ("augment", "subset", "cache_dir", "progressive_resize"),
-}
 # the data settings that belong to the network rather than to a data set (PreprocessSettings):
 # a model evaluated on another data set, or several data sets trained together, use one
-PREPROCESS_KEYS = _CONFIG_KEYS["preprocess"]
-DATA_KEYS = frozenset(k for keys in _CONFIG_KEYS.values() for k in keys)  # every data.* key
+PREPROCESS_KEYS = data_keys("preprocess")
+# every data.* key of one data set (data=multi's own keys aside)
+DATA_KEYS = frozenset(data_keys()) - frozenset(data_keys("multi"))
 
 
 class MedDataModule(L.LightningDataModule):
@@ -300,7 +254,7 @@ class MedDataModule(L.LightningDataModule):
                 root=d.get("root"),
                 classes=tuple(d.get("classes") or DataSource.classes),
                 mask_optional_classes=tuple(d.get("mask_optional_classes") or ()),
-                drop_empty_classes=bool(d.get("drop_empty_classes", False)),
+                drop_empty_classes=bool(d.get("drop_empty_classes", DATA.drop_empty_classes)),
                 phantom=d.get("phantom"),
                 manifest=d.get("manifest"),
                 columns=d.get("columns"),

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from medmtl.preprocess.pipeline import Conversion, convert_to_uint8
+from medmtl.preprocess.pipeline import convert_to_uint8
+from medmtl.settings.data import Conversion
 
 
 @dataclass(frozen=True)

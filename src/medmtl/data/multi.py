@@ -22,18 +22,19 @@ from medmtl.data.datamodule import (
     DataSource,
     LoaderSettings,
     MedDataModule,
-    check_image_size,
 )
 from medmtl.data.index import DatasetIndex
 from medmtl.data.splits import SPLITS, SplitSettings
 from medmtl.errors import ConfigError, DataError
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings.data import DATA, check_image_size
+from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
 UNUSED = "unused"  # the other data sets' test images in a leave-one-out run
 # a combined data set's own keys: the data keys, less those that name one data set's files,
 # plus the data sets and the one left out
-_KEYS = (DATA_KEYS - {"manifest", "columns", "busbra"}) | {"sets", "leave_out"}
+_KEYS = (DATA_KEYS - {"manifest", "columns", "busbra"}) | set(data_keys("multi"))
 
 
 class MultiDataModule(MedDataModule):
@@ -90,7 +91,7 @@ class MultiDataModule(MedDataModule):
             )
         classes = tuple(d.get("classes") or ())
         preprocess = {k: d[k] for k in PREPROCESS_KEYS if k in d}
-        check_image_size(preprocess.get("image_size", 160))
+        check_image_size(preprocess.get("image_size", DATA.image_size))
         sets = {}
         for name, sub in dict(d.get("sets") or {}).items():
             sub = {**dict(sub), **preprocess, "cache_dir": d.get("cache_dir", ".cache")}

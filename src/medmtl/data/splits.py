@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from medmtl.errors import DataError, summarize
 from medmtl.io.files import atomic_write_text
+from medmtl.settings.data import DATA
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -30,13 +31,14 @@ class SplitSettings:
     """The fixed, group-aware split (written once to ``file``) and the fold used of it."""
 
     file: str | None = None  # None: split.json beside the data
-    seed: int = 42
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    dedup_threshold: float = 0.95  # near duplicates: thumbnail correlation at least this
-    thumb_size: int = 32  # side of the thumbnails compared
-    num_folds: int | None = None  # k-fold over train+val; the test split is untouched
-    fold: int = 0
+    # the defaults are the data schema's (data.split.*, data.dedup.*, data.num_folds, data.fold)
+    seed: int = DATA.split.seed
+    val_fraction: float = DATA.split.val_fraction
+    test_fraction: float = DATA.split.test_fraction
+    dedup_threshold: float = DATA.dedup.threshold  # near duplicates: thumbnail correlation ≥ this
+    thumb_size: int = DATA.dedup.thumb_size  # side of the thumbnails compared
+    num_folds: int | None = DATA.num_folds  # k-fold over train+val; the test split is untouched
+    fold: int = DATA.fold
 
     def document(self, dataset: str) -> dict[str, Any]:
         """The settings written into the split file."""

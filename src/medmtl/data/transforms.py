@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from medmtl.preprocess.pipeline import GREY_MEAN, GREY_STD, standardize_image
+from medmtl.settings.data import Augment
 
 
 class Standardize(A.ImageOnlyTransform):
@@ -96,31 +99,8 @@ def train_transform(
     size: int,
     mean: float = GREY_MEAN,
     std: float = GREY_STD,
-    hflip: float = 0.5,
-    vflip: float = 0.0,
-    affine: float = 0.5,
-    scale: float = 0.1,
-    translate: float = 0.05,
-    rotate: float = 10.0,
-    brightness_contrast: float = 0.5,
-    brightness_limit: float = 0.15,
-    contrast_limit: float = 0.15,
-    clahe: float = 0.0,
-    clahe_clip_limit: float = 3.0,
-    gamma: float = 0.0,
-    crop: float = 0.0,
-    crop_scale: float = 0.5,
-    lesion_crop: float = 0.0,
-    lesion_crop_side: float = 0.6,
-    speckle: float = 0.0,
-    speckle_limit: float = 0.2,
-    tgc: float = 0.0,
-    tgc_limit: float = 0.5,
-    blur: float = 0.0,
-    blur_limit: int = 5,
-    downscale: float = 0.0,
-    downscale_min: float = 0.5,
     standardize: bool = False,
+    **augment: Any,
 ) -> A.Compose:
     """Random augmentation. No vertical flip by default: the skin line is at the top of a scan.
 
@@ -132,65 +112,68 @@ def train_transform(
     ``downscale``: resolution loss, down to ``downscale_min`` of the side and back (other
     probes and frequencies); ``lesion_crop``: a square of ``lesion_crop_side`` of the side that
     holds lesion pixels (any square on a lesion-free image), resized back: lesion-centred zoom.
+    ``augment``: the ``data.augment`` settings (:class:`~medmtl.settings.data.Augment`, whose
+    defaults apply; the batch-level ones, :data:`BATCH_AUGMENTS`, are not used here).
     """
+    a = Augment.from_dict(augment)
     ops: list = []
-    if lesion_crop > 0:
-        side = max(1, min(size, int(round(lesion_crop_side * size))))
+    if a.lesion_crop > 0:
+        side = max(1, min(size, int(round(a.lesion_crop_side * size))))
         ops.append(
             A.Sequential(
                 [A.CropNonEmptyMaskIfExists(height=side, width=side), A.Resize(size, size)],
-                p=lesion_crop,
+                p=a.lesion_crop,
             )
         )
-    if crop > 0:
+    if a.crop > 0:
         ops.append(
             A.RandomResizedCrop(
-                size=(size, size), scale=(crop_scale, 1.0), ratio=(0.75, 1.333), p=crop
+                size=(size, size), scale=(a.crop_scale, 1.0), ratio=(0.75, 1.333), p=a.crop
             )
         )
-    if hflip > 0:
-        ops.append(A.HorizontalFlip(p=hflip))
-    if vflip > 0:
-        ops.append(A.VerticalFlip(p=vflip))
-    if affine > 0:
+    if a.hflip > 0:
+        ops.append(A.HorizontalFlip(p=a.hflip))
+    if a.vflip > 0:
+        ops.append(A.VerticalFlip(p=a.vflip))
+    if a.affine > 0:
         ops.append(
             A.Affine(
-                scale=(1 - scale, 1 + scale),
-                translate_percent=(-translate, translate),
-                rotate=(-rotate, rotate),
+                scale=(1 - a.scale, 1 + a.scale),
+                translate_percent=(-a.translate, a.translate),
+                rotate=(-a.rotate, a.rotate),
                 border_mode=cv2.BORDER_CONSTANT,
-                p=affine,
+                p=a.affine,
             )
         )
-    if clahe > 0:
-        ops.append(A.CLAHE(clip_limit=(1.0, clahe_clip_limit), p=clahe))
-    if brightness_contrast > 0:
+    if a.clahe > 0:
+        ops.append(A.CLAHE(clip_limit=(1.0, a.clahe_clip_limit), p=a.clahe))
+    if a.brightness_contrast > 0:
         ops.append(
             A.RandomBrightnessContrast(
-                brightness_limit=brightness_limit,
-                contrast_limit=contrast_limit,
-                p=brightness_contrast,
+                brightness_limit=a.brightness_limit,
+                contrast_limit=a.contrast_limit,
+                p=a.brightness_contrast,
             )
         )
-    if gamma > 0:
-        ops.append(A.RandomGamma(gamma_limit=(80, 120), p=gamma))
-    if tgc > 0:
-        ops.append(DepthGain(limit=tgc_limit, p=tgc))
-    if blur > 0:
-        ops.append(A.GaussianBlur(blur_limit=(3, max(3, int(blur_limit) | 1)), p=blur))
-    if downscale > 0:
+    if a.gamma > 0:
+        ops.append(A.RandomGamma(gamma_limit=(80, 120), p=a.gamma))
+    if a.tgc > 0:
+        ops.append(DepthGain(limit=a.tgc_limit, p=a.tgc))
+    if a.blur > 0:
+        ops.append(A.GaussianBlur(blur_limit=(3, max(3, int(a.blur_limit) | 1)), p=a.blur))
+    if a.downscale > 0:
         ops.append(
             A.Downscale(
-                scale_range=(downscale_min, 0.9),
+                scale_range=(a.downscale_min, 0.9),
                 # area down and linear up: lost detail, not blocks of pixels
                 interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
-                p=downscale,
+                p=a.downscale,
             )
         )
-    if speckle > 0:
+    if a.speckle > 0:
         ops.append(
             A.MultiplicativeNoise(
-                multiplier=(1 - speckle_limit, 1 + speckle_limit), elementwise=True, p=speckle
+                multiplier=(1 - a.speckle_limit, 1 + a.speckle_limit), elementwise=True, p=a.speckle
             )
         )
     return A.Compose(ops + normalize(mean, std, standardize))

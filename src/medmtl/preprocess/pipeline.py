@@ -17,26 +17,13 @@ from medmtl.errors import ConfigError, DataError
 from medmtl.io.image import to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.preprocess.intensity import apply_clahe, equalize_hist, to_uint8
+from medmtl.settings.data import DATA, Conversion
 
 METHODS = ("none", "he", "clahe")
 # Grey-level statistics of ImageNet (mean of the RGB means/stds): model inputs are
 # (x/255 - GREY_MEAN) / GREY_STD so pretrained encoders see the scale they were trained on.
 GREY_MEAN = 0.449
 GREY_STD = 0.226
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """How an N-bit image becomes 8-bit (see :func:`medmtl.preprocess.intensity.to_uint8`).
-
-    ``method="window"`` without ``center``/``width`` uses the DICOM file's own window.
-    """
-
-    method: str = "full"
-    center: float | None = None
-    width: float | None = None
-    low: float = 0.5
-    high: float = 99.5
 
 
 def convert_to_uint8(
@@ -67,16 +54,17 @@ class PreprocessSettings:
     stored as :meth:`to_dict` and read back with :meth:`from_dict`.
     """
 
-    image_size: int = 160  # side of the square network input
-    conversion: Conversion = Conversion()  # N-bit/DICOM to 8-bit
-    clahe: bool = False  # deterministic CLAHE on the 8-bit image, before resizing
-    clahe_clip_limit: float = 2.0
-    clahe_tile_grid: int = 8
+    # the defaults are the data schema's (medmtl.settings.data.DataSettings)
+    image_size: int = DATA.image_size  # side of the square network input
+    conversion: Conversion = DATA.conversion  # N-bit/DICOM to 8-bit
+    clahe: bool = DATA.clahe  # deterministic CLAHE on the 8-bit image, before resizing
+    clahe_clip_limit: float = DATA.clahe_clip_limit
+    clahe_tile_grid: int = DATA.clahe_tile_grid
     mean: float = GREY_MEAN  # network input = (x / 255 - mean) / std
     std: float = GREY_STD
     # per-image intensity standardisation instead: (x - mean(x)) / std(x) of each image, so
     # that a scanner's overall brightness and contrast do not reach the network
-    standardize: bool = False
+    standardize: bool = DATA.standardize
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (JSON and ``weights_only`` checkpoints can hold them)."""
@@ -103,15 +91,16 @@ class PreprocessSettings:
                 f"{', '.join(Conversion.__dataclass_fields__)}."
             )
         norm = dict(d.get("normalize") or {})
+        default = cls()
         return cls(
-            image_size=int(d.get("image_size", 160)),
+            image_size=int(d.get("image_size", default.image_size)),
             conversion=Conversion(**conv),
-            clahe=bool(d.get("clahe", False)),
-            clahe_clip_limit=float(d.get("clahe_clip_limit", 2.0)),
-            clahe_tile_grid=int(d.get("clahe_tile_grid", 8)),
-            mean=float(norm.get("mean", GREY_MEAN)),
-            std=float(norm.get("std", GREY_STD)),
-            standardize=bool(d.get("standardize", False)),
+            clahe=bool(d.get("clahe", default.clahe)),
+            clahe_clip_limit=float(d.get("clahe_clip_limit", default.clahe_clip_limit)),
+            clahe_tile_grid=int(d.get("clahe_tile_grid", default.clahe_tile_grid)),
+            mean=float(norm.get("mean", default.mean)),
+            std=float(norm.get("std", default.std)),
+            standardize=bool(d.get("standardize", default.standardize)),
         )
 
     def to_uint8(

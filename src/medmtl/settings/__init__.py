@@ -10,16 +10,31 @@ Checkpoints store the plain dict (``to_dict``), still loadable with ``weights_on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
 from medmtl.errors import ConfigError
 from medmtl.settings.checks import choice, number
+from medmtl.settings.data import DATA, DataSettings, schema_defaults
 from medmtl.settings.loss import LossSettings
 
-SCHEMAS: dict[str, type] = {"loss": LossSettings}
+# group -> the defaults its YAML files start from
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "loss": lambda: LossSettings().to_dict(),
+    "data": schema_defaults,
+}
 
-__all__ = ["SCHEMAS", "LossSettings", "choice", "known_keys", "number", "register"]
+__all__ = [
+    "DATA",
+    "SCHEMAS",
+    "DataSettings",
+    "LossSettings",
+    "choice",
+    "known_keys",
+    "number",
+    "register",
+]
 
 
 def known_keys(group: str, values: dict[str, Any], schema: type) -> dict[str, Any]:
@@ -38,5 +53,5 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group, schema in SCHEMAS.items():
-        store.store(group=group, name="schema", node=schema().to_dict())
+    for group, defaults in SCHEMAS.items():
+        store.store(group=group, name="schema", node=defaults())

@@ -30,6 +30,7 @@ from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings import LossSettings
+from medmtl.settings.data import Augment
 from medmtl.training.losses import MultiTaskLoss, distillation_loss
 from medmtl.training.metrics import (
     SegMetrics,
@@ -104,12 +105,9 @@ class MultiTaskModule(L.LightningModule):
         )
         self.postprocess = PostProcess.from_dict(model.get("postprocess"))
         self.preprocess = PreprocessSettings.from_dict(data)  # to show test images as they were
-        augment = (data or {}).get("augment") or {}
+        augment = Augment.from_dict((data or {}).get("augment"))
         # (probability, ratio) of the batch-level amplitude mixing (data.augment.amplitude_mix)
-        self.amplitude_mix = (
-            float(augment.get("amplitude_mix", 0.0)),
-            float(augment.get("amplitude_mix_ratio", 1.0)),
-        )
+        self.amplitude_mix = (float(augment.amplitude_mix), float(augment.amplitude_mix_ratio))
         self.progressive = ProgressiveResize.from_data(data)  # train small, finish large
         self.teacher: Teacher | None = None  # a run-time choice (medmtl.workflows.distill)
         self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)

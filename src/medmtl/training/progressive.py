@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medmtl.data.datamodule import check_image_size
 from medmtl.errors import ConfigError
+from medmtl.settings.data import DATA, check_image_size
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ProgressiveResize:
     def from_data(cls, data: Mapping[str, Any] | None) -> ProgressiveResize:
         """The schedule of a data config (``data.progressive_resize``), checked (one line)."""
         data = data or {}
-        final = int(data.get("image_size", 160))
+        final = int(data.get("image_size", DATA.image_size))
         cfg = dict(data.get("progressive_resize") or {})
         start = cfg.get("start_size")
         if start is None:
@@ -49,7 +49,7 @@ class ProgressiveResize:
                 f"data.progressive_resize.start_size={start}: must be smaller than "
                 f"data.image_size={final} (training finishes at the input size)."
             )
-        fraction = cfg.get("fraction", 0.5)
+        fraction = cfg.get("fraction", DATA.progressive_resize.fraction)
         try:
             ok = 0.0 < float(fraction) < 1.0
         except (TypeError, ValueError):

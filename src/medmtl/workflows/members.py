@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmtl.data.datamodule import PREPROCESS_KEYS
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.inference.core import ARTIFACT_CKPT
@@ -19,27 +18,14 @@ from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
 from medmtl.reporting.tables import _overrides, collect_runs, pooled
+from medmtl.settings.data import keys as data_keys
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
 # data settings that decide what a member sees at evaluation: preprocessing, classes and their
 # labels, split (augmentation, sampling, batch sizes, the member's fold and where the data lies
-# may differ)
-EVAL_DATA_KEYS = (
-    "name",
-    "source",
-    "classes",
-    "mask_optional_classes",
-    "class_map",
-    "columns",
-    "busbra",
-    "leave_out",
-    *PREPROCESS_KEYS,
-    "split_file",
-    "split",
-    "dedup",
-    "subset",
-)
+# may differ); marked member=True in the schema
+EVAL_DATA_KEYS = data_keys(member=True)
 
 
 def best_checkpoint(run: Path) -> Path:

@@ -203,8 +203,8 @@ def check_train_config(cfg: DictConfig) -> None:
     Architecture, encoder and loss names are checked by building their descriptions only;
     the image size, batch sizes, epochs and λ by value.
     """
-    from medmtl.data.datamodule import check_image_size
     from medmtl.models.multitask import check_model_names
+    from medmtl.settings.data import check_image_size
     from medmtl.training.module import check_optimization
     from medmtl.training.progressive import ProgressiveResize
 

@@ -1,0 +1,224 @@
+"""The ``data`` settings: every ``data.*`` key, its default and what it belongs to.
+
+:class:`DataSettings` is the one description of a data config. Its defaults are the
+``data/schema`` every data set's YAML starts from (the keys a data set must set itself, such as
+``root`` or ``busbra``, are known here but left to its file); the data module, the combined data
+module, the ensemble's member check and the checkpoint's preprocessing read their key lists and
+defaults from it, so a new data setting is added here and nowhere else (plus its use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from medmtl.errors import ConfigError
+
+SECTIONS = ("source", "preprocess", "split", "loader", "module", "multi")
+
+
+def _key(section: str, default: Any = None, *, member: bool = False, common: bool = True) -> Any:
+    """A data setting of ``section``. ``member``: it decides what an ensemble member sees at
+    evaluation (members must agree on it); ``common``: every data set has it (it is in the
+    schema's defaults) rather than only the data sets whose file sets it."""
+    meta = {"section": section, "member": member, "common": common}
+    if isinstance(default, (list, dict)) or hasattr(default, "__dataclass_fields__"):
+        value = default
+        return field(default_factory=lambda: _copy(value), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _copy(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return type(value)(**asdict(value))
+    return type(value)(value)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """How an N-bit image becomes 8-bit (see :func:`medmtl.preprocess.intensity.to_uint8`):
+    ``full`` | ``window`` | ``percentile``, exactly as medmtl-preprocess.
+
+    ``method="window"`` without ``center``/``width`` uses the DICOM file's own window.
+    """
+
+    method: str = "full"
+    center: float | None = None
+    width: float | None = None
+    low: float = 0.5
+    high: float = 99.5
+
+
+@dataclass
+class Augment:
+    """Random train augmentation (probabilities and their ranges); no vertical flip: the skin
+    line is at the top."""
+
+    hflip: float = 0.5
+    vflip: float = 0.0
+    affine: float = 0.5
+    scale: float = 0.1
+    translate: float = 0.05
+    rotate: float = 10.0
+    brightness_contrast: float = 0.5
+    brightness_limit: float = 0.15
+    contrast_limit: float = 0.15
+    clahe: float = 0.0
+    clahe_clip_limit: float = 3.0
+    gamma: float = 0.0
+    # zoom: random crop of crop_scale..100 % of the area, resized back
+    crop: float = 0.0
+    crop_scale: float = 0.5
+    # lesion-centred zoom: a square of lesion_crop_side of the side holding lesion pixels (any
+    # square on a lesion-free image), resized back
+    lesion_crop: float = 0.0
+    lesion_crop_side: float = 0.6
+    # ultrasound speckle: multiplicative per-pixel noise of up to ±speckle_limit
+    speckle: float = 0.0
+    speckle_limit: float = 0.2
+    # time-gain compensation: a gain linear in depth, 1 ± tgc_limit from top to bottom (mean 1)
+    tgc: float = 0.0
+    tgc_limit: float = 0.5
+    # Gaussian blur (odd kernel up to blur_limit px) and resolution loss (down to downscale_min
+    # of the side and back): other probes, frequencies and scanners
+    blur: float = 0.0
+    blur_limit: int = 5
+    downscale: float = 0.0
+    downscale_min: float = 0.5
+    # frequency-amplitude mixing between the images of a training batch (FACT): the image's
+    # Fourier phase with up to amplitude_mix_ratio of another image's amplitude
+    amplitude_mix: float = 0.0
+    amplitude_mix_ratio: float = 1.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> Augment:
+        """The augmentation of ``data.augment`` (missing keys: the defaults; an unknown key is
+        refused with the known ones)."""
+        values = dict(values or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"data.augment.{unknown[0]}: not an augmentation setting; known: "
+                f"{', '.join(names)}."
+            )
+        return cls(**values)
+
+
+@dataclass
+class SplitDraw:
+    """How the fixed split is drawn (group-aware, class-stratified, written once)."""
+
+    seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+@dataclass
+class Dedup:
+    """Near-duplicate groups: Pearson correlation of thumb_size² grey thumbnails."""
+
+    threshold: float = 0.95
+    thumb_size: int = 32
+
+
+@dataclass
+class Progressive:
+    """Progressive resizing: the first ``fraction`` of the epochs trains on batches resized
+    down, from ``start_size`` (a multiple of 32 below image_size) in steps of 32; the rest, and
+    every evaluation, at image_size (start_size None: off)."""
+
+    start_size: int | None = None
+    fraction: float = 0.5
+
+
+@dataclass
+class DataSettings:
+    """Every ``data.*`` setting with its default (``conf/data/*.yaml`` set what differs)."""
+
+    # -- which data set (each data set's file names it and where it is)
+    name: str = _key("source", "busi", member=True, common=False)
+    source: str = _key("source", "folder", member=True, common=False)  # see data.SOURCES
+    root: str | None = _key("source", common=False)
+    manifest: str | None = _key("source", common=False)  # data=manifest: the CSV listing
+    columns: dict | None = _key("source", member=True, common=False)  # data=manifest's columns
+    busbra: dict | None = _key("source", member=True, common=False)  # data=busbra's folds
+    phantom: dict | None = _key("source")  # data=phantom: seed, size, counts
+    classes: list = _key("source", ["normal", "benign", "malignant"], member=True)
+    # the data set's labels -> data.classes, e.g. {B: benign, M: malignant}; None: same names
+    class_map: dict | None = _key("source", member=True)
+    mask_optional_classes: list = _key("source", [], member=True)
+    # a class folder without images stops training with its name; true trains without it
+    drop_empty_classes: bool = _key("source", False)
+    # -- what the network sees (PreprocessSettings; a model's, not a data set's)
+    image_size: int = _key("preprocess", 160, member=True)  # a multiple of 32
+    conversion: Conversion = _key("preprocess", Conversion(), member=True)
+    # deterministic CLAHE before resizing (cached), see also augment.clahe
+    clahe: bool = _key("preprocess", False, member=True)
+    clahe_clip_limit: float = _key("preprocess", 2.0, member=True)
+    clahe_tile_grid: int = _key("preprocess", 8, member=True)
+    # per-image intensity standardisation of the network input ((x - mean) / std of each
+    # image) instead of one fixed mean/std: a scanner's brightness and contrast do not reach
+    # the network
+    standardize: bool = _key("preprocess", False, member=True)
+    # -- the split (written once to split_file) and the fold used of it
+    split_file: str | None = _key("split", member=True, common=False)
+    split: SplitDraw = _key("split", SplitDraw(), member=True)
+    dedup: Dedup = _key("split", Dedup(), member=True)
+    num_folds: int | None = _key("split")  # k-fold over train+val (test untouched)
+    fold: int = _key("split", 0)
+    # -- batches
+    batch_size: int = _key("loader", 16)
+    eval_batch_size: int | None = _key("loader", 32)
+    num_workers: int = _key("loader", 0)
+    load_workers: int = _key("loader", 2)
+    # draw every class equally often in training (WeightedRandomSampler) instead of shuffling
+    balanced_sampling: bool = _key("loader", False)
+    # draw these classes more (or less) often, on top of the above: {malignant: 2}; None: off
+    class_sampling: dict | None = _key("loader")
+    # -- training-time settings of the module
+    augment: Augment = _key("module", Augment())
+    # use only about this many images per split (stratified), for quick runs; None: all
+    subset: int | None = _key("module", member=True)
+    cache_dir: str = _key("module", "${paths.cache_dir}")
+    progressive_resize: Progressive = _key("module", Progressive())
+    # -- data=multi: the data sets trained together, and one left out for testing (LODO)
+    sets: dict | None = _key("multi", common=False)
+    leave_out: str | None = _key("multi", member=True, common=False)
+
+
+DATA = DataSettings()  # the defaults, to read one: DATA.image_size
+
+
+def keys(section: str | None = None, *, member: bool | None = None) -> tuple[str, ...]:
+    """The ``data.*`` keys (of ``section``; only those that decide what a member sees with
+    ``member=True``), in schema order."""
+    if section is not None and section not in SECTIONS:
+        raise ValueError(section)
+    return tuple(
+        f.name
+        for f in fields(DataSettings)
+        if (section is None or f.metadata["section"] == section)
+        and (member is None or f.metadata["member"] == member)
+    )
+
+
+def schema_defaults() -> dict[str, Any]:
+    """What every data set's YAML starts from (``data/schema``): the common keys' defaults."""
+    out = asdict(DATA)
+    return {f.name: out[f.name] for f in fields(DataSettings) if f.metadata["common"]}
+
+
+def check_image_size(image_size: object, key: str = "data.image_size") -> None:
+    """The network input side (setting ``key``): a positive multiple of 32 (the encoders
+    downsample by 32)."""
+    try:
+        size = int(image_size)  # type: ignore[arg-type]
+        ok = size == float(image_size) and size >= 32 and size % 32 == 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        size, ok = 0, False
+    if not ok:
+        raise ConfigError(
+            f"{key}={image_size}: must be a positive multiple of 32 (encoders "
+            f"downsample by 32); try {max(32, round(size / 32) * 32)}."
+        )
