@@ -12,8 +12,9 @@ PACKAGE = Path(medmtl.__file__).parent
 # one level (training, inference, reporting; data and models) never import each other
 LAYER = {
     "errors": 0,
-    "config": 0,
     "metrics": 0,
+    "settings": 1,  # the typed settings: every layer reads them
+    "config": 2,  # registers the settings' schemas with Hydra
     "io": 1,
     "preprocess": 2,
     "data": 3,

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from medmtl.config import CONFIG_DIR
 from medmtl.config import compose as compose_config
-from medmtl.workflows.train import model_kwargs
+from medmtl.workflows.build import model_kwargs
 
 CONF = Path(CONFIG_DIR)
 GROUPS = [
@@ -178,3 +178,38 @@ def test_data_defaults_are_the_schemas():
     assert ProgressiveResize.from_data({}).final_size == DATA.image_size
     with pytest.raises(ConfigError, match="data.augment.hflipp: not an augmentation setting"):
         train_transform(64, hflipp=0.5)
+
+
+def test_model_configs_and_the_registry_agree():
+    """Every architecture and encoder file is in the registry and the reverse; the checks, the
+    deep-supervision list and the study's table names come from the registry."""
+    from medmtl.models.deep_supervision import DEEP_SUPERVISION_ARCHS
+    from medmtl.models.multitask import ARCHITECTURES, NO_TRANSFORMER
+    from medmtl.models.registry import ARCHS, ENCODERS, architecture, encoder
+    from medmtl.reporting.study import ARCH_NAMES, STUDY_ARCHS, STUDY_BACKBONES
+
+    arch_files = {p.stem: OmegaConf.load(p).name for p in (CONF / "model" / "arch").glob("*.yaml")}
+    assert arch_files == {a.config: a.name for a in ARCHS}
+    enc_files = {
+        p.stem: OmegaConf.load(p).name for p in (CONF / "model" / "encoder").glob("*.yaml")
+    }
+    assert enc_files == {e.config: e.name for e in ENCODERS}
+    assert tuple(a.name for a in ARCHS) == ARCHITECTURES
+    assert set(NO_TRANSFORMER) == {"UnetPlusPlus", "Linknet"}
+    assert set(DEEP_SUPERVISION_ARCHS) == {"Unet", "UnetPlusPlus", "MAnet", "Linknet"}
+    assert ARCH_NAMES["unetplusplus"] == "Unet++" and architecture("Unett") is None
+    assert architecture("UnetPlusPlus").display == "Unet++"
+    assert STUDY_ARCHS == ["unet", "unetplusplus", "fpn", "deeplabv3plus"]
+    assert STUDY_BACKBONES == ["resnet50", "resnext50_32x4d", "wide_resnet50_2", "efficientnet_b4"]
+    assert encoder("wide_resnet50_2").name == "tu-wide_resnet50_2"
+    assert architecture("PAN").min_size == 128
+
+
+def test_an_architecture_below_its_smallest_input_is_refused(tmp_path, cache_dir):
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.build import check_train_config
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(["model/arch=pan", "data.image_size=96"], tmp_path / "run", cache_dir)
+    with pytest.raises(ConfigError, match=r"PAN needs data.image_size >= 128 \(got 96\)"):
+        check_train_config(cfg)

@@ -212,7 +212,7 @@ def test_norm_setting_reaches_the_network():
     """model.norm from the config is a MultiTaskNet argument (not silently dropped)."""
     from medmtl.config import compose
     from medmtl.models.multitask import net_kwargs
-    from medmtl.workflows.train import model_kwargs
+    from medmtl.workflows.build import model_kwargs
 
     cfg = compose("train", ["model.norm=group", "model/encoder=resnet18"])
     kw = model_kwargs(cfg.model)

@@ -13,8 +13,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from medmtl.config import CONFIG_DIR
-from medmtl.reporting.tables import COLUMN_SETS, Run, build_table, collect_runs, table_cells
-from medmtl.workflows.train import model_kwargs
+from medmtl.reporting.runs import Run, collect_runs
+from medmtl.reporting.tables import COLUMN_SETS, build_table, table_cells
+from medmtl.workflows.build import model_kwargs
 from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
@@ -330,7 +331,7 @@ def test_ddp_eval_matches_single_process(tiny_ckpt, tmp_path):
 
 def test_profile_keeps_an_explicit_weights_setting(make_cfg):
     """profile=cpu swaps the encoder for a stand-in, but an explicit weights= wins and is recorded."""
-    from medmtl.workflows.train import net_settings
+    from medmtl.workflows.build import net_settings
 
     base = ["experiment=table_lambda", "model/encoder=efficientnet_b4"]
     kw = net_settings(make_cfg(base))
@@ -362,7 +363,7 @@ def test_kfold_sweep_runs_one_seed_per_fold():
 
 
 def test_transformer_experiment_records_unpretrained_stand_in(make_cfg):
-    from medmtl.workflows.train import net_settings
+    from medmtl.workflows.build import net_settings
 
     kw = net_settings(make_cfg(["experiment=table_transformer", "model/encoder=mit_b2"]))
     assert kw["encoder"] == "mit_b0" and kw["encoder_weights"] is None

@@ -14,16 +14,11 @@ import pytest
 import yaml
 
 from medmtl.reporting.per_image import metrics_dict, read_predictions, write_predictions
+from medmtl.reporting.render import render, render_grid
+from medmtl.reporting.runs import collect_runs
 from medmtl.reporting.statistics import bootstrap_ci
-from medmtl.reporting.tables import (
-    build_table,
-    collect_runs,
-    compare_with_baseline,
-    render,
-    render_grid,
-    study_reference,
-    table_cells,
-)
+from medmtl.reporting.study import study_reference
+from medmtl.reporting.tables import build_table, compare_with_baseline, table_cells
 from medmtl.workflows.tables import write_tables
 from tests.conftest import run_cli
 from tests.reporting.test_statistics import make_run

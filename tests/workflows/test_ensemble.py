@@ -304,7 +304,7 @@ def test_a_multi_site_sweep_pools_its_data_sets_folds(tmp_path):
     """experiment=busi_busbra_cpu sweeps data.sets.busi.fold: its jobs are the folds of one
     setting (one ensemble, one table row), and each member knows its fold (out of fold)."""
     from medmtl.data.splits import fold_of
-    from medmtl.reporting.tables import pooled
+    from medmtl.reporting.runs import pooled
     from medmtl.workflows.members import shared_overrides
 
     jobs = []

@@ -20,7 +20,8 @@ from medmtl.reporting.per_image import (
     write_masks,
     write_predictions,
 )
-from medmtl.reporting.tables import COLUMN_SETS, build_table, collect_runs, table_cells
+from medmtl.reporting.runs import collect_runs
+from medmtl.reporting.tables import COLUMN_SETS, build_table, table_cells
 from medmtl.workflows.evaluate import class_mapping
 from tests.conftest import compose_cfg, run_cli
 

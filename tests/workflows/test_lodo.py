@@ -8,7 +8,8 @@ import json
 import pytest
 
 from medmtl.reporting.per_image import read_predictions
-from medmtl.reporting.tables import build_table, collect_runs, table_cells
+from medmtl.reporting.runs import collect_runs
+from medmtl.reporting.tables import build_table, table_cells
 from tests.conftest import TINY_MODEL, run_cli
 
 PHANTOM = [

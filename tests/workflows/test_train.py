@@ -425,7 +425,7 @@ def test_ema_of_the_weights_is_what_is_checkpointed_and_tested(make_cfg):
 
 
 def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
-    from medmtl.workflows.train import net_settings
+    from medmtl.workflows.build import net_settings
 
     for k in (0, 1, 2):
         cfg = make_cfg(["experiment=busi_cpu", f"model/encoder=efficientnet_lite{k}"], name=f"l{k}")
@@ -436,7 +436,7 @@ def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
 
 def test_plain_busi_run_starts_from_offline_imagenet_weights(make_cfg):
     """`medmtl-train data=busi` with no other setting: Lite0 with its offline ImageNet weights."""
-    from medmtl.workflows.train import net_settings
+    from medmtl.workflows.build import net_settings
 
     kw = net_settings(make_cfg(["data=busi"]))
     assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"

@@ -69,7 +69,7 @@ def conf_model(role: str, overrides: tuple[str, ...] | list[str]) -> ConfModel:
     """The network that ``medmtl-train <overrides>`` would build, with random weights (speed does
     not depend on them, and nothing is loaded or downloaded); ``role`` starts its label."""
     from medmtl.config import compose
-    from medmtl.workflows.train import model_kwargs
+    from medmtl.workflows.build import model_kwargs
 
     cfg = compose("train", [*overrides, "model.encoder.weights=null"])
     kw = model_kwargs(cfg.model)

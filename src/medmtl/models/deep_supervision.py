@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmtl.errors import ConfigError
+from medmtl.models.registry import ARCHS
 
-DEEP_SUPERVISION_ARCHS = ("Unet", "UnetPlusPlus", "MAnet", "Linknet")
+DEEP_SUPERVISION_ARCHS = tuple(a.name for a in ARCHS if a.deep_supervision)
 
 
 def check_deep_supervision(arch: str, task: str) -> None:

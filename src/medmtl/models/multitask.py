@@ -13,23 +13,12 @@ from torch import nn
 from medmtl.errors import ConfigError, open_fraction
 from medmtl.models.deep_supervision import DeepSupervision, check_deep_supervision
 from medmtl.models.norm import NORMS, replace_batchnorm
+from medmtl.models.registry import ARCHITECTURES, ARCHS, TASKS
 from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
 
-ARCHITECTURES = (
-    "Unet",
-    "UnetPlusPlus",
-    "MAnet",
-    "Linknet",
-    "FPN",
-    "PSPNet",
-    "PAN",
-    "DeepLabV3",
-    "DeepLabV3Plus",
-)
-TASKS = ("multitask", "seg", "cls")
 # smp's Mix Transformer encoders have no decoder for these architectures
-NO_TRANSFORMER = ("UnetPlusPlus", "Linknet")
+NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
 
 
 # the segmentation logit of a gated (empty) mask: sigmoid(-30) ~ 1e-13

@@ -10,17 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medmtl.reporting.figures import save_figure
-from medmtl.reporting.tables import (
-    ARCH_NAMES,
-    BACKBONE_NAMES,
-    COLUMNS,
-    Column,
-    Comparison,
-    Table,
-    _cell,
-    grid,
-    study_row_for,
-)
+from medmtl.reporting.study import ARCH_NAMES, BACKBONE_NAMES, grid, study_row_for
+from medmtl.reporting.tables import COLUMNS, Column, Comparison, Table, pooled_cell
 
 CURVE_KEYS = ("test/cls_acc", "test/cls_f1", "test/seg_dice", "test/seg_dice_lesion")
 
@@ -57,7 +48,7 @@ def lambda_curve_figure(table: Table) -> Figure | None:
         col = _col(key)
         xs, ys, lo, hi, sx, sy = [], [], [], [], [], []
         for lam, members, ref in points:
-            cell = _cell(members, col, ci=True)
+            cell = pooled_cell(members, col, ci=True)
             if cell.mean is not None:
                 xs.append(lam)
                 ys.append(cell.mean)

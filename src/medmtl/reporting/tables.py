@@ -1,4 +1,6 @@
-"""Study tables from a multirun folder: every cell comes from the runs' own files.
+"""Study tables from a multirun folder: rows, cells and their statistics, every cell from the runs'
+own files (reading runs: :mod:`.runs`; the study's reference: :mod:`.study`; output:
+:mod:`.render`).
 
 Rows are the combinations of the swept settings (seeds and folds are pooled); columns follow
 the study's layout. Point values come from ``metrics.json``; confidence intervals and paired
@@ -8,21 +10,15 @@ missing or unreadable runs are shown as such and listed, never counted as zeros.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import json
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from medmtl.errors import DataError, MedmtlError
 from medmtl.reporting.per_image import PerImage, compute_metrics, read_predictions
+from medmtl.reporting.runs import Run, is_search, pooled
 from medmtl.reporting.statistics import (
     N_BOOT,
     Difference,
@@ -114,15 +110,6 @@ COLUMN_SETS = {
     ],
 }
 COLUMNS = COLUMN_SETS["study"]
-POOLED = {"seed", "data.fold"}  # repeats of one cell (and each data set's fold: pooled())
-
-
-def pooled(key: str) -> bool:
-    """Whether a command-line key only repeats a table cell: a seed or a fold (also the fold of
-    a combined data set, ``data.sets.<name>.fold``)."""
-    return key in POOLED or re.fullmatch(r"data\.sets\.[^.]+\.fold", key) is not None
-
-
 TITLES = {
     "lambda": "λ table (study table 1, Q2)",
     "arch_backbone": "Architecture × backbone (study table 2, Q3)",
@@ -134,193 +121,6 @@ TITLES = {
     "runs": "Runs",
 }
 SIG_MARK = "†"
-
-# -- the study's published tables (package data, copied from the study) --------------------------
-STUDY_FILE = Path(__file__).parent / "data" / "study_tables.csv"
-STUDY_FIELDS = {  # study_tables.csv column -> metrics.json key
-    "acc": "test/cls_acc",
-    "f1": "test/cls_f1",
-    "precision": "test/cls_precision",
-    "recall": "test/cls_recall",
-    "iou": "test/seg_iou",
-    "dice": "test/seg_dice",
-    "seg_f1": "test/seg_f1",
-    "overall": "test/overall",
-}
-ARCH_NAMES = {  # smp name (lower case) -> the study's name
-    "unet": "Unet",
-    "unetplusplus": "Unet++",
-    "fpn": "FPN",
-    "deeplabv3plus": "DeepLabV3+",
-    "manet": "MAnet",
-    "linknet": "Linknet",
-    "pspnet": "PSPNet",
-    "pan": "PAN",
-    "deeplabv3": "DeepLabV3",
-}
-BACKBONE_NAMES = {
-    "resnet50": "ResNet50",
-    "resnext50_32x4d": "ResNeXt50",
-    "wide_resnet50_2": "WideResNet50",
-    "efficientnet_b4": "EfficientNet-b4",
-}
-STUDY_ARCHS = ["unet", "unetplusplus", "fpn", "deeplabv3plus"]
-STUDY_BACKBONES = ["resnet50", "resnext50_32x4d", "wide_resnet50_2", "efficientnet_b4"]
-
-
-@dataclass(frozen=True)
-class StudyRow:
-    table: str  # lambda | arch_backbone
-    arch: str
-    backbone: str
-    lam: float | None
-    values: dict[str, float]  # metrics.json key -> published value
-
-
-@functools.cache
-def study_reference() -> tuple[StudyRow, ...]:
-    """The study's λ table and all 16 architecture × backbone cells."""
-    lines = [ln for ln in STUDY_FILE.read_text().splitlines() if ln and not ln.startswith("#")]
-    rows = []
-    for r in csv.DictReader(lines):
-        values = {key: float(r[f]) for f, key in STUDY_FIELDS.items() if r.get(f)}
-        lam = float(r["lambda"]) if r.get("lambda") else None
-        rows.append(StudyRow(r["table"], r["arch"], r["backbone"], lam, values))
-    return tuple(rows)
-
-
-def _norm_arch(name: Any) -> str:
-    return str(name or "").lower().replace("_", "")
-
-
-def _norm_backbone(name: Any) -> str:
-    return str(name or "").removeprefix("tu-")
-
-
-# -- runs --------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    path: Path
-    overrides: dict[str, str]
-    status: str  # ok | failed | unreadable | missing
-    reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    _predictions: PerImage | None | bool = field(default=False, repr=False)
-
-    @property
-    def split(self) -> str:
-        """The split the run was tested on: ``test``, or ``all`` for an evaluation of every
-        image of another data set (medmtl-eval split=all)."""
-        return str(self.metrics.get("eval/split") or "test")
-
-    def value(self, key: str) -> Any:
-        """A metric by a column's key: ``test/<metric>`` reads the run's own test split."""
-        if key.startswith("test/"):
-            key = f"{self.split}/{key.removeprefix('test/')}"
-        return self.metrics.get(key)
-
-    def predictions(self) -> PerImage | None:
-        """The run's per-image predictions (None if it has none: an older or failed run)."""
-        if self._predictions is False:
-            f = self.path / f"predictions_{self.split}.csv"
-            self._predictions = read_predictions(f) if self.status == "ok" and f.exists() else None
-        return self._predictions  # type: ignore[return-value]
-
-    def setting(self, metrics_key: str, override_key: str) -> Any:
-        """A setting of the run: recorded in metrics.json, else from its command line."""
-        value = self.metrics.get(metrics_key)
-        return value if value is not None else self.overrides.get(override_key)
-
-    @property
-    def repeat(self) -> tuple:
-        """Which repeat of its cell this run is (seed, fold): runs of equal repeats are paired."""
-        if "ensemble/size" in self.metrics:
-            return ("ensemble", str(self.path))
-        return (
-            str(self.setting("seed", "seed")),
-            str(self.setting("data/fold", "data.fold")),
-        )
-
-    @property
-    def dataset(self) -> str | None:
-        name = self.metrics.get("data/name")
-        if name:
-            return str(name)
-        f = self.path / "config_resolved.yaml"
-        if f.exists():
-            try:
-                return str(((yaml.safe_load(f.read_text()) or {}).get("data") or {}).get("name"))
-            except yaml.YAMLError:
-                return None
-        return None
-
-
-def _overrides(job: Path) -> dict[str, str]:
-    f = job / ".hydra" / "overrides.yaml"
-    if not f.exists():
-        return {}
-    try:
-        items = yaml.safe_load(f.read_text()) or []
-    except yaml.YAMLError:
-        return {}
-    out = {}
-    for item in items:
-        key, _, value = str(item).partition("=")
-        out[key.lstrip("+~")] = value
-    return out
-
-
-def collect_runs(multirun_dir: str | Path) -> list[Run]:
-    """Every job folder of a multirun (numbered sub-folders, also one level deeper)."""
-    root = Path(multirun_dir)
-    if not root.is_dir():
-        raise MedmtlError(f"{root}: multirun folder not found.")
-    jobs = sorted(
-        {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-        | {p.parent for p in root.rglob("metrics.json")}
-        | {p.parent for p in root.rglob("failed.json")},
-        key=lambda p: [
-            (0, int(t), "") if t.isdigit() else (1, 0, t) for t in p.relative_to(root).parts
-        ],
-    )
-    jobs = [j for j in jobs if j != root or (root / "metrics.json").exists()]
-    jobs = [j for j in jobs if "tables" not in j.relative_to(root).parts]
-    if not jobs:
-        raise MedmtlError(
-            f"{root}: no runs found (expected job folders with .hydra/overrides.yaml and "
-            "metrics.json, as written by `medmtl-train -m ...`)."
-        )
-    runs = []
-    for job in jobs:
-        ov = _overrides(job)
-        m, f = job / "metrics.json", job / "failed.json"
-        if m.exists():
-            try:
-                data = json.loads(m.read_text())
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-                runs.append(Run(job, ov, "ok", metrics=data))
-            except (ValueError, OSError) as exc:
-                runs.append(Run(job, ov, "unreadable", f"{m}: corrupt metrics.json ({exc})"))
-        elif f.exists():
-            try:
-                err = json.loads(f.read_text()).get("error", "")
-            except (ValueError, OSError):
-                err = "failed"
-            runs.append(Run(job, ov, "failed", f"{job}: run failed: {err}"))
-        else:
-            runs.append(Run(job, ov, "missing", f"{job}: no metrics.json (run did not finish)"))
-    return runs
-
-
-def _is_search(root: Path | None) -> bool:
-    """A sweeper search (Optuna): its folder has optimization_results.yaml or says so."""
-    if root is None:
-        return False
-    if (root / "optimization_results.yaml").exists():
-        return True
-    f = root / "multirun.yaml"
-    return f.exists() and "optuna" in f.read_text()
 
 
 # -- rows ---------------------------------------------------------------------------------------
@@ -412,7 +212,7 @@ def _build_rows(runs: list[Run], root: Path | None = None) -> Table:
     varying.sort(key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER))
     if any(k not in r.overrides for r in runs for k in varying):
         kind = "runs"  # not one sweep: single runs that each change something else
-    elif _is_search(root):
+    elif is_search(root):
         kind = "search"
     elif varying == ["loss.seg_weight"]:
         kind = "lambda"
@@ -484,7 +284,7 @@ def _run_ci(path: Path, split: str, n_boot: int, seed: int) -> dict[str, Interva
     return bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
 
 
-def _cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0) -> Cell:
+def pooled_cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0) -> Cell:
     if not any(m.status == "ok" for m in members):
         return Cell("failed")
     values = _values(members, col)
@@ -520,7 +320,7 @@ def table_cells(
     header = ["setting", *[c.header for c in columns], "runs"]
     texts, means = [], []
     for label, members, _ in table.rows:
-        cells = [_cell(members, col, ci, seed) for col in columns]
+        cells = [pooled_cell(members, col, ci, seed) for col in columns]
         ok = sum(m.status == "ok" for m in members)
         texts.append([label, *[c.text for c in cells], f"{ok}/{len(members)}"])
         means.append([c.mean for c in cells])
@@ -533,64 +333,6 @@ def table_cells(
                 if v == best:
                     bold[i][j + 1] = True
     return header, texts, bold
-
-
-# -- the study as reference -----------------------------------------------------------------------
-def check_reference_allowed(table: Table) -> None:
-    """``--reference study`` compares with BUSI numbers: refuse runs on other data."""
-    names = {r.dataset for _, members, _ in table.rows for r in members if r.status == "ok"}
-    other = sorted(str(n) for n in names if n != "busi")
-    if other:
-        raise MedmtlError(
-            f"--reference study: the study's numbers are on BUSI, but these runs are on "
-            f"{', '.join(other)}; leave out --reference or run the sweep with data=busi."
-        )
-
-
-def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
-    """The study's published row that matches a table row (by λ, or by architecture + backbone)."""
-    ok = next((m for m in members if m.status == "ok"), None)
-    if ok is None or "ensemble/size" in ok.metrics:  # shown once, under the row's own runs
-        return None
-    if table.kind == "lambda":
-        if ok.metrics.get("model/task", "multitask") != "multitask":
-            return None
-        try:
-            lam = round(float(ok.setting("loss/seg_weight", "loss.seg_weight")), 2)
-        except (TypeError, ValueError):
-            return None
-        return next((s for s in study_reference() if s.table == "lambda" and s.lam == lam), None)
-    if table.kind == "arch_backbone":
-        arch = _norm_arch(ok.setting("model/arch", "model/arch"))
-        backbone = _norm_backbone(ok.setting("model/encoder_study", "model/encoder"))
-        return next(
-            (
-                s
-                for s in study_reference()
-                if s.table == "arch_backbone" and s.arch == arch and s.backbone == backbone
-            ),
-            None,
-        )
-    return None
-
-
-def reference_rows(
-    table: Table, columns: list[Column] = COLUMNS
-) -> list[tuple[int, list[str], list[str]]]:
-    """(row index, study row, difference row) for rows that have a published counterpart."""
-    out = []
-    for i, (_, members, _) in enumerate(table.rows):
-        ref = study_row_for(table, members)
-        if ref is None:
-            continue
-        study, diff = ["study (published)"], ["Δ ours − study"]
-        for col in columns:
-            v = ref.values.get(col.key)
-            mean = _cell(members, col).mean
-            study.append(f"{v:.3f}" if v is not None else "")
-            diff.append(f"{mean - v:+.3f}" if (v is not None and mean is not None) else "")
-        out.append((i, study + [""], diff + [""]))
-    return out
 
 
 # -- paired comparisons with a baseline row -----------------------------------------------------
@@ -710,210 +452,3 @@ def comparison_sentences(
         how = "paired by seed/fold" if c.paired else "runs averaged per row"
         out.append(f"{c.label} vs {baseline} ({how}): " + "; ".join(parts) + ".")
     return out
-
-
-# -- output ---------------------------------------------------------------------------------------
-def _esc_tex(s: str) -> str:
-    return (
-        s.replace("±", r"$\pm$")
-        .replace("λ", r"$\lambda$")
-        .replace("Δ", r"$\Delta$")
-        .replace(SIG_MARK, r"$^\dagger$")
-        .replace("×", r"$\times$")
-        .replace("_", r"\_")
-        .replace("−", "-")
-        .replace("&", r"\&")
-        .replace("%", r"\%")
-    )
-
-
-def _md_table(header: list[str], rows: list[tuple[list[str], list[bool]]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row, b in rows:
-        cells = [f"**{c}**" if f else c for c, f in zip(row, b, strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
-def _tex_table(header: list[str], rows: list[tuple[list[str], list[bool]]]) -> list[str]:
-    lines = [
-        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
-        r"\toprule",
-        " & ".join(_esc_tex(h) for h in header) + r" \\",
-        r"\midrule",
-    ]
-    for row, b in rows:
-        cells = [
-            r"\textbf{" + _esc_tex(c) + "}" if f else _esc_tex(c)
-            for c, f in zip(row, b, strict=True)
-        ]
-        lines.append(" & ".join(cells) + r" \\")
-    return lines + [r"\bottomrule", r"\end{tabular}"]
-
-
-def caption(table: Table) -> str:
-    """What every run of the table shares (the sweep's fixed settings)."""
-    if not table.constant:
-        return ""
-    return "All runs: " + ", ".join(f"{k}={v}" for k, v in sorted(table.constant.items()))
-
-
-def render(
-    table: Table,
-    fmt: str,
-    reference: bool = False,
-    columns: str = "study",
-    ci: bool = True,
-    comparisons: list[Comparison] | None = None,
-    baseline: str | None = None,
-) -> str:
-    """The table as ``md``, ``csv`` or ``tex``, with the column set ``columns``."""
-    cols = COLUMN_SETS[columns]
-    header, texts, bold = table_cells(table, cols, ci=ci)
-    refs = {i: (s, d) for i, s, d in reference_rows(table, cols)} if reference else {}
-    comp = {c.row: c for c in comparisons or []}
-    rows: list[tuple[list[str], list[bool]]] = []
-    for i, row in enumerate(texts):
-        row = list(row)
-        if i in comp and fmt != "csv":
-            for j, col in enumerate(cols):
-                d = comp[i].diffs.get(col.metric or "")
-                if d is not None and d.significant:
-                    row[j + 1] += f" {SIG_MARK}"
-        rows.append((row, bold[i]))
-        if i in refs:
-            rows.append((refs[i][0], [False] * len(row)))
-            rows.append((refs[i][1], [False] * len(row)))
-    legend = []
-    if ci:
-        legend.append(
-            "Cells: one run: value [95 % bootstrap CI over test images]; several seeds/folds: "
-            "mean ± std [95 % t-interval of the mean over the runs, clipped to [0, 1]]."
-        )
-    if comparisons is not None:
-        legend.append(
-            f"{SIG_MARK} differs from the baseline {baseline} (paired bootstrap over the test "
-            f"images, Holm-corrected p < 0.05)."
-        )
-    if fmt == "md":
-        lines = [f"### {table.title}", ""]
-        if caption(table):
-            lines += [caption(table), ""]
-        lines += _md_table(header, rows)
-        if legend:
-            lines += [""] + legend
-        if comparisons is not None:
-            lines += ["", f"Paired differences to {baseline}:", ""]
-            lines += [f"- {s}" for s in comparison_sentences(comparisons, str(baseline), cols)]
-        return "\n".join(lines) + "\n"
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        extra = []
-        if comparisons is not None:
-            for col in cols:
-                if col.metric:
-                    h = col.header
-                    extra += [
-                        f"Δ {h}",
-                        f"Δ {h} low",
-                        f"Δ {h} high",
-                        f"p {h}",
-                        f"p {h} Holm",
-                        f"significant {h}",
-                    ]
-        w.writerow(header + extra)
-        for k, (row, _) in enumerate(rows):
-            out = list(row)
-            src = next((i for i in comp if _row_position(i, refs) == k), None)
-            if comparisons is not None:
-                for col in cols:
-                    if not col.metric:
-                        continue
-                    d = comp[src].diffs.get(col.metric) if src is not None else None
-                    out += (
-                        [
-                            f"{d.ci.value:.6f}",
-                            f"{d.ci.low:.6f}",
-                            f"{d.ci.high:.6f}",
-                            f"{d.p:.6f}",
-                            f"{d.p_holm:.6f}",
-                            str(d.significant).lower(),
-                        ]
-                        if d is not None
-                        else [""] * 6
-                    )
-            w.writerow(out)
-        return buf.getvalue()
-    if fmt == "tex":
-        lines = _tex_table(header, rows)
-        if legend:
-            lines += ["% " + ln for ln in legend]
-        return "\n".join(lines) + "\n"
-    raise ValueError(f"unknown format {fmt}")
-
-
-def _row_position(i: int, refs: dict) -> int:
-    """Line of table row ``i`` once reference rows (two per matched row) are inserted."""
-    return i + 2 * sum(1 for j in refs if j < i)
-
-
-# -- the architecture × backbone grid ---------------------------------------------------------------
-def grid(
-    table: Table, key: str
-) -> tuple[list[str], list[str], dict[tuple[str, str], tuple[str, str]]]:
-    """Architectures × backbones: (rows, columns, (arch, backbone) -> (ours, study))."""
-    col = next((c for c in COLUMNS if c.key == key), Column(key, key))
-    cells: dict[tuple[str, str], tuple[str, str]] = {}
-    archs, backbones = list(STUDY_ARCHS), list(STUDY_BACKBONES)
-    for _, members, values in table.rows:
-        run = next((m for m in members if m.status == "ok"), members[0])
-        a = _norm_arch(run.setting("model/arch", "model/arch") or values.get("model/arch"))
-        b = _norm_backbone(
-            run.setting("model/encoder_study", "model/encoder") or values.get("model/encoder")
-        )
-        if a not in archs:
-            archs.append(a)
-        if b not in backbones:
-            backbones.append(b)
-        cells[(a, b)] = (_cell(members, col).text, "")
-    for s in study_reference():
-        if s.table == "arch_backbone" and key in s.values:
-            ours = cells.get((s.arch, s.backbone), ("missing", ""))[0]
-            cells[(s.arch, s.backbone)] = (ours, f"{s.values[key]:.3f}")
-    return archs, backbones, cells
-
-
-def render_grid(
-    table: Table, fmt: str, keys: tuple[str, ...] = ("test/seg_dice", "test/cls_acc")
-) -> str:
-    """The arch × backbone table as the study prints it, ours beside the study's."""
-    blocks = []
-    for key in keys:
-        archs, backbones, cells = grid(table, key)
-        header = [f"{key.removeprefix('test/')}: ours (study)"] + [
-            BACKBONE_NAMES.get(b, b) for b in backbones
-        ]
-        rows = []
-        for a in archs:
-            row = [ARCH_NAMES.get(a, a)]
-            for b in backbones:
-                ours, study = cells.get((a, b), ("missing", ""))
-                row.append(f"{ours} ({study})" if study else ours)
-            rows.append((row, [False] * len(row)))
-        if fmt == "md":
-            blocks.append("\n".join(_md_table(header, rows)))
-        elif fmt == "tex":
-            blocks.append("\n".join(_tex_table(header, rows)))
-        else:
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(r for r, _ in rows)
-            blocks.append(buf.getvalue().rstrip("\n"))
-    note = "missing: no run for that cell; failed: the run failed; (study) blank: not in the study."
-    if fmt == "md":
-        return f"### {table.title}: the study's grid\n\n" + "\n\n".join(blocks) + f"\n\n{note}\n"
-    if fmt == "tex":
-        return "\n\n".join(blocks) + f"\n% {note}\n"
-    return "\n\n".join(blocks) + "\n"

@@ -18,8 +18,8 @@ from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.conformal import ALPHA, AnswerSets, check_alpha
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.reporting.runs import collect_runs, pooled
 from medmtl.reporting.summary import write_json
-from medmtl.reporting.tables import collect_runs, pooled
 from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party

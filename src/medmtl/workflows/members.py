@@ -17,7 +17,7 @@ from medmtl.inference.core import ARTIFACT_CKPT
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
-from medmtl.reporting.tables import _overrides, collect_runs, pooled
+from medmtl.reporting.runs import collect_runs, pooled, read_overrides
 from medmtl.settings.data import keys as data_keys
 from medmtl.training.module import MultiTaskModule
 
@@ -91,7 +91,7 @@ def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = No
 
 def shared_overrides(runs: Sequence[Path]) -> dict[str, str]:
     """The command-line settings all members share, seeds and folds aside (the table row)."""
-    per_run = [_overrides(r) for r in runs]
+    per_run = [read_overrides(r) for r in runs]
     keys = {k for k in set.intersection(*(set(o) for o in per_run)) if not pooled(k)}
     return {k: per_run[0][k] for k in sorted(keys) if len({o[k] for o in per_run}) == 1}
 

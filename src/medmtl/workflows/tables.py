@@ -6,18 +6,11 @@ from pathlib import Path
 
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, replace_section
+from medmtl.reporting.render import render, render_grid
+from medmtl.reporting.runs import collect_runs
+from medmtl.reporting.study import check_reference_allowed
 from medmtl.reporting.table_figures import write_table_figures
-from medmtl.reporting.tables import (
-    COLUMN_SETS,
-    Table,
-    build_table,
-    check_reference_allowed,
-    collect_runs,
-    compare_with_baseline,
-    find_row,
-    render,
-    render_grid,
-)
+from medmtl.reporting.tables import COLUMN_SETS, Table, build_table, compare_with_baseline, find_row
 
 
 def write_tables(

@@ -8,8 +8,6 @@ and the run folder gets ``metrics.json``, ``predictions_<split>.csv`` and the fi
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import sys
 import time
@@ -26,19 +24,24 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import MedDataModule
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
-from medmtl.io.files import atomic_write_text, ensure_output_dir
+from medmtl.io.files import ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
-from medmtl.models.conformal import ALPHA, check_alpha
-from medmtl.models.unlike import QUANTILE, check_quantile
-from medmtl.models.weights import offline_weights_for
+from medmtl.models.conformal import ALPHA
+from medmtl.models.unlike import QUANTILE
 from medmtl.reporting.summary import print_metrics, write_json
-from medmtl.settings import LossSettings, number
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
+from medmtl.workflows.build import (
+    build_module,
+    check_train_config,
+    explicit_overrides,
+    net_settings,
+)
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
-from medmtl.workflows.distill import attach_teacher, check_distill, open_teacher
+from medmtl.workflows.distill import attach_teacher, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
+from medmtl.workflows.resume import merge_csv_logs, resume_in_run_folder
 from medmtl.workflows.slurm import requeued_checkpoint
 from medmtl.workflows.wandb_runs import (
     N_IMAGES,
@@ -94,69 +97,6 @@ def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def model_kwargs(
-    model_cfg: DictConfig | dict, substitutes: dict | None = None, keep_weights: bool = False
-) -> dict:
-    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
-
-    ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
-    stand-in; the stand-in is built with random weights, except the EfficientNet-Lites, which get
-    their offline ImageNet weights. ``keep_weights`` (the user set ``model.encoder.weights``
-    explicitly) keeps the configured weights for the stand-in: an explicit setting wins.
-    The study encoder is kept as ``encoder_study`` so that every run records what it stands for.
-    """
-    m = (
-        model_cfg
-        if isinstance(model_cfg, dict)
-        else OmegaConf.to_container(model_cfg, resolve=True)
-    )
-    study = m["encoder"]["name"]
-    encoder, weights = study, m["encoder"].get("weights")
-    if substitutes and encoder in substitutes:
-        encoder = substitutes[encoder]
-        if not keep_weights:
-            weights = offline_weights_for(encoder)
-    return {
-        "arch": m["arch"]["name"],
-        "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
-        "encoder": encoder,
-        "encoder_weights": weights,
-        "encoder_study": study,
-        "in_channels": int(m.get("in_channels", 1)),
-        "task": m.get("task", "multitask"),
-        "cls_hidden": int(m.get("cls_hidden", 256)),
-        "cls_dropout": float(m.get("cls_dropout", 0.2)),
-        "empty_mask_class": m.get("empty_mask_class"),
-        "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
-        "empty_mask_keep_above": m.get("empty_mask_keep_above"),
-        "mask_threshold": m.get("mask_threshold", 0.5),
-        "deep_supervision": bool(m.get("deep_supervision", False)),
-        "norm": m.get("norm", "batch"),
-        "postprocess": dict(m.get("postprocess") or {}),
-    }
-
-
-def explicit_overrides() -> set[str]:
-    """Keys the user set on the command line of this run (empty outside a Hydra run)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-
-
-def substitutes(cfg: DictConfig) -> dict:
-    """The profile's encoder substitutions (empty without a profile)."""
-    prof = cfg.get("profile") or {}
-    return dict(prof.get("encoder_substitutes") or {})
-
-
-def net_settings(cfg: DictConfig) -> dict:
-    """The network's settings: the profile's stand-in encoder, unless the user set the weights."""
-    keep = "model.encoder.weights" in explicit_overrides()
-    return model_kwargs(cfg.model, substitutes(cfg), keep_weights=keep)
-
-
 def run_tags(cfg: DictConfig) -> list[str]:
     """Tags that identify a run inside a sweep (architecture, backbone, λ, task, seed, fold)."""
     kw = net_settings(cfg)
@@ -191,159 +131,6 @@ def peak_memory_mb() -> dict[str, float]:
         "peak_rss_mb": round(own * scale, 1),
         "peak_rss_children_mb": round(children * scale, 1),
     }
-
-
-def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | None = None) -> Any:
-    return number(key, OmegaConf.select(cfg, key), kind, low, high)
-
-
-def check_train_config(cfg: DictConfig) -> None:
-    """Refuse settings that cannot work, in one line, before any data is read.
-
-    Architecture, encoder and loss names are checked by building their descriptions only;
-    the image size, batch sizes, epochs and λ by value.
-    """
-    from medmtl.models.multitask import check_model_names
-    from medmtl.settings.data import check_image_size
-    from medmtl.training.module import check_optimization
-    from medmtl.training.progressive import ProgressiveResize
-
-    check_image_size(OmegaConf.select(cfg, "data.image_size"))
-    progressive = OmegaConf.select(cfg, "data.progressive_resize")
-    schedule = ProgressiveResize.from_data(
-        {
-            "image_size": OmegaConf.select(cfg, "data.image_size"),
-            "progressive_resize": OmegaConf.to_container(progressive, resolve=True)
-            if isinstance(progressive, DictConfig)
-            else progressive,
-        }
-    )
-    if schedule.active and OmegaConf.select(cfg, "trainer.max_epochs") in (None, -1):
-        raise ConfigError(
-            "data.progressive_resize needs trainer.max_epochs (its fraction is of the epochs)."
-        )
-    _number(cfg, "data.batch_size", int, 1)
-    if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
-        _number(cfg, "data.eval_batch_size", int, 1)
-    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    if epochs is not None and epochs != -1:
-        _number(cfg, "trainer.max_epochs", int, 1)
-    distill = OmegaConf.select(cfg, "distill")
-    check_distill(OmegaConf.to_container(distill, resolve=True) if distill is not None else None)
-    check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
-    quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
-    if quantile is not None:
-        check_quantile(quantile)
-    if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
-        raise ConfigError(
-            "calibration.temperature must be true or false, got "
-            f"{OmegaConf.select(cfg, 'calibration.temperature')!r}."
-        )
-    for key in ("data.augment.amplitude_mix", "data.augment.amplitude_mix_ratio"):
-        if OmegaConf.select(cfg, key) is not None:  # batch-level: albumentations never sees it
-            _number(cfg, key, float, 0, 1)
-    if cfg.model.arch.name == "PAN" and int(cfg.data.image_size) < 128:
-        raise ConfigError(f"PAN needs data.image_size >= 128 (got {cfg.data.image_size}).")
-    check_model_names(net_settings(cfg))
-    LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
-    check_optimization(*_optimization(cfg))
-
-
-def _resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
-    """Resuming: refuse another model, and continue in the checkpoint's own run folder.
-
-    The run folder keeps its best-checkpoint tracking (Lightning restores it only in the same
-    folder); the CSV log so far is set aside and merged back after training
-    (:func:`_merge_csv_logs`). Returns the checkpoint's hyper-parameters.
-    """
-    ckpt_path = Path(cfg.ckpt_path).expanduser()
-    ckpt = load_checkpoint(ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
-    hp = ckpt["hyper_parameters"]
-    ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
-    now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
-    # settings added after a checkpoint was written have their defaults in it
-    older = {
-        "empty_mask_min_prob": 0.0,
-        "empty_mask_keep_above": None,
-        "mask_threshold": 0.5,
-        "deep_supervision": False,
-        "norm": "batch",
-    }
-    then = {k: v for k, v in {**older, **hp["model"]}.items() if k not in ignore}
-    differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
-    if differ:
-        detail = "; ".join(
-            f"{k}: {then.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in differ
-        )
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: trained with other model settings ({detail}); resume with "
-            "the checkpoint's settings (its run folder has them in config_resolved.yaml)."
-        )
-    run = ckpt_path.resolve().parent.parent
-    if (
-        ckpt_path.resolve().parent.name != "checkpoints"
-        or not (run / "config_resolved.yaml").exists()
-    ):
-        log.warning("%s is not inside a run folder: the resumed run starts a new one.", ckpt_path)
-        return hp
-    epoch = int(ckpt.get("epoch", 0))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)
-    old_csv = run / "csv" / "metrics.csv"
-    if old_csv.exists():
-        old_csv.replace(old_csv.with_name(f"metrics.until_epoch{epoch:04d}.csv"))
-    config = run / "config_resolved.yaml"
-    config.replace(run / f"config_resolved.until_epoch{epoch:04d}.yaml")
-    log.info("Resuming %s after epoch %d in its own folder %s", ckpt_path.name, epoch, run)
-    return hp
-
-
-def _merge_csv_logs(csv_dir: Path) -> None:
-    """One ``metrics.csv`` again after resumes: each earlier part up to its checkpoint's epoch
-    (rows logged after that checkpoint were lost with the interrupted run), then this run's."""
-    parts = sorted(csv_dir.glob("metrics.until_epoch*.csv"))
-    if not parts:
-        return
-    rows: list[dict] = []
-    for part in parts:
-        last = int(part.stem.split("until_epoch")[1])
-        for row in csv.DictReader(part.open()):
-            epoch = row.get("epoch")
-            if epoch in (None, "") or int(float(epoch)) <= last:
-                rows.append(row)
-    current = csv_dir / "metrics.csv"
-    if current.exists():
-        rows += list(csv.DictReader(current.open()))
-    keys = sorted({k for row in rows for k in row})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(current, buf.getvalue())
-    for part in parts:
-        part.unlink()
-
-
-def _optimization(cfg: DictConfig) -> tuple[dict, dict | None]:
-    """The optimizer and schedule settings as plain values (they go into the checkpoint)."""
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    scheduler = cfg.get("scheduler")
-    return optimizer, (OmegaConf.to_container(scheduler, resolve=True) if scheduler else None)
-
-
-def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
-    """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    optimizer, scheduler = _optimization(cfg)
-    return MultiTaskModule(
-        model=net_settings(cfg),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        class_names=list(dm.classes),
-        data=data_cfg,
-        seed=None if cfg.get("seed") is None else int(cfg.seed),
-    )
 
 
 def record_failure(out_dir: str | Path, exc: BaseException) -> Path:
@@ -388,7 +175,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.ckpt_path = str(last)
     quiet_third_party(resuming=bool(cfg.get("ckpt_path")))
-    resumed = _resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
+    resumed = resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
     (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
     (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -512,7 +299,7 @@ def _fit_and_test(
         for lg in loggers:  # flush, then one CSV log again if the run was resumed
             if hasattr(lg, "save"):
                 lg.save()
-        _merge_csv_logs(out_dir / "csv")
+        merge_csv_logs(out_dir / "csv")
     if cfg.get("ckpt_path"):
         metrics["resumed_from"] = str(cfg.ckpt_path)
     if cfg.get("test") and trainer.is_global_zero:

@@ -1,0 +1,165 @@
+"""Building a training run from its config: the checks before any data is read, the network's
+settings (with the profile's stand-in encoders) and the LightningModule."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medmtl.data.datamodule import MedDataModule
+from medmtl.errors import ConfigError
+from medmtl.models.conformal import ALPHA, check_alpha
+from medmtl.models.registry import architecture
+from medmtl.models.unlike import QUANTILE, check_quantile
+from medmtl.models.weights import offline_weights_for
+from medmtl.settings import LossSettings, number
+from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.distill import check_distill
+
+log = logging.getLogger(__name__)
+
+
+def model_kwargs(
+    model_cfg: DictConfig | dict, substitutes: dict | None = None, keep_weights: bool = False
+) -> dict:
+    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
+
+    ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
+    stand-in; the stand-in is built with random weights, except the EfficientNet-Lites, which get
+    their offline ImageNet weights. ``keep_weights`` (the user set ``model.encoder.weights``
+    explicitly) keeps the configured weights for the stand-in: an explicit setting wins.
+    The study encoder is kept as ``encoder_study`` so that every run records what it stands for.
+    """
+    m = (
+        model_cfg
+        if isinstance(model_cfg, dict)
+        else OmegaConf.to_container(model_cfg, resolve=True)
+    )
+    study = m["encoder"]["name"]
+    encoder, weights = study, m["encoder"].get("weights")
+    if substitutes and encoder in substitutes:
+        encoder = substitutes[encoder]
+        if not keep_weights:
+            weights = offline_weights_for(encoder)
+    return {
+        "arch": m["arch"]["name"],
+        "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
+        "encoder": encoder,
+        "encoder_weights": weights,
+        "encoder_study": study,
+        "in_channels": int(m.get("in_channels", 1)),
+        "task": m.get("task", "multitask"),
+        "cls_hidden": int(m.get("cls_hidden", 256)),
+        "cls_dropout": float(m.get("cls_dropout", 0.2)),
+        "empty_mask_class": m.get("empty_mask_class"),
+        "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
+        "empty_mask_keep_above": m.get("empty_mask_keep_above"),
+        "mask_threshold": m.get("mask_threshold", 0.5),
+        "deep_supervision": bool(m.get("deep_supervision", False)),
+        "norm": m.get("norm", "batch"),
+        "postprocess": dict(m.get("postprocess") or {}),
+    }
+
+
+def explicit_overrides() -> set[str]:
+    """Keys the user set on the command line of this run (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def substitutes(cfg: DictConfig) -> dict:
+    """The profile's encoder substitutions (empty without a profile)."""
+    prof = cfg.get("profile") or {}
+    return dict(prof.get("encoder_substitutes") or {})
+
+
+def net_settings(cfg: DictConfig) -> dict:
+    """The network's settings: the profile's stand-in encoder, unless the user set the weights."""
+    keep = "model.encoder.weights" in explicit_overrides()
+    return model_kwargs(cfg.model, substitutes(cfg), keep_weights=keep)
+
+
+def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | None = None) -> Any:
+    return number(key, OmegaConf.select(cfg, key), kind, low, high)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Refuse settings that cannot work, in one line, before any data is read.
+
+    Architecture, encoder and loss names are checked by building their descriptions only;
+    the image size, batch sizes, epochs and λ by value.
+    """
+    from medmtl.models.multitask import check_model_names
+    from medmtl.settings.data import check_image_size
+    from medmtl.training.module import check_optimization
+    from medmtl.training.progressive import ProgressiveResize
+
+    check_image_size(OmegaConf.select(cfg, "data.image_size"))
+    progressive = OmegaConf.select(cfg, "data.progressive_resize")
+    schedule = ProgressiveResize.from_data(
+        {
+            "image_size": OmegaConf.select(cfg, "data.image_size"),
+            "progressive_resize": OmegaConf.to_container(progressive, resolve=True)
+            if isinstance(progressive, DictConfig)
+            else progressive,
+        }
+    )
+    if schedule.active and OmegaConf.select(cfg, "trainer.max_epochs") in (None, -1):
+        raise ConfigError(
+            "data.progressive_resize needs trainer.max_epochs (its fraction is of the epochs)."
+        )
+    _number(cfg, "data.batch_size", int, 1)
+    if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
+        _number(cfg, "data.eval_batch_size", int, 1)
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if epochs is not None and epochs != -1:
+        _number(cfg, "trainer.max_epochs", int, 1)
+    distill = OmegaConf.select(cfg, "distill")
+    check_distill(OmegaConf.to_container(distill, resolve=True) if distill is not None else None)
+    check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
+    quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
+    if quantile is not None:
+        check_quantile(quantile)
+    if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
+        raise ConfigError(
+            "calibration.temperature must be true or false, got "
+            f"{OmegaConf.select(cfg, 'calibration.temperature')!r}."
+        )
+    for key in ("data.augment.amplitude_mix", "data.augment.amplitude_mix_ratio"):
+        if OmegaConf.select(cfg, key) is not None:  # batch-level: albumentations never sees it
+            _number(cfg, key, float, 0, 1)
+    arch = architecture(cfg.model.arch.name)
+    if arch is not None and int(cfg.data.image_size) < arch.min_size:
+        raise ConfigError(
+            f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
+        )
+    check_model_names(net_settings(cfg))
+    LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
+    check_optimization(*optimization(cfg))
+
+
+def optimization(cfg: DictConfig) -> tuple[dict, dict | None]:
+    """The optimizer and schedule settings as plain values (they go into the checkpoint)."""
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    scheduler = cfg.get("scheduler")
+    return optimizer, (OmegaConf.to_container(scheduler, resolve=True) if scheduler else None)
+
+
+def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
+    """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    optimizer, scheduler = optimization(cfg)
+    return MultiTaskModule(
+        model=net_settings(cfg),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        class_names=list(dm.classes),
+        data=data_cfg,
+        seed=None if cfg.get("seed") is None else int(cfg.seed),
+    )
