@@ -81,9 +81,21 @@ def test_step_schedule_and_a_plain_torch_scheduler():
 
 
 def test_checkpoints_from_before_the_config_groups_still_build():
+    from medmtl.models.checkpoint import upgrade
+
+    def old(optimizer: dict, scheduler: dict) -> dict:  # as loaded: upgrade() converts them
+        hp = {"model": {}, "optimizer": optimizer, "scheduler": scheduler}
+        return upgrade(hp)
+
     params = [torch.nn.Parameter(torch.zeros(1))]
-    opt = build_optimizer({"name": "adamw", "lr": 2e-3, "weight_decay": 0.0}, params)
+    hp = old({"name": "adamw", "lr": 2e-3, "weight_decay": 0.0},
+             {"name": "cosine", "warmup_epochs": 0, "min_lr": 0.0})  # fmt: skip
+    opt = build_optimizer(hp["optimizer"], params)
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 2e-3
-    sched = build_scheduler({"name": "cosine", "warmup_epochs": 0, "min_lr": 0.0}, opt, 4)
+    sched = build_scheduler(hp["scheduler"], opt, 4)
     assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR)
-    assert build_scheduler({"name": "none"}, opt, 4) is None
+    assert (
+        build_scheduler(old({"name": "sgd", "lr": 0.1}, {"name": "none"})["scheduler"], opt, 4)
+        is None
+    )
+    assert hp["model"]["norm"] == "batch" and hp["model"]["mask_threshold"] == 0.5

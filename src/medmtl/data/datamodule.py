@@ -234,7 +234,6 @@ class MedDataModule(L.LightningDataModule):
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> MedDataModule:
         """The data module a data config (``conf/data/*.yaml``, or a checkpoint's copy) describes."""
         d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        d.pop("_target_", None)  # older configs and checkpoints named the class to instantiate
         if d.get("source") == "multi":
             raise ConfigError(
                 "data=multi is several data modules: build it with "

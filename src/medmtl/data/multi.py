@@ -75,7 +75,6 @@ class MultiDataModule(MedDataModule):
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> MultiDataModule:
         d = dict(cfg)
-        d.pop("_target_", None)
         unknown = sorted(set(d) - _KEYS)
         if unknown:
             raise ConfigError(f"data.{unknown[0]}: not a setting of data=multi.")

@@ -431,31 +431,16 @@ class MultiTaskModule(L.LightningModule):
             )
 
 
-# checkpoints written before optimizer/scheduler were config groups name them
-_LEGACY_OPTIMIZERS = {
-    "adamw": "torch.optim.AdamW",
-    "adam": "torch.optim.Adam",
-    "sgd": "torch.optim.SGD",
-}
-_LEGACY_SCHEDULERS = {"cosine": "medmtl.training.schedules.cosine"}
-
-
-def _partial(cfg: dict, what: str, legacy: dict[str, str]) -> Any:
+def _partial(cfg: dict, what: str) -> Any:
     """The factory a ``conf/optimizer`` or ``conf/scheduler`` entry describes (Hydra
-    ``_partial_``), built only from plain values, as stored in checkpoints."""
+    ``_partial_``), built only from plain values, as stored in checkpoints (older checkpoints'
+    forms are converted when they are loaded: :func:`medmtl.models.checkpoint.upgrade`)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     cfg = dict(cfg)
-    if "_target_" not in cfg and "name" in cfg:
-        name = str(cfg.pop("name")).lower()
-        if name == "none":
-            return None
-        if name not in legacy:
-            raise ConfigError(
-                f"{what}.name={name!r} is unknown; choose one of {', '.join(legacy)}."
-            )
-        cfg["_target_"] = legacy[name]
+    if "_target_" not in cfg:
+        raise ConfigError(f"{what}: no _target_; choose a file in conf/{what} ({what}=<name>).")
     cfg["_partial_"] = True
     try:
         return instantiate(cfg)
@@ -469,14 +454,14 @@ def _partial(cfg: dict, what: str, legacy: dict[str, str]) -> Any:
 
 def check_optimization(optimizer: dict, scheduler: dict | None) -> None:
     """Refuse an optimizer or schedule that cannot be built, before any data is read."""
-    _partial(optimizer, "optimizer", _LEGACY_OPTIMIZERS)
+    _partial(optimizer, "optimizer")
     if scheduler:
-        _partial(scheduler, "scheduler", _LEGACY_SCHEDULERS)
+        _partial(scheduler, "scheduler")
 
 
 def build_optimizer(cfg: dict, params: Any) -> torch.optim.Optimizer:
     """The optimizer of ``conf/optimizer`` (e.g. ``torch.optim.AdamW``) over ``params``."""
-    factory = _partial(cfg, "optimizer", _LEGACY_OPTIMIZERS)
+    factory = _partial(cfg, "optimizer")
     try:
         return factory(params)
     except (TypeError, ValueError) as exc:
@@ -491,7 +476,7 @@ def build_scheduler(cfg: dict | None, optimizer: torch.optim.Optimizer, max_epoc
     """
     if not cfg:
         return None
-    factory = _partial(cfg, "scheduler", _LEGACY_SCHEDULERS)
+    factory = _partial(cfg, "scheduler")
     if factory is None:
         return None
     accepts = inspect.signature(factory.func).parameters

@@ -30,15 +30,7 @@ def resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     hp = ckpt["hyper_parameters"]
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
     now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
-    # settings added after a checkpoint was written have their defaults in it
-    older = {
-        "empty_mask_min_prob": 0.0,
-        "empty_mask_keep_above": None,
-        "mask_threshold": 0.5,
-        "deep_supervision": False,
-        "norm": "batch",
-    }
-    then = {k: v for k, v in {**older, **hp["model"]}.items() if k not in ignore}
+    then = {k: v for k, v in hp["model"].items() if k not in ignore}  # upgraded when loaded
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:
         detail = "; ".join(
