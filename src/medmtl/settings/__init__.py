@@ -11,11 +11,9 @@ Checkpoints store the plain dict (``to_dict``), still loadable with ``weights_on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
-from medmtl.errors import ConfigError
-from medmtl.settings.checks import choice, number
+from medmtl.settings.checks import choice, known_keys, number
 from medmtl.settings.data import DATA, DataSettings, schema_defaults
 from medmtl.settings.loss import LossSettings
 
@@ -35,17 +33,6 @@ __all__ = [
     "number",
     "register",
 ]
-
-
-def known_keys(group: str, values: dict[str, Any], schema: type) -> dict[str, Any]:
-    """``values`` if every key is a field of ``schema``, else one line naming the unknown ones."""
-    names = [f.name for f in fields(schema)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"{group}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}."
-        )
-    return values
 
 
 def register() -> None:

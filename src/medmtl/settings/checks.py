@@ -4,7 +4,8 @@ is expected (a :class:`~medmtl.errors.ConfigError`, which every command prints a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 from medmtl.errors import ConfigError
@@ -43,6 +44,23 @@ def number(
         kind_name = "an integer" if kind is int else "a number"
         raise ConfigError(f"{key}={value}: {what or f'expected {kind_name}{span}'}.")
     return got
+
+
+def unknown_keys(values: Mapping[str, Any], schema: type) -> tuple[list[str], list[str]]:
+    """The keys of ``values`` that are not fields of the dataclass ``schema`` (sorted), and
+    the field names (in schema order)."""
+    names = [f.name for f in fields(schema)]
+    return sorted(set(values) - set(names)), names
+
+
+def known_keys(group: str, values: dict[str, Any], schema: type) -> dict[str, Any]:
+    """``values`` if every key is a field of ``schema``, else one line naming the unknown ones."""
+    unknown, names = unknown_keys(values, schema)
+    if unknown:
+        raise ConfigError(
+            f"{group}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}."
+        )
+    return values
 
 
 def choice(key: str, value: Any, allowed: Sequence[Any]) -> Any:

@@ -9,10 +9,12 @@ defaults from it, so a new data setting is added here and nowhere else (plus its
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from medmtl.errors import ConfigError
+from medmtl.settings.checks import unknown_keys
 
 SECTIONS = ("source", "preprocess", "split", "loader", "module", "multi")
 
@@ -23,15 +25,8 @@ def _key(section: str, default: Any = None, *, member: bool = False, common: boo
     schema's defaults) rather than only the data sets whose file sets it."""
     meta = {"section": section, "member": member, "common": common}
     if isinstance(default, (list, dict)) or hasattr(default, "__dataclass_fields__"):
-        value = default
-        return field(default_factory=lambda: _copy(value), metadata=meta)
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _copy(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        return type(value)(**asdict(value))
-    return type(value)(value)
 
 
 @dataclass(frozen=True)
@@ -95,8 +90,7 @@ class Augment:
         """The augmentation of ``data.augment`` (missing keys: the defaults; an unknown key is
         refused with the known ones)."""
         values = dict(values or {})
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(names))
+        unknown, names = unknown_keys(values, cls)
         if unknown:
             raise ConfigError(
                 f"data.augment.{unknown[0]}: not an augmentation setting; known: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from medmtl.settings.checks import choice, number
+from medmtl.settings.checks import choice, known_keys, number
 
 SEG_LOSSES = ("dice_bce", "dice", "bce", "focal", "tversky", "lovasz")
 CLS_LOSSES = ("ce", "focal")
@@ -60,8 +60,6 @@ class LossSettings:
     def from_dict(cls, values: dict[str, Any] | None) -> LossSettings:
         """Checked settings from a config or checkpoint dict; missing keys take the defaults,
         an unknown key is refused with the known ones."""
-        from medmtl.settings import known_keys
-
         return cls(**known_keys("loss", dict(values or {}), cls))
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,11 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 from medmtl.data.datamodule import MedDataModule
 from medmtl.errors import ConfigError
 from medmtl.models.conformal import ALPHA, check_alpha
+from medmtl.models.multitask import check_model_names
 from medmtl.models.registry import architecture
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
 from medmtl.settings import LossSettings, number
-from medmtl.training.module import MultiTaskModule
+from medmtl.settings.data import check_image_size
+from medmtl.training.module import MultiTaskModule, check_optimization
+from medmtl.training.progressive import ProgressiveResize
 from medmtl.workflows.distill import check_distill
 
 log = logging.getLogger(__name__)
@@ -94,11 +97,6 @@ def check_train_config(cfg: DictConfig) -> None:
     Architecture, encoder and loss names are checked by building their descriptions only;
     the image size, batch sizes, epochs and λ by value.
     """
-    from medmtl.models.multitask import check_model_names
-    from medmtl.settings.data import check_image_size
-    from medmtl.training.module import check_optimization
-    from medmtl.training.progressive import ProgressiveResize
-
     check_image_size(OmegaConf.select(cfg, "data.image_size"))
     progressive = OmegaConf.select(cfg, "data.progressive_resize")
     schedule = ProgressiveResize.from_data(
