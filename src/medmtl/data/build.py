@@ -7,13 +7,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.datamodule import CasesDataModule, MedDataModule
 from medmtl.data.multi import MultiDataModule
+from medmtl.data.sources import COMBINED
 
 
-def datamodule_from_config(cfg: Mapping[str, Any] | DictConfig) -> MedDataModule:
+def datamodule_from_config(cfg: Mapping[str, Any] | DictConfig) -> CasesDataModule:
     """``conf/data/<name>.yaml`` (or a checkpoint's copy of it) as a data module."""
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    if d.get("source") == "multi":
+    if d.get("source") == COMBINED:
         return MultiDataModule.from_config(d)
     return MedDataModule.from_config(d)

@@ -16,12 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from medmtl.config import project_root
-from medmtl.data.busbra import BusbraSplit, index_busbra
 from medmtl.data.cache import CachedCase, load_cases
 from medmtl.data.duplicates import combine_groups, find_groups
-from medmtl.data.index import Case, DatasetIndex, index_class_folders
-from medmtl.data.manifest import Columns, index_manifest
-from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
+from medmtl.data.index import Case, DatasetIndex
+from medmtl.data.sources import DataSource, Source, source_of
 from medmtl.data.splits import (
     SPLITS,
     SplitSettings,
@@ -41,7 +39,6 @@ from medmtl.settings.data import DATA, check_image_size
 from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
-SOURCES = ("folder", "phantom", "manifest", "busbra", "multi")
 
 
 class ArrayDataset(Dataset):
@@ -86,23 +83,6 @@ def split_file_advice(path: Path) -> str:
         "every later run of this data set uses it; keep it (deleting it makes a new split, "
         "and results stop being comparable)."
     )
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Which data set: its name, where it is and its classes."""
-
-    name: str = "busi"
-    source: str = "folder"  # see SOURCES
-    root: str | None = None  # the data folder (folder, busbra); the manifest's is its CSV's
-    classes: tuple[str, ...] = tuple(DATA.classes)
-    mask_optional_classes: tuple[str, ...] = ()  # their images may have no mask (empty mask)
-    drop_empty_classes: bool = DATA.drop_empty_classes  # train without an empty class folder
-    phantom: dict | None = None  # seed, size, counts of the generated phantom
-    manifest: str | None = None  # data=manifest: the CSV that lists the data set
-    columns: dict | None = None  # data=manifest: which column holds what (manifest.Columns)
-    class_map: dict | None = None  # the data set's labels -> classes (None: the same names)
-    busbra: dict | None = None  # data=busbra: which published folds (busbra.BusbraSplit)
 
 
 @dataclass(frozen=True)
@@ -172,8 +152,152 @@ PREPROCESS_KEYS = data_keys("preprocess")
 DATA_KEYS = frozenset(data_keys()) - frozenset(data_keys("multi"))
 
 
-class MedDataModule(L.LightningDataModule):
-    """Class-folder data sets (``data=busi``, ``data=folder``) and the phantom (``data=phantom``).
+class CasesDataModule(L.LightningDataModule):
+    """What every medmtl data module does with its cases once they are loaded: their split,
+    the model's class names, the data sets and loaders of each split.
+
+    :class:`MedDataModule` reads one data set; :class:`~medmtl.data.multi.MultiDataModule`
+    holds several of them. Both fill ``index``, ``items``, ``split`` and ``groups`` in
+    :meth:`load` (every image, unsplit) and :meth:`setup` (split).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        classes: Sequence[str],
+        preprocess: PreprocessSettings | None = None,
+        loader: LoaderSettings | None = None,
+        augment: dict | None = None,
+        cache_dir: str | None = ".cache",
+    ) -> None:
+        super().__init__()
+        self.preprocess = preprocess or PreprocessSettings()
+        check_image_size(self.preprocess.image_size)
+        self.loader = loader or LoaderSettings()
+        self.name = name
+        self.classes = tuple(classes)
+        self.loader.check_classes(self.classes)
+        self.augment = dict(augment or {})
+        self.cache_dir = cache_dir
+        self.index: DatasetIndex | None = None
+        self.own_classes: tuple[str, ...] = self.classes
+        self._split_done = False
+        self.items: list[CachedCase] = []
+        self.split: list[str] = []
+        self.groups: list[int] = []
+
+    def load(self) -> None:
+        """Index and load every image, unsplit (``split=all``)."""
+        raise NotImplementedError
+
+    def split_files(self) -> dict[str, Path]:
+        """The split files read or written in ``setup``, by data set name."""
+        raise NotImplementedError
+
+    def relabel(self, classes: Sequence[str], mapping: Mapping[str, str]) -> None:
+        """Label the cases in another class list (a model's) through ``mapping`` (data class ->
+        class); each case keeps its own ``class_name``."""
+        self.load()
+        classes = list(classes)
+        self.index.cases = [
+            replace(c, label=classes.index(mapping[c.class_name])) for c in self.index.cases
+        ]
+        self.own_classes = tuple(dict.fromkeys(mapping[c] for c in self.own_classes))
+        self.classes = tuple(classes)
+
+    def split_classes(self, split: str) -> list[str]:
+        """The classes the data set defines (in the names of :meth:`relabel`): what a model
+        with more classes is scored over on this split."""
+        return list(self.own_classes)
+
+    # -- access -----------------------------------------------------------------------------
+    def cases(self, split: str) -> list[Case]:
+        """The cases of one split (``all``: every case), in index order."""
+        self._check_split(split)
+        return [c for i, c in enumerate(self.index.cases) if self._in(split, i)]
+
+    def _in(self, split: str, i: int) -> bool:
+        return split == "all" or self.split[i] == split
+
+    def dataset(self, split: str, train: bool = False) -> ArrayDataset:
+        self._check_split(split)
+        idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
+        p = self.preprocess
+        tf = (
+            train_transform(
+                p.image_size,
+                p.mean,
+                p.std,
+                standardize=p.standardize,
+                **{k: v for k, v in self.augment.items() if k not in BATCH_AUGMENTS},
+            )
+            if train
+            else eval_transform(p.mean, p.std, p.standardize)
+        )
+        return ArrayDataset(
+            [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
+        )
+
+    def _check_split(self, split: str) -> None:
+        if split not in (*SPLITS, "all"):
+            raise ConfigError(
+                f"split={split!r} is unknown; choose one of {', '.join(SPLITS)} or all."
+            )
+        if split == "all":
+            self.load()
+            return
+        if not self._split_done:
+            self.setup()
+        if split not in self.split:
+            raise DataError(
+                f"{self.name}: the {split} split has no images; choose another split or split=all."
+            )
+
+    def dataloader(self, split: str, train: bool = False) -> DataLoader:
+        ds = self.dataset(split, train)
+        sampler = None
+        if train and (self.loader.balanced_sampling or self.loader.class_sampling):
+            # each class drawn with its share (with replacement), one epoch = len(ds) draws
+            counts = np.bincount(ds.labels, minlength=len(self.classes))
+            share = class_shares(
+                counts, self.classes, self.loader.balanced_sampling, self.loader.class_sampling
+            )
+            weights = [share[c] / counts[c] for c in ds.labels]
+            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
+        return DataLoader(
+            ds,
+            batch_size=self.loader.batch_size if train else self.eval_batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train and self._drop_last(len(ds)),
+            num_workers=self.loader.num_workers,
+            persistent_workers=self.loader.num_workers > 0,
+        )
+
+    def _drop_last(self, n: int) -> bool:
+        """Drop a last, smaller training batch (PAN and DeepLab BatchNorm fail on a batch of one
+        image), unless that would leave a rank without any batch: under DDP each rank sees
+        only its share of the images."""
+        world = getattr(self.trainer, "world_size", 1)  # no trainer (None): one process
+        return math.ceil(n / max(1, world)) > self.loader.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.loader.eval_batch_size or self.loader.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")
+
+
+class MedDataModule(CasesDataModule):
+    """One data set: class folders (``data=busi``, ``data=folder``), a manifest, BUS-BRA or
+    the phantom, read through its entry in the source registry (:mod:`medmtl.data.sources`).
 
     Built from a data config by :meth:`from_config`; the preprocessing is one
     :class:`PreprocessSettings`, which the checkpoint stores.
@@ -189,46 +313,15 @@ class MedDataModule(L.LightningDataModule):
         subset: int | None = None,
         cache_dir: str | None = ".cache",
     ) -> None:
-        super().__init__()
-        if source.source not in SOURCES:
-            raise ConfigError(
-                f"data.source={source.source!r} is unknown; choose one of {', '.join(SOURCES)}."
-            )
-        if source.source in ("folder", "busbra") and not source.root:
-            raise ConfigError(
-                f"data.root is not set for data={source.name}; point it at the data folder."
-            )
-        if source.source in ("phantom", "manifest") and source.root:
-            what = "generated" if source.source == "phantom" else "listed in data.manifest"
-            raise ConfigError(
-                f"data.root={source.root}: data={source.name} does not read a data folder (its "
-                f"images are {what}), so the setting would be ignored. To evaluate on another "
-                "data set give it by name: medmtl-eval ckpt_path=<model> data=<busi|busbra|"
-                "folder|manifest> data.root=<folder>."
-            )
-        if source.source == "manifest" and not source.manifest:
-            raise ConfigError(
-                f"data.manifest is not set for data={source.name}; point it at the CSV file "
-                "that lists the images (docs/data.md)."
-            )
+        kind: Source = source_of(source)  # checks what the source needs, before any file
+        super().__init__(
+            source.name, kind.classes or source.classes, preprocess, loader, augment, cache_dir
+        )
         self.data = source
+        self.kind = kind
         self._split_file: Path | None = None
-        self.preprocess = preprocess or PreprocessSettings()
-        check_image_size(self.preprocess.image_size)
         self.split_settings = split or SplitSettings()
-        self.loader = loader or LoaderSettings()
-        self.name = source.name
-        self.classes = tuple(PHANTOM_CLASSES if source.source == "phantom" else source.classes)
-        self.loader.check_classes(self.classes)
-        self.augment = dict(augment or {})
         self.subset = subset
-        self.cache_dir = cache_dir
-        self.index: DatasetIndex | None = None
-        self.own_classes: tuple[str, ...] = self.classes
-        self._split_done = False
-        self.items: list[CachedCase] = []
-        self.split: list[str] = []
-        self.groups: list[int] = []
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> MedDataModule:
@@ -281,17 +374,7 @@ class MedDataModule(L.LightningDataModule):
     def resolve_root(self) -> Path:
         """The data folder (the phantom is generated into the cache on first use; a
         manifest's folder is its CSV's)."""
-        if self.data.source == "manifest":
-            return Path(str(self.data.manifest)).expanduser().resolve().parent
-        if self.data.source == "phantom":
-            phantom = dict(self.data.phantom or {})
-            return ensure_phantom(
-                Path(self.cache_dir or ".cache"),
-                seed=int(phantom.get("seed", 0)),
-                counts=phantom.get("counts"),
-                size=int(phantom.get("size", 256)),
-            )
-        return Path(str(self.data.root)).expanduser()
+        return self.kind.find_root(self.data, Path(self.cache_dir or ".cache"))
 
     def split_path(self, root: Path) -> Path:
         """The split file: ``data.split_file``, else ``split.json`` in the data folder."""
@@ -300,45 +383,11 @@ class MedDataModule(L.LightningDataModule):
 
     def build_index(self, strict: bool = True) -> DatasetIndex:
         """The cases of the data set; file problems raise (``strict``) or are kept (audit)."""
-        d = self.data
-        if d.source == "manifest":
-            return index_manifest(
-                d.manifest,
-                self.classes,
-                Columns.from_dict(d.columns),
-                d.class_map,
-                d.mask_optional_classes,
-                strict,
-                dataset=self.name,
-            )
-        if d.source == "busbra":
-            return index_busbra(
-                Path(str(d.root)).expanduser(),
-                self.classes,
-                BusbraSplit.from_dict(d.busbra),
-                d.class_map,
-                strict,
-                dataset=self.name,
-            )
-        hint = (
-            "data.root (or the BUSI_ROOT environment variable)"
-            if self.name == "busi"
-            else "data.root"
-        )
-        index = index_class_folders(
-            self.resolve_root(),
-            self.classes,
-            d.mask_optional_classes,
-            hint,
-            strict,
-            d.drop_empty_classes,
-        )
-        index.cases = [replace(c, dataset=self.name) for c in index.cases]
-        return index
+        return self.kind.index(self.data, self.resolve_root(), strict)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process only: generate the phantom there.
-        if self.data.source == "phantom":
+        if self.kind.generated:
             self.resolve_root()
 
     def load(self) -> None:
@@ -485,103 +534,3 @@ class MedDataModule(L.LightningDataModule):
         self.items = [self.items[i] for i in keep]
         self.split = [self.split[i] for i in keep]
         self.groups = [self.groups[i] for i in keep]
-
-    def relabel(self, classes: Sequence[str], mapping: Mapping[str, str]) -> None:
-        """Label the cases in another class list (a model's) through ``mapping`` (data class ->
-        class); each case keeps its own ``class_name``."""
-        self.load()
-        classes = list(classes)
-        self.index.cases = [
-            replace(c, label=classes.index(mapping[c.class_name])) for c in self.index.cases
-        ]
-        self.own_classes = tuple(dict.fromkeys(mapping[c] for c in self.own_classes))
-        self.classes = tuple(classes)
-
-    def split_classes(self, split: str) -> list[str]:
-        """The classes the data set defines (in the names of :meth:`relabel`): what a model
-        with more classes is scored over on this split."""
-        return list(self.own_classes)
-
-    # -- access -----------------------------------------------------------------------------
-    def cases(self, split: str) -> list[Case]:
-        """The cases of one split (``all``: every case), in index order."""
-        self._check_split(split)
-        return [c for i, c in enumerate(self.index.cases) if self._in(split, i)]
-
-    def _in(self, split: str, i: int) -> bool:
-        return split == "all" or self.split[i] == split
-
-    def dataset(self, split: str, train: bool = False) -> ArrayDataset:
-        self._check_split(split)
-        idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
-        p = self.preprocess
-        tf = (
-            train_transform(
-                p.image_size,
-                p.mean,
-                p.std,
-                standardize=p.standardize,
-                **{k: v for k, v in self.augment.items() if k not in BATCH_AUGMENTS},
-            )
-            if train
-            else eval_transform(p.mean, p.std, p.standardize)
-        )
-        return ArrayDataset(
-            [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
-        )
-
-    def _check_split(self, split: str) -> None:
-        if split not in (*SPLITS, "all"):
-            raise ConfigError(
-                f"split={split!r} is unknown; choose one of {', '.join(SPLITS)} or all."
-            )
-        if split == "all":
-            self.load()
-            return
-        if not self._split_done:
-            self.setup()
-        if split not in self.split:
-            raise DataError(
-                f"{self.name}: the {split} split has no images; choose another split or split=all."
-            )
-
-    def dataloader(self, split: str, train: bool = False) -> DataLoader:
-        ds = self.dataset(split, train)
-        sampler = None
-        if train and (self.loader.balanced_sampling or self.loader.class_sampling):
-            # each class drawn with its share (with replacement), one epoch = len(ds) draws
-            counts = np.bincount(ds.labels, minlength=len(self.classes))
-            share = class_shares(
-                counts, self.classes, self.loader.balanced_sampling, self.loader.class_sampling
-            )
-            weights = [share[c] / counts[c] for c in ds.labels]
-            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
-        return DataLoader(
-            ds,
-            batch_size=self.loader.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and self._drop_last(len(ds)),
-            num_workers=self.loader.num_workers,
-            persistent_workers=self.loader.num_workers > 0,
-        )
-
-    def _drop_last(self, n: int) -> bool:
-        """Drop a last, smaller training batch (PAN and DeepLab BatchNorm fail on a batch of one
-        image), unless that would leave a rank without any batch: under DDP each rank sees
-        only its share of the images."""
-        world = getattr(self.trainer, "world_size", 1)  # no trainer (None): one process
-        return math.ceil(n / max(1, world)) > self.loader.batch_size
-
-    @property
-    def eval_batch_size(self) -> int:
-        return self.loader.eval_batch_size or self.loader.batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return self.dataloader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.dataloader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.dataloader("test")

@@ -19,12 +19,12 @@ from typing import Any
 from medmtl.data.datamodule import (
     DATA_KEYS,
     PREPROCESS_KEYS,
-    DataSource,
+    CasesDataModule,
     LoaderSettings,
     MedDataModule,
 )
 from medmtl.data.index import DatasetIndex
-from medmtl.data.splits import SPLITS, SplitSettings
+from medmtl.data.splits import SPLITS
 from medmtl.errors import ConfigError, DataError
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.data import DATA, check_image_size
@@ -37,8 +37,10 @@ UNUSED = "unused"  # the other data sets' test images in a leave-one-out run
 _KEYS = (DATA_KEYS - {"manifest", "columns", "busbra"}) | set(data_keys("multi"))
 
 
-class MultiDataModule(MedDataModule):
-    """The data sets of ``data.sets`` as one data module."""
+class MultiDataModule(CasesDataModule):
+    """The data sets of ``data.sets`` as one data module: it holds one
+    :class:`~medmtl.data.datamodule.MedDataModule` per data set, splits each on its own and
+    serves their cases together."""
 
     def __init__(
         self,
@@ -51,16 +53,7 @@ class MultiDataModule(MedDataModule):
         augment: dict | None = None,
         cache_dir: str | None = ".cache",
     ) -> None:
-        super().__init__(
-            DataSource(name=name, source="multi", classes=classes),
-            preprocess,
-            SplitSettings(),
-            loader,
-            augment,
-            None,
-            cache_dir,
-        )
-        self.classes = tuple(classes)
+        super().__init__(name, classes, preprocess, loader, augment, cache_dir)
         if not sets:
             raise ConfigError("data.sets is empty; data=multi combines two or more data sets.")
         if leave_out is not None and leave_out not in sets:
@@ -120,11 +113,6 @@ class MultiDataModule(MedDataModule):
     def prepare_data(self) -> None:
         for dm in self.sets.values():
             dm.prepare_data()
-
-    def build_index(self, strict: bool = True) -> DatasetIndex:
-        raise ConfigError(
-            "data=multi: audit and split each data set on its own (medmtl-data audit data=<name>)."
-        )
 
     def _combine(self, splits: dict[str, list[str]]) -> None:
         cases, items, split, groups = [], [], [], []

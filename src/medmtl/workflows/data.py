@@ -8,12 +8,23 @@ from omegaconf import DictConfig
 
 from medmtl.data.audit import AuditReport, audit, format_report
 from medmtl.data.build import datamodule_from_config
+from medmtl.data.datamodule import MedDataModule
 from medmtl.data.splits import SPLITS
+from medmtl.errors import ConfigError
+
+
+def _one_data_set(data_cfg: DictConfig) -> MedDataModule:
+    dm = datamodule_from_config(data_cfg)
+    if not isinstance(dm, MedDataModule):
+        raise ConfigError(
+            "data=multi: audit and split each data set on its own (medmtl-data audit data=<name>)."
+        )
+    return dm
 
 
 def audit_data(data_cfg: DictConfig) -> AuditReport:
     """Decode every file of the data set and print the report; nothing is raised for a bad file."""
-    dm = datamodule_from_config(data_cfg)
+    dm = _one_data_set(data_cfg)
     index = dm.build_index(strict=False)
     report = audit(index, dm.split_path(index.root), dm.split_settings)
     print(format_report(report))
@@ -22,7 +33,7 @@ def audit_data(data_cfg: DictConfig) -> AuditReport:
 
 def write_split(data_cfg: DictConfig, force: bool = False) -> Path:
     """Write the data set's split file if it is missing (``force``: rewrite it)."""
-    dm = datamodule_from_config(data_cfg)
+    dm = _one_data_set(data_cfg)
     path = dm.split_path(dm.resolve_root())
     if path.exists() and force:
         path.unlink()
