@@ -27,9 +27,57 @@ CASES = [
     ("compare", ["ckpt_paths=[]"], "give ckpt_paths="),
     ("ensemble", ["/nonexistent/sweep", "out=/tmp/e"], "/nonexistent/sweep: folder not found"),
     ("tables", ["/nonexistent/sweep"], "/nonexistent/sweep: multirun folder not found"),
-    ("tables", ["/tmp", "--columns", "bogus"], "medmtl-tables: argument --columns"),
-    ("bench", ["nothing"], "medmtl-bench: argument what"),
+    ("tables", ["/tmp", "--columns", "bogus"], "columns='bogus' is unknown"),
+    ("tables", ["/tmp", "colums=recipe"], "unknown option 'colums'"),
+    ("bench", ["nothing"], "medmtl-bench: the first argument must be one of"),
+    # a mistake in a Hydra override is medmtl's one line too, before any run folder is made
+    ("train", ["foo=1"], "Could not override 'foo'"),
+    (
+        "train",
+        ["data=nothing"],
+        "Could not find 'data/nothing'; Available options in 'data': busbra",
+    ),
+    ("train", ["data.image_size=["], "no viable alternative at input '['"),
+    ("eval", ["ckpt_path=x", "spli=test"], "Could not override 'spli'"),
+    ("eval", ["ckpt_path=x", "split=holdout"], "split='holdout' is unknown"),
+    ("data", ["audit", "data.roo=x"], "Could not override 'data.roo'"),
+    ("data", ["audit", "data=multi"], "data=multi: audit and split each data set on its own"),
+    ("predict", ["input=a", "out=b", "treshold=0.4"], "unknown option 'treshold'"),
+    ("predict", ["input=a", "out=b", "batch_size=many"], "batch_size=many: expected an integer"),
+    ("serve", ["port=0"], "port=0: must be a port number"),
+    ("ensemble", ["/tmp", "out=/tmp/e", "gate=auto"], "gate='auto' is unknown"),
+    ("calibrate", ["by_class=maybe"], "by_class=maybe: expected true or false"),
+    ("export", ["format=onnx"], "missing required option(s): ckpt_path=..."),
 ]
+
+COMMANDS = [
+    "train", "eval", "data", "preprocess", "predict", "export", "serve", "ensemble",
+    "calibrate", "compare", "tables", "bench",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_has_one_layout(command):
+    """--help: the usage line, the summary, then the options or config groups as key=default."""
+    res = run_cli(command, "--help", timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"usage: medmtl-{command} "), lines[:3]
+    assert lines[1] == "" and lines[2] and not lines[2].startswith("medmtl-")
+    headers = [ln for ln in lines if ln.endswith(":") and not ln.startswith(" ")]
+    assert headers and headers[0] in ("options:", "config groups (group=<file>):"), headers
+    first = lines[lines.index(headers[0]) + 1]
+    assert first.startswith("  ") and "=" in first.split()[0], first
+
+
+def test_gnu_style_options_are_the_same_as_key_value():
+    from medmtl.cli.options import parse
+    from medmtl.settings.commands import TablesSettings
+
+    a = parse(["/s", "--no-ci", "--wandb", "--columns", "recipe"], TablesSettings, "multirun_dir")
+    b = parse(["/s", "ci=false", "wandb=offline", "columns=recipe"], TablesSettings, "multirun_dir")
+    assert a == b and a.folder == "/s" and a.ci is False and a.wandb == "offline"
+    assert parse(["/s", "--wandb", "online"], TablesSettings, "multirun_dir").wandb == "online"
 
 
 @pytest.mark.parametrize(

@@ -445,7 +445,7 @@ def test_predict_the_images_a_manifest_lists_and_keep_its_columns(tiny_ckpt, tmp
 
 def test_adapt_bn_predicts_a_folder_with_its_own_statistics(tiny_ckpt, images, tmp_path):
     """adapt=bn: the batch-norm statistics of the folder's images, then the same outputs."""
-    from medmtl.cli.predict import DEFAULTS
+    from medmtl.settings.commands import PredictSettings
     from medmtl.workflows.predict import predict
 
     folder = tmp_path / "in"
@@ -455,8 +455,8 @@ def test_adapt_bn_predicts_a_folder_with_its_own_statistics(tiny_ckpt, images, t
     rows = {}
     for adapt in ("none", "bn"):
         out = tmp_path / adapt
-        predict({**DEFAULTS, "ckpt_path": str(tiny_ckpt), "input": str(folder), "out": str(out),
-                 "adapt": adapt})  # fmt: skip
+        predict(PredictSettings(ckpt_path=str(tiny_ckpt), input=str(folder), out=str(out),
+                                adapt=adapt))  # fmt: skip
         rows[adapt] = _rows(out)
         assert len(rows[adapt]) == 3
     probs = {a: [[float(r[k]) for k in r if k.startswith("prob_")] for r in rows[a]] for a in rows}

@@ -81,7 +81,7 @@ def test_step_schedule_and_a_plain_torch_scheduler():
 
 
 def test_checkpoints_from_before_the_config_groups_still_build():
-    from medmtl.models.checkpoint import upgrade
+    from medmtl.models.upgrade import upgrade
 
     def old(optimizer: dict, scheduler: dict) -> dict:  # as loaded: upgrade() converts them
         hp = {"model": {}, "optimizer": optimizer, "scheduler": scheduler}

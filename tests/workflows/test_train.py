@@ -397,7 +397,7 @@ def test_eval_with_test_time_flip(trained, make_cfg):
     with torch.no_grad():
         p = torch.softmax(module(x)["cls"], 1)
         pf = torch.softmax(module(torch.flip(x, dims=[3]))["cls"], 1)
-        module.tta = True
+        module.configure_evaluation(tta=True)
         both = torch.softmax(module(x)["cls"], 1)
     assert torch.allclose(both, (p + pf) / 2, atol=1e-5)
     tta = read_predictions(Path(cfg.paths.output_dir) / "predictions_test.csv")

@@ -6,7 +6,6 @@ to do>`` on stderr and exit status 2 (:func:`fail`), never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -26,13 +25,6 @@ def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except MedmtlError as exc:
         fail(str(exc))
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with medmtl's one-line errors (``medmtl: error: ...``, exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(f"{self.prog}: {message}. Run {self.prog} --help for the options.")
 
 
 def report_files(skipped: list, problems: list, word: str) -> None:

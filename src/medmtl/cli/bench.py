@@ -1,61 +1,69 @@
 """medmtl-bench: measure and write docs/benchmarks.md.
 
-medmtl-bench preprocess [--out docs/benchmarks.md] [--busi-image PATH]
-medmtl-bench inference [--busi-root DIR] [--images N] [--image-size PX] [--compile]
-medmtl-bench train [--busi-root DIR] [--compile] [--tiny]
-medmtl-bench probe [--busi-root DIR] [--out docs/results.md]
-medmtl-bench serve [--busi-root DIR] [--requests 200] [--clients 4]
+medmtl-bench preprocess [out=docs/benchmarks.md] [busi_image=PATH]
+medmtl-bench inference [busi_root=DIR] [images=N] [image_size=PX] [compile=true]
+medmtl-bench train [busi_root=DIR] [compile=true] [tiny=true]
+medmtl-bench probe [busi_root=DIR] [out=docs/results.md]
+medmtl-bench serve [busi_root=DIR] [requests=200] [clients=4]
+(--out PATH, --tiny ... are the same options.)
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
-from medmtl.cli import ArgumentParser, run_or_exit
+from medmtl.cli.options import command_main, option_lines, parse, usage
 from medmtl.config import compose, project_root
+from medmtl.errors import ConfigError
+from medmtl.settings.commands import BENCHES, BenchSettings
+
+PROG = "medmtl-bench"
+
+
+def _help() -> str:
+    sections = [
+        (f"{what}: {text}", option_lines(cls, "what")[len(fields(BenchSettings)) - 1 :])
+        for what, (cls, text) in BENCHES.items()
+    ]
+    shared = option_lines(BenchSettings, "what")
+    return usage(PROG, __doc__, shared, "<measurement> [key=value ...]", sections)
+
+
+def _settings(argv: list[str]) -> SimpleNamespace:
+    """The measurement's settings, with the defaults that depend on this checkout filled in."""
+    words = [a for a in argv if "=" not in a and not a.startswith("-")]
+    if not words or words[0] not in BENCHES:
+        raise ConfigError(
+            f"{PROG}: the first argument must be one of {', '.join(BENCHES)} "
+            f"(got {words[0] if words else 'nothing'})."
+        )
+    settings = parse(argv, BENCHES[words[0]][0], positional="what")
+    if len(settings.what) != 1:
+        raise ConfigError(f"{PROG}: one measurement at a time, not {' '.join(settings.what)}.")
+    values = settings.to_dict()
+    values["what"] = settings.what[0]
+    docs = project_root() / "docs"
+    values["out"] = Path(
+        values["out"] or docs / ("results.md" if values["what"] == "probe" else "benchmarks.md")
+    )
+    # BUSI_ROOT, else data/ in the repo
+    busi = Path(values["busi_root"] or compose("train", ["data=busi"]).data.root)
+    values["busi_root"] = busi
+    if "busi_image" in values:
+        values["busi_image"] = Path(values["busi_image"] or busi / "benign" / "benign (1).png")
+    if "cache_dir" in values:
+        values["cache_dir"] = Path(values["cache_dir"] or project_root() / ".cache")
+    return SimpleNamespace(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_or_exit(_main, argv)
+    return command_main(PROG, __doc__, lambda a: _main(_settings(a)), argv, _help, exit=False)
 
 
-def _main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="medmtl-bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("preprocess", help="HE, CLAHE and 8-bit conversion timings")
-    p.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
-    busi = Path(compose("train", ["data=busi"]).data.root)  # BUSI_ROOT, else data/ in the repo
-    p.add_argument("--busi-image", type=Path, default=busi / "benign" / "benign (1).png")
-    p.add_argument("--repeats", type=int, default=7)
-    q = sub.add_parser("inference", help="PyTorch vs ONNX Runtime throughput, predict cold start")
-    q.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
-    q.add_argument("--busi-root", type=Path, default=busi)
-    q.add_argument("--images", type=int, default=32)
-    q.add_argument("--image-size", type=int, default=None, help="default: the CPU model's")
-    q.add_argument("--repeats", type=int, default=5)
-    q.add_argument(
-        "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"
-    )
-    t = sub.add_parser("train", help="matmul peak, FLOPs, model-only vs end-to-end, loader, memory")
-    t.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
-    t.add_argument("--busi-root", type=Path, default=busi)
-    t.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
-    t.add_argument("--tiny", action="store_true", help="tiny models and data (for the tests)")
-    t.add_argument(
-        "--compile", action="store_true", help="also measure torch.compile (minutes to compile)"
-    )
-    r = sub.add_parser("probe", help="linear probe: offline ImageNet weights vs random (BUSI)")
-    r.add_argument("--out", type=Path, default=project_root() / "docs" / "results.md")
-    r.add_argument("--busi-root", type=Path, default=busi)
-    r.add_argument("--cache-dir", type=Path, default=project_root() / ".cache")
-    r.add_argument("--image-size", type=int, default=224)
-    s = sub.add_parser("serve", help="medmtl-serve under load: latency, throughput, memory")
-    s.add_argument("--out", type=Path, default=project_root() / "docs" / "benchmarks.md")
-    s.add_argument("--busi-root", type=Path, default=busi)
-    s.add_argument("--requests", type=int, default=200)
-    s.add_argument("--clients", type=int, default=4)
-    args = parser.parse_args(argv)
+def _main(args: SimpleNamespace) -> int:
     from medmtl.bench.common import publish
 
     if args.what == "serve":
@@ -63,7 +71,7 @@ def _main(argv: list[str] | None = None) -> int:
 
         res = serve.run(args.busi_root, args.requests, args.clients)
         cmd = "BUSI_ROOT=<BUSI> medmtl-bench serve" + (
-            f" --requests {args.requests} --clients {args.clients}"
+            f" requests={args.requests} clients={args.clients}"
             if (args.requests, args.clients) != (200, 4)
             else ""
         )
@@ -88,8 +96,8 @@ def _main(argv: list[str] | None = None) -> int:
         res = training.run(root, args.cache_dir, tiny=args.tiny, compile_=args.compile)
         cmd = (
             "BUSI_ROOT=<BUSI> medmtl-bench train"
-            + (" --tiny" if args.tiny else "")
-            + (" --compile" if args.compile else "")
+            + (" tiny=true" if args.tiny else "")
+            + (" compile=true" if args.compile else "")
         )
         text = training.section(res, cmd, time.time() - start)
         publish(args.out, "train", text)
@@ -105,7 +113,7 @@ def _main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
             compile_=args.compile,
         )
-        cmd = "BUSI_ROOT=<BUSI> medmtl-bench inference" + (" --compile" if args.compile else "")
+        cmd = "BUSI_ROOT=<BUSI> medmtl-bench inference" + (" compile=true" if args.compile else "")
         text = inference.section(res, cmd)
         publish(args.out, "inference", text)
         return 0

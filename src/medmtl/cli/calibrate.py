@@ -15,25 +15,21 @@ these existed; evaluate again (medmtl-eval, medmtl-ensemble) to see their effect
 
 from __future__ import annotations
 
-from medmtl.cli.kv import _convert, kv_main, parse_kv
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import CalibrateSettings
 
-DEFAULTS = {"alpha": None, "by_class": None, "unlike_quantile": 0.95, "data_root": None}
 
-
-def _run(argv: list[str]) -> int:
-    folders = [a for a in argv if "=" not in a]
-    opts = parse_kv([a for a in argv if "=" in a], DEFAULTS)
+def _run(settings: CalibrateSettings) -> int:
     from medmtl.workflows.calibrate import recalibrate
 
-    by_class = opts["by_class"]  # None (as the run's) or a true/false given on the command line
-    if by_class is not None:
-        by_class = _convert("by_class", str(by_class), False)
-    recalibrate(folders, opts["alpha"], by_class, opts["unlike_quantile"], opts["data_root"])
+    s = settings
+    recalibrate(s.runs, s.alpha, s.by_class, s.unlike_quantile, s.data_root)
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    settings_main("medmtl-calibrate", __doc__, CalibrateSettings, _run, argv, positional="runs",
+                  synopsis="<run folder> [...] | <sweep folder> [key=value ...]")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,45 +8,30 @@ medmtl-compare evals=[<eval folder>,<eval folder>] [n=8] [out=compare_evaluation
 
 from __future__ import annotations
 
-from medmtl.cli.kv import kv_main, parse_kv
-from medmtl.errors import ConfigError
+from medmtl.cli.options import command_main, option_lines, parse, usage
+from medmtl.settings.commands import CompareSettings
 
-DEFAULTS = {
-    "ckpt_paths": None,
-    "evals": None,
-    "split": "test",
-    "n": 0,  # 0: 12 images of a split, 8 disagreements of two evaluations
-    "out": None,
-    "data_root": None,
-}
+PROG = "medmtl-compare"
 
 
 def _run(argv: list[str]) -> int:
-    opts = parse_kv(argv, DEFAULTS)
-    if opts["n"] is None or opts["n"] < 0:
-        raise ConfigError(f"n={opts['n']}: the number of images, 1 or more (0: the default).")
-    if opts["evals"] is not None:
-        if opts["ckpt_paths"] is not None or opts["data_root"] is not None:
-            raise ConfigError("evals= draws two evaluations: drop ckpt_paths= and data_root=.")
+    s = parse(argv, CompareSettings)
+    if s.evals is not None:
         from medmtl.workflows.compare import compare_evaluations_to_file
 
-        evals = opts["evals"] if isinstance(opts["evals"], list) else [opts["evals"]]
-        out = compare_evaluations_to_file(evals, opts["n"] or 8, opts["out"])
-        print(f"wrote {out}")
-        return 0
-    if opts["ckpt_paths"] is None:
-        raise ConfigError("give ckpt_paths=[a.ckpt,b.ckpt] or evals=[<eval folder>,<eval folder>].")
-    from medmtl.workflows.compare import compare_to_file
+        out = compare_evaluations_to_file(s.evals, s.n or 8, s.out)
+    else:
+        from medmtl.workflows.compare import compare_to_file
 
-    opts["n"] = opts["n"] or 12
-    paths = opts["ckpt_paths"] if isinstance(opts["ckpt_paths"], list) else [opts["ckpt_paths"]]
-    out = compare_to_file(paths, opts["split"], opts["n"], opts["out"], opts["data_root"])
+        out = compare_to_file(s.ckpt_paths, s.split, s.n or 12, s.out, s.data_root)
     print(f"wrote {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    command_main(
+        PROG, __doc__, _run, argv, lambda: usage(PROG, __doc__, option_lines(CompareSettings))
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from medmtl.cli import fail, run_or_exit
+from medmtl.cli.options import hydra_main, hydra_usage
 from medmtl.config import CONFIG_DIR
 
 COMMANDS = ("audit", "split")
@@ -31,11 +32,14 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):
+        print(hydra_usage("medmtl-data", __doc__, "data_tool"))
+        sys.exit(0)
     if not args or args[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
         fail(f"medmtl-data: the first argument must be one of {', '.join(COMMANDS)}.")
     sys.argv = [sys.argv[0], *args[1:], f"+command={args[0]}"]
-    _main()
+    hydra_main("medmtl-data", __doc__, "data_tool", _main)
 
 
 if __name__ == "__main__":

@@ -24,34 +24,19 @@ folder as its own row. wandb=offline (or online) also logs the evaluation as a W
 
 from __future__ import annotations
 
-from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
-
-DEFAULTS = {
-    "out": REQUIRED,
-    "split": "test",
-    "export": None,
-    "data_root": None,
-    "empty_mask_class": "as_trained",
-    "select": [],
-    "tta": False,
-    "gate": "as_trained",
-    "adapt": "none",
-    "conformal_alpha": 0.1,
-    "conformal_by_class": False,
-    "wandb": "none",
-}
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import EnsembleSettings
 
 
-def _run(argv: list[str]) -> int:
-    folders = [a for a in argv if "=" not in a]
-    opts = parse_kv([a for a in argv if "=" in a], DEFAULTS)
+def _run(settings: EnsembleSettings) -> int:
     from medmtl.workflows.ensemble import run_ensemble_cli
 
-    return run_ensemble_cli(folders, opts)
+    return run_ensemble_cli(settings)
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    settings_main("medmtl-ensemble", __doc__, EnsembleSettings, _run, argv, positional="runs",
+                  synopsis="<run folder> [...] | <sweep folder> out=<folder> [key=value ...]")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,22 +5,21 @@ medmtl-export ckpt_path=<run>/checkpoints/<best>.ckpt [format=onnx] [out=<file.o
 
 from __future__ import annotations
 
-from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import ExportSettings
 
-DEFAULTS = {"ckpt_path": REQUIRED, "format": "onnx", "out": None, "opset": 17}
 
-
-def _run(argv: list[str]) -> int:
-    opts = parse_kv(argv, DEFAULTS)
+def _run(settings: ExportSettings) -> int:
     from medmtl.workflows.predict import export
 
-    path = export(opts["ckpt_path"], opts["out"], opts["format"], opts["opset"])
+    path = export(settings.ckpt_path, settings.out, settings.format, settings.opset)
     print(f"wrote {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    settings_main("medmtl-export", __doc__, ExportSettings, _run, argv,
+                  synopsis="ckpt_path=<checkpoint> [key=value ...]")  # fmt: skip
 
 
 if __name__ == "__main__":

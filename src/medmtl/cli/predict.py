@@ -13,31 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from medmtl.cli import report_files
-from medmtl.cli.kv import REQUIRED, kv_main, parse_kv
-
-DEFAULTS = {
-    "ckpt_path": None,
-    "model": None,
-    "backend": "torch",
-    "input": REQUIRED,
-    "out": REQUIRED,
-    "tta": False,
-    "explain": None,
-    "batch_size": 8,
-    "threshold": 0.5,
-    "frame": 0,
-    "threads": 0,
-    "image_column": "image",
-    "adapt": "none",
-}
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import PredictSettings
 
 
-def _run(argv: list[str]) -> int:
-    opts = parse_kv(argv, DEFAULTS)
+def _run(settings: PredictSettings) -> int:
     from medmtl.workflows.predict import predict
 
-    summary = predict(opts)
-    out = Path(opts["out"])
+    summary = predict(settings)
+    out = Path(settings.out)
     print(
         f"{len(summary.rows)} image(s) predicted -> {out / 'predictions.csv'}; "
         f"{len(summary.failed)} failed; {len(summary.skipped)} skipped."
@@ -47,7 +31,8 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    settings_main("medmtl-predict", __doc__, PredictSettings, _run, argv,
+                  synopsis="input=<file|folder|list.csv> out=<folder> [key=value ...]")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from medmtl.cli import report_files, run_or_exit
+from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
 
 
@@ -26,8 +27,12 @@ def _run(cfg: DictConfig) -> int:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     sys.exit(run_or_exit(_run, cfg))
+
+
+def main() -> None:
+    hydra_main("medmtl-preprocess", __doc__, "preprocess", _main)
 
 
 if __name__ == "__main__":

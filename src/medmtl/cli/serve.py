@@ -11,37 +11,29 @@ host= says otherwise; beyond it, give auth_token= (requests then need
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from medmtl.cli.kv import kv_main, parse_kv
-
-DEFAULTS = {
-    "model": None,
-    "host": "127.0.0.1",
-    "port": 8000,
-    "max_upload_mb": 50.0,
-    "auth_token": None,
-    "threads": 0,
-    "tta": False,
-}
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import ServeSettings
 
 
-def _run(argv: list[str]) -> int:
-    opts = parse_kv(argv, DEFAULTS)
-    from medmtl.workflows.serve import ServeSettings, find_demo_model, serve
+def _run(settings: ServeSettings) -> int:
+    from medmtl.workflows.serve import find_demo_model, serve
 
-    model = opts["model"]
-    if not model:
+    if not settings.model:
         from medmtl.config import compose
 
         model = find_demo_model(Path(compose("train").paths.log_dir))
         print(f"medmtl-serve: no model= given; serving the newest make-demo model {model}")
-    serve(ServeSettings(**{**opts, "model": str(model)}))
+        settings = replace(settings, model=str(model))
+    serve(settings)
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv, needs_args=False)  # no argument: the make-demo model
+    # no argument: the make-demo model
+    settings_main("medmtl-serve", __doc__, ServeSettings, _run, argv, needs_args=False)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from medmtl.cli import fail
+from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
 from medmtl.errors import MedmtlError
 
@@ -64,7 +65,7 @@ def main() -> None:
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
             fail(f"{key}={value} is an existing file; give a folder.")
-    _main()
+    hydra_main("medmtl-train", __doc__, "train", _main)
     # Hydra imports the callback as medmtl.cli.train, also when this file runs as __main__
     from medmtl.cli.train import FAILED_JOBS
 

@@ -8,21 +8,21 @@ model with the score (docs/training.md); prints a Markdown table.
 
 from __future__ import annotations
 
-import sys
+from medmtl.cli.options import settings_main
+from medmtl.settings.commands import UnlikeSettings
 
-from medmtl.cli.kv import kv_main
 
-
-def _run(argv: list[str]) -> int:
+def _run(settings: UnlikeSettings) -> int:
     from medmtl.workflows.tables import unlike_auroc_table
 
-    print(unlike_auroc_table(argv[0], argv[1:]))
+    print(unlike_auroc_table(settings.files[0], settings.files[1:]))
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    kv_main(__doc__, _run, argv)
+    settings_main("python -m medmtl.cli.unlike", __doc__, UnlikeSettings, _run, argv,
+                  positional="files", synopsis="<in-domain predictions.csv> <other.csv> [...]")  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -7,9 +7,11 @@ The training data set and its test metrics come from the checkpoint's run folder
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from medmtl.errors import DataError
+from medmtl.settings.record import RunRecord, read_record
 
 # the test metrics a card shows (metrics.json keys without the split)
 CARD_METRICS = (
@@ -24,15 +26,15 @@ CARD_METRICS = (
 )
 
 
-def card_from_metrics(metrics: dict[str, Any], source: str = "") -> dict[str, Any]:
-    """The training data set and test metrics of a run's (or an ensemble's) ``metrics.json``."""
-    split = str(metrics.get("eval/split") or "test")
-    test = {
-        k: metrics[f"{split}/{k}"] for k in CARD_METRICS if metrics.get(f"{split}/{k}") is not None
-    }
-    out: dict[str, Any] = {"trained_on": metrics.get("data/name"), "test_split": split}
-    if metrics.get("num_images") is not None:
-        out["test_images"] = metrics["num_images"]
+def card_from_metrics(metrics: RunRecord | dict[str, Any], source: str = "") -> dict[str, Any]:
+    """The training data set and test metrics of a run's (or an ensemble's) record."""
+    record = metrics if isinstance(metrics, RunRecord) else RunRecord.from_metrics(metrics)
+    split = record.split
+    found = {k: record.metric(f"{split}/{k}") for k in CARD_METRICS}
+    test = {k: v for k, v in found.items() if v is not None}
+    out: dict[str, Any] = {"trained_on": record.data_name, "test_split": split}
+    if record.num_images is not None:
+        out["test_images"] = record.num_images
     out["test_metrics"] = test
     if source:
         out["metrics_from"] = source
@@ -46,7 +48,7 @@ def card_from_checkpoint(ckpt_path: str | Path, hparams: dict[str, Any]) -> dict
     metrics = Path(ckpt_path).resolve().parent.parent / "metrics.json"
     if metrics.is_file():
         try:
-            card.update(card_from_metrics(json.loads(metrics.read_text()), str(metrics)))
-        except ValueError:
+            card.update(card_from_metrics(read_record(metrics), str(metrics)))
+        except DataError:
             card["metrics_from"] = f"{metrics} (unreadable)"
     return card

@@ -12,7 +12,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from medmtl.errors import ConfigError, DataError
+from medmtl.errors import DataError
 from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
@@ -20,6 +20,7 @@ from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
 from medmtl.metrics import ANSWER_SEP, disagreement, entropy, refer
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings.commands import check_predict_options
 
 # a model folder (a W&B model artifact, logger.wandb.log_model): its checkpoint and ONNX export
 ARTIFACT_CKPT, ARTIFACT_ONNX = "model.ckpt", "model.onnx"
@@ -254,14 +255,6 @@ class PredictSummary:
     rows: list[dict] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def check_predict_options(batch_size: int | None, threshold: float | None) -> None:
-    """Refuse a batch size below 1 and a threshold that is not a probability."""
-    if batch_size is None or int(batch_size) < 1:
-        raise ConfigError(f"batch_size={batch_size}: must be 1 or more.")
-    if threshold is None or not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
 
 
 def predict_paths(

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.errors import MedmtlError
-from medmtl.models.calibration import calibration_record
 from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.upgrade import upgrade_onnx_meta
 from medmtl.preprocess.pipeline import PreprocessSettings
 
 # the metadata entry medmtl-export writes (medmtl.inference.export imports it from here)
@@ -43,21 +43,19 @@ class OnnxBackend:
                 f"{path}: an ONNX model, but not one exported by medmtl-export (no '{ONNX_META_KEY}' "
                 "metadata, so its preprocessing and classes are unknown)."
             )
-        meta = json.loads(raw)
+        meta = upgrade_onnx_meta(json.loads(raw))  # older exports in today's form
         self.settings = PreprocessSettings.from_dict(meta["preprocess"])
         self.class_names = list(meta["class_names"])
         self.task = meta["task"]
         self.outputs = list(meta["outputs"])
-        self.postprocess = PostProcess.from_dict(meta.get("postprocess"))
-        # exported before calibration existed: its logits are the uncalibrated ones (T = 1)
-        self.calibration = dict(meta.get("calibration") or calibration_record(None))
-        # conformal answer sets and the unlike-training score's record, where it was exported
-        self.answer_sets = AnswerSets.from_dict(meta.get("conformal"))
+        self.postprocess = PostProcess.from_dict(meta["postprocess"])
+        self.calibration = dict(meta["calibration"])
+        self.answer_sets = AnswerSets.from_dict(meta["conformal"])
         self.card = {
-            **dict(meta.get("card") or {}),
+            **dict(meta["card"]),
             "calibration": self.calibration,
             "conformal": conformal_record(self.answer_sets),
-            "unlike": dict(meta.get("unlike") or {"fitted": False}),
+            "unlike": dict(meta["unlike"]),
         }
         self.meta = meta
 

@@ -16,8 +16,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from medmtl.errors import ConfigError
 
-ADAPT_CHOICES = ("none", "bn")
-
 
 def batchnorm_layers(net: nn.Module) -> list[_BatchNorm]:
     """Every batch-norm layer of ``net`` (timm's BatchNormAct2d included)."""

@@ -13,53 +13,9 @@ import torch
 from medmtl.errors import MedmtlError
 from medmtl.io.files import atomic_path
 from medmtl.models.multitask import MultiTaskNet, net_kwargs
+from medmtl.models.upgrade import upgrade
 
 REQUIRED = ("state_dict", "hyper_parameters")
-# model settings added after the first checkpoints: what a checkpoint without them did
-MODEL_ADDED = {
-    "empty_mask_min_prob": 0.0,
-    "empty_mask_keep_above": None,
-    "mask_threshold": 0.5,
-    "deep_supervision": False,
-    "norm": "batch",
-}
-# checkpoints written before optimizer/scheduler were config groups name them
-LEGACY_TARGETS = {
-    "optimizer": {
-        "adamw": "torch.optim.AdamW",
-        "adam": "torch.optim.Adam",
-        "sgd": "torch.optim.SGD",
-    },
-    "scheduler": {"cosine": "medmtl.training.schedules.cosine"},
-}
-
-
-def upgrade(hp: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
-    """A checkpoint's hyper-parameters in today's form: the one place that knows the older
-    forms (model settings added since, optimizer and schedule named instead of given as a
-    ``_target_``, a data config naming its class). Every loader goes through it
-    (:func:`load_checkpoint`), so the rest of the code reads one form only."""
-    hp = dict(hp)
-    hp["model"] = {**MODEL_ADDED, **dict(hp["model"])}
-    for group, legacy in LEGACY_TARGETS.items():
-        cfg = hp.get(group)
-        if not isinstance(cfg, dict) or "_target_" in cfg or "name" not in cfg:
-            continue
-        cfg = dict(cfg)
-        name = str(cfg.pop("name")).lower()
-        if name == "none" and group == "scheduler":
-            hp[group] = None
-            continue
-        if name not in legacy:
-            raise MedmtlError(
-                f"{source}: {group}.name={name!r} is unknown; choose one of {', '.join(legacy)}."
-            )
-        hp[group] = {"_target_": legacy[name], **cfg}
-    if isinstance(hp.get("data"), dict):
-        hp["data"] = {k: v for k, v in hp["data"].items() if k != "_target_"}
-    return hp
-
-
 # the conformal answer sets' calibration images (plain lists; medmtl.models.conformal)
 CONFORMAL_KEY = "medmtl_conformal"
 

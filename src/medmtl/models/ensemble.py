@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import MultiTaskNet, check_mask_threshold, gated
+from medmtl.models.multitask import MultiTaskNet, gated
+from medmtl.settings.evaluation import check_mask_threshold
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7

@@ -10,12 +10,14 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError, open_fraction
+from medmtl.errors import ConfigError
 from medmtl.models.deep_supervision import DeepSupervision, check_deep_supervision
-from medmtl.models.norm import NORMS, replace_batchnorm
-from medmtl.models.registry import ARCHITECTURES, ARCHS, TASKS
+from medmtl.models.norm import replace_batchnorm
+from medmtl.models.registry import ARCHITECTURES, ARCHS
 from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
+from medmtl.settings.evaluation import check_mask_threshold
+from medmtl.settings.model import check_net_values
 
 # smp's Mix Transformer encoders have no decoder for these architectures
 NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
@@ -64,16 +66,6 @@ def gate_masks(
     return torch.where(gate.view(-1, 1, 1, 1), torch.full_like(seg, EMPTY_LOGIT), seg)
 
 
-# what medmtl-eval and medmtl-ensemble may set on a trained network (members.set_gate) and
-# medmtl-ensemble gate=tune chooses: the gate's two thresholds and the mask threshold
-GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above", "mask_threshold")
-
-
-def check_mask_threshold(value: object) -> float:
-    """``model.mask_threshold`` as a probability strictly between 0 and 1 (one line if not)."""
-    return open_fraction(value, "model.mask_threshold", "a mask probability threshold", 0.4)
-
-
 def threshold_shift(threshold: float) -> float:
     """The logit that moves a mask probability of ``threshold`` to 0.5 (0 for 0.5)."""
     return 0.0 if threshold == 0.5 else math.log(threshold / (1.0 - threshold))
@@ -117,14 +109,13 @@ def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
 def check_model_names(settings: dict) -> None:
     """Refuse an unknown task, architecture or encoder and weights that do not fit, in one
     line and without building anything (``settings``: MultiTaskNet's arguments)."""
-    task, arch, encoder = settings.get("task", "multitask"), settings["arch"], settings["encoder"]
+    arch, encoder = settings["arch"], settings["encoder"]
     weights = settings.get("encoder_weights")
-    if task not in TASKS:
-        raise ConfigError(f"model.task={task!r} is unknown; choose one of {', '.join(TASKS)}.")
-    check_mask_threshold(settings.get("mask_threshold", 0.5))
-    norm = settings.get("norm", "batch")
-    if norm not in NORMS:
-        raise ConfigError(f"model.norm={norm!r} is unknown; choose one of {', '.join(NORMS)}.")
+    check_net_values(
+        settings.get("task", "multitask"),
+        settings.get("norm", "batch"),
+        settings.get("mask_threshold", 0.5),
+    )
     if arch not in ARCHITECTURES:
         raise ConfigError(
             f"model.arch.name={arch!r} is not a supported architecture; choose one of "
@@ -156,7 +147,7 @@ def check_model_names(settings: dict) -> None:
             f"use it with {ok}."
         )
     if settings.get("deep_supervision"):
-        check_deep_supervision(arch, task)
+        check_deep_supervision(arch, settings.get("task", "multitask"))
 
 
 class MultiTaskNet(nn.Module):

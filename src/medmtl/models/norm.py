@@ -15,7 +15,8 @@ from timm.layers.norm_act import BatchNormAct2d, GroupNormAct
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-NORMS = ("batch", "group", "instance")
+from medmtl.settings.model import NORMS
+
 MAX_GROUPS = 32  # Wu & He's default group count
 
 

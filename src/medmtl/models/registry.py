@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from medmtl.settings.model import TASKS  # noqa: F401  (models.TASKS)
+
 
 def arch_key(name: Any) -> str:
     """An architecture's name as run records and the study file spell it (lower case, no
@@ -85,7 +87,6 @@ ENCODERS = (
 )
 
 ARCHITECTURES = tuple(a.name for a in ARCHS)  # model.arch.name's allowed values
-TASKS = ("multitask", "seg", "cls")
 
 
 def architecture(name: str) -> Architecture | None:

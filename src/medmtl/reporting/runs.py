@@ -12,6 +12,7 @@ import yaml
 
 from medmtl.errors import MedmtlError
 from medmtl.reporting.per_image import PerImage, read_predictions
+from medmtl.settings.record import RunRecord
 
 POOLED = {"seed", "data.fold"}  # repeats of one cell (and each data set's fold: pooled())
 
@@ -33,16 +34,19 @@ class Run:
     _predictions: PerImage | None | bool = field(default=False, repr=False)
 
     @property
+    def record(self) -> RunRecord:
+        """The run's record (its ``metrics.json``; empty for a run that did not finish)."""
+        return RunRecord.from_metrics(self.metrics)
+
+    @property
     def split(self) -> str:
         """The split the run was tested on: ``test``, or ``all`` for an evaluation of every
         image of another data set (medmtl-eval split=all)."""
-        return str(self.metrics.get("eval/split") or "test")
+        return self.record.split
 
     def value(self, key: str) -> Any:
         """A metric by a column's key: ``test/<metric>`` reads the run's own test split."""
-        if key.startswith("test/"):
-            key = f"{self.split}/{key.removeprefix('test/')}"
-        return self.metrics.get(key)
+        return self.record.metric(key)
 
     def predictions(self) -> PerImage | None:
         """The run's per-image predictions (None if it has none: an older or failed run)."""
@@ -51,24 +55,24 @@ class Run:
             self._predictions = read_predictions(f) if self.status == "ok" and f.exists() else None
         return self._predictions  # type: ignore[return-value]
 
-    def setting(self, metrics_key: str, override_key: str) -> Any:
-        """A setting of the run: recorded in metrics.json, else from its command line."""
-        value = self.metrics.get(metrics_key)
-        return value if value is not None else self.overrides.get(override_key)
+    def setting(self, name: str) -> Any:
+        """A :class:`RunRecord` field of the run: recorded, else from its command line."""
+        return self.record.setting(name, self.overrides)
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.record.is_ensemble
 
     @property
     def repeat(self) -> tuple:
         """Which repeat of its cell this run is (seed, fold): runs of equal repeats are paired."""
-        if "ensemble/size" in self.metrics:
+        if self.is_ensemble:
             return ("ensemble", str(self.path))
-        return (
-            str(self.setting("seed", "seed")),
-            str(self.setting("data/fold", "data.fold")),
-        )
+        return (str(self.setting("seed")), str(self.setting("fold")))
 
     @property
     def dataset(self) -> str | None:
-        name = self.metrics.get("data/name")
+        name = self.record.data_name
         if name:
             return str(name)
         f = self.path / "config_resolved.yaml"

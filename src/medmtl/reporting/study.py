@@ -74,19 +74,19 @@ def check_reference_allowed(table: Table) -> None:
 def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
     """The study's published row that matches a table row (by λ, or by architecture + backbone)."""
     ok = next((m for m in members if m.status == "ok"), None)
-    if ok is None or "ensemble/size" in ok.metrics:  # shown once, under the row's own runs
+    if ok is None or ok.is_ensemble:  # shown once, under the row's own runs
         return None
     if table.kind == "lambda":
-        if ok.metrics.get("model/task", "multitask") != "multitask":
+        if (ok.record.task or "multitask") != "multitask":
             return None
         try:
-            lam = round(float(ok.setting("loss/seg_weight", "loss.seg_weight")), 2)
+            lam = round(float(ok.setting("seg_weight")), 2)
         except (TypeError, ValueError):
             return None
         return next((s for s in study_reference() if s.table == "lambda" and s.lam == lam), None)
     if table.kind == "arch_backbone":
-        arch = arch_key(ok.setting("model/arch", "model/arch"))
-        backbone = encoder_key(ok.setting("model/encoder_study", "model/encoder"))
+        arch = arch_key(ok.setting("arch"))
+        backbone = encoder_key(ok.setting("encoder_study"))
         return next(
             (
                 s
@@ -127,10 +127,8 @@ def grid(
     archs, backbones = list(STUDY_ARCHS), list(STUDY_BACKBONES)
     for _, members, values in table.rows:
         run = next((m for m in members if m.status == "ok"), members[0])
-        a = arch_key(run.setting("model/arch", "model/arch") or values.get("model/arch"))
-        b = encoder_key(
-            run.setting("model/encoder_study", "model/encoder") or values.get("model/encoder")
-        )
+        a = arch_key(run.setting("arch") or values.get("model/arch"))
+        b = encoder_key(run.setting("encoder_study") or values.get("model/encoder"))
         if a not in archs:
             archs.append(a)
         if b not in backbones:

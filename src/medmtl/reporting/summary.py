@@ -1,4 +1,5 @@
-"""Console summary of a run's metrics and the atomic writer of ``metrics.json``."""
+"""Console summary of a run's metrics and the atomic writer of ``metrics.json`` (the run
+record, :class:`medmtl.settings.record.RunRecord`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medmtl.io.files import atomic_write_text
+from medmtl.settings.record import RunRecord
 
 MAIN_METRICS = (
     "cls_acc",
@@ -50,6 +52,14 @@ def write_json(path: str | Path, data: dict) -> None:
     atomic_write_text(
         path, json.dumps(_clean(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
     )
+
+
+def write_record(out_dir: str | Path, record: RunRecord) -> dict[str, Any]:
+    """Write the run's record as ``<out_dir>/metrics.json`` (every workflow's one way) and
+    return its flat form."""
+    metrics = record.to_metrics()
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics
 
 
 def metrics_table(metrics: dict[str, Any], splits: tuple[str, ...] = ("val", "test")) -> Table:

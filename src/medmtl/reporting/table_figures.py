@@ -33,10 +33,10 @@ def lambda_curve_figure(table: Table) -> Figure | None:
         if ok is None:
             continue
         try:
-            lam = float(ok.setting("loss/seg_weight", "loss.seg_weight"))
+            lam = float(ok.setting("seg_weight"))
         except (TypeError, ValueError):
             continue
-        if "ensemble/size" in ok.metrics:
+        if ok.is_ensemble:
             ensembles.append((lam, ok.metrics))
         else:
             points.append((lam, members, study_row_for(table, members)))

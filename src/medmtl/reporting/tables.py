@@ -178,24 +178,18 @@ ORDER = [
 ]
 
 
-def _is_ensemble(run: Run) -> bool:
-    return "ensemble/size" in run.metrics
-
-
 def build_table(runs: list[Run], root: Path | None = None) -> Table:
     """Rows from the runs' settings; ensembles (medmtl-ensemble) follow the row they average."""
-    ensembles = [r for r in runs if _is_ensemble(r)]
-    table = _build_rows([r for r in runs if not _is_ensemble(r)] or ensembles, root)
+    ensembles = [r for r in runs if r.is_ensemble]
+    table = _build_rows([r for r in runs if not r.is_ensemble] or ensembles, root)
     if len(ensembles) == len(runs):
         return table
     for ens in ensembles:
-        settings = {
-            str(k): str(v) for k, v in (ens.metrics.get("ensemble/overrides") or {}).items()
-        }
+        settings = {str(k): str(v) for k, v in (ens.record.member_overrides or {}).items()}
         values = {k: settings.get(k, "") for k in table.row_keys}
         at = next((i for i, (_, _, v) in enumerate(table.rows) if v == values), len(table.rows) - 1)
         base = table.rows[at][0] if table.rows[at][2] == values else "?"
-        label = f"{base} · ensemble of {ens.metrics['ensemble/size']}"
+        label = f"{base} · ensemble of {ens.record.ensemble_size}"
         ens.overrides = dict(settings)
         table.rows.insert(at + 1, (label, [ens], values))
     return table

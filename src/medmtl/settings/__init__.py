@@ -15,19 +15,33 @@ from typing import Any
 
 from medmtl.settings.checks import choice, known_keys, number
 from medmtl.settings.data import DATA, DataSettings, schema_defaults
+from medmtl.settings.evaluation import EvalSettings
 from medmtl.settings.loss import LossSettings
+from medmtl.settings.model import ModelSettings
+from medmtl.settings.model import schema_defaults as model_defaults
+from medmtl.settings.optimizer import OptimizerSettings
+from medmtl.settings.optimizer import schema_defaults as optimizer_defaults
 
 # group -> the defaults its YAML files start from
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "loss": lambda: LossSettings().to_dict(),
     "data": schema_defaults,
+    "model": model_defaults,
+    "optimizer": optimizer_defaults,
+}
+# primary config -> the defaults it starts from (stored as ``<name>_schema``)
+PRIMARY_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "eval": lambda: EvalSettings().to_dict(),
 }
 
 __all__ = [
     "DATA",
     "SCHEMAS",
     "DataSettings",
+    "EvalSettings",
     "LossSettings",
+    "ModelSettings",
+    "OptimizerSettings",
     "choice",
     "known_keys",
     "number",
@@ -42,3 +56,5 @@ def register() -> None:
     store = ConfigStore.instance()
     for group, defaults in SCHEMAS.items():
         store.store(group=group, name="schema", node=defaults())
+    for name, defaults in PRIMARY_SCHEMAS.items():
+        store.store(name=f"{name}_schema", node=defaults())

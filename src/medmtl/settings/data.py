@@ -132,7 +132,9 @@ class DataSettings:
 
     # -- which data set (each data set's file names it and where it is)
     name: str = _key("source", "busi", member=True, common=False)
-    source: str = _key("source", "folder", member=True, common=False)  # see data.SOURCES
+    source: str = _key(
+        "source", "folder", member=True, common=False
+    )  # see medmtl.data.sources.SOURCES
     root: str | None = _key("source", common=False)
     manifest: str | None = _key("source", common=False)  # data=manifest: the CSV listing
     columns: dict | None = _key("source", member=True, common=False)  # data=manifest's columns

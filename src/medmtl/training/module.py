@@ -7,7 +7,7 @@ import logging
 import math
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from medmtl.data.splits import fold_of
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, disagreement, overall_score
-from medmtl.models.calibration import calibration_record
+from medmtl.models.calibration import calibration_record, drop_temperatures
 from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import combine_views, mirrored_back
@@ -30,7 +30,11 @@ from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings import LossSettings
+from medmtl.settings.checks import choice
 from medmtl.settings.data import Augment
+from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS, SPLITS, check_gate_value
+from medmtl.settings.optimizer import OptimizerSettings
+from medmtl.settings.record import RunRecord
 from medmtl.training.losses import MultiTaskLoss, distillation_loss
 from medmtl.training.metrics import (
     SegMetrics,
@@ -40,7 +44,8 @@ from medmtl.training.metrics import (
 )
 from medmtl.training.progressive import ProgressiveResize, resized_batch
 
-EVAL_SPLITS = ("train", "val", "test", "all")  # "all": every image (another data set)
+EVAL_SPLITS = SPLITS  # "all": every image (another data set)
+KEEP = object()  # configure_evaluation: leave the answer sets as they are
 log = logging.getLogger(__name__)
 
 
@@ -110,11 +115,12 @@ class MultiTaskModule(L.LightningModule):
         self.amplitude_mix = (float(augment.amplitude_mix), float(augment.amplitude_mix_ratio))
         self.progressive = ProgressiveResize.from_data(data)  # train small, finish large
         self.teacher: Teacher | None = None  # a run-time choice (medmtl.workflows.distill)
-        self.tta = False  # a run-time choice (test-time horizontal flip in evaluation)
+        # how the next evaluation runs: set through configure_evaluation only
+        self.tta = False  # test-time horizontal flip
         # conformal answer sets, calibrated after training (medmtl.workflows.calibrate)
         self.answer_sets: AnswerSets | None = None
+        self.eval_split = "test"  # what test_step reports as
         self.channels_last = False  # a run-time choice (use_channels_last), not a hyper-parameter
-        self.eval_split = "test"  # what test_step reports as; medmtl-eval sets val/train
         self._resuming = False  # set when Lightning restores a checkpoint to continue training
         self._resume_rng: dict[str, Any] | None = None
         self.results: dict[str, dict[str, Any]] = {}
@@ -136,9 +142,50 @@ class MultiTaskModule(L.LightningModule):
         module = cls(**{**hp, "model": {**trained, "encoder_weights": None}})
         module.hparams["model"] = trained  # what it was trained from (metrics.json, the card)
         module.load_state_dict(ckpt["state_dict"])
-        module.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
+        module.configure_evaluation(answer_sets=AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY)))
         module.eval()
         return module, ckpt
+
+    def configure_evaluation(
+        self,
+        *,
+        split: str | None = None,
+        tta: bool | None = None,
+        gate: Mapping[str, Any] | None = None,
+        postprocess: Mapping[str, Any] | None = None,
+        answer_sets: AnswerSets | None | object = KEEP,
+        calibrated: bool | None = None,
+    ) -> None:
+        """How the next evaluation runs; every command sets it here (None keeps the current
+        choice).
+
+        ``split``: what :meth:`test_step` reports as. ``tta``: test-time horizontal flip.
+        ``gate``: any of ``empty_mask_index`` (None: no gate) and
+        :data:`~medmtl.settings.evaluation.GATE_KEYS`, checked (``as_trained`` keeps the
+        network's). ``postprocess``: changes to the mask post-processing. ``answer_sets``: the
+        conformal calibration to apply (None: none). ``calibrated=False``: the temperatures back
+        to 1 (the uncalibrated probabilities).
+        """
+        if split is not None:
+            self.eval_split = choice("split", split, EVAL_SPLITS)
+        if tta is not None:
+            self.tta = bool(tta)
+        for key, value in (gate or {}).items():
+            if key != "empty_mask_index":
+                value = check_gate_value(key, value)
+                if value == AS_TRAINED:
+                    continue
+                if key == "empty_mask_min_prob":
+                    value = float(value or 0.0)
+            elif value is not None and not 0 <= value < len(self.class_names):
+                raise ConfigError(f"empty_mask_index={value}: not a class of this model.")
+            setattr(self.net, choice("gate", key, ("empty_mask_index", *GATE_KEYS)), value)
+        if postprocess:
+            self.postprocess = PostProcess.from_dict({**self.postprocess.to_dict(), **postprocess})
+        if answer_sets is not KEEP:
+            self.answer_sets = answer_sets  # type: ignore[assignment]
+        if calibrated is False:
+            drop_temperatures(self.net)
 
     def use_channels_last(self, on: bool = True) -> None:
         """Run the network in channels-last memory format (faster convolutions on CPU)."""
@@ -325,54 +372,53 @@ class MultiTaskModule(L.LightningModule):
         first[1:] = index[1:] != index[:-1]
         return {k: v[order][first] for k, v in local.items()}
 
-    def describe(self) -> dict[str, Any]:
-        """What this run is, for ``metrics.json``: data set, size, encoder and its weights, λ..."""
+    def describe(self) -> RunRecord:
+        """What this run is, for its record (``metrics.json``): data set, size, fold, encoder
+        and its weights, λ, the evaluation choices, calibration."""
         hp = self.hparams
         data, model = dict(hp.get("data") or {}), dict(hp.model)
-        folds = data.get("num_folds")
-        out: dict[str, Any] = {
-            "data/name": data.get("name"),
-            "data/image_size": data.get("image_size"),
-            "data/num_folds": folds,
-            "data/progressive_resize": self.progressive.to_dict() or None,
-            "data/fold": fold_of(data),
-            "seed": hp.get("seed"),
-            "model/arch": self.net.arch,
-            "model/encoder": self.net.encoder_name,
-            "model/encoder_weights": model.get("encoder_weights"),
-            "model/encoder_study": model.get("encoder_study") or self.net.encoder_name,
-            "model/task": self.task,
-            "model/norm": model.get("norm", "batch"),
-            "model/deep_supervision": bool(model.get("deep_supervision", False)),
-            "model/postprocess": self.postprocess.to_dict(),
-            "tta": self.tta,
-            "empty_mask_class": (
-                self.class_names[self.net.empty_mask_index]
-                if self.net.empty_mask_index is not None
-                else None
+        net = self.net
+        record = RunRecord(
+            data_name=data.get("name"),
+            image_size=data.get("image_size"),
+            num_folds=data.get("num_folds"),
+            fold=fold_of(data),
+            progressive_resize=self.progressive.to_dict() or None,
+            seed=hp.get("seed"),
+            arch=net.arch,
+            encoder=net.encoder_name,
+            encoder_weights=model.get("encoder_weights"),
+            encoder_study=model.get("encoder_study") or net.encoder_name,
+            task=self.task,
+            norm=model.get("norm", "batch"),
+            deep_supervision=bool(model.get("deep_supervision", False)),
+            postprocess=self.postprocess.to_dict(),
+            weighting=self.criterion.weighting,
+            seg_weight=self.criterion.seg_weight,
+            presence_weight=self.criterion.presence_weight,
+            deep_supervision_weight=self.criterion.deep_supervision_weight,
+            tta=self.tta,
+            empty_mask_class=(
+                self.class_names[net.empty_mask_index] if net.empty_mask_index is not None else None
             ),
-            "empty_mask_min_prob": getattr(self.net, "empty_mask_min_prob", 0.0),
-            "empty_mask_keep_above": getattr(self.net, "empty_mask_keep_above", None),
-            "mask_threshold": getattr(self.net, "mask_threshold", 0.5),
-            "loss/weighting": self.criterion.weighting,
-            "loss/seg_weight": self.criterion.seg_weight,
-            "loss/presence_weight": self.criterion.presence_weight,
-            "loss/deep_supervision_weight": self.criterion.deep_supervision_weight,
-        }
-        out.update({f"loss/{k}": v for k, v in self.criterion.task_weights().items()})
+            empty_mask_min_prob=getattr(net, "empty_mask_min_prob", 0.0),
+            empty_mask_keep_above=getattr(net, "empty_mask_keep_above", None),
+            mask_threshold=getattr(net, "mask_threshold", 0.5),
+        )
+        out = {f"loss/{k}": v for k, v in self.criterion.task_weights().items()}
         if self.teacher is not None:
             out["distill/teacher"] = self.teacher.source
             out["distill/weight"] = self.teacher.weight
             out["distill/temperature"] = self.teacher.temperature
-        if self.net.task != "seg":  # temperature scaling (1: uncalibrated); an ensemble's members'
-            record = calibration_record(self.net)
-            key = "member_temperatures" if "member_temperatures" in record else "temperature"
-            out[f"calibration/{key}"] = record[key]
+        if net.task != "seg":  # temperature scaling (1: uncalibrated); an ensemble's members'
+            calibration = calibration_record(net)
+            key = "member_temperatures" if "member_temperatures" in calibration else "temperature"
+            out[f"calibration/{key}"] = calibration[key]
         if self.answer_sets is not None:
             out["conformal/alpha"] = self.answer_sets.alpha
             out["conformal/by_class"] = self.answer_sets.by_class
             out["conformal/num_images"] = int(len(self.answer_sets.scores))
-        return out
+        return record.update(out)
 
     def test_samples(self) -> dict[str, torch.Tensor]:
         """Per-image outputs of the last test run, concatenated (label, prob, dice, image...)."""
@@ -434,7 +480,7 @@ class MultiTaskModule(L.LightningModule):
 def _partial(cfg: dict, what: str) -> Any:
     """The factory a ``conf/optimizer`` or ``conf/scheduler`` entry describes (Hydra
     ``_partial_``), built only from plain values, as stored in checkpoints (older checkpoints'
-    forms are converted when they are loaded: :func:`medmtl.models.checkpoint.upgrade`)."""
+    forms are converted when they are loaded: :func:`medmtl.models.upgrade.upgrade`)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -454,6 +500,7 @@ def _partial(cfg: dict, what: str) -> Any:
 
 def check_optimization(optimizer: dict, scheduler: dict | None) -> None:
     """Refuse an optimizer or schedule that cannot be built, before any data is read."""
+    OptimizerSettings.check(optimizer)
     _partial(optimizer, "optimizer")
     if scheduler:
         _partial(scheduler, "scheduler")

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.datamodule import CasesDataModule
 from medmtl.errors import ConfigError
 from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.multitask import check_model_names
@@ -17,6 +17,7 @@ from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import offline_weights_for
 from medmtl.settings import LossSettings, number
 from medmtl.settings.data import check_image_size
+from medmtl.settings.model import ModelSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
 from medmtl.training.progressive import ProgressiveResize
 from medmtl.workflows.distill import check_distill
@@ -35,34 +36,25 @@ def model_kwargs(
     explicitly) keeps the configured weights for the stand-in: an explicit setting wins.
     The study encoder is kept as ``encoder_study`` so that every run records what it stands for.
     """
-    m = (
+    m = ModelSettings.from_dict(
         model_cfg
         if isinstance(model_cfg, dict)
         else OmegaConf.to_container(model_cfg, resolve=True)
-    )
-    study = m["encoder"]["name"]
-    encoder, weights = study, m["encoder"].get("weights")
+    ).to_dict()
+    arch, enc = m.pop("arch"), m.pop("encoder")
+    study = enc["name"]
+    encoder, weights = study, enc.get("weights")
     if substitutes and encoder in substitutes:
         encoder = substitutes[encoder]
         if not keep_weights:
             weights = offline_weights_for(encoder)
     return {
-        "arch": m["arch"]["name"],
-        "arch_kwargs": dict(m["arch"].get("kwargs") or {}),
+        "arch": arch["name"],
+        "arch_kwargs": dict(arch.get("kwargs") or {}),
         "encoder": encoder,
         "encoder_weights": weights,
         "encoder_study": study,
-        "in_channels": int(m.get("in_channels", 1)),
-        "task": m.get("task", "multitask"),
-        "cls_hidden": int(m.get("cls_hidden", 256)),
-        "cls_dropout": float(m.get("cls_dropout", 0.2)),
-        "empty_mask_class": m.get("empty_mask_class"),
-        "empty_mask_min_prob": float(m.get("empty_mask_min_prob") or 0.0),
-        "empty_mask_keep_above": m.get("empty_mask_keep_above"),
-        "mask_threshold": m.get("mask_threshold", 0.5),
-        "deep_supervision": bool(m.get("deep_supervision", False)),
-        "norm": m.get("norm", "batch"),
-        "postprocess": dict(m.get("postprocess") or {}),
+        **m,
     }
 
 
@@ -148,7 +140,7 @@ def optimization(cfg: DictConfig) -> tuple[dict, dict | None]:
     return optimizer, (OmegaConf.to_container(scheduler, resolve=True) if scheduler else None)
 
 
-def build_module(cfg: DictConfig, dm: MedDataModule) -> MultiTaskModule:
+def build_module(cfg: DictConfig, dm: CasesDataModule) -> MultiTaskModule:
     """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     optimizer, scheduler = optimization(cfg)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.datamodule import CasesDataModule
 from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import store_calibration
@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def split_logits(
-    module: MultiTaskModule, dm: MedDataModule, split: str
+    module: MultiTaskModule, dm: CasesDataModule, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The uncalibrated class logits of every image of ``split``, (views, n, C) with one view
     per image (two with ``module.tta``: the image and its mirror), and the labels."""
     net = module.net
     kept, tta = net.temperature, module.tta
     net.set_temperature(1.0)
-    module.tta = False
+    module.configure_evaluation(tta=False)
     views: list[list[torch.Tensor]] = [[] for _ in range(2 if tta else 1)]
     labels: list[torch.Tensor] = []
     try:
@@ -50,7 +50,7 @@ def split_logits(
                 labels.append(batch["label"])
     finally:
         net.set_temperature(kept)
-        module.tta = tta
+        module.configure_evaluation(tta=tta)
     if not labels:
         return np.zeros((len(views), 0, len(module.class_names))), np.zeros(0, dtype=np.int64)
     logits = np.stack([torch.cat(v).numpy() for v in views])
@@ -58,7 +58,7 @@ def split_logits(
 
 
 def split_features(
-    module: MultiTaskModule, dm: MedDataModule, split: str
+    module: MultiTaskModule, dm: CasesDataModule, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled deepest encoder feature (:func:`medmtl.models.unlike.pooled`) of every image
     of ``split`` without augmentation, (n, D), and the labels."""
@@ -76,7 +76,7 @@ def split_features(
 
 
 def fit_unlike(
-    module: MultiTaskModule, dm: MedDataModule, quantile: float = QUANTILE
+    module: MultiTaskModule, dm: CasesDataModule, quantile: float = QUANTILE
 ) -> dict[str, Any]:
     """Fit the unlike-training score of ``module.net`` (:mod:`medmtl.models.unlike`): class
     means and covariance on the training split, threshold on the validation split; returns
@@ -107,7 +107,7 @@ def _scores(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
 
 def calibrate_module(
     module: MultiTaskModule,
-    dm: MedDataModule,
+    dm: CasesDataModule,
     report: Sequence[str] = ("test",),
     alpha: float = ALPHA,
     by_class: bool = False,
@@ -132,8 +132,10 @@ def calibrate_module(
     if len(label) == 0:
         log.warning("calibration: no validation images, so the temperature stays 1.")
     module.net.set_temperature(temperature)
-    module.answer_sets = AnswerSets.fit(
-        scaled_probabilities(logits, temperature), label, alpha, by_class
+    module.configure_evaluation(
+        answer_sets=AnswerSets.fit(
+            scaled_probabilities(logits, temperature), label, alpha, by_class
+        )
     )
     out: dict[str, Any] = {
         **unlike,
@@ -191,7 +193,7 @@ def recalibrate(
         opened = open_model(ckpt_path)
         module = opened.module
         # the views its own evaluation used (with test-time flip: both), as training fitted on
-        module.tta = opened.tta
+        module.configure_evaluation(tta=opened.tta)
         sets = module.answer_sets
         a = alpha if alpha is not None else (sets.alpha if sets else ALPHA)
         b = by_class if by_class is not None else (sets.by_class if sets else False)

@@ -18,7 +18,7 @@ from medmtl.metrics import mask_dice
 from medmtl.reporting.compare import Panel, comparison_figure, pick_cases, pick_disagreements
 from medmtl.reporting.figures import save_figure
 from medmtl.reporting.per_image import PerImage, read_masks, read_predictions
-from medmtl.workflows.members import read_metrics
+from medmtl.settings.record import read_record
 
 
 def compare_checkpoints(
@@ -70,7 +70,7 @@ def _evaluation(folder: Path) -> tuple[PerImage, dict[str, np.ndarray]]:
     metrics = folder / "metrics.json"
     if not metrics.is_file():
         raise DataError(f"{folder}: no metrics.json; give the folders medmtl-eval wrote.")
-    split = read_metrics(metrics).get("eval/split", "test")
+    split = read_record(metrics).split
     masks = folder / f"masks_{split}.npz"
     if not masks.is_file():
         raise DataError(

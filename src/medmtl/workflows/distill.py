@@ -71,9 +71,8 @@ def attach_teacher(
             f"distill.teacher={settings['teacher']}: its classes "
             f"{list(opened.module.class_names)} are not this run's {list(module.class_names)}."
         )
+    opened.module.configure_evaluation(gate={"empty_mask_index": None, "mask_threshold": 0.5})
     net = opened.module.net
-    net.empty_mask_index = None
-    net.mask_threshold = 0.5
     net.eval().requires_grad_(False)
     if module.channels_last:
         net.to(memory_format=torch.channels_last)

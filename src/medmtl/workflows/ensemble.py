@@ -20,10 +20,13 @@ from medmtl.models.conformal import ALPHA, AnswerSets, check_alpha
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.runs import collect_runs, pooled
 from medmtl.reporting.summary import write_json
+from medmtl.settings.commands import EnsembleSettings
+from medmtl.settings.evaluation import GATE_KEYS
+from medmtl.settings.record import RunRecord
 from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
-from medmtl.workflows.members import build_ensemble, find_members, set_gate, shared_overrides
+from medmtl.workflows.members import build_ensemble, find_members, shared_overrides
 from medmtl.workflows.wandb_runs import (
     code_version,
     option_request,
@@ -78,7 +81,7 @@ def ensemble(
             "validation images, which some members trained on. Use split=test."
         )
     head.use_channels_last(channels_last)
-    head.tta = tta
+    head.configure_evaluation(tta=tta)
     if conformal_alpha is not None:
         conformal_alpha = check_alpha(conformal_alpha)
     folds = [fold_of(hp["data"]) for hp in hps]
@@ -102,7 +105,9 @@ def ensemble(
         else:
             prob, label = _validation_probabilities(head, data)
             where = "shared validation"
-        head.answer_sets = AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
+        head.configure_evaluation(
+            answer_sets=AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
+        )
         write_json(out / "conformal.json", head.answer_sets.to_dict())
         log.info(
             "Conformal answer sets calibrated on %d %s images (alpha %s)",
@@ -113,7 +118,7 @@ def ensemble(
     tuned = None
     if gate == "tune":
         tuned = tune_gate(evidence)
-        set_gate(head, tuned)
+        head.configure_evaluation(gate={k: tuned[k] for k in GATE_KEYS})
         write_json(out / "gate.json", tuned)
         log.info(
             "Gate chosen on %d out-of-fold validation images: P(normal) >= %s, keep a mask whose "
@@ -134,15 +139,15 @@ def ensemble(
         default_root_dir=str(out),
     )
     members = [str(r) for r in runs]
-    extra = {
-        "ensemble/members": members,
-        "ensemble/size": len(members),
-        "ensemble/folds": folds,
-        "ensemble/seeds": [hp.get("seed") for hp in hps],
-        "ensemble/overrides": shared_overrides(runs),
-        "ensemble/tta": tta,
-        "ensemble/gate": gate,
-    }
+    extra = RunRecord(
+        members=members,
+        ensemble_size=len(members),
+        member_folds=folds,
+        member_seeds=[hp.get("seed") for hp in hps],
+        member_overrides=shared_overrides(runs),
+        ensemble_tta=tta,
+        ensemble_gate=gate,
+    )
     if tuned is not None:
         extra.update(
             {
@@ -161,7 +166,12 @@ def ensemble(
             "name": wandb.get("name") or f"{sweep.name}-ensemble",
             "group": wandb.get("group") or known.get("group") or sweep_group(sweep),
             "job_type": "ensemble",
-            "config": {**extra, "split": split, "adapt": adapt, "code/git_commit": code_version()},
+            "config": {
+                **extra.to_metrics(sparse=True),
+                "split": split,
+                "adapt": adapt,
+                "code/git_commit": code_version(),
+            },
         }
     metrics = test_module(head, data, split, trainer, out, extra, adapt=adapt, wandb=wandb)
     if export:
@@ -211,11 +221,12 @@ def _validation_probabilities(head: Any, data: dict[str, Any]) -> tuple[Any, Any
     return torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
 
-def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
+def run_ensemble_cli(settings: EnsembleSettings) -> int:
     """Entry point body for ``medmtl-ensemble``: returns the exit status."""
-    data = {"root": options["data_root"]} if options.get("data_root") else None
+    s = settings
+    data = {"root": s.data_root} if s.data_root else None
     select = {}
-    for cond in options.get("select") or []:
+    for cond in s.select:
         key, sep, value = str(cond).partition("=")
         if not sep:
             raise ConfigError(
@@ -223,19 +234,19 @@ def run_ensemble_cli(args: Sequence[str], options: dict[str, Any]) -> int:
             )
         select[key.lstrip("+")] = value
     ensemble(
-        args,
-        options["out"],
-        options["split"],
-        options["export"],
+        s.runs,
+        s.out,
+        s.split,
+        s.export,
         data,
-        options["empty_mask_class"],
+        s.empty_mask_class,
         select=select,
-        tta=bool(options.get("tta")),
-        gate=str(options.get("gate") or "as_trained"),
-        adapt=str(options.get("adapt") or "none"),
-        conformal_alpha=options.get("conformal_alpha"),
-        conformal_by_class=bool(options.get("conformal_by_class")),
-        wandb=option_request(options.get("wandb"), "wandb"),
+        tta=s.tta,
+        gate=s.gate,
+        adapt=s.adapt,
+        conformal_alpha=s.conformal_alpha,
+        conformal_by_class=s.conformal_by_class,
+        wandb=option_request(s.wandb, "wandb"),
     )
     return 0
 
@@ -260,7 +271,7 @@ class EnsembleAfterSweep(Callback):
         """Ensemble the finished sweep (Hydra calls this once, after the last job)."""
         sweep = Path(str(config.hydra.sweep.dir))
         command = f"medmtl-ensemble {sweep} out={sweep / self.out}"
-        runs = [r for r in collect_runs(sweep) if "ensemble/size" not in r.metrics]
+        runs = [r for r in collect_runs(sweep) if not r.is_ensemble]
         if len(runs) < 2:
             return
         bad = [r.reason for r in runs if r.status != "ok"]

@@ -25,14 +25,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medmtl.data.build import datamodule_from_config
-from medmtl.data.datamodule import PREPROCESS_KEYS, MedDataModule
+from medmtl.data.datamodule import PREPROCESS_KEYS, CasesDataModule
 from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
-from medmtl.models.adapt import ADAPT_CHOICES, adapt_batchnorm
-from medmtl.models.calibration import drop_temperatures
-from medmtl.models.multitask import GATE_KEYS, net_kwargs
-from medmtl.models.postprocess import PostProcess
+from medmtl.models.adapt import adapt_batchnorm
+from medmtl.models.multitask import net_kwargs
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import (
@@ -46,10 +44,12 @@ from medmtl.reporting.per_image import (
     write_masks,
     write_predictions,
 )
-from medmtl.reporting.summary import print_metrics, write_json
+from medmtl.reporting.summary import print_metrics, write_record
+from medmtl.settings.checks import choice
+from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, EvalSettings
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
-from medmtl.workflows.members import open_model, set_gate
+from medmtl.workflows.members import open_model
 from medmtl.workflows.wandb_runs import (
     code_version,
     flat_config,
@@ -62,7 +62,7 @@ from medmtl.workflows.wandb_runs import (
 log = logging.getLogger(__name__)
 
 
-def per_image_results(module: MultiTaskModule, dm: MedDataModule, split: str) -> PerImage:
+def per_image_results(module: MultiTaskModule, dm: CasesDataModule, split: str) -> PerImage:
     """The per-image outputs of the last test run, named by the cases' ids, with each case's
     data set and metadata.
 
@@ -148,7 +148,7 @@ def external_data_config(selected: Mapping[str, Any], trained: Mapping[str, Any]
 
 def score_split(
     module: MultiTaskModule,
-    dm: MedDataModule,
+    dm: CasesDataModule,
     split: str,
     trainer: L.Trainer,
     by: Sequence[str] = (),
@@ -224,38 +224,40 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` of its own data (the settings stored in it,
     ``data.*`` overriding them) or of another data set (``data=<name>``)."""
     quiet_third_party()
+    settings = EvalSettings.from_dict(
+        {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k in EvalSettings.__dataclass_fields__
+        }  # fmt: skip
+    )
     opened = open_model(cfg.ckpt_path)
     module = opened.module
-    if cfg.get("save_masks") and module.task == "cls":
+    if settings.save_masks and module.task == "cls":
         raise ConfigError("save_masks=true: this model has no segmentation head; drop the option.")
-    module.use_channels_last(bool(cfg.get("channels_last", False)))
-    tta = cfg.get("tta")
-    module.tta = opened.tta if tta is None else bool(tta)
-    gate = cfg.get("empty_mask_class", "as_trained")
-    if gate != "as_trained":
-        kw = net_kwargs({"empty_mask_class": gate}, module.class_names)
+    module.use_channels_last(settings.channels_last)
+    gate = settings.gate()
+    if settings.empty_mask_class != AS_TRAINED:
+        kw = net_kwargs({"empty_mask_class": settings.empty_mask_class}, module.class_names)
         if kw and module.task != "multitask":
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
-        module.net.empty_mask_index = kw.get("empty_mask_index")
-    set_gate(module, {k: cfg.get(k, "as_trained") for k in GATE_KEYS})
-    conformal = cfg.get("conformal") or {}
-    if any(conformal.get(k) is not None for k in ("alpha", "by_class")):
-        if module.answer_sets is None:
+        gate["empty_mask_index"] = kw.get("empty_mask_index")
+    conformal = {k: v for k, v in settings.conformal.items() if v is not None}
+    sets = module.answer_sets
+    if conformal:
+        if sets is None:
             raise ConfigError(
                 f"conformal.*: {cfg.ckpt_path} has no conformal calibration (trained before it "
                 "existed, or an ensemble); drop the option."
             )
-        module.answer_sets = module.answer_sets.with_settings(
-            conformal.get("alpha"), conformal.get("by_class")
-        )
-    calibrated = cfg.get("calibrated", True)
-    if not isinstance(calibrated, bool):
-        raise ConfigError(f"calibrated must be true or false, got {calibrated!r}.")
-    if not calibrated:
-        drop_temperatures(module.net)
-    if cfg.get("postprocess"):
-        pp = {**module.postprocess.to_dict(), **OmegaConf.to_container(cfg.postprocess)}
-        module.postprocess = PostProcess.from_dict(pp)
+        sets = sets.with_settings(conformal.get("alpha"), conformal.get("by_class"))
+    module.configure_evaluation(
+        tta=opened.tta if settings.tta is None else settings.tta,
+        gate=gate,
+        postprocess=settings.postprocess,
+        answer_sets=sets,
+        calibrated=settings.calibrated,
+    )
     trained = opened.data
     selected = OmegaConf.to_container(cfg.get("data") or OmegaConf.create({}), resolve=True)
     if "source" in selected:  # data=<name>: another data set
@@ -265,26 +267,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg = OmegaConf.to_container(
             OmegaConf.merge(OmegaConf.create(trained), changes), resolve=True
         )
-    by = cfg.get("by") or []
     precision = cfg.trainer.get("precision", "32-true")
     # auto is a training-time choice (a timed step); an evaluation runs in full precision
     precision = "32-true" if str(precision) == "auto" else precision
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, precision=precision)
     run_csv = None
-    if "ensemble/members" not in opened.record:
+    if not opened.members:
         run_csv = Path(cfg.ckpt_path).resolve().parent.parent / "csv" / "metrics.csv"
     return test_module(
         module,
         data_cfg,
-        cfg.split,
+        settings.split,
         trainer,
         ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir"),
         opened.record,
         run_csv,
-        class_map=cfg.get("class_map"),
-        by=[by] if isinstance(by, str) else list(by),
-        adapt=str(cfg.get("adapt") or "none"),
-        save_masks=bool(cfg.get("save_masks", False)),
+        class_map=settings.class_map,
+        by=settings.by,
+        adapt=settings.adapt,
+        save_masks=settings.save_masks,
         wandb=eval_wandb(cfg, opened),
     )
 
@@ -312,8 +313,7 @@ def test_module(
     :mod:`medmtl.workflows.wandb_runs` with its ``job_type`` and ``config``) also logs the
     evaluation as a W&B run.
     """
-    if adapt not in ADAPT_CHOICES:
-        raise ConfigError(f"adapt={adapt}: choose one of {', '.join(ADAPT_CHOICES)}.")
+    choice("adapt", adapt, ADAPT_CHOICES)
     dm = datamodule_from_config(data_cfg)
     dm.prepare_data()
     if split == "all":
@@ -323,7 +323,7 @@ def test_module(
     data_classes = list(dm.classes)
     mapping = class_mapping(data_classes, module.class_names, class_map)
     dm.relabel(module.class_names, mapping)
-    module.eval_split = split
+    module.configure_evaluation(split=split)
     adapted = 0
     if adapt == "bn":
         try:
@@ -332,17 +332,16 @@ def test_module(
             raise DataError(f"{split} split: {exc}") from exc
         log.info("adapt=bn: batch-norm statistics re-estimated on %d %s images", adapted, split)
     trainer.test(module, dataloaders=dm.dataloader(split), verbose=False)
-    metrics, per, groups = score_split(module, dm, split, trainer, by)
-    metrics.update(extra or {})
-    metrics["num_images"] = len(dm.cases(split))
-    metrics.update(module.describe())
-    metrics["data/name"] = dm.name  # the data evaluated on, which data= may have changed
-    metrics["eval/split"] = split
-    metrics["adapt"] = adapt
+    scores, per, groups = score_split(module, dm, split, trainer, by)
+    record = module.describe().update(scores).merge(extra)
+    record.num_images = len(dm.cases(split))
+    record.data_name = dm.name  # the data evaluated on, which data= may have changed
+    record.eval_split, record.adapt = split, adapt
     if adapted:
-        metrics["adapt/images"] = adapted
+        record.values["adapt/images"] = adapted
     if mapping != {c: c for c in data_classes}:
-        metrics["eval/class_map"] = mapping
+        record.values["eval/class_map"] = mapping
+    metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         figures = write_split_outputs(
             out_dir, module, split, metrics, per, groups, run_csv, save_masks
@@ -350,9 +349,9 @@ def test_module(
         if wandb is not None:
             samples = module.test_samples() if module.samples else None
             config = {**wandb["config"], **split_record(dm.split_files())}
-            log_to_new_run(wandb, wandb["job_type"], out_dir, split, metrics, per, samples,
-                           figures, config)  # fmt: skip
-        write_json(out_dir / "metrics.json", metrics)  # last: the outputs above are complete
+            record.update(log_to_new_run(wandb, wandb["job_type"], out_dir, split, metrics, per,
+                                         samples, figures, config))  # fmt: skip
+        metrics = write_record(out_dir, record)  # last: the outputs above are complete
         print_metrics(metrics, (split,))
         log.info("Wrote %s", out_dir / "metrics.json")
     return metrics

@@ -118,9 +118,8 @@ def gate_evidence(
                 f"{run}: a segmentation-only model has no class answers to calibrate."
             )
         index = module.net.empty_mask_index if gated else 0
-        module.net.empty_mask_index = None
-        module.net.mask_threshold = 0.5  # the map itself; every threshold is applied below
-        module.tta = tta
+        # the map itself, ungated: every threshold is applied below
+        module.configure_evaluation(tta=tta, gate={"empty_mask_index": None, "mask_threshold": 0.5})
         module.use_channels_last(channels_last)
         module.eval()
         dm = datamodule_from_config(data)

@@ -16,9 +16,10 @@ from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.inference.core import ARTIFACT_CKPT
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
-from medmtl.models.multitask import GATE_KEYS, check_mask_threshold
 from medmtl.reporting.runs import collect_runs, pooled, read_overrides
 from medmtl.settings.data import keys as data_keys
+from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS
+from medmtl.settings.record import RunRecord, read_record
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,7 @@ EVAL_DATA_KEYS = data_keys(member=True)
 def best_checkpoint(run: Path) -> Path:
     """The run's best checkpoint (named in metrics.json), found in the run's own folder."""
     m = run / "metrics.json"
-    best = None
-    if m.exists():
-        try:
-            best = json.loads(m.read_text()).get("best_ckpt")
-        except ValueError as exc:
-            raise DataError(f"{m}: corrupt metrics.json ({exc}).") from exc
+    best = read_record(m).best_ckpt if m.exists() else None
     if best:
         local = run / "checkpoints" / Path(best).name  # the folder may have moved
         if local.is_file():
@@ -72,8 +68,7 @@ def find_members(paths: Sequence[str | Path], select: dict[str, str] | None = No
         found = [
             r
             for r in collect_runs(p)
-            if "ensemble/size" not in r.metrics
-            and all(r.overrides.get(k) == v for k, v in select.items())
+            if not r.is_ensemble and all(r.overrides.get(k) == v for k, v in select.items())
         ]
         if not found:
             raise ConfigError(f"{p}: no run matches select={select}.")
@@ -149,27 +144,10 @@ def build_ensemble(
     return head, data, [hp for _, _, hp in loaded]
 
 
-def set_gate(module: MultiTaskModule, settings: dict) -> None:
-    """Set the gate's thresholds (``empty_mask_min_prob``, ``empty_mask_keep_above``) and the
-    mask threshold (``mask_threshold``) where ``settings`` has them; a value ``as_trained``
-    keeps the model's own."""
-    for key in GATE_KEYS:
-        if key not in settings or settings[key] == "as_trained":
-            continue
-        value = settings[key]
-        if key == "mask_threshold":
-            value = check_mask_threshold(value)
-        elif value is not None and not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"{key}={value}: a probability, in [0, 1].")
-        elif key == "empty_mask_min_prob":
-            value = float(value or 0.0)
-        setattr(module.net, key, None if value is None else float(value))
-
-
-def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
+def _ensemble_members(folder: Path, record: RunRecord) -> list[Path]:
     """An ensemble folder's members, found where they were or beside it (a moved sweep)."""
     out = []
-    for m in metrics["ensemble/members"]:
+    for m in record.members or []:
         here = Path(m)
         moved = folder.parent / here.name
         if (here / "checkpoints").is_dir():
@@ -184,8 +162,8 @@ def _ensemble_members(folder: Path, metrics: dict) -> list[Path]:
     return out
 
 
-def read_metrics(path: Path) -> dict:
-    """A run's JSON record (metrics.json, conformal.json), or one DataError line."""
+def read_json(path: Path) -> dict:
+    """A JSON file beside a run's record (conformal.json), or one DataError line."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -209,41 +187,41 @@ def open_model(path: str | Path) -> OpenedModel:
     if p.is_file() or p.suffix == ".ckpt":  # a missing .ckpt: from_checkpoint says so
         module, ckpt = MultiTaskModule.from_checkpoint(p)
         run_metrics = p.resolve().parent.parent / "metrics.json"
-        tta = bool(read_metrics(run_metrics).get("tta")) if run_metrics.is_file() else False
+        tta = bool(read_record(run_metrics).tta) if run_metrics.is_file() else False
         return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
     if not p.is_dir():
         raise ConfigError(f"{p}: not found; give {what}.")
     if (p / ARTIFACT_CKPT).is_file() and not (p / "checkpoints").is_dir():
         # a model artifact's folder (logger.wandb.log_model): the checkpoint and its metrics
         module, ckpt = MultiTaskModule.from_checkpoint(p / ARTIFACT_CKPT)
-        own = read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+        own = read_record(p / "metrics.json") if (p / "metrics.json").is_file() else RunRecord()
         record = {"ckpt_path": str(p / ARTIFACT_CKPT)}
-        return OpenedModel(module, ckpt["hyper_parameters"]["data"], record, bool(own.get("tta")))
+        return OpenedModel(module, ckpt["hyper_parameters"]["data"], record, bool(own.tta))
     if (p / "checkpoints").is_dir():
         opened = open_model(best_checkpoint(p))
         opened.record["run"] = str(p)
         return opened
-    metrics = read_metrics(p / "metrics.json") if (p / "metrics.json").is_file() else {}
-    if "ensemble/members" in metrics:
-        runs = _ensemble_members(p, metrics)
-        own = metrics
+    here = read_record(p / "metrics.json") if (p / "metrics.json").is_file() else RunRecord()
+    if here.members is not None:
+        runs, own, folder = _ensemble_members(p, here), here, p
     else:
-        runs = find_members([p])
+        runs, folder = find_members([p]), p / "ensemble"
         # the sweep's own ensemble (EnsembleAfterSweep), if any: its flip and gate settings
-        inside = p / "ensemble" / "metrics.json"
-        own = read_metrics(inside) if inside.is_file() else {}
-    module, data, hps = build_ensemble(runs, own.get("empty_mask_class", "as_trained"))
-    set_gate(module, own)  # the gate thresholds it was evaluated with
-    # its conformal answer sets (medmtl-ensemble writes them beside its metrics.json)
-    folder = p if "ensemble/members" in metrics else p / "ensemble"
-    if (folder / "conformal.json").is_file():
-        module.answer_sets = AnswerSets.from_dict(read_metrics(folder / "conformal.json"))
-    tta = bool(own.get("ensemble/tta"))
-    record = {
-        "ckpt_path": str(p),
-        "ensemble/members": [str(r) for r in runs],
-        "ensemble/size": len(runs),
-        "ensemble/folds": [fold_of(hp["data"]) for hp in hps],
-        "ensemble/seeds": [hp.get("seed") for hp in hps],
-    }
-    return OpenedModel(module, data, record, tta, list(runs))
+        inside = folder / "metrics.json"
+        own = read_record(inside) if inside.is_file() else RunRecord()
+    gate = own.empty_mask_class if own.is_ensemble else AS_TRAINED
+    module, data, hps = build_ensemble(runs, gate)
+    # the gate thresholds it was evaluated with, and its conformal answer sets (medmtl-ensemble
+    # writes them beside its metrics.json)
+    sets = folder / "conformal.json"
+    module.configure_evaluation(
+        gate={k: getattr(own, k) for k in GATE_KEYS if own.is_ensemble},
+        answer_sets=AnswerSets.from_dict(read_json(sets)) if sets.is_file() else None,
+    )
+    record = RunRecord(
+        members=[str(r) for r in runs],
+        ensemble_size=len(runs),
+        member_folds=[fold_of(hp["data"]) for hp in hps],
+        member_seeds=[hp.get("seed") for hp in hps],
+    ).to_metrics(sparse=True)
+    return OpenedModel(module, data, {"ckpt_path": str(p), **record}, bool(own.ensemble_tta), runs)

@@ -15,25 +15,19 @@ from medmtl.inference.core import (
     ARTIFACT_CKPT,
     ARTIFACT_ONNX,
     PredictSummary,
-    check_predict_options,
     predict_paths,
 )
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
+from medmtl.settings.commands import PredictSettings
 
 log = logging.getLogger(__name__)
 
 
 def check_options(opts: dict[str, Any]) -> None:
-    """Refuse values that cannot work, before the model is loaded."""
-    check_predict_options(opts["batch_size"], opts["threshold"])
-    if opts["frame"] is None or opts["frame"] < 0:
-        raise ConfigError(f"frame={opts['frame']}: must be 0 or more (the first frame is 0).")
-    if opts["threads"] is None or opts["threads"] < 0:
-        raise ConfigError(f"threads={opts['threads']}: must be 0 (torch's default) or more.")
+    """Refuse combinations that cannot work, before the model is loaded (each value was
+    checked by :class:`~medmtl.settings.commands.PredictSettings`)."""
     adapt = opts.get("adapt", "none")
-    if adapt not in ("none", "bn"):
-        raise ConfigError(f"adapt={adapt} is unknown; choose none or bn.")
     if adapt == "bn" and (opts.get("backend") == "onnx" or not opts.get("ckpt_path")):
         raise ConfigError(
             "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
@@ -166,10 +160,12 @@ def model_folder(opts: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def predict(opts: dict[str, Any]) -> PredictSummary:
+def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     """Check the options, load the model and predict every image under ``input`` (a file, a
     folder, or a manifest CSV listing the images) into ``out``."""
-    opts = model_folder(opts)
+    if not isinstance(settings, PredictSettings):
+        settings = PredictSettings(**settings)
+    opts = model_folder(settings.to_dict())
     check_options(opts)
     backend, explainer = load_backend(opts)
     plan = columns = None

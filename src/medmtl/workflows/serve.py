@@ -27,7 +27,6 @@ import logging
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,35 +42,14 @@ from medmtl.errors import ConfigError, MedmtlError
 from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_image
 from medmtl.io.image import IMAGE_EXTENSIONS
 from medmtl.metrics import ANSWER_SEP
+from medmtl.settings.commands import ServeSettings
 from medmtl.workflows.predict import gradcam_for, open_checkpoint, open_onnx
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
-DEFAULT_MAX_UPLOAD_MB = 50.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # an optional bearer token (auth_token=); module-level so FastAPI can read the annotation
 BEARER = HTTPBearer(auto_error=False)
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What ``medmtl-serve`` was asked for."""
-
-    model: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    auth_token: str | None = None
-    threads: int = 0
-    tta: bool = False
-
-    def check(self) -> None:
-        if not self.max_upload_mb > 0:
-            raise ConfigError(f"max_upload_mb={self.max_upload_mb}: must be more than 0.")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
-        if self.threads < 0:
-            raise ConfigError(f"threads={self.threads}: must be 0 (the default) or more.")
 
 
 def load_model(model: str | Path, threads: int = 0) -> tuple[Any, Any]:
@@ -223,7 +201,6 @@ def result_json(
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The web page and API for ``settings.model``."""
-    settings.check()
     backend, explainer = load_model(settings.model, settings.threads)
     name = Path(settings.model).name
     classes = list(backend.class_names)

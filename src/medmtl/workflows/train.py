@@ -21,14 +21,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medmtl.data.build import datamodule_from_config
-from medmtl.data.datamodule import MedDataModule
+from medmtl.data.datamodule import CasesDataModule
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.conformal import ALPHA
 from medmtl.models.unlike import QUANTILE
-from medmtl.reporting.summary import print_metrics, write_json
+from medmtl.reporting.summary import print_metrics, write_json, write_record
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
 from medmtl.workflows.build import (
@@ -230,7 +230,7 @@ def _close_loggers(loggers: list, failed: bool) -> None:
 
 def _fit_and_test(
     cfg: DictConfig,
-    dm: MedDataModule,
+    dm: CasesDataModule,
     module: MultiTaskModule,
     callbacks: list,
     loggers: list,
@@ -274,7 +274,7 @@ def _fit_and_test(
             log.warning(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
-        module.tta = bool(cfg.get("tta", False))
+        module.configure_evaluation(tta=bool(cfg.get("tta", False)))
         quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
         if OmegaConf.select(cfg, "calibration.temperature", default=True):
             alpha = OmegaConf.select(cfg, "conformal.alpha", default=ALPHA)
@@ -289,42 +289,40 @@ def _fit_and_test(
         if best and trainer.is_global_zero:
             save_calibration(best, module)
         trainer.validate(module, datamodule=dm, verbose=False)
-        module.eval_split = "test"
+        module.configure_evaluation(split="test")
         trainer.test(module, datamodule=dm, verbose=False)
         test_metrics, per, groups = score_split(module, dm, "test", trainer)
         metrics.update(module.results.get("val", {}))
         metrics.update(test_metrics)
-        metrics["best_ckpt"] = str(best) if best else None
+        metrics["best_ckpt"] = str(best) if best else None  # also when none: a finished run
     if trainer.is_global_zero:
         for lg in loggers:  # flush, then one CSV log again if the run was resumed
             if hasattr(lg, "save"):
                 lg.save()
         merge_csv_logs(out_dir / "csv")
-    if cfg.get("ckpt_path"):
-        metrics["resumed_from"] = str(cfg.ckpt_path)
     if cfg.get("test") and trainer.is_global_zero:
         figures = write_split_outputs(
             out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
-    metrics["trainer/world_size"] = int(trainer.world_size)
+    record = module.describe().update(metrics)
+    record.resumed_from = str(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    record.world_size = int(trainer.world_size)
     # how the processes were started: LightningEnvironment (local), SLURMEnvironment (srun), ...
     env = getattr(trainer.strategy, "cluster_environment", None)
-    metrics["trainer/cluster_environment"] = type(env).__name__ if env is not None else None
-    metrics["trainer/precision"] = precision
-    metrics["trainer/precision_reason"] = why
-    metrics["epochs"] = int(trainer.current_epoch)
-    metrics["global_step"] = int(trainer.global_step)
-    metrics["wall_time_s"] = round(time.time() - start, 1)
-    metrics.update(peak_memory_mb())
-    metrics.update(module.describe())
+    record.cluster_environment = type(env).__name__ if env is not None else None
+    record.precision, record.precision_reason = precision, why
+    record.epochs, record.global_step = int(trainer.current_epoch), int(trainer.global_step)
+    record.wall_time_s = round(time.time() - start, 1)
+    record.update(peak_memory_mb())
     wandb_loggers = [  # WANDB_MODE=disabled: a run that records nothing
         lg for lg in loggers if is_wandb(lg) and not getattr(lg.experiment, "disabled", False)
     ] if trainer.is_global_zero else []  # fmt: skip
     for lg in wandb_loggers:  # where the run is in W&B, for the ensemble and the tables
-        metrics.update({"wandb/run_id": lg.experiment.id, "wandb/name": lg.experiment.name,
-                        "wandb/group": lg.experiment.group})  # fmt: skip
+        record.update({"wandb/run_id": lg.experiment.id, "wandb/name": lg.experiment.name,
+                       "wandb/group": lg.experiment.group})  # fmt: skip
+    metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        write_json(out_dir / "metrics.json", metrics)
+        write_record(out_dir, record)
         print_metrics(metrics)
         log.info("Run folder: %s", out_dir)
         for lg in wandb_loggers:
@@ -337,7 +335,7 @@ def _fit_and_test(
 def _finish_wandb(
     run: Any,
     module: MultiTaskModule,
-    dm: MedDataModule,
+    dm: CasesDataModule,
     out_dir: Path,
     metrics: dict[str, Any],
     per: Any,

@@ -228,9 +228,11 @@ def log_to_new_run(
     samples: Mapping[str, torch.Tensor] | None,
     figures: Sequence[Path],
     config: Mapping[str, Any],
-) -> None:
+) -> dict[str, Any]:
     """One evaluation (``job_type`` eval or ensemble) as its own W&B run: the per-image table,
-    masks, figures and metrics; the run's id, name and group are added to ``metrics``."""
+    masks, figures and metrics. Returns the run's id, name and group (``wandb/*``, for the
+    run record; empty when nothing was logged)."""
+    identity: dict[str, Any] = {}
 
     def run_it() -> None:
         run = open_run(job_type, str(request["name"]), str(request["group"]), config, out_dir,
@@ -240,12 +242,13 @@ def log_to_new_run(
             return
         try:
             log_evaluation(run, out_dir, split, metrics, per, samples, request["n_images"], figures)
-            metrics.update({"wandb/run_id": run.id, "wandb/name": run.name,
-                            "wandb/group": run.group})  # fmt: skip
+            identity.update({"wandb/run_id": run.id, "wandb/name": run.name,
+                             "wandb/group": run.group})  # fmt: skip
         finally:
             run.finish()
 
     guarded(f"log the {job_type} run", run_it)
+    return identity
 
 
 def open_run(

@@ -1,0 +1,322 @@
+"""The settings of the commands that take ``key=value`` options without a Hydra config:
+predict, serve, export, ensemble, calibrate, compare, tables, unlike and bench.
+
+Each field is an option (``medmtl-<command> --help`` lists it with its default and help);
+the dataclass checks the values, so a wrong one is refused in one line before any model or
+data is opened. ``medmtl-predict`` runs with ONNX Runtime alone: nothing here imports more
+than the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medmtl.errors import ConfigError
+from medmtl.settings.checks import choice, number
+from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
+
+DEFAULT_MAX_UPLOAD_MB = 50.0
+
+
+def opt(default: Any = None, help: str = "", **meta: Any) -> Any:
+    """An option with its help; ``required()`` for one without a default."""
+    meta = {"help": help, **meta}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def required(help: str = "") -> Any:
+    return field(metadata={"help": help})
+
+
+def check_predict_options(batch_size: Any, threshold: Any) -> None:
+    """Refuse a batch size below 1 and a threshold that is not a probability."""
+    if batch_size is None or isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ConfigError(f"batch_size={batch_size}: must be 1 or more.")
+    try:
+        ok = threshold is not None and 0.0 <= float(threshold) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r}: expected true or false.")
+    return value
+
+
+def _at_least(key: str, value: Any, low: int, what: str) -> int:
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key}={value}: must be {what}.")
+    return value
+
+
+@dataclass
+class Settings:
+    """What every command's settings can do."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PredictSettings(Settings):
+    """``medmtl-predict``."""
+
+    input: str = required("an image (PNG, JPEG, DICOM), a folder, or a list.csv manifest")
+    out: str = required("the output folder (masks, overlays, predictions.csv)")
+    ckpt_path: str | None = opt(None, "a checkpoint (PyTorch backend)")
+    model: str | None = opt(
+        None, "an exported model.onnx, or a W&B model artifact's folder (model.onnx/model.ckpt)"
+    )
+    backend: str = opt("torch", "torch | onnx (onnx: no torch needed)")
+    tta: bool = opt(False, "test-time horizontal flip (the mean of both probabilities)")
+    explain: str | None = opt(None, "gradcam: a Grad-CAM heat map per image (PyTorch backend)")
+    batch_size: int = opt(8, "images per forward pass")
+    threshold: float = opt(0.5, "mask probability threshold, in [0, 1]")
+    frame: int = opt(0, "the frame of a multi-frame DICOM (0: the first)")
+    threads: int = opt(0, "CPU threads (0: the runtime's default)")
+    image_column: str = opt("image", "input=<list.csv>: the column naming the images")
+    adapt: str = opt("none", "none | bn (batch-norm statistics of all the inputs first, AdaBN)")
+
+    def __post_init__(self) -> None:
+        choice("backend", self.backend, ("torch", "onnx"))
+        if self.explain is not None:
+            choice("explain", self.explain, ("gradcam",))
+        self.tta = _flag("tta", self.tta)
+        check_predict_options(self.batch_size, self.threshold)
+        _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
+        _at_least("threads", self.threads, 0, "0 (the default) or more")
+        if self.adapt not in ADAPT_CHOICES:
+            raise ConfigError(f"adapt={self.adapt} is unknown; choose none or bn.")
+
+
+@dataclass
+class ServeSettings(Settings):
+    """``medmtl-serve``."""
+
+    model: str | None = opt(
+        None, "model.onnx or a checkpoint (.ckpt); none: the newest `make demo` model"
+    )
+    host: str = opt("127.0.0.1", "the address to listen on (this machine only by default)")
+    port: int = opt(8000, "the port")
+    max_upload_mb: float = opt(DEFAULT_MAX_UPLOAD_MB, "the largest upload accepted (MB)")
+    auth_token: str | None = opt(
+        None, "requests then need 'Authorization: Bearer <token>' (give one beyond localhost)"
+    )
+    threads: int = opt(0, "CPU threads (0: the runtime's default)")
+    tta: bool = opt(False, "test-time horizontal flip")
+
+    def __post_init__(self) -> None:
+        self.max_upload_mb = number("max_upload_mb", self.max_upload_mb, float)
+        if not self.max_upload_mb > 0:
+            raise ConfigError(f"max_upload_mb={self.max_upload_mb}: must be more than 0.")
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 < self.port < 65536
+        ):
+            raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
+        _at_least("threads", self.threads, 0, "0 (the default) or more")
+        self.tta = _flag("tta", self.tta)
+
+
+@dataclass
+class ExportSettings(Settings):
+    """``medmtl-export``."""
+
+    ckpt_path: str = required("the checkpoint to export")
+    format: str = opt("onnx", "onnx")
+    out: str | None = opt(None, "the file (default: beside the checkpoint)")
+    opset: int = opt(17, "the ONNX opset")
+
+
+@dataclass
+class EnsembleSettings(Settings):
+    """``medmtl-ensemble``."""
+
+    runs: list[str] = required("run folders, or a sweep folder")
+    out: str = required("the folder for the ensemble's evaluation")
+    select: list[str] = opt(
+        [], "keep the sweep's jobs that set this value, e.g. select=loss.seg_weight=0.7"
+    )
+    split: str = opt("test", "the split evaluated: train | val | test | all")
+    export: str | None = opt(None, "also write an ONNX model of the ensemble here")
+    data_root: str | None = opt(None, "where the members' data lies now")
+    empty_mask_class: str | None = opt(
+        AS_TRAINED, "the gate: as_trained, null (off) or a class name"
+    )
+    tta: bool = opt(False, "test-time horizontal flip")
+    gate: str = opt(
+        AS_TRAINED,
+        "as_trained | tune (choose the gate's thresholds and the mask threshold on the fold "
+        "models' out-of-fold validation predictions, never on the test split)",
+    )
+    adapt: str = opt("none", "none | bn (AdaBN on the evaluated images)")
+    conformal_alpha: float | None = opt(
+        0.1, "conformal answer sets' error rate, calibrated out of fold (null: none)"
+    )
+    conformal_by_class: bool = opt(False, "conformal answer sets class by class")
+    wandb: str = opt("none", "none | offline | online: also log the evaluation as a W&B run")
+
+    def __post_init__(self) -> None:
+        choice("split", self.split, SPLITS)
+        choice("gate", self.gate, (AS_TRAINED, "tune"))
+        choice("adapt", self.adapt, ADAPT_CHOICES)
+        choice("wandb", self.wandb, ("none", "offline", "online"))
+
+
+@dataclass
+class CalibrateSettings(Settings):
+    """``medmtl-calibrate``."""
+
+    runs: list[str] = required("run folders, or a sweep folder")
+    alpha: float | None = opt(None, "conformal error rate (null: as the run's, else 0.1)")
+    by_class: bool | None = opt(None, "conformal sets class by class (null: as the run's)")
+    unlike_quantile: float | None = opt(
+        0.95, "the share of validation images the unlike-score threshold passes (null: none)"
+    )
+    data_root: str | None = opt(None, "where the run's data lies now")
+
+
+@dataclass
+class CompareSettings(Settings):
+    """``medmtl-compare``."""
+
+    ckpt_paths: list[str] | None = opt(None, "checkpoints to draw side by side")
+    evals: list[str] | None = opt(
+        None, "two medmtl-eval folders of the same images (save_masks=true)"
+    )
+    split: str = opt("test", "the split drawn (ckpt_paths=)")
+    n: int = opt(0, "images (0: 12 of a split, 8 disagreements of two evaluations)")
+    out: str | None = opt(None, "the figure's file")
+    data_root: str | None = opt(None, "where the models' data lies now (ckpt_paths=)")
+
+    def __post_init__(self) -> None:
+        if self.n is None or self.n < 0:
+            raise ConfigError(f"n={self.n}: the number of images, 1 or more (0: the default).")
+        if self.evals is not None and (self.ckpt_paths is not None or self.data_root):
+            raise ConfigError("evals= draws two evaluations: drop ckpt_paths= and data_root=.")
+        if self.evals is None and not self.ckpt_paths:
+            raise ConfigError(
+                "give ckpt_paths=[a.ckpt,b.ckpt] or evals=[<eval folder>,<eval folder>]."
+            )
+
+
+COLUMNS = ("study", "recipe", "validation", "calibration")
+
+
+@dataclass
+class TablesSettings(Settings):
+    """``medmtl-tables``."""
+
+    multirun_dir: list[str] = required("the sweep folder")
+    reference: str | None = opt(
+        None, "study: add the study's published numbers and the difference (BUSI runs only)"
+    )
+    baseline: str | None = opt(
+        None, "compare every other row with this row: paired 95 % CI, Holm-corrected p-value"
+    )
+    columns: str = opt(
+        "study",
+        "study | recipe (quality, epochs, wall time, memory) | validation (validation scores "
+        "only, for choosing settings) | calibration (ECE, NLL, Brier, conformal, temperature)",
+    )
+    ci: bool = opt(True, "the 95 % confidence intervals (--no-ci: without)")
+    out: str | None = opt(None, "folder for the tables (default: <multirun dir>/tables)")
+    into: str | None = opt(
+        None,
+        "FILE:SECTION: also write the Markdown table, with this command above it, into the "
+        "marked section of FILE (e.g. docs/results.md:lambda_5fold), replacing it if present",
+    )
+    wandb: str | None = opt(
+        None,
+        "offline | online: also log the table and its figures as a W&B run (--wandb: offline)",
+        alone="offline",
+        choices=("offline", "online"),
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.multirun_dir) != 1:
+            raise ConfigError(
+                f"give one multirun folder, not {len(self.multirun_dir)} "
+                f"({' '.join(self.multirun_dir)})."
+            )
+        if self.reference is not None:
+            choice("reference", self.reference, ("study",))
+        choice("columns", self.columns, COLUMNS)
+        if self.wandb is not None:
+            choice("wandb", self.wandb, ("offline", "online"))
+
+    @property
+    def folder(self) -> str:
+        return self.multirun_dir[0]
+
+
+@dataclass
+class UnlikeSettings(Settings):
+    """``python -m medmtl.cli.unlike``."""
+
+    files: list[str] = required("the in-domain predictions csv, then the others")
+
+    def __post_init__(self) -> None:
+        if len(self.files) < 2:
+            raise ConfigError("give the in-domain predictions csv and at least one other.")
+
+
+# -- medmtl-bench: one settings class per measurement ------------------------------------------
+@dataclass
+class BenchSettings(Settings):
+    """Every measurement's options: where it writes and the BUSI images it reads."""
+
+    what: list[str] = required("preprocess | inference | train | probe | serve")
+    out: str | None = opt(
+        None, "the page it writes (default: docs/benchmarks.md, probe: results.md)"
+    )
+    busi_root: str | None = opt(None, "BUSI (default: BUSI_ROOT, else data/ in the repo)")
+
+
+@dataclass
+class BenchPreprocess(BenchSettings):
+    busi_image: str | None = opt(None, "the image timed (default: benign (1).png of BUSI)")
+    repeats: int = opt(7, "repeats of each timing")
+
+
+@dataclass
+class BenchInference(BenchSettings):
+    images: int = opt(32, "images per timing")
+    image_size: int | None = opt(None, "input side (default: the CPU model's)")
+    repeats: int = opt(5, "repeats of each timing")
+    compile: bool = opt(False, "also measure torch.compile (minutes to compile)")
+
+
+@dataclass
+class BenchTrain(BenchSettings):
+    cache_dir: str | None = opt(None, "the preprocessing cache (default: .cache in the repo)")
+    tiny: bool = opt(False, "tiny models and data (for the tests)")
+    compile: bool = opt(False, "also measure torch.compile (minutes to compile)")
+
+
+@dataclass
+class BenchProbe(BenchSettings):
+    cache_dir: str | None = opt(None, "the preprocessing cache (default: .cache in the repo)")
+    image_size: int = opt(224, "input side")
+
+
+@dataclass
+class BenchServe(BenchSettings):
+    requests: int = opt(200, "requests sent")
+    clients: int = opt(4, "concurrent clients")
+
+
+BENCHES: dict[str, tuple[type, str]] = {
+    "preprocess": (BenchPreprocess, "HE, CLAHE and 8-bit conversion timings"),
+    "inference": (BenchInference, "PyTorch vs ONNX Runtime throughput, predict cold start"),
+    "train": (BenchTrain, "matmul peak, FLOPs, model-only vs end-to-end, loader, memory"),
+    "probe": (BenchProbe, "linear probe: offline ImageNet weights vs random (BUSI)"),
+    "serve": (BenchServe, "medmtl-serve under load: latency, throughput, memory"),
+}

@@ -1,0 +1,101 @@
+"""The ``model`` settings: the shared-encoder network's options, with their defaults and checks.
+
+:class:`ModelSettings` is the schema of the ``model`` config group (registered as
+``model/schema``; the architecture and the encoder come from the ``model/arch`` and
+``model/encoder`` sub-groups). The network's arguments, the check before any data and the
+upgrade of older checkpoints (:func:`medmtl.models.upgrade.upgrade`, which gives a setting
+added since its default here) read it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medmtl.errors import ConfigError
+from medmtl.settings.checks import choice, known_keys, number
+from medmtl.settings.evaluation import check_gate_value, check_mask_threshold
+
+TASKS = ("multitask", "seg", "cls")  # the same network with one head off
+NORMS = ("batch", "group", "instance")
+
+
+def check_net_values(task: Any, norm: Any, mask_threshold: Any) -> float:
+    """The task, the normalisation and the mask threshold of a network, checked (also for a
+    network built without a config); returns the threshold as a float."""
+    choice("model.task", task, TASKS)
+    choice("model.norm", norm, NORMS)
+    return check_mask_threshold(mask_threshold)
+
+
+def _default(value: Any) -> Any:
+    return field(default_factory=lambda: copy.deepcopy(value))
+
+
+@dataclass
+class PostProcessSettings:
+    """Post-processing of the thresholded mask in evaluation and prediction (not training)."""
+
+    largest_component: bool = False  # keep only the largest lesion
+    fill_holes: bool = False
+    min_area: int = 0  # drop lesions under this many pixels
+
+
+@dataclass
+class ModelSettings:
+    """The ``model`` group. ``arch`` (``name``, smp ``kwargs``) and ``encoder`` (``name``,
+    ``weights``) come from their sub-groups' files."""
+
+    arch: dict[str, Any] = _default({"name": "Unet", "kwargs": {}})
+    encoder: dict[str, Any] = _default({"name": "tu-efficientnet_lite0", "weights": None})
+    task: str = "multitask"  # one of TASKS
+    in_channels: int = 1  # grey images
+    cls_hidden: int = 256  # MLP hidden size of the classification head (0: linear)
+    cls_dropout: float = 0.2
+    # the encoder's and decoder's normalisation: batch (the pretrained one) | group | instance
+    # (per-image statistics: nothing of the training scanner's intensities is stored)
+    norm: str = "batch"
+    # extra mask heads on the decoder's stages, scored in training only
+    # (loss.deep_supervision_weight); Unet, UnetPlusPlus, MAnet, Linknet
+    deep_supervision: bool = False
+    # multitask only: in evaluation and prediction, an image classified as this class (e.g.
+    # normal) gets an empty mask; None: segmentation and classification stay independent
+    empty_mask_class: str | None = None
+    # ... only when P(that class) is at least this (0: whenever it is the arg-max), and not when
+    # the mask's own maximum reaches empty_mask_keep_above (None: never kept)
+    empty_mask_min_prob: float = 0.0
+    empty_mask_keep_above: float | None = None
+    # a pixel is lesion where its mask probability reaches this (evaluation and prediction)
+    mask_threshold: float = 0.5
+    postprocess: dict[str, Any] = _default(asdict(PostProcessSettings()))
+
+    def __post_init__(self) -> None:
+        self.mask_threshold = check_net_values(self.task, self.norm, self.mask_threshold)
+        self.in_channels = number("model.in_channels", self.in_channels, int, 1)
+        self.cls_hidden = number("model.cls_hidden", self.cls_hidden, int, 0)
+        self.cls_dropout = number("model.cls_dropout", self.cls_dropout, float, 0.0, 0.99)
+        if not isinstance(self.deep_supervision, bool):
+            raise ConfigError(f"model.deep_supervision={self.deep_supervision!r}: true or false.")
+        for key in ("empty_mask_min_prob", "empty_mask_keep_above"):
+            setattr(self, key, check_gate_value(key, getattr(self, key), "model."))
+        pp = known_keys("model.postprocess", dict(self.postprocess or {}), PostProcessSettings)
+        self.postprocess = asdict(PostProcessSettings(**pp))
+        self.postprocess["min_area"] = number(
+            "model.postprocess.min_area", self.postprocess["min_area"], int, 0
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ModelSettings:
+        """Checked settings of a composed ``model`` group; an unknown key is refused."""
+        return cls(**known_keys("model", dict(values or {}), cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def schema_defaults() -> dict[str, Any]:
+    """The ``model/schema`` node: every default but the sub-groups' ``arch`` and ``encoder``."""
+    out = ModelSettings().to_dict()
+    del out["arch"], out["encoder"]
+    return out
