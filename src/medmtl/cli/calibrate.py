@@ -15,11 +15,12 @@ these existed; evaluate again (medmtl-eval, medmtl-ensemble) to see their effect
 
 from __future__ import annotations
 
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import CalibrateSettings
 
 
-def _run(settings: CalibrateSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, CalibrateSettings, positional="runs")
     from medmtl.workflows.calibrate import recalibrate
 
     s = settings

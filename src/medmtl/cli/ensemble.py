@@ -24,11 +24,12 @@ folder as its own row. wandb=offline (or online) also logs the evaluation as a W
 
 from __future__ import annotations
 
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import EnsembleSettings
 
 
-def _run(settings: EnsembleSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, EnsembleSettings, positional="runs")
     from medmtl.workflows.ensemble import run_ensemble_cli
 
     return run_ensemble_cli(settings)

@@ -5,11 +5,12 @@ medmtl-export ckpt_path=<run>/checkpoints/<best>.ckpt [format=onnx] [out=<file.o
 
 from __future__ import annotations
 
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import ExportSettings
 
 
-def _run(settings: ExportSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, ExportSettings)
     from medmtl.workflows.predict import export
 
     path = export(settings.ckpt_path, settings.out, settings.format, settings.opset)

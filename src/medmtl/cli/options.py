@@ -215,18 +215,18 @@ def settings_main(
     prog: str,
     doc: str,
     cls: type,
-    run: Callable[[Any], int | None],
+    run: Callable[[list[str]], int | None],
     argv: list[str] | None = None,
     positional: str | None = None,
     synopsis: str = "[key=value ...]",
     needs_args: bool = True,
 ) -> int:
-    """:func:`command_main` for a command whose options are the settings ``cls``: ``run``
-    gets the parsed, checked settings."""
+    """:func:`command_main` for a command whose options are the settings ``cls`` (its help
+    lists them); ``run`` gets the arguments and parses them with :func:`parse`."""
     return command_main(
         prog,
         doc,
-        lambda args: run(parse(args, cls, positional)),
+        run,
         argv,
         lambda: usage(prog, doc, option_lines(cls, positional), synopsis),
         needs_args,

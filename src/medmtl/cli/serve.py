@@ -14,11 +14,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import ServeSettings
 
 
-def _run(settings: ServeSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, ServeSettings)
     from medmtl.workflows.serve import find_demo_model, serve
 
     if not settings.model:

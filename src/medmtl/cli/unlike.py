@@ -8,11 +8,12 @@ model with the score (docs/training.md); prints a Markdown table.
 
 from __future__ import annotations
 
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import UnlikeSettings
 
 
-def _run(settings: UnlikeSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, UnlikeSettings, positional="files")
     from medmtl.workflows.tables import unlike_auroc_table
 
     print(unlike_auroc_table(settings.files[0], settings.files[1:]))
