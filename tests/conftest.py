@@ -114,6 +114,8 @@ DICOM_MODULES = {
     "tests.io.test_privacy",
     "tests.workflows.test_preprocess",
     "tests.inference.test_predict",
+    "tests.inference.test_dicom_seg",
+    "tests.io.test_dicomweb",
     "tests.test_notebooks",
 }
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from medmtl.cli import report_files
-from medmtl.cli.options import settings_main
+from medmtl.cli.options import parse, settings_main
 from medmtl.settings.commands import PredictSettings
 
 
-def _run(settings: PredictSettings) -> int:
+def _run(argv: list[str]) -> int:
+    settings = parse(argv, PredictSettings)
     from medmtl.workflows.predict import predict
 
     summary = predict(settings)
@@ -26,6 +27,9 @@ def _run(settings: PredictSettings) -> int:
         f"{len(summary.rows)} image(s) predicted -> {out / 'predictions.csv'}; "
         f"{len(summary.failed)} failed; {len(summary.skipped)} skipped."
     )
+    if settings.push:
+        print(f"{len(summary.stored)} result(s) (SEG, SR) stored in the archive: "
+              f"{', '.join(summary.stored)}")  # fmt: skip
     report_files(summary.skipped, summary.failed, "FAILED")
     return 1 if summary.failed else 0
 

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from medmtl.errors import DataError
+from medmtl.inference.dicom_out import DicomOutput, write_dicom_outputs
 from medmtl.io.files import atomic_write_text
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
@@ -255,6 +256,7 @@ class PredictSummary:
     rows: list[dict] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)  # push=true: SEGs the archive stored
 
 
 def predict_paths(
@@ -269,6 +271,7 @@ def predict_paths(
     progress: bool = True,
     plan: FolderPlan | None = None,
     columns: dict[str, dict[str, str]] | None = None,
+    dicom: DicomOutput | None = None,
 ) -> PredictSummary:
     """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``.
 
@@ -277,6 +280,8 @@ def predict_paths(
     ``columns`` (input path -> column -> value) adds the list's own columns to each row. An
     image that cannot be read or predicted is listed in ``not_predicted.csv`` with the reason
     and the others go on; both CSVs are written whatever happens, also when the run stops early.
+    ``dicom`` also writes a DICOM SEG and its result sidecar for every DICOM input
+    (:mod:`medmtl.inference.dicom_out`).
     """
     check_predict_options(batch_size, threshold)
     plan = plan or plan_outputs(Path(inp), Path(out), out_option="out")
@@ -304,7 +309,7 @@ def predict_paths(
                 except (DataError, OSError, ValueError, MemoryError, cv2.error) as exc:
                     summary.failed.append((src, _reason(src, exc)))
             if loaded:
-                _predict_loaded(backend, loaded, tta, explainer, threshold, out, summary)
+                _predict_loaded(backend, loaded, tta, explainer, threshold, out, summary, dicom)
             reached = start + len(chunk)
             if bar is not None:
                 bar.update(len(chunk))
@@ -327,7 +332,14 @@ def _reason(src: Path, exc: BaseException) -> str:
 
 
 def _predict_loaded(
-    backend, loaded: list, tta: bool, explainer, threshold: float, out: Path, summary
+    backend,
+    loaded: list,
+    tta: bool,
+    explainer,
+    threshold: float,
+    out: Path,
+    summary,
+    dicom: DicomOutput | None = None,
 ) -> None:
     """Predict one batch; if the batch fails, each image alone, so one bad image costs only itself."""
     try:
@@ -343,12 +355,14 @@ def _predict_loaded(
             summary.failed.append((loaded[0][0].path, _reason(loaded[0][0].path, exc)))
             return
         for one in loaded:
-            _predict_loaded(backend, [one], tta, explainer, threshold, out, summary)
+            _predict_loaded(backend, [one], tta, explainer, threshold, out, summary, dicom)
         return
     for k, (li, target) in enumerate(loaded):
         try:
-            summary.rows.append(_write_outputs(backend, li, k, pred, cams, target, out, threshold))
-        except (OSError, ValueError, cv2.error) as exc:
+            summary.rows.append(
+                _write_outputs(backend, li, k, pred, cams, target, out, threshold, dicom)
+            )
+        except (OSError, ValueError, cv2.error, DataError) as exc:
             summary.failed.append((li.path, _reason(li.path, exc)))
 
 
@@ -361,6 +375,7 @@ def _write_outputs(
     target: Path,
     out: Path,
     threshold: float,
+    dicom: DicomOutput | None = None,
 ) -> dict:
     seg_p, cls_p = pred.seg, pred.cls
     stem = target.with_suffix("")
@@ -397,6 +412,19 @@ def _write_outputs(
     overlay_path = stem.with_name(stem.name + "_overlay.png")
     write_png(overlay(li.image8, mask, text, heat), overlay_path)
     row["overlay_file"] = overlay_path.relative_to(out).as_posix()
+    if dicom is not None and li.meta.format == "dicom":
+        prob = None
+        if seg_p is not None and dicom.seg_type == "fractional":
+            prob = probability_at_size(seg_p[k, 0], shape)
+        try:
+            row.update(write_dicom_outputs(stem, out, li.path, mask, prob, li.meta, dicom, row))
+        except Exception:
+            # the image is listed as failed: none of its outputs stays behind
+            for key in ("mask_file", "overlay_file", "seg_file", "sr_file", "result_file"):
+                if row.get(key):
+                    (out / row[key]).unlink(missing_ok=True)
+            stem.with_name(stem.name + "_gradcam.png").unlink(missing_ok=True)
+            raise
     return row
 
 
@@ -444,6 +472,8 @@ def _write_csv(
         "mask_file",
         "overlay_file",
     ]
+    if any("seg_file" in r for r in rows):  # dicom_seg=true
+        fields += ["seg_file", "seg_sop_instance_uid", "sr_file", "result_file"]
     listed = list(dict.fromkeys(k for v in columns.values() for k in v))
     named = {k: (f"input_{k}" if k in fields else k) for k in listed}
     buf = io.StringIO()

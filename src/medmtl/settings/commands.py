@@ -17,6 +17,7 @@ from medmtl.settings.checks import choice, number
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
+SEG_TYPES = ("binary", "fractional")  # DICOM SEG: the thresholded mask or the probability map
 
 
 def opt(default: Any = None, help: str = "", **meta: Any) -> Any:
@@ -67,7 +68,10 @@ class Settings:
 class PredictSettings(Settings):
     """``medmtl-predict``."""
 
-    input: str = required("an image (PNG, JPEG, DICOM), a folder, or a list.csv manifest")
+    input: str = required(
+        "an image (PNG, JPEG, DICOM), a folder, a list.csv manifest, or a study of an image "
+        "archive: dicomweb://<host>:<port>/<prefix>/studies/<StudyInstanceUID>"
+    )
     out: str = required("the output folder (masks, overlays, predictions.csv)")
     ckpt_path: str | None = opt(None, "a checkpoint (PyTorch backend)")
     model: str | None = opt(
@@ -82,9 +86,28 @@ class PredictSettings(Settings):
     threads: int = opt(0, "CPU threads (0: the runtime's default)")
     image_column: str = opt("image", "input=<list.csv>: the column naming the images")
     adapt: str = opt("none", "none | bn (batch-norm statistics of all the inputs first, AdaBN)")
+    dicom_seg: bool = opt(
+        False,
+        "also a DICOM SEG (<name>_seg.dcm, on the source's grid, referencing it) and its result "
+        "sidecar (<name>_result.json) for every DICOM input",
+    )
+    seg_type: str = opt("binary", "binary (the mask) | fractional (the probability map)")
+    push: bool = opt(False, "input=dicomweb://...: store the SEGs back into the study (STOW-RS)")
+    token: str | None = opt(None, "DICOMweb bearer token (default: DICOMWEB_TOKEN)")
+    user: str | None = opt(None, "DICOMweb user (basic auth; the password: DICOMWEB_PASSWORD)")
 
     def __post_init__(self) -> None:
         choice("backend", self.backend, ("torch", "onnx"))
+        choice("seg_type", self.seg_type, SEG_TYPES)
+        for key in ("dicom_seg", "push"):
+            setattr(self, key, _flag(key, getattr(self, key)))
+        if self.push and not (
+            self.dicom_seg and self.input.startswith(("dicomweb://", "dicomwebs://"))
+        ):
+            raise ConfigError(
+                "push=true stores the SEGs back into the archive the study came from: give "
+                "input=dicomweb://.../studies/<UID> and dicom_seg=true."
+            )
         if self.explain is not None:
             choice("explain", self.explain, ("gradcam",))
         self.tta = _flag("tta", self.tta)

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from medmtl import __version__
 from medmtl.errors import ConfigError, DataError
 from medmtl.inference.core import (
     ARTIFACT_CKPT,
@@ -17,9 +18,14 @@ from medmtl.inference.core import (
     PredictSummary,
     predict_paths,
 )
+from medmtl.inference.dicom_out import Algorithm, DicomOutput
+from medmtl.io.dicomweb import StudyAddress, is_dicomweb, retrieve_study, store
+from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
 from medmtl.settings.commands import PredictSettings
+
+RETRIEVED = "retrieved"  # input=dicomweb://...: the study's images, in the output folder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,8 @@ def check_options(opts: dict[str, Any]) -> None:
             "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
             "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
         )
-    check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
+    if not is_dicomweb(opts["input"]):  # an archive's study is retrieved into out itself
+        check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
     ensure_output_dir(opts["out"], "out")
 
 
@@ -166,18 +173,35 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     if not isinstance(settings, PredictSettings):
         settings = PredictSettings(**settings)
     opts = model_folder(settings.to_dict())
+    address = StudyAddress.parse(opts["input"]) if is_dicomweb(opts["input"]) else None
     check_options(opts)
     backend, explainer = load_backend(opts)
-    plan = columns = None
-    if Path(opts["input"]).suffix.lower() == ".csv":
+    dicom = None
+    if settings.dicom_seg:
+        if backend.task == "cls":
+            raise ConfigError("dicom_seg=true: this model has no segmentation head; drop it.")
+        model = opts.get("ckpt_path") or opts["model"]
+        dicom = DicomOutput(Algorithm.of_model(model, __version__), settings.seg_type)
+    out = Path(opts["out"])
+    plan = columns = archive = retrieved = None
+    if address is not None:  # a study of an image archive: its ultrasound images, retrieved
+        archive = dicomweb_client(address.service, settings.token, settings.user)
+        retrieved = retrieve_study(address, out / RETRIEVED, archive)
+        log.info("%s: %d ultrasound image(s) retrieved into %s; %d other instance(s) skipped",
+                 address, len(retrieved.files), out / RETRIEVED, len(retrieved.skipped))  # fmt: skip
+        if not retrieved.files:
+            raise DataError(f"{address}: no ultrasound images in this study; nothing to predict.")
+        opts["input"] = str(out / RETRIEVED)
+        plan = plan_outputs(out / RETRIEVED, out, out_option="out")
+    elif Path(opts["input"]).suffix.lower() == ".csv":
         plan, columns = listed_images(Path(opts["input"]), Path(opts["out"]), opts["image_column"])
     if opts.get("adapt", "none") == "bn":
         n = adapt_to_inputs(backend, Path(opts["input"]), Path(opts["out"]), plan, opts["frame"])
         log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
-    return predict_paths(
+    summary = predict_paths(
         backend,
         Path(opts["input"]),
-        Path(opts["out"]),
+        out,
         tta=opts["tta"],
         explainer=explainer,
         batch_size=opts["batch_size"],
@@ -185,7 +209,17 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
         frame=opts["frame"],
         plan=plan,
         columns=columns,
+        dicom=dicom,
     )
+    if retrieved is not None:
+        summary.skipped += [(Path(where), why) for where, why in retrieved.skipped]
+    if settings.push:
+        # the SEGs first: a report is sent only once the segmentations it refers to are kept
+        for key in ("seg_file", "sr_file"):
+            files = [out / r[key] for r in summary.rows if r.get(key)]
+            summary.stored += store(address, files, archive)
+        log.info("%d SEG and SR instance(s) stored in %s", len(summary.stored), address)
+    return summary
 
 
 def export(
