@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,9 +55,16 @@ START_TIMEOUT_S = 300
 
 
 @contextmanager
-def running_server(model: Path, log: Path, threads: int = 0) -> Iterator[tuple[str, int]]:
+def running_server(
+    model: Path,
+    log: Path,
+    threads: int = 0,
+    options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[tuple[str, int]]:
     """A ``medmtl-serve`` process for ``model`` on a free local port, once it answers: its URL
-    and process id. It is stopped when the block ends."""
+    and process id (``options``: more ``key=value``; ``env``: its environment). It is stopped
+    when the block ends."""
     port = _free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
@@ -68,9 +75,11 @@ def running_server(model: Path, log: Path, threads: int = 0) -> Iterator[tuple[s
                 f"model={model}",
                 f"port={port}",
                 f"threads={threads}",
+                *options,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
         )
     url = f"http://127.0.0.1:{port}"
     # a start imports torch and builds the model: on 2 busy cores that has taken over a minute

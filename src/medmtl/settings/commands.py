@@ -133,8 +133,23 @@ class ServeSettings(Settings):
     )
     threads: int = opt(0, "CPU threads (0: the runtime's default)")
     tta: bool = opt(False, "test-time horizontal flip")
+    archive: str | None = opt(
+        None,
+        "an image archive's DICOMweb service, dicomweb://<host>:<port>/<prefix>: the page then "
+        "predicts a study by its UID and can store the SEGs and reports back",
+    )
+    archive_user: str | None = opt(
+        None, "the archive's user (password: DICOMWEB_PASSWORD; a token: DICOMWEB_TOKEN)"
+    )
 
     def __post_init__(self) -> None:
+        if self.archive is not None and not self.archive.startswith(
+            ("dicomweb://", "dicomwebs://")
+        ):
+            raise ConfigError(
+                f"archive={self.archive}: expected dicomweb://<host>:<port>/<prefix> (the "
+                "archive's DICOMweb service, e.g. dicomweb://localhost:8042/dicom-web)."
+            )
         self.max_upload_mb = number("max_upload_mb", self.max_upload_mb, float)
         if not self.max_upload_mb > 0:
             raise ConfigError(f"max_upload_mb={self.max_upload_mb}: must be more than 0.")

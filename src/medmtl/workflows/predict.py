@@ -167,9 +167,50 @@ def model_folder(opts: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def dicom_output(backend: Any, model: str | Path, seg_type: str = "binary") -> DicomOutput:
+    """What ``dicom_seg=true`` writes for the model at ``model`` (refused for a model without
+    a segmentation head)."""
+    if backend.task == "cls":
+        raise ConfigError("dicom_seg=true: this model has no segmentation head; drop it.")
+    return DicomOutput(Algorithm.of_model(model, __version__), seg_type)
+
+
+def predict_study(
+    backend: Any,
+    address: StudyAddress,
+    archive: Any,
+    out: Path,
+    dicom: DicomOutput | None = None,
+    push: bool = False,
+    adapt: bool = False,
+    **options: Any,
+) -> PredictSummary:
+    """Retrieve a study's ultrasound images from an archive into ``out/retrieved``, predict
+    them into ``out`` (``options``: :func:`predict_paths`'s), list the other instances as
+    skipped and, with ``push``, store the SEGs and then their reports back into the study."""
+    retrieved = retrieve_study(address, out / RETRIEVED, archive)
+    log.info("%s: %d ultrasound image(s) retrieved into %s; %d other instance(s) skipped",
+             address, len(retrieved.files), out / RETRIEVED, len(retrieved.skipped))  # fmt: skip
+    if not retrieved.files:
+        raise DataError(f"{address}: no ultrasound images in this study; nothing to predict.")
+    plan = plan_outputs(out / RETRIEVED, out, out_option="out")
+    if adapt:
+        n = adapt_to_inputs(backend, out / RETRIEVED, out, plan, options.get("frame", 0))
+        log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
+    summary = predict_paths(backend, out / RETRIEVED, out, plan=plan, dicom=dicom, **options)
+    summary.skipped += [(Path(where), why) for where, why in retrieved.skipped]
+    if push:
+        # the SEGs first: a report is sent only once the segmentations it refers to are kept
+        for key in ("seg_file", "sr_file"):
+            files = [out / r[key] for r in summary.rows if r.get(key)]
+            summary.stored += store(address, files, archive)
+        log.info("%d SEG and SR instance(s) stored in %s", len(summary.stored), address)
+    return summary
+
+
 def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     """Check the options, load the model and predict every image under ``input`` (a file, a
-    folder, or a manifest CSV listing the images) into ``out``."""
+    folder, a manifest CSV listing the images, or a study of an image archive) into ``out``."""
     if not isinstance(settings, PredictSettings):
         settings = PredictSettings(**settings)
     opts = model_folder(settings.to_dict())
@@ -178,48 +219,29 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     backend, explainer = load_backend(opts)
     dicom = None
     if settings.dicom_seg:
-        if backend.task == "cls":
-            raise ConfigError("dicom_seg=true: this model has no segmentation head; drop it.")
-        model = opts.get("ckpt_path") or opts["model"]
-        dicom = DicomOutput(Algorithm.of_model(model, __version__), settings.seg_type)
+        dicom = dicom_output(backend, opts.get("ckpt_path") or opts["model"], settings.seg_type)
     out = Path(opts["out"])
-    plan = columns = archive = retrieved = None
-    if address is not None:  # a study of an image archive: its ultrasound images, retrieved
+    adapt = opts.get("adapt", "none") == "bn"
+    options = {
+        "tta": opts["tta"],
+        "explainer": explainer,
+        "batch_size": opts["batch_size"],
+        "threshold": opts["threshold"],
+        "frame": opts["frame"],
+    }
+    if address is not None:
         archive = dicomweb_client(address.service, settings.token, settings.user)
-        retrieved = retrieve_study(address, out / RETRIEVED, archive)
-        log.info("%s: %d ultrasound image(s) retrieved into %s; %d other instance(s) skipped",
-                 address, len(retrieved.files), out / RETRIEVED, len(retrieved.skipped))  # fmt: skip
-        if not retrieved.files:
-            raise DataError(f"{address}: no ultrasound images in this study; nothing to predict.")
-        opts["input"] = str(out / RETRIEVED)
-        plan = plan_outputs(out / RETRIEVED, out, out_option="out")
-    elif Path(opts["input"]).suffix.lower() == ".csv":
-        plan, columns = listed_images(Path(opts["input"]), Path(opts["out"]), opts["image_column"])
-    if opts.get("adapt", "none") == "bn":
-        n = adapt_to_inputs(backend, Path(opts["input"]), Path(opts["out"]), plan, opts["frame"])
+        return predict_study(backend, address, archive, out, dicom, settings.push, adapt,
+                             **options)  # fmt: skip
+    plan = columns = None
+    if Path(opts["input"]).suffix.lower() == ".csv":
+        plan, columns = listed_images(Path(opts["input"]), out, opts["image_column"])
+    if adapt:
+        n = adapt_to_inputs(backend, Path(opts["input"]), out, plan, opts["frame"])
         log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
-    summary = predict_paths(
-        backend,
-        Path(opts["input"]),
-        out,
-        tta=opts["tta"],
-        explainer=explainer,
-        batch_size=opts["batch_size"],
-        threshold=opts["threshold"],
-        frame=opts["frame"],
-        plan=plan,
-        columns=columns,
-        dicom=dicom,
+    return predict_paths(
+        backend, Path(opts["input"]), out, plan=plan, columns=columns, dicom=dicom, **options
     )
-    if retrieved is not None:
-        summary.skipped += [(Path(where), why) for where, why in retrieved.skipped]
-    if settings.push:
-        # the SEGs first: a report is sent only once the segmentations it refers to are kept
-        for key in ("seg_file", "sr_file"):
-            files = [out / r[key] for r in summary.rows if r.get(key)]
-            summary.stored += store(address, files, archive)
-        log.info("%d SEG and SR instance(s) stored in %s", len(summary.stored), address)
-    return summary
 
 
 def export(

@@ -40,10 +40,18 @@ from PIL import Image
 
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_image
+from medmtl.io.dicomweb import StudyAddress
+from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.image import IMAGE_EXTENSIONS
 from medmtl.metrics import ANSWER_SEP
 from medmtl.settings.commands import ServeSettings
-from medmtl.workflows.predict import gradcam_for, open_checkpoint, open_onnx
+from medmtl.workflows.predict import (
+    dicom_output,
+    gradcam_for,
+    open_checkpoint,
+    open_onnx,
+    predict_study,
+)
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
@@ -199,11 +207,46 @@ def result_json(
     return out
 
 
+def study_json(summary: Any, classes: list[str], push: bool) -> dict[str, Any]:
+    """A study's predictions for the page: per image its class, probabilities, lesion area and
+    the SEG's UID; what was skipped or failed (by instance, without folders); what was stored."""
+    images = []
+    for row in summary.rows:
+        images.append({
+            "instance": Path(row["file"]).stem,
+            "predicted_class": row.get("predicted_class"),
+            "probabilities": {c: row[f"prob_{c}"] for c in classes if f"prob_{c}" in row},
+            "lesion_area_px": row.get("lesion_area_px"),
+            "lesion_area_mm2": row.get("lesion_area_mm2") or None,
+            "seg_sop_instance_uid": row.get("seg_sop_instance_uid"),
+            "refer": bool(row.get("refer")),
+        })  # fmt: skip
+    return {
+        "images": images,
+        "skipped": [
+            {"instance": str(p).rsplit("/", 1)[-1], "reason": why} for p, why in summary.skipped
+        ],
+        "failed": [
+            {"instance": Path(p).stem, "reason": why.split(": ", 1)[-1]}
+            for p, why in summary.failed
+        ],
+        "pushed": push,
+        "stored": list(summary.stored),
+        "note": "A research tool, not a diagnosis.",
+    }
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     """The web page and API for ``settings.model``."""
     backend, explainer = load_model(settings.model, settings.threads)
     name = Path(settings.model).name
     classes = list(backend.class_names)
+    archive_client = dicom = None
+    if settings.archive is not None:  # checked and opened once, at start
+        service = StudyAddress.parse(f"{settings.archive.rstrip('/')}/studies/1").service
+        archive_client = dicomweb_client(service, None, settings.archive_user)
+        if backend.task != "cls":
+            dicom = dicom_output(backend, settings.model)
 
     def authorised(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
@@ -263,9 +306,35 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "gradcam": explainer is not None,
             "max_upload_mb": settings.max_upload_mb,
             "tta": settings.tta,
+            "archive": settings.archive is not None,
             **backend.card,
             "note": "A research tool, not a diagnosis.",
         }
+
+    @app.post("/api/study", dependencies=[Depends(authorised)])
+    def study(
+        study_uid: Annotated[str, Form(pattern=r"^[0-9][0-9.]{0,63}$")],
+        push: Annotated[bool, Form()] = False,
+        threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+    ) -> JSONResponse:
+        """Predict a study of the server's image archive (``archive=``) by its UID: its
+        ultrasound images, each with a DICOM SEG and report; ``push`` stores those back."""
+        if settings.archive is None:
+            raise HTTPException(400, "this server has no image archive (start it with archive=).")
+        if dicom is None:
+            raise HTTPException(400, "this model has no segmentation head: no SEG to make.")
+        address = StudyAddress.parse(f"{settings.archive.rstrip('/')}/studies/{study_uid}")
+        with tempfile.TemporaryDirectory(prefix="medmtl-study-") as folder:
+            try:
+                summary = predict_study(
+                    backend, address, archive_client, Path(folder), dicom, push,
+                    tta=settings.tta, threshold=threshold, progress=False,
+                )  # fmt: skip
+            except MedmtlError as exc:
+                raise HTTPException(400, str(exc).replace(folder, "<server>")) from exc
+        log.info("study: %d image(s) predicted, %d result(s) stored", len(summary.rows),
+                 len(summary.stored))  # fmt: skip
+        return JSONResponse(study_json(summary, classes, push))
 
     @app.post("/api/predict", dependencies=[Depends(authorised)])
     def predict(

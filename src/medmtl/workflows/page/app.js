@@ -383,10 +383,64 @@ async function loadCard() {
       (card.calibration && card.calibration.temperature && card.calibration.temperature !== 1
         ? `; calibrated (temperature ${Number(card.calibration.temperature).toFixed(2)})` : "") +
       (card.unlike && card.unlike.fitted ? "; warns on scans unlike its training data" : "; cannot tell scans unlike its training data");
+    $("archive").hidden = !card.archive;
     $("gradcam").disabled = !card.gradcam;
     $("gradcam-label").title = card.gradcam ? "" : "Grad-CAM needs a checkpoint (PyTorch backend)";
   } catch (err) {
     $("card").textContent = `The model card could not be read: ${err.message}`;
+  }
+}
+
+// -- a study of the server's image archive (medmtl-serve archive=...) -------------------------
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+}
+
+async function predictStudy() {
+  const uid = $("study-uid").value.trim();
+  const status = $("study-status");
+  const body = $("study-table").querySelector("tbody");
+  body.replaceChildren();
+  $("study-notes").replaceChildren();
+  $("study-table").hidden = true;
+  if (!/^[0-9][0-9.]*$/.test(uid)) {
+    status.textContent = "A Study Instance UID is digits and dots, e.g. 1.2.840.113619.2.1.";
+    return;
+  }
+  const form = new FormData();
+  form.append("study_uid", uid);
+  form.append("push", $("push").checked ? "true" : "false");
+  form.append("threshold", $("threshold").value);
+  status.textContent = "Retrieving and predicting the study…";
+  $("study-go").disabled = true;
+  try {
+    const data = await api("/api/study", { method: "POST", body: form });
+    for (const image of data.images) {
+      const tr = document.createElement("tr");
+      const p = image.probabilities[image.predicted_class];
+      cell(tr, image.instance);
+      cell(tr, image.predicted_class || "–");
+      cell(tr, p === undefined ? "–" : Number(p).toFixed(2));
+      cell(tr, image.lesion_area_mm2 !== null ? `${Number(image.lesion_area_mm2).toFixed(1)} mm²`
+        : `${image.lesion_area_px} px`);
+      cell(tr, image.seg_sop_instance_uid || "–");
+      body.appendChild(tr);
+    }
+    $("study-table").hidden = data.images.length === 0;
+    for (const item of [...data.skipped.map((s) => `skipped ${s.instance}: ${s.reason}`),
+                        ...data.failed.map((f) => `not predicted ${f.instance}: ${f.reason}`)]) {
+      const li = document.createElement("li");
+      li.textContent = item;
+      $("study-notes").appendChild(li);
+    }
+    status.textContent = `${data.images.length} image(s) predicted` +
+      (data.pushed ? `; ${data.stored.length} result(s) stored in the archive.` : "; nothing stored.");
+  } catch (err) {
+    status.textContent = err.message;
+  } finally {
+    $("study-go").disabled = false;
   }
 }
 
@@ -435,6 +489,7 @@ async function init() {
     }
   });
   $("csv").addEventListener("click", csv);
+  $("study-go").addEventListener("click", predictStudy);
   document.body.dataset.ready = "true";
 }
 
