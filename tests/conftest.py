@@ -116,6 +116,7 @@ DICOM_MODULES = {
     "tests.inference.test_predict",
     "tests.inference.test_dicom_seg",
     "tests.io.test_dicomweb",
+    "tests.io.test_dicom_rules",
     "tests.test_notebooks",
 }
 

@@ -45,6 +45,8 @@ CASES = [
     ("predict", ["input=a", "out=b", "treshold=0.4"], "unknown option 'treshold'"),
     ("predict", ["input=a", "out=b", "batch_size=many"], "batch_size=many: expected an integer"),
     ("serve", ["port=0"], "port=0: must be a port number"),
+    ("serve", ["host=0.0.0.0"], "listening beyond this machine needs auth_token=<secret>"),
+    ("serve", ["auth_token= "], "auth_token= is empty"),
     ("ensemble", ["/tmp", "out=/tmp/e", "gate=auto"], "gate='auto' is unknown"),
     ("calibrate", ["by_class=maybe"], "by_class=maybe: expected true or false"),
     ("export", ["format=onnx"], "missing required option(s): ckpt_path=..."),

@@ -81,9 +81,9 @@ def on_source_grid(values: np.ndarray, meta: ImageMeta, rows: int, columns: int)
                 f"{meta.source}: the mask is {values.shape}, the image {rows}x{columns}."
             )
         return values
-    x0, y0, x1, y1 = meta.cropped_to
+    x0, y0, x1, y1 = meta.cropped_to  # inclusive, as the ultrasound region gives them
     full = np.zeros((rows, columns), dtype=values.dtype)
-    full[y0:y1, x0:x1] = values
+    full[y0 : y1 + 1, x0 : x1 + 1] = values
     return full
 
 

@@ -22,6 +22,62 @@ CODEC_HINT = (
 )
 
 
+# what the reader supports; anything else is named in the error
+PHOTOMETRIC = (
+    "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB",
+    "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
+)  # fmt: skip
+BITS_ALLOCATED = (1, 8, 16, 32)
+
+
+def attribute(ds, key: str):
+    """The value of ``key``, or None when it is missing or cannot be decoded (a value that
+    breaks its VR, e.g. ``NumberOfFrames='two'`` in an implicit-VR file)."""
+    try:
+        return ds.get(key)
+    except (ValueError, TypeError, OverflowError):
+        return _UNREADABLE
+
+
+_UNREADABLE = "<unreadable value>"
+
+
+def whole_number(ds, key: str, path: Path, default: int | None = None, low: int = 1) -> int:
+    """The attribute ``key`` as an integer of at least ``low`` (``default`` when missing), or
+    one line naming the file, the attribute, its value and the rule."""
+    value = attribute(ds, key)
+    if value is None or value == "":
+        if default is None:
+            raise DataError(f"{path}: {key} is missing; the file cannot be read as an image.")
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number is None or number < low:
+        raise DataError(f"{path}: {key}={value!r} is not a whole number of {low} or more.")
+    return number
+
+
+def positive_pair(value) -> tuple[float, float] | None:
+    """A spacing attribute (two numbers, mm) when both are numbers above 0, else None: a
+    missing, zero, negative or malformed spacing means "size unknown", never 0."""
+    try:
+        pair = (float(value[0]), float(value[1]))
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return pair if all(v > 0 and np.isfinite(v) for v in pair) else None
+
+
+def check_frame(path: Path, frame: int, n_frames: int) -> None:
+    """``frame`` must be one of the file's frames (a single-frame file has frame 0 only)."""
+    if not 0 <= int(frame) < n_frames:
+        raise DataError(
+            f"{path}: frame={frame} but the file has {n_frames} frame"
+            f"{'s' if n_frames != 1 else ''} (0..{n_frames - 1})."
+        )
+
+
 def _first(value) -> float | None:
     if value is None:
         return None
@@ -56,9 +112,9 @@ def us_image_regions(ds) -> list[tuple[int, int, int, int, float | None, float |
         )
         dx = dy = None
         if int(r.get("PhysicalUnitsXDirection", 0) or 0) == 3:
-            dx = float(r.get("PhysicalDeltaX", 0)) * 10.0
+            dx = (_first(r.get("PhysicalDeltaX")) or 0.0) * 10.0
         if int(r.get("PhysicalUnitsYDirection", 0) or 0) == 3:
-            dy = float(r.get("PhysicalDeltaY", 0)) * 10.0
+            dy = (_first(r.get("PhysicalDeltaY")) or 0.0) * 10.0
         out.append((*box, dx, dy))
     return out
 
@@ -96,12 +152,29 @@ def read_dicom(
             f"{path}: DICOM file without pixel data (a report or structured object?); "
             "only image objects can be read."
         )
-    check_pixel_count(
-        path,
-        int(ds.get("Columns", 0)),
-        int(ds.get("Rows", 0)),
-        int(ds.get("NumberOfFrames", 1) or 1),
-    )
+    rows, columns = whole_number(ds, "Rows", path), whole_number(ds, "Columns", path)
+    n_frames = whole_number(ds, "NumberOfFrames", path, default=1)
+    check_frame(path, frame, n_frames)  # before decoding: a wrong frame costs nothing
+    check_pixel_count(path, columns, rows, n_frames)
+    photometric = str(attribute(ds, "PhotometricInterpretation") or "MONOCHROME2").strip()
+    if photometric not in PHOTOMETRIC:
+        raise DataError(
+            f"{path}: PhotometricInterpretation {photometric!r} is not supported (supported: "
+            f"{', '.join(PHOTOMETRIC)})."
+        )
+    bits = whole_number(ds, "BitsAllocated", path, default=8)
+    stored = whole_number(ds, "BitsStored", path, default=bits)
+    if bits not in BITS_ALLOCATED or stored > bits:
+        raise DataError(
+            f"{path}: BitsAllocated={bits}, BitsStored={stored} are not supported (BitsAllocated "
+            f"one of {', '.join(map(str, BITS_ALLOCATED))}, BitsStored at most BitsAllocated)."
+        )
+    samples = whole_number(ds, "SamplesPerPixel", path, default=1)
+    if samples not in (1, 3) or (samples == 3) != (photometric not in PHOTOMETRIC[:3]):
+        raise DataError(
+            f"{path}: SamplesPerPixel={samples} does not fit PhotometricInterpretation "
+            f"{photometric!r} (1 for MONOCHROME and PALETTE COLOR, 3 for RGB and YBR)."
+        )
     file_meta = getattr(ds, "file_meta", None)
     tsuid = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     try:
@@ -113,18 +186,22 @@ def read_dicom(
         ) from exc
     except (ValueError, AttributeError) as exc:
         raise DataError(f"{path}: pixel data is damaged or inconsistent ({exc}).") from exc
-
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = ((n_frames,) if n_frames > 1 else ()) + (rows, columns)
+    if tuple(arr.shape[: len(expected)]) != expected:
+        raise DataError(
+            f"{path}: the pixel data is {arr.shape}, but NumberOfFrames, Rows and Columns say "
+            f"{expected}; the file is inconsistent."
+        )
     if n_frames > 1:
-        if not 0 <= frame < n_frames:
-            raise DataError(
-                f"{path}: frame={frame} but the file has {n_frames} frames (0..{n_frames - 1})."
-            )
         arr = arr[frame]
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
     elif photometric.startswith("MONOCHROME"):
+        for key in ("RescaleSlope", "RescaleIntercept"):
+            if key in ds and _first(attribute(ds, key)) is None:
+                raise DataError(f"{path}: {key}={attribute(ds, key)!r} is not a number.")
+        if "RescaleSlope" in ds and _first(attribute(ds, "RescaleSlope")) == 0:
+            raise DataError(f"{path}: RescaleSlope is 0: every pixel would have one value.")
         arr = apply_modality_lut(arr, ds).astype(np.float64)
         if apply_voi:
             arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
@@ -133,11 +210,10 @@ def read_dicom(
     # RGB and YBR_*: pydicom's pixel_array already returns RGB (as_rgb defaults to True)
 
     regions = us_image_regions(ds)
-    spacing = None
-    if "PixelSpacing" in ds:
-        spacing = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
-    elif regions and regions[0][4] and regions[0][5]:
-        spacing = (regions[0][5], regions[0][4])
+    # a missing, zero, negative or malformed spacing: area unknown (never 0)
+    spacing = positive_pair(attribute(ds, "PixelSpacing")) if "PixelSpacing" in ds else None
+    if spacing is None and regions:
+        spacing = positive_pair((regions[0][5], regions[0][4]))
     cropped = None
     if crop_us_region is not False and crop_us_region is not None:
         if not regions:
@@ -155,8 +231,7 @@ def read_dicom(
         x0, y0, x1, y1 = pick[:4]
         arr = arr[y0 : y1 + 1, x0 : x1 + 1]
         cropped = (x0, y0, x1, y1)
-        if pick[4] and pick[5]:
-            spacing = (pick[5], pick[4])
+        spacing = positive_pair((pick[5], pick[4])) or spacing
 
     meta = ImageMeta(
         source=path.name,
@@ -170,10 +245,10 @@ def read_dicom(
         pixel_spacing_mm=spacing,
         frame=frame if n_frames > 1 else None,
         number_of_frames=n_frames,
-        window_center=_first(ds.get("WindowCenter")),
-        window_width=_first(ds.get("WindowWidth")),
-        rescale_slope=_first(ds.get("RescaleSlope")),
-        rescale_intercept=_first(ds.get("RescaleIntercept")),
+        window_center=_first(attribute(ds, "WindowCenter")),
+        window_width=_first(attribute(ds, "WindowWidth")),
+        rescale_slope=_first(attribute(ds, "RescaleSlope")),
+        rescale_intercept=_first(attribute(ds, "RescaleIntercept")),
         transfer_syntax=getattr(tsuid, "name", None),
         us_regions=[r[:4] for r in regions],
         cropped_to=cropped,

@@ -36,4 +36,6 @@ class ImageMeta:
     def area_mm2(self, pixels: int) -> float | None:
         """The area of ``pixels`` pixels in mm² (3 decimals), or None without a pixel spacing."""
         sp = self.pixel_spacing_mm
-        return round(float(pixels) * sp[0] * sp[1], 3) if sp else None
+        if not sp or not (sp[0] > 0 and sp[1] > 0):  # unknown: never a measured 0
+            return None
+        return round(float(pixels) * sp[0] * sp[1], 3)

@@ -17,7 +17,12 @@ from medmtl.settings.checks import choice, number
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
-SEG_TYPES = ("binary", "fractional")  # DICOM SEG: the thresholded mask or the probability map
+SEG_TYPES = ("binary", "fractional")
+LOOPBACK = (
+    "127.0.0.1",
+    "localhost",
+    "::1",
+)  # medmtl-serve without a token: this machine only  # DICOM SEG: the thresholded mask or the probability map
 
 
 def opt(default: Any = None, help: str = "", **meta: Any) -> Any:
@@ -141,6 +146,9 @@ class ServeSettings(Settings):
     archive_user: str | None = opt(
         None, "the archive's user (password: DICOMWEB_PASSWORD; a token: DICOMWEB_TOKEN)"
     )
+    open: bool = opt(
+        False, "listen beyond this machine without auth_token= (anyone who can reach it may use it)"
+    )
 
     def __post_init__(self) -> None:
         if self.archive is not None and not self.archive.startswith(
@@ -161,6 +169,14 @@ class ServeSettings(Settings):
             raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
         self.tta = _flag("tta", self.tta)
+        self.open = _flag("open", self.open)
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ConfigError("auth_token= is empty; give a secret, or leave the option out.")
+        if self.host not in LOOPBACK and self.auth_token is None and not self.open:
+            raise ConfigError(
+                f"host={self.host}: listening beyond this machine needs auth_token=<secret> "
+                "(or open=true to let anyone who can reach the port use the model)."
+            )
 
 
 @dataclass

@@ -25,6 +25,7 @@ import base64
 import io
 import logging
 import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from medmtl.io.dicomweb import StudyAddress
 from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.image import IMAGE_EXTENSIONS
 from medmtl.metrics import ANSWER_SEP
-from medmtl.settings.commands import ServeSettings
+from medmtl.settings.commands import LOOPBACK, ServeSettings
 from medmtl.workflows.predict import (
     dicom_output,
     gradcam_for,
@@ -55,7 +56,6 @@ from medmtl.workflows.predict import (
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # an optional bearer token (auth_token=); module-level so FastAPI can read the annotation
 BEARER = HTTPBearer(auto_error=False)
 
@@ -253,7 +253,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> None:
         if settings.auth_token is None:
             return
-        if credentials is None or credentials.credentials != settings.auth_token:
+        given = credentials.credentials.encode() if credentials is not None else b""
+        # constant time: the answer's timing says nothing about how much of the token matched
+        if credentials is None or not secrets.compare_digest(given, settings.auth_token.encode()):
             raise HTTPException(
                 401,
                 "this server needs its token: send 'Authorization: Bearer <token>' (the page "
@@ -380,8 +382,8 @@ def serve(settings: ServeSettings) -> None:
     app = create_app(settings)
     if settings.host not in LOOPBACK and settings.auth_token is None:
         log.warning(
-            "listening on %s without auth_token=: anyone who can reach this port can use the "
-            "model; give auth_token=<secret> for use beyond this machine.",
+            "listening on %s without auth_token= (open=true): anyone who can reach this port "
+            "can use the model.",
             settings.host,
         )
     print(f"medmtl-serve: http://{settings.host}:{settings.port}/ (API docs at /docs)")
