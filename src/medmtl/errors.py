@@ -20,6 +20,31 @@ class ConfigError(MedmtlError):
     """A configuration value is unknown or out of range."""
 
 
+class WriteError(MedmtlError):
+    """A result cannot be written (full disk, read-only, no permission...): it stops the run,
+    since every following write would fail the same way."""
+
+
+# errno -> what the user reads (the rest: the system's own words)
+WRITE_CAUSES = {
+    28: "no space left on the device; free some space or write elsewhere",  # ENOSPC
+    122: "the disk quota is exceeded; free some space or write elsewhere",  # EDQUOT
+    30: "the file system is read-only; write elsewhere",  # EROFS
+    13: "permission denied; choose a folder you can write to",  # EACCES
+    1: "permission denied; choose a folder you can write to",  # EPERM
+    36: "the name is too long for the file system; use a shorter folder or file name",
+    21: "a folder is in the way where the file should be; move it or write elsewhere",  # EISDIR
+    20: "a file is in the way where a folder should be; move it or write elsewhere",  # ENOTDIR
+    17: "a file is in the way where a folder should be; move it or write elsewhere",  # EEXIST
+}
+
+
+def write_error(path: object, exc: OSError) -> WriteError:
+    """One line for a failed write: the path and the cause in words."""
+    cause = WRITE_CAUSES.get(exc.errno or -1) or (exc.strerror or str(exc))
+    return WriteError(f"{path}: cannot write it: {cause}.")
+
+
 def summarize(items: Sequence[str], shown: int = 3) -> str:
     """The first ``shown`` items joined with "; ", then "(and N more)" for the rest.
 

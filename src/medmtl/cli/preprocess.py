@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from medmtl.cli import report_files, run_or_exit
 from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
+from medmtl.settings.commands import PreprocessToolSettings
 
 
 def _run(cfg: DictConfig) -> int:
@@ -32,7 +33,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    hydra_main("medmtl-preprocess", __doc__, "preprocess", _main)
+    hydra_main("medmtl-preprocess", __doc__, "preprocess", _main, PreprocessToolSettings)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,11 @@ class Source:
             raise ConfigError(
                 f"data.root is not set for data={source.name}; point it at the data folder."
             )
+        if self.reads_root and Path(str(source.root)).expanduser().is_file():
+            raise ConfigError(
+                f"data.root={source.root} is a file; point it at the data folder (for "
+                f"data={source.name}: the folder that holds the class folders or the data set)."
+            )
         if not self.reads_root and source.root:
             raise ConfigError(
                 f"data.root={source.root}: data={source.name} does not read a data folder (its "
@@ -74,6 +79,11 @@ class Source:
             if not getattr(source, key):
                 raise ConfigError(
                     f"data.{key} is not set for data={source.name}; point it at the CSV file "
+                    "that lists the images (docs/data.md)."
+                )
+            if Path(str(getattr(source, key))).expanduser().is_dir():
+                raise ConfigError(
+                    f"data.{key}={getattr(source, key)} is a folder; point it at the CSV file "
                     "that lists the images (docs/data.md)."
                 )
 

@@ -1,7 +1,10 @@
-"""Writing results so that a crash never leaves a half-written file under the final name."""
+"""Writing results so that a crash never leaves a half-written file under the final name, and
+a write that fails (full disk, read-only, no permission, name too long, something in the way)
+is one line naming the path and the cause (:class:`medmtl.errors.WriteError`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,6 +12,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from medmtl.errors import write_error
 
 
 @contextmanager
@@ -21,16 +26,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     that writers that pick the format by extension (numpy, matplotlib) keep working.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:  # every write of medmtl ends here: one line, nothing half-written
+        raise write_error(path, exc) from exc
     finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        # a read-only file system or a name too long: there is nothing to remove
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:

@@ -13,6 +13,7 @@ bow tie / military uniform / suit, the expected classes).
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,55 @@ OFFLINE_WEIGHTS = {
     )
     for k in (0, 1, 2)
 }
+
+
+HUB = ("huggingface.co", 443)  # where smp and timm download pretrained weights from
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the weights hub answers (False under HF_HUB_OFFLINE=1)."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        socket.create_connection(HUB, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_downloadable(encoder: str, weights: str | None) -> None:
+    """Weights that must be downloaded (``imagenet``...) load when the hub can be reached or
+    they are in the local cache; otherwise one line naming the offline choice, before any
+    data is read (instead of a minute of retries and a traceback)."""
+    if not weights or str(weights) in OFFLINE_WEIGHTS or hub_reachable():
+        return
+    # offline: the caches only, and no retries
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+    import segmentation_models_pytorch as smp
+
+    try:
+        smp.encoders.get_encoder(encoder, in_channels=3, depth=5, weights=weights)
+    except Exception as exc:  # noqa: BLE001  (hub, timm and smp each raise their own types)
+        fits = offline_weights_for(encoder)
+        hint = (
+            f"model.encoder.weights={fits} (no download) or null"
+            if fits
+            else "model.encoder.weights=null (random start), or an EfficientNet-Lite encoder "
+            "(model/encoder=efficientnet_lite2) with its offline weights"
+        )
+        raise ConfigError(
+            f"model.encoder.weights={weights}: {encoder}'s weights must be downloaded from "
+            f"{HUB[0]}, which cannot be reached from here, and they are not in the local cache "
+            f"({type(exc).__name__}). Use {hint}."
+        ) from None
 
 
 def offline_weights_for(encoder: str) -> str | None:

@@ -17,9 +17,10 @@ from medmtl.errors import ConfigError, DataError
 from medmtl.io.image import to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.preprocess.intensity import apply_clahe, equalize_hist, to_uint8
+from medmtl.settings.commands import PREPROCESS_METHODS
 from medmtl.settings.data import DATA, Conversion
 
-METHODS = ("none", "he", "clahe")
+METHODS = PREPROCESS_METHODS  # the enhancements after the 8-bit conversion
 # Grey-level statistics of ImageNet (mean of the RGB means/stds): model inputs are
 # (x/255 - GREY_MEAN) / GREY_STD so pretrained encoders see the scale they were trained on.
 GREY_MEAN = 0.449

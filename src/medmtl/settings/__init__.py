@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from medmtl.settings.checks import choice, known_keys, number
+from medmtl.settings.commands import PreprocessToolSettings
 from medmtl.settings.data import DATA, DataSettings, schema_defaults
 from medmtl.settings.evaluation import EvalSettings
 from medmtl.settings.loss import LossSettings
@@ -32,6 +33,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
 # primary config -> the defaults it starts from (stored as ``<name>_schema``)
 PRIMARY_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "eval": lambda: EvalSettings().to_dict(),
+    "preprocess": lambda: PreprocessToolSettings().to_dict(),
 }
 
 __all__ = [

@@ -322,6 +322,51 @@ class UnlikeSettings(Settings):
             raise ConfigError("give the in-domain predictions csv and at least one other.")
 
 
+PREPROCESS_METHODS = ("none", "he", "clahe")
+
+
+@dataclass
+class PreprocessToolSettings(Settings):
+    """``medmtl-preprocess`` (``conf/preprocess.yaml`` starts from it: ``preprocess_schema``)."""
+
+    input: str = opt("???", "an image (PNG, JPEG, TIFF, BMP, DICOM) or a folder of them")
+    output: str = opt("???", "a folder outside the input; the folder structure is kept")
+    method: str = opt("clahe", "none | he | clahe (applied after the 8-bit conversion)")
+    conversion: dict[str, Any] = opt(
+        {"method": "full", "center": None, "width": None, "low": 0.5, "high": 99.5},
+        "the 8-bit conversion: conversion.method=full|window|percentile (window: center/width, "
+        "null: the DICOM's own; percentile: low/high)",
+    )
+    clahe: dict[str, Any] = opt(
+        {"clip_limit": 2.0, "tile_grid": 8}, "CLAHE: clahe.clip_limit (> 0), clahe.tile_grid (≥ 1)"
+    )
+    frame: int = opt(0, "multi-frame DICOM: which frame (0: the first)")
+    crop_us_region: Any = opt(
+        False, "DICOM ultrasound: true = the largest tissue region, or a region's index"
+    )
+    compare: bool = opt(False, "also write <name>_compare.png: original | HE | CLAHE")
+
+    def __post_init__(self) -> None:
+        choice("method", self.method, PREPROCESS_METHODS)
+        _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
+        self.compare = _flag("compare", self.compare)
+        crop = self.crop_us_region
+        if not isinstance(crop, bool) and not (isinstance(crop, int) and crop >= 0):
+            raise ConfigError(
+                f"crop_us_region={crop!r}: true, false or a region's index (0 or more)."
+            )
+        clahe = dict(self.clahe or {})
+        unknown = sorted(set(clahe) - {"clip_limit", "tile_grid"})
+        if unknown:
+            raise ConfigError(f"clahe.{unknown[0]}: not a setting; known: clip_limit, tile_grid.")
+        clip = number("clahe.clip_limit", clahe.get("clip_limit", 2.0), float, 0.0)
+        if clip <= 0:
+            raise ConfigError(f"clahe.clip_limit={clip}: must be above 0.")
+        grid = clahe.get("tile_grid", 8)
+        _at_least("clahe.tile_grid", grid, 1, "1 or more")
+        self.clahe = {"clip_limit": clip, "tile_grid": grid}
+
+
 # -- medmtl-bench: one settings class per measurement ------------------------------------------
 @dataclass
 class BenchSettings(Settings):

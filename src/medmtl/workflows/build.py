@@ -14,7 +14,7 @@ from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.multitask import check_model_names
 from medmtl.models.registry import architecture
 from medmtl.models.unlike import QUANTILE, check_quantile
-from medmtl.models.weights import offline_weights_for
+from medmtl.models.weights import check_downloadable, offline_weights_for
 from medmtl.settings import LossSettings, number
 from medmtl.settings.data import check_image_size
 from medmtl.settings.model import ModelSettings
@@ -128,7 +128,18 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
         )
-    check_model_names(net_settings(cfg))
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu") or "cpu")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: this machine has no usable GPU (CUDA); add "
+                "trainer=cpu (profile=gpu chooses the GPU trainer)."
+            )
+    net = net_settings(cfg)
+    check_model_names(net)
+    check_downloadable(net["encoder"], net.get("encoder_weights"))
     LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*optimization(cfg))
 

@@ -13,6 +13,7 @@ from medmtl.io.image import read_image
 from medmtl.io.outputs import plan_outputs, write_png
 from medmtl.preprocess.pipeline import METHODS, PreprocessSettings, enhance
 from medmtl.reporting.figures import enhancement_comparison, save_figure
+from medmtl.settings.commands import PreprocessToolSettings
 
 
 @dataclass
@@ -78,20 +79,28 @@ def preprocess_files(
 
 
 def preprocess_from_config(cfg: DictConfig) -> RunSummary:
-    """``medmtl-preprocess``: the job of ``conf/preprocess.yaml``."""
+    """``medmtl-preprocess``: the job of ``conf/preprocess.yaml``, its options checked first."""
+    names = PreprocessToolSettings.__dataclass_fields__
+    s = PreprocessToolSettings(
+        **{
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k in names
+        }  # fmt: skip
+    )
     settings = PreprocessSettings.from_dict(
         {
-            "conversion": OmegaConf.to_container(cfg.conversion, resolve=True),
-            "clahe_clip_limit": cfg.clahe.clip_limit,
-            "clahe_tile_grid": cfg.clahe.tile_grid,
+            "conversion": s.conversion,
+            "clahe_clip_limit": s.clahe["clip_limit"],
+            "clahe_tile_grid": s.clahe["tile_grid"],
         }
     )
     return preprocess_files(
-        Path(cfg.input),
-        Path(cfg.output),
-        method=cfg.method,
+        Path(s.input),
+        Path(s.output),
+        method=s.method,
         settings=settings,
-        frame=int(cfg.frame),
-        crop_us_region=cfg.crop_us_region,
-        compare=bool(cfg.compare),
+        frame=s.frame,
+        crop_us_region=s.crop_us_region,
+        compare=s.compare,
     )

@@ -24,7 +24,7 @@ from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import CasesDataModule
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
-from medmtl.io.files import ensure_output_dir
+from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
 from medmtl.models.conformal import ALPHA
 from medmtl.models.unlike import QUANTILE
@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resumed = resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
     (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
-    (out_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
         L.seed_everything(int(cfg.seed), workers=True)
     if cfg.get("threads"):
