@@ -26,7 +26,7 @@ CASES = [
     ("export", ["ckpt_path=/nonexistent.ckpt", "format=tflite"], "format=tflite"),
     ("compare", ["ckpt_paths=[]"], "give ckpt_paths="),
     ("ensemble", ["/nonexistent/sweep", "out=/tmp/e"], "/nonexistent/sweep: folder not found"),
-    ("tables", ["/nonexistent/sweep"], "/nonexistent/sweep: multirun folder not found"),
+    ("tables", ["/nonexistent/sweep"], "multirun_dir=/nonexistent/sweep: folder not found"),
     ("tables", ["/tmp", "--columns", "bogus"], "columns='bogus' is unknown"),
     ("tables", ["/tmp", "colums=recipe"], "unknown option 'colums'"),
     ("bench", ["nothing"], "medmtl-bench: the first argument must be one of"),
@@ -72,14 +72,15 @@ def test_every_help_has_one_layout(command):
     assert first.startswith("  ") and "=" in first.split()[0], first
 
 
-def test_gnu_style_options_are_the_same_as_key_value():
+def test_gnu_style_options_are_the_same_as_key_value(tmp_path):
     from medmtl.cli.options import parse
     from medmtl.settings.commands import TablesSettings
 
-    a = parse(["/s", "--no-ci", "--wandb", "--columns", "recipe"], TablesSettings, "multirun_dir")
-    b = parse(["/s", "ci=false", "wandb=offline", "columns=recipe"], TablesSettings, "multirun_dir")
-    assert a == b and a.folder == "/s" and a.ci is False and a.wandb == "offline"
-    assert parse(["/s", "--wandb", "online"], TablesSettings, "multirun_dir").wandb == "online"
+    s = str(tmp_path)
+    a = parse([s, "--no-ci", "--wandb", "--columns", "recipe"], TablesSettings, "multirun_dir")
+    b = parse([s, "ci=false", "wandb=offline", "columns=recipe"], TablesSettings, "multirun_dir")
+    assert a == b and a.folder == s and a.ci is False and a.wandb == "offline"
+    assert parse([s, "--wandb", "online"], TablesSettings, "multirun_dir").wandb == "online"
 
 
 @pytest.mark.parametrize(

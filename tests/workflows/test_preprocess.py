@@ -96,7 +96,7 @@ def test_output_folder_is_input_folder(tmp_path):
 
 def test_missing_input_and_empty_folder(tmp_path):
     res = run_cli("preprocess", f"input={tmp_path / 'nope'}", f"output={tmp_path / 'o'}")
-    assert res.returncode == 2 and "input not found" in res.stderr
+    assert res.returncode == 2 and "input=" in res.stderr and "not found" in res.stderr
     (tmp_path / "empty").mkdir()
     res = run_cli("preprocess", f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}")
     assert res.returncode == 2 and "no image files found" in res.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.errors import ConfigError
+from medmtl.settings.commands import check_paths
 
 NULL = ("null", "none", "~")
 WIDTH = 96  # the help's line width
@@ -131,7 +132,7 @@ def parse(argv: Sequence[str], cls: type, positional: str | None = None) -> Any:
             + ", ".join(f"<{n}>" if n == positional else f"{n}=..." for n in missing)
             + "."
         )
-    return cls(**values)
+    return check_paths(cls(**values))
 
 
 def _default_text(f: Field) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, open_fraction
 from medmtl.settings.checks import choice, number
+from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
@@ -33,8 +34,52 @@ def opt(default: Any = None, help: str = "", **meta: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-def required(help: str = "") -> Any:
-    return field(metadata={"help": help})
+def required(help: str = "", **meta: Any) -> Any:
+    return field(metadata={"help": help, **meta})
+
+
+# what a path option must name (metadata "path"): checked by check_paths before any work
+PATH_KINDS = {
+    "file": "an existing file",
+    "dir": "an existing folder",
+    "any": "an existing file or folder",
+    "out": "a folder (it is created; an existing file is refused)",
+    "outfile": "a file to write (an existing folder is refused)",
+}
+
+
+def check_paths(settings: Any) -> Any:
+    """Every path option of ``settings`` names what its ``path`` metadata says (one line
+    naming the option, the path and what it must be); returns ``settings``."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    for f in fields(settings):
+        kind, value = f.metadata.get("path"), getattr(settings, f.name)
+        if kind is None or value is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            text = str(item)
+            if text.startswith(("dicomweb://", "dicomwebs://")):
+                continue  # an archive's address: its own parser checks it
+            path = Path(text).expanduser()
+            ok = {
+                "file": path.is_file(),
+                "dir": path.is_dir(),
+                "any": path.exists(),
+                "out": not path.exists() or path.is_dir(),
+                "outfile": not path.is_dir(),
+            }[kind]
+            if not ok:
+                noun = {"file": "file", "dir": "folder", "any": "file or folder"}.get(kind)
+                if noun and not path.exists():
+                    what = f"{noun} not found"
+                elif path.is_dir():
+                    what = "a folder, not a file"
+                else:
+                    what = "a file, not a folder"
+                raise ConfigError(f"{f.name}={text}: {what}; give {PATH_KINDS[kind]}.")
+    return settings
 
 
 def check_predict_options(batch_size: Any, threshold: Any) -> None:
@@ -75,12 +120,15 @@ class PredictSettings(Settings):
 
     input: str = required(
         "an image (PNG, JPEG, DICOM), a folder, a list.csv manifest, or a study of an image "
-        "archive: dicomweb://<host>:<port>/<prefix>/studies/<StudyInstanceUID>"
+        "archive: dicomweb://<host>:<port>/<prefix>/studies/<StudyInstanceUID>",
+        path="any",
     )
-    out: str = required("the output folder (masks, overlays, predictions.csv)")
-    ckpt_path: str | None = opt(None, "a checkpoint (PyTorch backend)")
+    out: str = required("the output folder (masks, overlays, predictions.csv)", path="out")
+    ckpt_path: str | None = opt(None, "a checkpoint (PyTorch backend)", path="file")
     model: str | None = opt(
-        None, "an exported model.onnx, or a W&B model artifact's folder (model.onnx/model.ckpt)"
+        None,
+        "an exported model.onnx, or a W&B model artifact's folder (model.onnx/model.ckpt)",
+        path="any",
     )
     backend: str = opt("torch", "torch | onnx (onnx: no torch needed)")
     tta: bool = opt(False, "test-time horizontal flip (the mean of both probabilities)")
@@ -128,7 +176,9 @@ class ServeSettings(Settings):
     """``medmtl-serve``."""
 
     model: str | None = opt(
-        None, "model.onnx or a checkpoint (.ckpt); none: the newest `make demo` model"
+        None,
+        "model.onnx or a checkpoint (.ckpt); none: the newest `make demo` model",
+        path="file",
     )
     host: str = opt("127.0.0.1", "the address to listen on (this machine only by default)")
     port: int = opt(8000, "the port")
@@ -183,24 +233,29 @@ class ServeSettings(Settings):
 class ExportSettings(Settings):
     """``medmtl-export``."""
 
-    ckpt_path: str = required("the checkpoint to export")
-    format: str = opt("onnx", "onnx")
-    out: str | None = opt(None, "the file (default: beside the checkpoint)")
+    ckpt_path: str = required("the checkpoint to export", path="file")
+    format: str = opt("onnx", "onnx (the one export format)")
+    out: str | None = opt(None, "the file (default: beside the checkpoint)", path="outfile")
     opset: int = opt(17, "the ONNX opset")
+
+    def __post_init__(self) -> None:
+        if self.format != "onnx":
+            raise ConfigError(f"format={self.format} is not supported; use format=onnx.")
+        _at_least("opset", self.opset, 7, "an ONNX opset number, 7 or more")
 
 
 @dataclass
 class EnsembleSettings(Settings):
     """``medmtl-ensemble``."""
 
-    runs: list[str] = required("run folders, or a sweep folder")
-    out: str = required("the folder for the ensemble's evaluation")
+    runs: list[str] = required("run folders, or a sweep folder", path="dir")
+    out: str = required("the folder for the ensemble's evaluation", path="out")
     select: list[str] = opt(
         [], "keep the sweep's jobs that set this value, e.g. select=loss.seg_weight=0.7"
     )
     split: str = opt("test", "the split evaluated: train | val | test | all")
-    export: str | None = opt(None, "also write an ONNX model of the ensemble here")
-    data_root: str | None = opt(None, "where the members' data lies now")
+    export: str | None = opt(None, "also write an ONNX model of the ensemble here", path="outfile")
+    data_root: str | None = opt(None, "where the members' data lies now", path="dir")
     empty_mask_class: str | None = opt(
         AS_TRAINED, "the gate: as_trained, null (off) or a class name"
     )
@@ -222,33 +277,45 @@ class EnsembleSettings(Settings):
         choice("gate", self.gate, (AS_TRAINED, "tune"))
         choice("adapt", self.adapt, ADAPT_CHOICES)
         choice("wandb", self.wandb, ("none", "offline", "online"))
+        if self.conformal_alpha is not None:
+            self.conformal_alpha = open_fraction(
+                self.conformal_alpha, "conformal_alpha", "an error rate", 0.1
+            )
 
 
 @dataclass
 class CalibrateSettings(Settings):
     """``medmtl-calibrate``."""
 
-    runs: list[str] = required("run folders, or a sweep folder")
+    runs: list[str] = required("run folders, or a sweep folder", path="dir")
     alpha: float | None = opt(None, "conformal error rate (null: as the run's, else 0.1)")
     by_class: bool | None = opt(None, "conformal sets class by class (null: as the run's)")
     unlike_quantile: float | None = opt(
         0.95, "the share of validation images the unlike-score threshold passes (null: none)"
     )
-    data_root: str | None = opt(None, "where the run's data lies now")
+    data_root: str | None = opt(None, "where the run's data lies now", path="dir")
+
+    def __post_init__(self) -> None:
+        if self.alpha is not None:
+            self.alpha = open_fraction(self.alpha, "alpha", "an error rate", 0.1)
+        if self.unlike_quantile is not None:
+            self.unlike_quantile = open_fraction(
+                self.unlike_quantile, "unlike_quantile", "a share of the images", 0.95
+            )
 
 
 @dataclass
 class CompareSettings(Settings):
     """``medmtl-compare``."""
 
-    ckpt_paths: list[str] | None = opt(None, "checkpoints to draw side by side")
+    ckpt_paths: list[str] | None = opt(None, "checkpoints to draw side by side", path="file")
     evals: list[str] | None = opt(
-        None, "two medmtl-eval folders of the same images (save_masks=true)"
+        None, "two medmtl-eval folders of the same images (save_masks=true)", path="dir"
     )
     split: str = opt("test", "the split drawn (ckpt_paths=)")
     n: int = opt(0, "images (0: 12 of a split, 8 disagreements of two evaluations)")
-    out: str | None = opt(None, "the figure's file")
-    data_root: str | None = opt(None, "where the models' data lies now (ckpt_paths=)")
+    out: str | None = opt(None, "the figure's file", path="outfile")
+    data_root: str | None = opt(None, "where the models' data lies now (ckpt_paths=)", path="dir")
 
     def __post_init__(self) -> None:
         if self.n is None or self.n < 0:
@@ -268,7 +335,7 @@ COLUMNS = ("study", "recipe", "validation", "calibration")
 class TablesSettings(Settings):
     """``medmtl-tables``."""
 
-    multirun_dir: list[str] = required("the sweep folder")
+    multirun_dir: list[str] = required("the sweep folder", path="dir")
     reference: str | None = opt(
         None, "study: add the study's published numbers and the difference (BUSI runs only)"
     )
@@ -281,7 +348,9 @@ class TablesSettings(Settings):
         "only, for choosing settings) | calibration (ECE, NLL, Brier, conformal, temperature)",
     )
     ci: bool = opt(True, "the 95 % confidence intervals (--no-ci: without)")
-    out: str | None = opt(None, "folder for the tables (default: <multirun dir>/tables)")
+    out: str | None = opt(
+        None, "folder for the tables (default: <multirun dir>/tables)", path="out"
+    )
     into: str | None = opt(
         None,
         "FILE:SECTION: also write the Markdown table, with this command above it, into the "
@@ -315,7 +384,7 @@ class TablesSettings(Settings):
 class UnlikeSettings(Settings):
     """``python -m medmtl.cli.unlike``."""
 
-    files: list[str] = required("the in-domain predictions csv, then the others")
+    files: list[str] = required("the in-domain predictions csv, then the others", path="file")
 
     def __post_init__(self) -> None:
         if len(self.files) < 2:
@@ -329,8 +398,10 @@ PREPROCESS_METHODS = ("none", "he", "clahe")
 class PreprocessToolSettings(Settings):
     """``medmtl-preprocess`` (``conf/preprocess.yaml`` starts from it: ``preprocess_schema``)."""
 
-    input: str = opt("???", "an image (PNG, JPEG, TIFF, BMP, DICOM) or a folder of them")
-    output: str = opt("???", "a folder outside the input; the folder structure is kept")
+    input: str = opt(
+        "???", "an image (PNG, JPEG, TIFF, BMP, DICOM) or a folder of them", path="any"
+    )
+    output: str = opt("???", "a folder outside the input; the folder structure is kept", path="out")
     method: str = opt("clahe", "none | he | clahe (applied after the 8-bit conversion)")
     conversion: dict[str, Any] = opt(
         {"method": "full", "center": None, "width": None, "low": 0.5, "high": 99.5},
@@ -374,15 +445,21 @@ class BenchSettings(Settings):
 
     what: list[str] = required("preprocess | inference | train | probe | serve")
     out: str | None = opt(
-        None, "the page it writes (default: docs/benchmarks.md, probe: results.md)"
+        None, "the page it writes (default: docs/benchmarks.md, probe: results.md)", path="outfile"
     )
+    # not found: the measurement runs on synthetic images (and says so)
     busi_root: str | None = opt(None, "BUSI (default: BUSI_ROOT, else data/ in the repo)")
 
 
 @dataclass
 class BenchPreprocess(BenchSettings):
-    busi_image: str | None = opt(None, "the image timed (default: benign (1).png of BUSI)")
+    busi_image: str | None = opt(
+        None, "the image timed (default: benign (1).png of BUSI; else a synthetic one)"
+    )
     repeats: int = opt(7, "repeats of each timing")
+
+    def __post_init__(self) -> None:
+        _at_least("repeats", self.repeats, 1, "1 or more")
 
 
 @dataclass
@@ -392,24 +469,45 @@ class BenchInference(BenchSettings):
     repeats: int = opt(5, "repeats of each timing")
     compile: bool = opt(False, "also measure torch.compile (minutes to compile)")
 
+    def __post_init__(self) -> None:
+        _at_least("images", self.images, 1, "1 or more")
+        _at_least("repeats", self.repeats, 1, "1 or more")
+        if self.image_size is not None:
+            check_image_size(self.image_size, "image_size")
+        self.compile = _flag("compile", self.compile)
+
 
 @dataclass
 class BenchTrain(BenchSettings):
-    cache_dir: str | None = opt(None, "the preprocessing cache (default: .cache in the repo)")
+    cache_dir: str | None = opt(
+        None, "the preprocessing cache (default: .cache in the repo)", path="out"
+    )
     tiny: bool = opt(False, "tiny models and data (for the tests)")
     compile: bool = opt(False, "also measure torch.compile (minutes to compile)")
+
+    def __post_init__(self) -> None:
+        self.tiny, self.compile = _flag("tiny", self.tiny), _flag("compile", self.compile)
 
 
 @dataclass
 class BenchProbe(BenchSettings):
-    cache_dir: str | None = opt(None, "the preprocessing cache (default: .cache in the repo)")
+    cache_dir: str | None = opt(
+        None, "the preprocessing cache (default: .cache in the repo)", path="out"
+    )
     image_size: int = opt(224, "input side")
+
+    def __post_init__(self) -> None:
+        check_image_size(self.image_size, "image_size")
 
 
 @dataclass
 class BenchServe(BenchSettings):
     requests: int = opt(200, "requests sent")
     clients: int = opt(4, "concurrent clients")
+
+    def __post_init__(self) -> None:
+        _at_least("requests", self.requests, 1, "1 or more")
+        _at_least("clients", self.clients, 1, "1 or more")
 
 
 BENCHES: dict[str, tuple[type, str]] = {

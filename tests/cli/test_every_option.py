@@ -1,0 +1,143 @@
+"""Every option of every key=value command, fed the faults of its kind: a wrong type, a value
+outside its choices or range, a missing path and a path of the wrong kind. Each must be one
+`medmtl: error:` line, exit 2, no traceback, nothing written. A new option is enumerated too."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+
+from medmtl.cli.options import _kind
+from medmtl.settings import commands as C
+
+# command -> (its settings, the positional field)
+COMMANDS = {
+    "predict": (C.PredictSettings, None),
+    "export": (C.ExportSettings, None),
+    "serve": (C.ServeSettings, None),
+    "ensemble": (C.EnsembleSettings, "runs"),
+    "calibrate": (C.CalibrateSettings, "runs"),
+    "compare": (C.CompareSettings, None),
+    "tables": (C.TablesSettings, "multirun_dir"),
+    "unlike": (C.UnlikeSettings, "files"),
+    **{f"bench {what}": (cls, "what") for what, (cls, _) in C.BENCHES.items()},
+}
+# options whose any text is valid (names, tokens, a row label, hosts...)
+FREE_TEXT = {"image_column", "auth_token", "token", "user", "archive_user", "baseline",
+             "host", "select", "into", "empty_mask_class", "split", "archive",
+             "busi_root", "busi_image"}  # fmt: skip
+
+
+def _valid(tmp: Path) -> dict[str, str]:
+    """Paths that pass each kind of path check."""
+    (tmp / "dir").mkdir(exist_ok=True)
+    (tmp / "file.csv").write_text("file,unlike_score\na,1\n")
+    return {"file": str(tmp / "file.csv"), "dir": str(tmp / "dir"), "any": str(tmp / "dir"),
+            "out": str(tmp / "new_out"), "outfile": str(tmp / "new_file.onnx")}  # fmt: skip
+
+
+def _base(cls, positional, tmp: Path) -> list[str]:
+    """A command line that passes parsing: the required options with valid values."""
+    valid = _valid(tmp)
+    args = []
+    for f in fields(cls):
+        if f.default is not MISSING or f.default_factory is not MISSING:  # type: ignore[misc]
+            continue
+        value = valid[f.metadata.get("path", "dir")]
+        if f.name == positional:
+            if positional != "what":  # medmtl-bench: the measurement is the first word
+                args += [value] * (2 if cls is C.UnlikeSettings else 1)
+        else:
+            args.append(f"{f.name}={value}")
+    if positional == "what":  # a benchmark that ran by mistake never touches docs/
+        args.append(f"out={tmp / 'bench.md'}")
+    if cls is C.CompareSettings:  # one of ckpt_paths= or evals= is needed
+        args.append(f"ckpt_paths=[{valid['file']}]")
+    return args
+
+
+def _faults(cls, tmp: Path) -> list[tuple[str, str, str]]:
+    """(option, bad value, kind of fault) for every option of ``cls``."""
+    out = []
+    for f in fields(cls):
+        kind, _ = _kind(cls, f)
+        path = f.metadata.get("path")
+        if path:
+            if path in ("file", "dir", "any"):  # an output may not exist yet
+                out.append((f.name, str(tmp / "does-not-exist"), "missing path"))
+            wrong = {"file": str(tmp / "dir"), "dir": str(tmp / "file.csv"),
+                     "out": str(tmp / "file.csv"), "outfile": str(tmp / "dir")}  # fmt: skip
+            if path in wrong:
+                out.append((f.name, wrong[path], "path of the wrong kind"))
+            continue
+        if kind is bool:
+            out.append((f.name, "maybe", "wrong type"))
+        elif kind in (int, float):
+            out.append((f.name, "many", "wrong type"))
+            out.append((f.name, "-7", "out of range"))
+        elif kind is str and f.name not in FREE_TEXT:
+            out.append((f.name, "no-such-choice", "not one of the choices"))
+    return out
+
+
+CASES = []
+for command, (cls, positional) in COMMANDS.items():
+    for name, value, fault in _faults(cls, Path("/TMP")):
+        CASES.append((command, cls, positional, name, value.replace("/TMP/", ""), fault))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_base_command_line_alone_parses(command, tmp_path):
+    """Each fault below is the only one: without it the command line is valid."""
+    from medmtl.cli.options import parse
+
+    cls, positional = COMMANDS[command]
+    words = command.split()[1:]
+    settings = parse([*words, *_base(cls, positional, tmp_path)], cls, positional)
+    assert isinstance(settings, cls)
+
+
+def test_the_enumeration_covers_every_command_and_option():
+    counted = {c for c, *_ in CASES}
+    assert counted == set(COMMANDS)
+    assert len(CASES) > 80, len(CASES)
+
+
+@pytest.mark.parametrize(
+    "command, cls, positional, name, value, fault",
+    CASES,
+    ids=[f"{c[0]}-{c[3]}-{c[5].replace(' ', '_')}" for c in CASES],
+)
+def test_every_fault_is_one_line_exit_2_and_nothing_written(
+    command, cls, positional, name, value, fault, tmp_path, capsys
+):
+    value = (
+        value
+        if not value.startswith(("does-not-exist", "dir", "file.csv"))
+        else str(tmp_path / value)
+    )
+    base = _base(cls, positional, tmp_path)
+    if name == positional:
+        base = [a for a in base if "=" in a]
+        args = [value, *([value] if cls is C.UnlikeSettings else [])]
+    elif cls is C.CompareSettings and name in ("evals", "data_root"):
+        base = [a for a in base if not a.startswith("ckpt_paths=")]  # they exclude each other
+        args = [f"{name}={value}"] + ([f"evals=[{tmp_path}]"] if name == "data_root" else [])
+    else:
+        base = [a for a in base if not a.startswith(f"{name}=")]
+        args = [f"{name}={value}"]
+    words = command.split()
+    module = importlib.import_module(f"medmtl.cli.{words[0]}")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as done:
+        status = module.main([*words[1:], *args, *base])
+        raise SystemExit(status)
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("medmtl: error: ")]
+    assert done.value.code == 2, (fault, err[-1500:])
+    assert len(errors) == 1 and "Traceback" not in err, err[-1500:]
+    assert name in errors[0] or value in errors[0], (fault, errors[0])  # the fault is named
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
