@@ -20,10 +20,23 @@ def test_a_run_prints_each_line_once_and_no_advert(tmp_path, cache_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     assert "litlogger" not in out and "LeafSpec" not in out
+    # Lightning's srun hint (this machine has SLURM installed for the cluster tests)
+    assert "srun` command is available" not in out
     # Lightning's messages reach the console (and the run's log file) once, through Hydra
     assert out.count("`Trainer.fit` stopped") == 1
     assert not [ln for ln in out.splitlines() if ln.startswith("INFO: ")]
     assert "`Trainer.fit` stopped" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_warnings_nobody_can_act_on_are_filtered():
+    from medmtl.workflows.logs import quiet_third_party
+
+    quiet_third_party()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn("The `srun` command is available on your system but is not used.")
+        warnings.warn("No positive samples in targets, true positive value should be meaningless")
+        warnings.warn("a warning that says something about the run")
+    assert [str(w.message) for w in seen] == ["a warning that says something about the run"]
 
 
 def test_resuming_does_not_warn_about_its_own_folder(tmp_path, cache_dir):

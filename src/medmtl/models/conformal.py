@@ -28,8 +28,21 @@ def check_alpha(alpha: Any, key: str = "conformal.alpha") -> float:
     return open_fraction(alpha, key, "an error rate", 0.1)
 
 
+def crepes() -> None:
+    """Import crepes without its import-time ``warnings.simplefilter("always", UserWarning)``,
+    which would undo every warning filter of the process (medmtl's and the user's)."""
+    import sys
+    import warnings
+
+    if "crepes.extras" not in sys.modules:
+        with warnings.catch_warnings():
+            import crepes.base  # noqa: F401
+            import crepes.extras  # noqa: F401
+
+
 def nonconformity(prob: np.ndarray) -> np.ndarray:
     """(n, C) non-conformity of every class of every image: ``1 − p`` (crepes' hinge)."""
+    crepes()
     from crepes.extras import hinge
 
     return hinge(np.asarray(prob, dtype=np.float64))
@@ -56,6 +69,7 @@ class AnswerSets:
 
     def predict(self, prob: np.ndarray) -> np.ndarray:
         """(n, C) booleans: which classes are in each image's answer set."""
+        crepes()
         from crepes import ConformalClassifier
 
         prob = np.asarray(prob, dtype=np.float64)

@@ -31,6 +31,13 @@ def quiet_third_party(resuming: bool = False) -> None:
     """
     # a deprecation inside Lightning's use of torch.utils._pytree, on every run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Lightning's hint, twice a run wherever SLURM is installed, to prefix the command with
+    # srun: medmtl's SLURM launcher does that when the user asks for the cluster
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    # torchmetrics on a split without normal images (an external data set of lesions only):
+    # the AUROC of that class is undefined and medmtl reports it as such (null)
+    warnings.filterwarnings("ignore", message=r".*No positive samples in targets")
+    warnings.filterwarnings("ignore", message=r".*No negative samples in targets")
     rank_zero = logging.getLogger(_RANK_ZERO)
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropTips())
