@@ -33,9 +33,12 @@ def test_warnings_nobody_can_act_on_are_filtered():
 
     quiet_third_party()
     with warnings.catch_warnings(record=True) as seen:
-        warnings.warn("The `srun` command is available on your system but is not used.")
-        warnings.warn("No positive samples in targets, true positive value should be meaningless")
-        warnings.warn("a warning that says something about the run")
+        for text in (
+            "The `srun` command is available on your system but is not used.",
+            "No positive samples in targets, true positive value should be meaningless",
+            "a warning that says something about the run",
+        ):
+            warnings.warn(text, stacklevel=1)
     assert [str(w.message) for w in seen] == ["a warning that says something about the run"]
 
 
