@@ -5,6 +5,7 @@ outside its choices or range, a missing path and a path of the wrong kind. Each 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -141,3 +142,37 @@ def test_every_fault_is_one_line_exit_2_and_nothing_written(
     assert len(errors) == 1 and "Traceback" not in err, err[-1500:]
     assert name in errors[0] or value in errors[0], (fault, errors[0])  # the fault is named
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+# the Hydra commands' own settings: medmtl-eval and medmtl-preprocess build them first, before
+# any model or file is opened (their CLI wiring is in test_errors.py)
+HYDRA = {"eval": __import__("medmtl.settings.evaluation", fromlist=["x"]).EvalSettings,
+         "preprocess": C.PreprocessToolSettings}  # fmt: skip
+HYDRA_CASES = [
+    (command, cls, name, value, fault)
+    for command, cls in HYDRA.items()
+    for name, value, fault in _faults(cls, Path("/TMP"))
+    # nested groups (checked by their own settings) and free lists of column names
+    if name not in ("conversion", "class_map", "postprocess", "conformal", "clahe", "by")
+]
+
+
+@pytest.mark.parametrize(
+    "command, cls, name, value, fault",
+    HYDRA_CASES,
+    ids=[f"{c[0]}-{c[2]}-{c[4].replace(' ', '_')}" for c in HYDRA_CASES],
+)
+def test_hydra_command_settings_refuse_every_fault(command, cls, name, value, fault, tmp_path):
+    from medmtl.errors import ConfigError
+    from medmtl.settings.commands import check_paths
+
+    _valid(tmp_path)
+    value = str(tmp_path / value.replace("/TMP/", "")) if value.startswith("/TMP/") else value
+    typed = {"maybe": "maybe", "many": "many", "-7": -7}.get(value, value)
+    base = (
+        {"input": str(tmp_path / "dir"), "output": str(tmp_path / "o")}
+        if cls is C.PreprocessToolSettings
+        else {}
+    )
+    with pytest.raises(ConfigError, match=re.escape(name)):
+        check_paths(cls(**{**base, name: typed}))
