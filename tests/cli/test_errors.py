@@ -26,7 +26,7 @@ CASES = [
     ("export", ["ckpt_path=/nonexistent.ckpt", "format=tflite"], "format=tflite"),
     ("compare", ["ckpt_paths=[]"], "give ckpt_paths="),
     ("ensemble", ["/nonexistent/sweep", "out=/tmp/e"], "/nonexistent/sweep: folder not found"),
-    ("tables", ["/nonexistent/sweep"], "multirun_dir=/nonexistent/sweep: folder not found"),
+    ("tables", ["/nonexistent/sweep"], "/nonexistent/sweep: multirun folder not found"),
     ("tables", ["/tmp", "--columns", "bogus"], "columns='bogus' is unknown"),
     ("tables", ["/tmp", "colums=recipe"], "unknown option 'colums'"),
     ("bench", ["nothing"], "medmtl-bench: the first argument must be one of"),

@@ -71,14 +71,21 @@ def check_paths(settings: Any) -> Any:
                 "outfile": not path.is_dir(),
             }[kind]
             if not ok:
-                noun = {"file": "file", "dir": "folder", "any": "file or folder"}.get(kind)
+                noun = f.metadata.get("noun") or {
+                    "file": "file", "dir": "folder", "any": "file or folder"
+                }.get(kind)  # fmt: skip
                 if noun and not path.exists():
-                    what = f"{noun} not found"
-                elif path.is_dir():
-                    what = "a folder, not a file"
-                else:
-                    what = "a file, not a folder"
-                raise ConfigError(f"{f.name}={text}: {what}; give {PATH_KINDS[kind]}.")
+                    raise ConfigError(
+                        f"{f.name}={text}: {noun} not found; give {PATH_KINDS[kind]}."
+                    )
+                if kind == "out":
+                    raise ConfigError(
+                        f"{f.name}={text} is an existing file; give a folder for the results."
+                    )
+                what = "folder" if path.is_dir() else "file"
+                raise ConfigError(
+                    f"{f.name}={text} is an existing {what}; give {PATH_KINDS[kind]}."
+                )
     return settings
 
 
@@ -169,6 +176,11 @@ class PredictSettings(Settings):
         _at_least("threads", self.threads, 0, "0 (the default) or more")
         if self.adapt not in ADAPT_CHOICES:
             raise ConfigError(f"adapt={self.adapt} is unknown; choose none or bn.")
+        if self.adapt == "bn" and self.backend == "onnx":
+            raise ConfigError(
+                "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
+                "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
+            )
 
 
 @dataclass
@@ -335,7 +347,7 @@ COLUMNS = ("study", "recipe", "validation", "calibration")
 class TablesSettings(Settings):
     """``medmtl-tables``."""
 
-    multirun_dir: list[str] = required("the sweep folder", path="dir")
+    multirun_dir: list[str] = required("the sweep folder", path="dir", noun="multirun folder")
     reference: str | None = opt(
         None, "study: add the study's published numbers and the difference (BUSI runs only)"
     )
