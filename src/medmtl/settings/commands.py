@@ -48,6 +48,28 @@ PATH_KINDS = {
 }
 
 
+def _check_writable(name: str, text: str, path: Any) -> None:
+    """An output that does not exist yet: its nearest existing folder must take writes (a
+    probe file, removed at once: permissions alone do not tell for root or a read-only
+    mount)."""
+    import tempfile
+
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        why = f"{parent} is a file"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=parent, prefix=".medmtl-write-test."):
+                return
+        except OSError as exc:
+            why = f"{parent}: {exc.strerror or exc}"
+    raise ConfigError(
+        f"{name}={text}: cannot write there ({why}); choose a folder you can write to."
+    )
+
+
 def check_paths(settings: Any) -> Any:
     """Every path option of ``settings`` names what its ``path`` metadata says (one line
     naming the option, the path and what it must be); returns ``settings``."""
@@ -63,6 +85,8 @@ def check_paths(settings: Any) -> Any:
             if text.startswith(("dicomweb://", "dicomwebs://")):
                 continue  # an archive's address: its own parser checks it
             path = Path(text).expanduser()
+            if kind in ("out", "outfile") and not path.exists():
+                _check_writable(f.name, text, path)
             ok = {
                 "file": path.is_file(),
                 "dir": path.is_dir(),
