@@ -95,3 +95,21 @@ def test_auto_with_several_processes_is_fp32_and_times_nothing(monkeypatch):
     assert prec.training_processes({"devices": "3"}) == 3
     assert prec.training_processes({"devices": "auto"}) == 1
     assert prec.training_processes({}) == 1
+
+
+def test_the_timed_probe_leaves_the_random_state_as_it_was(monkeypatch):
+    """An auto run draws what the same run with the chosen precision draws: the probe's random
+    batch and its own draws (dropout) do not advance the run's generator."""
+
+    def step(probe, x, bf16, steps):
+        torch.rand(5)  # what a training step with dropout draws
+        return 1.0
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(prec, "_step_seconds", step)
+    net = nn.Linear(2, 2)
+    torch.manual_seed(0)
+    chosen, _ = prec.choose_precision("auto", "cpu", net, (2, 1, 8, 8))
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert chosen == "32-true" and torch.equal(after, torch.rand(3))

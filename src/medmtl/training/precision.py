@@ -102,10 +102,14 @@ def choose_precision(
             f"auto: {processes} training processes would each time their own step and could "
             "disagree; set trainer.precision=bf16-mixed to train in bf16"
         )
-    probe = copy.deepcopy(net).train()
-    x = torch.randn(*batch_shape)
-    fp32 = _step_seconds(probe, x, False, steps)
-    bf16 = _step_seconds(probe, x, True, steps)
+    # the random batch and the probe's dropout draw from a forked generator: the run that
+    # follows draws exactly what it would have drawn without the probe (an auto run equals
+    # the same run with the precision it chose, to the last digit)
+    with torch.random.fork_rng(devices=[]):
+        probe = copy.deepcopy(net).train()
+        x = torch.randn(*batch_shape)
+        fp32 = _step_seconds(probe, x, False, steps)
+        bf16 = _step_seconds(probe, x, True, steps)
     speedup = fp32 / bf16
     why = f"auto: {', '.join(found)}; a training step {fp32:.3f} s in fp32, {bf16:.3f} s in bf16"
     if speedup >= MIN_SPEEDUP:
