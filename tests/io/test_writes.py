@@ -3,6 +3,8 @@ the cause, nothing is left half-written, and what was written before stays."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import subprocess
 from collections.abc import Iterator
@@ -73,14 +75,27 @@ def test_a_long_name_and_a_folder_in_the_way_are_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
-def test_predict_onto_a_full_disk_stops_with_one_line(tiny_ckpt, tmp_path):
+def test_predict_onto_a_full_disk_stops_with_one_line_and_keeps_the_finished_rows(
+    tiny_ckpt, tmp_path
+):
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(2):
-        Image.fromarray(np.full((300, 400), 80 + i, np.uint8)).save(src / f"{i}.png")
-    with small_disk(tmp_path / "disk", size="24k") as disk:
-        res = run_cli("predict", f"ckpt_path={tiny_ckpt}", f"input={src}", f"out={disk / 'o'}")
+    rng = np.random.default_rng(0)
+    for i in range(8):  # noise: overlays that do not compress, so the disk fills midway
+        Image.fromarray(rng.integers(0, 255, (120, 160), np.uint8)).save(src / f"{i}.png")
+    with small_disk(tmp_path / "disk", size="96k") as disk:
+        res = run_cli("predict", f"ckpt_path={tiny_ckpt}", f"input={src}", f"out={disk / 'o'}",
+                      "batch_size=2")  # fmt: skip
         errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error: ")]
         assert res.returncode == 2 and len(errors) == 1, res.stderr[-2000:]
         assert "no space left on the device" in errors[0] and "Traceback" not in res.stderr
         assert not [p for p in (disk / "o").rglob(".*tmp*")]  # no half-written file
+        # the rows of the images finished before the disk filled are kept, whole
+        text = (disk / "o" / "predictions.csv").read_text()
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert text.endswith("\n") and 0 < len(rows) < 8, text
+        assert f"keeps the {len(rows)} image(s) predicted before it" in errors[0]
+        # and an image stopped halfway keeps none of its outputs: each file has its row
+        listed = sorted(r[k] for r in rows for k in ("mask_file", "overlay_file"))
+        on_disk = sorted(p.name for p in (disk / "o").glob("*.png"))
+        assert listed == on_disk and len(on_disk) == 2 * len(rows)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +12,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from medmtl.errors import DataError
-from medmtl.inference.dicom_out import DicomOutput, write_dicom_outputs
-from medmtl.io.files import atomic_write_text
+from medmtl.errors import DataError, WriteError
+from medmtl.inference.dicom_out import (
+    RESULT_SUFFIX,
+    SEG_SUFFIX,
+    SR_SUFFIX,
+    DicomOutput,
+    write_dicom_outputs,
+)
+from medmtl.io.files import CsvRows
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
@@ -253,10 +259,28 @@ def heatmap_overlay(image8: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PredictSummary:
+    """What a prediction did: a row per predicted input, the failed and the skipped ones.
+
+    :meth:`add_row` and :meth:`add_failed` also write the row to ``predictions.csv`` or
+    ``not_predicted.csv`` at once (when :func:`predict_paths` opened them), so the rows of
+    finished images stay on disk whatever stops the run later.
+    """
+
     rows: list[dict] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     stored: list[str] = field(default_factory=list)  # push=true: SEGs the archive stored
+    csvs: _ResultCsvs | None = field(default=None, repr=False, compare=False)
+
+    def add_row(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.csvs is not None:
+            self.csvs.predicted(row)
+
+    def add_failed(self, src: Path, reason: str) -> None:
+        self.failed.append((src, reason))
+        if self.csvs is not None:
+            self.csvs.not_predicted.add({"file": str(src), "reason": reason})
 
 
 def predict_paths(
@@ -272,6 +296,7 @@ def predict_paths(
     plan: FolderPlan | None = None,
     columns: dict[str, dict[str, str]] | None = None,
     dicom: DicomOutput | None = None,
+    skipped: Sequence[tuple[Path, str]] = (),
 ) -> PredictSummary:
     """Predict every image under ``inp``; write masks, overlays and ``predictions.csv`` to ``out``.
 
@@ -279,18 +304,20 @@ def predict_paths(
     the output plan of :func:`plan_outputs`, or ``plan`` when the inputs come from a list).
     ``columns`` (input path -> column -> value) adds the list's own columns to each row. An
     image that cannot be read or predicted is listed in ``not_predicted.csv`` with the reason
-    and the others go on; both CSVs are written whatever happens, also when the run stops early.
+    and the others go on; ``skipped`` (path, why) are listed there too. Both CSVs are written row
+    by row as the images finish, so they hold every finished image whatever stops the run.
     ``dicom`` also writes a DICOM SEG and its result sidecar for every DICOM input
     (:mod:`medmtl.inference.dicom_out`).
     """
     check_predict_options(batch_size, threshold)
     plan = plan or plan_outputs(Path(inp), Path(out), out_option="out")
-    summary = PredictSummary(skipped=list(plan.skipped), failed=list(plan.missing))
     if not plan.items:
         raise DataError(
             f"{inp}: no image files to predict (supported: PNG, JPEG, TIFF, BMP, DICOM)."
         )
     out = Path(out)
+    summary = PredictSummary(skipped=[*plan.skipped, *skipped])
+    summary.csvs = _ResultCsvs(out, backend.class_names, columns, dicom is not None)
     items: Sequence = plan.items
     bar = None
     if progress and len(items) > 1:
@@ -299,6 +326,10 @@ def predict_paths(
         bar = tqdm(total=len(items), desc="predict", unit="img")
     reached = 0  # inputs handed to the model so far; the rest are listed if the run stops
     try:
+        for src, why in plan.missing:
+            summary.add_failed(src, why)
+        for src, why in summary.skipped:
+            summary.csvs.not_predicted.add({"file": str(src), "reason": why})
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             reached = start
@@ -307,7 +338,7 @@ def predict_paths(
                 try:
                     loaded.append((load_for_model(src, backend.settings, frame), target))
                 except (DataError, OSError, ValueError, MemoryError, cv2.error) as exc:
-                    summary.failed.append((src, _reason(src, exc)))
+                    summary.add_failed(src, _reason(src, exc))
             if loaded:
                 _predict_loaded(backend, loaded, tta, explainer, threshold, out, summary, dicom)
             reached = start + len(chunk)
@@ -316,13 +347,20 @@ def predict_paths(
     except BaseException as exc:
         listed = {str(p) for p, _ in summary.failed} | {r["file"] for r in summary.rows}
         why = f"not predicted: the run stopped ({type(exc).__name__}) before this image was done"
-        summary.failed += [(src, why) for src, _ in items[reached:] if str(src) not in listed]
+        with contextlib.suppress(WriteError):  # a full disk: the error raised says so already
+            for src, _ in items[reached:]:
+                if str(src) not in listed:
+                    summary.add_failed(src, why)
+        if isinstance(exc, WriteError):
+            raise WriteError(
+                f"{exc} {out / 'predictions.csv'} keeps the {len(summary.rows)} image(s) "
+                "predicted before it."
+            ) from exc
         raise
     finally:
         if bar is not None:
             bar.close()
-        _write_csv(out / "predictions.csv", summary.rows, backend.class_names, columns)
-        _write_not_predicted(out / "not_predicted.csv", summary.failed + summary.skipped)
+        summary.csvs.close(quiet=sys.exc_info()[0] is not None)
     return summary
 
 
@@ -352,18 +390,24 @@ def _predict_loaded(
         )
     except (RuntimeError, ValueError, MemoryError, cv2.error) as exc:
         if len(loaded) == 1:
-            summary.failed.append((loaded[0][0].path, _reason(loaded[0][0].path, exc)))
+            summary.add_failed(loaded[0][0].path, _reason(loaded[0][0].path, exc))
             return
         for one in loaded:
             _predict_loaded(backend, [one], tta, explainer, threshold, out, summary, dicom)
         return
     for k, (li, target) in enumerate(loaded):
         try:
-            summary.rows.append(
-                _write_outputs(backend, li, k, pred, cams, target, out, threshold, dicom)
-            )
-        except (OSError, ValueError, cv2.error, DataError) as exc:
-            summary.failed.append((li.path, _reason(li.path, exc)))
+            row = _write_outputs(backend, li, k, pred, cams, target, out, threshold, dicom)
+            summary.add_row(row)
+        except BaseException as exc:
+            # an image without a row in predictions.csv keeps none of its outputs
+            stem = target.with_suffix("")
+            for suffix in OUTPUT_SUFFIXES:
+                with contextlib.suppress(OSError):
+                    stem.with_name(stem.name + suffix).unlink(missing_ok=True)
+            if not isinstance(exc, (OSError, ValueError, cv2.error, DataError)):
+                raise
+            summary.add_failed(li.path, _reason(li.path, exc))
 
 
 def _write_outputs(
@@ -416,16 +460,19 @@ def _write_outputs(
         prob = None
         if seg_p is not None and dicom.seg_type == "fractional":
             prob = probability_at_size(seg_p[k, 0], shape)
-        try:
-            row.update(write_dicom_outputs(stem, out, li.path, mask, prob, li.meta, dicom, row))
-        except Exception:
-            # the image is listed as failed: none of its outputs stays behind
-            for key in ("mask_file", "overlay_file", "seg_file", "sr_file", "result_file"):
-                if row.get(key):
-                    (out / row[key]).unlink(missing_ok=True)
-            stem.with_name(stem.name + "_gradcam.png").unlink(missing_ok=True)
-            raise
+        row.update(write_dicom_outputs(stem, out, li.path, mask, prob, li.meta, dicom, row))
     return row
+
+
+# what :func:`_write_outputs` may write for one image, after its output stem
+OUTPUT_SUFFIXES = (
+    "_mask.png",
+    "_overlay.png",
+    "_gradcam.png",
+    SEG_SUFFIX,
+    SR_SUFFIX,
+    RESULT_SUFFIX,
+)
 
 
 # the uncertainty columns of predictions.csv (:func:`uncertainty_row`), in this order
@@ -440,48 +487,49 @@ UNCERTAINTY_FIELDS = (
 )
 
 
-def _write_not_predicted(path: Path, rows: list[tuple[Path, str]]) -> None:
-    """``not_predicted.csv``: every input that has no row in predictions.csv, with the reason."""
-    if not rows:
-        path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
-        return
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["file", "reason"])
-    for p, reason in rows:
-        w.writerow([str(p), reason])
-    atomic_write_text(path, buf.getvalue())
+class _ResultCsvs:
+    """``predictions.csv`` (one row per predicted input, ``file`` as the input path was given,
+    then the columns the input list gave it: label, patient, device...) and
+    ``not_predicted.csv`` (every input without a row there, with the reason), written row by
+    row (:class:`medmtl.io.files.CsvRows`)."""
 
+    def __init__(
+        self,
+        out: Path,
+        class_names: Sequence[str],
+        columns: dict[str, dict[str, str]] | None,
+        dicom_seg: bool,
+    ) -> None:
+        fields = [
+            "file",
+            "predicted_class",
+            *[f"prob_{c}" for c in class_names],
+            *UNCERTAINTY_FIELDS,
+            "lesion_area_px",
+            "lesion_area_mm2",
+            "mask_file",
+            "overlay_file",
+        ]
+        if dicom_seg:
+            fields += ["seg_file", "seg_sop_instance_uid", "sr_file", "result_file"]
+        self.columns = columns or {}
+        listed = list(dict.fromkeys(k for v in self.columns.values() for k in v))
+        # a list's own column that has a result's name is kept as input_<name>
+        self.named = {k: (f"input_{k}" if k in fields else k) for k in listed}
+        self.fields = fields
+        self.predictions = CsvRows(out / "predictions.csv", fields + list(self.named.values()))
+        # a stale list from an earlier run would mislead: none is left when all succeed
+        self.not_predicted = CsvRows(out / "not_predicted.csv", ["file", "reason"], False)
 
-def _write_csv(
-    path: Path,
-    rows: list[dict],
-    class_names: Sequence[str],
-    columns: dict[str, dict[str, str]] | None = None,
-) -> None:
-    """``predictions.csv``: one row per predicted input, ``file`` as the input path was given,
-    then the columns the input list gave it (label, patient, device, ...)."""
-    columns = columns or {}
-    fields = [
-        "file",
-        "predicted_class",
-        *[f"prob_{c}" for c in class_names],
-        *UNCERTAINTY_FIELDS,
-        "lesion_area_px",
-        "lesion_area_mm2",
-        "mask_file",
-        "overlay_file",
-    ]
-    if any("seg_file" in r for r in rows):  # dicom_seg=true
-        fields += ["seg_file", "seg_sop_instance_uid", "sr_file", "result_file"]
-    listed = list(dict.fromkeys(k for v in columns.values() for k in v))
-    named = {k: (f"input_{k}" if k in fields else k) for k in listed}
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields + list(named.values()), extrasaction="ignore")
-    w.writeheader()
-    for row in rows:
-        given = columns.get(row.get("file", ""), {})
-        w.writerow(
-            {k: row.get(k, "") for k in fields} | {named[k]: given.get(k, "") for k in listed}
-        )
-    atomic_write_text(path, buf.getvalue())
+    def predicted(self, row: dict) -> None:
+        given = self.columns.get(row.get("file", ""), {})
+        self.predictions.add(row | {self.named[k]: v for k, v in given.items()})
+
+    def close(self, quiet: bool = False) -> None:
+        """Put both in place; ``quiet`` (another error is on its way) keeps a failure silent."""
+        for csv_rows in (self.predictions, self.not_predicted):
+            try:
+                csv_rows.close()
+            except WriteError:
+                if not quiet:
+                    raise

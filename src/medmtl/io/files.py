@@ -5,6 +5,8 @@ is one line naming the path and the cause (:class:`medmtl.errors.WriteError`).""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 import shutil
@@ -47,6 +49,73 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding, newline="")
     return Path(path)
+
+
+class CsvRows:
+    """A CSV written row by row, so that the rows already written survive a later failure.
+
+    The rows go to a hidden file beside ``path``, flushed one by one; :meth:`close` moves it
+    over ``path`` (a rename needs no space, so it works on a full disk too). A row whose
+    write fails is cut off again: the file never ends in half a row. With ``keep_empty=False``
+    a CSV that got no row is not written, and an older one at ``path`` is removed, since a
+    stale list from an earlier run would mislead.
+    """
+
+    def __init__(self, path: str | Path, fieldnames: list[str], keep_empty: bool = True) -> None:
+        self.path = Path(path)
+        self.fieldnames = list(fieldnames)
+        self.keep_empty = keep_empty
+        self.count = 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:12]}.tmp.csv")
+        self._file: io.FileIO | None = None
+
+    def _open(self) -> io.FileIO:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # unbuffered: nothing waits in a buffer to be half-written later, at close
+            self._file = io.FileIO(self._tmp, "w")
+            self._write(self.fieldnames)
+        return self._file
+
+    def _write(self, values: list) -> None:
+        """One line, flushed; cut off again if it does not fit."""
+        buf = io.StringIO()
+        csv.writer(buf).writerow(values)
+        data = memoryview(buf.getvalue().encode("utf-8"))
+        try:
+            file = self._open()
+            end = file.tell()
+            try:
+                while data:  # a raw write may take only part of it
+                    data = data[file.write(data) or 0 :]
+            except OSError:
+                file.truncate(end)  # freeing space needs none: no half row is left
+                raise
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
+
+    def add(self, row: dict) -> None:
+        """Write one row (missing keys are empty cells, extra keys are ignored)."""
+        self._write([row.get(k, "") for k in self.fieldnames])
+        self.count += 1
+
+    def close(self) -> Path:
+        """Put the rows written so far at ``path``."""
+        try:
+            if self.keep_empty:
+                self._open()  # the header alone, if no row came
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+                os.replace(self._tmp, self.path)
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink(missing_ok=True)
+        return self.path
 
 
 def replace_section(path: str | Path, name: str, body: str, title: str = "") -> Path:

@@ -197,8 +197,10 @@ def predict_study(
     if adapt:
         n = adapt_to_inputs(backend, out / RETRIEVED, out, plan, options.get("frame", 0))
         log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
-    summary = predict_paths(backend, out / RETRIEVED, out, plan=plan, dicom=dicom, **options)
-    summary.skipped += [(Path(where), why) for where, why in retrieved.skipped]
+    skipped = [(Path(where), why) for where, why in retrieved.skipped]
+    summary = predict_paths(
+        backend, out / RETRIEVED, out, plan=plan, dicom=dicom, skipped=skipped, **options
+    )
     if push:
         # the SEGs first: a report is sent only once the segmentations it refers to are kept
         for key in ("seg_file", "sr_file"):
