@@ -30,6 +30,14 @@ def _main(cfg: DictConfig) -> None:
     sys.exit(run_or_exit(_run, cfg))
 
 
+def _check(cfg: DictConfig) -> None:
+    """Every data setting and the data set's source, before Hydra makes the run's folder (no
+    file is read)."""
+    from medmtl.data.build import datamodule_from_config
+
+    datamodule_from_config(cfg.data)
+
+
 def main() -> None:
     args = sys.argv[1:]
     if any(a in ("-h", "--help") for a in args):
@@ -39,7 +47,7 @@ def main() -> None:
         print(__doc__.strip(), file=sys.stderr)
         fail(f"medmtl-data: the first argument must be one of {', '.join(COMMANDS)}.")
     sys.argv = [sys.argv[0], *args[1:], f"+command={args[0]}"]
-    hydra_main("medmtl-data", __doc__, "data_tool", _main)
+    hydra_main("medmtl-data", __doc__, "data_tool", _main, check=_check)
 
 
 if __name__ == "__main__":

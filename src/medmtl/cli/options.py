@@ -306,25 +306,35 @@ def hydra_message(exc: BaseException) -> str:
     return "; ".join(parts) + "."
 
 
-def check_overrides(config_name: str, args: Sequence[str]) -> None:
+def check_overrides(
+    config_name: str,
+    args: Sequence[str],
+    check: Callable[[Any], None] | None = None,
+) -> None:
     """Compose ``config_name`` with the command line's overrides first, so that a mistake in
     one (an unknown key or file, a bad value, broken syntax) is medmtl's one line, exit 2,
-    rather than Hydra's report."""
+    rather than Hydra's report; then ``check`` the composed config (a sweep: its first job),
+    before Hydra makes the run's folder."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from medmtl.cli import fail
     from medmtl.config import compose
+    from medmtl.errors import MedmtlError
 
     if any(a.startswith("-") and a not in HYDRA_FLAGS for a in args):
         return  # Hydra's own flags (--cfg, --config-name, ...): Hydra handles the line
     overrides = [a for a in args if a not in HYDRA_FLAGS]
     try:
         first = _first_values(overrides)
-        if first is not None:
-            compose(config_name, first, return_hydra_config=True)
+        cfg = compose(config_name, first, return_hydra_config=True) if first is not None else None
     except (HydraException, OmegaConfBaseException) as exc:
         fail(f"{hydra_message(exc)} Run with --help for the config groups and options.")
+    if check is not None and cfg is not None:
+        try:
+            check(cfg)
+        except MedmtlError as exc:
+            fail(str(exc))
 
 
 def hydra_main(
@@ -334,12 +344,14 @@ def hydra_main(
     run: Callable[[], Any],
     settings: type | None = None,
     argv: list[str] | None = None,
+    check: Callable[[Any], None] | None = None,
 ) -> Any:
-    """Entry point of a Hydra command: ``--help`` in medmtl's layout, the overrides checked in
-    one line, then ``run()`` (the ``@hydra.main`` function, which reads ``sys.argv``)."""
+    """Entry point of a Hydra command: ``--help`` in medmtl's layout, the overrides and then the
+    composed config (``check``) checked in one line, then ``run()`` (the ``@hydra.main``
+    function, which reads ``sys.argv``)."""
     args = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in args):
         print(hydra_usage(prog, doc, config_name, settings))
         sys.exit(0)
-    check_overrides(config_name, args)
+    check_overrides(config_name, args, check)
     return run()

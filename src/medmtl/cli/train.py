@@ -59,13 +59,20 @@ def _main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "val/overall")  # for Hydra sweepers
 
 
+def _check(cfg: DictConfig) -> None:
+    """Every setting, before Hydra makes the run's folder and before any data is read."""
+    from medmtl.workflows.build import check_train_config
+
+    check_train_config(cfg)
+
+
 def main() -> None:
     """medmtl-train; a sweep in which a job failed exits 1 after the other jobs finished."""
     for arg in sys.argv[1:]:  # Hydra makes these folders before medmtl runs: check them first
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
             fail(f"{key}={value} is an existing file; give a folder.")
-    hydra_main("medmtl-train", __doc__, "train", _main)
+    hydra_main("medmtl-train", __doc__, "train", _main, check=_check)
     # Hydra imports the callback as medmtl.cli.train, also when this file runs as __main__
     from medmtl.cli.train import FAILED_JOBS
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
-from medmtl.settings.checks import choice, number
+from medmtl.settings.checks import choice, flag, number, opt
 from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
@@ -24,14 +24,6 @@ LOOPBACK = (
     "localhost",
     "::1",
 )  # medmtl-serve without a token: this machine only  # DICOM SEG: the thresholded mask or the probability map
-
-
-def opt(default: Any = None, help: str = "", **meta: Any) -> Any:
-    """An option with its help; ``required()`` for one without a default."""
-    meta = {"help": help, **meta}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 def required(help: str = "", **meta: Any) -> Any:
@@ -125,12 +117,6 @@ def check_predict_options(batch_size: Any, threshold: Any) -> None:
         raise ConfigError(f"threshold={threshold}: must be between 0 and 1 (a probability).")
 
 
-def _flag(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: expected true or false.")
-    return value
-
-
 def _at_least(key: str, value: Any, low: int, what: str) -> int:
     if value is None or isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{key}={value}: must be {what}.")
@@ -184,7 +170,7 @@ class PredictSettings(Settings):
         choice("backend", self.backend, ("torch", "onnx"))
         choice("seg_type", self.seg_type, SEG_TYPES)
         for key in ("dicom_seg", "push"):
-            setattr(self, key, _flag(key, getattr(self, key)))
+            setattr(self, key, flag(key, getattr(self, key)))
         if self.push and not (
             self.dicom_seg and self.input.startswith(("dicomweb://", "dicomwebs://"))
         ):
@@ -194,7 +180,7 @@ class PredictSettings(Settings):
             )
         if self.explain is not None:
             choice("explain", self.explain, ("gradcam",))
-        self.tta = _flag("tta", self.tta)
+        self.tta = flag("tta", self.tta)
         check_predict_options(self.batch_size, self.threshold)
         _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
@@ -254,8 +240,8 @@ class ServeSettings(Settings):
         ):
             raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
-        self.tta = _flag("tta", self.tta)
-        self.open = _flag("open", self.open)
+        self.tta = flag("tta", self.tta)
+        self.open = flag("open", self.open)
         if self.auth_token is not None and not self.auth_token.strip():
             raise ConfigError("auth_token= is empty; give a secret, or leave the option out.")
         if self.host not in LOOPBACK and self.auth_token is None and not self.open:
@@ -456,7 +442,7 @@ class PreprocessToolSettings(Settings):
     def __post_init__(self) -> None:
         choice("method", self.method, PREPROCESS_METHODS)
         _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
-        self.compare = _flag("compare", self.compare)
+        self.compare = flag("compare", self.compare)
         crop = self.crop_us_region
         if not isinstance(crop, bool) and not (isinstance(crop, int) and crop >= 0):
             raise ConfigError(
@@ -510,7 +496,7 @@ class BenchInference(BenchSettings):
         _at_least("repeats", self.repeats, 1, "1 or more")
         if self.image_size is not None:
             check_image_size(self.image_size, "image_size")
-        self.compile = _flag("compile", self.compile)
+        self.compile = flag("compile", self.compile)
 
 
 @dataclass
@@ -522,7 +508,7 @@ class BenchTrain(BenchSettings):
     compile: bool = opt(False, "also measure torch.compile (minutes to compile)")
 
     def __post_init__(self) -> None:
-        self.tiny, self.compile = _flag("tiny", self.tiny), _flag("compile", self.compile)
+        self.tiny, self.compile = flag("tiny", self.tiny), flag("compile", self.compile)
 
 
 @dataclass

@@ -9,24 +9,38 @@ defaults from it, so a new data setting is added here and nowhere else (plus its
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from medmtl.errors import ConfigError
-from medmtl.settings.checks import unknown_keys
+from medmtl.settings.checks import check_fields, ranged
 
 SECTIONS = ("source", "preprocess", "split", "loader", "module", "multi")
 
 
-def _key(section: str, default: Any = None, *, member: bool = False, common: bool = True) -> Any:
+def _key(
+    section: str,
+    default: Any = None,
+    *,
+    member: bool = False,
+    common: bool = True,
+    **limits: Any,
+) -> Any:
     """A data setting of ``section``. ``member``: it decides what an ensemble member sees at
     evaluation (members must agree on it); ``common``: every data set has it (it is in the
-    schema's defaults) rather than only the data sets whose file sets it."""
-    meta = {"section": section, "member": member, "common": common}
-    if isinstance(default, (list, dict)) or hasattr(default, "__dataclass_fields__"):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    schema's defaults) rather than only the data sets whose file sets it; ``limits``: its
+    range or choices (:func:`~medmtl.settings.checks.ranged`)."""
+    return ranged(default, **limits, section=section, member=member, common=common)
+
+
+def _p(default: float) -> Any:
+    """A probability."""
+    return ranged(default, 0, 1)
+
+
+def _pos(default: float, low: float = 0) -> Any:
+    """A size, limit or count: ``low`` or more."""
+    return ranged(default, low)
 
 
 @dataclass(frozen=True)
@@ -37,11 +51,11 @@ class Conversion:
     ``method="window"`` without ``center``/``width`` uses the DICOM file's own window.
     """
 
-    method: str = "full"
+    method: str = ranged("full", choices=("full", "window", "percentile"))
     center: float | None = None
-    width: float | None = None
-    low: float = 0.5
-    high: float = 99.5
+    width: float | None = ranged(None, 0)
+    low: float = ranged(0.5, 0, 100)
+    high: float = ranged(99.5, 0, 100)
 
 
 @dataclass
@@ -49,71 +63,64 @@ class Augment:
     """Random train augmentation (probabilities and their ranges); no vertical flip: the skin
     line is at the top."""
 
-    hflip: float = 0.5
-    vflip: float = 0.0
-    affine: float = 0.5
-    scale: float = 0.1
-    translate: float = 0.05
-    rotate: float = 10.0
-    brightness_contrast: float = 0.5
-    brightness_limit: float = 0.15
-    contrast_limit: float = 0.15
-    clahe: float = 0.0
-    clahe_clip_limit: float = 3.0
-    gamma: float = 0.0
+    hflip: float = _p(0.5)
+    vflip: float = _p(0.0)
+    affine: float = _p(0.5)
+    scale: float = ranged(0.1, 0, 1)
+    translate: float = ranged(0.05, 0, 1)
+    rotate: float = _pos(10.0)
+    brightness_contrast: float = _p(0.5)
+    brightness_limit: float = ranged(0.15, 0, 1)
+    contrast_limit: float = ranged(0.15, 0, 1)
+    clahe: float = _p(0.0)
+    clahe_clip_limit: float = _pos(3.0)
+    gamma: float = _p(0.0)
     # zoom: random crop of crop_scale..100 % of the area, resized back
-    crop: float = 0.0
-    crop_scale: float = 0.5
+    crop: float = _p(0.0)
+    crop_scale: float = ranged(0.5, 0, 1)
     # lesion-centred zoom: a square of lesion_crop_side of the side holding lesion pixels (any
     # square on a lesion-free image), resized back
-    lesion_crop: float = 0.0
-    lesion_crop_side: float = 0.6
+    lesion_crop: float = _p(0.0)
+    lesion_crop_side: float = ranged(0.6, 0, 1)
     # ultrasound speckle: multiplicative per-pixel noise of up to ±speckle_limit
-    speckle: float = 0.0
-    speckle_limit: float = 0.2
+    speckle: float = _p(0.0)
+    speckle_limit: float = ranged(0.2, 0, 1)
     # time-gain compensation: a gain linear in depth, 1 ± tgc_limit from top to bottom (mean 1)
-    tgc: float = 0.0
-    tgc_limit: float = 0.5
+    tgc: float = _p(0.0)
+    tgc_limit: float = ranged(0.5, 0, 1)
     # Gaussian blur (odd kernel up to blur_limit px) and resolution loss (down to downscale_min
     # of the side and back): other probes, frequencies and scanners
-    blur: float = 0.0
-    blur_limit: int = 5
-    downscale: float = 0.0
-    downscale_min: float = 0.5
+    blur: float = _p(0.0)
+    blur_limit: int = _pos(5, 3)
+    downscale: float = _p(0.0)
+    downscale_min: float = ranged(0.5, 0, 1)
     # frequency-amplitude mixing between the images of a training batch (FACT): the image's
     # Fourier phase with up to amplitude_mix_ratio of another image's amplitude
-    amplitude_mix: float = 0.0
-    amplitude_mix_ratio: float = 1.0
+    amplitude_mix: float = _p(0.0)
+    amplitude_mix_ratio: float = ranged(1.0, 0, 1)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> Augment:
-        """The augmentation of ``data.augment`` (missing keys: the defaults; an unknown key is
-        refused with the known ones)."""
-        values = dict(values or {})
-        unknown, names = unknown_keys(values, cls)
-        if unknown:
-            raise ConfigError(
-                f"data.augment.{unknown[0]}: not an augmentation setting; known: "
-                f"{', '.join(names)}."
-            )
-        return cls(**values)
+        """The augmentation of ``data.augment``, checked (missing keys: the defaults; an unknown
+        key is refused with the known ones)."""
+        return cls(**check_fields("data.augment", dict(values or {}), cls))
 
 
 @dataclass
 class SplitDraw:
     """How the fixed split is drawn (group-aware, class-stratified, written once)."""
 
-    seed: int = 42
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    seed: int = ranged(42, 0)
+    val_fraction: float = ranged(0.1, 0, 1)
+    test_fraction: float = ranged(0.2, 0, 1)
 
 
 @dataclass
 class Dedup:
     """Near-duplicate groups: Pearson correlation of thumb_size² grey thumbnails."""
 
-    threshold: float = 0.95
-    thumb_size: int = 32
+    threshold: float = ranged(0.95, 0, 1)
+    thumb_size: int = _pos(32, 4)
 
 
 @dataclass
@@ -122,8 +129,8 @@ class Progressive:
     down, from ``start_size`` (a multiple of 32 below image_size) in steps of 32; the rest, and
     every evaluation, at image_size (start_size None: off)."""
 
-    start_size: int | None = None
-    fraction: float = 0.5
+    start_size: int | None = _pos(None, 32)
+    fraction: float = ranged(0.5, 0, 1)
 
 
 @dataclass
@@ -147,12 +154,12 @@ class DataSettings:
     # a class folder without images stops training with its name; true trains without it
     drop_empty_classes: bool = _key("source", False)
     # -- what the network sees (PreprocessSettings; a model's, not a data set's)
-    image_size: int = _key("preprocess", 160, member=True)  # a multiple of 32
+    image_size: int = _key("preprocess", 160, member=True, low=32)  # a multiple of 32
     conversion: Conversion = _key("preprocess", Conversion(), member=True)
     # deterministic CLAHE before resizing (cached), see also augment.clahe
     clahe: bool = _key("preprocess", False, member=True)
-    clahe_clip_limit: float = _key("preprocess", 2.0, member=True)
-    clahe_tile_grid: int = _key("preprocess", 8, member=True)
+    clahe_clip_limit: float = _key("preprocess", 2.0, member=True, low=0)
+    clahe_tile_grid: int = _key("preprocess", 8, member=True, low=1)
     # per-image intensity standardisation of the network input ((x - mean) / std of each
     # image) instead of one fixed mean/std: a scanner's brightness and contrast do not reach
     # the network
@@ -161,13 +168,13 @@ class DataSettings:
     split_file: str | None = _key("split", member=True, common=False)
     split: SplitDraw = _key("split", SplitDraw(), member=True)
     dedup: Dedup = _key("split", Dedup(), member=True)
-    num_folds: int | None = _key("split")  # k-fold over train+val (test untouched)
-    fold: int = _key("split", 0)
+    num_folds: int | None = _key("split", low=2)  # k-fold over train+val (test untouched)
+    fold: int = _key("split", 0, low=0)
     # -- batches
-    batch_size: int = _key("loader", 16)
-    eval_batch_size: int | None = _key("loader", 32)
-    num_workers: int = _key("loader", 0)
-    load_workers: int = _key("loader", 2)
+    batch_size: int = _key("loader", 16, low=1)
+    eval_batch_size: int | None = _key("loader", 32, low=1)
+    num_workers: int = _key("loader", 0, low=0)
+    load_workers: int = _key("loader", 2, low=0)
     # draw every class equally often in training (WeightedRandomSampler) instead of shuffling
     balanced_sampling: bool = _key("loader", False)
     # draw these classes more (or less) often, on top of the above: {malignant: 2}; None: off
@@ -175,7 +182,7 @@ class DataSettings:
     # -- training-time settings of the module
     augment: Augment = _key("module", Augment())
     # use only about this many images per split (stratified), for quick runs; None: all
-    subset: int | None = _key("module", member=True)
+    subset: int | None = _key("module", member=True, low=1)
     cache_dir: str = _key("module", "${paths.cache_dir}")
     progressive_resize: Progressive = _key("module", Progressive())
     # -- data=multi: the data sets trained together, and one left out for testing (LODO)
@@ -203,6 +210,15 @@ def schema_defaults() -> dict[str, Any]:
     """What every data set's YAML starts from (``data/schema``): the common keys' defaults."""
     out = asdict(DATA)
     return {f.name: out[f.name] for f in fields(DataSettings) if f.metadata["common"]}
+
+
+def check_data(values: dict[str, Any], key: str = "data") -> None:
+    """Every ``data.*`` value by type, range and choices, one line for the first wrong one
+    (:func:`~medmtl.settings.checks.check_fields`); the data sets of ``data=multi`` too."""
+    check_fields(key, values, DataSettings)
+    check_image_size(values.get("image_size", DATA.image_size), f"{key}.image_size")
+    for name, member in (values.get("sets") or {}).items():
+        check_data(member, f"{key}.sets.{name}")
 
 
 def check_image_size(image_size: object, key: str = "data.image_size") -> None:

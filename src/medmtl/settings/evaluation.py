@@ -8,11 +8,11 @@ one method (:meth:`medmtl.training.module.MultiTaskModule.configure_evaluation`)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
-from medmtl.settings.checks import choice, known_keys, number
+from medmtl.settings.checks import choice, flag, known_keys, number, opt
 
 SPLITS = ("train", "val", "test", "all")  # all: every image of the data set (nothing is split)
 ADAPT_CHOICES = ("none", "bn")
@@ -21,16 +21,12 @@ AS_TRAINED = "as_trained"  # keep what the model was trained (or its ensemble ev
 GATE_KEYS = ("empty_mask_min_prob", "empty_mask_keep_above", "mask_threshold")
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A field with its help text (``medmtl-eval --help`` lists it)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 def check_mask_threshold(value: object) -> float:
     """``model.mask_threshold`` as a probability strictly between 0 and 1 (one line if not)."""
     return open_fraction(value, "model.mask_threshold", "a mask probability threshold", 0.4)
+
+
+A_PROBABILITY = "a probability, in [0, 1]"
 
 
 def check_gate_value(key: str, value: Any, prefix: str = "") -> Any:
@@ -43,7 +39,7 @@ def check_gate_value(key: str, value: Any, prefix: str = "") -> Any:
     if key == "empty_mask_keep_above" and value is None:
         return None  # never kept
     got = 0.0 if value is None else value
-    return number(prefix + key, got, float, 0.0, 1.0, "a probability, in [0, 1]")
+    return number(prefix + key, got, float, 0.0, 1.0, A_PROBABILITY)
 
 
 @dataclass
@@ -51,55 +47,54 @@ class EvalSettings:
     """How a trained model is tested (``medmtl-eval``); ``ckpt_path`` and ``data`` are read by
     the command itself."""
 
-    split: str = _opt("test", "train | val | test | all (every image; nothing is split)")
-    class_map: dict[str, str] | None = _opt(
+    split: str = opt("test", "train | val | test | all (every image; nothing is split)")
+    class_map: dict[str, str] | None = opt(
         None,
         "another data set's classes -> the model's, e.g. class_map={B: benign, M: malignant}; "
         "null: the same names (a data set with fewer classes is scored over the mapped ones)",
     )
-    by: list[str] = _opt([], "metrics per value of these per-image columns too (by=Device)")
-    empty_mask_class: str | None = _opt(
+    by: list[str] = opt([], "metrics per value of these per-image columns too (by=Device)")
+    empty_mask_class: str | None = opt(
         AS_TRAINED,
         "the classification gate of the masks: as_trained, null (off: the raw segmentation) or "
         "a class name (e.g. normal) to try it on any multi-task model",
     )
-    empty_mask_min_prob: Any = _opt(
+    empty_mask_min_prob: Any = opt(
         AS_TRAINED, "the gate's P(class) threshold: as_trained or [0, 1]"
     )
-    empty_mask_keep_above: Any = _opt(
+    empty_mask_keep_above: Any = opt(
         AS_TRAINED, "keep a mask whose own maximum reaches this: as_trained, null or [0, 1]"
     )
-    mask_threshold: Any = _opt(AS_TRAINED, "the mask threshold: as_trained or in (0, 1)")
-    postprocess: dict[str, Any] = _opt(
+    mask_threshold: Any = opt(AS_TRAINED, "the mask threshold: as_trained or in (0, 1)")
+    postprocess: dict[str, Any] = opt(
         {},
         "mask post-processing: {} = as trained; e.g. postprocess.largest_component=true "
         "postprocess.fill_holes=true postprocess.min_area=20",
     )
-    tta: bool | None = _opt(
+    tta: bool | None = opt(
         None, "test-time horizontal flip; null: as the model's own evaluation (its metrics.json)"
     )
-    calibrated: bool = _opt(
+    calibrated: bool = opt(
         True, "the class probabilities as calibrated after training; false: without temperature"
     )
-    conformal: dict[str, Any] = _opt(
+    conformal: dict[str, Any] = opt(
         {"alpha": None, "by_class": None},
         "conformal answer sets at another error rate (conformal.alpha) or class by class "
         "(conformal.by_class); null: as calibrated after training",
     )
-    adapt: str = _opt(
+    adapt: str = opt(
         "none", "test-time adaptation without labels: none | bn (AdaBN on the evaluated images)"
     )
-    save_masks: bool = _opt(
+    save_masks: bool = opt(
         False, "also write masks_<split>.npz (the images, ground truth and scored masks)"
     )
-    channels_last: bool = _opt(True, "channels-last memory format, as in training")
+    channels_last: bool = opt(True, "channels-last memory format, as in training")
 
     def __post_init__(self) -> None:
         choice("split", self.split, SPLITS)
         choice("adapt", self.adapt, ADAPT_CHOICES)
         for key in ("calibrated", "save_masks", "channels_last"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"{key}={getattr(self, key)!r}: expected true or false.")
+            flag(key, getattr(self, key))
         if self.tta is not None and not isinstance(self.tta, bool):
             raise ConfigError(f"tta={self.tta!r}: expected true, false or null.")
         for key in GATE_KEYS:

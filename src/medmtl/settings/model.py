@@ -13,9 +13,8 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medmtl.errors import ConfigError
-from medmtl.settings.checks import choice, known_keys, number
-from medmtl.settings.evaluation import check_gate_value, check_mask_threshold
+from medmtl.settings.checks import check_fields, check_own_fields, choice, known_keys, ranged
+from medmtl.settings.evaluation import A_PROBABILITY, check_mask_threshold
 
 TASKS = ("multitask", "seg", "cls")  # the same network with one head off
 NORMS = ("batch", "group", "instance")
@@ -39,7 +38,23 @@ class PostProcessSettings:
 
     largest_component: bool = False  # keep only the largest lesion
     fill_holes: bool = False
-    min_area: int = 0  # drop lesions under this many pixels
+    min_area: int = ranged(0, 0)  # drop lesions under this many pixels
+
+
+@dataclass
+class ArchSettings:
+    """``model/arch``: the smp architecture and its own arguments."""
+
+    name: str = "Unet"
+    kwargs: dict[str, Any] = _default({})
+
+
+@dataclass
+class EncoderSettings:
+    """``model/encoder``: the encoder and its weights (a name of models.weights, or null)."""
+
+    name: str = "tu-efficientnet_lite0"
+    weights: str | None = None
 
 
 @dataclass
@@ -47,12 +62,12 @@ class ModelSettings:
     """The ``model`` group. ``arch`` (``name``, smp ``kwargs``) and ``encoder`` (``name``,
     ``weights``) come from their sub-groups' files."""
 
-    arch: dict[str, Any] = _default({"name": "Unet", "kwargs": {}})
-    encoder: dict[str, Any] = _default({"name": "tu-efficientnet_lite0", "weights": None})
+    arch: dict[str, Any] = _default(asdict(ArchSettings()))
+    encoder: dict[str, Any] = _default(asdict(EncoderSettings()))
     task: str = "multitask"  # one of TASKS
-    in_channels: int = 1  # grey images
-    cls_hidden: int = 256  # MLP hidden size of the classification head (0: linear)
-    cls_dropout: float = 0.2
+    in_channels: int = ranged(1, 1)  # grey images
+    cls_hidden: int = ranged(256, 0)  # MLP hidden size of the classification head (0: linear)
+    cls_dropout: float = ranged(0.2, 0.0, 0.99)
     # the encoder's and decoder's normalisation: batch (the pretrained one) | group | instance
     # (per-image statistics: nothing of the training scanner's intensities is stored)
     norm: str = "batch"
@@ -64,26 +79,19 @@ class ModelSettings:
     empty_mask_class: str | None = None
     # ... only when P(that class) is at least this (0: whenever it is the arg-max), and not when
     # the mask's own maximum reaches empty_mask_keep_above (None: never kept)
-    empty_mask_min_prob: float = 0.0
-    empty_mask_keep_above: float | None = None
+    empty_mask_min_prob: float = ranged(0.0, 0.0, 1.0, what=A_PROBABILITY)
+    empty_mask_keep_above: float | None = ranged(None, 0.0, 1.0, what=A_PROBABILITY)
     # a pixel is lesion where its mask probability reaches this (evaluation and prediction)
     mask_threshold: float = 0.5
     postprocess: dict[str, Any] = _default(asdict(PostProcessSettings()))
 
     def __post_init__(self) -> None:
+        check_own_fields(self, "model")
+        self.arch = check_fields("model.arch", self.arch, ArchSettings)
+        self.encoder = check_fields("model.encoder", self.encoder, EncoderSettings)
         self.mask_threshold = check_net_values(self.task, self.norm, self.mask_threshold)
-        self.in_channels = number("model.in_channels", self.in_channels, int, 1)
-        self.cls_hidden = number("model.cls_hidden", self.cls_hidden, int, 0)
-        self.cls_dropout = number("model.cls_dropout", self.cls_dropout, float, 0.0, 0.99)
-        if not isinstance(self.deep_supervision, bool):
-            raise ConfigError(f"model.deep_supervision={self.deep_supervision!r}: true or false.")
-        for key in ("empty_mask_min_prob", "empty_mask_keep_above"):
-            setattr(self, key, check_gate_value(key, getattr(self, key), "model."))
-        pp = known_keys("model.postprocess", dict(self.postprocess or {}), PostProcessSettings)
+        pp = check_fields("model.postprocess", self.postprocess, PostProcessSettings)
         self.postprocess = asdict(PostProcessSettings(**pp))
-        self.postprocess["min_area"] = number(
-            "model.postprocess.min_area", self.postprocess["min_area"], int, 0
-        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelSettings:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from medmtl.errors import ConfigError
-from medmtl.settings.checks import number
+from medmtl.settings.checks import check_own_fields, ranged
 
 
 @dataclass
@@ -20,14 +20,13 @@ class OptimizerSettings:
 
     target: str | None = field(default=None, metadata={"key": "_target_"})  # the class
     partial: bool = field(default=True, metadata={"key": "_partial_"})  # medmtl passes params
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
+    lr: float = ranged(1.0e-3, 0.0, what="a learning rate above 0")
+    weight_decay: float = ranged(0.0, 0.0)
 
     def __post_init__(self) -> None:
-        self.lr = number("optimizer.lr", self.lr, float, 0.0, None, "a learning rate above 0")
-        if self.lr == 0:
+        check_own_fields(self, "optimizer")
+        if self.lr == 0:  # the one bound that is open
             raise ConfigError(f"optimizer.lr={self.lr}: a learning rate above 0.")
-        self.weight_decay = number("optimizer.weight_decay", self.weight_decay, float, 0.0)
 
     @classmethod
     def check(cls, values: dict[str, Any]) -> dict[str, Any]:

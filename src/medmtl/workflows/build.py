@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import CasesDataModule
 from medmtl.errors import ConfigError
 from medmtl.models.conformal import ALPHA, check_alpha
@@ -16,7 +17,6 @@ from medmtl.models.registry import architecture
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import check_downloadable, offline_weights_for
 from medmtl.settings import LossSettings, number
-from medmtl.settings.data import check_image_size
 from medmtl.settings.model import ModelSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
 from medmtl.training.progressive import ProgressiveResize
@@ -89,7 +89,7 @@ def check_train_config(cfg: DictConfig) -> None:
     Architecture, encoder and loss names are checked by building their descriptions only;
     the image size, batch sizes, epochs and λ by value.
     """
-    check_image_size(OmegaConf.select(cfg, "data.image_size"))
+    datamodule_from_config(cfg.data)  # every data.* value and the source; no file is read
     progressive = OmegaConf.select(cfg, "data.progressive_resize")
     schedule = ProgressiveResize.from_data(
         {
@@ -120,10 +120,9 @@ def check_train_config(cfg: DictConfig) -> None:
             "calibration.temperature must be true or false, got "
             f"{OmegaConf.select(cfg, 'calibration.temperature')!r}."
         )
-    for key in ("data.augment.amplitude_mix", "data.augment.amplitude_mix_ratio"):
-        if OmegaConf.select(cfg, key) is not None:  # batch-level: albumentations never sees it
-            _number(cfg, key, float, 0, 1)
-    arch = architecture(cfg.model.arch.name)
+    net = net_settings(cfg)  # every model.* value
+    check_model_names(net)
+    arch = architecture(net["arch"])
     if arch is not None and int(cfg.data.image_size) < arch.min_size:
         raise ConfigError(
             f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
@@ -137,8 +136,6 @@ def check_train_config(cfg: DictConfig) -> None:
                 f"trainer.accelerator={accelerator}: this machine has no usable GPU (CUDA); add "
                 "trainer=cpu (profile=gpu chooses the GPU trainer)."
             )
-    net = net_settings(cfg)
-    check_model_names(net)
     check_downloadable(net["encoder"], net.get("encoder_weights"))
     LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*optimization(cfg))
