@@ -28,14 +28,19 @@ PHOTOMETRIC = (
     "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
 )  # fmt: skip
 BITS_ALLOCATED = (1, 8, 16, 32)
+# a pixel spacing outside this range (mm per pixel) is taken for a broken value: area unknown
+PLAUSIBLE_SPACING_MM = (1e-4, 100.0)
 
 
 def attribute(ds, key: str):
     """The value of ``key``, or None when it is missing or cannot be decoded (a value that
     breaks its VR, e.g. ``NumberOfFrames='two'`` in an implicit-VR file)."""
+    from pydicom.errors import BytesLengthException
+
     try:
         return ds.get(key)
-    except (ValueError, TypeError, OverflowError):
+    # OSError: a sequence whose bytes do not parse as items (read when first asked for)
+    except (ValueError, TypeError, OverflowError, OSError, BytesLengthException):
         return _UNREADABLE
 
 
@@ -60,13 +65,30 @@ def whole_number(ds, key: str, path: Path, default: int | None = None, low: int 
 
 
 def positive_pair(value) -> tuple[float, float] | None:
-    """A spacing attribute (two numbers, mm) when both are numbers above 0, else None: a
-    missing, zero, negative or malformed spacing means "size unknown", never 0."""
+    """A spacing attribute (two numbers, mm) when both are plausible spacings
+    (:data:`PLAUSIBLE_SPACING_MM`), else None: a missing, zero, negative, malformed or absurd
+    spacing means "size unknown", never 0."""
     try:
         pair = (float(value[0]), float(value[1]))
     except (TypeError, ValueError, IndexError, KeyError):
         return None
-    return pair if all(v > 0 and np.isfinite(v) for v in pair) else None
+    low, high = PLAUSIBLE_SPACING_MM
+    return pair if all(low <= v <= high for v in pair) else None
+
+
+def _whole(value) -> int | None:
+    """A single whole number, or None (missing, text, several values, fractional)."""
+    try:
+        if (
+            isinstance(value, (list, tuple))
+            or hasattr(value, "__getitem__")
+            and not isinstance(value, (str, int))
+        ):
+            return None
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return int(number) if np.isfinite(number) and number == int(number) else None
 
 
 def check_frame(path: Path, frame: int, n_frames: int) -> None:
@@ -91,31 +113,40 @@ def _first(value) -> float | None:
         return None
 
 
-def us_image_regions(ds) -> list[tuple[int, int, int, int, float | None, float | None]]:
+REGION_BOX = ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1",
+              "RegionLocationMaxY1")  # fmt: skip
+
+
+def us_image_regions(
+    ds, shape: tuple[int, int] | None = None
+) -> list[tuple[int, int, int, int, float | None, float | None]]:
     """Tissue regions of ``SequenceOfUltrasoundRegions`` as (x0, y0, x1, y1, dx_mm, dy_mm).
 
-    Only regions with a 2-D spatial format (RegionSpatialFormat 1) are kept; physical deltas
-    in cm (unit code 3) are converted to mm.
+    Only regions with a 2-D spatial format (RegionSpatialFormat 1) are kept, and only those
+    whose box is four whole numbers with x0 ≤ x1 and y0 ≤ y1 inside the image (``shape``: rows,
+    columns); a damaged region is left out. Physical deltas in cm (unit code 3) are converted
+    to mm; any other unit, or a damaged delta, leaves the spacing unknown.
     """
+    from pydicom.sequence import Sequence
+
+    regions = attribute(ds, "SequenceOfUltrasoundRegions")
+    if not isinstance(regions, Sequence):
+        return []
     out = []
-    for r in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        if int(r.get("RegionSpatialFormat", 0) or 0) != 1:
+    for r in regions:
+        if _whole(attribute(r, "RegionSpatialFormat")) != 1:
             continue
-        box = tuple(
-            int(r.get(k, 0))
-            for k in (
-                "RegionLocationMinX0",
-                "RegionLocationMinY0",
-                "RegionLocationMaxX1",
-                "RegionLocationMaxY1",
-            )
-        )
-        dx = dy = None
-        if int(r.get("PhysicalUnitsXDirection", 0) or 0) == 3:
-            dx = (_first(r.get("PhysicalDeltaX")) or 0.0) * 10.0
-        if int(r.get("PhysicalUnitsYDirection", 0) or 0) == 3:
-            dy = (_first(r.get("PhysicalDeltaY")) or 0.0) * 10.0
-        out.append((*box, dx, dy))
+        box = [_whole(attribute(r, k)) for k in REGION_BOX]
+        if any(v is None or v < 0 for v in box) or box[0] > box[2] or box[1] > box[3]:
+            continue
+        if shape is not None and (box[2] >= shape[1] or box[3] >= shape[0]):
+            continue
+        deltas = []
+        for axis in ("X", "Y"):
+            delta = _first(attribute(r, f"PhysicalDelta{axis}"))
+            in_cm = _whole(attribute(r, f"PhysicalUnits{axis}Direction")) == 3
+            deltas.append(delta * 10.0 if in_cm and delta is not None else None)
+        out.append((box[0], box[1], box[2], box[3], deltas[0], deltas[1]))
     return out
 
 
@@ -184,8 +215,11 @@ def read_dicom(
         raise DataError(
             f"{path}: pixel data in transfer syntax '{name}' cannot be decoded here; {CODEC_HINT}."
         ) from exc
-    except (ValueError, AttributeError) as exc:
-        raise DataError(f"{path}: pixel data is damaged or inconsistent ({exc}).") from exc
+    except Exception as exc:  # noqa: BLE001  (pydicom's decoders fail in many ways on bad files)
+        raise DataError(
+            f"{path}: pixel data is damaged or inconsistent with its attributes "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
     expected = ((n_frames,) if n_frames > 1 else ()) + (rows, columns)
     if tuple(arr.shape[: len(expected)]) != expected:
         raise DataError(
@@ -195,21 +229,42 @@ def read_dicom(
     if n_frames > 1:
         arr = arr[frame]
     if photometric == "PALETTE COLOR":
-        arr = apply_color_lut(arr, ds)
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as exc:  # noqa: BLE001  (the lookup table's many attributes)
+            raise DataError(
+                f"{path}: PALETTE COLOR without a usable palette lookup table "
+                f"({type(exc).__name__}: {exc})."
+            ) from exc
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise DataError(
+                f"{path}: PALETTE COLOR lookup table gives {arr.shape[-1]} channels, not 3 (a "
+                "damaged Red/Green/Blue palette)."
+            )
     elif photometric.startswith("MONOCHROME"):
         for key in ("RescaleSlope", "RescaleIntercept"):
-            if key in ds and _first(attribute(ds, key)) is None:
-                raise DataError(f"{path}: {key}={attribute(ds, key)!r} is not a number.")
-        if "RescaleSlope" in ds and _first(attribute(ds, "RescaleSlope")) == 0:
+            if key in ds:
+                value = _first(attribute(ds, key))
+                if value is None or not np.isfinite(value):
+                    raise DataError(f"{path}: {key}={attribute(ds, key)!r} is not a number.")
+                del ds[key]  # the checked number, whatever VR it was written with
+                setattr(ds, key, value)
+        if "RescaleSlope" in ds and float(ds.RescaleSlope) == 0:
             raise DataError(f"{path}: RescaleSlope is 0: every pixel would have one value.")
-        arr = apply_modality_lut(arr, ds).astype(np.float64)
-        if apply_voi:
-            arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
+        try:
+            arr = apply_modality_lut(arr, ds).astype(np.float64)
+            if apply_voi:
+                arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float64)
+        except Exception as exc:  # noqa: BLE001  (a damaged ModalityLUTSequence or VOI LUT)
+            raise DataError(
+                f"{path}: the modality or VOI lookup table is damaged ({type(exc).__name__}: "
+                f"{exc})."
+            ) from exc
         if photometric == "MONOCHROME1":
             arr = arr.max() + arr.min() - arr
     # RGB and YBR_*: pydicom's pixel_array already returns RGB (as_rgb defaults to True)
 
-    regions = us_image_regions(ds)
+    regions = us_image_regions(ds, (rows, columns))
     # a missing, zero, negative or malformed spacing: area unknown (never 0)
     spacing = positive_pair(attribute(ds, "PixelSpacing")) if "PixelSpacing" in ds else None
     if spacing is None and regions:
@@ -239,8 +294,8 @@ def read_dicom(
         shape=tuple(int(s) for s in arr.shape),
         dtype=str(arr.dtype),
         modality=str(ds.get("Modality")) if ds.get("Modality") else None,
-        bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
-        bits_allocated=int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
+        bits_stored=stored if "BitsStored" in ds else None,
+        bits_allocated=bits if "BitsAllocated" in ds else None,
         photometric_interpretation=photometric,
         pixel_spacing_mm=spacing,
         frame=frame if n_frames > 1 else None,

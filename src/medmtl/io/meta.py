@@ -38,4 +38,5 @@ class ImageMeta:
         sp = self.pixel_spacing_mm
         if not sp or not (sp[0] > 0 and sp[1] > 0):  # unknown: never a measured 0
             return None
-        return round(float(pixels) * sp[0] * sp[1], 3)
+        area = float(pixels) * sp[0] * sp[1]
+        return round(area, 3) or float(f"{area:.3g}")  # a lesion's area is never shown as 0
