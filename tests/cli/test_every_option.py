@@ -5,7 +5,6 @@ outside its choices or range, a missing path and a path of the wrong kind. Each 
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -144,8 +143,9 @@ def test_every_fault_is_one_line_exit_2_and_nothing_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
-# the Hydra commands' own settings: medmtl-eval and medmtl-preprocess build them first, before
-# any model or file is opened (their CLI wiring is in test_errors.py)
+# the Hydra commands' own settings: medmtl-eval and medmtl-preprocess check them on the composed
+# config before Hydra makes the run folder (medmtl-train's and medmtl-data's groups:
+# test_train_options.py)
 HYDRA = {"eval": __import__("medmtl.settings.evaluation", fromlist=["x"]).EvalSettings,
          "preprocess": C.PreprocessToolSettings}  # fmt: skip
 HYDRA_CASES = [
@@ -162,17 +162,26 @@ HYDRA_CASES = [
     HYDRA_CASES,
     ids=[f"{c[0]}-{c[2]}-{c[4].replace(' ', '_')}" for c in HYDRA_CASES],
 )
-def test_hydra_command_settings_refuse_every_fault(command, cls, name, value, fault, tmp_path):
-    from medmtl.errors import ConfigError
-    from medmtl.settings.commands import check_paths
+def test_hydra_command_settings_refuse_every_fault(
+    command, cls, name, value, fault, tmp_path, monkeypatch, capsys
+):
+    import sys
 
     _valid(tmp_path)
     value = str(tmp_path / value.replace("/TMP/", "")) if value.startswith("/TMP/") else value
-    typed = {"maybe": "maybe", "many": "many", "-7": -7}.get(value, value)
     base = (
         {"input": str(tmp_path / "dir"), "output": str(tmp_path / "o")}
         if cls is C.PreprocessToolSettings
-        else {}
+        else {"ckpt_path": str(tmp_path / "file.csv")}
     )
-    with pytest.raises(ConfigError, match=re.escape(name)):
-        check_paths(cls(**{**base, name: typed}))
+    args = [f"{k}={v}" for k, v in {**base, name: value}.items()]
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", [f"medmtl-{command}", *args, f"hydra.run.dir={run_dir}"])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(f"medmtl.cli.{command}").main()
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("medmtl: error: ")]
+    assert done.value.code == 2 and len(errors) == 1, (fault, err[-1500:])
+    assert name in errors[0] and "Traceback" not in err, errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # not even Hydra's folder

@@ -33,9 +33,9 @@ def _main(cfg: DictConfig) -> None:
 def _check(cfg: DictConfig) -> None:
     """Every data setting and the data set's source, before Hydra makes the run's folder (no
     file is read)."""
-    from medmtl.data.build import datamodule_from_config
+    from medmtl.workflows.data import one_data_set
 
-    datamodule_from_config(cfg.data)
+    one_data_set(cfg.data)
 
 
 def main() -> None:

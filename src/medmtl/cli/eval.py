@@ -21,7 +21,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    hydra_main("medmtl-eval", __doc__, "eval", _main, EvalSettings)
+    # the settings are checked before Hydra makes the run folder
+    hydra_main("medmtl-eval", __doc__, "eval", _main, EvalSettings, check=EvalSettings.from_dict)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,14 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    hydra_main("medmtl-preprocess", __doc__, "preprocess", _main, PreprocessToolSettings)
+    hydra_main(
+        "medmtl-preprocess",
+        __doc__,
+        "preprocess",
+        _main,
+        PreprocessToolSettings,
+        check=PreprocessToolSettings.from_config,  # before Hydra makes the run folder
+    )
 
 
 if __name__ == "__main__":

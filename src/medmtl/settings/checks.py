@@ -100,6 +100,21 @@ def ranged(default: Any, low: float | None = None, high: float | None = None, **
     return opt(default, low=low, high=high, **kw)
 
 
+def own_values(values: Mapping[str, Any], schema: type) -> dict[str, Any]:
+    """The keys of ``values`` (a dict, or a composed config) that are fields of ``schema``, as
+    plain values (a config's resolved); the rest (a command's other settings) is left out."""
+    from omegaconf import OmegaConf
+
+    names = {f.name for f in fields(schema)}
+    return {
+        k: OmegaConf.to_container(values[k], resolve=True)
+        if OmegaConf.is_config(values[k])
+        else values[k]
+        for k in values
+        if k in names
+    }
+
+
 def flag(key: str, value: Any) -> bool:
     """``value`` if it is true or false, else one line naming ``key``."""
     if not isinstance(value, bool):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
-from medmtl.settings.checks import choice, flag, number, opt
+from medmtl.settings.checks import check_fields, choice, flag, number, opt, own_values, ranged
 from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
@@ -417,6 +417,14 @@ PREPROCESS_METHODS = ("none", "he", "clahe")
 
 
 @dataclass
+class Clahe:
+    """medmtl-preprocess's CLAHE (``clahe.*``)."""
+
+    clip_limit: float = ranged(2.0, 0.0, what="must be above 0")
+    tile_grid: int = ranged(8, 1)
+
+
+@dataclass
 class PreprocessToolSettings(Settings):
     """``medmtl-preprocess`` (``conf/preprocess.yaml`` starts from it: ``preprocess_schema``)."""
 
@@ -448,16 +456,14 @@ class PreprocessToolSettings(Settings):
             raise ConfigError(
                 f"crop_us_region={crop!r}: true, false or a region's index (0 or more)."
             )
-        clahe = dict(self.clahe or {})
-        unknown = sorted(set(clahe) - {"clip_limit", "tile_grid"})
-        if unknown:
-            raise ConfigError(f"clahe.{unknown[0]}: not a setting; known: clip_limit, tile_grid.")
-        clip = number("clahe.clip_limit", clahe.get("clip_limit", 2.0), float, 0.0)
-        if clip <= 0:
-            raise ConfigError(f"clahe.clip_limit={clip}: must be above 0.")
-        grid = clahe.get("tile_grid", 8)
-        _at_least("clahe.tile_grid", grid, 1, "1 or more")
-        self.clahe = {"clip_limit": clip, "tile_grid": grid}
+        self.clahe = asdict(Clahe(**check_fields("clahe", dict(self.clahe or {}), Clahe)))
+        if self.clahe["clip_limit"] <= 0:  # the one bound that is open
+            raise ConfigError(f"clahe.clip_limit={self.clahe['clip_limit']}: must be above 0.")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> PreprocessToolSettings:
+        """The settings of a composed ``conf/preprocess.yaml``, paths checked too."""
+        return check_paths(cls(**own_values(cfg, cls)))
 
 
 # -- medmtl-bench: one settings class per measurement ------------------------------------------

@@ -154,7 +154,7 @@ class DataSettings:
     # a class folder without images stops training with its name; true trains without it
     drop_empty_classes: bool = _key("source", False)
     # -- what the network sees (PreprocessSettings; a model's, not a data set's)
-    image_size: int = _key("preprocess", 160, member=True, low=32)  # a multiple of 32
+    image_size: int = _key("preprocess", 160, member=True)  # a multiple of 32
     conversion: Conversion = _key("preprocess", Conversion(), member=True)
     # deterministic CLAHE before resizing (cached), see also augment.clahe
     clahe: bool = _key("preprocess", False, member=True)

@@ -8,11 +8,12 @@ one method (:meth:`medmtl.training.module.MultiTaskModule.configure_evaluation`)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
-from medmtl.settings.checks import choice, flag, known_keys, number, opt
+from medmtl.settings.checks import choice, flag, known_keys, number, opt, own_values
 
 SPLITS = ("train", "val", "test", "all")  # all: every image of the data set (nothing is split)
 ADAPT_CHOICES = ("none", "bn")
@@ -103,11 +104,10 @@ class EvalSettings:
         self.conformal = known_keys("conformal", dict(self.conformal or {}), _Conformal)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> EvalSettings:
-        """Checked settings from a composed config's top level (other keys are ignored: the
-        command's own, such as ``ckpt_path``, ``data`` and ``trainer``)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in values.items() if k in names})
+    def from_dict(cls, values: Mapping[str, Any]) -> EvalSettings:
+        """Checked settings from a composed config's (or a dict's) top level; other keys are
+        left out: the command's own, such as ``ckpt_path``, ``data`` and ``trainer``."""
+        return cls(**own_values(values, cls))
 
     def gate(self) -> dict[str, Any]:
         """The gate settings given (``as_trained`` ones left out)."""

@@ -86,10 +86,11 @@ class ModelSettings:
     postprocess: dict[str, Any] = _default(asdict(PostProcessSettings()))
 
     def __post_init__(self) -> None:
+        threshold = self.mask_threshold  # named as given in its message (1, not 1.0)
         check_own_fields(self, "model")
         self.arch = check_fields("model.arch", self.arch, ArchSettings)
         self.encoder = check_fields("model.encoder", self.encoder, EncoderSettings)
-        self.mask_threshold = check_net_values(self.task, self.norm, self.mask_threshold)
+        self.mask_threshold = check_net_values(self.task, self.norm, threshold)
         pp = check_fields("model.postprocess", self.postprocess, PostProcessSettings)
         self.postprocess = asdict(PostProcessSettings(**pp))
 

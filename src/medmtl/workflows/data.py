@@ -13,7 +13,9 @@ from medmtl.data.splits import SPLITS
 from medmtl.errors import ConfigError
 
 
-def _one_data_set(data_cfg: DictConfig) -> MedDataModule:
+def one_data_set(data_cfg: DictConfig) -> MedDataModule:
+    """The data module of ``data_cfg``, every setting checked (no file is read yet); medmtl-data
+    works on one data set at a time."""
     dm = datamodule_from_config(data_cfg)
     if not isinstance(dm, MedDataModule):
         raise ConfigError(
@@ -24,7 +26,7 @@ def _one_data_set(data_cfg: DictConfig) -> MedDataModule:
 
 def audit_data(data_cfg: DictConfig) -> AuditReport:
     """Decode every file of the data set and print the report; nothing is raised for a bad file."""
-    dm = _one_data_set(data_cfg)
+    dm = one_data_set(data_cfg)
     index = dm.build_index(strict=False)
     report = audit(index, dm.split_path(index.root), dm.split_settings)
     print(format_report(report))
@@ -33,7 +35,7 @@ def audit_data(data_cfg: DictConfig) -> AuditReport:
 
 def write_split(data_cfg: DictConfig, force: bool = False) -> Path:
     """Write the data set's split file if it is missing (``force``: rewrite it)."""
-    dm = _one_data_set(data_cfg)
+    dm = one_data_set(data_cfg)
     path = dm.split_path(dm.resolve_root())
     if path.exists() and force:
         path.unlink()

@@ -224,13 +224,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Re-evaluate a checkpoint on ``cfg.split`` of its own data (the settings stored in it,
     ``data.*`` overriding them) or of another data set (``data=<name>``)."""
     quiet_third_party()
-    settings = EvalSettings.from_dict(
-        {
-            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items()
-            if k in EvalSettings.__dataclass_fields__
-        }  # fmt: skip
-    )
+    settings = EvalSettings.from_dict(cfg)
     opened = open_model(cfg.ckpt_path)
     module = opened.module
     if settings.save_masks and module.task == "cls":

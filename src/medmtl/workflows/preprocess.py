@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medmtl.errors import ConfigError, DataError
 from medmtl.io.files import ensure_output_dir
@@ -13,7 +13,7 @@ from medmtl.io.image import read_image
 from medmtl.io.outputs import plan_outputs, write_png
 from medmtl.preprocess.pipeline import METHODS, PreprocessSettings, enhance
 from medmtl.reporting.figures import enhancement_comparison, save_figure
-from medmtl.settings.commands import PreprocessToolSettings, check_paths
+from medmtl.settings.commands import PreprocessToolSettings
 
 
 @dataclass
@@ -80,16 +80,7 @@ def preprocess_files(
 
 def preprocess_from_config(cfg: DictConfig) -> RunSummary:
     """``medmtl-preprocess``: the job of ``conf/preprocess.yaml``, its options checked first."""
-    names = PreprocessToolSettings.__dataclass_fields__
-    s = check_paths(
-        PreprocessToolSettings(
-            **{
-                k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in cfg.items()
-                if k in names
-            }  # fmt: skip
-        )
-    )
+    s = PreprocessToolSettings.from_config(cfg)
     settings = PreprocessSettings.from_dict(
         {
             "conversion": s.conversion,
