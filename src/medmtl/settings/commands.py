@@ -131,6 +131,16 @@ class Settings:
         return asdict(self)
 
 
+def check_adapt_backend(adapt: str, on_onnx: bool) -> None:
+    """``adapt=bn`` re-estimates batch-norm statistics, which an ONNX model cannot; checked when
+    the options are read (``backend=onnx``) and again once a model folder has been resolved."""
+    if adapt == "bn" and on_onnx:
+        raise ConfigError(
+            "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
+            "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
+        )
+
+
 @dataclass
 class PredictSettings(Settings):
     """``medmtl-predict``."""
@@ -186,11 +196,7 @@ class PredictSettings(Settings):
         _at_least("threads", self.threads, 0, "0 (the default) or more")
         if self.adapt not in ADAPT_CHOICES:
             raise ConfigError(f"adapt={self.adapt} is unknown; choose none or bn.")
-        if self.adapt == "bn" and self.backend == "onnx":
-            raise ConfigError(
-                "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
-                "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
-            )
+        check_adapt_backend(self.adapt, on_onnx=self.backend == "onnx")
 
 
 @dataclass

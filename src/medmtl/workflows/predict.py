@@ -23,7 +23,7 @@ from medmtl.io.dicomweb import StudyAddress, is_dicomweb, retrieve_study, store
 from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
-from medmtl.settings.commands import PredictSettings
+from medmtl.settings.commands import PredictSettings, check_adapt_backend
 
 RETRIEVED = "retrieved"  # input=dicomweb://...: the study's images, in the output folder
 
@@ -33,12 +33,8 @@ log = logging.getLogger(__name__)
 def check_options(opts: dict[str, Any]) -> None:
     """Refuse combinations that cannot work, before the model is loaded (each value was
     checked by :class:`~medmtl.settings.commands.PredictSettings`)."""
-    adapt = opts.get("adapt", "none")
-    if adapt == "bn" and (opts.get("backend") == "onnx" or not opts.get("ckpt_path")):
-        raise ConfigError(
-            "adapt=bn re-estimates the network's batch-norm statistics: it needs the PyTorch "
-            "backend (ckpt_path=<checkpoint>), not an exported ONNX model."
-        )
+    on_onnx = opts.get("backend") == "onnx" or not opts.get("ckpt_path")
+    check_adapt_backend(opts.get("adapt", "none"), on_onnx)
     if not is_dicomweb(opts["input"]):  # an archive's study is retrieved into out itself
         check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
     ensure_output_dir(opts["out"], "out")
