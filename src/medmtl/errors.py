@@ -39,6 +39,20 @@ WRITE_CAUSES = {
 }
 
 
+# errnos that only a write gives (a full or read-only disk): a library's own write (Lightning's
+# checkpoints, W&B, matplotlib) that fails so is reported as medmtl's own are
+DISK_ERRNOS = (28, 122, 30)  # ENOSPC, EDQUOT, EROFS
+
+
+def disk_error(exc: BaseException, where: object = None) -> WriteError | None:
+    """``exc`` as one :class:`WriteError` line when it is a write refused by the disk (full,
+    over quota, read-only), whoever wrote; else None. ``where`` (the run's folder) is named
+    instead of the file, which a library may have given a temporary name."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return write_error(where or exc.filename or "a result", exc)
+    return None
+
+
 def write_error(path: object, exc: OSError) -> WriteError:
     """One line for a failed write: the path and the cause in words."""
     cause = WRITE_CAUSES.get(exc.errno or -1) or (exc.strerror or str(exc))

@@ -99,3 +99,16 @@ def test_predict_onto_a_full_disk_stops_with_one_line_and_keeps_the_finished_row
         listed = sorted(r[k] for r in rows for k in ("mask_file", "overlay_file"))
         on_disk = sorted(p.name for p in (disk / "o").glob("*.png"))
         assert listed == on_disk and len(on_disk) == 2 * len(rows)
+
+
+def test_training_onto_a_full_disk_is_one_line(tmp_path, cache_dir):
+    """Lightning's own checkpoint write fails on a full disk: one line too, not a traceback."""
+    from tests.conftest import TINY_MODEL, TINY_PHANTOM
+
+    with small_disk(tmp_path / "disk", size="256k") as disk:
+        res = run_cli("train", *TINY_PHANTOM, *TINY_MODEL, "trainer.max_epochs=1",
+                      f"paths.cache_dir={cache_dir}", f"hydra.run.dir={disk / 'run'}")  # fmt: skip
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error: ")]
+        assert res.returncode == 2 and len(errors) == 1, res.stderr[-2000:]
+        assert "no space left on the device" in errors[0] and "Traceback" not in res.stderr
+        assert errors[0].startswith(f"medmtl: error: {disk / 'run'}: cannot write it")

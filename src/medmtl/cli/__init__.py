@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from medmtl.errors import MedmtlError
+from medmtl.errors import MedmtlError, disk_error
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -20,11 +20,16 @@ def fail(message: str, status: int = 2) -> NoReturn:
 
 
 def run_or_exit(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call ``fn``; a :class:`MedmtlError` becomes one line through :func:`fail`."""
+    """Call ``fn``; a :class:`MedmtlError`, or a write a full or read-only disk refused,
+    becomes one line through :func:`fail`."""
     try:
         return fn(*args)
     except MedmtlError as exc:
         fail(str(exc))
+    except OSError as exc:
+        if (disk := disk_error(exc)) is None:
+            raise
+        fail(str(disk))
 
 
 def report_files(skipped: list, problems: list, word: str) -> None:

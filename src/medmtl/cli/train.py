@@ -4,6 +4,7 @@ In a multirun (``-m``) a failing job writes ``failed.json`` in its folder and th
 on; ``medmtl-tables`` shows that cell as failed.
 """
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from medmtl.cli import fail
 from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
-from medmtl.errors import MedmtlError
+from medmtl.errors import MedmtlError, disk_error
 
 log = logging.getLogger("medmtl")
 
@@ -49,7 +50,10 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except Exception as exc:
-        record_failure(cfg.paths.output_dir, exc)
+        # a full disk under Lightning's checkpoint (a temporary file of its own): one line too
+        exc = disk_error(exc, cfg.paths.output_dir) or exc
+        with contextlib.suppress(OSError, MedmtlError):  # failed.json may not fit either
+            record_failure(cfg.paths.output_dir, exc)
         if _is_multirun():
             log.error("job failed (%s: %s); the sweep goes on", type(exc).__name__, exc)
             return None

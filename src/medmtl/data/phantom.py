@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from medmtl.errors import WriteError
 from medmtl.io.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def ensure_phantom(
                         tmp / cls / f"{cls} ({i})_mask.png"
                     )
             (tmp / "phantom.json").write_text(json.dumps(settings, indent=1))
-    except OSError:
+    except WriteError:
         if not done.exists():  # not: another process finished the same phantom first
             raise
     return root
