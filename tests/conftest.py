@@ -58,6 +58,18 @@ TINY_MODEL = [
 ]
 
 
+def refused(run, capsys) -> str:
+    """Call a command's ``main`` in-process (``run``): it must exit 2 with one ``medmtl:
+    error:`` line and no traceback; returns that line."""
+    with pytest.raises(SystemExit) as done:
+        status = run()
+        raise SystemExit(status)
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("medmtl: error: ")]
+    assert done.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err[-1500:]
+    return errors[0]
+
+
 def run_cli(
     command: str,
     *args: str,

@@ -21,6 +21,7 @@ from medmtl.settings.data import DataSettings
 from medmtl.settings.loss import LossSettings
 from medmtl.settings.model import NORMS, TASKS, ModelSettings, PostProcessSettings
 from medmtl.settings.optimizer import OptimizerSettings
+from tests.conftest import refused
 
 GROUPS = {"data": DataSettings, "loss": LossSettings, "model": ModelSettings,
           "optimizer": OptimizerSettings}  # fmt: skip
@@ -146,9 +147,5 @@ def test_the_commands_refuse_before_hydra_writes_anything(
     run_dir = tmp_path / "run"
     argv = [*args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}"]
     monkeypatch.setattr(sys, "argv", [f"medmtl-{command}", *argv])
-    with pytest.raises(SystemExit) as done:
-        importlib.import_module(f"medmtl.cli.{command}").main()
-    err = capsys.readouterr().err
-    errors = [ln for ln in err.splitlines() if ln.startswith("medmtl: error: ")]
-    assert done.value.code == 2 and len(errors) == 1 and says in errors[0], err[-1500:]
+    assert says in refused(importlib.import_module(f"medmtl.cli.{command}").main, capsys)
     assert not run_dir.exists()  # not even Hydra's folder
