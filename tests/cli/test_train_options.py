@@ -137,6 +137,25 @@ def test_every_train_setting_refuses_its_faults(key, value, fault, composed):
         ("train", ["-m", "experiment=demo", "optimizer.lr=-1,0.1"], "optimizer.lr"),
         ("data", ["audit", "data=busi", "data.batch_size=0"], "data.batch_size=0"),
         ("data", ["split", "data=multi", "data.sets.busi.fold=-1"], "data.sets.busi.fold=-1"),
+        # the paths a run starts from: the data folder, a teacher, the model to evaluate
+        (
+            "train",
+            ["experiment=demo", "data=folder", "data.root=/nonexistent/x"],
+            "/nonexistent/x: data folder not found",
+        ),
+        (
+            "train",
+            ["experiment=demo", "distill.teacher=/nonexistent/ens"],
+            "/nonexistent/ens: not found",
+        ),
+        (
+            "data",
+            ["audit", "data=busbra", "data.root=/nonexistent/b"],
+            "/nonexistent/b: BUS-BRA folder not found",
+        ),
+        ("eval", ["ckpt_path=/nonexistent/m.ckpt"], "/nonexistent/m.ckpt: checkpoint not found"),
+        ("eval", ["ckpt_path=/nonexistent/run"], "/nonexistent/run: not found"),
+        ("eval", ["split=test"], "Missing mandatory value: ckpt_path"),
     ],
 )
 def test_the_commands_refuse_before_hydra_writes_anything(

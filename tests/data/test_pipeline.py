@@ -158,9 +158,9 @@ def test_train_augmentation_keeps_image_and_mask_aligned(phantom_root, tmp_path)
     assert np.array_equal(a["mask"].numpy()[..., ::-1], b["mask"].numpy())
 
 
-def test_image_size_must_be_multiple_of_32():
+def test_image_size_must_be_multiple_of_32(tmp_path):
     with pytest.raises(ConfigError, match="data.image_size=100.*try 96"):
-        MedDataModule.from_config(dict(root="x", image_size=100))
+        MedDataModule.from_config(dict(root=str(tmp_path), image_size=100))
 
 
 def test_split_file_mismatch_is_an_error(phantom_root, tmp_path):

@@ -20,9 +20,16 @@ def _main(cfg: DictConfig) -> None:
     run_or_exit(evaluate, cfg)
 
 
+def _check(cfg: DictConfig) -> None:
+    """The settings and the model's path, before Hydra makes the run folder."""
+    from medmtl.workflows.members import check_model_path
+
+    EvalSettings.from_dict(cfg)
+    check_model_path(cfg.ckpt_path)
+
+
 def main() -> None:
-    # the settings are checked before Hydra makes the run folder
-    hydra_main("medmtl-eval", __doc__, "eval", _main, EvalSettings, check=EvalSettings.from_dict)
+    hydra_main("medmtl-eval", __doc__, "eval", _main, EvalSettings, check=_check)
 
 
 if __name__ == "__main__":

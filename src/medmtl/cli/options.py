@@ -335,6 +335,8 @@ def check_overrides(
             check(cfg)
         except MedmtlError as exc:
             fail(str(exc))
+        except (HydraException, OmegaConfBaseException) as exc:  # e.g. a required key unset
+            fail(f"{hydra_message(exc)} Run with --help for the config groups and options.")
 
 
 def hydra_main(

@@ -149,6 +149,14 @@ def _fold_of(root: Path, split: BusbraSplit, ids: Sequence[str]) -> tuple[dict, 
     return out, number, problems
 
 
+def busbra_not_found(root: Path) -> DataError:
+    """The one line for a BUS-BRA folder that is not there."""
+    return DataError(
+        f"{root}: BUS-BRA folder not found. Set data.root (or BUSBRA_ROOT) to the folder that "
+        f"holds {DATA_FILE}, Images/ and Masks/."
+    )
+
+
 def index_busbra(
     root: str | Path,
     classes: Sequence[str] = ("benign", "malignant"),
@@ -161,10 +169,7 @@ def index_busbra(
     root = Path(root).expanduser()
     split = split or BusbraSplit()
     if not root.is_dir():
-        raise DataError(
-            f"{root}: BUS-BRA folder not found. Set data.root (or BUSBRA_ROOT) to the folder that "
-            f"holds {DATA_FILE}, Images/ and Masks/."
-        )
+        raise busbra_not_found(root)
     header, rows = read_csv_rows(root / DATA_FILE, REQUIRED, "BUS-BRA table")
     ids = [r["ID"] for r in rows]
     folds, number, problems = _fold_of(root, split, ids) if split.folds else ({}, {}, [])

@@ -54,6 +54,14 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def folders_not_found(root: Path, root_hint: str, classes: Sequence[str]) -> DataError:
+    """The one line for a data folder of class folders that is not there."""
+    return DataError(
+        f"{root}: data folder not found. Set {root_hint} to the folder that holds the class "
+        f"folders {', '.join(classes)}."
+    )
+
+
 def index_class_folders(
     root: str | Path,
     classes: Sequence[str],
@@ -73,10 +81,7 @@ def index_class_folders(
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(
-            f"{root}: data folder not found. Set {root_hint} to the folder that holds the "
-            f"class folders {', '.join(classes)}."
-        )
+        raise folders_not_found(root, root_hint, classes)
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise DataError(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from medmtl.data.busbra import BusbraSplit, index_busbra
-from medmtl.data.index import DatasetIndex, index_class_folders
+from medmtl.data.busbra import BusbraSplit, busbra_not_found, index_busbra
+from medmtl.data.index import DatasetIndex, folders_not_found, index_class_folders
 from medmtl.data.manifest import Columns, index_manifest
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
 from medmtl.errors import ConfigError
@@ -54,6 +54,8 @@ class Source:
     find_root: Callable[[DataSource, Path], Path]  # (source, cache folder) -> the data folder
     index: Callable[[DataSource, Path, bool], DatasetIndex]  # (source, folder, strict)
     needs: tuple[str, ...] = ()  # further settings it cannot do without (data.<key>)
+    # the error for a data folder that is not there (reads_root sources), checked up front
+    not_found: Callable[[DataSource, Path], Exception] | None = None
     classes: tuple[str, ...] | None = None  # fixed classes (None: data.classes)
     generated: bool = False  # made on first use (prepare_data, on one process)
 
@@ -68,6 +70,10 @@ class Source:
                 f"data.root={source.root} is a file; point it at the data folder (for "
                 f"data={source.name}: the folder that holds the class folders or the data set)."
             )
+        if self.reads_root and self.not_found is not None:
+            root = Path(str(source.root)).expanduser()
+            if not root.is_dir():
+                raise self.not_found(source, root)
         if not self.reads_root and source.root:
             raise ConfigError(
                 f"data.root={source.root}: data={source.name} does not read a data folder (its "
@@ -92,17 +98,23 @@ def _root(source: DataSource, cache: Path) -> Path:
     return Path(str(source.root)).expanduser()
 
 
-def _folders(source: DataSource, root: Path, strict: bool) -> DatasetIndex:
+def _hint(source: DataSource) -> str:
     # BUSI's folder may also come from the environment
-    hint = (
-        "data.root (or the BUSI_ROOT environment variable)"
-        if source.name == "busi"
-        else ("data.root")
-    )
+    if source.name == "busi":
+        return "data.root (or the BUSI_ROOT environment variable)"
+    return "data.root"
+
+
+def _folders_not_found(source: DataSource, root: Path) -> Exception:
+    return folders_not_found(root, _hint(source), source.classes)
+
+
+def _folders(source: DataSource, root: Path, strict: bool) -> DatasetIndex:
     classes = PHANTOM_CLASSES if source.source == "phantom" else source.classes
     index = index_class_folders(
-        root, classes, source.mask_optional_classes, hint, strict, source.drop_empty_classes
-    )
+        root, classes, source.mask_optional_classes, _hint(source), strict,
+        source.drop_empty_classes,
+    )  # fmt: skip
     index.cases = [replace(c, dataset=source.name) for c in index.cases]
     return index
 
@@ -143,7 +155,9 @@ def _busbra(source: DataSource, root: Path, strict: bool) -> DatasetIndex:
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source("folder", True, "in class folders", _root, _folders),
+        Source(
+            "folder", True, "in class folders", _root, _folders, not_found=_folders_not_found
+        ),  # fmt: skip
         Source(
             "phantom",
             False,
@@ -161,7 +175,14 @@ SOURCES: dict[str, Source] = {
             _manifest,
             needs=("manifest",),
         ),
-        Source("busbra", True, "in BUS-BRA's layout", _root, _busbra),
+        Source(
+            "busbra",
+            True,
+            "in BUS-BRA's layout",
+            _root,
+            _busbra,
+            not_found=lambda source, root: busbra_not_found(root),
+        ),  # fmt: skip
     )
 }
 

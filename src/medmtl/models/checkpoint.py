@@ -20,13 +20,18 @@ REQUIRED = ("state_dict", "hyper_parameters")
 CONFORMAL_KEY = "medmtl_conformal"
 
 
+def checkpoint_not_found(path: Path) -> MedmtlError:
+    """The one line for a checkpoint file that is not there."""
+    return MedmtlError(
+        f"{path}: checkpoint not found. Give ckpt_path=<run>/checkpoints/<file>.ckpt."
+    )
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check it is a medmtl one."""
     path = Path(path)
     if not path.is_file():
-        raise MedmtlError(
-            f"{path}: checkpoint not found. Give ckpt_path=<run>/checkpoints/<file>.ckpt."
-        )
+        raise checkpoint_not_found(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:

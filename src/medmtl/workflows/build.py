@@ -17,6 +17,7 @@ from medmtl.models.registry import architecture
 from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import check_downloadable, offline_weights_for
 from medmtl.settings import LossSettings, number
+from medmtl.settings.data import check_data
 from medmtl.settings.model import ModelSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
 from medmtl.training.progressive import ProgressiveResize
@@ -89,7 +90,7 @@ def check_train_config(cfg: DictConfig) -> None:
     Architecture, encoder and loss names are checked by building their descriptions only;
     the image size, batch sizes, epochs and λ by value.
     """
-    datamodule_from_config(cfg.data)  # every data.* value and the source; no file is read
+    check_data(OmegaConf.to_container(cfg.data, resolve=True))  # every data.* value
     progressive = OmegaConf.select(cfg, "data.progressive_resize")
     schedule = ProgressiveResize.from_data(
         {
@@ -103,9 +104,6 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "data.progressive_resize needs trainer.max_epochs (its fraction is of the epochs)."
         )
-    _number(cfg, "data.batch_size", int, 1)
-    if OmegaConf.select(cfg, "data.eval_batch_size") is not None:
-        _number(cfg, "data.eval_batch_size", int, 1)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
@@ -139,6 +137,9 @@ def check_train_config(cfg: DictConfig) -> None:
     check_downloadable(net["encoder"], net.get("encoder_weights"))
     LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*optimization(cfg))
+    # the data set's source and its folder, last: the one thing a user on another machine may
+    # still have to point at (no file is read)
+    datamodule_from_config(cfg.data)
 
 
 def optimization(cfg: DictConfig) -> tuple[dict, dict | None]:

@@ -21,14 +21,15 @@ import torch
 from medmtl.errors import ConfigError
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.training.module import MultiTaskModule, Teacher
-from medmtl.workflows.members import OpenedModel, open_model
+from medmtl.workflows.members import OpenedModel, check_model_path, open_model
 
 log = logging.getLogger(__name__)
 
 
 def check_distill(settings: Mapping[str, Any] | None) -> None:
-    """Refuse a distillation weight outside (0, 1] or a temperature that is not > 0 (one line,
-    before anything is read); the teacher itself is checked when it is opened."""
+    """Refuse a teacher that is not there, a distillation weight outside (0, 1] or a
+    temperature that is not > 0 (one line, before anything is read); what the teacher is, is
+    checked when it is opened."""
     settings = dict(settings or {})
     if not settings.get("teacher"):
         return
@@ -43,6 +44,7 @@ def check_distill(settings: Mapping[str, Any] | None) -> None:
             good = False
         if not good:
             raise ConfigError(f"distill.{key}={value}: must be {what}.")
+    check_model_path(settings["teacher"])
 
 
 def open_teacher(settings: Mapping[str, Any], student_data: Mapping[str, Any]) -> OpenedModel:

@@ -14,6 +14,7 @@ from typing import Any
 from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.inference.core import ARTIFACT_CKPT
+from medmtl.models.checkpoint import checkpoint_not_found
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import EnsembleNet
 from medmtl.reporting.runs import collect_runs, pooled, read_overrides
@@ -170,6 +171,25 @@ def read_json(path: Path) -> dict:
         raise DataError(f"{path}: not a readable {path.name} ({exc}).") from exc
 
 
+MODEL_PATHS = "a checkpoint (.ckpt), a run folder, an ensemble folder or a sweep folder"
+
+
+def check_model_path(path: str | Path) -> Path:
+    """``path`` if it can name a model for :func:`open_model` (it exists; not an ONNX export),
+    else one line; nothing is opened, so a command checks it before any work."""
+    p = Path(str(path)).expanduser()
+    if p.suffix == ".onnx":
+        raise ConfigError(
+            f"{p}: an exported ONNX model; this command evaluates PyTorch models: give "
+            f"{MODEL_PATHS} it was exported from (medmtl-predict runs ONNX models)."
+        )
+    if p.suffix == ".ckpt" and not p.is_file():
+        raise checkpoint_not_found(p)
+    if not p.exists():
+        raise ConfigError(f"{p}: not found; give {MODEL_PATHS}.")
+    return p
+
+
 def open_model(path: str | Path) -> OpenedModel:
     """Open a checkpoint, a run folder, an ensemble folder or a sweep folder as one model.
 
@@ -177,20 +197,12 @@ def open_model(path: str | Path) -> OpenedModel:
     with (its metrics.json); a sweep folder is the ensemble of its finished jobs (ensembles
     inside it aside), with the settings of ``<sweep>/ensemble`` where that exists.
     """
-    p = Path(str(path)).expanduser()
-    what = "a checkpoint (.ckpt), a run folder, an ensemble folder or a sweep folder"
-    if p.suffix == ".onnx":
-        raise ConfigError(
-            f"{p}: an exported ONNX model; this command evaluates PyTorch models: give {what} "
-            "it was exported from (medmtl-predict runs ONNX models)."
-        )
-    if p.is_file() or p.suffix == ".ckpt":  # a missing .ckpt: from_checkpoint says so
+    p = check_model_path(path)
+    if p.is_file() or p.suffix == ".ckpt":
         module, ckpt = MultiTaskModule.from_checkpoint(p)
         run_metrics = p.resolve().parent.parent / "metrics.json"
         tta = bool(read_record(run_metrics).tta) if run_metrics.is_file() else False
         return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
-    if not p.is_dir():
-        raise ConfigError(f"{p}: not found; give {what}.")
     if (p / ARTIFACT_CKPT).is_file() and not (p / "checkpoints").is_dir():
         # a model artifact's folder (logger.wandb.log_model): the checkpoint and its metrics
         module, ckpt = MultiTaskModule.from_checkpoint(p / ARTIFACT_CKPT)
