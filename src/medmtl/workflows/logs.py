@@ -13,6 +13,8 @@ import warnings
 # Lightning prints every message twice under Hydra: once through the console handler the
 # `lightning` package adds on import, once through the root logger Hydra configured
 _LIGHTNING = "lightning"
+# the loggers Lightning gives a console handler of its own on import
+_LIGHTNING_LOGGERS = (_LIGHTNING, "lightning.pytorch", "lightning.fabric")
 # Lightning's rank-zero info channel, which also carries "💡 Tip: ... litlogger"
 _RANK_ZERO = "lightning.pytorch.utilities.rank_zero"
 
@@ -42,10 +44,15 @@ def quiet_third_party(resuming: bool = False) -> None:
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropTips())
     if logging.getLogger().handlers:  # Hydra (or the user) set up logging: let it print once
-        lightning = logging.getLogger(_LIGHTNING)
-        for handler in list(lightning.handlers):
-            if type(handler) is logging.StreamHandler:
-                lightning.removeHandler(handler)
+        for name in _LIGHTNING_LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
+            # imported before logging was set up (medmtl checks the settings before Hydra
+            # runs), lightning.pytorch and lightning.fabric stop at their own handler: let their
+            # lines reach Hydra's console and run log instead
+            logger.propagate = True
     if resuming:
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not")
