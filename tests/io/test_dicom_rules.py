@@ -105,3 +105,27 @@ def test_window_and_ultrasound_deltas_that_are_not_numbers_are_left_out(tmp_path
     assert meta.window_center is None
     arr, _ = read_image(CT)
     assert np.isfinite(arr).all()
+
+
+def test_an_ultrasound_region_past_the_edge_is_clipped_and_one_outside_left_out():
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from medmtl.io.dicom import us_image_regions
+
+    def region(x0, y0, x1, y1):
+        r = Dataset()
+        r.RegionSpatialFormat = 1
+        r.RegionLocationMinX0, r.RegionLocationMinY0 = x0, y0
+        r.RegionLocationMaxX1, r.RegionLocationMaxY1 = x1, y1
+        r.PhysicalUnitsXDirection = r.PhysicalUnitsYDirection = 3
+        r.PhysicalDeltaX = r.PhysicalDeltaY = 0.01
+        return r
+
+    ds = Dataset()
+    ds.SequenceOfUltrasoundRegions = Sequence(
+        [region(10, 20, 640, 480), region(700, 0, 800, 10), region(5, 5, 2, 9)]
+    )
+    # rows 480, columns 640: the first reaches one past both edges, the second starts outside,
+    # the third has x1 < x0
+    assert us_image_regions(ds, (480, 640)) == [(10, 20, 639, 479, 0.1, 0.1)]

@@ -123,8 +123,9 @@ def us_image_regions(
     """Tissue regions of ``SequenceOfUltrasoundRegions`` as (x0, y0, x1, y1, dx_mm, dy_mm).
 
     Only regions with a 2-D spatial format (RegionSpatialFormat 1) are kept, and only those
-    whose box is four whole numbers with x0 ≤ x1 and y0 ≤ y1 inside the image (``shape``: rows,
-    columns); a damaged region is left out. Physical deltas in cm (unit code 3) are converted
+    whose box is four whole numbers with x0 ≤ x1 and y0 ≤ y1 starting inside the image
+    (``shape``: rows, columns; a box reaching past the edge is clipped to it); a damaged region
+    is left out. Physical deltas in cm (unit code 3) are converted
     to mm; any other unit, or a damaged delta, leaves the spacing unknown.
     """
     from pydicom.sequence import Sequence
@@ -139,8 +140,10 @@ def us_image_regions(
         box = [_whole(attribute(r, k)) for k in REGION_BOX]
         if any(v is None or v < 0 for v in box) or box[0] > box[2] or box[1] > box[3]:
             continue
-        if shape is not None and (box[2] >= shape[1] or box[3] >= shape[0]):
-            continue
+        if shape is not None:  # writers differ on the last pixel: a box past the edge is clipped
+            if box[0] >= shape[1] or box[1] >= shape[0]:
+                continue
+            box[2], box[3] = min(box[2], shape[1] - 1), min(box[3], shape[0] - 1)
         deltas = []
         for axis in ("X", "Y"):
             delta = _first(attribute(r, f"PhysicalDelta{axis}"))
