@@ -280,7 +280,7 @@ class PredictSummary:
     def add_failed(self, src: Path, reason: str) -> None:
         self.failed.append((src, reason))
         if self.csvs is not None:
-            self.csvs.not_predicted.add({"file": str(src), "reason": reason})
+            self.csvs.not_predicted(src, reason)
 
 
 def predict_paths(
@@ -329,7 +329,7 @@ def predict_paths(
         for src, why in plan.missing:
             summary.add_failed(src, why)
         for src, why in summary.skipped:
-            summary.csvs.not_predicted.add({"file": str(src), "reason": why})
+            summary.csvs.not_predicted(src, why)
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             reached = start
@@ -516,18 +516,20 @@ class _ResultCsvs:
         listed = list(dict.fromkeys(k for v in self.columns.values() for k in v))
         # a list's own column that has a result's name is kept as input_<name>
         self.named = {k: (f"input_{k}" if k in fields else k) for k in listed}
-        self.fields = fields
         self.predictions = CsvRows(out / "predictions.csv", fields + list(self.named.values()))
         # a stale list from an earlier run would mislead: none is left when all succeed
-        self.not_predicted = CsvRows(out / "not_predicted.csv", ["file", "reason"], False)
+        self.failed = CsvRows(out / "not_predicted.csv", ["file", "reason"], False)
 
     def predicted(self, row: dict) -> None:
         given = self.columns.get(row.get("file", ""), {})
         self.predictions.add(row | {self.named[k]: v for k, v in given.items()})
 
+    def not_predicted(self, src: Path, reason: str) -> None:
+        self.failed.add({"file": str(src), "reason": reason})
+
     def close(self, quiet: bool = False) -> None:
         """Put both in place; ``quiet`` (another error is on its way) keeps a failure silent."""
-        for csv_rows in (self.predictions, self.not_predicted):
+        for csv_rows in (self.predictions, self.failed):
             try:
                 csv_rows.close()
             except WriteError:

@@ -18,6 +18,13 @@ from pathlib import Path
 from medmtl.errors import write_error
 
 
+def _temporary(path: Path) -> Path:
+    """A hidden name beside ``path``, unique per call (two threads or processes writing the same
+    file never share it), ending with ``path``'s suffix (numpy and matplotlib pick the format
+    by it)."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that becomes ``path`` only when the block succeeds.
@@ -28,7 +35,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     that writers that pick the format by extension (numpy, matplotlib) keep working.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    tmp = _temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
@@ -65,8 +72,7 @@ class CsvRows:
         self.path = Path(path)
         self.fieldnames = list(fieldnames)
         self.keep_empty = keep_empty
-        self.count = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:12]}.tmp.csv")
+        self._tmp = _temporary(self.path)
         self._file: io.FileIO | None = None
 
     def _open(self) -> io.FileIO:
@@ -97,7 +103,6 @@ class CsvRows:
     def add(self, row: dict) -> None:
         """Write one row (missing keys are empty cells, extra keys are ignored)."""
         self._write([row.get(k, "") for k in self.fieldnames])
-        self.count += 1
 
     def close(self) -> Path:
         """Put the rows written so far at ``path``."""

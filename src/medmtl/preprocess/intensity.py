@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-CONVERSIONS = ("full", "window", "percentile")
+from medmtl.settings.data import CONVERSIONS
 
 
 def _scale(img: np.ndarray, lo: float, hi: float) -> np.ndarray:

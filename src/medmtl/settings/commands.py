@@ -9,7 +9,8 @@ than the standard library.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
@@ -18,12 +19,10 @@ from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
+# DICOM SEG: the thresholded mask or the probability map
 SEG_TYPES = ("binary", "fractional")
-LOOPBACK = (
-    "127.0.0.1",
-    "localhost",
-    "::1",
-)  # medmtl-serve without a token: this machine only  # DICOM SEG: the thresholded mask or the probability map
+# medmtl-serve without a token: this machine only
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def required(help: str = "", **meta: Any) -> Any:
@@ -65,9 +64,6 @@ def _check_writable(name: str, text: str, path: Any) -> None:
 def check_paths(settings: Any) -> Any:
     """Every path option of ``settings`` names what its ``path`` metadata says (one line
     naming the option, the path and what it must be); returns ``settings``."""
-    from dataclasses import fields
-    from pathlib import Path
-
     for f in fields(settings):
         kind, value = f.metadata.get("path"), getattr(settings, f.name)
         if kind is None or value is None:

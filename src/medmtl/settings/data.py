@@ -16,6 +16,8 @@ from medmtl.errors import ConfigError
 from medmtl.settings.checks import check_fields, ranged
 
 SECTIONS = ("source", "preprocess", "split", "loader", "module", "multi")
+# how an N-bit image becomes 8-bit (medmtl.preprocess.intensity.to_uint8)
+CONVERSIONS = ("full", "window", "percentile")
 
 
 def _key(
@@ -51,7 +53,7 @@ class Conversion:
     ``method="window"`` without ``center``/``width`` uses the DICOM file's own window.
     """
 
-    method: str = ranged("full", choices=("full", "window", "percentile"))
+    method: str = ranged("full", choices=CONVERSIONS)
     center: float | None = None
     width: float | None = ranged(None, 0)
     low: float = ranged(0.5, 0, 100)
