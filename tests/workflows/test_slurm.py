@@ -52,7 +52,10 @@ def slurm_env(tmp_path_factory) -> dict[str, str]:
             )
         pytest.skip("slurm-wlm is not installed (scripts/slurm-local install)")
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURM_LOCAL_DIR": str(state), "SLURM_LOCAL_PORT": str(_free_port_pair())}
+    # two stand-in GPUs as a GRES (device files, no CUDA behind them): GPU sweeps are scheduled
+    # here as on a GPU cluster, and their jobs meet a node that cannot train on a GPU
+    env = {**os.environ, "SLURM_LOCAL_DIR": str(state), "SLURM_LOCAL_PORT": str(_free_port_pair()),
+           "SLURM_LOCAL_GPUS": "2"}  # fmt: skip
     started = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True)
@@ -232,17 +235,73 @@ def test_ddp_over_srun_one_rank_per_task(slurm_env, tmp_path, cache_dir):
         assert got[key] == pytest.approx(want[key], abs=1e-4), key
 
 
-def test_a_refused_submission_is_one_line(slurm_env, tmp_path, cache_dir):
-    """A GPU request on a CPU cluster: sbatch's reason and the setting to change, exit 2."""
+@pytest.mark.parametrize(
+    ("ask", "said", "fix"),
+    [
+        # more GPUs than the node has
+        ("hydra.launcher.gpus_per_node=3", "node configuration is not available",
+         "hydra.launcher.cpus_per_task, mem_gb or gpus_per_node"),
+        # a generic resource the cluster does not have (a GPU request on a CPU cluster)
+        ("+hydra.launcher.additional_parameters.gres=tpu:1", "Invalid generic resource (gres)",
+         "hydra/launcher=slurm_cpu"),
+    ],
+)  # fmt: skip
+def test_a_refused_submission_is_one_line(slurm_env, tmp_path, cache_dir, ask, said, fix):
+    """sbatch's reason and the setting to change, exit 2, no job folder."""
     sweep = tmp_path / "sweep"
-    res = _train(slurm_env, "-m", "hydra/launcher=slurm_gpu", "seed=0", f"hydra.sweep.dir={sweep}",
+    res = _train(slurm_env, "-m", "hydra/launcher=slurm_gpu", "hydra.launcher.cpus_per_task=1",
+                 "hydra.launcher.mem_gb=2", ask, "seed=0", f"hydra.sweep.dir={sweep}",
                  cache=cache_dir)  # fmt: skip
     assert res.returncode == 2
     errors = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert errors[-1].startswith("medmtl: error: SLURM refused the sweep's jobs")
-    assert "gres" in errors[-1] and "hydra/launcher=slurm_cpu" in errors[-1]
+    assert said in errors[-1] and fix in errors[-1], errors[-1]
     assert "Traceback" not in res.stderr
     assert not (sweep / "0").exists()
+
+
+def test_a_gpu_sweep_submitted_from_a_cpu_node(slurm_env, tmp_path, cache_dir):
+    """profile=gpu with hydra/launcher=slurm_gpu from this GPU-less machine: accepted (the GPU
+    is not checked where the sweep is submitted); every job asks SLURM for a GPU, gets one
+    (CUDA_VISIBLE_DEVICES), and fails in its own failed.json naming the node, since no CUDA is
+    behind the stand-in GPUs; the sweep exits 1 after both jobs."""
+    sweep = tmp_path / "gpu"
+    res = _train(slurm_env, "-m", "profile=gpu", "hydra/launcher=slurm_gpu",
+                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+                 "model/encoder=efficientnet_lite0,resnet18", f"hydra.sweep.dir={sweep}",
+                 cache=cache_dir)  # fmt: skip
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "no usable GPU" not in res.stderr.split("Submitit 'slurm' sweep")[0]
+    node = socket.gethostname()
+    for job in ("0", "1"):
+        failed = json.loads((sweep / job / "failed.json").read_text())
+        assert failed["error"].startswith("trainer.accelerator=gpu: node "), failed["error"]
+        assert f"node {node} has no usable GPU" in failed["error"]
+        assert "CUDA_VISIBLE_DEVICES=" in failed["error"]
+        assert f"SLURM job {failed['slurm']['job_id']} ran there" in failed["error"]
+        assert "\n" not in failed["error"] and "Traceback" not in failed["error"]
+        shown = subprocess.run(["scontrol", "show", "job", failed["slurm"]["job_id"]],
+                               env=slurm_env, capture_output=True, text=True).stdout  # fmt: skip
+        assert re.search(r"TresPerNode=gres[:/]gpu[:=]1", shown), shown
+
+
+def test_no_cluster_is_one_line(slurm_env, tmp_path, cache_dir):
+    """hydra/launcher=slurm_gpu where SLURM's commands are missing, or where no controller
+    answers them: one line, exit 2, no folder, no traceback."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    cases = [
+        ({**slurm_env, "PATH": str(empty)}, "sbatch and srun and sinfo not found"),
+        ({**slurm_env, "SLURM_CONF": str(tmp_path / "none.conf")}, "sinfo: "),
+    ]
+    for env, said in cases:
+        sweep = tmp_path / "sweep"
+        res = _train(env, "-m", "profile=gpu", "hydra/launcher=slurm_gpu", "seed=0",
+                     f"hydra.sweep.dir={sweep}", cache=cache_dir)  # fmt: skip
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("medmtl: error:")]
+        assert res.returncode == 2 and len(errors) == 1, res.stderr[-2000:]
+        assert "no SLURM cluster answers from here" in errors[0] and said in errors[0], errors
+        assert "Traceback" not in res.stderr and not sweep.exists()
 
 
 # ---------------------------------------------------------------- without a cluster

@@ -25,6 +25,10 @@ class MedmtlSlurmLauncher(SlurmLauncher):
 
         from medmtl.workflows import slurm
 
+        problem = slurm.cluster_problem()  # submitit's own report is a traceback
+        if problem:
+            print(f"medmtl: error: {problem}.", file=sys.stderr)
+            sys.exit(2)
         slurm.install_queue_watcher()
         submitted: list[Any] = []
         original = submitit.AutoExecutor.map_array

@@ -331,6 +331,11 @@ def check_overrides(
     except (HydraException, OmegaConfBaseException) as exc:
         fail(f"{hydra_message(exc)} Run with --help for the config groups and options.")
     if check is not None and cfg is not None:
+        if any(a in HYDRA_FLAGS for a in args):  # a sweep: the check may depend on its launcher
+            from omegaconf import open_dict
+
+            with open_dict(cfg):
+                cfg.hydra.mode = "MULTIRUN"
         try:
             check(cfg)
         except MedmtlError as exc:

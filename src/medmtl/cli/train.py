@@ -12,12 +12,12 @@ from typing import Any
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medmtl.cli import fail
 from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
-from medmtl.errors import MedmtlError, disk_error
+from medmtl.errors import ConfigError, MedmtlError, disk_error
 
 log = logging.getLogger("medmtl")
 
@@ -64,10 +64,22 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def _check(cfg: DictConfig) -> None:
-    """Every setting, before Hydra makes the run's folder and before any data is read."""
-    from medmtl.workflows.build import check_train_config
+    """Every setting, before Hydra makes the run's folder and before any data is read. A sweep
+    sent to a cluster is checked here for its values only (and that the cluster is there): what
+    depends on the machine (the GPU, the weights, the data folder) is checked in each job."""
+    from medmtl.workflows import build, slurm
 
-    check_train_config(cfg)
+    if not slurm.sends_jobs_elsewhere(cfg):
+        build.check_train_config(cfg)
+        return
+    build.check_train_values(cfg)
+    problem = slurm.cluster_problem()
+    if problem:
+        raise ConfigError(problem + ".")
+    root = OmegaConf.select(cfg, "data.root", default=None)
+    if root and not Path(str(root)).exists():
+        print(f"medmtl: note: data.root={root} is not on this machine; each job looks for it "
+              "on its node", file=sys.stderr)  # fmt: skip
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medmtl.training.gpu import gpu_precision
+
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # bf16 must be at least this much faster to be worth its rounding. The timed step is a model-only
 # probe: on an AVX-512-BF16 EPYC it measured 1.12-1.17x for the multi-site recipe's member while
@@ -80,8 +82,8 @@ def choose_precision(
 ) -> tuple[str, str]:
     """The Lightning precision to train with, and why (for the log and ``metrics.json``).
 
-    Anything but ``auto`` is kept. On a GPU ``auto`` is ``bf16-mixed`` where supported, else
-    ``16-mixed``. On a CPU it is ``32-true`` unless the CPU has AMX or AVX-512-BF16 and a timed
+    Anything but ``auto`` is kept. On a GPU ``auto`` is ``bf16-mixed`` from compute capability
+    8.0 on, else ``16-mixed`` (:func:`medmtl.training.gpu.gpu_precision`). On a CPU it is ``32-true`` unless the CPU has AMX or AVX-512-BF16 and a timed
     step of a copy of ``net`` on a random batch of ``batch_shape`` is at least
     :data:`MIN_SPEEDUP` times faster in bf16 (the copy keeps the model's weights untouched).
     With several training ``processes`` (DDP) it is ``32-true`` without timing: each process
@@ -90,9 +92,7 @@ def choose_precision(
     if str(requested) != "auto":
         return str(requested), "as configured"
     if accelerator in ("gpu", "cuda") and torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return "bf16-mixed", "auto: the GPU supports bf16"
-        return "16-mixed", "auto: the GPU has no bf16"
+        return gpu_precision(torch.cuda.get_device_capability())
     flags = cpu_flags() if flags is None else flags
     found = sorted(set(BF16_FLAGS) & flags)
     if not found:

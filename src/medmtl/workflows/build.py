@@ -85,10 +85,19 @@ def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | Non
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Refuse settings that cannot work, in one line, before any data is read.
+    """Refuse settings that cannot work, in one line, before any data is read: the values
+    (:func:`check_train_values`), then what this machine must offer (:func:`check_this_machine`).
+    """
+    check_train_values(cfg)
+    check_this_machine(cfg)
+
+
+def check_train_values(cfg: DictConfig) -> None:
+    """The settings by themselves, the same on every machine: types, ranges, names.
 
     Architecture, encoder and loss names are checked by building their descriptions only;
-    the image size, batch sizes, epochs and λ by value.
+    the image size, batch sizes, epochs and λ by value. This is all a sweep sent to a cluster
+    is checked for where it is submitted (the data folder is a string there).
     """
     check_data(OmegaConf.to_container(cfg.data, resolve=True))  # every data.* value
     progressive = OmegaConf.select(cfg, "data.progressive_resize")
@@ -125,21 +134,45 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
         )
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu") or "cpu")
-    if accelerator in ("gpu", "cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"trainer.accelerator={accelerator}: this machine has no usable GPU (CUDA); add "
-                "trainer=cpu (profile=gpu chooses the GPU trainer)."
-            )
-    check_downloadable(net["encoder"], net.get("encoder_weights"))
     LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*optimization(cfg))
+
+
+def check_this_machine(cfg: DictConfig) -> None:
+    """What the machine that trains must offer: a usable GPU for a GPU trainer, the encoder's
+    weights (downloadable or cached), the data set's folder. A sweep sent to a cluster runs
+    this inside each job, where the answer counts (a failure is the job's ``failed.json``)."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu") or "cpu")
+    if accelerator in ("gpu", "cuda"):
+        from medmtl.training.gpu import gpu_problem
+
+        problem = gpu_problem(OmegaConf.select(cfg, "trainer.devices", default=1))
+        if problem:
+            raise ConfigError(f"trainer.accelerator={accelerator}: {problem}; {_gpu_advice()}.")
+    net = net_settings(cfg)
+    check_downloadable(net["encoder"], net.get("encoder_weights"))
     # the data set's source and its folder, last: the one thing a user on another machine may
     # still have to point at (no file is read)
     datamodule_from_config(cfg.data)
+
+
+def _gpu_advice() -> str:
+    """What to do about a missing GPU: inside a SLURM job, the job's request; else the choice
+    between training here on the CPU and sending the sweep to a GPU cluster."""
+    import os
+
+    if os.environ.get("SLURM_JOB_ID"):
+        job = os.environ["SLURM_JOB_ID"]
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):  # as squeue and failed.json name it
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+        return (
+            f"SLURM job {job} ran there; ask for a GPU partition "
+            "(hydra.launcher.partition=...) or leave the node out (hydra.launcher.exclude=...)"
+        )
+    return (
+        "train here on the CPU with trainer=cpu, or send the sweep to a GPU cluster from here "
+        "(-m ... hydra/launcher=slurm_gpu: the GPU is checked inside each job)"
+    )
 
 
 def optimization(cfg: DictConfig) -> tuple[dict, dict | None]:

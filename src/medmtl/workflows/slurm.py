@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,9 @@ log = logging.getLogger("medmtl")
 LOG_TAIL_LINES = 40
 # what a refused submission says -> the launcher setting that fixes it
 _HINTS = {
+    "node configuration": "no node of the partition has what one job asks for: lower "
+    "hydra.launcher.cpus_per_task, mem_gb or gpus_per_node (sinfo -o '%P %n %c %m %G' lists "
+    "each node's CPUs, memory and GPUs)",
     "gres": "this cluster has no such generic resource (GPUs): on a CPU cluster use "
     "hydra/launcher=slurm_cpu, or hydra.launcher.gpus_per_node=null",
     # before "partition": SLURM says "Invalid account or account/partition combination"
@@ -45,6 +49,44 @@ _HINTS = {
     "qos": "set hydra.launcher.qos=<a QOS your account may use>",
     "time limit": "lower hydra.launcher.timeout_min to the partition's limit (sinfo -o '%P %l')",
 }
+
+
+# launchers (hydra.launcher._target_, a part of it) whose jobs run on other machines
+REMOTE_LAUNCHERS = ("medmtl_slurm", "submitit")
+
+
+def sends_jobs_elsewhere(cfg: Any) -> bool:
+    """Whether a composed config (with its ``hydra`` node) is a sweep whose launcher runs the
+    jobs on other machines: then what depends on the machine is checked inside each job."""
+    from omegaconf import OmegaConf
+
+    mode = str(OmegaConf.select(cfg, "hydra.mode", default="") or "")
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    return mode.endswith("MULTIRUN") and any(name in target for name in REMOTE_LAUNCHERS)
+
+
+def cluster_problem() -> str | None:
+    """Why no SLURM sweep can be submitted from here, else None: SLURM's commands missing, or
+    no controller answering them (``sinfo``)."""
+    missing = [cmd for cmd in ("sbatch", "srun", "sinfo") if shutil.which(cmd) is None]
+    if missing:
+        why = f"{' and '.join(missing)} not found"
+    else:
+        try:
+            done = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            done = None
+        if done is not None and done.returncode == 0:
+            return None
+        said = [ln.strip() for ln in (done.stderr if done else "").splitlines() if ln.strip()]
+        last = said[-1] if said else "its controller did not answer in 60 s"
+        why = last if last.startswith("sinfo") else f"sinfo: {last}"
+    return (
+        f"hydra/launcher=slurm_*: no SLURM cluster answers from here ({why}); submit from a login "
+        "node of the cluster (or set SLURM_CONF to its slurm.conf), or leave out hydra/launcher "
+        "to run the sweep on this machine"
+    )
 
 
 def submission_error(stderr: str) -> ConfigError:
