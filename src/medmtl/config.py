@@ -33,6 +33,19 @@ def fold_tag(test: object, val: object = None) -> str:
     return tag if val is None else f"{tag}_val{val}"
 
 
+def job_workers() -> int:
+    """Data-loader workers for this process: the CPUs its job was given (SLURM's
+    ``SLURM_CPUS_PER_TASK``, else the CPUs this process may run on), less one for training."""
+    import os
+
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    cpus = int(given) if given.isdigit() else len(os.sched_getaffinity(0))
+    return max(0, cpus - 1)
+
+
+if not OmegaConf.has_resolver("medmtl_workers"):
+    # resolved where the run starts: a SLURM job counts its own CPUs, not the login node's
+    OmegaConf.register_new_resolver("medmtl_workers", job_workers)
 if not OmegaConf.has_resolver("medmtl_root"):
     OmegaConf.register_new_resolver("medmtl_root", lambda: str(project_root()))
 if not OmegaConf.has_resolver("medmtl_fold_tag"):

@@ -24,6 +24,7 @@ COMMANDS = {
     "compare": (C.CompareSettings, None),
     "tables": (C.TablesSettings, "multirun_dir"),
     "unlike": (C.UnlikeSettings, "files"),
+    "rehearse": (C.RehearseSettings, None),
     **{f"bench {what}": (cls, "what") for what, (cls, _) in C.BENCHES.items()},
 }
 # options whose any text is valid (names, tokens, a row label, hosts...)

@@ -5,6 +5,8 @@ medmtl-bench inference [busi_root=DIR] [images=N] [image_size=PX] [compile=true]
 medmtl-bench train [busi_root=DIR] [compile=true] [tiny=true]
 medmtl-bench probe [busi_root=DIR] [out=docs/results.md]
 medmtl-bench serve [busi_root=DIR] [requests=200] [clients=4]
+medmtl-bench data [busi_root=DIR] [images=512]
+medmtl-bench gpu [dry=true] [json=FILE]   (scripts/gpu-check)
 (--out PATH, --tiny ... are the same options.)
 """
 
@@ -77,6 +79,32 @@ def _main(args: SimpleNamespace) -> int:
         )
         publish(args.out, "serve", serve.section(res, cmd))
         return 0
+
+    if args.what == "data":
+        from medmtl.bench import data
+
+        rates = data.run(args.busi_root, args.cache_dir, args.images)
+        cmd = "BUSI_ROOT=<BUSI> medmtl-bench data" + (
+            f" images={args.images}" if args.images != 512 else ""
+        )
+        publish(args.out, "data", data.section(rates, cmd))
+        return 0
+
+    if args.what == "gpu":
+        import json
+        import time
+
+        from medmtl.bench import gpu
+        from medmtl.io.files import atomic_write_text
+
+        root = Path(compose("train").paths.log_dir) / "gpu-check"
+        out = Path(args.json) if args.json else root / time.strftime("%Y-%m-%d_%H-%M-%S.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report, passed = gpu.run(args.dry, args.busi_root, out)
+        atomic_write_text(out, json.dumps(report, indent=1))
+        print(gpu.summary(report))
+        print(f"written: {out}")
+        return 0 if passed else 1
 
     if args.what == "probe":
         from medmtl.bench import probe

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, Field, fields
@@ -31,7 +32,8 @@ TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 def _kind(cls: type, f: Field) -> tuple[type, bool]:
     """The field's base type (bool, int, float, list, dict or str) and whether None is allowed."""
     hint = typing.get_type_hints(cls)[f.name]
-    args = typing.get_args(hint)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if union else ()  # list[str]'s argument is not an option
     optional = type(None) in args or hint is Any
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     origin = typing.get_origin(base) or base

@@ -92,6 +92,7 @@ class LoaderSettings:
     batch_size: int = DATA.batch_size
     eval_batch_size: int | None = None  # None: batch_size
     num_workers: int = DATA.num_workers
+    pin_memory: bool = DATA.pin_memory
     load_workers: int = DATA.load_workers
     balanced_sampling: bool = DATA.balanced_sampling
     # class name -> how many times more often its images are drawn (e.g. {malignant: 2})
@@ -104,6 +105,7 @@ class LoaderSettings:
             batch_size=int(d.get("batch_size", DATA.batch_size)),
             eval_batch_size=d.get("eval_batch_size"),
             num_workers=int(d.get("num_workers", DATA.num_workers)),
+            pin_memory=bool(d.get("pin_memory", DATA.pin_memory)),
             load_workers=int(d.get("load_workers", DATA.load_workers)),
             balanced_sampling=bool(d.get("balanced_sampling", DATA.balanced_sampling)),
             class_sampling=dict(d["class_sampling"]) if d.get("class_sampling") else None,
@@ -272,6 +274,7 @@ class CasesDataModule(L.LightningDataModule):
             drop_last=train and self._drop_last(len(ds)),
             num_workers=self.loader.num_workers,
             persistent_workers=self.loader.num_workers > 0,
+            pin_memory=self.loader.pin_memory and torch.cuda.is_available(),
         )
 
     def _drop_last(self, n: int) -> bool:

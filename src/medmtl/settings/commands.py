@@ -468,6 +468,49 @@ class PreprocessToolSettings(Settings):
         return check_paths(cls(**own_values(cfg, cls)))
 
 
+# the study sweeps (conf/experiment/<name>.yaml) a rehearsal runs
+STUDIES = (
+    "table_lambda",
+    "table_arch_backbone",
+    "table_arch_backbone_all",
+    "table_transformer",
+    "stl_vs_mtl",
+    "loss_ablation",
+)
+
+
+@dataclass
+class RehearseSettings(Settings):
+    """``medmtl-rehearse``."""
+
+    studies: list[str] = opt(list(STUDIES), "the study sweeps whose jobs are rehearsed")
+    profile: str = opt("gpu", "the profile the jobs are composed with", choices=("gpu", "cpu"))
+    match: list[str] = opt(
+        [],
+        "only the jobs whose sweep parameters contain each of these texts, e.g. "
+        "[model/arch=unet,model/encoder=resnet50]",
+    )
+    limit: int | None = opt(None, "at most this many jobs of each study (the first ones)", low=1)
+    out: str | None = opt(
+        None, "the folder for the jobs and the table (default: outputs/rehearse/<time>)",
+        path="out",
+    )  # fmt: skip
+    into: str | None = opt(
+        None,
+        "FILE:SECTION: also write the table, with this command above it, into the marked "
+        "section of FILE (e.g. docs/cluster.md:rehearsal)",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.studies:
+            raise ConfigError(f"studies=[]: give one or more of {', '.join(STUDIES)}.")
+        for study in self.studies:
+            choice("studies", study, STUDIES)
+        choice("profile", self.profile, ("gpu", "cpu"))
+        if self.limit is not None:
+            _at_least("limit", self.limit, 1, "1 or more")
+
+
 # -- medmtl-bench: one settings class per measurement ------------------------------------------
 @dataclass
 class BenchSettings(Settings):
@@ -540,10 +583,34 @@ class BenchServe(BenchSettings):
         _at_least("clients", self.clients, 1, "1 or more")
 
 
+@dataclass
+class BenchData(BenchSettings):
+    cache_dir: str | None = opt(
+        None, "the preprocessing cache (default: .cache in the repo)", path="out"
+    )
+    images: int = opt(512, "images per measurement")
+
+    def __post_init__(self) -> None:
+        _at_least("images", self.images, 16, "16 or more")
+
+
+@dataclass
+class BenchGpu(BenchSettings):
+    dry: bool = opt(False, "the same steps on the CPU at 64 px, batch 4, 16 images a split (CI)")
+    json: str | None = opt(
+        None, "the report written (default: outputs/gpu-check/<time>.json)", path="outfile"
+    )
+
+    def __post_init__(self) -> None:
+        self.dry = flag("dry", self.dry)
+
+
 BENCHES: dict[str, tuple[type, str]] = {
     "preprocess": (BenchPreprocess, "HE, CLAHE and 8-bit conversion timings"),
     "inference": (BenchInference, "PyTorch vs ONNX Runtime throughput, predict cold start"),
     "train": (BenchTrain, "matmul peak, FLOPs, model-only vs end-to-end, loader, memory"),
     "probe": (BenchProbe, "linear probe: offline ImageNet weights vs random (BUSI)"),
     "serve": (BenchServe, "medmtl-serve under load: latency, throughput, memory"),
+    "data": (BenchData, "the input pipeline at 256 px: images/s per worker and projected"),
+    "gpu": (BenchGpu, "scripts/gpu-check: three study cells on this machine's GPU(s)"),
 }

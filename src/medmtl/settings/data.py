@@ -176,6 +176,8 @@ class DataSettings:
     batch_size: int = _key("loader", 16, low=1)
     eval_batch_size: int | None = _key("loader", 32, low=1)
     num_workers: int = _key("loader", 0, low=0)
+    # page-locked batches, copied to the GPU without a staging copy (only where CUDA is)
+    pin_memory: bool = _key("loader", False)
     load_workers: int = _key("loader", 2, low=0)
     # draw every class equally often in training (WeightedRandomSampler) instead of shuffling
     balanced_sampling: bool = _key("loader", False)

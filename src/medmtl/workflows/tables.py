@@ -83,14 +83,20 @@ def log_tables_to_wandb(
 def publish_table(markdown: Path, into: str, command: str) -> Path:
     """Write a table's Markdown, with the command that made it, into a marked section of a
     document (``docs/results.md:<section>``), so that results there are written by commands."""
+    doc, section = check_into(into)
+    body = f"```bash\n{command}\n```\n\n" + Path(markdown).read_text().strip() + "\n"
+    return replace_section(doc, section, body, title="Results")
+
+
+def check_into(into: str) -> tuple[Path, str]:
+    """``FILE:SECTION`` as (file, section), or one line saying what it must look like."""
     doc, sep, section = into.rpartition(":")
     if not sep or not doc or not section.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(
             f"--into {into}: expected FILE:SECTION, e.g. docs/results.md:lambda_5fold "
             "(a section name of letters, digits, '_' and '-')."
         )
-    body = f"```bash\n{command}\n```\n\n" + Path(markdown).read_text().strip() + "\n"
-    return replace_section(Path(doc), section, body, title="Results")
+    return Path(doc), section
 
 
 def unlike_auroc_table(inside: str | Path, others: list[str | Path]) -> str:
