@@ -48,6 +48,7 @@ bench: install
 	$(VENV)/bin/medmtl-bench inference
 	$(VENV)/bin/medmtl-bench train
 	$(VENV)/bin/medmtl-bench serve
+	$(VENV)/bin/medmtl-bench data
 
 # two workers (pytest-xdist), a test file each at a time so that its fixtures are built once;
 # TEST_WORKERS=0 runs the suite in this process

@@ -14,6 +14,7 @@ node has a free core per worker, as ``num_workers=${medmtl_workers:}`` gives it)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class DataRates:
     one_worker: float  # images/s of the pipeline in one process
     loader: dict[int, float]  # worker processes -> images/s through the DataLoader
     eval_one_worker: float  # without augmentation (validation)
+    raw_one_worker: float  # data.augment_on=device: the worker only collates cached images
+    device_batch: float  # data.augment_on=device: the batch augmentation, on this CPU
 
     def efficiency(self) -> float:
         """Two workers' rate over twice one worker's (1.0: linear)."""
@@ -73,8 +76,6 @@ def _pipeline_rate(dataset: Any, images: int, batch: int) -> float:
 def _loader_rate(dm: Any, workers: int, images: int) -> float:
     """Images/s through the training DataLoader with ``workers`` processes, after the first
     batch (the workers' start-up)."""
-    import dataclasses
-
     dm.loader = dataclasses.replace(dm.loader, num_workers=workers)
     loader = dm.train_dataloader()
     done, start = 0, None
@@ -107,7 +108,30 @@ def run(
     one = _pipeline_rate(train, images, batch)
     evaluation = _pipeline_rate(dm.dataset("val"), images, batch)
     loader = {w: _loader_rate(dm, w, images) for w in workers}
-    return DataRates(dm.preprocess.image_size, batch, images, one, loader, evaluation)
+    dm.loader = dataclasses.replace(dm.loader, num_workers=0, augment_on="device")
+    raw = _pipeline_rate(dm.dataset("train", train=True), images, batch)
+    device = _device_rate(dm, images)
+    return DataRates(dm.preprocess.image_size, batch, images, one, loader, evaluation, raw, device)
+
+
+def _device_rate(dm: Any, images: int) -> float:
+    """Images/s of ``data.augment_on=device``'s batch augmentation and normalisation, here on
+    the CPU (one thread, as above): what a GPU does far faster."""
+
+    from medmtl.data import device_augment as da
+    from medmtl.settings.data import Augment
+
+    batch = next(iter(dm.train_dataloader()))
+    augment, p = Augment.from_dict(dm.augment), dm.preprocess
+    size = tuple(batch["image"].shape[2:])
+    n = batch["image"].shape[0]
+    start, done = time.perf_counter(), 0
+    while done < images:
+        params = da.draw(augment, n, size)
+        x, _ = da.apply(batch["image"], batch["mask"], params)
+        da.normalise(x, p.mean, p.std, p.standardize)
+        done += n
+    return done / (time.perf_counter() - start)
 
 
 def section(r: DataRates, command: str) -> str:
@@ -124,6 +148,10 @@ def section(r: DataRates, command: str) -> str:
         "|---|---:|",
         f"| one worker: augmentation, normalisation, tensors, collation (measured) | {r.one_worker:,.0f} |",
         f"| one worker, validation (no augmentation; measured) | {r.eval_one_worker:,.0f} |",
+        f"| one worker with `data.augment_on=device`: collation of cached images only "
+        f"(measured) | {r.raw_one_worker:,.0f} |",
+        f"| `data.augment_on=device`: the batch's augmentation and normalisation on this CPU, "
+        f"one thread (measured; on a GPU it is a few kernels) | {r.device_batch:,.0f} |",
     ]
     for w, rate in sorted(r.loader.items()):
         lines.append(

@@ -82,12 +82,14 @@ def versions() -> dict[str, Any]:
 
 
 def _mixed_precision(dry: bool) -> str:
+    """The GPU's mixed precision; on the CPU (``dry``) ``auto``, which takes bf16 only where
+    the CPU computes it in hardware (emulated bf16 is ~12x slower: minutes for a dry check)."""
     import torch
 
     from medmtl.training.gpu import gpu_precision
 
     if dry or not torch.cuda.is_available():
-        return "bf16-mixed"  # the CPU's autocast: the same code path
+        return "auto"
     return gpu_precision(torch.cuda.get_device_capability())[0]
 
 
@@ -147,9 +149,9 @@ def check_cell(plan: Plan, arch: str, encoder: str, mixed: str) -> dict[str, Any
     fp32 = train_run(plan, f"{name}/fp32", [*model, "trainer.precision=32-true",
                      "trainer.max_epochs=1", f"+trainer.limit_train_batches={plan.fp32_steps + 3}",
                      "+trainer.limit_val_batches=1", "test=false"])  # fmt: skip
-    epoch = train_run(plan, f"{name}/{mixed}",
+    epoch = train_run(plan, f"{name}/mixed",
                       [*model, f"trainer.precision={mixed}", "trainer.max_epochs=1"])  # fmt: skip
-    return {"cell": name, "weights": weights, "fp32": fp32, mixed: epoch}
+    return {"cell": name, "weights": weights, "fp32": fp32, "mixed": epoch}
 
 
 def check_ddp(plan: Plan, arch: str, encoder: str, mixed: str, single: dict) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def run(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus >= 2:
         arch, encoder = CELLS[0]
-        report["ddp"] = check_ddp(plan, arch, encoder, mixed, report["cells"][0][mixed])
+        report["ddp"] = check_ddp(plan, arch, encoder, mixed, report["cells"][0]["mixed"])
     else:
         report["ddp"] = {"skipped": f"{gpus} GPU(s): DDP needs two"}
     failures = [
@@ -214,7 +216,8 @@ def summary(report: dict[str, Any]) -> str:
                 continue
             metrics = r.get("metrics", {})
             lines.append(
-                f"{cell['cell']:28s} {what:10s} {r.get('images_per_s')} images/s, waited for "
+                f"{cell['cell']:28s} {what:5s} {r.get('precision') or ''} {r.get('images_per_s')} "
+                f"images/s, waited for "
                 f"data {100 * (r.get('data_wait_share') or 0):.1f} %, peak "
                 f"{r.get('peak_gpu_mib', '–')} MiB"
                 + (

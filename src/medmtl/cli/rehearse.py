@@ -10,6 +10,7 @@ Examples:
   medmtl-rehearse                                    all six studies (about an hour on 2 cores)
   medmtl-rehearse studies=[table_lambda] limit=1     one job
   medmtl-rehearse into=docs/cluster.md:rehearsal     and write the table into the docs
+  medmtl-rehearse cost_from=<out>/rehearsal.csv      GPU-hours of each study, from a rehearsal
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _run(argv: list[str]) -> int:
 
     if s.into:  # a malformed FILE:SECTION before an hour of work, not after
         check_into(s.into)
+    if s.cost_from:
+        return _cost(s, argv)
     log_dir = Path(compose("train").paths.log_dir)
     out = Path(s.out) if s.out else log_dir / "rehearse" / time.strftime("%Y-%m-%d_%H-%M-%S")
     quiet_third_party()
@@ -47,6 +50,23 @@ def _run(argv: list[str]) -> int:
     for cell in failed:
         print(f"FAILED: {cell.name} {cell.label()}: {cell.reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cost(s: RehearseSettings, argv: list[str]) -> int:
+    """``cost_from=<rehearsal.csv>``: the GPU cost table only."""
+    import tempfile
+
+    from medmtl.workflows.rehearse import cost_table
+    from medmtl.workflows.tables import publish_table
+
+    text = cost_table(Path(s.cost_from), s.profile)
+    print(text)
+    if s.into:
+        with tempfile.TemporaryDirectory() as tmp:
+            md = Path(tmp) / "cost.md"
+            md.write_text(text)
+            publish_table(md, s.into, shlex.join([PROG, *argv]))
+    return 0
 
 
 def _help() -> str:

@@ -32,10 +32,10 @@ from medmtl.data.splits import (
     train_val_mixed,
     write_split_file,
 )
-from medmtl.data.transforms import BATCH_AUGMENTS, eval_transform, train_transform
+from medmtl.data.transforms import BATCH_AUGMENTS, eval_transform, raw_transform, train_transform
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
-from medmtl.settings.data import DATA, check_image_size
+from medmtl.settings.data import DATA, Augment, check_image_size
 from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class LoaderSettings:
     eval_batch_size: int | None = None  # None: batch_size
     num_workers: int = DATA.num_workers
     pin_memory: bool = DATA.pin_memory
+    augment_on: str = DATA.augment_on
     load_workers: int = DATA.load_workers
     balanced_sampling: bool = DATA.balanced_sampling
     # class name -> how many times more often its images are drawn (e.g. {malignant: 2})
@@ -106,6 +107,7 @@ class LoaderSettings:
             eval_batch_size=d.get("eval_batch_size"),
             num_workers=int(d.get("num_workers", DATA.num_workers)),
             pin_memory=bool(d.get("pin_memory", DATA.pin_memory)),
+            augment_on=str(d.get("augment_on", DATA.augment_on)),
             load_workers=int(d.get("load_workers", DATA.load_workers)),
             balanced_sampling=bool(d.get("balanced_sampling", DATA.balanced_sampling)),
             class_sampling=dict(d["class_sampling"]) if d.get("class_sampling") else None,
@@ -225,17 +227,18 @@ class CasesDataModule(L.LightningDataModule):
         self._check_split(split)
         idx = [i for i in range(len(self.index.cases)) if self._in(split, i)]
         p = self.preprocess
-        tf = (
-            train_transform(
+        if train and self.loader.augment_on == "device":  # on_after_batch_transfer does it
+            tf = raw_transform()
+        elif train:
+            tf = train_transform(
                 p.image_size,
                 p.mean,
                 p.std,
                 standardize=p.standardize,
                 **{k: v for k, v in self.augment.items() if k not in BATCH_AUGMENTS},
             )
-            if train
-            else eval_transform(p.mean, p.std, p.standardize)
-        )
+        else:
+            tf = eval_transform(p.mean, p.std, p.standardize)
         return ArrayDataset(
             [self.items[i] for i in idx], [self.index.cases[i].label for i in idx], tf
         )
@@ -287,6 +290,20 @@ class CasesDataModule(L.LightningDataModule):
     @property
     def eval_batch_size(self) -> int:
         return self.loader.eval_batch_size or self.loader.batch_size
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``data.augment_on=device``: a training batch, still 0..255 and unaugmented, is
+        augmented and normalised where it now is (the GPU); every other batch is as it came."""
+        trainer = self.trainer
+        if self.loader.augment_on != "device" or trainer is None or not trainer.training:
+            return batch
+        from medmtl.data import device_augment as da
+
+        image = batch["image"]
+        params = da.draw(Augment.from_dict(self.augment), image.shape[0], tuple(image.shape[2:]))
+        image, mask = da.apply(image, batch["mask"], params)
+        p = self.preprocess
+        return {**batch, "image": da.normalise(image, p.mean, p.std, p.standardize), "mask": mask}
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", train=True)

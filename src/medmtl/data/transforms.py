@@ -88,6 +88,12 @@ def normalize(mean: float, std: float, standardize: bool = False) -> list:
     return [first, ToTensorV2()]
 
 
+def raw_transform() -> A.Compose:
+    """The cached 8-bit image as a tensor, unaugmented and unnormalised (0..255): for
+    ``data.augment_on=device``, which does both on the device (:mod:`.device_augment`)."""
+    return A.Compose([ToTensorV2()])
+
+
 def eval_transform(
     mean: float = GREY_MEAN, std: float = GREY_STD, standardize: bool = False
 ) -> A.Compose:

@@ -500,6 +500,10 @@ class RehearseSettings(Settings):
         "FILE:SECTION: also write the table, with this command above it, into the marked "
         "section of FILE (e.g. docs/cluster.md:rehearsal)",
     )
+    cost_from: str | None = opt(
+        None, "rehearse nothing: the GPU-hours of each study from this rehearsal.csv",
+        path="file",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.studies:

@@ -178,6 +178,10 @@ class DataSettings:
     num_workers: int = _key("loader", 0, low=0)
     # page-locked batches, copied to the GPU without a staging copy (only where CUDA is)
     pin_memory: bool = _key("loader", False)
+    # where the training augmentation runs: in the loader workers (every augmentation), or on
+    # the device that trains, batch-wise after the transfer (flips, affine, brightness/contrast:
+    # medmtl.data.device_augment), so that the workers only collate cached images
+    augment_on: str = _key("loader", "workers", choices=("workers", "device"))
     load_workers: int = _key("loader", 2, low=0)
     # draw every class equally often in training (WeightedRandomSampler) instead of shuffling
     balanced_sampling: bool = _key("loader", False)
@@ -216,11 +220,29 @@ def schema_defaults() -> dict[str, Any]:
     return {f.name: out[f.name] for f in fields(DataSettings) if f.metadata["common"]}
 
 
+# the data.augment transforms (their probabilities) that exist only in the workers' pipeline
+# (medmtl.data.device_augment has the others; amplitude_mix is the training step's, anyway)
+CPU_ONLY_AUGMENTS = ("clahe", "gamma", "crop", "lesion_crop", "speckle", "tgc", "blur", "downscale")
+
+
+def check_device_augment(augment: Augment, key: str = "data") -> None:
+    """``augment_on=device``: refuse, in one line, an augmentation the device path lacks."""
+    for name in CPU_ONLY_AUGMENTS:
+        if getattr(augment, name) > 0:
+            raise ConfigError(
+                f"{key}.augment_on=device has hflip, vflip, affine and brightness_contrast; "
+                f"{key}.augment.{name} runs only in the loader workers: set "
+                f"{key}.augment_on=workers or {key}.augment.{name}=0."
+            )
+
+
 def check_data(values: dict[str, Any], key: str = "data") -> None:
     """Every ``data.*`` value by type, range and choices, one line for the first wrong one
     (:func:`~medmtl.settings.checks.check_fields`); the data sets of ``data=multi`` too."""
     check_fields(key, values, DataSettings)
     check_image_size(values.get("image_size", DATA.image_size), f"{key}.image_size")
+    if values.get("augment_on") == "device":
+        check_device_augment(Augment.from_dict(values.get("augment")), key)
     for name, member in (values.get("sets") or {}).items():
         check_data(member, f"{key}.sets.{name}")
 

@@ -361,3 +361,29 @@ def markdown(cells: Sequence[Cell], profile: str) -> str:
             f"| {_num(c.seconds, 0)} | {result} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def cost_table(rehearsal_csv: Path, profile: str = "gpu") -> str:
+    """The GPU cost of each study (:mod:`medmtl.reporting.gpu_cost`) from a rehearsal's CSV,
+    with BUSI's committed split sizes and the profile's epochs."""
+    from medmtl.config import compose
+    from medmtl.reporting.gpu_cost import cost_markdown
+
+    cfg = compose("train", ["data=busi", f"profile={profile}"])
+    try:
+        counts = json.loads(Path(cfg.data.split_file).read_text())["counts"]
+        with Path(rehearsal_csv).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = [c for c in ("study", "train_gflops", "forward_gflops", "peak_train_mib")
+                   if rows and c not in rows[0]]  # fmt: skip
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"{rehearsal_csv}: cannot read it with the split's counts ({exc})."
+        ) from None
+    if not rows or missing:
+        raise ConfigError(
+            f"{rehearsal_csv}: not a rehearsal.csv (no rows, or no {', '.join(missing)} column); "
+            "give the file medmtl-rehearse wrote."
+        )
+    train, val = (sum(counts[s].values()) for s in ("train", "val"))
+    return cost_markdown(rows, train, val, int(cfg.trainer.max_epochs))
