@@ -213,3 +213,21 @@ def test_an_architecture_below_its_smallest_input_is_refused(tmp_path, cache_dir
     cfg = compose_cfg(["model/arch=pan", "data.image_size=96"], tmp_path / "run", cache_dir)
     with pytest.raises(ConfigError, match=r"PAN needs data.image_size >= 128 \(got 96\)"):
         check_train_config(cfg)
+
+
+def test_gpu_profile_takes_its_loader_workers_from_the_job(monkeypatch):
+    """profile=gpu: one loader worker per CPU of the job less one, resolved where it runs."""
+    import os
+
+    from medmtl.config import job_workers
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")
+    assert job_workers() == 15
+    assert compose_config("train", ["profile=gpu"]).data.num_workers == 15
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert job_workers() == 0
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert job_workers() == len(os.sched_getaffinity(0)) - 1
+    cfg = compose_config("train", ["profile=gpu"])
+    assert cfg.data.pin_memory is True and cfg.trainer.precision == "auto"
+    assert cfg.trainer.benchmark is True

@@ -4,7 +4,7 @@ For three study cells at 256 px (Unet + ResNet-50, Unet++ + EfficientNet-b4, Une
 each trained by ``medmtl-train profile=gpu`` itself (a subprocess, the study's own code path):
 
 - a fixed number of training steps in fp32, then a full BUSI epoch in the mixed precision the
-  GPU supports (bf16-mixed from compute capability 8.0, else 16-mixed), validated and tested;
+  GPU supports (bf16-mixed from compute capability 8.0, else 16-mixed) and its validation;
 - from each, training images/s and the share of time the GPU waited for data
   (:class:`medmtl.training.throughput.Throughput`), and the peak GPU memory;
 - with two or more GPUs, the first cell's epoch again with DDP on two GPUs, and its speed-up.
@@ -135,9 +135,7 @@ def train_run(plan: Plan, name: str, overrides: list[str]) -> dict[str, Any]:
     if metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
         out["precision"] = metrics.get("trainer/precision")
-        out["metrics"] = {k: v for k, v in metrics.items()
-                          if k.startswith(("val/", "test/")) and isinstance(v, (int, float))}  # fmt: skip
-        out["epoch_wall_s"] = metrics.get("wall_time_s")
+        out["wall_s"] = metrics.get("wall_time_s")
     return out
 
 
@@ -149,8 +147,8 @@ def check_cell(plan: Plan, arch: str, encoder: str, mixed: str) -> dict[str, Any
     fp32 = train_run(plan, f"{name}/fp32", [*model, "trainer.precision=32-true",
                      "trainer.max_epochs=1", f"+trainer.limit_train_batches={plan.fp32_steps + 3}",
                      "+trainer.limit_val_batches=1", "test=false"])  # fmt: skip
-    epoch = train_run(plan, f"{name}/mixed",
-                      [*model, f"trainer.precision={mixed}", "trainer.max_epochs=1"])  # fmt: skip
+    epoch = train_run(plan, f"{name}/mixed", [*model, f"trainer.precision={mixed}",
+                      "trainer.max_epochs=1", "test=false"])  # fmt: skip
     return {"cell": name, "weights": weights, "fp32": fp32, "mixed": epoch}
 
 
@@ -214,7 +212,7 @@ def summary(report: dict[str, Any]) -> str:
             if "error" in r:
                 lines.append(f"{cell['cell']:28s} {what:10s} FAILED: {r['error']}")
                 continue
-            metrics = r.get("metrics", {})
+            metrics = r.get("val", {})
             lines.append(
                 f"{cell['cell']:28s} {what:5s} {r.get('precision') or ''} {r.get('images_per_s')} "
                 f"images/s, waited for "

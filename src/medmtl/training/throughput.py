@@ -20,8 +20,9 @@ from medmtl.io.files import atomic_write_text
 
 
 class Throughput(Callback):
-    """Training images per second, the share of time spent waiting for data, and the peak
-    GPU memory, written to ``<run>/throughput.json`` when training ends."""
+    """Training images per second, the share of time spent waiting for data, the peak GPU
+    memory and the last validation's metrics, written to ``<run>/throughput.json`` when
+    training ends."""
 
     def __init__(self, warmup: int = 3) -> None:
         self.warmup = int(warmup)
@@ -78,5 +79,9 @@ class Throughput(Callback):
         return out
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        out = self.result(pl_module.device.type)
+        # the last validation's metrics (a check that trains without the test afterwards)
+        out["val"] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                      if k.startswith("val/") and v.numel() == 1}  # fmt: skip
         path = Path(trainer.default_root_dir) / "throughput.json"
-        atomic_write_text(path, json.dumps(self.result(pl_module.device.type), indent=1))
+        atomic_write_text(path, json.dumps(out, indent=1))
