@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from medmtl.errors import ConfigError
 from medmtl.settings.commands import STUDIES
 from medmtl.training.flops import flop_counter
 from medmtl.workflows.rehearse import Cell, identity, markdown, select, study_jobs
@@ -135,3 +136,45 @@ def test_no_matching_job_is_one_line(capsys):
 
     line = refused(lambda: main(["studies=[stl_vs_mtl]", "match=[model/arch=pan]"]), capsys)
     assert "match=['model/arch=pan']: no job of stl_vs_mtl matches" in line
+
+
+def _earlier(out, rows: list[dict]) -> None:
+    from medmtl.workflows.rehearse import COLUMNS
+
+    out.mkdir(parents=True)
+    with (out / "rehearsal.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: r.get(k, "") for k in COLUMNS} for r in rows])
+
+
+PASSED = {"study": "table_lambda", "job": 3, "status": "pass", "weights": "random (imagenet ...)",
+          "params_m": 19.53, "batch": 16, "image_size": 256, "forward_gflops": 9.0,
+          "train_gflops": 26.9, "peak_train_mib": 5595.0, "seconds": 86.0}  # fmt: skip
+
+
+def test_a_rehearsal_goes_on_where_an_earlier_one_stopped(tmp_path):
+    """Jobs that passed into the same folder are not trained again, their twins neither; the
+    earlier rows stay in the table."""
+    from medmtl.workflows.rehearse import rehearse
+
+    out = tmp_path / "r"
+    _earlier(out, [PASSED, {**PASSED, "job": 4, "status": "fail", "reason": "x"}])
+    cells = rehearse(["table_lambda"], out, match=["loss.seg_weight=0.7"])
+    assert len(cells) == 1 and cells[0].status == "pass" and cells[0].seconds == 86.0  # its own, not re-run
+    twin = rehearse(["table_arch_backbone"], out, match=["model/arch=unet",
+                    "model/encoder=efficientnet_b4"])[0]  # fmt: skip
+    assert twin.status == "pass (= table_lambda #3)" and twin.train_gflops == 26.9
+    rows = list(csv.DictReader((out / "rehearsal.csv").open()))
+    assert [(r["study"], r["job"]) for r in rows] == [("table_arch_backbone", "3"),
+                                                      ("table_lambda", "3")]  # fmt: skip
+    assert not (out / "table_lambda" / "3" / "metrics.json").exists()  # nothing trained
+
+
+def test_a_damaged_earlier_table_is_one_line(tmp_path):
+    from medmtl.workflows.rehearse import rehearse
+
+    out = tmp_path / "r"
+    _earlier(out, [{**PASSED, "job": "three"}])
+    with pytest.raises(ConfigError, match=r"rehearsal.csv: cannot go on from it"):
+        rehearse(["table_lambda"], out, limit=1)

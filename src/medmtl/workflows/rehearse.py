@@ -244,7 +244,7 @@ def rehearse_cell(cell: Cell, profile: str, out: Path, seen: dict[str, Cell]) ->
     from medmtl.workflows.train import train
 
     run_dir = out / cell.study / str(cell.job)
-    start = time.time()
+    start: float | None = time.time()
     try:
         cfg = _compose(cell, profile, run_dir, None)
         check_train_values(cfg)
@@ -252,6 +252,10 @@ def rehearse_cell(cell: Cell, profile: str, out: Path, seen: dict[str, Cell]) ->
         if weights is not None:
             cfg = _compose(cell, profile, run_dir, weights)
         key = identity(cfg)
+        if key in seen and (seen[key].study, seen[key].job) == (cell.study, cell.job):
+            vars(cell).update(vars(seen[key]))  # this job passed in an earlier rehearsal
+            start = None  # its own time stays
+            return cell
         if key in seen:
             twin = seen[key]
             for name in ("params_m", "batch", "image_size", "forward_gflops", "train_gflops",
@@ -286,7 +290,8 @@ def rehearse_cell(cell: Cell, profile: str, out: Path, seen: dict[str, Cell]) ->
         )
         log.error("%s failed: %s", cell.name, cell.reason)
     finally:
-        cell.seconds = round(time.time() - start, 1)
+        if start is not None:
+            cell.seconds = round(time.time() - start, 1)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # hundreds of MB a job
         gc.collect()
     return cell
@@ -300,17 +305,52 @@ def rehearse(
     limit: int | None = None,
 ) -> list[Cell]:
     """Rehearse the selected jobs of ``studies``; writes ``rehearsal.csv`` and ``rehearsal.md``
-    in ``out`` after every job (a stopped rehearsal keeps what it measured)."""
+    in ``out`` after every job (a stopped rehearsal keeps what it measured, and one started
+    again into the same ``out`` goes on from there: :func:`passed_before`)."""
     cells = [Cell(s, i, job) for s in studies for i, job in enumerate(study_jobs(s, profile))]
     cells = select(cells, match, limit)
     if not cells:
         raise ConfigError(f"match={list(match)}: no job of {', '.join(studies)} matches.")
-    seen: dict[str, Cell] = {}
+    seen = passed_before(out, profile)
+    earlier = list(seen.values())
     for n, cell in enumerate(cells, 1):
         log.info("rehearsal %d/%d: %s %s", n, len(cells), cell.name, cell.label())
         rehearse_cell(cell, profile, out, seen)
-        write_table(cells[:n], out, profile)
+        done = {(c.study, c.job) for c in cells[:n]}
+        # an earlier pass not reached yet stays in the table: a stop now loses nothing
+        write_table([*cells[:n], *(c for c in earlier if (c.study, c.job) not in done)], out,
+                    profile)  # fmt: skip
     return cells
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
+def passed_before(out: Path, profile: str) -> dict[str, Cell]:
+    """The jobs an earlier rehearsal into ``out`` passed (its ``rehearsal.csv``), by what they
+    compute: a rehearsal started again into the same folder goes on where it stopped."""
+    table = out / "rehearsal.csv"
+    if not table.exists():
+        return {}
+    try:
+        with table.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("status") == "pass"]
+        seen = {}
+        for row in rows:
+            study, job = row["study"], int(row["job"])
+            cell = Cell(study, job, study_jobs(study, profile)[job], "pass", "", row["weights"],
+                        _number(row["params_m"]), int(row["batch"]), int(row["image_size"]),
+                        _number(row["forward_gflops"]), _number(row["train_gflops"]),
+                        _number(row["peak_train_mib"]), _number(row["seconds"]))  # fmt: skip
+            weights = "null" if row["weights"].startswith("random") else None
+            seen[identity(_compose(cell, profile, out / study / str(job), weights))] = cell
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise ConfigError(
+            f"{table}: cannot go on from it ({type(exc).__name__}: {exc}); give another out= "
+            "or move the folder away."
+        ) from None
+    return seen
 
 
 COLUMNS = ("study", "job", "parameters", "status", "reason", "weights", "params_m", "batch",
