@@ -161,7 +161,9 @@ def test_a_rehearsal_goes_on_where_an_earlier_one_stopped(tmp_path):
     out = tmp_path / "r"
     _earlier(out, [PASSED, {**PASSED, "job": 4, "status": "fail", "reason": "x"}])
     cells = rehearse(["table_lambda"], out, match=["loss.seg_weight=0.7"])
-    assert len(cells) == 1 and cells[0].status == "pass" and cells[0].seconds == 86.0  # its own, not re-run
+    assert (
+        len(cells) == 1 and cells[0].status == "pass" and cells[0].seconds == 86.0
+    )  # its own, not re-run
     twin = rehearse(["table_arch_backbone"], out, match=["model/arch=unet",
                     "model/encoder=efficientnet_b4"])[0]  # fmt: skip
     assert twin.status == "pass (= table_lambda #3)" and twin.train_gflops == 26.9
