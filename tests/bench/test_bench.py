@@ -146,3 +146,19 @@ def test_serve_bench_tiny(tmp_path):
         r"\| ([0-9]+) MB → ([0-9]+) MB \(\*\*([+-][0-9.]+) %\*\*\)", text
     ).groups()
     assert abs(100 * (int(after) / int(before) - 1) - float(growth)) < 1.5  # from the two readings
+
+
+def test_data_bench_writes_its_section(busi, tmp_path):
+    """medmtl-bench data: the pipeline per worker, through loader processes, on the device
+    path, and projected to a GPU node, each a positive rate."""
+    out = tmp_path / "bench.md"
+    assert main(["data", "images=32", f"busi_root={busi}", f"out={out}"]) == 0
+    text = out.read_text()
+    assert "<!-- data:start -->" in text and "at 256 px" in text
+    rates = {
+        m.group(1): float(m.group(2).replace(",", ""))
+        for m in re.finditer(r"^\| (.+?) \| ([\d,]+)", text, flags=re.M)
+    }
+    assert len(rates) == 9, rates  # 2 per worker, 2 loaders, 2 device path, 3 projected
+    assert all(rate > 0 for rate in rates.values())
+    assert any("16 workers on a GPU node (projected)" in k for k in rates)

@@ -6,8 +6,8 @@ the data module (:mod:`medmtl.data.cache`), so what a loader worker does for eac
 random augmentation, normalisation and conversion to a tensor, and the batch's collation.
 
 Measured: one worker's rate (the pipeline in this process, which is what each worker runs),
-and the DataLoader with 1 and 2 worker processes as a GPU job runs it (persistent workers; the
-first batch, their start-up, not counted). Projected: a node's rate with N workers as N times
+and the DataLoader with 1 and 2 worker processes as a GPU job runs it (persistent workers: a
+warm-up pass starts them, then the median of three timed passes). Projected: a node's rate with N workers as N times
 one worker's rate times the efficiency measured with two workers here (the assumption: the
 node has a free core per worker, as ``num_workers=${medmtl_workers:}`` gives it).
 """
@@ -74,20 +74,13 @@ def _pipeline_rate(dataset: Any, images: int, batch: int) -> float:
 
 
 def _loader_rate(dm: Any, workers: int, images: int) -> float:
-    """Images/s through the training DataLoader with ``workers`` processes, after the first
-    batch (the workers' start-up)."""
+    """Images/s through the training DataLoader with ``workers`` processes (persistent, so the
+    warm-up pass starts them and the timed passes do not)."""
+    from medmtl.bench.training import loader_rate
+
     dm.loader = dataclasses.replace(dm.loader, num_workers=workers)
-    loader = dm.train_dataloader()
-    done, start = 0, None
-    while done < images:
-        for batch in loader:
-            if start is None:
-                start = time.perf_counter()
-                continue
-            done += int(batch["image"].shape[0])
-            if done >= images:
-                break
-    return done / (time.perf_counter() - start)
+    batch = dm.loader.batch_size
+    return batch / loader_rate(dm, max(1, images // batch), repeats=3).median
 
 
 def run(
