@@ -171,6 +171,12 @@ def test_a_rehearsal_goes_on_where_an_earlier_one_stopped(tmp_path):
     assert [(r["study"], r["job"]) for r in rows] == [("table_arch_backbone", "3"),
                                                       ("table_lambda", "3")]  # fmt: skip
     assert not (out / "table_lambda" / "3" / "metrics.json").exists()  # nothing trained
+    # report=true: the table so far, the rest listed, nothing trained
+    report = rehearse(["table_lambda"], out, train_new=False)
+    assert [c.status for c in report] == ["not rehearsed yet"] * 3 + ["pass", "not rehearsed yet"]
+    text = (out / "rehearsal.md").read_text()
+    assert text.startswith("1 of 5 jobs pass, 4 not rehearsed yet (profile=gpu")
+    assert not any((out / "table_lambda" / str(j)).exists() for j in range(5))
 
 
 def test_a_damaged_earlier_table_is_one_line(tmp_path):

@@ -10,6 +10,8 @@ Examples:
   medmtl-rehearse                                    all six studies (about an hour on 2 cores)
   medmtl-rehearse studies=[table_lambda] limit=1     one job
   medmtl-rehearse into=docs/cluster.md:rehearsal     and write the table into the docs
+  medmtl-rehearse out=<folder>                       goes on where a rehearsal into it stopped
+  medmtl-rehearse out=<folder> report=true           its table so far, training nothing
   medmtl-rehearse cost_from=<out>/rehearsal.csv      GPU-hours of each study, from a rehearsal
 """
 
@@ -30,7 +32,7 @@ def _run(argv: list[str]) -> int:
     s = parse(argv, RehearseSettings)
     from medmtl.config import compose
     from medmtl.workflows.logs import quiet_third_party
-    from medmtl.workflows.rehearse import rehearse
+    from medmtl.workflows.rehearse import NOT_YET, rehearse
     from medmtl.workflows.tables import check_into, publish_table
 
     if s.into:  # a malformed FILE:SECTION before an hour of work, not after
@@ -40,13 +42,13 @@ def _run(argv: list[str]) -> int:
     log_dir = Path(compose("train").paths.log_dir)
     out = Path(s.out) if s.out else log_dir / "rehearse" / time.strftime("%Y-%m-%d_%H-%M-%S")
     quiet_third_party()
-    cells = rehearse(s.studies, out, s.profile, s.match, s.limit)
+    cells = rehearse(s.studies, out, s.profile, s.match, s.limit, train_new=not s.report)
     md = out / "rehearsal.md"
     print(md.read_text())
     if s.into:
         publish_table(md, s.into, shlex.join([PROG, *argv]))
     print(f"written: {out / 'rehearsal.csv'}, {md}")
-    failed = [c for c in cells if not c.status.startswith("pass")]
+    failed = [c for c in cells if not c.status.startswith("pass") and c.status != NOT_YET]
     for cell in failed:
         print(f"FAILED: {cell.name} {cell.label()}: {cell.reason}", file=sys.stderr)
     return 1 if failed else 0

@@ -500,6 +500,10 @@ class RehearseSettings(Settings):
         "FILE:SECTION: also write the table, with this command above it, into the marked "
         "section of FILE (e.g. docs/cluster.md:rehearsal)",
     )
+    report: bool = opt(
+        False, "train nothing: the table of what earlier rehearsals into out= found, the other "
+        "jobs listed as not rehearsed yet"
+    )  # fmt: skip
     cost_from: str | None = opt(
         None, "rehearse nothing: the GPU-hours of each study from this rehearsal.csv",
         path="file",
@@ -513,6 +517,11 @@ class RehearseSettings(Settings):
         choice("profile", self.profile, ("gpu", "cpu"))
         if self.limit is not None:
             _at_least("limit", self.limit, 1, "1 or more")
+        self.report = flag("report", self.report)
+        if self.report and not self.out:
+            raise ConfigError(
+                "report=true reads an earlier rehearsal: give its folder, out=<folder>."
+            )
 
 
 # -- medmtl-bench: one settings class per measurement ------------------------------------------

@@ -237,9 +237,15 @@ def _weights_here(cfg: Any) -> tuple[str | None, str]:
     return None, str(wanted or "random")
 
 
-def rehearse_cell(cell: Cell, profile: str, out: Path, seen: dict[str, Cell]) -> Cell:
+NOT_YET = "not rehearsed yet"
+
+
+def rehearse_cell(
+    cell: Cell, profile: str, out: Path, seen: dict[str, Cell], train_new: bool = True
+) -> Cell:
     """Rehearse one job in ``out/<study>/<job>``; a job the same as one already rehearsed
-    (``seen``) takes that one's results."""
+    (``seen``) takes that one's results. ``train_new=False``: a job not rehearsed yet is only
+    marked so (:data:`NOT_YET`)."""
     from medmtl.workflows.build import check_train_values
     from medmtl.workflows.train import train
 
@@ -262,6 +268,9 @@ def rehearse_cell(cell: Cell, profile: str, out: Path, seen: dict[str, Cell]) ->
                          "peak_train_mib", "reason"):  # fmt: skip
                 setattr(cell, name, getattr(twin, name))
             cell.status = twin.status if twin.status != "pass" else f"pass (= {twin.name})"
+            return cell
+        if not train_new:
+            cell.status, start = NOT_YET, None
             return cell
         seen[key] = cell
         train(cfg)
@@ -303,10 +312,12 @@ def rehearse(
     profile: str = "gpu",
     match: Sequence[str] = (),
     limit: int | None = None,
+    train_new: bool = True,
 ) -> list[Cell]:
     """Rehearse the selected jobs of ``studies``; writes ``rehearsal.csv`` and ``rehearsal.md``
     in ``out`` after every job (a stopped rehearsal keeps what it measured, and one started
-    again into the same ``out`` goes on from there: :func:`passed_before`)."""
+    again into the same ``out`` goes on from there: :func:`passed_before`). ``train_new=False``
+    trains nothing: the table of what earlier rehearsals into ``out`` found."""
     cells = [Cell(s, i, job) for s in studies for i, job in enumerate(study_jobs(s, profile))]
     cells = select(cells, match, limit)
     if not cells:
@@ -315,7 +326,7 @@ def rehearse(
     earlier = list(seen.values())
     for n, cell in enumerate(cells, 1):
         log.info("rehearsal %d/%d: %s %s", n, len(cells), cell.name, cell.label())
-        rehearse_cell(cell, profile, out, seen)
+        rehearse_cell(cell, profile, out, seen, train_new)
         done = {(c.study, c.job) for c in cells[:n]}
         # an earlier pass not reached yet stays in the table: a stop now loses nothing
         write_table([*cells[:n], *(c for c in earlier if (c.study, c.job) not in done)], out,
@@ -384,9 +395,12 @@ def _num(value: float | None, digits: int = 1) -> str:
 def markdown(cells: Sequence[Cell], profile: str) -> str:
     """The rehearsal table: one row per job, passes counted above it."""
     passed = sum(c.status.startswith("pass") for c in cells)
+    waiting = sum(c.status == NOT_YET for c in cells)
     lines = [
-        f"{passed} of {len(cells)} jobs pass (profile={profile}; GFLOPs per image, memory of a "
-        "training step at the study's batch in fp32).",
+        f"{passed} of {len(cells)} jobs pass"
+        + (f", {waiting} not rehearsed yet" if waiting else "")
+        + f" (profile={profile}; GFLOPs per image, memory of a training step at the study's "
+        "batch in fp32).",
         "",
         "| study | job | parameters | weights | params (M) | batch × px | GFLOPs fwd | GFLOPs "
         "train | peak MiB | s | result |",
