@@ -1,6 +1,6 @@
 """medmtl-rehearse: every study job composed as the sweep composes it, rehearsed at full size.
 
-CI rehearses one full-size cell (Unet + ResNet50 at the study's 16 x 256 px) and checks the
+CI rehearses two full-size cells (PSPNet + ResNet50 / ResNeXt50, 16 x 256 px) and checks the
 jobs lists and the measurements; ``make test-full`` rehearses every job of every study."""
 
 from __future__ import annotations
@@ -93,29 +93,30 @@ def test_markdown_counts_passes_and_shows_reasons():
     assert "fail: out of memory" in text
 
 
-def test_one_study_cell_at_full_size(busi, tmp_path):
-    """Unet + ResNet50 as profile=gpu trains it (16 images of 256 px a step): two training
-    steps, validation, calibration, test and the record; FLOPs and memory measured."""
+def test_two_study_cells_at_full_size(busi, tmp_path):
+    """PSPNet with ResNet50 and ResNeXt50 (the cheapest of the study's cells) as profile=gpu
+    trains them (16 images of 256 px a step): two training steps, validation, calibration,
+    test and the record; FLOPs and memory measured."""
     from medmtl.cli.rehearse import main
 
     out = tmp_path / "rehearse"
     doc = tmp_path / "cluster.md"
-    status = main(["studies=[table_arch_backbone]", "match=[model/arch=unet,model/encoder=resnet50]",
+    status = main(["studies=[table_arch_backbone_all]", "match=[model/arch=pspnet]", "limit=2",
                    f"out={out}", f"into={doc}:rehearsal"])  # fmt: skip
     assert status == 0
     rows = list(csv.DictReader((out / "rehearsal.csv").open()))
-    assert len(rows) == 1 and rows[0]["status"] == "pass", rows
-    row = rows[0]
-    assert (row["batch"], row["image_size"]) == ("16", "256")
-    assert 30 < float(row["params_m"]) < 40  # Unet + ResNet-50: 32.5 M
-    fwd, train = float(row["forward_gflops"]), float(row["train_gflops"])
-    assert 20 < fwd < 80 and 2.5 < train / fwd < 3.2, (fwd, train)
-    assert float(row["peak_train_mib"]) > 1000
-    run = out / "table_arch_backbone" / "0"
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["global_step"] == 2 and "test/seg_dice" in metrics
-    assert not (run / "checkpoints").exists()  # removed: hundreds of MB a job
-    assert "medmtl-rehearse 'studies=[table_arch_backbone]'" in doc.read_text()
+    assert [r["status"] for r in rows] == ["pass", "pass"], rows
+    for row in rows:
+        assert (row["batch"], row["image_size"]) == ("16", "256")
+        assert 20 < float(row["params_m"]) < 40  # PSPNet on a 50-layer encoder's 3 stages
+        fwd, train = float(row["forward_gflops"]), float(row["train_gflops"])
+        assert 2 < fwd < 20 and 2.5 < train / fwd < 3.2, (fwd, train)
+        assert float(row["peak_train_mib"]) > 500
+        run = out / "table_arch_backbone_all" / row["job"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["global_step"] == 2 and "test/seg_dice" in metrics
+        assert not (run / "checkpoints").exists()  # removed: hundreds of MB a job
+    assert "medmtl-rehearse 'studies=[table_arch_backbone_all]'" in doc.read_text()
 
 
 @pytest.mark.slow

@@ -47,12 +47,12 @@ class DataRates:
         return workers * self.one_worker * self.efficiency()
 
 
-def _datamodule(busi_root: Path, cache_dir: Path) -> Any:
+def _datamodule(busi_root: Path, cache_dir: Path, image_size: int) -> Any:
     from medmtl.config import compose
     from medmtl.data.build import datamodule_from_config
 
     cfg = compose("train", [*OVERRIDES, f"data.root={busi_root}", f"data.cache_dir={cache_dir}",
-                            "data.num_workers=0"])  # fmt: skip
+                            "data.num_workers=0", f"data.image_size={image_size}"])  # fmt: skip
     dm = datamodule_from_config(cfg.data)
     dm.prepare_data()
     dm.setup()
@@ -84,7 +84,11 @@ def _loader_rate(dm: Any, workers: int, images: int) -> float:
 
 
 def run(
-    busi_root: Path, cache_dir: Path, images: int = 512, workers: tuple[int, ...] = (1, 2)
+    busi_root: Path,
+    cache_dir: Path,
+    images: int = 512,
+    image_size: int = 256,
+    workers: tuple[int, ...] = (1, 2),
 ) -> DataRates:
     """The measurements (BUSI must be there: the pipeline's cost depends on the images)."""
     import torch
@@ -94,7 +98,7 @@ def run(
     if not Path(busi_root).is_dir():
         raise ConfigError(f"busi_root={busi_root}: not found; medmtl-bench data needs BUSI.")
     torch.set_num_threads(1)  # a worker process computes on one thread
-    dm = _datamodule(Path(busi_root), Path(cache_dir))
+    dm = _datamodule(Path(busi_root), Path(cache_dir), image_size)
     train = dm.dataset("train", train=True)
     batch = dm.loader.batch_size
     _pipeline_rate(train, batch, batch)  # warm-up

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medmtl.io.files import atomic_write_text
+
 CELLS = (
     ("unet", "resnet50"),
     ("unetplusplus", "efficientnet_b4"),
@@ -166,7 +168,15 @@ def check_ddp(plan: Plan, arch: str, encoder: str, mixed: str, single: dict) -> 
 
 
 def run(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]:
-    """The whole check; returns the report and whether everything passed."""
+    """The whole check, its report written to ``out`` (JSON); returns the report and whether
+    everything passed."""
+    report, passed = _check(dry, busi_root, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=1))
+    return report, passed
+
+
+def _check(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]:
     import torch
 
     plan = Plan(dry, Path(busi_root), out.parent / out.stem)

@@ -83,25 +83,23 @@ def _main(args: SimpleNamespace) -> int:
     if args.what == "data":
         from medmtl.bench import data
 
-        rates = data.run(args.busi_root, args.cache_dir, args.images)
-        cmd = "BUSI_ROOT=<BUSI> medmtl-bench data" + (
-            f" images={args.images}" if args.images != 512 else ""
+        rates = data.run(args.busi_root, args.cache_dir, args.images, args.image_size)
+        cmd = (
+            "BUSI_ROOT=<BUSI> medmtl-bench data"
+            + (f" images={args.images}" if args.images != 512 else "")
+            + (f" image_size={args.image_size}" if args.image_size != 256 else "")
         )
         publish(args.out, "data", data.section(rates, cmd))
         return 0
 
     if args.what == "gpu":
-        import json
         import time
 
         from medmtl.bench import gpu
-        from medmtl.io.files import atomic_write_text
 
         root = Path(compose("train").paths.log_dir) / "gpu-check"
         out = Path(args.json) if args.json else root / time.strftime("%Y-%m-%d_%H-%M-%S.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
         report, passed = gpu.run(args.dry, args.busi_root, out)
-        atomic_write_text(out, json.dumps(report, indent=1))
         print(gpu.summary(report))
         print(f"written: {out}")
         return 0 if passed else 1

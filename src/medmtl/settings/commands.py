@@ -602,9 +602,11 @@ class BenchData(BenchSettings):
         None, "the preprocessing cache (default: .cache in the repo)", path="out"
     )
     images: int = opt(512, "images per measurement")
+    image_size: int = opt(256, "input side (the study's: 256)")
 
     def __post_init__(self) -> None:
         _at_least("images", self.images, 16, "16 or more")
+        check_image_size(self.image_size, "image_size")
 
 
 @dataclass
