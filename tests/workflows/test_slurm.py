@@ -326,6 +326,28 @@ def test_submission_error_names_the_setting(said, fix):
     assert said in msg and fix in msg and "\n" not in msg
 
 
+def test_submission_checks_values_and_notes_node_paths(make_cfg, monkeypatch):
+    """A sweep sent to a cluster: the paths its jobs read on their nodes (the data folder, a
+    teacher) may be missing here, which is a note each and no refusal (the values pass, the
+    machine is not checked); a cluster that does not answer is refused."""
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.build import check_train_values
+
+    cfg = make_cfg(["data=folder", "data.root=/nonexistent/busi",
+                    "distill.teacher=/nonexistent/teacher"])  # fmt: skip
+    check_train_values(cfg)  # a teacher that is not here is not a wrong value
+    monkeypatch.setattr(slurm, "cluster_problem", lambda: None)
+    notes = slurm.check_submission(cfg)
+    assert notes == [
+        "data.root=/nonexistent/busi is not on this machine; each job looks for it on its node",
+        "distill.teacher=/nonexistent/teacher is not on this machine; each job looks for it on "
+        "its node",
+    ]
+    monkeypatch.setattr(slurm, "cluster_problem", lambda: "no SLURM cluster answers from here")
+    with pytest.raises(ConfigError, match="no SLURM cluster answers from here"):
+        slurm.check_submission(cfg)
+
+
 def test_requeued_checkpoint_only_for_a_restarted_unfinished_run(tmp_path, monkeypatch):
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()

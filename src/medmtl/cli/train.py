@@ -12,12 +12,12 @@ from typing import Any
 
 import hydra
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medmtl.cli import fail
 from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
-from medmtl.errors import ConfigError, MedmtlError, disk_error
+from medmtl.errors import MedmtlError, disk_error
 
 log = logging.getLogger("medmtl")
 
@@ -73,13 +73,8 @@ def _check(cfg: DictConfig) -> None:
         build.check_train_config(cfg)
         return
     build.check_train_values(cfg)
-    problem = slurm.cluster_problem()
-    if problem:
-        raise ConfigError(problem + ".")
-    root = OmegaConf.select(cfg, "data.root", default=None)
-    if root and not Path(str(root)).exists():
-        print(f"medmtl: note: data.root={root} is not on this machine; each job looks for it "
-              "on its node", file=sys.stderr)  # fmt: skip
+    for note in slurm.check_submission(cfg):
+        print(f"medmtl: note: {note}", file=sys.stderr)
 
 
 def main() -> None:

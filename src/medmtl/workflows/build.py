@@ -22,6 +22,7 @@ from medmtl.settings.model import ModelSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
 from medmtl.training.progressive import ProgressiveResize
 from medmtl.workflows.distill import check_distill
+from medmtl.workflows.members import check_model_path
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def check_train_values(cfg: DictConfig) -> None:
 
 def check_this_machine(cfg: DictConfig) -> None:
     """What the machine that trains must offer: a usable GPU for a GPU trainer, the encoder's
-    weights (downloadable or cached), the data set's folder. A sweep sent to a cluster runs
+    weights (downloadable or cached), a distillation teacher's file, the data set's folder. A sweep sent to a cluster runs
     this inside each job, where the answer counts (a failure is the job's ``failed.json``)."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu") or "cpu")
     if accelerator in ("gpu", "cuda"):
@@ -151,6 +152,9 @@ def check_this_machine(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.accelerator={accelerator}: {problem}; {_gpu_advice()}.")
     net = net_settings(cfg)
     check_downloadable(net["encoder"], net.get("encoder_weights"))
+    teacher = OmegaConf.select(cfg, "distill.teacher", default=None)
+    if teacher:
+        check_model_path(teacher)
     # the data set's source and its folder, last: the one thing a user on another machine may
     # still have to point at (no file is read)
     datamodule_from_config(cfg.data)

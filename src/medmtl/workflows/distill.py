@@ -21,15 +21,15 @@ import torch
 from medmtl.errors import ConfigError
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.training.module import MultiTaskModule, Teacher
-from medmtl.workflows.members import OpenedModel, check_model_path, open_model
+from medmtl.workflows.members import OpenedModel, open_model
 
 log = logging.getLogger(__name__)
 
 
 def check_distill(settings: Mapping[str, Any] | None) -> None:
-    """Refuse a teacher that is not there, a distillation weight outside (0, 1] or a
-    temperature that is not > 0 (one line, before anything is read); what the teacher is, is
-    checked when it is opened."""
+    """Refuse a distillation weight outside (0, 1] or a temperature that is not > 0 (one line,
+    before anything is read). The teacher's file is checked on the machine that trains
+    (:func:`medmtl.workflows.build.check_this_machine`), what it is when it is opened."""
     settings = dict(settings or {})
     if not settings.get("teacher"):
         return
@@ -44,7 +44,6 @@ def check_distill(settings: Mapping[str, Any] | None) -> None:
             good = False
         if not good:
             raise ConfigError(f"distill.{key}={value}: must be {what}.")
-    check_model_path(settings["teacher"])
 
 
 def open_teacher(settings: Mapping[str, Any], student_data: Mapping[str, Any]) -> OpenedModel:

@@ -89,6 +89,27 @@ def cluster_problem() -> str | None:
     )
 
 
+# paths a job reads on its node; the submitting machine need not have them
+NODE_PATHS = ("data.root", "distill.teacher")
+
+
+def check_submission(cfg: Any) -> list[str]:
+    """What a sweep sent to a cluster is checked for where it is submitted, besides its values:
+    a cluster that answers (else :class:`ConfigError`). Returns notes on the paths of
+    :data:`NODE_PATHS` this machine does not have (each job looks for them on its node)."""
+    from omegaconf import OmegaConf
+
+    problem = cluster_problem()
+    if problem:
+        raise ConfigError(problem + ".")
+    notes = []
+    for key in NODE_PATHS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value and not Path(str(value)).exists():
+            notes.append(f"{key}={value} is not on this machine; each job looks for it on its node")
+    return notes
+
+
 def submission_error(stderr: str) -> ConfigError:
     """One line for a submission SLURM refused, with the launcher setting that fixes it."""
     lines = [ln.strip() for ln in str(stderr).splitlines() if ln.strip()]
