@@ -47,7 +47,7 @@ def test_identity_ignores_the_study_name_and_run_folder(tmp_path):
     from medmtl.workflows.rehearse import _compose
 
     def cfg(study, job, overrides, where):
-        return _compose(Cell(study, job, overrides), "gpu", tmp_path / where, None)
+        return _compose(Cell(study, job, overrides), "gpu", tmp_path / where)[0]
 
     unet_b4 = ["model/arch=unet", "model/encoder=efficientnet_b4"]
     same_a = cfg("table_arch_backbone", 3, unet_b4, "a")

@@ -21,6 +21,7 @@ of table_arch_backbone_all) run once; the table lists each under every study.
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import json
 import logging
@@ -124,6 +125,15 @@ class Measure(Callback):
         atomic_write_text(path, json.dumps(self.values, indent=1))
 
 
+# what a rehearsal measures of a job; a job that computes the same shares them
+MEASURES = ("params_m", "batch", "image_size", "forward_gflops", "train_gflops", "peak_train_mib")
+INTEGERS = ("batch", "image_size")
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
+
+
 @dataclass
 class Cell:
     """One job of a study and what its rehearsal found."""
@@ -147,6 +157,21 @@ class Cell:
     def name(self) -> str:
         return f"{self.study} #{self.job}"
 
+    def take_measures(self, other: Cell) -> None:
+        """``other``'s measurements (a job that computes the same)."""
+        for name in MEASURES:
+            setattr(self, name, getattr(other, name))
+
+    @classmethod
+    def from_row(cls, row: dict[str, str], overrides: list[str]) -> Cell:
+        """A passed job as :func:`write_table` wrote it in ``rehearsal.csv``."""
+        cell = cls(row["study"], int(row["job"]), overrides, row["status"], row["reason"],
+                   row["weights"], seconds=_number(row["seconds"]))  # fmt: skip
+        for name in MEASURES:
+            value = _number(row[name])
+            setattr(cell, name, int(value) if name in INTEGERS and value is not None else value)
+        return cell
+
     def label(self) -> str:
         """The job's sweep parameters as a short text."""
         return " ".join(self.overrides) or "(the study's one job)"
@@ -154,6 +179,11 @@ class Cell:
 
 def study_jobs(study: str, profile: str = "gpu") -> list[list[str]]:
     """The jobs of ``experiment=<study>``'s sweep as override lists, in Hydra's order."""
+    return [list(job) for job in _sweep(study, profile)]
+
+
+@functools.cache
+def _sweep(study: str, profile: str) -> tuple[tuple[str, ...], ...]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
@@ -167,7 +197,7 @@ def study_jobs(study: str, profile: str = "gpu") -> list[list[str]]:
     lines = [f"{k}={v}" for k, v in params.items()]
     parsed = OverridesParser.create().parse_overrides(lines)
     batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+    return tuple(tuple(job) for batch in batches for job in batch)
 
 
 def _matches(text: str, overrides: Sequence[str]) -> bool:
@@ -190,25 +220,25 @@ def select(cells: list[Cell], match: Sequence[str], limit: int | None) -> list[C
     return kept
 
 
-def _compose(cell: Cell, profile: str, run_dir: Path, weights: str | None) -> Any:
+def _compose(cell: Cell, profile: str, run_dir: Path) -> tuple[Any, str]:
+    """The job's config as a rehearsal runs it, and the weights it starts from here."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     from medmtl.config import compose
 
-    base = compose("train", [f"experiment={cell.study}", f"profile={profile}", *cell.overrides])
-    batch = int(base.data.batch_size)
-    overrides = [f"experiment={cell.study}", f"profile={profile}", *cell.overrides, *REHEARSAL,
-                 f"data.subset={2 * batch + 8}"]  # fmt: skip
-    if weights is not None:
-        overrides.append(f"model.encoder.weights={weights}")
+    overrides = [f"experiment={cell.study}", f"profile={profile}", *cell.overrides, *REHEARSAL]
     cfg = compose("train", overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # the run's explicit overrides, as in a real job
+    random_start, weights = _weights_here(cfg)
     with open_dict(cfg):
+        cfg.data.subset = 2 * int(cfg.data.batch_size) + 8  # one or two evaluation batches
+        if random_start:
+            cfg.model.encoder.weights = None
         cfg.paths.output_dir = str(run_dir)
         del cfg["hydra"]
     OmegaConf.resolve(cfg)
-    return cfg
+    return cfg, weights
 
 
 def identity(cfg: Any) -> str:
@@ -223,18 +253,28 @@ def identity(cfg: Any) -> str:
     return json.dumps(values, sort_keys=True, default=str).replace(run_dir, "<run>")
 
 
-def _weights_here(cfg: Any) -> tuple[str | None, str]:
-    """The weights override a rehearsal needs here (None: keep the job's) and what it got."""
-    from medmtl.models.weights import check_downloadable
+def _weights_here(cfg: Any) -> tuple[bool, str]:
+    """Whether a rehearsal here starts from random weights instead of the job's, and what it
+    starts from."""
     from medmtl.workflows.build import net_settings
 
     net = net_settings(cfg)
     wanted = net.get("encoder_weights")
+    if wanted and not _downloadable(net["encoder"], str(wanted)):
+        return True, f"random ({wanted} cannot be downloaded here)"
+    return False, str(wanted or "random")
+
+
+@functools.cache
+def _downloadable(encoder: str, weights: str) -> bool:
+    # once per encoder: the check builds the encoder and may ask the hub
+    from medmtl.models.weights import check_downloadable
+
     try:
-        check_downloadable(net["encoder"], wanted)
+        check_downloadable(encoder, weights)
     except ConfigError:
-        return "null", f"random ({wanted} cannot be downloaded here)"
-    return None, str(wanted or "random")
+        return False
+    return True
 
 
 NOT_YET = "not rehearsed yet"
@@ -252,11 +292,8 @@ def rehearse_cell(
     run_dir = out / cell.study / str(cell.job)
     start: float | None = time.time()
     try:
-        cfg = _compose(cell, profile, run_dir, None)
+        cfg, cell.weights = _compose(cell, profile, run_dir)
         check_train_values(cfg)
-        weights, cell.weights = _weights_here(cfg)
-        if weights is not None:
-            cfg = _compose(cell, profile, run_dir, weights)
         key = identity(cfg)
         if key in seen and (seen[key].study, seen[key].job) == (cell.study, cell.job):
             vars(cell).update(vars(seen[key]))  # this job passed in an earlier rehearsal
@@ -264,9 +301,9 @@ def rehearse_cell(
             return cell
         if key in seen:
             twin = seen[key]
-            for name in ("params_m", "batch", "image_size", "forward_gflops", "train_gflops",
-                         "peak_train_mib", "reason"):  # fmt: skip
-                setattr(cell, name, getattr(twin, name))
+            cell.take_measures(twin)
+            cell.reason = twin.reason
+            start = None  # nothing of its own was run: its time is its twin's
             cell.status = twin.status if twin.status != "pass" else f"pass (= {twin.name})"
             return cell
         if not train_new:
@@ -334,10 +371,6 @@ def rehearse(
     return cells
 
 
-def _number(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
-
-
 def passed_before(out: Path, profile: str) -> dict[str, Cell]:
     """The jobs an earlier rehearsal into ``out`` passed (its ``rehearsal.csv``), by what they
     compute: a rehearsal started again into the same folder goes on where it stopped."""
@@ -350,12 +383,8 @@ def passed_before(out: Path, profile: str) -> dict[str, Cell]:
         seen = {}
         for row in rows:
             study, job = row["study"], int(row["job"])
-            cell = Cell(study, job, study_jobs(study, profile)[job], "pass", "", row["weights"],
-                        _number(row["params_m"]), int(row["batch"]), int(row["image_size"]),
-                        _number(row["forward_gflops"]), _number(row["train_gflops"]),
-                        _number(row["peak_train_mib"]), _number(row["seconds"]))  # fmt: skip
-            weights = "null" if row["weights"].startswith("random") else None
-            seen[identity(_compose(cell, profile, out / study / str(job), weights))] = cell
+            cell = Cell.from_row(row, study_jobs(study, profile)[job])
+            seen[identity(_compose(cell, profile, out / study / str(job))[0])] = cell
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise ConfigError(
             f"{table}: cannot go on from it ({type(exc).__name__}: {exc}); give another out= "
