@@ -65,19 +65,20 @@ def _step_fn(net, loss_fn, optimizer, x, mask, label):
     return step
 
 
-def train_flops_per_image(net, size: int) -> float:
-    """Training FLOPs per image, as 3 × the forward FLOPs counted by ``torch.utils.flop_counter``.
+def train_flops_per_image(net, loss_fn, size: int, batch: int = 2) -> float:
+    """Training FLOPs per image: one forward and backward of a batch (the loss on random masks
+    and labels), counted by :func:`medmtl.training.flops.flop_counter`, whose count of a
+    grouped convolution's backward is right (torch's own counts a depthwise one as dense)."""
+    from medmtl.training.flops import flop_counter
 
-    The backward pass costs about twice the forward pass. It is not counted directly because
-    torch's counter treats the backward of depthwise (grouped) convolutions as dense: it
-    reports 34× the forward FLOPs for EfficientNet-Lite0 (3.0× for ResNet-18), measured here.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(torch.randn(1, 1, size, size))
-    return 3.0 * counter.get_total_flops()
+    x = torch.randn(batch, 1, size, size)
+    mask = (torch.rand(batch, 1, size, size) > 0.5).float()
+    label = torch.randint(0, 3, (batch,))
+    counter = flop_counter()
+    with counter:
+        loss_fn(net(x), mask, label)["loss"].backward()
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
 
 
 def model_only(
@@ -294,7 +295,7 @@ def run(
         name, kw, size, batch = m.label, m.net, m.image_size, m.batch
         net = MultiTaskNet(**kw).train()
         loss_fn = MultiTaskLoss()
-        flops = train_flops_per_image(net, size)
+        flops = train_flops_per_image(net, loss_fn, size)
         slow = not tiny and size >= 256  # ~10 s per step here: fewer repeats
         mo = model_only(net, loss_fn, size, batch, 2 if slow else steps, 3 if slow else repeats)
         entry = {
@@ -371,8 +372,8 @@ def section(r: dict, command: str, seconds: float) -> str:
         "",
         f"float32 matmul peak ({r['matmul_n']}×{r['matmul_n']} `torch.mm`): **{g[0]:.1f} GFLOP/s** ({g[1]:.1f}–{g[2]:.1f})",
         "",
-        "Training FLOPs = 3 × forward FLOPs from `torch.utils.flop_counter` (its backward count "
-        "treats depthwise convolutions as dense).",
+        "Training FLOPs: one forward and backward counted by `torch.utils.flop_counter`, the "
+        "backward of grouped (depthwise) convolutions counted right (`medmtl.training.flops`).",
         "",
         "| model | input | batch | training FLOPs / image | model-only images/s | GFLOP/s reached | share of matmul peak |",
         "|---|---|---|---|---|---|---|",
