@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from medmtl.errors import ConfigError
-from medmtl.models.conformal import AnswerSets, check_alpha
+from medmtl.models.conformal import AnswerSets
 from medmtl.reporting.per_image import PerImage, answer_sets, read_predictions, write_predictions
+from medmtl.settings.train import check_alpha
 
 
 def _data(n: int, rng: np.random.Generator, hard: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medmtl.errors import ConfigError
-from medmtl.models.unlike import FeatureDistance, check_quantile, unlike_record
+from medmtl.models.unlike import FeatureDistance, unlike_record
+from medmtl.settings.train import check_quantile
 
 
 def _features(rng, n, shift=0.0, d=16):

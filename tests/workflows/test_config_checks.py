@@ -31,7 +31,7 @@ NO_DATA = ["data=folder", "data.root=/nonexistent/medmtl-data"]
             "data.augment.amplitude_mix=1.5",
             "data.augment.amplitude_mix=1.5: expected a number between 0 and 1",
         ),
-        ("calibration.temperature=maybe", "calibration.temperature must be true or false"),
+        ("calibration.temperature=maybe", "calibration.temperature=maybe: expected true or false"),
         ("conformal.alpha=1.5", "conformal.alpha=1.5: expected an error rate between 0 and 1"),
         ("unlike.quantile=1", "unlike.quantile=1: expected a share between 0 and 1"),
         ("unlike.quantile=most", "unlike.quantile=most: expected a share between 0 and 1"),

@@ -18,6 +18,7 @@ from medmtl.cli import fail
 from medmtl.cli.options import hydra_main
 from medmtl.config import CONFIG_DIR
 from medmtl.errors import MedmtlError, disk_error
+from medmtl.settings.train import TrainSettings
 
 log = logging.getLogger("medmtl")
 
@@ -83,7 +84,7 @@ def main() -> None:
         key, _, value = arg.partition("=")
         if key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_file():
             fail(f"{key}={value} is an existing file; give a folder.")
-    hydra_main("medmtl-train", __doc__, "train", _main, check=_check)
+    hydra_main("medmtl-train", __doc__, "train", _main, settings=TrainSettings, check=_check)
     # Hydra imports the callback as medmtl.cli.train, also when this file runs as __main__
     from medmtl.cli.train import FAILED_JOBS
 

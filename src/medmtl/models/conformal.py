@@ -18,14 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from medmtl.errors import ConfigError, open_fraction
-
-ALPHA = 0.1  # the default error rate of conformal.alpha
-
-
-def check_alpha(alpha: Any, key: str = "conformal.alpha") -> float:
-    """``alpha`` as a float in (0, 1), or a one-line ConfigError naming ``key``."""
-    return open_fraction(alpha, key, "an error rate", 0.1)
+from medmtl.errors import ConfigError
+from medmtl.settings.train import ALPHA, check_alpha
 
 
 def crepes() -> None:

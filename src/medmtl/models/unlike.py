@@ -20,14 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmtl.errors import ConfigError, open_fraction
-
-QUANTILE = 0.95  # the default of unlike.quantile: the share of validation scans that pass
-
-
-def check_quantile(value: object, key: str = "unlike.quantile") -> float:
-    """``value`` as a float in (0, 1), or a one-line ConfigError naming ``key``."""
-    return open_fraction(value, key, "a share", QUANTILE)
+from medmtl.errors import ConfigError
+from medmtl.settings.train import QUANTILE, check_quantile
 
 
 def pooled(feature: torch.Tensor) -> torch.Tensor:

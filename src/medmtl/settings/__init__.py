@@ -22,6 +22,7 @@ from medmtl.settings.model import ModelSettings
 from medmtl.settings.model import schema_defaults as model_defaults
 from medmtl.settings.optimizer import OptimizerSettings
 from medmtl.settings.optimizer import schema_defaults as optimizer_defaults
+from medmtl.settings.train import TrainSettings
 
 # group -> the defaults its YAML files start from
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -32,6 +33,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 # primary config -> the defaults it starts from (stored as ``<name>_schema``)
 PRIMARY_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "train": lambda: TrainSettings().to_dict(),
     "eval": lambda: EvalSettings().to_dict(),
     "preprocess": lambda: PreprocessToolSettings().to_dict(),
 }
@@ -44,6 +46,7 @@ __all__ = [
     "LossSettings",
     "ModelSettings",
     "OptimizerSettings",
+    "TrainSettings",
     "choice",
     "known_keys",
     "number",

@@ -134,7 +134,8 @@ def check_fields(prefix: str, values: Mapping[str, Any], schema: type) -> dict[s
     out = dict(values)
     for f in fields(schema):
         if f.name in values:
-            key = f"{prefix}.{f.metadata.get('key', f.name)}"
+            name = f.metadata.get("key", f.name)
+            key = f"{prefix}.{name}" if prefix else name  # no prefix: a config's top level
             out[f.name] = _check_value(key, values[f.name], hints[f.name], f.metadata)
     return out
 

@@ -11,17 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import CasesDataModule
 from medmtl.errors import ConfigError
-from medmtl.models.conformal import ALPHA, check_alpha
 from medmtl.models.multitask import check_model_names
 from medmtl.models.registry import architecture
-from medmtl.models.unlike import QUANTILE, check_quantile
 from medmtl.models.weights import check_downloadable, offline_weights_for
 from medmtl.settings import LossSettings, number
 from medmtl.settings.data import check_data
 from medmtl.settings.model import ModelSettings
+from medmtl.settings.train import TrainSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
 from medmtl.training.progressive import ProgressiveResize
-from medmtl.workflows.distill import check_distill
 from medmtl.workflows.members import check_model_path
 
 log = logging.getLogger(__name__)
@@ -117,17 +115,7 @@ def check_train_values(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
-    distill = OmegaConf.select(cfg, "distill")
-    check_distill(OmegaConf.to_container(distill, resolve=True) if distill is not None else None)
-    check_alpha(OmegaConf.select(cfg, "conformal.alpha", default=ALPHA))
-    quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
-    if quantile is not None:
-        check_quantile(quantile)
-    if not isinstance(OmegaConf.select(cfg, "calibration.temperature", default=True), bool):
-        raise ConfigError(
-            "calibration.temperature must be true or false, got "
-            f"{OmegaConf.select(cfg, 'calibration.temperature')!r}."
-        )
+    TrainSettings.from_dict(cfg)  # the run's own settings: seed, tta, calibration, distill...
     net = net_settings(cfg)  # every model.* value
     check_model_names(net)
     arch = architecture(net["arch"])

@@ -22,8 +22,8 @@ from medmtl.data.datamodule import CasesDataModule
 from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import store_calibration
-from medmtl.models.conformal import ALPHA, AnswerSets
-from medmtl.models.unlike import QUANTILE
+from medmtl.models.conformal import AnswerSets
+from medmtl.settings.train import ALPHA, QUANTILE
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,8 @@ def recalibrate(
     ``calibration.json`` beside ``metrics.json``. ``alpha`` / ``by_class`` None: the run's own
     settings (or the defaults). Returns each run's record."""
     from medmtl.data.build import datamodule_from_config
-    from medmtl.models.conformal import check_alpha
-    from medmtl.models.unlike import check_quantile
     from medmtl.reporting.summary import write_json
+    from medmtl.settings.train import check_alpha, check_quantile
     from medmtl.workflows.members import best_checkpoint, find_members, open_model
 
     if unlike_quantile is not None:

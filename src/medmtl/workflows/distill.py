@@ -12,7 +12,6 @@ images as the student does (the same preprocessing) and answer in the same class
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,35 +19,16 @@ import torch
 
 from medmtl.errors import ConfigError
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings.train import Distill
 from medmtl.training.module import MultiTaskModule, Teacher
 from medmtl.workflows.members import OpenedModel, open_model
 
 log = logging.getLogger(__name__)
 
 
-def check_distill(settings: Mapping[str, Any] | None) -> None:
-    """Refuse a distillation weight outside (0, 1] or a temperature that is not > 0 (one line,
-    before anything is read). The teacher's file is checked on the machine that trains
-    (:func:`medmtl.workflows.build.check_this_machine`), what it is when it is opened."""
-    settings = dict(settings or {})
-    if not settings.get("teacher"):
-        return
-    for key, ok, what in (
-        ("weight", lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.5"),
-        ("temperature", lambda v: v > 0 and math.isfinite(v), "> 0, e.g. 2"),
-    ):
-        value = settings.get(key)
-        try:
-            good = not isinstance(value, bool) and ok(float(value))
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f"distill.{key}={value}: must be {what}.")
-
-
-def open_teacher(settings: Mapping[str, Any], student_data: Mapping[str, Any]) -> OpenedModel:
+def open_teacher(settings: Distill, student_data: Mapping[str, Any]) -> OpenedModel:
     """The teacher of ``distill.teacher``, checked to read images as the student does."""
-    opened = open_model(settings["teacher"])
+    opened = open_model(settings.teacher)
     theirs = PreprocessSettings.from_dict(opened.data)
     ours = PreprocessSettings.from_dict(dict(student_data))
     if theirs != ours:
@@ -56,20 +36,18 @@ def open_teacher(settings: Mapping[str, Any], student_data: Mapping[str, Any]) -
             k for k, v in ours.to_dict().items() if theirs.to_dict().get(k) != v
         ]  # fmt: skip
         raise ConfigError(
-            f"distill.teacher={settings['teacher']}: it reads images otherwise than this run "
+            f"distill.teacher={settings.teacher}: it reads images otherwise than this run "
             f"({', '.join(differ)} differ); train the student with the teacher's data settings."
         )
     return opened
 
 
-def attach_teacher(
-    module: MultiTaskModule, opened: OpenedModel, settings: Mapping[str, Any]
-) -> None:
+def attach_teacher(module: MultiTaskModule, opened: OpenedModel, settings: Distill) -> None:
     """Give ``module`` the opened teacher for training (gate, mask threshold and flip off: the
     student learns the teacher's own probabilities)."""
     if list(opened.module.class_names) != list(module.class_names):
         raise ConfigError(
-            f"distill.teacher={settings['teacher']}: its classes "
+            f"distill.teacher={settings.teacher}: its classes "
             f"{list(opened.module.class_names)} are not this run's {list(module.class_names)}."
         )
     opened.module.configure_evaluation(gate={"empty_mask_index": None, "mask_threshold": 0.5})
@@ -77,8 +55,6 @@ def attach_teacher(
     net.eval().requires_grad_(False)
     if module.channels_last:
         net.to(memory_format=torch.channels_last)
-    module.teacher = Teacher(
-        net, float(settings["weight"]), float(settings["temperature"]), str(settings["teacher"])
-    )
+    module.teacher = Teacher(net, settings.weight, settings.temperature, str(settings.teacher))
     size = len(getattr(net, "members", [net]))
-    log.info("Distilling %s (%d network(s)) into this run", settings["teacher"], size)
+    log.info("Distilling %s (%d network(s)) into this run", settings.teacher, size)

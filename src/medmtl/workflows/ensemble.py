@@ -16,13 +16,14 @@ from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
-from medmtl.models.conformal import ALPHA, AnswerSets, check_alpha
+from medmtl.models.conformal import AnswerSets
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.runs import collect_runs, pooled
 from medmtl.reporting.summary import write_json
 from medmtl.settings.commands import EnsembleSettings
 from medmtl.settings.evaluation import GATE_KEYS
 from medmtl.settings.record import RunRecord
+from medmtl.settings.train import ALPHA, TrainSettings, check_alpha
 from medmtl.workflows.evaluate import test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
@@ -282,12 +283,13 @@ class EnsembleAfterSweep(Callback):
             log.warning("Not ensembling %s: %s. Ensemble by hand: %s", sweep, why, command)
             return
         logger = config.get("logger") or {}
+        run = TrainSettings.from_dict(config)  # the sweep's own tta and memory format
         metrics = ensemble(
             [r.path for r in runs],
             sweep / self.out,
             self.split,
-            tta=bool(config.get("tta", False)),
-            channels_last=bool(config.get("channels_last", True)),
+            tta=run.tta,
+            channels_last=run.channels_last,
             gate=self.gate,
             # the sweep's jobs logged to W&B: so does their ensemble, into their group
             wandb=wandb_request(_settings(logger.get("wandb"))),

@@ -261,9 +261,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg = OmegaConf.to_container(
             OmegaConf.merge(OmegaConf.create(trained), changes), resolve=True
         )
-    precision = cfg.trainer.get("precision", "32-true")
     # auto is a training-time choice (a timed step); an evaluation runs in full precision
-    precision = "32-true" if str(precision) == "auto" else precision
+    precision = "32-true" if str(cfg.trainer.precision) == "auto" else cfg.trainer.precision
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, precision=precision)
     run_csv = None
     if not opened.members:
