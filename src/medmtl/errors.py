@@ -25,6 +25,33 @@ class WriteError(MedmtlError):
     since every following write would fail the same way."""
 
 
+class Stopped(BaseException):
+    """A signal stopped the command (a scheduler's SIGTERM, Ctrl+C...): not a mistake, and not
+    an :class:`Exception`, so that no ``except Exception`` swallows it on its way out. Raised by
+    the handler of :func:`medmtl.cli.stop_on_signals`; the code it passes through says what
+    stays on disk (:meth:`keeping`)."""
+
+    def __init__(self, signum: int, kept: str = "") -> None:
+        self.signum = int(signum)
+        self.kept = kept
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        import signal
+
+        name = signal.Signals(self.signum).name
+        return f"stopped by {name}" + (f"; {self.kept}" if self.kept else "")
+
+    @property
+    def status(self) -> int:
+        """The exit status of a process a signal ended: 128 + the signal's number."""
+        return 128 + self.signum
+
+    def keeping(self, kept: str) -> Stopped:
+        """The same stop, saying what finished before it and where it is."""
+        return Stopped(self.signum, kept)
+
+
 # errno -> what the user reads (the rest: the system's own words)
 WRITE_CAUSES = {
     28: "no space left on the device; free some space or write elsewhere",  # ENOSPC

@@ -12,12 +12,13 @@ mistake is one ``medmtl: error: …`` line with exit status 2.
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, Field, fields
+from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +151,20 @@ def _default_text(f: Field) -> str:
     return str(value)
 
 
-def option_lines(cls: type, positional: str | None = None) -> list[tuple[str, str]]:
-    """(``key=<default>``, help) for every field of ``cls``."""
+def option_lines(
+    cls: type, positional: str | None = None, prefix: str = ""
+) -> list[tuple[str, str]]:
+    """(``key=<default>``, help) for every field of ``cls``; a group of settings (a nested
+    dataclass) as its own keys, ``group.key=<default>``."""
     out = []
     for f in fields(cls):
         if f.name == positional:
             continue
-        out.append((f"{f.name}={_default_text(f)}", str(f.metadata.get("help", ""))))
+        group = f.default_factory if f.default is MISSING else None  # type: ignore[misc]
+        if group is not None and is_dataclass(group):
+            out += option_lines(group, prefix=f"{prefix}{f.name}.")
+            continue
+        out.append((f"{prefix}{f.name}={_default_text(f)}", str(f.metadata.get("help", ""))))
     return out
 
 
@@ -201,14 +209,15 @@ def command_main(
     """Entry point: help on ``-h``/``--help`` (and on no arguments when the command
     ``needs_args``), else ``run(argv)``; a user mistake is one line with exit status 2.
     ``exit``: leave with the status (else return it; mistakes still exit 2)."""
-    from medmtl.cli import run_or_exit
+    from medmtl.cli import run_or_exit, stop_on_signals
 
     args = sys.argv[1:] if argv is None else list(argv)
     if (not args and needs_args) or any(a in ("-h", "--help") for a in args):
         print(help_text() if help_text else doc.strip())
         status = 0 if args else 2
     else:
-        status = run_or_exit(run, args) or 0
+        with stop_on_signals():
+            status = run_or_exit(run, args) or 0
     if exit:
         sys.exit(status)
     return status
@@ -308,6 +317,42 @@ def hydra_message(exc: BaseException) -> str:
     return "; ".join(parts) + "."
 
 
+# what a value given on the command line may hold without quotes in Hydra's grammar; a path
+# with anything else (BUSI's "benign (1).png", a folder with a space) is quoted for the user
+_PLAIN_VALUE = re.compile(r"[\w./:~+@%^-]*")
+
+
+def quote_paths(args: Sequence[str]) -> list[str]:
+    """The overrides with a value Hydra's grammar cannot read bare, but can read quoted, put in
+    quotes (``data.root=/data/my busi (copy)`` -> ``data.root='/data/my busi (copy)'``): a
+    path as users have them. A value with quotes, backslashes, commas or brackets (Hydra's own
+    lists, sweeps and functions) is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if (
+            eq
+            and not arg.startswith("-")
+            and not _PLAIN_VALUE.fullmatch(value)
+            and not any(c in value for c in "'\"\\,[]{}=")
+        ):
+            try:
+                parser.parse_overrides([arg])
+            except HydraException:
+                quoted = f"{key}='{value}'"
+                try:
+                    parser.parse_overrides([quoted])
+                    arg = quoted
+                except HydraException:
+                    pass
+        out.append(arg)
+    return out
+
+
 def check_overrides(
     config_name: str,
     args: Sequence[str],
@@ -331,7 +376,11 @@ def check_overrides(
         first = _first_values(overrides)
         cfg = compose(config_name, first, return_hydra_config=True) if first is not None else None
     except (HydraException, OmegaConfBaseException) as exc:
-        fail(f"{hydra_message(exc)} Run with --help for the config groups and options.")
+        hint = " Run with --help for the config groups and options."
+        if "override_grammar" in str(exc):  # Hydra's grammar refused a value
+            hint = (" A value with commas, brackets or quotes in it goes in quotes, and the whole"
+                    " argument in the shell's: 'data.root=\"/data/busi, copy\"'.")  # fmt: skip
+        fail(f"{hydra_message(exc)}{hint}")
     if check is not None and cfg is not None:
         if any(a in HYDRA_FLAGS for a in args):  # a sweep: the check may depend on its launcher
             from omegaconf import open_dict
@@ -358,9 +407,18 @@ def hydra_main(
     """Entry point of a Hydra command: ``--help`` in medmtl's layout, the overrides and then the
     composed config (``check``) checked in one line, then ``run()`` (the ``@hydra.main``
     function, which reads ``sys.argv``)."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    from medmtl.cli import stop_on_signals, stopped
+    from medmtl.errors import Stopped
+
+    args = quote_paths(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:
+        sys.argv[1:] = args  # what Hydra reads
     if any(a in ("-h", "--help") for a in args):
         print(hydra_usage(prog, doc, config_name, settings))
         sys.exit(0)
     check_overrides(config_name, args, check)
-    return run()
+    try:
+        with stop_on_signals():
+            return run()
+    except Stopped as exc:
+        stopped(exc)

@@ -12,7 +12,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from medmtl.errors import DataError, WriteError
+from medmtl.errors import DataError, Stopped, WriteError
 from medmtl.inference.dicom_out import (
     RESULT_SUFFIX,
     SEG_SUFFIX,
@@ -270,10 +270,14 @@ class PredictSummary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     stored: list[str] = field(default_factory=list)  # push=true: SEGs the archive stored
+    # dicom_seg=true: predicted DICOM images (with their PNGs) that got no SEG, and why
+    no_seg: list[tuple[Path, str]] = field(default_factory=list)
     csvs: _ResultCsvs | None = field(default=None, repr=False, compare=False)
 
     def add_row(self, row: dict) -> None:
         self.rows.append(row)
+        if row.get("seg_error"):
+            self.no_seg.append((Path(row["file"]), row["seg_error"]))
         if self.csvs is not None:
             self.csvs.predicted(row)
 
@@ -356,6 +360,11 @@ def predict_paths(
                 f"{exc} {out / 'predictions.csv'} keeps the {len(summary.rows)} image(s) "
                 "predicted before it."
             ) from exc
+        if isinstance(exc, Stopped):
+            raise exc.keeping(
+                f"{out / 'predictions.csv'} keeps the {len(summary.rows)} image(s) predicted "
+                f"before it; {out / 'not_predicted.csv'} lists the {len(summary.failed)} other(s)"
+            ) from None
         raise
     finally:
         if bar is not None:
@@ -460,7 +469,10 @@ def _write_outputs(
         prob = None
         if seg_p is not None and dicom.seg_type == "fractional":
             prob = probability_at_size(seg_p[k, 0], shape)
-        row.update(write_dicom_outputs(stem, out, li.path, mask, prob, li.meta, dicom, row))
+        try:
+            row.update(write_dicom_outputs(stem, out, li.path, mask, prob, li.meta, dicom, row))
+        except DataError as exc:  # the prediction and its PNGs stand; the row says why no SEG
+            row["seg_error"] = str(exc)
     return row
 
 
@@ -511,7 +523,7 @@ class _ResultCsvs:
             "overlay_file",
         ]
         if dicom_seg:
-            fields += ["seg_file", "seg_sop_instance_uid", "sr_file", "result_file"]
+            fields += ["seg_file", "seg_sop_instance_uid", "sr_file", "result_file", "seg_error"]
         self.columns = columns or {}
         listed = list(dict.fromkeys(k for v in self.columns.values() for k in v))
         # a list's own column that has a result's name is kept as input_<name>

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medmtl.errors import ConfigError, DataError
+from medmtl.errors import ConfigError, DataError, Stopped
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.image import read_image
 from medmtl.io.outputs import plan_outputs, write_png
@@ -56,25 +56,33 @@ def preprocess_files(
         from tqdm import tqdm
 
         items = tqdm(items, desc="preprocess", unit="img")
-    for src, dst in items:
-        try:
-            image, meta = read_image(src, frame=frame, crop_us_region=crop_us_region)
-            img8 = settings.to_uint8(image, meta, name=str(src))
-            write_png(enhance(img8, method, clip_limit, tile_grid), dst)
-            summary.written.append(dst)
-            if compare:
-                panels = [
-                    ("original (8-bit)", img8),
-                    ("HE", enhance(img8, "he")),
-                    (
-                        f"CLAHE (clip {clip_limit}, {tile_grid}x{tile_grid})",
-                        enhance(img8, "clahe", clip_limit, tile_grid),
-                    ),
-                ]
-                fig = enhancement_comparison(panels, title=src.name)
-                summary.figures.append(save_figure(fig, dst.with_name(dst.stem + "_compare.png")))
-        except DataError as exc:
-            summary.refused.append((src, str(exc)))
+    try:
+        for src, dst in items:
+            try:
+                image, meta = read_image(src, frame=frame, crop_us_region=crop_us_region)
+                img8 = settings.to_uint8(image, meta, name=str(src))
+                write_png(enhance(img8, method, clip_limit, tile_grid), dst)
+                summary.written.append(dst)
+                if compare:
+                    panels = [
+                        ("original (8-bit)", img8),
+                        ("HE", enhance(img8, "he")),
+                        (
+                            f"CLAHE (clip {clip_limit}, {tile_grid}x{tile_grid})",
+                            enhance(img8, "clahe", clip_limit, tile_grid),
+                        ),
+                    ]
+                    fig = enhancement_comparison(panels, title=src.name)
+                    summary.figures.append(
+                        save_figure(fig, dst.with_name(dst.stem + "_compare.png"))
+                    )
+            except DataError as exc:
+                summary.refused.append((src, str(exc)))
+    except Stopped as stop:
+        left = len(plan.items) - len(summary.written) - len(summary.refused)
+        raise stop.keeping(
+            f"{len(summary.written)} image(s) written to {out} before it are whole; {left} not done"
+        ) from None
     return summary
 
 

@@ -23,12 +23,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.datamodule import CasesDataModule
 from medmtl.data.splits import fold_of
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, Stopped
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.checkpoint import load_checkpoint
-from medmtl.models.conformal import ALPHA
-from medmtl.models.unlike import QUANTILE
 from medmtl.reporting.summary import print_metrics, write_json, write_record
+from medmtl.settings.train import TrainSettings
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
 from medmtl.workflows.build import (
@@ -149,6 +148,14 @@ def record_failure(out_dir: str | Path, exc: BaseException) -> Path:
     return path
 
 
+def _kept_checkpoints(out_dir: Path) -> str:
+    """What a run stopped during training keeps: its last epoch's checkpoint, to resume from."""
+    last = Path(out_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"the epochs finished before it are kept; resume with ckpt_path={last}"
+    return f"no epoch had finished, so {out_dir} has no checkpoint to resume from"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test the best checkpoint, write ``metrics.json`` and the resolved config.
 
@@ -156,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.time()
     check_train_config(cfg)
+    run = TrainSettings.from_dict(cfg)  # the run's own settings, typed and checked
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     wandb_own = (  # medmtl's W&B settings, checked before any work
         split_own_settings(OmegaConf.to_container(wandb_cfg, resolve=True))[1]
@@ -163,39 +171,39 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         else None
     )
     # a distillation teacher is opened (and refused) before anything is written
-    distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
     teacher = (
-        open_teacher(distill, OmegaConf.to_container(cfg.data, resolve=True))
-        if distill.get("teacher")
+        open_teacher(run.distill, OmegaConf.to_container(cfg.data, resolve=True))
+        if run.distill.teacher
         else None
     )
-    if not cfg.get("ckpt_path") and (last := requeued_checkpoint(cfg.paths.output_dir)):
+    if not run.ckpt_path and (last := requeued_checkpoint(cfg.paths.output_dir)):
         # SLURM requeued this job (pre-emption, time limit): go on from its last epoch
         log.info("SLURM requeued this job: resuming from %s", last)
+        run.ckpt_path = str(last)
         with open_dict(cfg):
-            cfg.ckpt_path = str(last)
-    quiet_third_party(resuming=bool(cfg.get("ckpt_path")))
-    resumed = resume_in_run_folder(cfg) if cfg.get("ckpt_path") else None
+            cfg.ckpt_path = run.ckpt_path
+    quiet_third_party(resuming=bool(run.ckpt_path))
+    resumed = resume_in_run_folder(cfg) if run.ckpt_path else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
     (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.get("seed") is not None:  # `if cfg.get("seed")` would skip seed 0
-        L.seed_everything(int(cfg.seed), workers=True)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    if run.seed is not None:  # `if run.seed` would skip seed 0
+        L.seed_everything(run.seed, workers=True)
+    if run.threads:
+        torch.set_num_threads(run.threads)
 
     dm = datamodule_from_config(cfg.data)
     dm.prepare_data()
     dm.setup()
     if resumed is not None and list(resumed["class_names"]) != list(dm.classes):
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path}: trained on the classes {list(resumed['class_names'])}, "
+            f"ckpt_path={run.ckpt_path}: trained on the classes {list(resumed['class_names'])}, "
             f"the data now has {list(dm.classes)}; resume with the same data."
         )
     module = build_module(cfg, dm)
-    module.use_channels_last(bool(cfg.get("channels_last", False)))
+    module.use_channels_last(run.channels_last)
     if teacher is not None:
-        attach_teacher(module, teacher, distill)
+        attach_teacher(module, teacher, run.distill)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(
         cfg.get("logger"), wandb_identity(cfg) if wandb_own is not None else None
@@ -208,7 +216,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ):
         callbacks.append(ValidationMasks(wandb_own["n_images"]))
     try:
-        metrics = _fit_and_test(cfg, dm, module, callbacks, loggers, out_dir, start, wandb_own)
+        metrics = _fit_and_test(cfg, run, dm, module, callbacks, loggers, out_dir, start,
+                                wandb_own)  # fmt: skip
     except BaseException:
         _close_loggers(loggers, failed=True)
         raise
@@ -230,6 +239,7 @@ def _close_loggers(loggers: list, failed: bool) -> None:
 
 def _fit_and_test(
     cfg: DictConfig,
+    run: TrainSettings,
     dm: CasesDataModule,
     module: MultiTaskModule,
     callbacks: list,
@@ -239,10 +249,10 @@ def _fit_and_test(
     wandb_own: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     precision, why = choose_precision(
-        cfg.trainer.get("precision", "32-true"),
-        str(cfg.trainer.get("accelerator", "cpu")),
+        cfg.trainer.precision,  # every trainer config has one (conf/trainer/cpu.yaml, gpu.yaml)
+        str(cfg.trainer.accelerator),
         module.net,
-        (dm.loader.batch_size, int(cfg.model.get("in_channels", 1)), dm.preprocess.image_size,
+        (dm.loader.batch_size, int(cfg.model.in_channels), dm.preprocess.image_size,
          dm.preprocess.image_size),
         processes=training_processes(cfg.trainer),
     )  # fmt: skip
@@ -254,7 +264,10 @@ def _fit_and_test(
     for lg in loggers:  # W&B: flat keys, with the code version and the split files' hashes
         lg.log_hyperparams(run_record(resolved, dm.split_files()) if is_wandb(lg) else resolved)
 
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path, weights_only=True)
+    except Stopped as stop:
+        raise stop.keeping(_kept_checkpoints(out_dir)) from None
     if trainer.interrupted:
         raise ConfigError(
             "training was interrupted; resume with ckpt_path=<run>/checkpoints/last.ckpt"
@@ -262,7 +275,7 @@ def _fit_and_test(
 
     metrics: dict[str, Any] = {}
     per, figures = None, []
-    if cfg.get("test"):
+    if run.test:
         # the checkpoint callback that keeps the best model (the other one keeps the last epoch)
         ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -274,16 +287,13 @@ def _fit_and_test(
             log.warning(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
-        module.configure_evaluation(tta=bool(cfg.get("tta", False)))
-        quantile = OmegaConf.select(cfg, "unlike.quantile", default=QUANTILE)
-        if OmegaConf.select(cfg, "calibration.temperature", default=True):
-            alpha = OmegaConf.select(cfg, "conformal.alpha", default=ALPHA)
-            by_class = bool(OmegaConf.select(cfg, "conformal.by_class", default=False))
+        module.configure_evaluation(tta=run.tta)
+        quantile = run.unlike.quantile
+        if run.calibration.temperature:
             metrics.update(
-                calibrate_module(
-                    module, dm, alpha=alpha, by_class=by_class, unlike_quantile=quantile
-                )
-            )
+                calibrate_module(module, dm, alpha=run.conformal.alpha,
+                                 by_class=run.conformal.by_class, unlike_quantile=quantile)
+            )  # fmt: skip
         elif quantile is not None:
             metrics.update(fit_unlike(module, dm, quantile))
         if best and trainer.is_global_zero:
@@ -300,12 +310,12 @@ def _fit_and_test(
             if hasattr(lg, "save"):
                 lg.save()
         merge_csv_logs(out_dir / "csv")
-    if cfg.get("test") and trainer.is_global_zero:
+    if run.test and trainer.is_global_zero:
         figures = write_split_outputs(
             out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
         )
     record = module.describe().update(metrics)
-    record.resumed_from = str(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    record.resumed_from = run.ckpt_path
     record.world_size = int(trainer.world_size)
     # how the processes were started: LightningEnvironment (local), SLURMEnvironment (srun), ...
     env = getattr(trainer.strategy, "cluster_environment", None)
