@@ -14,7 +14,7 @@ from PIL import Image
 
 from medmtl.settings.commands import PredictSettings
 from medmtl.workflows.predict import predict
-from tests.conftest import DICOM_DIR
+from tests.conftest import DICOM_DIR, partial_mask_threshold
 
 US = ("US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm")
 # what a SEG may share with its source: the patient and study (a PACS files it with them),
@@ -34,6 +34,8 @@ ALLOWED_FROM_SOURCE = {
     "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
     "PhotometricInterpretation", "ImageType", "InstanceCreationDate", "InstanceCreationTime",
 }  # fmt: skip
+# what identifies the place, staff and device of the source: never copied into a SEG or SR
+PRIVATE = ("InstitutionName", "OperatorsName", "DeviceSerialNumber", "StationName")
 
 
 def _rows(out: Path) -> list[dict]:
@@ -47,8 +49,9 @@ def predicted(tiny_ckpt, tmp_path_factory) -> tuple[Path, Path]:
         shutil.copy(DICOM_DIR / name, src / name)
     Image.fromarray(np.full((64, 80), 90, np.uint8)).save(src / "plain.png")
     out = tmp_path_factory.mktemp("pred") / "out"
+    threshold = partial_mask_threshold(tiny_ckpt, src / US[0])
     predict(PredictSettings(ckpt_path=str(tiny_ckpt), input=str(src), out=str(out),
-                            dicom_seg=True))  # fmt: skip
+                            dicom_seg=True, threshold=threshold))  # fmt: skip
     return src, out
 
 
@@ -77,7 +80,9 @@ def test_every_dicom_input_gets_a_seg_that_references_it_on_its_grid(predicted):
         png = np.asarray(Image.open(out / row["mask_file"])) > 0
         assert pixels.shape[1:] == (source.Rows, source.Columns) == png.shape
         assert np.array_equal(pixels[0] > 0, png)  # the PNG mask, pixel for pixel
-        assert png.any() or not int(row["lesion_area_px"])
+        assert int(row["lesion_area_px"]) == int(png.sum())
+        if name == US[0]:  # a mask that covers part of the image: the check has something to see
+            assert png.any() and not png.all(), png.mean()
         sr = hd.sr.srread(out / row["sr_file"])
         assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
         assert sr.StudyInstanceUID == source.StudyInstanceUID
@@ -114,14 +119,10 @@ def test_a_seg_carries_the_patient_and_study_and_nothing_else_of_its_source(pred
             }
             extra = shared - ALLOWED_FROM_SOURCE
             assert extra == set(), (suffix, sorted(extra))
-            for private in (
-                "InstitutionName",
-                "OperatorsName",
-                "DeviceSerialNumber",
-                "StationName",
-            ):
-                if private in source:
-                    assert seg.get(private) != source.get(private), private
+            present = [k for k in PRIVATE if k in source]
+            assert present, f"{name}: none of {PRIVATE} to check"
+            for private in present:
+                assert seg.get(private) != source.get(private), private
         # the sidecar and the CSV hold no patient data
         text = (out / name.replace(".dcm", "_result.json")).read_text()
         text += (out / "predictions.csv").read_text()
@@ -173,3 +174,37 @@ def test_dicom_seg_needs_a_segmentation_head_and_a_readable_image(tiny_ckpt, tmp
     assert "without pixel data" in summary.failed[0][1]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("report")) == []
     assert (out / "ok_seg.dcm").is_file()
+
+
+def test_a_source_without_what_a_seg_copies_keeps_its_pngs_and_says_why(tiny_ckpt, tmp_path,
+                                                                         capsys):  # fmt: skip
+    """Each attribute a SEG copies from its source, missing in turn: the image is predicted (its
+    row, mask and overlay), gets no SEG, and its row and one stderr line name the attribute."""
+    from medmtl.cli import predict as cli
+    from medmtl.inference.dicom_out import SEG_SOURCE_ATTRIBUTES
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DICOM_DIR / US[0], src / "whole.dcm")
+    for key in SEG_SOURCE_ATTRIBUTES:
+        ds = pydicom.dcmread(DICOM_DIR / US[0])
+        del ds[key]
+        ds.save_as(src / f"no_{key}.dcm")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as done:
+        cli.main([f"ckpt_path={tiny_ckpt}", f"input={src}", f"out={out}", "dicom_seg=true"])
+    captured = capsys.readouterr()
+    assert done.value.code == 1 and "Traceback" not in captured.err
+    rows = {Path(r["file"]).name: r for r in _rows(out)}
+    assert set(rows) == {"whole.dcm", *(f"no_{k}.dcm" for k in SEG_SOURCE_ATTRIBUTES)}
+    assert rows["whole.dcm"]["seg_file"] and not rows["whole.dcm"]["seg_error"]
+    failed = [ln for ln in captured.err.splitlines() if ln.strip().startswith("FAILED")]
+    assert len(failed) == len(SEG_SOURCE_ATTRIBUTES), captured.err
+    for key in SEG_SOURCE_ATTRIBUTES:
+        name = f"no_{key}.dcm"
+        row = rows[name]
+        assert row["seg_file"] == "" and f"the file lacks {key}, which a SEG" in row["seg_error"]
+        assert (out / row["mask_file"]).is_file() and (out / row["overlay_file"]).is_file()
+        assert not list(out.glob(f"no_{key}_seg*")) and not list(out.glob(f"no_{key}_sr*"))
+        assert any(name in ln and key in ln for ln in failed), (key, failed)
+    assert f"({len(SEG_SOURCE_ATTRIBUTES)} without a DICOM SEG)" in captured.out

@@ -23,15 +23,16 @@ def _run(argv: list[str]) -> int:
 
     summary = predict(settings)
     out = Path(settings.out)
+    no_seg = f" ({len(summary.no_seg)} without a DICOM SEG)" if summary.no_seg else ""
     print(
-        f"{len(summary.rows)} image(s) predicted -> {out / 'predictions.csv'}; "
+        f"{len(summary.rows)} image(s) predicted{no_seg} -> {out / 'predictions.csv'}; "
         f"{len(summary.failed)} failed; {len(summary.skipped)} skipped."
     )
     if settings.push:
         print(f"{len(summary.stored)} result(s) (SEG, SR) stored in the archive: "
               f"{', '.join(summary.stored)}")  # fmt: skip
-    report_files(summary.skipped, summary.failed, "FAILED")
-    return 1 if summary.failed else 0
+    report_files(summary.skipped, [*summary.failed, *summary.no_seg], "FAILED")
+    return 1 if summary.failed or summary.no_seg else 0
 
 
 def main(argv: list[str] | None = None) -> None:

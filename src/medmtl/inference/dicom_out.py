@@ -72,6 +72,26 @@ def read_source(path: Path) -> Any:
     return ds
 
 
+# what a SEG and its SR copy from their source (its SOP, series, study and patient), measured:
+# highdicom refuses a source that lacks any of them (Rows and Columns come with the pixels)
+SEG_SOURCE_ATTRIBUTES = (
+    "SOPClassUID", "SOPInstanceUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID",
+    "StudyID", "StudyDate", "StudyTime", "AccessionNumber", "PatientID", "PatientName",
+    "PatientBirthDate", "PatientSex",
+)  # fmt: skip
+
+
+def check_seg_source(source: Any, path: Path) -> None:
+    """One DataError line naming every attribute of :data:`SEG_SOURCE_ATTRIBUTES` the source
+    lacks (a SEG is filed with its source's patient, study and series: none is made up)."""
+    missing = [k for k in SEG_SOURCE_ATTRIBUTES if k not in source]
+    if missing:
+        raise DataError(
+            f"{path}: no DICOM SEG written: the file lacks {', '.join(missing)}, which a SEG "
+            "copies from its source; its PNG mask and overlay are written."
+        )
+
+
 def on_source_grid(values: np.ndarray, meta: ImageMeta, rows: int, columns: int) -> np.ndarray:
     """A map of the predicted image placed on the source's full grid (a cropped ultrasound
     region goes back where it was cut from; the rest is 0)."""
@@ -315,8 +335,9 @@ def write_dicom_outputs(
 ) -> dict[str, str]:
     """Write ``<stem>_seg.dcm``, ``<stem>_sr.dcm`` and ``<stem>_result.json`` and return the
     row's new columns. Each file is written atomically, and only once all three are built: a
-    failure leaves none of them."""
+    failure leaves none of them (a :class:`DataError`: the source cannot have a SEG)."""
     source = read_source(source_path)
+    check_seg_source(source, source_path)
     seg = lesion_seg(source, mask, probability, meta, output, summary_text(row))
     sr = measurement_report(source, seg, row, meta, output)
     seg_path = stem.with_name(stem.name + SEG_SUFFIX)

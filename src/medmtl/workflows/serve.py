@@ -219,6 +219,7 @@ def study_json(summary: Any, classes: list[str], push: bool) -> dict[str, Any]:
             "lesion_area_px": row.get("lesion_area_px"),
             "lesion_area_mm2": row.get("lesion_area_mm2") or None,
             "seg_sop_instance_uid": row.get("seg_sop_instance_uid"),
+            "seg_error": row.get("seg_error") or None,
             "refer": bool(row.get("refer")),
         })  # fmt: skip
     return {

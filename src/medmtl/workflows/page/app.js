@@ -430,7 +430,9 @@ async function predictStudy() {
     }
     $("study-table").hidden = data.images.length === 0;
     for (const item of [...data.skipped.map((s) => `skipped ${s.instance}: ${s.reason}`),
-                        ...data.failed.map((f) => `not predicted ${f.instance}: ${f.reason}`)]) {
+                        ...data.failed.map((f) => `not predicted ${f.instance}: ${f.reason}`),
+                        ...data.images.filter((i) => i.seg_error)
+                          .map((i) => `no SEG for ${i.instance}: ${i.seg_error}`)]) {
       const li = document.createElement("li");
       li.textContent = item;
       $("study-notes").appendChild(li);
