@@ -299,11 +299,16 @@ def test_names_groups_and_flat_config_from_settings(tmp_path):
         split_own_settings({"log_model": "yes"})
 
 
-def test_bad_wandb_options_and_a_folder_without_a_model_are_refused(tmp_path):
+def test_bad_wandb_options_and_a_folder_without_a_model_are_refused(tmp_path, monkeypatch):
+    from medmtl.workflows import wandb_runs
     from medmtl.workflows.wandb_runs import option_request
 
     assert option_request("none", "wandb") is None
+    asked = []  # online: W&B's server and login are checked (test_absent_services.py)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # not the tests' "disabled", which skips it
+    monkeypatch.setattr(wandb_runs, "check_online", asked.append)
     assert option_request("online", "wandb")["online"] is True
+    assert asked == ["wandb=online"]
     with pytest.raises(ConfigError, match="wandb=sometimes: choose none, offline or online"):
         option_request("sometimes", "wandb")
     empty = tmp_path / "not_a_model"

@@ -22,7 +22,9 @@ SYNOPSIS = "<multirun dir> [key=value ...]"
 def _run(argv: list[str]) -> int:
     s = parse(argv, TablesSettings, positional="multirun_dir")
     from medmtl.workflows.tables import log_tables_to_wandb, publish_table, write_tables
+    from medmtl.workflows.wandb_runs import option_request
 
+    option_request(s.wandb, "wandb")  # online: W&B's server and a login, before any work
     folder = Path(s.folder)
     table, files = write_tables(
         folder,

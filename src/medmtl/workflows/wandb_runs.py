@@ -84,7 +84,41 @@ def split_own_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     # whole process, overriding WANDB_MODE=disabled and every later run
     lightning["mode"] = wandb_mode(online=lightning.get("offline") is False)
     lightning["offline"] = False
+    if lightning["mode"] == "online":
+        check_online("logger.wandb.offline=false")
     return lightning, own
+
+
+def check_online(option: str) -> None:
+    """Logging online needs W&B's server (``WANDB_BASE_URL``, else api.wandb.ai) and a login
+    (``WANDB_API_KEY`` or ``wandb login``'s netrc entry) on this machine: one line if either is
+    missing, instead of W&B's retries for minutes or a prompt a batch job never answers."""
+    import netrc
+    import socket
+    from urllib.parse import urlparse
+
+    base = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    url = urlparse(base)
+    host = url.hostname or base
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError:
+        raise ConfigError(
+            f"{option}: W&B's server {base} cannot be reached from here; log offline (the "
+            "default) and upload the run later with `wandb sync <run>/wandb/offline-run-*`."
+        ) from None
+    if os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        logged_in = netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        raise ConfigError(
+            f"{option}: no W&B login on this machine for {host} (set WANDB_API_KEY or run "
+            "`wandb login`), or log offline (the default)."
+        )
 
 
 def wandb_mode(online: bool) -> str:
@@ -214,6 +248,8 @@ def option_request(value: Any, option: str) -> dict[str, Any] | None:
         raise ConfigError(f"{option}={value}: choose none, offline or online.")
     if value == "none":
         return None
+    if wandb_mode(value == "online") == "online":
+        check_online(f"{option}=online")
     return {"project": "medmtl", "online": value == "online", "group": None, "name": None,
             "tags": [], "n_images": N_IMAGES}  # fmt: skip
 
