@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,15 +174,52 @@ def train_tiny(out: Path, cache: Path, seed: int) -> Path:
     return out
 
 
+def shared_once(tmp_path_factory, name: str, make: Callable[[Path], Any]) -> Path:
+    """``make(<folder>)`` once for the whole test run, also across pytest-xdist's workers
+    (their base folders share a parent): the others wait for it and reuse what it made, which
+    the tests only read (a test that changes it works on a copy)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a half-made one of a stopped run
+            make(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, cache_dir) -> Path:
-    """A tiny multi-task model trained for one epoch on the tiny phantom (its run folder)."""
-    return train_tiny(tmp_path_factory.mktemp("tiny_run"), cache_dir, seed=1)
+    """A tiny multi-task model trained for one epoch on the tiny phantom (its run folder),
+    trained once for all the test processes."""
+    return shared_once(tmp_path_factory, "tiny_run", lambda out: train_tiny(out, cache_dir, 1))
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_run) -> Path:
     return next((tiny_run / "checkpoints").glob("epoch*.ckpt"))
+
+
+def partial_mask_threshold(ckpt: Path, image: Path) -> float:
+    """A mask threshold at which ``ckpt``'s mask of ``image`` covers some of it but at most half
+    (a check that two masks are equal says little when both are empty or full)."""
+    import numpy as np
+
+    from medmtl.inference.core import predict_image
+    from medmtl.workflows.predict import open_checkpoint
+
+    prob8 = predict_image(open_checkpoint(ckpt), image).probability8
+    assert prob8 is not None, f"{ckpt}: no mask head"
+    for value in np.unique(prob8)[1:]:
+        if (prob8 >= value).mean() <= 0.5:
+            return float(value) / 255
+    raise AssertionError(
+        f"{ckpt}: its probability map of {image.name} is flat ({np.unique(prob8)})"
+    )
 
 
 def make_busbra(root: Path, busi: Path, per_class: int = 12, side: int = 160) -> Path:

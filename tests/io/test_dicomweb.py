@@ -16,7 +16,7 @@ from pydicom.uid import JPEGLossless, generate_uid
 from medmtl.errors import ConfigError, DataError
 from medmtl.io.dicomweb import StudyAddress
 from tests.archive import PASSWORD, USER, orthanc
-from tests.conftest import DICOM_DIR, run_cli
+from tests.conftest import DICOM_DIR, partial_mask_threshold, run_cli
 
 US1 = DICOM_DIR / "US1_UNCR.dcm"
 
@@ -63,9 +63,10 @@ def test_round_trip_stores_a_seg_equal_to_the_png_mask(archive, tiny_ckpt, tmp_p
     server, study, jpeg_uid = archive
     out = tmp_path / "out"
     env = {**__import__("os").environ, "DICOMWEB_PASSWORD": PASSWORD}
+    threshold = partial_mask_threshold(tiny_ckpt, US1)
     res = run_cli("predict", f"ckpt_path={tiny_ckpt}", f"out={out}", "dicom_seg=true",
                   f"input={server.dicomweb}/studies/{study.StudyInstanceUID}", "push=true",
-                  f"user={USER}", env=env)  # fmt: skip
+                  f"user={USER}", f"threshold={threshold}", env=env)  # fmt: skip
     # one US image predicted and stored; the CT skipped; the compressed one failed, named
     assert res.returncode == 1, res.stderr[-2000:]
     assert "2 result(s) (SEG, SR) stored in the archive" in res.stdout
@@ -93,6 +94,7 @@ def test_round_trip_stores_a_seg_equal_to_the_png_mask(archive, tiny_ckpt, tmp_p
     assert ref.ReferencedSOPInstanceUID == study.SOPInstanceUID
     pixels = seg.get_pixels_by_source_instance([study.SOPInstanceUID], combine_segments=True)
     png = np.asarray(Image.open(out / row["mask_file"])) > 0
+    assert png.any() and not png.all(), png.mean()  # a mask with something to compare
     assert np.array_equal(pixels[0] > 0, png)
 
 

@@ -39,7 +39,9 @@ def test_stage_masks_in_training_only_and_the_plain_network_in_evaluation(arch, 
 
 def test_building_the_heads_leaves_the_encoder_statistics_alone():
     plain, deep = _net(deep=False), _net()
-    for a, b in zip(batchnorm_layers(plain), batchnorm_layers(deep), strict=True):
+    pairs = list(zip(batchnorm_layers(plain), batchnorm_layers(deep), strict=True))
+    assert len(pairs) > 10, len(pairs)  # the encoder's batch norms, not an empty walk
+    for a, b in pairs:
         assert torch.equal(a.running_mean, b.running_mean)
         assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 0
 

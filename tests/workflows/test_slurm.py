@@ -290,9 +290,13 @@ def test_no_cluster_is_one_line(slurm_env, tmp_path, cache_dir):
     answers them: one line, exit 2, no folder, no traceback."""
     empty = tmp_path / "bin"
     empty.mkdir()
+    # a cluster whose controller does not answer (nothing listens on its port); a missing
+    # slurm.conf says the same after sinfo's 60 s of retries
+    closed = tmp_path / "closed.conf"
+    closed.write_text("ClusterName=gone\nSlurmctldHost=localhost\nSlurmctldPort=1\n")
     cases = [
         ({**slurm_env, "PATH": str(empty)}, "sbatch and srun and sinfo not found"),
-        ({**slurm_env, "SLURM_CONF": str(tmp_path / "none.conf")}, "sinfo: "),
+        ({**slurm_env, "SLURM_CONF": str(closed)}, "Unable to contact slurm controller"),
     ]
     for env, said in cases:
         sweep = tmp_path / "sweep"
