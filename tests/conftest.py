@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -111,6 +112,27 @@ def busi() -> Path:
             pytest.fail(f"BUSI not found at {busi_location()} and REQUIRE_BUSI=1 (set BUSI_ROOT)")
         pytest.skip("BUSI not available (set BUSI_ROOT)")
     return root
+
+
+def _stream_handlers() -> dict[logging.Logger, set[logging.Handler]]:
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                     if isinstance(lg, logging.Logger))]  # fmt: skip
+    # exactly these types: pytest's own capture handlers subclass StreamHandler
+    kinds = (logging.StreamHandler, logging.FileHandler)
+    return {lg: {h for h in lg.handlers if type(h) in kinds} for lg in loggers}
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    """A command run in-process (Hydra's) sets up logging onto the streams this test captures,
+    which pytest closes after it: later tests would log into closed streams ('--- Logging
+    error ---'). The stream handlers a test added are taken away after it."""
+    before = _stream_handlers()
+    yield
+    for logger, handlers in _stream_handlers().items():
+        for handler in handlers - before.get(logger, set()):
+            logger.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture(autouse=True)
