@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import refused, run_cli
 
 CASES = [
     ("train", ["data.image_size=100"], "data.image_size=100"),
@@ -58,12 +61,20 @@ COMMANDS = [
 ]  # fmt: skip
 
 
+def _main(command: str, args: list[str], monkeypatch):
+    """The command's entry point as its console script calls it (``sys.argv``), in-process."""
+    monkeypatch.setattr(sys, "argv", [f"medmtl-{command}", *args])
+    return importlib.import_module(f"medmtl.cli.{command}").main
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_help_has_one_layout(command):
+def test_every_help_has_one_layout(command, monkeypatch, capsys):
     """--help: the usage line, the summary, then the options or config groups as key=default."""
-    res = run_cli(command, "--help", timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lines = res.stdout.splitlines()
+    with pytest.raises(SystemExit) as done:
+        raise SystemExit(_main(command, ["--help"], monkeypatch)())  # some return their status
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out[-2000:]
+    lines = out.splitlines()
     assert lines[0].startswith(f"usage: medmtl-{command} "), lines[:3]
     assert lines[1] == "" and lines[2] and not lines[2].startswith("medmtl-")
     headers = [ln for ln in lines if ln.endswith(":") and not ln.startswith(" ")]
@@ -86,8 +97,20 @@ def test_gnu_style_options_are_the_same_as_key_value(tmp_path):
 @pytest.mark.parametrize(
     ("command", "args", "says"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 )
-def test_one_line_and_exit_2(command, args, says, tmp_path):
+def test_one_line_and_exit_2(command, args, says, tmp_path, monkeypatch, capsys):
     if command in ("train", "eval"):  # the run folder Hydra makes goes to the test's folder
+        args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.chdir(tmp_path)
+    error = refused(_main(command, args, monkeypatch), capsys)
+    assert says in error, error
+
+
+@pytest.mark.parametrize("case", [0, 7], ids=["train", "predict"])
+def test_as_a_user_runs_it(case, tmp_path):
+    """A Hydra command and a key=value one in their own process, as a user runs them: the
+    same one line and exit status 2 (the cases above run in-process)."""
+    command, args, says = CASES[case]
+    if command == "train":
         args = [*args, f"hydra.run.dir={tmp_path / 'run'}"]
     res = run_cli(command, *args, timeout=300, cwd=tmp_path)
     assert res.returncode == 2, (res.stdout[-2000:], res.stderr[-2000:])
