@@ -83,15 +83,16 @@ def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | Non
     return number(key, OmegaConf.select(cfg, key), kind, low, high)
 
 
-def check_train_config(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig) -> TrainSettings:
     """Refuse settings that cannot work, in one line, before any data is read: the values
     (:func:`check_train_values`), then what this machine must offer (:func:`check_this_machine`).
-    """
-    check_train_values(cfg)
+    Returns the run's own settings, checked."""
+    run = check_train_values(cfg)
     check_this_machine(cfg)
+    return run
 
 
-def check_train_values(cfg: DictConfig) -> None:
+def check_train_values(cfg: DictConfig) -> TrainSettings:
     """The settings by themselves, the same on every machine: types, ranges, names.
 
     Architecture, encoder and loss names are checked by building their descriptions only;
@@ -115,7 +116,7 @@ def check_train_values(cfg: DictConfig) -> None:
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", int, 1)
-    TrainSettings.from_dict(cfg)  # the run's own settings: seed, tta, calibration, distill...
+    run = TrainSettings.from_dict(cfg)  # the run's own settings: seed, tta, calibration...
     net = net_settings(cfg)  # every model.* value
     check_model_names(net)
     arch = architecture(net["arch"])
@@ -125,6 +126,7 @@ def check_train_values(cfg: DictConfig) -> None:
         )
     LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
     check_optimization(*optimization(cfg))
+    return run
 
 
 def check_this_machine(cfg: DictConfig) -> None:

@@ -45,6 +45,7 @@ from medmtl.workflows.slurm import requeued_checkpoint
 from medmtl.workflows.wandb_runs import (
     N_IMAGES,
     ValidationMasks,
+    check_online,
     guarded,
     is_wandb,
     log_evaluation,
@@ -162,14 +163,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the metrics (``val/overall`` is what a sweeper optimises).
     """
     start = time.time()
-    check_train_config(cfg)
-    run = TrainSettings.from_dict(cfg)  # the run's own settings, typed and checked
+    run = check_train_config(cfg)  # and the run's own settings, typed
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
-    wandb_own = (  # medmtl's W&B settings, checked before any work
-        split_own_settings(OmegaConf.to_container(wandb_cfg, resolve=True))[1]
-        if wandb_cfg is not None and "_target_" in wandb_cfg
-        else None
-    )
+    wandb_own = None  # medmtl's W&B settings, checked before any work
+    if wandb_cfg is not None and "_target_" in wandb_cfg:
+        lightning, wandb_own = split_own_settings(OmegaConf.to_container(wandb_cfg, resolve=True))
+        if lightning["mode"] == "online":  # W&B's server and a login, asked once a run
+            check_online("logger.wandb.offline=false")
     # a distillation teacher is opened (and refused) before anything is written
     teacher = (
         open_teacher(run.distill, OmegaConf.to_container(cfg.data, resolve=True))

@@ -84,8 +84,6 @@ def split_own_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     # whole process, overriding WANDB_MODE=disabled and every later run
     lightning["mode"] = wandb_mode(online=lightning.get("offline") is False)
     lightning["offline"] = False
-    if lightning["mode"] == "online":
-        check_online("logger.wandb.offline=false")
     return lightning, own
 
 
@@ -230,7 +228,9 @@ def wandb_request(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
     group, name, tags and the number of images (None: no W&B run)."""
     if not settings or "_target_" not in settings:
         return None
-    _, own = split_own_settings(settings)
+    lightning, own = split_own_settings(settings)
+    if lightning["mode"] == "online":  # asked once, here, not by every reader of the settings
+        check_online("logger.wandb.offline=false")
     return {
         "project": settings.get("project") or "medmtl",
         "online": settings.get("offline") is False,
