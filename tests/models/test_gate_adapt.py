@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medmtl.models.adapt import adapt_batchnorm, batchnorm_layers
-from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, gate_masks
+from medmtl.models.multitask import EMPTY_LOGIT, Gate, MultiTaskNet, gate_masks
 from medmtl.workflows.gate import GateEvidence, tune_gate
 
 
@@ -31,7 +31,7 @@ def test_gate_thresholds_on_constructed_outputs():
     assert emptied(min_prob=0.58, keep_above=0.9) == [True, False, False, False]
     net = MultiTaskNet("Unet", "resnet18", in_channels=1, num_classes=3, empty_mask_index=0,
                        empty_mask_min_prob=0.58, arch_kwargs={"decoder_channels": [16, 8, 8, 8, 8]})  # fmt: skip
-    assert net.empty_mask_min_prob == 0.58 and net.empty_mask_keep_above is None
+    assert net.gate.empty_mask_min_prob == 0.58 and net.gate.empty_mask_keep_above is None
 
 
 def test_tune_gate_picks_the_best_out_of_fold_dice():
@@ -116,14 +116,14 @@ def test_mask_threshold_recentres_the_map_in_evaluation_only():
     x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         raw = torch.sigmoid(net(x)["seg"])
-        net.mask_threshold = 0.3
+        net.gate = Gate(mask_threshold=0.3)
         shifted = torch.sigmoid(net(x)["seg"])
         net.train()
         trained = torch.sigmoid(net(x)["seg"])
     # 0.5 of the output is 0.3 of the network's own map; training sees the map itself
     assert torch.equal(shifted >= 0.5, raw >= 0.3)
     assert not torch.equal(raw >= 0.5, raw >= 0.3)  # the threshold matters on this map
-    net.mask_threshold = 0.5
+    net.gate = Gate(mask_threshold=0.5)
     with torch.no_grad():
         assert torch.equal(trained, torch.sigmoid(net(x)["seg"]))  # training: no shift
     for bad in (0, 1, 1.5, "x"):
@@ -211,15 +211,14 @@ def test_group_counts_divide_the_channels():
 def test_norm_setting_reaches_the_network():
     """model.norm from the config is a MultiTaskNet argument (not silently dropped)."""
     from medmtl.config import compose
-    from medmtl.models.multitask import net_kwargs
     from medmtl.workflows.build import model_kwargs
 
     cfg = compose("train", ["model.norm=group", "model/encoder=resnet18"])
     kw = model_kwargs(cfg.model)
-    assert kw["norm"] == "group"
-    net = MultiTaskNet(**net_kwargs(kw, ["normal", "benign", "malignant"]))
+    assert kw.norm == "group"
+    net = MultiTaskNet.from_settings(kw, ["normal", "benign", "malignant"])
     assert net.norm == "group" and not batchnorm_layers(net)
-    assert model_kwargs(compose("train", []).model)["norm"] == "batch"
+    assert model_kwargs(compose("train", []).model).norm == "batch"
 
 
 def test_threshold_evidence_recentres_each_flip_view_as_evaluation_does():
@@ -235,9 +234,9 @@ def test_threshold_evidence_recentres_each_flip_view_as_evaluation_does():
 
     raw = flipped_pair()  # mask_threshold 0.5: the map itself, with each view's probabilities
     for threshold in (0.3, 0.6):
-        net.mask_threshold = threshold
+        net.gate = Gate(mask_threshold=threshold)
         used = flipped_pair()["seg"]
-        net.mask_threshold = 0.5
+        net.gate = Gate(mask_threshold=0.5)
         assert torch.allclose(_at_threshold(raw, threshold).float(), used, atol=1e-4)
     single = {"seg": raw["seg"]}
     assert torch.allclose(_at_threshold(single, 0.3), raw["seg"] - math.log(0.3 / 0.7))

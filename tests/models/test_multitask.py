@@ -7,7 +7,8 @@ import torch
 
 from medmtl.errors import ConfigError
 from medmtl.models import ARCHITECTURES, MultiTaskNet
-from medmtl.models.multitask import EMPTY_LOGIT, net_kwargs
+from medmtl.models.multitask import EMPTY_LOGIT, Gate
+from medmtl.settings.model import GateSettings
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -157,7 +158,7 @@ def test_empty_mask_gate_empties_masks_of_the_gated_class_in_eval_only():
         raw = net(x)
         pred = raw["cls"].argmax(dim=1)
         for idx in range(3):  # every image is gated by exactly one of the classes
-            net.empty_mask_index = idx
+            net.gate = Gate(empty_mask_index=idx)
             out = net(x)
             assert torch.equal(out["cls"], raw["cls"])
             for i in range(4):
@@ -168,9 +169,9 @@ def test_empty_mask_gate_empties_masks_of_the_gated_class_in_eval_only():
                     assert torch.equal(out["seg"][i], raw["seg"][i])
         # training sees the raw logits
         net.train()
-        net.empty_mask_index = int(pred[0])
+        net.gate = Gate(empty_mask_index=int(pred[0]))
         gated_train = net(x)["seg"]
-        net.empty_mask_index = None
+        net.gate = Gate()
         assert torch.allclose(net(x)["seg"], gated_train)
 
 
@@ -180,10 +181,11 @@ def test_empty_mask_gate_errors():
     with pytest.raises(ConfigError, match="classes"):
         MultiTaskNet("Unet", "resnet18", num_classes=3, empty_mask_index=3)
     with pytest.raises(ConfigError, match="healthy"):
-        net_kwargs({"empty_mask_class": "healthy"}, ["normal", "benign", "malignant"])
-    assert net_kwargs({"empty_mask_class": "normal"}, ["normal", "benign"]) == {
-        "empty_mask_index": 0
-    }
+        GateSettings(empty_mask_class="healthy").index(["normal", "benign", "malignant"])
+    assert GateSettings(empty_mask_class="benign").index(["normal", "benign"]) == 1
+    assert GateSettings().index(["normal", "benign"]) is None
+    with pytest.raises(ConfigError, match="empty_mask_index=3"):
+        Gate().changed({"empty_mask_index": 3}, num_classes=3)
 
 
 @pytest.mark.parametrize("arch", ["Unet", "FPN", "DeepLabV3Plus", "MAnet", "PSPNet", "DeepLabV3"])

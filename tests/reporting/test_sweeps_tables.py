@@ -240,9 +240,9 @@ def test_every_experiment_composes_for_both_profiles(experiment, profile):
     assert (size <= 128) if profile == "cpu" else (size >= 256)
     kw = model_kwargs(cfg.model, dict(cfg.profile.encoder_substitutes))
     if profile == "cpu" and cfg.model.encoder.name == "tu-efficientnet_b4":
-        assert kw["encoder"] == "tu-efficientnet_lite0"  # light stand-in
+        assert kw.encoder == "tu-efficientnet_lite0"  # light stand-in
     if profile == "gpu":
-        assert kw["encoder"] == cfg.model.encoder.name
+        assert kw.encoder == cfg.model.encoder.name
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "slurm", "slurm_cpu", "slurm_gpu"])
@@ -335,10 +335,10 @@ def test_profile_keeps_an_explicit_weights_setting(make_cfg):
 
     base = ["experiment=table_lambda", "model/encoder=efficientnet_b4"]
     kw = net_settings(make_cfg(base))
-    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"
+    assert kw.encoder == "tu-efficientnet_lite0" and kw.encoder_weights == "lite0_offline"
     kw = net_settings(make_cfg([*base, "model.encoder.weights=null"], name="explicit"))
-    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] is None
-    assert kw["encoder_study"] == "tu-efficientnet_b4"
+    assert kw.encoder == "tu-efficientnet_lite0" and kw.encoder_weights is None
+    assert kw.encoder_study == "tu-efficientnet_b4"
 
 
 def test_kfold_sweep_runs_one_seed_per_fold():
@@ -366,4 +366,4 @@ def test_transformer_experiment_records_unpretrained_stand_in(make_cfg):
     from medmtl.workflows.build import net_settings
 
     kw = net_settings(make_cfg(["experiment=table_transformer", "model/encoder=mit_b2"]))
-    assert kw["encoder"] == "mit_b0" and kw["encoder_weights"] is None
+    assert kw.encoder == "mit_b0" and kw.encoder_weights is None

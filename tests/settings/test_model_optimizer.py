@@ -27,7 +27,7 @@ def test_network_arguments_take_every_default_from_the_schema():
     kw = model_kwargs({"arch": {"name": "Unet"}, "encoder": {"name": "resnet18"}})
     defaults = ModelSettings()
     for key in ("task", "cls_hidden", "cls_dropout", "norm", "mask_threshold", "postprocess"):
-        assert kw[key] == getattr(defaults, key), key
+        assert getattr(kw, key) == getattr(defaults, key), key
     # an older checkpoint gets a setting added since with the schema's default
     assert all(MODEL_ADDED[k] == getattr(defaults, k) for k in MODEL_ADDED)
 

@@ -17,14 +17,14 @@ def module(tiny_ckpt) -> MultiTaskModule:
 
 def test_every_choice_is_set_and_none_keeps_it(module):
     module.configure_evaluation(split="val", tta=True, gate={"mask_threshold": 0.3})
-    assert (module.eval_split, module.tta, module.net.mask_threshold) == ("val", True, 0.3)
+    assert (module.eval_split, module.tta, module.net.gate.mask_threshold) == ("val", True, 0.3)
     module.configure_evaluation(postprocess={"min_area": 5})
-    assert (module.eval_split, module.tta, module.net.mask_threshold) == ("val", True, 0.3)
+    assert (module.eval_split, module.tta, module.net.gate.mask_threshold) == ("val", True, 0.3)
     assert module.postprocess.min_area == 5
     module.configure_evaluation(gate={"empty_mask_index": 0, "mask_threshold": "as_trained"})
-    assert module.net.empty_mask_index == 0 and module.net.mask_threshold == 0.3
+    assert module.net.gate.empty_mask_index == 0 and module.net.gate.mask_threshold == 0.3
     module.configure_evaluation(gate={"empty_mask_index": None})
-    assert module.net.empty_mask_index is None
+    assert module.net.gate.empty_mask_index is None
     sets = AnswerSets.fit([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]], [0, 1], 0.1, False)
     module.configure_evaluation(answer_sets=sets)
     assert module.answer_sets is sets

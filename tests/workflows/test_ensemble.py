@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medmtl.models.multitask import Gate
 from medmtl.reporting.per_image import read_predictions
 from medmtl.workflows.ensemble import ensemble
 from tests.conftest import run_cli, train_tiny
@@ -220,7 +221,7 @@ def _member_mean_on(runs, data_cfg, tta: bool) -> tuple[list[str], np.ndarray, n
             x = batch["image"]
             cls, seg = [], []
             for net in nets:
-                net.empty_mask_index = None
+                net.gate = Gate(mask_threshold=net.gate.mask_threshold)
                 views = [(x, False), (torch.flip(x, dims=[3]), True)] if tta else [(x, False)]
                 for v, flipped in views:
                     out = net(v)

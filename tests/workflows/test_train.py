@@ -430,8 +430,8 @@ def test_busi_cpu_with_another_lite_encoder_gets_its_weights(make_cfg):
     for k in (0, 1, 2):
         cfg = make_cfg(["experiment=busi_cpu", f"model/encoder=efficientnet_lite{k}"], name=f"l{k}")
         kw = net_settings(cfg)
-        assert kw["encoder"] == f"tu-efficientnet_lite{k}"
-        assert kw["encoder_weights"] == f"lite{k}_offline"
+        assert kw.encoder == f"tu-efficientnet_lite{k}"
+        assert kw.encoder_weights == f"lite{k}_offline"
 
 
 def test_plain_busi_run_starts_from_offline_imagenet_weights(make_cfg):
@@ -439,7 +439,7 @@ def test_plain_busi_run_starts_from_offline_imagenet_weights(make_cfg):
     from medmtl.workflows.build import net_settings
 
     kw = net_settings(make_cfg(["data=busi"]))
-    assert kw["encoder"] == "tu-efficientnet_lite0" and kw["encoder_weights"] == "lite0_offline"
+    assert kw.encoder == "tu-efficientnet_lite0" and kw.encoder_weights == "lite0_offline"
 
 
 def test_detection_levers_train_end_to_end(make_cfg, tmp_path, monkeypatch):

@@ -279,11 +279,12 @@ def test_a_sweep_its_ensemble_and_its_table_share_one_group(tmp_path, cache_dir)
 
 
 def test_names_groups_and_flat_config_from_settings(tmp_path):
+    from medmtl.settings.model import NetSettings
     from medmtl.workflows.wandb_runs import flat_config, run_name, split_own_settings, sweep_group
 
-    lite2 = {"arch": "Unet", "encoder": "tu-efficientnet_lite2"}
+    lite2 = NetSettings(arch="Unet", encoder="tu-efficientnet_lite2")
     assert run_name(lite2, 0.7, fold=3) == "unet-lite2-λ0.7-fold3"
-    seg = {"arch": "FPN", "encoder": "tu-wide_resnet50_2", "task": "seg"}
+    seg = NetSettings(arch="FPN", encoder="tu-wide_resnet50_2", task="seg")
     assert run_name(seg, 0.7, seed=2) == "fpn-wide_resnet50_2-seg-seed2"
     root = tmp_path / "out"
     assert sweep_group(root / "multirun" / "lam" / "x", root) == "multirun/lam/x"

@@ -72,7 +72,7 @@ def conf_model(role: str, overrides: tuple[str, ...] | list[str]) -> ConfModel:
     from medmtl.workflows.build import model_kwargs
 
     cfg = compose("train", [*overrides, "model.encoder.weights=null"])
-    kw = model_kwargs(cfg.model)
+    kw = model_kwargs(cfg.model).to_dict()  # MultiTaskNet's own arguments, below
     for key in ("encoder_study", "empty_mask_class", "postprocess"):
         kw.pop(key)
     decoder = kw["arch_kwargs"].get("decoder_channels")

@@ -106,10 +106,10 @@ def _weights(encoder: str) -> str:
     cfg = compose("train", ["profile=gpu", f"model/encoder={encoder}"])
     net = net_settings(cfg)
     try:
-        check_downloadable(net["encoder"], net["encoder_weights"])
+        check_downloadable(net.encoder, net.encoder_weights)
     except ConfigError:
         return "null"
-    return str(net["encoder_weights"])
+    return str(net.encoder_weights)
 
 
 def train_run(plan: Plan, name: str, overrides: list[str]) -> dict[str, Any]:

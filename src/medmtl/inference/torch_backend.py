@@ -9,7 +9,7 @@ import torch
 
 from medmtl.inference.card import card_from_checkpoint
 from medmtl.models.calibration import calibration_record
-from medmtl.models.checkpoint import CONFORMAL_KEY, network_from_checkpoint
+from medmtl.models.checkpoint import CONFORMAL_KEY, network_from_checkpoint, stored_net
 from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.postprocess import PostProcess
 from medmtl.models.unlike import unlike_record
@@ -27,8 +27,9 @@ class TorchBackend:
         self.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.settings = PreprocessSettings.from_dict(hp.get("data"))
         self.class_names = list(hp["class_names"])
-        self.task = hp["model"].get("task", "multitask")
-        self.postprocess = PostProcess.from_dict(hp["model"].get("postprocess"))
+        net = stored_net(hp)
+        self.task = net.task
+        self.postprocess = PostProcess.from_dict(net.postprocess)
         self.hparams = hp
         # conformal answer sets calibrated after training (None: an older checkpoint)
         self.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medmtl.errors import MedmtlError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_path
-from medmtl.models.multitask import MultiTaskNet, net_kwargs
+from medmtl.models.multitask import MultiTaskNet
 from medmtl.models.upgrade import upgrade
+from medmtl.settings.model import NetSettings
 
 REQUIRED = ("state_dict", "hyper_parameters")
 # the conformal answer sets' calibration images (plain lists; medmtl.models.conformal)
@@ -47,8 +49,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MedmtlError(
             f"{path}: a Lightning checkpoint, but not from medmtl-train (no model settings)."
         )
-    ckpt["hyper_parameters"] = upgrade(hp, str(path))
+    ckpt["hyper_parameters"] = hp = upgrade(hp, str(path))
+    try:
+        NetSettings.from_dict(hp["model"])  # read once here, so a damaged one names the file
+    except ConfigError as exc:
+        raise MedmtlError(f"{path}: its model settings are not medmtl's ({exc}).") from exc
     return ckpt
+
+
+def stored_net(hp: dict[str, Any], weights: bool = True) -> NetSettings:
+    """The network a checkpoint's (upgraded) hyper-parameters describe; ``weights=False``: no
+    encoder weights to fetch (they come from the state dict)."""
+    net = NetSettings.from_dict(hp["model"])
+    return net if weights else replace(net, encoder_weights=None)
 
 
 def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, Any]]:
@@ -56,8 +69,7 @@ def network_from_checkpoint(path: str | Path) -> tuple[MultiTaskNet, dict[str, A
     ckpt = load_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     classes = list(hp["class_names"])
-    model = {**hp["model"], "encoder_weights": None}  # the weights come from the state dict
-    net = MultiTaskNet(**net_kwargs(model, classes), num_classes=len(classes))
+    net = MultiTaskNet.from_settings(stored_net(hp, weights=False), classes)
     state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     net.load_state_dict(state)
     return net.eval(), ckpt

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import MultiTaskNet, gated
-from medmtl.settings.evaluation import check_mask_threshold
+from medmtl.models.multitask import Gate, MultiTaskNet, gated
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -89,18 +88,21 @@ class EnsembleNet(nn.Module):
             raise ConfigError(f"ensemble members have different tasks ({sorted(tasks)}).")
         self.members = nn.ModuleList(members)
         for m in self.members:
-            # gate and threshold the averaged output, not each member
-            m.empty_mask_index = None
-            m.mask_threshold = 0.5
+            m.gate = Gate()  # gate and threshold the averaged output, not each member
         self.task = members[0].task
         self.arch = members[0].arch if len({m.arch for m in members}) == 1 else "ensemble"
         self.encoder_name = (
             members[0].encoder_name if len({m.encoder_name for m in members}) == 1 else "ensemble"
         )
-        self.empty_mask_index = empty_mask_index
-        self.empty_mask_min_prob = float(empty_mask_min_prob or 0.0)
-        self.empty_mask_keep_above = empty_mask_keep_above
-        self.mask_threshold = check_mask_threshold(mask_threshold)
+        self.gate = Gate().changed(
+            {
+                "empty_mask_index": empty_mask_index,
+                "empty_mask_min_prob": empty_mask_min_prob,
+                "empty_mask_keep_above": empty_mask_keep_above,
+                "mask_threshold": mask_threshold,
+            },
+            members[0].num_classes,
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """The averaged outputs (the unlike score is the members' mean: each member's is in

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -16,8 +17,9 @@ from medmtl.models.norm import replace_batchnorm
 from medmtl.models.registry import ARCHITECTURES, ARCHS
 from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
-from medmtl.settings.evaluation import check_mask_threshold
-from medmtl.settings.model import check_net_values
+from medmtl.settings.checks import choice
+from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS, check_gate_value
+from medmtl.settings.model import GateSettings, NetSettings
 
 # smp's Mix Transformer encoders have no decoder for these architectures
 NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
@@ -71,51 +73,60 @@ def threshold_shift(threshold: float) -> float:
     return 0.0 if threshold == 0.5 else math.log(threshold / (1.0 - threshold))
 
 
+@dataclass(frozen=True)
+class Gate:
+    """How evaluation and prediction turn the mask map into a mask: a pixel is lesion where
+    its probability reaches ``mask_threshold``, and the masks of images classified as class
+    ``empty_mask_index`` (None: no gate) are emptied, with the two thresholds of
+    :func:`gate_masks`. One object, changed only through :meth:`changed`."""
+
+    empty_mask_index: int | None = None
+    empty_mask_min_prob: float = GateSettings.empty_mask_min_prob
+    empty_mask_keep_above: float | None = GateSettings.empty_mask_keep_above
+    mask_threshold: float = GateSettings.mask_threshold
+
+    def changed(self, values: Mapping[str, Any], num_classes: int) -> Gate:
+        """This gate with ``values`` (any of ``empty_mask_index`` and
+        :data:`~medmtl.settings.evaluation.GATE_KEYS`), checked; ``as_trained`` keeps one."""
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "empty_mask_index":
+                if value is not None and not 0 <= value < num_classes:
+                    raise ConfigError(f"empty_mask_index={value}: not a class of this model.")
+            else:
+                value = check_gate_value(choice("gate", key, GATE_KEYS), value)
+                if value == AS_TRAINED:
+                    continue
+            out[key] = value
+        return replace(self, **out)
+
+    def apply(self, seg: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        """``seg`` recentred on the mask threshold (so that 0.5 downstream thresholds the map
+        at it), then through the class gate where one is set."""
+        shift = threshold_shift(self.mask_threshold)
+        if shift:
+            seg = seg - shift
+        if self.empty_mask_index is None or cls is None:
+            return seg
+        return gate_masks(
+            seg, cls, self.empty_mask_index, self.empty_mask_min_prob, self.empty_mask_keep_above
+        )
+
+
 def gated(
     net: nn.Module, seg: torch.Tensor | None, cls: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """``seg`` as evaluation and prediction see it (eval mode only): recentred on the
-    network's ``mask_threshold`` (so that 0.5 downstream thresholds the map at it), then
-    through the gate of ``net`` (a network or an ensemble with ``empty_mask_index`` and the
-    two thresholds) where one is set."""
+    """``seg`` as evaluation and prediction see it (eval mode only): through the :class:`Gate`
+    of ``net`` (a network or an ensemble)."""
     if net.training or seg is None:
         return seg
-    shift = threshold_shift(getattr(net, "mask_threshold", 0.5))
-    if shift:
-        seg = seg - shift
-    if net.empty_mask_index is None or cls is None:
-        return seg
-    return gate_masks(
-        seg, cls, net.empty_mask_index, net.empty_mask_min_prob, net.empty_mask_keep_above
-    )
+    return net.gate.apply(seg, cls)
 
 
-def net_kwargs(model: dict, class_names: Sequence[str]) -> dict:
-    """MultiTaskNet arguments from the stored model settings (class name -> class index)."""
-    kw = dict(model)
-    kw.pop("encoder_study", None)  # a record of what the encoder stands in for, not an argument
-    kw.pop("postprocess", None)  # applied to thresholded masks, outside the network
-    name = kw.pop("empty_mask_class", None)
-    if name is not None:
-        if name not in class_names:
-            raise ConfigError(
-                f"model.empty_mask_class={name!r} is not one of the classes "
-                f"{list(class_names)}; use one of them or null."
-            )
-        kw["empty_mask_index"] = list(class_names).index(name)
-    return kw
-
-
-def check_model_names(settings: dict) -> None:
-    """Refuse an unknown task, architecture or encoder and weights that do not fit, in one
-    line and without building anything (``settings``: MultiTaskNet's arguments)."""
-    arch, encoder = settings["arch"], settings["encoder"]
-    weights = settings.get("encoder_weights")
-    check_net_values(
-        settings.get("task", "multitask"),
-        settings.get("norm", "batch"),
-        settings.get("mask_threshold", 0.5),
-    )
+def check_model_names(settings: NetSettings) -> None:
+    """Refuse an unknown architecture or encoder and weights that do not fit, in one line and
+    without building anything (the task, norm and threshold: :class:`NetSettings` itself)."""
+    arch, encoder, weights = settings.arch, settings.encoder, settings.encoder_weights
     if arch not in ARCHITECTURES:
         raise ConfigError(
             f"model.arch.name={arch!r} is not a supported architecture; choose one of "
@@ -146,8 +157,8 @@ def check_model_names(settings: dict) -> None:
             f"model.arch.name={arch} does not accept the Mix Transformer encoder {encoder}; "
             f"use it with {ok}."
         )
-    if settings.get("deep_supervision"):
-        check_deep_supervision(arch, settings.get("task", "multitask"))
+    if settings.deep_supervision:
+        check_deep_supervision(arch, settings.task)
 
 
 class MultiTaskNet(nn.Module):
@@ -192,15 +203,15 @@ class MultiTaskNet(nn.Module):
     ):
         super().__init__()
         check_model_names(
-            {
-                "arch": arch,
-                "encoder": encoder,
-                "encoder_weights": encoder_weights,
-                "task": task,
-                "norm": norm,
-                "mask_threshold": mask_threshold,
-                "deep_supervision": deep_supervision,
-            }
+            NetSettings(
+                arch=arch,
+                encoder=encoder,
+                encoder_weights=encoder_weights,
+                task=task,
+                norm=norm,
+                mask_threshold=mask_threshold,
+                deep_supervision=deep_supervision,
+            )
         )
         if empty_mask_index is not None and (
             task != "multitask" or not 0 <= empty_mask_index < num_classes
@@ -208,12 +219,16 @@ class MultiTaskNet(nn.Module):
             raise ConfigError(
                 "model.empty_mask_class needs model.task=multitask and one of the data's classes."
             )
-        self.empty_mask_index = empty_mask_index
-        self.empty_mask_min_prob = float(empty_mask_min_prob or 0.0)
-        self.empty_mask_keep_above = (
-            None if empty_mask_keep_above is None else float(empty_mask_keep_above)
+        self.num_classes = num_classes
+        self.gate = Gate().changed(
+            {
+                "empty_mask_index": empty_mask_index,
+                "empty_mask_min_prob": empty_mask_min_prob,
+                "empty_mask_keep_above": empty_mask_keep_above,
+                "mask_threshold": mask_threshold,
+            },
+            num_classes,
         )
-        self.mask_threshold = check_mask_threshold(mask_threshold)
         offline = OFFLINE_WEIGHTS.get(str(encoder_weights)) if encoder_weights else None
         self.task = task
         self.arch = arch
@@ -261,6 +276,28 @@ class MultiTaskNet(nn.Module):
         self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
         # how unlike the training data a scan is (medmtl.models.unlike), fitted after training
         self.unlike = FeatureDistance(self.encoder.out_channels[-1], num_classes)
+
+    @classmethod
+    def from_settings(cls, net: NetSettings, class_names: Sequence[str]) -> MultiTaskNet:
+        """The network ``net`` describes, for the data's ``class_names`` (the gate's class
+        named there becomes its index)."""
+        return cls(
+            arch=net.arch,
+            encoder=net.encoder,
+            encoder_weights=net.encoder_weights,
+            in_channels=net.in_channels,
+            num_classes=len(class_names),
+            task=net.task,
+            cls_hidden=net.cls_hidden,
+            cls_dropout=net.cls_dropout,
+            arch_kwargs=net.arch_kwargs,
+            empty_mask_index=net.gate().index(class_names),
+            empty_mask_min_prob=net.empty_mask_min_prob,
+            empty_mask_keep_above=net.empty_mask_keep_above,
+            norm=net.norm,
+            mask_threshold=net.mask_threshold,
+            deep_supervision=net.deep_supervision,
+        )
 
     @property
     def temperature(self) -> float:

@@ -23,16 +23,17 @@ from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, disagreement, overall_score
 from medmtl.models.calibration import calibration_record, drop_temperatures
-from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint
+from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint, stored_net
 from medmtl.models.conformal import AnswerSets
 from medmtl.models.ensemble import combine_views, mirrored_back
-from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet, net_kwargs
+from medmtl.models.multitask import EMPTY_LOGIT, MultiTaskNet
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings import LossSettings
 from medmtl.settings.checks import choice
 from medmtl.settings.data import Augment
-from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS, SPLITS, check_gate_value
+from medmtl.settings.evaluation import SPLITS
+from medmtl.settings.model import NetSettings
 from medmtl.settings.optimizer import OptimizerSettings
 from medmtl.settings.record import RunRecord
 from medmtl.training.losses import MultiTaskLoss, distillation_loss
@@ -95,10 +96,10 @@ class MultiTaskModule(L.LightningModule):
         loss = LossSettings.from_dict(loss).to_dict()
         self.save_hyperparameters()
         self.class_names = list(class_names)
-        self.task = model.get("task", "multitask")
-        self.net = MultiTaskNet(
-            **net_kwargs(model, self.class_names), num_classes=len(self.class_names)
-        )
+        # the network's settings, read once (the checkpoint stores their plain dict)
+        self.net_settings = NetSettings.from_dict(model)
+        self.task = self.net_settings.task
+        self.net = MultiTaskNet.from_settings(self.net_settings, self.class_names)
         self.criterion = MultiTaskLoss(task=self.task, num_classes=len(self.class_names), **loss)
         self.cls_metrics = nn.ModuleDict(
             {_key(s): classification_metrics(len(self.class_names)) for s in EVAL_SPLITS}
@@ -108,7 +109,7 @@ class MultiTaskModule(L.LightningModule):
         self.seg_metrics = nn.ModuleDict(
             {_key(s): SegMetrics() for s in EVAL_SPLITS} if self.task != "cls" else {}
         )
-        self.postprocess = PostProcess.from_dict(model.get("postprocess"))
+        self.postprocess = PostProcess.from_dict(self.net_settings.postprocess)
         self.preprocess = PreprocessSettings.from_dict(data)  # to show test images as they were
         augment = Augment.from_dict((data or {}).get("augment"))
         # (probability, ratio) of the batch-level amplitude mixing (data.augment.amplitude_mix)
@@ -138,9 +139,10 @@ class MultiTaskModule(L.LightningModule):
         """
         ckpt = load_checkpoint(path)
         hp = dict(ckpt["hyper_parameters"])
-        trained = dict(hp["model"])
-        module = cls(**{**hp, "model": {**trained, "encoder_weights": None}})
-        module.hparams["model"] = trained  # what it was trained from (metrics.json, the card)
+        module = cls(**{**hp, "model": stored_net(hp, weights=False).to_dict()})
+        # what it was trained from (metrics.json, the card)
+        module.hparams["model"] = hp["model"]
+        module.net_settings = stored_net(hp)
         module.load_state_dict(ckpt["state_dict"])
         module.configure_evaluation(answer_sets=AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY)))
         module.eval()
@@ -170,16 +172,8 @@ class MultiTaskModule(L.LightningModule):
             self.eval_split = choice("split", split, EVAL_SPLITS)
         if tta is not None:
             self.tta = bool(tta)
-        for key, value in (gate or {}).items():
-            if key != "empty_mask_index":
-                value = check_gate_value(key, value)
-                if value == AS_TRAINED:
-                    continue
-                if key == "empty_mask_min_prob":
-                    value = float(value or 0.0)
-            elif value is not None and not 0 <= value < len(self.class_names):
-                raise ConfigError(f"empty_mask_index={value}: not a class of this model.")
-            setattr(self.net, choice("gate", key, ("empty_mask_index", *GATE_KEYS)), value)
+        if gate:
+            self.net.gate = self.net.gate.changed(gate, len(self.class_names))
         if postprocess:
             self.postprocess = PostProcess.from_dict({**self.postprocess.to_dict(), **postprocess})
         if answer_sets is not KEEP:
@@ -376,8 +370,8 @@ class MultiTaskModule(L.LightningModule):
         """What this run is, for its record (``metrics.json``): data set, size, fold, encoder
         and its weights, λ, the evaluation choices, calibration."""
         hp = self.hparams
-        data, model = dict(hp.get("data") or {}), dict(hp.model)
-        net = self.net
+        data, model = dict(hp.get("data") or {}), self.net_settings
+        net, gate = self.net, self.net.gate
         record = RunRecord(
             data_name=data.get("name"),
             image_size=data.get("image_size"),
@@ -387,11 +381,11 @@ class MultiTaskModule(L.LightningModule):
             seed=hp.get("seed"),
             arch=net.arch,
             encoder=net.encoder_name,
-            encoder_weights=model.get("encoder_weights"),
-            encoder_study=model.get("encoder_study") or net.encoder_name,
+            encoder_weights=model.encoder_weights,
+            encoder_study=model.encoder_study or net.encoder_name,
             task=self.task,
-            norm=model.get("norm", "batch"),
-            deep_supervision=bool(model.get("deep_supervision", False)),
+            norm=model.norm,
+            deep_supervision=model.deep_supervision,
             postprocess=self.postprocess.to_dict(),
             weighting=self.criterion.weighting,
             seg_weight=self.criterion.seg_weight,
@@ -399,11 +393,11 @@ class MultiTaskModule(L.LightningModule):
             deep_supervision_weight=self.criterion.deep_supervision_weight,
             tta=self.tta,
             empty_mask_class=(
-                self.class_names[net.empty_mask_index] if net.empty_mask_index is not None else None
+                None if gate.empty_mask_index is None else self.class_names[gate.empty_mask_index]
             ),
-            empty_mask_min_prob=getattr(net, "empty_mask_min_prob", 0.0),
-            empty_mask_keep_above=getattr(net, "empty_mask_keep_above", None),
-            mask_threshold=getattr(net, "mask_threshold", 0.5),
+            empty_mask_min_prob=gate.empty_mask_min_prob,
+            empty_mask_keep_above=gate.empty_mask_keep_above,
+            mask_threshold=gate.mask_threshold,
         )
         out = {f"loss/{k}": v for k, v in self.criterion.task_weights().items()}
         if self.teacher is not None:

@@ -55,10 +55,22 @@ def _step_seconds(net: nn.Module, x: torch.Tensor, bf16: bool, steps: int) -> fl
     return (time.perf_counter() - t) / steps
 
 
+def trainer_setting(trainer_cfg: Mapping[str, Any] | None, key: str) -> Any:
+    """``trainer.<key>`` of a run, or what Lightning's Trainer does without it (the ``trainer``
+    group is Lightning's own arguments: their defaults live there, not in medmtl)."""
+    import inspect
+
+    import lightning as L
+
+    if trainer_cfg is not None and trainer_cfg.get(key) is not None:
+        return trainer_cfg[key]
+    return inspect.signature(L.Trainer.__init__).parameters[key].default
+
+
 def training_processes(trainer_cfg: Mapping[str, Any]) -> int:
     """How many processes a Lightning trainer config trains with: devices (a count or a list)
     times num_nodes; 1 for ``auto`` or anything else it cannot count."""
-    devices = trainer_cfg.get("devices", 1)
+    devices = trainer_setting(trainer_cfg, "devices")
     if isinstance(devices, int):
         count = devices
     elif isinstance(devices, str) and devices.strip().isdigit():
@@ -67,7 +79,7 @@ def training_processes(trainer_cfg: Mapping[str, Any]) -> int:
         count = len(devices)
     else:
         count = 1
-    nodes = trainer_cfg.get("num_nodes", 1)
+    nodes = trainer_setting(trainer_cfg, "num_nodes")
     return max(1, count) * (nodes if isinstance(nodes, int) and nodes > 0 else 1)
 
 

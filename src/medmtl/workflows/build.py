@@ -16,9 +16,10 @@ from medmtl.models.registry import architecture
 from medmtl.models.weights import check_downloadable, offline_weights_for
 from medmtl.settings import LossSettings, number
 from medmtl.settings.data import check_data
-from medmtl.settings.model import ModelSettings
+from medmtl.settings.model import ModelSettings, NetSettings
 from medmtl.settings.train import TrainSettings
 from medmtl.training.module import MultiTaskModule, check_optimization
+from medmtl.training.precision import trainer_setting
 from medmtl.training.progressive import ProgressiveResize
 from medmtl.workflows.members import check_model_path
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 def model_kwargs(
     model_cfg: DictConfig | dict, substitutes: dict | None = None, keep_weights: bool = False
-) -> dict:
-    """Flatten the ``model`` group (arch/encoder subgroups) into MultiTaskNet arguments.
+) -> NetSettings:
+    """The network the ``model`` group (arch/encoder subgroups) describes, its names resolved.
 
     ``substitutes`` (from ``profile.encoder_substitutes``) maps a study encoder to a light
     stand-in; the stand-in is built with random weights, except the EfficientNet-Lites, which get
@@ -43,19 +44,19 @@ def model_kwargs(
     ).to_dict()
     arch, enc = m.pop("arch"), m.pop("encoder")
     study = enc["name"]
-    encoder, weights = study, enc.get("weights")
+    encoder, weights = study, enc["weights"]
     if substitutes and encoder in substitutes:
         encoder = substitutes[encoder]
         if not keep_weights:
             weights = offline_weights_for(encoder)
-    return {
-        "arch": arch["name"],
-        "arch_kwargs": dict(arch.get("kwargs") or {}),
-        "encoder": encoder,
-        "encoder_weights": weights,
-        "encoder_study": study,
+    return NetSettings(
+        arch=arch["name"],
+        arch_kwargs=dict(arch["kwargs"] or {}),
+        encoder=encoder,
+        encoder_weights=weights,
+        encoder_study=study,
         **m,
-    }
+    )
 
 
 def explicit_overrides() -> set[str]:
@@ -73,7 +74,7 @@ def substitutes(cfg: DictConfig) -> dict:
     return dict(prof.get("encoder_substitutes") or {})
 
 
-def net_settings(cfg: DictConfig) -> dict:
+def net_settings(cfg: DictConfig) -> NetSettings:
     """The network's settings: the profile's stand-in encoder, unless the user set the weights."""
     keep = "model.encoder.weights" in explicit_overrides()
     return model_kwargs(cfg.model, substitutes(cfg), keep_weights=keep)
@@ -119,7 +120,7 @@ def check_train_values(cfg: DictConfig) -> TrainSettings:
     run = TrainSettings.from_dict(cfg)  # the run's own settings: seed, tta, calibration...
     net = net_settings(cfg)  # every model.* value
     check_model_names(net)
-    arch = architecture(net["arch"])
+    arch = architecture(net.arch)
     if arch is not None and int(cfg.data.image_size) < arch.min_size:
         raise ConfigError(
             f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
@@ -133,16 +134,17 @@ def check_this_machine(cfg: DictConfig) -> None:
     """What the machine that trains must offer: a usable GPU for a GPU trainer, the encoder's
     weights (downloadable or cached), a distillation teacher's file, the data set's folder. A sweep sent to a cluster runs
     this inside each job, where the answer counts (a failure is the job's ``failed.json``)."""
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu") or "cpu")
+    trainer = cfg.get("trainer")
+    accelerator = str(trainer_setting(trainer, "accelerator"))
     if accelerator in ("gpu", "cuda"):
         from medmtl.training.gpu import gpu_problem
 
-        problem = gpu_problem(OmegaConf.select(cfg, "trainer.devices", default=1))
+        problem = gpu_problem(trainer_setting(trainer, "devices"))
         if problem:
             raise ConfigError(f"trainer.accelerator={accelerator}: {problem}; {_gpu_advice()}.")
     net = net_settings(cfg)
-    check_downloadable(net["encoder"], net.get("encoder_weights"))
-    teacher = OmegaConf.select(cfg, "distill.teacher", default=None)
+    check_downloadable(net.encoder, net.encoder_weights)
+    teacher = TrainSettings.from_dict(cfg).distill.teacher
     if teacher:
         check_model_path(teacher)
     # the data set's source and its folder, last: the one thing a user on another machine may
@@ -181,7 +183,7 @@ def build_module(cfg: DictConfig, dm: CasesDataModule) -> MultiTaskModule:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     optimizer, scheduler = optimization(cfg)
     return MultiTaskModule(
-        model=net_settings(cfg),
+        model=net_settings(cfg).to_dict(),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optimizer=optimizer,
         scheduler=scheduler,

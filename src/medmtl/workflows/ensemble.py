@@ -16,6 +16,7 @@ from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
+from medmtl.models.checkpoint import stored_net
 from medmtl.models.conformal import AnswerSets
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.runs import collect_runs, pooled
@@ -182,7 +183,7 @@ def ensemble(
         model = {
             "arch": head.net.arch,
             "encoder": head.net.encoder_name,
-            "in_channels": int(hps[0]["model"].get("in_channels", 1)),
+            "in_channels": stored_net(hps[0]).in_channels,
             "ensemble_size": len(members),
         }
         export_network(

@@ -30,7 +30,6 @@ from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.adapt import adapt_batchnorm
-from medmtl.models.multitask import net_kwargs
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import (
@@ -47,6 +46,7 @@ from medmtl.reporting.per_image import (
 from medmtl.reporting.summary import print_metrics, write_record
 from medmtl.settings.checks import choice
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, EvalSettings
+from medmtl.settings.model import GateSettings
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import open_model
@@ -232,10 +232,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module.use_channels_last(settings.channels_last)
     gate = settings.gate()
     if settings.empty_mask_class != AS_TRAINED:
-        kw = net_kwargs({"empty_mask_class": settings.empty_mask_class}, module.class_names)
-        if kw and module.task != "multitask":
+        index = GateSettings(empty_mask_class=settings.empty_mask_class).index(module.class_names)
+        if index is not None and module.task != "multitask":
             raise ConfigError("empty_mask_class needs a multi-task checkpoint.")
-        gate["empty_mask_index"] = kw.get("empty_mask_index")
+        gate["empty_mask_index"] = index
     conformal = {k: v for k, v in settings.conformal.items() if v is not None}
     sets = module.answer_sets
     if conformal:

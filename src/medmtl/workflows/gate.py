@@ -108,7 +108,7 @@ def gate_evidence(
     for run in runs:
         module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
         data = dict(ckpt["hyper_parameters"]["data"])
-        gated = module.task == "multitask" and module.net.empty_mask_index is not None
+        gated = module.task == "multitask" and module.net.gate.empty_mask_index is not None
         if for_gate and not gated:
             raise ConfigError(
                 f"{run}: gate=tune needs multi-task models with a gate (model.empty_mask_class)."
@@ -117,7 +117,7 @@ def gate_evidence(
             raise ConfigError(
                 f"{run}: a segmentation-only model has no class answers to calibrate."
             )
-        index = module.net.empty_mask_index if gated else 0
+        index = module.net.gate.empty_mask_index if gated else 0
         # the map itself, ungated: every threshold is applied below
         module.configure_evaluation(tta=tta, gate={"empty_mask_index": None, "mask_threshold": 0.5})
         module.use_channels_last(channels_last)

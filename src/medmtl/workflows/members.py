@@ -131,7 +131,7 @@ def build_ensemble(
         loaded.append((run, module, ckpt["hyper_parameters"]))
     data = common_data([(r, hp) for r, _, hp in loaded])
     head: MultiTaskModule = loaded[0][1]
-    gate = head.net.empty_mask_index
+    gate = head.net.gate.empty_mask_index
     if empty_mask_class != "as_trained":
         names = list(head.class_names)
         if empty_mask_class is not None and empty_mask_class not in names:

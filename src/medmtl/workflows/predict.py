@@ -7,6 +7,7 @@ are imported only when asked for.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,13 @@ RETRIEVED = "retrieved"  # input=dicomweb://...: the study's images, in the outp
 log = logging.getLogger(__name__)
 
 
-def check_options(opts: dict[str, Any]) -> None:
+def check_options(opts: PredictSettings) -> None:
     """Refuse combinations that cannot work, before the model is loaded (each value was
     checked by :class:`~medmtl.settings.commands.PredictSettings`)."""
-    on_onnx = opts.get("backend") == "onnx" or not opts.get("ckpt_path")
-    check_adapt_backend(opts.get("adapt", "none"), on_onnx)
-    if not is_dicomweb(opts["input"]):  # an archive's study is retrieved into out itself
-        check_out_outside_input(Path(opts["input"]), Path(opts["out"]), out_option="out")
-    ensure_output_dir(opts["out"], "out")
+    check_adapt_backend(opts.adapt, opts.backend == "onnx" or not opts.ckpt_path)
+    if not is_dicomweb(opts.input):  # an archive's study is retrieved into out itself
+        check_out_outside_input(Path(opts.input), Path(opts.out), out_option="out")
+    ensure_output_dir(opts.out, "out")
 
 
 def open_onnx(path: str | Path, threads: int = 0) -> Any:
@@ -61,34 +61,30 @@ def open_checkpoint(path: str | Path, threads: int = 0) -> Any:
 def gradcam_for(backend: Any) -> Any:
     """Grad-CAM of a PyTorch backend's classification head."""
     from medmtl.inference.explain import GradCamExplainer
+    from medmtl.models.checkpoint import stored_net
 
-    in_ch = int(backend.hparams["model"].get("in_channels", 1))
+    in_ch = stored_net(backend.hparams).in_channels
     return GradCamExplainer(backend.net, in_ch, backend.settings.image_size)
 
 
-def load_backend(opts: dict[str, Any]) -> tuple[Any, Any]:
-    """The predictor backend (``backend=torch|onnx``) and the Grad-CAM explainer, if asked for."""
-    backend = opts["backend"]
-    if opts.get("model") and not opts.get("ckpt_path"):
-        backend = "onnx"
+def load_backend(opts: PredictSettings) -> tuple[Any, Any]:
+    """The predictor backend (``backend=torch|onnx``) and the Grad-CAM explainer, if asked for
+    (the values were checked by :class:`PredictSettings`)."""
+    backend = "onnx" if opts.model and not opts.ckpt_path else opts.backend
     if backend == "onnx":
-        if not opts.get("model"):
+        if not opts.model:
             raise ConfigError(
                 "backend=onnx needs model=<file.onnx> (write one with medmtl-export)."
             )
-        if opts.get("explain"):
+        if opts.explain:
             raise ConfigError(
                 "explain=gradcam needs the PyTorch backend (ckpt_path=...), not ONNX."
             )
-        return open_onnx(opts["model"], opts.get("threads") or 0), None
-    if backend != "torch":
-        raise ConfigError(f"backend={backend} is unknown; choose torch or onnx.")
-    if not opts.get("ckpt_path"):
+        return open_onnx(opts.model, opts.threads), None
+    if not opts.ckpt_path:
         raise ConfigError("give ckpt_path=<checkpoint.ckpt> (or backend=onnx model=<file.onnx>).")
-    if opts.get("explain") not in (None, "gradcam"):
-        raise ConfigError(f"explain={opts['explain']} is unknown; use explain=gradcam.")
-    torch_backend = open_checkpoint(opts["ckpt_path"], opts.get("threads") or 0)
-    explainer = gradcam_for(torch_backend) if opts.get("explain") == "gradcam" else None
+    torch_backend = open_checkpoint(opts.ckpt_path, opts.threads)
+    explainer = gradcam_for(torch_backend) if opts.explain == "gradcam" else None
     return torch_backend, explainer
 
 
@@ -142,21 +138,21 @@ def adapt_to_inputs(
         raise ConfigError(f"{inp}: {exc} (adapt=bn needs a folder of images)") from exc
 
 
-def model_folder(opts: dict[str, Any]) -> dict[str, Any]:
+def model_folder(opts: PredictSettings) -> PredictSettings:
     """``model=<folder>``: a model folder (a downloaded W&B model artifact) as the model it
     holds: its ``model.onnx`` on ONNX Runtime, else its ``model.ckpt`` on PyTorch (also when
     ``adapt=bn`` or ``explain=`` need PyTorch and the folder has both)."""
-    folder = Path(str(opts.get("model") or ""))
-    if not opts.get("model") or not folder.is_dir():
+    if not opts.model or not Path(opts.model).is_dir():
         return opts
-    if opts.get("ckpt_path"):
+    folder = Path(opts.model)
+    if opts.ckpt_path:
         raise ConfigError(f"model={folder} and ckpt_path= both name a model; give one.")
     onnx, ckpt = folder / ARTIFACT_ONNX, folder / ARTIFACT_CKPT
-    wants_torch = opts.get("adapt", "none") != "none" or opts.get("explain")
+    wants_torch = opts.adapt != "none" or opts.explain
     if onnx.is_file() and not (wants_torch and ckpt.is_file()):
-        return {**opts, "model": str(onnx), "backend": "onnx"}
+        return replace(opts, model=str(onnx), backend="onnx")
     if ckpt.is_file():
-        return {**opts, "model": None, "ckpt_path": str(ckpt), "backend": "torch"}
+        return replace(opts, model=None, ckpt_path=str(ckpt), backend="torch")
     raise ConfigError(
         f"model={folder}: a folder without {ARTIFACT_ONNX} or {ARTIFACT_CKPT}; give a model "
         "artifact's folder (logger.wandb.log_model), an ONNX file or ckpt_path=<checkpoint>."
@@ -191,7 +187,7 @@ def predict_study(
         raise DataError(f"{address}: no ultrasound images in this study; nothing to predict.")
     plan = plan_outputs(out / RETRIEVED, out, out_option="out")
     if adapt:
-        n = adapt_to_inputs(backend, out / RETRIEVED, out, plan, options.get("frame", 0))
+        n = adapt_to_inputs(backend, out / RETRIEVED, out, plan, options["frame"])
         log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
     skipped = [(Path(where), why) for where, why in retrieved.skipped]
     summary = predict_paths(
@@ -211,34 +207,34 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     folder, a manifest CSV listing the images, or a study of an image archive) into ``out``."""
     if not isinstance(settings, PredictSettings):
         settings = PredictSettings(**settings)
-    opts = model_folder(settings.to_dict())
-    address = StudyAddress.parse(opts["input"]) if is_dicomweb(opts["input"]) else None
+    opts = model_folder(settings)
+    address = StudyAddress.parse(opts.input) if is_dicomweb(opts.input) else None
     check_options(opts)
     backend, explainer = load_backend(opts)
     dicom = None
-    if settings.dicom_seg:
-        dicom = dicom_output(backend, opts.get("ckpt_path") or opts["model"], settings.seg_type)
-    out = Path(opts["out"])
-    adapt = opts.get("adapt", "none") == "bn"
+    if opts.dicom_seg:
+        dicom = dicom_output(backend, opts.ckpt_path or opts.model, opts.seg_type)
+    out = Path(opts.out)
+    adapt = opts.adapt == "bn"
     options = {
-        "tta": opts["tta"],
+        "tta": opts.tta,
         "explainer": explainer,
-        "batch_size": opts["batch_size"],
-        "threshold": opts["threshold"],
-        "frame": opts["frame"],
+        "batch_size": opts.batch_size,
+        "threshold": opts.threshold,
+        "frame": opts.frame,
     }
     if address is not None:
-        archive = dicomweb_client(address.service, settings.token, settings.user)
-        return predict_study(backend, address, archive, out, dicom, settings.push, adapt,
+        archive = dicomweb_client(address.service, opts.token, opts.user)
+        return predict_study(backend, address, archive, out, dicom, opts.push, adapt,
                              **options)  # fmt: skip
     plan = columns = None
-    if Path(opts["input"]).suffix.lower() == ".csv":
-        plan, columns = listed_images(Path(opts["input"]), out, opts["image_column"])
+    if Path(opts.input).suffix.lower() == ".csv":
+        plan, columns = listed_images(Path(opts.input), out, opts.image_column)
     if adapt:
-        n = adapt_to_inputs(backend, Path(opts["input"]), out, plan, opts["frame"])
+        n = adapt_to_inputs(backend, Path(opts.input), out, plan, opts.frame)
         log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
     return predict_paths(
-        backend, Path(opts["input"]), out, plan=plan, columns=columns, dicom=dicom, **options
+        backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
     )
 
 

@@ -259,8 +259,8 @@ def _weights_here(cfg: Any) -> tuple[bool, str]:
     from medmtl.workflows.build import net_settings
 
     net = net_settings(cfg)
-    wanted = net.get("encoder_weights")
-    if wanted and not _downloadable(net["encoder"], str(wanted)):
+    wanted = net.encoder_weights
+    if wanted and not _downloadable(net.encoder, str(wanted)):
         return True, f"random ({wanted} cannot be downloaded here)"
     return False, str(wanted or "random")
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text
-from medmtl.models.checkpoint import load_checkpoint
+from medmtl.models.checkpoint import load_checkpoint, stored_net
 from medmtl.workflows.build import net_settings
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ def resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
     hp = ckpt["hyper_parameters"]
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
-    now = {k: v for k, v in net_settings(cfg).items() if k not in ignore}
-    then = {k: v for k, v in hp["model"].items() if k not in ignore}  # upgraded when loaded
+    now = {k: v for k, v in net_settings(cfg).to_dict().items() if k not in ignore}
+    then = {k: v for k, v in stored_net(hp).to_dict().items() if k not in ignore}
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:
         detail = "; ".join(
@@ -47,7 +47,12 @@ def resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     ):
         log.warning("%s is not inside a run folder: the resumed run starts a new one.", ckpt_path)
         return hp
-    epoch = int(ckpt.get("epoch", 0))
+    if "epoch" not in ckpt:  # Lightning writes it into every checkpoint it can resume from
+        raise MedmtlError(
+            f"{ckpt_path}: no training state to resume (no epoch); resume from a run's "
+            "checkpoints/last.ckpt, or train anew from its settings."
+        )
+    epoch = int(ckpt["epoch"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     old_csv = run / "csv" / "metrics.csv"

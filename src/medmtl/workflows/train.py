@@ -102,9 +102,9 @@ def run_tags(cfg: DictConfig) -> list[str]:
     kw = net_settings(cfg)
     tags = [str(t) for t in (cfg.get("tags") or [])]
     tags += [
-        f"arch={kw['arch']}",
+        f"arch={kw.arch}",
         f"backbone={cfg.model.encoder.name}",
-        f"task={kw['task']}",
+        f"task={kw.task}",
         f"lambda={cfg.loss.seg_weight}",
         f"seed={cfg.get('seed')}",
     ]

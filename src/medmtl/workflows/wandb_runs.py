@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,23 @@ from medmtl.inference.core import ARTIFACT_CKPT, ARTIFACT_ONNX
 from medmtl.metrics import dice_iou
 from medmtl.reporting.per_image import PerImage, masks_in_order
 from medmtl.reporting.wandb_media import figure_media, masked_image, predictions_table, scalars
+from medmtl.settings.model import NetSettings
 
 log = logging.getLogger(__name__)
 
 # medmtl's own settings in ``logger.wandb`` (the rest goes to Lightning's WandbLogger)
-OWN_KEYS = ("media", "log_model", "log_onnx")
 N_IMAGES = 8  # validation images logged with their masks each epoch (logger.wandb.media.n_images)
+
+
+@dataclass(frozen=True)
+class WandbOwn:
+    """medmtl's own keys of ``logger.wandb`` (the others are WandbLogger's arguments)."""
+
+    log_model: bool = False  # the best checkpoint as a versioned W&B model artifact
+    log_onnx: bool = False  # (with log_model) an ONNX export in the artifact too
+
+
+OWN_KEYS = ("media", *(f.name for f in fields(WandbOwn)))
 JOB_TYPES = ("train", "eval", "ensemble", "tables")
 MODES = ("offline", "online")
 _GROUP_MAX = 128  # W&B's limit on a group name
@@ -70,8 +82,8 @@ def split_own_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             f"(0: none; default {N_IMAGES})."
         )
     own = {"n_images": n}
-    for key in ("log_model", "log_onnx"):
-        value = settings.get(key, False)
+    for key in (f.name for f in fields(WandbOwn)):
+        value = settings.get(key, getattr(WandbOwn, key))
         if not isinstance(value, bool):
             raise ConfigError(f"logger.wandb.{key}={value!r}: true or false.")
         own[key] = value
@@ -132,11 +144,10 @@ def _short_encoder(name: str) -> str:
     return re.sub(r"^(tf_)?efficientnet_(lite\d)$", r"\2", short)
 
 
-def run_name(net: Mapping[str, Any], seg_weight: Any, fold: Any = None, seed: Any = None) -> str:
+def run_name(net: NetSettings, seg_weight: Any, fold: Any = None, seed: Any = None) -> str:
     """``unet-lite2-λ0.7-fold3``: architecture, encoder, λ (or the single task), fold, seed."""
-    parts = [str(net["arch"]).lower(), _short_encoder(net["encoder"])]
-    task = net.get("task", "multitask")
-    parts.append(f"λ{seg_weight}" if task == "multitask" else str(task))
+    parts = [net.arch.lower(), _short_encoder(net.encoder)]
+    parts.append(f"λ{seg_weight}" if net.task == "multitask" else net.task)
     if fold is not None:
         parts.append(f"fold{fold}")
     if seed is not None:
