@@ -49,7 +49,7 @@ def test_option_composes(group, option, tmp_path):
     # every interpolation outside the hydra node resolves
     OmegaConf.to_container(cfg, resolve=True)
     kw = model_kwargs(cfg.model)
-    assert kw["arch"] and kw["encoder"]
+    assert kw.arch and kw.encoder
 
 
 def test_all_groups_have_options():

@@ -10,7 +10,13 @@ import pytest
 from medmtl.errors import DataError
 from medmtl.reporting.runs import collect_runs
 from medmtl.reporting.summary import write_record
-from medmtl.settings.record import FIELD_META, KEY_FIELDS, RunRecord, read_record
+from medmtl.settings.record import (
+    FIELD_META,
+    KEY_FIELDS,
+    VALUE_FAMILIES,
+    RunRecord,
+    read_record,
+)
 
 
 def test_fields_and_keys_map_one_to_one():
@@ -56,8 +62,23 @@ def test_merge_sets_only_what_the_other_set():
     assert (base.data_name, base.seed, base.ensemble_size, base.is_ensemble) == (
         "busi", 1, 2, True,
     )  # fmt: skip
-    base.merge({"ckpt_path": "x"})
-    assert base.values["ckpt_path"] == "x"
+    base.merge({"ckpt_path": "x", "test/cls_acc": 0.5})
+    assert base.ckpt_path == "x" and base.values == {"test/cls_acc": 0.5}
+
+
+def test_the_record_refuses_a_key_it_does_not_know_but_reads_one():
+    record = RunRecord()
+    for key in ("seg_dice", "tset/seg_dice", "calibratoin/temperature"):
+        with pytest.raises(ValueError, match=f"'{key}' is neither a field"):
+            record.update({key: 1.0})
+    assert record.values == {}
+    # a file written by another version keeps what this one does not know
+    back = RunRecord.from_metrics({"seg_dice": 0.5, "data/name": "busi"})
+    assert back.values == {"seg_dice": 0.5} and back.data_name == "busi"
+    # every family declared takes its values
+    assert RunRecord().update({f"{f}/x": 1 for f in VALUE_FAMILIES}).values == {
+        f"{f}/x": 1 for f in VALUE_FAMILIES
+    }
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])

@@ -160,7 +160,7 @@ def switches(
             b,
             steps=1 if tiny else 3,
             repeats=1 if tiny else repeats,
-            channels_last=change.get("channels_last", False),
+            channels_last=bool(change.get("channels_last")),  # the switch; its baseline: off
         )
         entry["ips"] = (b / t.median, b / t.high, b / t.low)
         out.append(entry)

@@ -60,8 +60,8 @@ class BusbraSplit:
                 f"data.busbra: unknown key(s) {', '.join(sorted(unknown))}; known: "
                 f"{', '.join(cls.__dataclass_fields__)}."
             )
-        folds = d.get("folds", 5)
-        test = d.get("test_fold", 1)
+        folds = d.get("folds", cls.folds)
+        test = d.get("test_fold", cls.test_fold)
         test = list(test) if isinstance(test, (list, tuple)) else [test]
         val = d.get("val_fold")
         try:

@@ -35,7 +35,7 @@ from medmtl.data.splits import (
 from medmtl.data.transforms import BATCH_AUGMENTS, eval_transform, raw_transform, train_transform
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.preprocess.pipeline import PreprocessSettings
-from medmtl.settings.data import DATA, Augment, check_image_size
+from medmtl.settings.data import CACHE_DIR, DATA, Augment, check_image_size
 from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class LoaderSettings:
     """Batches: sizes, loader processes, the threads that fill the cache, class balancing."""
 
     batch_size: int = DATA.batch_size
-    eval_batch_size: int | None = None  # None: batch_size
+    eval_batch_size: int | None = DATA.eval_batch_size  # None: batch_size
     num_workers: int = DATA.num_workers
     pin_memory: bool = DATA.pin_memory
     augment_on: str = DATA.augment_on
@@ -104,7 +104,7 @@ class LoaderSettings:
         """The loader settings of a data config (``data.batch_size``, ...)."""
         return cls(
             batch_size=int(d.get("batch_size", DATA.batch_size)),
-            eval_batch_size=d.get("eval_batch_size"),
+            eval_batch_size=d.get("eval_batch_size", DATA.eval_batch_size),
             num_workers=int(d.get("num_workers", DATA.num_workers)),
             pin_memory=bool(d.get("pin_memory", DATA.pin_memory)),
             augment_on=str(d.get("augment_on", DATA.augment_on)),
@@ -172,7 +172,7 @@ class CasesDataModule(L.LightningDataModule):
         preprocess: PreprocessSettings | None = None,
         loader: LoaderSettings | None = None,
         augment: dict | None = None,
-        cache_dir: str | None = ".cache",
+        cache_dir: str | None = CACHE_DIR,
     ) -> None:
         super().__init__()
         self.preprocess = preprocess or PreprocessSettings()
@@ -331,7 +331,7 @@ class MedDataModule(CasesDataModule):
         loader: LoaderSettings | None = None,
         augment: dict | None = None,
         subset: int | None = None,
-        cache_dir: str | None = ".cache",
+        cache_dir: str | None = CACHE_DIR,
     ) -> None:
         kind: Source = source_of(source)  # checks what the source needs, before any file
         super().__init__(
@@ -361,8 +361,8 @@ class MedDataModule(CasesDataModule):
         defaults = SplitSettings()
         return cls(
             source=DataSource(
-                name=d.get("name", "busi"),
-                source=d.get("source", "folder"),
+                name=d.get("name", DATA.name),
+                source=d.get("source", DATA.source),
                 root=d.get("root"),
                 classes=tuple(d.get("classes") or DataSource.classes),
                 mask_optional_classes=tuple(d.get("mask_optional_classes") or ()),
@@ -387,14 +387,14 @@ class MedDataModule(CasesDataModule):
             loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
             subset=d.get("subset"),
-            cache_dir=d.get("cache_dir", ".cache"),
+            cache_dir=d.get("cache_dir", CACHE_DIR),
         )
 
     # -- building ------------------------------------------------------------------------
     def resolve_root(self) -> Path:
         """The data folder (the phantom is generated into the cache on first use; a
         manifest's folder is its CSV's)."""
-        return self.kind.find_root(self.data, Path(self.cache_dir or ".cache"))
+        return self.kind.find_root(self.data, Path(self.cache_dir or CACHE_DIR))
 
     def split_path(self, root: Path) -> Path:
         """The split file: ``data.split_file``, else ``split.json`` in the data folder."""

@@ -27,7 +27,7 @@ from medmtl.data.index import DatasetIndex
 from medmtl.data.splits import SPLITS
 from medmtl.errors import ConfigError, DataError
 from medmtl.preprocess.pipeline import PreprocessSettings
-from medmtl.settings.data import DATA, check_image_size
+from medmtl.settings.data import CACHE_DIR, DATA, check_image_size
 from medmtl.settings.data import keys as data_keys
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class MultiDataModule(CasesDataModule):
         preprocess: PreprocessSettings | None = None,
         loader: LoaderSettings | None = None,
         augment: dict | None = None,
-        cache_dir: str | None = ".cache",
+        cache_dir: str | None = CACHE_DIR,
     ) -> None:
         super().__init__(name, classes, preprocess, loader, augment, cache_dir)
         if not sets:
@@ -86,7 +86,7 @@ class MultiDataModule(CasesDataModule):
         check_image_size(preprocess.get("image_size", DATA.image_size))
         sets = {}
         for name, sub in dict(d.get("sets") or {}).items():
-            sub = {**dict(sub), **preprocess, "cache_dir": d.get("cache_dir", ".cache")}
+            sub = {**dict(sub), **preprocess, "cache_dir": d.get("cache_dir", CACHE_DIR)}
             sub.setdefault("name", name)
             if sub.get("source") == "multi":
                 raise ConfigError(f"data.sets.{name}: a combined data set cannot hold another.")
@@ -100,14 +100,14 @@ class MultiDataModule(CasesDataModule):
                 )
             sets[name] = MedDataModule.from_config(sub)
         return cls(
-            name=str(d.get("name", "multi")),
+            name=str(d.get("name") or d["source"]),  # data=multi names itself by its source
             classes=classes,
             sets=sets,
             leave_out=d.get("leave_out"),
             preprocess=PreprocessSettings.from_dict(d),
             loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
-            cache_dir=d.get("cache_dir", ".cache"),
+            cache_dir=d.get("cache_dir", CACHE_DIR),
         )
 
     def prepare_data(self) -> None:

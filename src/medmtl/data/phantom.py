@@ -24,11 +24,13 @@ from PIL import Image
 
 from medmtl.errors import WriteError
 from medmtl.io.files import atomic_path
+from medmtl.settings.data import Phantom
 
 log = logging.getLogger(__name__)
 
 PHANTOM_CLASSES = ("normal", "benign", "malignant")
 PHANTOM_VERSION = 1  # bump when the generator changes so old caches are not reused
+PHANTOM = Phantom()  # data.phantom's defaults
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -136,12 +138,13 @@ def generate_image(
 
 def ensure_phantom(
     cache_dir: str | Path,
-    seed: int = 0,
+    seed: int = PHANTOM.seed,
     counts: dict[str, int] | None = None,
-    size: int = 256,
+    size: int = PHANTOM.size,
 ) -> Path:
-    """Generate the phantom data set once (or reuse it) and return its root folder."""
-    counts = dict(counts or {"normal": 80, "benign": 140, "malignant": 140})
+    """Generate the phantom data set once (or reuse it) and return its root folder
+    (``counts``: images per class, None: ``data.phantom``'s default)."""
+    counts = dict(counts or PHANTOM.counts)
     unknown = set(counts) - set(PHANTOM_CLASSES)
     if unknown:
         raise ValueError(f"unknown phantom classes {sorted(unknown)}; expected {PHANTOM_CLASSES}")

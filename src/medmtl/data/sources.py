@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from medmtl.data.busbra import BusbraSplit, busbra_not_found, index_busbra
 from medmtl.data.index import DatasetIndex, folders_not_found, index_class_folders
 from medmtl.data.manifest import Columns, index_manifest
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
 from medmtl.errors import ConfigError
-from medmtl.settings.data import DATA
+from medmtl.settings.data import DATA, Phantom
 
 COMBINED = "multi"  # data=multi: several data sets, built by medmtl.data.build
 
@@ -29,8 +28,8 @@ COMBINED = "multi"  # data=multi: several data sets, built by medmtl.data.build
 class DataSource:
     """Which data set: its name, where it is and its classes."""
 
-    name: str = "busi"
-    source: str = "folder"  # a key of SOURCES
+    name: str = DATA.name
+    source: str = DATA.source  # a key of SOURCES
     root: str | None = None  # the data folder (folder, busbra); the manifest's is its CSV's
     classes: tuple[str, ...] = tuple(DATA.classes)
     mask_optional_classes: tuple[str, ...] = ()  # their images may have no mask (empty mask)
@@ -120,13 +119,8 @@ def _folders(source: DataSource, root: Path, strict: bool) -> DatasetIndex:
 
 
 def _phantom_root(source: DataSource, cache: Path) -> Path:
-    settings: dict[str, Any] = dict(source.phantom or {})
-    return ensure_phantom(
-        cache,
-        seed=int(settings.get("seed", 0)),
-        counts=settings.get("counts"),
-        size=int(settings.get("size", 256)),
-    )
+    settings = Phantom.from_dict(source.phantom)
+    return ensure_phantom(cache, settings.seed, settings.counts, settings.size)
 
 
 def _manifest(source: DataSource, root: Path, strict: bool) -> DatasetIndex:

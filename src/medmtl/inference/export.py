@@ -12,6 +12,7 @@ from medmtl.inference.onnx_backend import ONNX_META_KEY, OUTPUT_KEYS
 from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.files import atomic_path
 from medmtl.models.calibration import calibration_record
+from medmtl.models.checkpoint import stored_net
 from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -44,7 +45,7 @@ def output_names(net: nn.Module, task: str) -> list[str]:
 def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) -> Path:
     """Write ``out_path`` (atomically) and return it."""
     backend = TorchBackend(ckpt_path)
-    model = {k: backend.hparams["model"].get(k) for k in ("arch", "encoder", "in_channels")}
+    model = stored_net(backend.hparams).to_dict()  # the network's settings, as trained
     return export_network(
         backend.net,
         backend.settings,
@@ -77,7 +78,7 @@ def export_network(
     names = output_names(net, task)
     wrapper = _Outputs(net, names).eval()  # eval: the exporter restores the wrapper's mode
     size = settings.image_size
-    in_ch = int(model.get("in_channels") or 1)
+    in_ch = int(model["in_channels"])  # a model's settings, or an ensemble's summary of them
     meta = {
         "class_names": list(class_names),
         "task": task,

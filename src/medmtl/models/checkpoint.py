@@ -53,7 +53,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         NetSettings.from_dict(hp["model"])  # read once here, so a damaged one names the file
     except ConfigError as exc:
-        raise MedmtlError(f"{path}: its model settings are not medmtl's ({exc}).") from exc
+        raise MedmtlError(
+            f"{path}: its model settings are not medmtl's ({str(exc).rstrip('.')})."
+        ) from exc
     return ckpt
 
 

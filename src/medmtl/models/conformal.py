@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import ConfigError
-from medmtl.settings.train import ALPHA, check_alpha
+from medmtl.settings.train import ALPHA, Conformal, check_alpha
 
 
 def crepes() -> None:
@@ -116,8 +116,8 @@ class AnswerSets:
             np.asarray(d["scores"], dtype=np.float64),
             np.asarray(d["labels"], dtype=np.int64),
             int(d["num_classes"]),
-            float(d.get("alpha", ALPHA)),
-            bool(d.get("by_class", False)),
+            float(d.get("alpha", Conformal.alpha)),
+            bool(d.get("by_class", Conformal.by_class)),
         )
 
 

@@ -14,15 +14,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from medmtl.settings.checks import known_keys
+from medmtl.settings.model import PostProcessSettings
+
 # 8-connectivity: pixels touching at a corner belong to one lesion
 _STRUCTURE = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
-class PostProcess:
-    largest_component: bool = False  # keep only the largest connected lesion
-    fill_holes: bool = False  # fill holes inside a lesion
-    min_area: int = 0  # drop lesions smaller than this many pixels (0: keep all)
+class PostProcess(PostProcessSettings):
+    """``model.postprocess`` as applied to a thresholded mask: its settings, checked, and the
+    operation itself."""
 
     @property
     def active(self) -> bool:
@@ -33,12 +35,7 @@ class PostProcess:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PostProcess:
-        d = dict(d or {})
-        return cls(
-            largest_component=bool(d.get("largest_component", False)),
-            fill_holes=bool(d.get("fill_holes", False)),
-            min_area=int(d.get("min_area", 0) or 0),
-        )
+        return cls(**known_keys("model.postprocess", dict(d or {}), cls))
 
     def __call__(self, mask: np.ndarray) -> np.ndarray:
         """A post-processed copy of one binary mask (H, W)."""

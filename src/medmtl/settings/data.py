@@ -9,7 +9,8 @@ defaults from it, so a new data setting is added here and nowhere else (plus its
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from medmtl.errors import ConfigError
@@ -126,6 +127,28 @@ class Dedup:
 
 
 @dataclass
+class Phantom:
+    """``data.phantom``: the generated ultrasound-like phantom (medmtl.data.phantom), made once
+    per setting into the cache."""
+
+    seed: int = ranged(0, 0)
+    size: int = _pos(256, 32)  # the side of the generated images
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"normal": 80, "benign": 140, "malignant": 140}
+    )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> Phantom:
+        """``data.phantom``, checked (missing keys: the defaults; an unknown key refused)."""
+        return cls(**check_fields("data.phantom", dict(values or {}), cls))
+
+
+# where a data module caches when its settings name no folder (a data dict written by hand;
+# a composed config's data.cache_dir is paths.cache_dir)
+CACHE_DIR = ".cache"
+
+
+@dataclass
 class Progressive:
     """Progressive resizing: the first ``fraction`` of the epochs trains on batches resized
     down, from ``start_size`` (a multiple of 32 below image_size) in steps of 32; the rest, and
@@ -148,7 +171,7 @@ class DataSettings:
     manifest: str | None = _key("source", common=False)  # data=manifest: the CSV listing
     columns: dict | None = _key("source", member=True, common=False)  # data=manifest's columns
     busbra: dict | None = _key("source", member=True, common=False)  # data=busbra's folds
-    phantom: dict | None = _key("source")  # data=phantom: seed, size, counts
+    phantom: dict | None = _key("source")  # data=phantom: seed, size, counts (Phantom)
     classes: list = _key("source", ["normal", "benign", "malignant"], member=True)
     # the data set's labels -> data.classes, e.g. {B: benign, M: malignant}; None: same names
     class_map: dict | None = _key("source", member=True)

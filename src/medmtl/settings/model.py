@@ -34,7 +34,7 @@ def _default(value: Any) -> Any:
     return field(default_factory=lambda: copy.deepcopy(value))
 
 
-@dataclass
+@dataclass(frozen=True)
 class PostProcessSettings:
     """Post-processing of the thresholded mask in evaluation and prediction (not training)."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.errors import DataError
+from medmtl.settings.evaluation import SPLITS
 
 
 def _f(key: str, override: str | None = None, *, optional: bool = False) -> Any:
@@ -75,6 +76,9 @@ class RunRecord:
     cluster_environment: str | None = _f("trainer/cluster_environment", optional=True)
     # its files
     best_ckpt: str | None = _f("best_ckpt", optional=True)
+    # an evaluation's model: the checkpoint (or folder) evaluated and the run it belongs to
+    ckpt_path: str | None = _f("ckpt_path", optional=True)
+    run_dir: str | None = _f("run", optional=True)
     resumed_from: str | None = _f("resumed_from", optional=True)
     export: str | None = _f("export", optional=True)
     # an ensemble
@@ -85,7 +89,7 @@ class RunRecord:
     member_overrides: dict | None = _f("ensemble/overrides", optional=True)
     ensemble_tta: bool | None = _f("ensemble/tta", optional=True)
     ensemble_gate: str | None = _f("ensemble/gate", optional=True)
-    # every other entry: the metrics (<split>/<metric>), calibration/*, conformal/*, wandb/*...
+    # every other entry: a measured value of one of VALUE_FAMILIES (<split>/<metric>, ...)
     values: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,15 +118,23 @@ class RunRecord:
             return overrides.get(spelling)
         return value
 
-    def update(self, entries: dict[str, Any]) -> RunRecord:
+    def update(self, entries: dict[str, Any], *, known_only: bool = True) -> RunRecord:
         """Set entries by their keys in the file (fields by their key, the rest into
-        ``values``); returns the record."""
+        ``values``); returns the record. A key that is neither a field's nor of one of
+        :data:`VALUE_FAMILIES` is refused (``known_only=False``: kept, for reading files
+        written by other versions)."""
         for key, value in entries.items():
             name = KEY_FIELDS.get(key)
             if name:
                 setattr(self, name, value)
-            else:
+            elif not known_only or key.split("/", 1)[0] in VALUE_FAMILIES and "/" in key:
                 self.values[key] = value
+            else:
+                raise ValueError(
+                    f"run record: {key!r} is neither a field of RunRecord nor of a value family "
+                    f"({', '.join(VALUE_FAMILIES)}); add a field or a family in "
+                    "medmtl.settings.record."
+                )
         return self
 
     def to_metrics(self, sparse: bool = False) -> dict[str, Any]:
@@ -139,16 +151,23 @@ class RunRecord:
 
     def merge(self, other: RunRecord | dict[str, Any] | None) -> RunRecord:
         """Set what ``other`` (a record, or entries by key) has set; returns the record."""
-        if isinstance(other, RunRecord):
-            other = other.to_metrics(sparse=True)
+        if isinstance(other, RunRecord):  # its entries were accepted (or read) already
+            return self.update(other.to_metrics(sparse=True), known_only=False)
         return self.update(other or {})
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> RunRecord:
-        """The record of a ``metrics.json``'s content."""
-        return cls().update(metrics)
+        """The record of a ``metrics.json``'s content (entries of other versions kept)."""
+        return cls().update(metrics, known_only=False)
 
 
+# the measured values a record holds (``values``), by the first part of their key: the metrics
+# of each split, then calibration, conformal sets, unlike-training score, loss weights, the
+# evaluation's own choices, the W&B run, distillation and the ensemble's gate
+VALUE_FAMILIES = (
+    *SPLITS,
+    "calibration", "conformal", "unlike", "loss", "eval", "wandb", "distill", "gate",
+)  # fmt: skip
 FIELD_META = {f.name: f.metadata for f in fields(RunRecord) if f.name != "values"}
 KEY_FIELDS = {meta["key"]: name for name, meta in FIELD_META.items()}
 

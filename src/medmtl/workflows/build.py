@@ -4,6 +4,7 @@ settings (with the profile's stand-in encoders) and the LightningModule."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -84,23 +85,39 @@ def _number(cfg: DictConfig, key: str, kind: type, low: float, high: float | Non
     return number(key, OmegaConf.select(cfg, key), kind, low, high)
 
 
-def check_train_config(cfg: DictConfig) -> TrainSettings:
+@dataclass
+class RunSettings:
+    """A training run's settings, parsed and checked once where the command starts
+    (:func:`check_train_values`) and carried from there: the run's own (seed, tta,
+    calibration...), the network, the loss, the optimizer and its schedule, and the data
+    config (plain values, every ``data.*`` key checked; the data module reads it)."""
+
+    run: TrainSettings
+    net: NetSettings
+    loss: LossSettings
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    data: dict[str, Any]
+
+
+def check_train_config(cfg: DictConfig) -> RunSettings:
     """Refuse settings that cannot work, in one line, before any data is read: the values
     (:func:`check_train_values`), then what this machine must offer (:func:`check_this_machine`).
-    Returns the run's own settings, checked."""
-    run = check_train_values(cfg)
-    check_this_machine(cfg)
-    return run
+    Returns the run's settings, checked."""
+    settings = check_train_values(cfg)
+    check_this_machine(cfg, settings)
+    return settings
 
 
-def check_train_values(cfg: DictConfig) -> TrainSettings:
+def check_train_values(cfg: DictConfig) -> RunSettings:
     """The settings by themselves, the same on every machine: types, ranges, names.
 
     Architecture, encoder and loss names are checked by building their descriptions only;
     the image size, batch sizes, epochs and λ by value. This is all a sweep sent to a cluster
     is checked for where it is submitted (the data folder is a string there).
     """
-    check_data(OmegaConf.to_container(cfg.data, resolve=True))  # every data.* value
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    check_data(data)  # every data.* value
     progressive = OmegaConf.select(cfg, "data.progressive_resize")
     schedule = ProgressiveResize.from_data(
         {
@@ -125,12 +142,13 @@ def check_train_values(cfg: DictConfig) -> TrainSettings:
         raise ConfigError(
             f"{arch.name} needs data.image_size >= {arch.min_size} (got {cfg.data.image_size})."
         )
-    LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
-    check_optimization(*optimization(cfg))
-    return run
+    loss = LossSettings.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
+    optimizer, scheduler = optimization(cfg)
+    check_optimization(optimizer, scheduler)
+    return RunSettings(run, net, loss, optimizer, scheduler, data)
 
 
-def check_this_machine(cfg: DictConfig) -> None:
+def check_this_machine(cfg: DictConfig, settings: RunSettings) -> None:
     """What the machine that trains must offer: a usable GPU for a GPU trainer, the encoder's
     weights (downloadable or cached), a distillation teacher's file, the data set's folder. A sweep sent to a cluster runs
     this inside each job, where the answer counts (a failure is the job's ``failed.json``)."""
@@ -142,14 +160,12 @@ def check_this_machine(cfg: DictConfig) -> None:
         problem = gpu_problem(trainer_setting(trainer, "devices"))
         if problem:
             raise ConfigError(f"trainer.accelerator={accelerator}: {problem}; {_gpu_advice()}.")
-    net = net_settings(cfg)
-    check_downloadable(net.encoder, net.encoder_weights)
-    teacher = TrainSettings.from_dict(cfg).distill.teacher
-    if teacher:
-        check_model_path(teacher)
+    check_downloadable(settings.net.encoder, settings.net.encoder_weights)
+    if settings.run.distill.teacher:
+        check_model_path(settings.run.distill.teacher)
     # the data set's source and its folder, last: the one thing a user on another machine may
     # still have to point at (no file is read)
-    datamodule_from_config(cfg.data)
+    datamodule_from_config(settings.data)
 
 
 def _gpu_advice() -> str:
@@ -178,16 +194,15 @@ def optimization(cfg: DictConfig) -> tuple[dict, dict | None]:
     return optimizer, (OmegaConf.to_container(scheduler, resolve=True) if scheduler else None)
 
 
-def build_module(cfg: DictConfig, dm: CasesDataModule) -> MultiTaskModule:
-    """The LightningModule for ``cfg``; its hyper-parameters are plain values (safe checkpoints)."""
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    optimizer, scheduler = optimization(cfg)
+def build_module(settings: RunSettings, dm: CasesDataModule) -> MultiTaskModule:
+    """The LightningModule of a run; its hyper-parameters are the settings' plain dicts (safe
+    checkpoints, read back once through :func:`medmtl.models.checkpoint.stored_net`)."""
     return MultiTaskModule(
-        model=net_settings(cfg).to_dict(),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
-        optimizer=optimizer,
-        scheduler=scheduler,
+        model=settings.net.to_dict(),
+        loss=settings.loss.to_dict(),
+        optimizer=settings.optimizer,
+        scheduler=settings.scheduler,
         class_names=list(dm.classes),
-        data=data_cfg,
-        seed=None if cfg.get("seed") is None else int(cfg.seed),
+        data=settings.data,
+        seed=settings.run.seed,
     )

@@ -13,12 +13,12 @@ from omegaconf import DictConfig, open_dict
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text
 from medmtl.models.checkpoint import load_checkpoint, stored_net
-from medmtl.workflows.build import net_settings
+from medmtl.settings.model import NetSettings
 
 log = logging.getLogger(__name__)
 
 
-def resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
+def resume_in_run_folder(cfg: DictConfig, net: NetSettings) -> dict[str, Any]:
     """Resuming: refuse another model, and continue in the checkpoint's own run folder.
 
     The run folder keeps its best-checkpoint tracking (Lightning restores it only in the same
@@ -29,7 +29,7 @@ def resume_in_run_folder(cfg: DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(ckpt_path)  # refuse anything that is not a safe medmtl checkpoint
     hp = ckpt["hyper_parameters"]
     ignore = {"encoder_weights", "encoder_study"}  # the weights come from the checkpoint
-    now = {k: v for k, v in net_settings(cfg).to_dict().items() if k not in ignore}
+    now = {k: v for k, v in net.to_dict().items() if k not in ignore}
     then = {k: v for k, v in stored_net(hp).to_dict().items() if k not in ignore}
     differ = [k for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
     if differ:

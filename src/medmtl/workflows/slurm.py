@@ -60,8 +60,8 @@ def sends_jobs_elsewhere(cfg: Any) -> bool:
     jobs on other machines: then what depends on the machine is checked inside each job."""
     from omegaconf import OmegaConf
 
-    mode = str(OmegaConf.select(cfg, "hydra.mode", default="") or "")
-    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    mode = str(OmegaConf.select(cfg, "hydra.mode") or "")  # None: not a Hydra run
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_") or "")
     return mode.endswith("MULTIRUN") and any(name in target for name in REMOTE_LAUNCHERS)
 
 

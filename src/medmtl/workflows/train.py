@@ -31,10 +31,10 @@ from medmtl.settings.train import TrainSettings
 from medmtl.training.module import MultiTaskModule
 from medmtl.training.precision import choose_precision, training_processes
 from medmtl.workflows.build import (
+    RunSettings,
     build_module,
     check_train_config,
     explicit_overrides,
-    net_settings,
 )
 from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
 from medmtl.workflows.distill import attach_teacher, open_teacher
@@ -78,40 +78,39 @@ def _instantiate_all(group: DictConfig | None, wandb: dict[str, Any] | None = No
     return out
 
 
-def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
+def wandb_identity(settings: RunSettings, output_root: str | None = None) -> dict[str, Any]:
     """The W&B name, group, job type and tags of a training run: the name from its settings,
     the group from its sweep folder (a single run: its task)."""
     from hydra.core.hydra_config import HydraConfig
 
-    kw = net_settings(cfg)
-    fold = fold_of(cfg.data)
-    seed = cfg.get("seed") if "seed" in explicit_overrides() else None
-    group = str(cfg.get("task_name") or "train")
+    run, kw = settings.run, settings.net
+    seed = run.seed if "seed" in explicit_overrides() else None
+    group = run.task_name
     if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-        group = sweep_group(HydraConfig.get().sweep.dir, cfg.paths.get("output_root"))
+        group = sweep_group(HydraConfig.get().sweep.dir, output_root)
     return {
-        "name": run_name(kw, cfg.loss.seg_weight, fold, seed),
+        "name": run_name(kw, settings.loss.seg_weight, fold_of(settings.data), seed),
         "group": group,
         "job_type": "train",
-        "tags": run_tags(cfg),
+        "tags": run_tags(settings),
     }
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
+def run_tags(settings: RunSettings) -> list[str]:
     """Tags that identify a run inside a sweep (architecture, backbone, λ, task, seed, fold)."""
-    kw = net_settings(cfg)
-    tags = [str(t) for t in (cfg.get("tags") or [])]
+    kw = settings.net
+    tags = [str(t) for t in settings.run.tags]
     tags += [
         f"arch={kw.arch}",
-        f"backbone={cfg.model.encoder.name}",
+        f"backbone={kw.study_encoder}",
         f"task={kw.task}",
-        f"lambda={cfg.loss.seg_weight}",
-        f"seed={cfg.get('seed')}",
+        f"lambda={settings.loss.seg_weight}",
+        f"seed={settings.run.seed}",
     ]
-    if kw["encoder"] != cfg.model.encoder.name:
-        tags.append(f"stand-in={kw['encoder']}")
-    if fold_of(cfg.data) is not None:
-        tags.append(f"fold={fold_of(cfg.data)}")
+    if kw.encoder != kw.study_encoder:
+        tags.append(f"stand-in={kw.encoder}")
+    if fold_of(settings.data) is not None:
+        tags.append(f"fold={fold_of(settings.data)}")
     return tags
 
 
@@ -163,7 +162,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Returns the metrics (``val/overall`` is what a sweeper optimises).
     """
     start = time.time()
-    run = check_train_config(cfg)  # and the run's own settings, typed
+    settings = check_train_config(cfg)  # every setting, typed, parsed once here
+    run = settings.run
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     wandb_own = None  # medmtl's W&B settings, checked before any work
     if wandb_cfg is not None and "_target_" in wandb_cfg:
@@ -171,11 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if lightning["mode"] == "online":  # W&B's server and a login, asked once a run
             check_online("logger.wandb.offline=false")
     # a distillation teacher is opened (and refused) before anything is written
-    teacher = (
-        open_teacher(run.distill, OmegaConf.to_container(cfg.data, resolve=True))
-        if run.distill.teacher
-        else None
-    )
+    teacher = open_teacher(run.distill, settings.data) if run.distill.teacher else None
     if not run.ckpt_path and (last := requeued_checkpoint(cfg.paths.output_dir)):
         # SLURM requeued this job (pre-emption, time limit): go on from its last epoch
         log.info("SLURM requeued this job: resuming from %s", last)
@@ -183,7 +179,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.ckpt_path = run.ckpt_path
     quiet_third_party(resuming=bool(run.ckpt_path))
-    resumed = resume_in_run_folder(cfg) if run.ckpt_path else None
+    resumed = resume_in_run_folder(cfg, settings.net) if run.ckpt_path else None
     out_dir = ensure_output_dir(cfg.paths.output_dir, "hydra.run.dir")
     (out_dir / "failed.json").unlink(missing_ok=True)  # from an earlier attempt in this folder
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -192,7 +188,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if run.threads:
         torch.set_num_threads(run.threads)
 
-    dm = datamodule_from_config(cfg.data)
+    dm = datamodule_from_config(settings.data)
     dm.prepare_data()
     dm.setup()
     if resumed is not None and list(resumed["class_names"]) != list(dm.classes):
@@ -200,13 +196,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"ckpt_path={run.ckpt_path}: trained on the classes {list(resumed['class_names'])}, "
             f"the data now has {list(dm.classes)}; resume with the same data."
         )
-    module = build_module(cfg, dm)
+    module = build_module(settings, dm)
     module.use_channels_last(run.channels_last)
     if teacher is not None:
         attach_teacher(module, teacher, run.distill)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(
-        cfg.get("logger"), wandb_identity(cfg) if wandb_own is not None else None
+        cfg.get("logger"),
+        wandb_identity(settings, cfg.paths.get("output_root")) if wandb_own is not None else None,
     )
     if (
         wandb_own is not None
@@ -252,7 +249,7 @@ def _fit_and_test(
         cfg.trainer.precision,  # every trainer config has one (conf/trainer/cpu.yaml, gpu.yaml)
         str(cfg.trainer.accelerator),
         module.net,
-        (dm.loader.batch_size, int(cfg.model.in_channels), dm.preprocess.image_size,
+        (dm.loader.batch_size, module.net_settings.in_channels, dm.preprocess.image_size,
          dm.preprocess.image_size),
         processes=training_processes(cfg.trainer),
     )  # fmt: skip
