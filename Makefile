@@ -50,11 +50,13 @@ bench: install
 	$(VENV)/bin/medmtl-bench serve
 	$(VENV)/bin/medmtl-bench data
 
-# two workers (pytest-xdist), a test file each at a time so that its fixtures are built once;
-# TEST_WORKERS=0 runs the suite in this process
+# two tiers: the unit tests first (seconds; a broken setting stops here), then the integration
+# tests on two workers (pytest-xdist), a test file each at a time so that its fixtures are built
+# once; TEST_WORKERS=0 runs them in this process
 TEST_WORKERS ?= 2
 test: install
-	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	WANDB_MODE=disabled $(PY) -m pytest -q -x -m "unit and not slow"
+	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "integration and not slow"
 
 test-full: install
 	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""

@@ -27,6 +27,33 @@ from medmtl.config import compose, project_root  # noqa: E402
 
 ROOT = project_root()
 
+# the unit tier (`make test` runs it first, in seconds): settings, the run record, the
+# registry, the option parser, metrics and losses; a test there that needs a trained model,
+# a data set or a service is integration all the same
+UNIT_FILES = (
+    "tests/settings/",
+    "tests/test_metrics.py",
+    "tests/test_architecture.py",
+    "tests/training/test_metrics.py",
+    "tests/training/test_losses.py",
+    "tests/training/test_schedules.py",
+    "tests/models/test_conformal.py",
+    "tests/models/test_postprocess.py",
+    "tests/models/test_upgrade.py",
+    "tests/cli/test_every_option.py",
+    "tests/cli/test_train_options.py",
+)
+HEAVY_FIXTURES = {"tiny_run", "tiny_ckpt", "trained", "busi", "busbra", "busbra_real", "slurm_env",
+                  "orthanc", "browser", "shared_once"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the unit tier (``-m unit``); everything else is ``integration``."""
+    for item in items:
+        where = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        unit = where.startswith(UNIT_FILES) and not HEAVY_FIXTURES & set(item.fixturenames)
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
+
 
 def _dicom_dir() -> Path:
     """The shared sample DICOM files: DICOM_DIR, else beside BUSI_ROOT's data folder, else ../shared."""

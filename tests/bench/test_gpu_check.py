@@ -25,13 +25,23 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})  # fmt: skip
 
 
-def test_dry_runs_every_step_and_writes_its_json(busi, tmp_path):
+# CI runs one cell; every cell (each another encoder on the same path) in test-full
+DRY_CELLS = [
+    pytest.param(["unet+resnet50"], id="one-cell"),
+    pytest.param(None, id="every-cell", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("cells", DRY_CELLS)
+def test_dry_runs_every_step_and_writes_its_json(busi, tmp_path, cells):
     out = tmp_path / "check.json"
-    res = _run("--dry", f"json={out}", env={"BUSI_ROOT": str(busi)})
+    chosen = [f"cells=[{','.join(cells)}]"] if cells else []
+    res = _run("--dry", f"json={out}", *chosen, env={"BUSI_ROOT": str(busi)})
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dry"] is True and report["torch"] and "cuda" in report
-    assert [c["cell"] for c in report["cells"]] == [f"{a}+{e}" for a, e in gpu.CELLS]
+    expected = cells if cells is not None else [f"{a}+{e}" for a, e in gpu.CELLS]
+    assert [c["cell"] for c in report["cells"]] == expected
     for cell in report["cells"]:
         runs = {k: v for k, v in cell.items() if isinstance(v, dict)}
         assert set(runs) == {"fp32", "mixed"}, cell
@@ -45,6 +55,18 @@ def test_dry_runs_every_step_and_writes_its_json(busi, tmp_path):
     assert report["ddp"] == {"skipped": "0 GPU(s): DDP needs two"}
     assert report["failures"] == []
     assert "PASSED" in res.stdout and str(out) in res.stdout
+
+
+def test_cells_are_chosen_by_name():
+    from medmtl.errors import ConfigError
+
+    assert gpu.chosen_cells(None) == gpu.CELLS
+    assert gpu.chosen_cells(["unet+mit_b2", "unet+resnet50"]) == (
+        ("unet", "mit_b2"),
+        ("unet", "resnet50"),
+    )
+    with pytest.raises(ConfigError, match="cells='unet\\+vgg' is unknown; choose one of"):
+        gpu.chosen_cells(["unet+vgg"])
 
 
 def test_without_a_gpu_it_fails_naming_the_node(tmp_path):

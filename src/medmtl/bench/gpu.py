@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medmtl.io.files import atomic_write_text
+from medmtl.settings.checks import choice
 
 CELLS = (
     ("unet", "resnet50"),
@@ -167,16 +168,31 @@ def check_ddp(plan: Plan, arch: str, encoder: str, mixed: str, single: dict) -> 
     return ddp
 
 
-def run(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]:
+def chosen_cells(names: list[str] | None) -> tuple[tuple[str, str], ...]:
+    """The cells ``cells=`` names (``arch+encoder``; None: all of :data:`CELLS`), or one line
+    naming the unknown one."""
+    if names is None:
+        return CELLS
+    known = {f"{a}+{e}": (a, e) for a, e in CELLS}
+    for name in names:
+        choice("cells", name, tuple(known))
+    return tuple(known[n] for n in names)
+
+
+def run(
+    dry: bool, busi_root: Path, out: Path, cells: tuple[tuple[str, str], ...] = CELLS
+) -> tuple[dict[str, Any], bool]:
     """The whole check, its report written to ``out`` (JSON); returns the report and whether
     everything passed."""
-    report, passed = _check(dry, busi_root, out)
+    report, passed = _check(dry, busi_root, out, cells)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(report, indent=1))
     return report, passed
 
 
-def _check(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]:
+def _check(
+    dry: bool, busi_root: Path, out: Path, cells: tuple[tuple[str, str], ...]
+) -> tuple[dict[str, Any], bool]:
     import torch
 
     plan = Plan(dry, Path(busi_root), out.parent / out.stem)
@@ -189,11 +205,11 @@ def _check(dry: bool, busi_root: Path, out: Path) -> tuple[dict[str, Any], bool]
         )
         return report, False
     mixed = _mixed_precision(dry)
-    for arch, encoder in CELLS:
+    for arch, encoder in cells:
         report["cells"].append(check_cell(plan, arch, encoder, mixed))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus >= 2:
-        arch, encoder = CELLS[0]
+        arch, encoder = cells[0]
         report["ddp"] = check_ddp(plan, arch, encoder, mixed, report["cells"][0]["mixed"])
     else:
         report["ddp"] = {"skipped": f"{gpus} GPU(s): DDP needs two"}

@@ -99,7 +99,7 @@ def _main(args: SimpleNamespace) -> int:
 
         root = Path(compose("train").paths.log_dir) / "gpu-check"
         out = Path(args.json) if args.json else root / time.strftime("%Y-%m-%d_%H-%M-%S.json")
-        report, passed = gpu.run(args.dry, args.busi_root, out)
+        report, passed = gpu.run(args.dry, args.busi_root, out, gpu.chosen_cells(args.cells))
         print(gpu.summary(report))
         print(f"written: {out}")
         return 0 if passed else 1

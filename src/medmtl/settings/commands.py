@@ -615,6 +615,7 @@ class BenchGpu(BenchSettings):
     json: str | None = opt(
         None, "the report written (default: outputs/gpu-check/<time>.json)", path="outfile"
     )
+    cells: list[str] | None = opt(None, "only these cells, e.g. [unet+resnet50] (null: all three)")
 
     def __post_init__(self) -> None:
         self.dry = flag("dry", self.dry)

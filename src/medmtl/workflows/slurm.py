@@ -196,6 +196,14 @@ def requeued_checkpoint(output_dir: str | Path) -> Path | None:
     return last
 
 
+# job states squeue reports on the way to another one (squeue(1), JOB STATE CODES); a job in
+# one of them has not ended, whatever submitit's list of unfinished states says
+SQUEUE_PASSING = frozenset({
+    "CONFIGURING", "COMPLETING", "REQUEUE_FED", "REQUEUE_HOLD", "REQUEUED", "RESIZING",
+    "SIGNALING", "STAGE_OUT", "STOPPED", "SUSPENDED", "PENDING", "RUNNING", "PREEMPTED",
+})  # fmt: skip
+
+
 def install_queue_watcher() -> bool:
     """Make submitit's SLURM jobs poll ``squeue`` where ``sacct`` cannot answer; True if so.
 
@@ -204,10 +212,20 @@ def install_queue_watcher() -> bool:
     killed. ``squeue --states=all`` lists the jobs the controller still holds (finished ones
     for ``MinJobAge`` seconds) in the same ``JobID|State|NodeList`` form.
     """
-    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+    from submitit.slurm.slurm import SlurmJob
 
     if _sacct_works():
         return False
+    log.info(
+        "sacct cannot answer on this cluster (no accounting storage): job states come from squeue"
+    )
+    SlurmJob.watcher = squeue_watcher(delay_s=60)
+    return True
+
+
+def squeue_watcher(delay_s: int = 60) -> Any:
+    """submitit's SLURM job watcher asking ``squeue --states=all`` instead of ``sacct``."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
 
     class SqueueWatcher(SlurmInfoWatcher):
         def _make_command(self) -> list[str] | None:
@@ -222,11 +240,13 @@ def install_queue_watcher() -> bool:
             text = string.decode() if isinstance(string, bytes) else string
             return super().read_info("JobID|State|NodeList\n" + text)
 
-    log.info(
-        "sacct cannot answer on this cluster (no accounting storage): job states come from squeue"
-    )
-    SlurmJob.watcher = SqueueWatcher(delay_s=60)
-    return True
+        def is_done(self, job_id: str, mode: str = "standard") -> bool:
+            # squeue also shows the passing states sacct rarely does (a requeued job is
+            # REQUEUE_HOLD or SIGNALING for a moment): submitit would take them for an end
+            state = self.get_state(job_id, mode=mode).upper()
+            return state not in SQUEUE_PASSING and super().is_done(job_id, mode="cache")
+
+    return SqueueWatcher(delay_s=delay_s)
 
 
 def _sacct_works() -> bool:
