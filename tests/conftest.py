@@ -47,12 +47,32 @@ HEAVY_FIXTURES = {"tiny_run", "tiny_ckpt", "trained", "busi", "busbra", "busbra_
                   "orthanc", "browser", "shared_once"}  # fmt: skip
 
 
+# the longest test files (minutes each: a cluster, study cells, sweeps), handed to the workers
+# first so that neither waits alone for one of them at the end of the run
+LONGEST_FIRST = (
+    "tests/workflows/test_slurm.py",
+    "tests/workflows/test_rehearse.py",
+    "tests/bench/test_gpu_check.py",
+    "tests/workflows/test_train.py",
+    "tests/workflows/test_ensemble.py",
+    "tests/workflows/test_wandb.py",
+    "tests/reporting/test_sweeps_tables.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the unit tier (``-m unit``); everything else is ``integration``."""
+    """Mark the unit tier (``-m unit``; everything else is ``integration``) and run the
+    longest files first (the order of the tests inside a file is kept)."""
     for item in items:
         where = Path(str(item.fspath)).relative_to(ROOT).as_posix()
         unit = where.startswith(UNIT_FILES) and not HEAVY_FIXTURES & set(item.fixturenames)
         item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
+
+    def rank(item: pytest.Item) -> int:
+        where = Path(str(item.fspath)).relative_to(ROOT).as_posix()
+        return LONGEST_FIRST.index(where) if where in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every file's own order stays
 
 
 def _dicom_dir() -> Path:
@@ -86,6 +106,8 @@ TINY_MODEL = [
     # precision=auto times a step where the CPU has bf16; on a busy CI machine a tiny model's
     # timing can go either way, and tests that compare two runs need both in one precision
     "trainer.precision=32-true",
+    # the figures take 40 % of a tiny run; the tests of the figures ask for them (figures=true)
+    "figures=false",
 ]
 
 
@@ -218,7 +240,7 @@ def train_tiny(out: Path, cache: Path, seed: int) -> Path:
     """Train a tiny multi-task model for one epoch on the tiny phantom; returns its run folder."""
     from medmtl.workflows.train import train
 
-    overrides = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", f"seed={seed}"]
+    overrides = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", f"seed={seed}", "figures=true"]
     train(compose_cfg(overrides, out, cache))
     return out
 

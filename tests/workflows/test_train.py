@@ -60,6 +60,8 @@ def test_train_writes_metrics_and_checkpoints(trained):
         assert f"test/{key}" in saved, key
     assert len(saved["test/confusion_matrix"]) == 3
     assert saved["seed"] == 0 and saved["epochs"] == 2
+    # figures=false (the tests' tiny runs): the metrics and CSVs, no figures
+    assert (out / "predictions_test.csv").is_file() and not (out / "figures").exists()
     assert (out / "checkpoints" / "last.ckpt").exists()
     assert Path(saved["best_ckpt"]).exists()
     assert (out / "csv" / "metrics.csv").exists()

@@ -21,7 +21,8 @@ from medmtl.workflows.train import train
 from tests.conftest import TINY_MODEL, TINY_PHANTOM, compose_cfg, run_cli
 
 WANDB = Path(sys.executable).with_name("wandb")
-TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=2", "seed=1", "trainer.deterministic=true"]
+TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=2", "seed=1", "trainer.deterministic=true",
+                                   "figures=true"]  # fmt: skip
 
 
 def _offline(mp: pytest.MonkeyPatch, where: Path) -> None:

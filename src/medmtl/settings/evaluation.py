@@ -90,11 +90,12 @@ class EvalSettings:
         False, "also write masks_<split>.npz (the images, ground truth and scored masks)"
     )
     channels_last: bool = opt(True, "channels-last memory format, as in training")
+    figures: bool = opt(True, "the evaluation figures (false: metrics and CSVs only)")
 
     def __post_init__(self) -> None:
         choice("split", self.split, SPLITS)
         choice("adapt", self.adapt, ADAPT_CHOICES)
-        for key in ("calibrated", "save_masks", "channels_last"):
+        for key in ("calibrated", "save_masks", "channels_last", "figures"):
             flag(key, getattr(self, key))
         if self.tta is not None and not isinstance(self.tta, bool):
             raise ConfigError(f"tta={self.tta!r}: expected true, false or null.")

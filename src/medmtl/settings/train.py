@@ -115,6 +115,7 @@ class TrainSettings:
     test: bool = opt(True, "after training, evaluate the best checkpoint on val and test")
     threads: int | None = opt(None, "torch CPU threads per run (null: torch's default)", low=1)
     tta: bool = opt(False, "test-time flip in the final evaluation of the best checkpoint")
+    figures: bool = opt(True, "the evaluation figures after the test (false: metrics and CSVs)")
     calibration: Calibration = _group(Calibration)
     conformal: Conformal = _group(Conformal)
     unlike: Unlike = _group(Unlike)

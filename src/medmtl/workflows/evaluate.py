@@ -195,9 +195,11 @@ def write_split_outputs(
     groups: dict[str, list[Group]],
     run_csv: Path | None = None,
     save_masks: bool = False,
+    figures: bool = True,
 ) -> list[Path]:
-    """``predictions_<split>.csv``, ``by_<column>.md|csv``, the evaluation figures and, with
-    ``save_masks``, ``masks_<split>.npz`` (the images and the masks that were scored)."""
+    """``predictions_<split>.csv``, ``by_<column>.md|csv``, the evaluation figures (unless
+    ``figures`` is false) and, with ``save_masks``, ``masks_<split>.npz`` (the images and the
+    masks that were scored); returns the figures written."""
     write_per_image(out_dir, per)
     for column, g in groups.items():
         for fmt in ("md", "csv"):
@@ -217,6 +219,8 @@ def write_split_outputs(
             kept = samples["prob_uncalibrated"][:, keep]
             samples["prob_uncalibrated"] = kept / kept.sum(1, keepdim=True).clamp_min(1e-12)
         classes = list(per.classes)
+    if not figures:
+        return []
     return write_evaluation_figures(out_dir, split, metrics, samples, classes, run_csv)
 
 
@@ -280,6 +284,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         adapt=settings.adapt,
         save_masks=settings.save_masks,
         wandb=eval_wandb(cfg, opened),
+        figures=settings.figures,
     )
 
 
@@ -296,6 +301,7 @@ def test_module(
     adapt: str = "none",
     save_masks: bool = False,
     wandb: dict[str, Any] | None = None,
+    figures: bool = True,
 ) -> dict[str, Any]:
     """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
@@ -336,14 +342,14 @@ def test_module(
         record.values["eval/class_map"] = mapping
     metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
-        figures = write_split_outputs(
-            out_dir, module, split, metrics, per, groups, run_csv, save_masks
+        drawn = write_split_outputs(
+            out_dir, module, split, metrics, per, groups, run_csv, save_masks, figures
         )
         if wandb is not None:
             samples = module.test_samples() if module.samples else None
             config = {**wandb["config"], **split_record(dm.split_files())}
             record.update(log_to_new_run(wandb, wandb["job_type"], out_dir, split, metrics, per,
-                                         samples, figures, config))  # fmt: skip
+                                         samples, drawn, config))  # fmt: skip
         metrics = write_record(out_dir, record)  # last: the outputs above are complete
         print_metrics(metrics, (split,))
         log.info("Wrote %s", out_dir / "metrics.json")

@@ -309,7 +309,14 @@ def _fit_and_test(
         merge_csv_logs(out_dir / "csv")
     if run.test and trainer.is_global_zero:
         figures = write_split_outputs(
-            out_dir, module, "test", metrics, per, groups, out_dir / "csv" / "metrics.csv"
+            out_dir,
+            module,
+            "test",
+            metrics,
+            per,
+            groups,
+            out_dir / "csv" / "metrics.csv",
+            figures=run.figures,
         )
     record = module.describe().update(metrics)
     record.resumed_from = run.ckpt_path
