@@ -120,8 +120,9 @@ class NetSettings:
     :class:`ModelSettings` with the architecture and the encoder resolved to names (a
     profile's stand-in encoder substituted, the study encoder kept as ``encoder_study``).
 
-    Built once from the config (:func:`medmtl.workflows.build.net_settings`) or read back once from a checkpoint
-    (``NetSettings.from_dict(upgrade(hp)["model"])``); every reader takes its values from here.
+    Built once from the config (:func:`medmtl.workflows.build.net_settings`) or read back once
+    from a checkpoint (``NetSettings.from_dict(upgrade(hp)["model"])``,
+    :func:`medmtl.models.checkpoint.stored_net`); every reader takes its values from here.
     """
 
     arch: str = ArchSettings.name
