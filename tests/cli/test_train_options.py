@@ -117,7 +117,8 @@ def composed():
     }
 
 
-def test_the_base_configs_pass(composed):
+def test_the_base_configs_pass(composed, busi, busbra_real):
+    """The whole check, the machine's part too: BUSI's and BUS-BRA's folders are there."""
     from medmtl.cli.train import _check
 
     for cfg in composed.values():
