@@ -35,7 +35,7 @@ CHOICES = {"model.task": TASKS, "model.norm": NORMS, "data.source": ("folder",)}
 FREE = {"data.name", "data.root", "data.manifest", "data.split_file", "data.cache_dir",
         "data.leave_out", "model.empty_mask_class", "optimizer._target_",
         "data.conversion.center", "task_name", "ckpt_path", "optimized_metric",
-        "distill.teacher"}  # fmt: skip
+        "distill.teacher", "data.image_list"}  # fmt: skip
 # beyond the schemas' own bounds: the trainer's epochs, upper bounds checked in code, and the
 # model's nested names
 EXTRA = [
@@ -49,6 +49,7 @@ EXTRA = [
     ("model.encoder.weights", "no-such-weights", "not one of the choices"),
     ("model.postprocess.min_area", "-7", "out of range"),
     ("model.postprocess.fill_holes", "maybe", "wrong type"),
+    ("data.image_list", "/no/such/list.csv", "missing file"),
 ]
 
 

@@ -372,6 +372,7 @@ class MedDataModule(CasesDataModule):
                 columns=d.get("columns"),
                 class_map=d.get("class_map"),
                 busbra=d.get("busbra"),
+                image_list=d.get("image_list"),
             ),
             preprocess=PreprocessSettings.from_dict(d),
             split=SplitSettings(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medmtl.data.busbra import BusbraSplit, busbra_not_found, index_busbra
+from medmtl.data.image_list import restrict
 from medmtl.data.index import DatasetIndex, folders_not_found, index_class_folders
 from medmtl.data.manifest import Columns, index_manifest
 from medmtl.data.phantom import PHANTOM_CLASSES, ensure_phantom
@@ -39,6 +40,7 @@ class DataSource:
     columns: dict | None = None  # data=manifest: which column holds what (manifest.Columns)
     class_map: dict | None = None  # the data set's labels -> classes (None: the same names)
     busbra: dict | None = None  # data=busbra: which published folds (busbra.BusbraSplit)
+    image_list: str | None = None  # class folders: only the images of this list (image_list.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,17 @@ class Source:
                 "another data set give it by name: medmtl-eval ckpt_path=<model> data=<busi|"
                 "busbra|folder|manifest> data.root=<folder>."
             )
+        if source.image_list and self.index is not _folders:
+            raise ConfigError(
+                f"data.image_list={source.image_list}: data={source.name}'s images are "
+                f"{self.images}, not in class folders; an image list restricts class folders "
+                "(data=busi, data=folder): drop it or list the images in a manifest."
+            )
+        if source.image_list and not Path(str(source.image_list)).expanduser().is_file():
+            raise ConfigError(
+                f"data.image_list={source.image_list}: no such file; point it at a class;id "
+                "CSV (e.g. lists/curated_busi.csv) or set it to null."
+            )
         for key in self.needs:
             if not getattr(source, key):
                 raise ConfigError(
@@ -114,6 +127,8 @@ def _folders(source: DataSource, root: Path, strict: bool) -> DatasetIndex:
         root, classes, source.mask_optional_classes, _hint(source), strict,
         source.drop_empty_classes,
     )  # fmt: skip
+    if source.image_list:
+        index = restrict(index, source.image_list)
     index.cases = [replace(c, dataset=source.name) for c in index.cases]
     return index
 

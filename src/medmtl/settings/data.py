@@ -178,6 +178,9 @@ class DataSettings:
     mask_optional_classes: list = _key("source", [], member=True)
     # a class folder without images stops training with its name; true trains without it
     drop_empty_classes: bool = _key("source", False)
+    # class folders restricted to a published image list (class;id rows, e.g. the 450 images
+    # of curated BUSI: lists/curated_busi.csv); None: every image
+    image_list: str | None = _key("source", member=True)
     # -- what the network sees (PreprocessSettings; a model's, not a data set's)
     image_size: int = _key("preprocess", 160, member=True)  # a multiple of 32
     conversion: Conversion = _key("preprocess", Conversion(), member=True)
