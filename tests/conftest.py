@@ -63,16 +63,14 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the unit tier (``-m unit``; everything else is ``integration``) and run the
     longest files first (the order of the tests inside a file is kept)."""
+    rank: dict[str, int] = {}
     for item in items:
         where = Path(str(item.fspath)).relative_to(ROOT).as_posix()
         unit = where.startswith(UNIT_FILES) and not HEAVY_FIXTURES & set(item.fixturenames)
         item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
-
-    def rank(item: pytest.Item) -> int:
-        where = Path(str(item.fspath)).relative_to(ROOT).as_posix()
-        return LONGEST_FIRST.index(where) if where in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: every file's own order stays
+        first = LONGEST_FIRST.index(where) if where in LONGEST_FIRST else len(LONGEST_FIRST)
+        rank[item.nodeid] = first
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: every file's own order stays
 
 
 def _dicom_dir() -> Path:

@@ -32,14 +32,16 @@ def read_image_list(path: str | Path) -> list[tuple[str, int]]:
             f"{path}: image list not readable ({exc.strerror or exc}); set data.image_list to a "
             "class;id CSV (e.g. lists/curated_busi.csv) or null."
         ) from exc
-    delimiter = ";" if text.splitlines()[0:1] and ";" in text.splitlines()[0] else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    lines = text.splitlines()
+    delimiter = ";" if lines and ";" in lines[0] else ","
+    rows = list(csv.reader(lines, delimiter=delimiter))
     if not rows or [c.strip().lower() for c in rows[0]] != ["class", "id"]:
         raise DataError(
             f"{path}: not an image list; its first line must be the header class;id "
             "(then one class;number row per image)."
         )
     out: list[tuple[str, int]] = []
+    seen: set[tuple[str, int]] = set()
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -49,12 +51,12 @@ def read_image_list(path: str | Path) -> list[tuple[str, int]]:
             raise DataError(
                 f"{path}:{line}: {';'.join(row)!r} is not a class;number row, e.g. benign;20."
             ) from None
+        if (cls, number) in seen:
+            raise DataError(f"{path}: {cls};{number} is listed more than once.")
+        seen.add((cls, number))
         out.append((cls, number))
     if not out:
         raise DataError(f"{path}: the image list names no image.")
-    twice = sorted({r for r in out if out.count(r) > 1})
-    if twice:
-        raise DataError(f"{path}: {twice[0][0]};{twice[0][1]} is listed more than once.")
     return out
 
 

@@ -8,7 +8,7 @@ import math
 import random
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +139,12 @@ class MultiTaskModule(L.LightningModule):
         """
         ckpt = load_checkpoint(path)
         hp = dict(ckpt["hyper_parameters"])
-        module = cls(**{**hp, "model": stored_net(hp, weights=False).to_dict()})
+        trained = stored_net(hp)
+        # the encoder's weights come from the state dict, not from a download
+        module = cls(**{**hp, "model": replace(trained, encoder_weights=None).to_dict()})
         # what it was trained from (metrics.json, the card)
         module.hparams["model"] = hp["model"]
-        module.net_settings = stored_net(hp)
+        module.net_settings = trained
         module.load_state_dict(ckpt["state_dict"])
         module.configure_evaluation(answer_sets=AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY)))
         module.eval()
