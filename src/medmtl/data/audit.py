@@ -12,8 +12,21 @@ import numpy as np
 from medmtl.data.cache import MaskSizeError, read_case
 from medmtl.data.duplicates import DuplicateGroups, find_groups, thumbnail
 from medmtl.data.index import Case, DatasetIndex
-from medmtl.data.splits import SPLITS, SplitSettings, read_split_file
+from medmtl.data.splits import SplitSettings, read_split_file
 from medmtl.errors import DataError
+
+
+@dataclass(frozen=True)
+class ListRelation:
+    """How an image list (``data.image_list``) relates to medmtl's near-duplicate groups, found
+    on the whole data set the list was made from."""
+
+    list_name: str
+    total: int  # images of the whole data set
+    groups: int  # its near-duplicate groups (two or more images)
+    kept_several: int  # groups the list keeps two or more images of
+    kept_one: int  # groups it keeps exactly one image of
+    kept_grouped: int  # images it keeps that share a group with another image it keeps
 
 
 @dataclass
@@ -28,6 +41,7 @@ class AuditReport:
     group_cases: list[Case] = field(default_factory=list)
     split_counts: dict[str, Counter] | None = None
     split_problem: str | None = None
+    listed: ListRelation | None = None
 
     @property
     def fatal(self) -> list[str]:
@@ -58,17 +72,24 @@ def audit(
     dedup: SplitSettings | None = None,
     normal_classes: tuple[str, ...] = ("normal",),
     workers: int = 2,
+    whole: DatasetIndex | None = None,
+    list_name: str = "",
 ) -> AuditReport:
     """Decode every file and collect the report (nothing is raised for a bad file).
 
     Near duplicates are found with the split's own settings (``dedup``: threshold and thumbnail
-    size), so the audit's groups are the ones a new split would keep together.
+    size), so the audit's groups are the ones a new split would keep together. ``whole``: the
+    data set ``index`` is an image list of (``list_name``); its groups are then found on the
+    whole data set, and the report says how the list relates to them (:class:`ListRelation`).
     """
     dedup = dedup or SplitSettings()
     report = AuditReport(index=index)
     cases = index.cases
+    kept = {c.case_id for c in cases}
+    others = [c for c in (whole.cases if whole else []) if c.case_id not in kept]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda c: _inspect(c, dedup.thumb_size), cases))
+        left_thumbs = [t for t, *_ in pool.map(lambda c: _inspect(c, dedup.thumb_size), others)]
     thumbs, thumb_cases = [], []
     for case, (thumb, empty, read_err, size_err) in zip(cases, results, strict=True):
         if len(case.masks) > 1:
@@ -87,12 +108,31 @@ def audit(
                 report.lesion_class_empty.append(case)
     report.groups = find_groups(thumbs, dedup.dedup_threshold)
     report.group_cases = thumb_cases
+    if whole is not None:
+        left = [t for t in left_thumbs if t is not None]
+        found = find_groups(thumbs + left, dedup.dedup_threshold)
+        # the kept images' groups as the whole data set forms them (linked through images the
+        # list left out, too)
+        n = len(thumbs)
+        report.groups = DuplicateGroups(
+            found.group_of[:n], [p for p in found.pairs if p[0] < n and p[1] < n]
+        )
+        sizes = Counter(found.group_of)
+        kept_in = Counter(found.group_of[:n])
+        report.listed = ListRelation(
+            list_name=list_name,
+            total=len(found.group_of),
+            groups=sum(size > 1 for size in sizes.values()),
+            kept_several=sum(sizes[g] > 1 and k > 1 for g, k in kept_in.items()),
+            kept_one=sum(sizes[g] > 1 and k == 1 for g, k in kept_in.items()),
+            kept_grouped=sum(k for k in kept_in.values() if k > 1),
+        )
     if split_file is not None and split_file.exists():
         try:
-            split, _, _ = read_split_file(split_file, [c.case_id for c in cases])
+            split, _, _ = read_split_file(split_file, [c.case_id for c in cases], dedup.folds)
             report.split_counts = {
                 s: Counter(c.class_name for c, sp in zip(cases, split, strict=True) if sp == s)
-                for s in SPLITS
+                for s in dedup.parts()
             }
         except DataError as exc:
             report.split_problem = str(exc)
@@ -142,8 +182,17 @@ def format_report(report: AuditReport, max_groups: int = 15) -> str:
     mixed = [m for m in groups.values() if len({cases[i].class_name for i in m}) > 1]
     same = [m for m in groups.values() if len({cases[i].class_name for i in m}) == 1]
     covered = sum(len(m) for m in groups.values())
+    rel = report.listed
+    if rel is not None:
+        lines.append(
+            f"Image list {rel.list_name}: {len(idx.cases)} of the data set's {rel.total} images. "
+            f"Of medmtl's {rel.groups} near-duplicate groups in all {rel.total}, the list keeps "
+            f"two or more images of {rel.kept_several} ({rel.kept_grouped} kept images that "
+            f"medmtl would have grouped) and one image of {rel.kept_one}."
+        )
     lines.append(
-        f"Near-duplicate groups: {len(groups)} covering {covered} images; {len(mixed)} mix classes"
+        f"Near-duplicate groups{' among the kept images' if rel else ''}: {len(groups)} "
+        f"covering {covered} images; {len(mixed)} mix classes"
     )
     for m in mixed:
         lines.append("  MIXED: " + ", ".join(cases[i].case_id for i in m))

@@ -25,7 +25,9 @@ from medmtl.data.splits import (
     SplitSettings,
     check_given_split,
     complete_split,
+    cv_split,
     kfold_train_val,
+    make_cv_folds,
     make_split,
     read_split_file,
     repair_given_split,
@@ -384,6 +386,8 @@ class MedDataModule(CasesDataModule):
                 thumb_size=int(dedup.get("thumb_size", defaults.thumb_size)),
                 num_folds=d.get("num_folds"),
                 fold=int(d.get("fold") or 0),
+                folds=split.get("folds", defaults.folds),
+                by=str(split.get("by", defaults.by)),
             ),
             loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
@@ -458,7 +462,12 @@ class MedDataModule(CasesDataModule):
         self.split, self.groups = self._load_or_write_split(self.index.root, cases)
         self._split_done = True
         s = self.split_settings
-        if s.num_folds:
+        if s.folds:  # cross-validation: the file holds each case's fold
+            groups = self.groups if s.by == "group" else list(range(len(cases)))
+            self.split = cv_split(
+                self.split, [c.label for c in cases], groups, int(s.fold), s.val_fraction, s.seed
+            )
+        elif s.num_folds:
             self.split = kfold_train_val(
                 self.split,
                 [c.label for c in cases],
@@ -492,10 +501,10 @@ class MedDataModule(CasesDataModule):
         path = self.split_path(root)
         self._split_file = path
         ids = [c.case_id for c in cases]
-        if path.exists():
-            split, groups, _ = read_split_file(path, ids)
-            return split, groups
         s = self.split_settings
+        if path.exists():
+            split, groups, _ = read_split_file(path, ids, s.folds)
+            return split, groups
         found = find_groups([it.thumb for it in self.items], s.dedup_threshold)
         # near duplicates and the data set's own groups (patients) stay together
         groups = combine_groups(found, [c.group for c in cases])
@@ -505,7 +514,22 @@ class MedDataModule(CasesDataModule):
             settings["groups"] = "near duplicates and the data set's groups (patients)"
         given = [c.split for c in cases]
         mixed = train_val_mixed([str(g) for g in given], cases) if all(given) else []
-        if mixed:  # image-level validation marks (BUS-BRA's valid_<k>): redrawn by patient
+        if s.folds and s.by == "image" and any(c.group for c in cases):
+            raise DataError(
+                f"{self.name}: data.split.by=image would put images of one patient on both "
+                "sides of the folds (the data set names patients); set data.split.by=group."
+            )
+        if s.folds and any(given):
+            raise DataError(
+                f"{self.name}: data.split.folds={s.folds} draws cross-validation folds, but the "
+                "data set gives its own split; set data.split.folds=null."
+            )
+        if s.folds:  # a protocol's cross-validation; the file records medmtl's groups
+            unit = groups if s.by == "group" else list(range(len(cases)))
+            split = make_cv_folds(labels, unit, int(s.folds), s.seed)
+            if s.by == "image":
+                settings["groups"] = "near duplicates (recorded; the folds split by image)"
+        elif mixed:  # image-level validation marks (BUS-BRA's valid_<k>): redrawn by patient
             split = repair_given_split([str(g) for g in given], labels, groups, s.seed)
             split = check_given_split(split, groups, cases, path)
             settings["split"] = (
@@ -532,9 +556,10 @@ class MedDataModule(CasesDataModule):
             groups,
             settings,
             found.pairs,
+            s.parts(),
         )
         log.warning("Wrote the split file %s; %s", path, split_file_advice(path))
-        read_split_file(path, ids)  # the file just written must read back
+        read_split_file(path, ids, s.folds)  # the file just written must read back
         return split, groups
 
     def _take_subset(self, n: int) -> None:

@@ -39,17 +39,75 @@ class SplitSettings:
     thumb_size: int = DATA.dedup.thumb_size  # side of the thumbnails compared
     num_folds: int | None = DATA.num_folds  # k-fold over train+val; the test split is untouched
     fold: int = DATA.fold
+    folds: int | None = DATA.split.folds  # cross-validation: the test side is fold ``fold``
+    by: str = DATA.split.by  # what stays on one side: near-duplicate group, or image
 
     def document(self, dataset: str) -> dict[str, Any]:
         """The settings written into the split file."""
-        return {
+        doc = {
             "dataset": dataset,
             "dedup_threshold": self.dedup_threshold,
             "thumb_size": self.thumb_size,
             "seed": self.seed,
             "val_fraction": self.val_fraction,
-            "test_fraction": self.test_fraction,
         }
+        if self.folds:
+            doc.update(folds=int(self.folds), by=self.by)
+        else:
+            doc["test_fraction"] = self.test_fraction
+        return doc
+
+    def parts(self) -> tuple[str, ...]:
+        """What a case of the split file can be in: a split, or (cross-validation) a fold."""
+        return fold_names(self.folds) if self.folds else SPLITS
+
+
+def fold_names(folds: int) -> tuple[str, ...]:
+    """The names of the cross-validation folds in a split file: ``fold0``, ``fold1``..."""
+    return tuple(f"fold{k}" for k in range(int(folds)))
+
+
+def make_cv_folds(
+    labels: Sequence[int], groups: Sequence[int], folds: int, seed: int = 42
+) -> list[str]:
+    """Every case in one of ``folds`` class-stratified folds (``fold0``...), each group in one
+    fold: a cross-validation protocol's folds (pass one group per image to split by image)."""
+    labels_a, groups_a = np.asarray(labels), np.asarray(groups)
+    n_groups = len(np.unique(groups_a))
+    smallest = min(Counter(labels_a.tolist()).values()) if len(labels_a) else 0
+    if n_groups < folds or smallest < folds:
+        raise DataError(
+            f"{len(labels_a)} images in {n_groups} group(s), the smallest class with {smallest}: "
+            f"too few for {folds} stratified folds. Use more data or fewer data.split.folds."
+        )
+    sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = np.empty(len(labels_a), dtype=object)
+    for k, (_, idx) in enumerate(sgkf.split(labels_a, labels_a, groups_a)):
+        out[idx] = f"fold{k}"
+    return out.tolist()
+
+
+def cv_split(
+    parts: Sequence[str],
+    labels: Sequence[int],
+    groups: Sequence[int],
+    fold: int,
+    val_fraction: float,
+    seed: int = 42,
+) -> list[str]:
+    """The train/val/test split of cross-validation fold ``fold``: its fold is the test side;
+    ``val_fraction`` of the other folds (stratified, groups kept together, drawn with a seed
+    of its own per fold) is the validation side, the rest trains."""
+    names = sorted(set(parts))
+    test = f"fold{fold}"
+    if test not in names:
+        raise DataError(f"data.fold={fold}: the split file has the folds {', '.join(names)}.")
+    parts_a = np.asarray(parts, dtype=object)
+    out = np.where(parts_a == test, "test", "train").astype(object)
+    pool = np.flatnonzero(parts_a != test)
+    val = _take_fraction(np.asarray(labels), np.asarray(groups), pool, val_fraction, seed + fold)
+    out[val] = "val"
+    return out.tolist()
 
 
 def make_split(
@@ -214,8 +272,10 @@ def write_split_file(
     groups: Sequence[int],
     settings: dict,
     pairs: Sequence[tuple[int, int, float]] = (),
+    parts: Sequence[str] = SPLITS,
 ) -> None:
-    """Write the split file (atomically: a crash never leaves half a file)."""
+    """Write the split file (atomically: a crash never leaves half a file). ``split``: each
+    case's part, one of ``parts`` (the splits, or the cross-validation folds)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     members: dict[int, list[int]] = {}
@@ -230,7 +290,7 @@ def write_split_file(
         "settings": settings,
         "counts": {
             s: dict(Counter(class_names[labels[i]] for i in range(len(split)) if split[i] == s))
-            for s in SPLITS
+            for s in parts
         },
         "num_groups_with_duplicates": len(multi),
         "mixed_class_groups": sorted(mixed),
@@ -246,8 +306,12 @@ def write_split_file(
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
-def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str], list[int], dict]:
-    """Read a split file and check it covers exactly ``case_ids``; returns split, groups, document."""
+def read_split_file(
+    path: str | Path, case_ids: Sequence[str], folds: int | None = None
+) -> tuple[list[str], list[int], dict]:
+    """Read a split file and check it covers exactly ``case_ids`` and is of the kind asked for
+    (``folds`` None: a train/val/test split; K: K cross-validation folds); returns each case's
+    part (split or fold), the groups and the document."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -271,10 +335,19 @@ def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str
             "if the data set really changed, write a new split with `medmtl-data split force=true` "
             "(results will no longer be comparable with earlier runs)."
         )
-    bad = {e.get("split") for e in entries.values()} - set(SPLITS)
+    written = (doc.get("settings") or {}).get("folds")
+    if (written or None) != (folds or None):
+        has = f"{written} cross-validation folds" if written else "a train/val/test split"
+        wants = f"data.split.folds={folds}" if folds else "a fixed split (data.split.folds=null)"
+        raise DataError(
+            f"{path}: the split file holds {has}, but the run asks for {wants}. Set "
+            "data.split_file to another file, or set data.split.folds to match."
+        )
+    parts = fold_names(folds) if folds else SPLITS
+    bad = {e.get("split") for e in entries.values()} - set(parts)
     if bad:
         raise DataError(
-            f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {SPLITS}."
+            f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {parts}."
         )
     return (
         [entries[c]["split"] for c in case_ids],
@@ -284,10 +357,10 @@ def read_split_file(path: str | Path, case_ids: Sequence[str]) -> tuple[list[str
 
 
 def fold_of(data: Mapping[str, Any]) -> int | None:
-    """The k-fold fold a run's data settings select: ``data.fold`` with ``data.num_folds``, or
-    that of the combined data set that is split into folds (``data.sets.<name>``, e.g. the
-    multi-site recipe's BUSI); None for a fixed split."""
-    if data.get("num_folds"):
+    """The fold a run's data settings select: ``data.fold`` with ``data.num_folds`` or
+    ``data.split.folds``, or that of the combined data set that is split into folds
+    (``data.sets.<name>``, e.g. the multi-site recipe's BUSI); None for a fixed split."""
+    if data.get("num_folds") or (data.get("split") or {}).get("folds"):
         return int(data.get("fold") or 0)
     for sub in (data.get("sets") or {}).values():
         if sub is not None and sub.get("num_folds"):

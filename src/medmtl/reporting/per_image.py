@@ -398,9 +398,12 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
     f1 = _safe(2 * tp, 2 * tp + fp + fn)
     present = (tp + fp + fn) > 0
     total = W.sum(1)
+    support = cm.sum(2)  # images of each true class
     out = {
         "cls_acc": tp.sum(1) / total,
         "cls_f1": _macro(f1, present),
+        # weighted by each class's share of the images (scikit-learn's average="weighted")
+        "cls_f1_weighted": (np.nan_to_num(f1) * support).sum(1) / total,
         "cls_precision": _macro(prec, present),
         "cls_recall": _macro(rec, present),
         "cls_auc": _auc(p.prob, p.label, W, C),
@@ -417,12 +420,21 @@ def classification(p: PerImage, weights: np.ndarray | None = None) -> dict[str, 
 
 
 def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """All-image and lesion-only Dice/IoU, pixel-level F1 and the normal false-positive rate."""
+    """All-image and lesion-only Dice/IoU, the all-image Dice of each true class, pixel-level
+    F1 and the normal false-positive rate."""
     W = _weights(len(p), weights)
     lesion = p.has_lesion.astype(float)
     fp, fn = p.pred - p.tp, p.gt - p.tp
     stp, sfp, sfn = W @ p.tp, W @ fp, W @ fn
+    # per true class, with seg_dice's convention (an empty truth scores 1 if the prediction is
+    # empty, else 0): the curated-BUSI study's "DSC benign / malignant / normal"
+    by_class = {
+        f"seg_dice_{name}": _safe(W @ (p.dice * (p.label == c)), W @ (p.label == c).astype(float))
+        for c, name in enumerate(p.classes)
+        if (p.label == c).any()
+    }
     return {
+        **by_class,
         "seg_dice": W @ p.dice / W.sum(1),
         "seg_iou": W @ p.iou / W.sum(1),
         "seg_dice_lesion": _safe(W @ (p.dice * lesion), W @ lesion),

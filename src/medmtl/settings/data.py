@@ -109,13 +109,26 @@ class Augment:
         return cls(**check_fields("data.augment", dict(values or {}), cls))
 
 
+SPLIT_UNITS = ("group", "image")  # what a split keeps together (data.split.by)
+
+
 @dataclass
 class SplitDraw:
-    """How the fixed split is drawn (group-aware, class-stratified, written once)."""
+    """How the split is drawn (class-stratified, written once to the split file).
+
+    ``folds`` None: one fixed train/val/test split. ``folds`` K: cross-validation, a published
+    protocol's: every image is in one of K stratified folds, the test side is fold
+    ``data.fold``, and the validation side is ``val_fraction`` **of the other folds** (model
+    selection never sees the held-out fold). ``by``: what stays on one side, medmtl's
+    near-duplicate groups (and the data set's patients) or each image alone (a protocol that
+    splits by image).
+    """
 
     seed: int = ranged(42, 0)
     val_fraction: float = ranged(0.1, 0, 1)
     test_fraction: float = ranged(0.2, 0, 1)
+    folds: int | None = ranged(None, 2)
+    by: str = ranged("group", choices=SPLIT_UNITS)
 
 
 @dataclass
@@ -197,6 +210,7 @@ class DataSettings:
     split: SplitDraw = _key("split", SplitDraw(), member=True)
     dedup: Dedup = _key("split", Dedup(), member=True)
     num_folds: int | None = _key("split", low=2)  # k-fold over train+val (test untouched)
+    # the fold used: of num_folds (its validation side), or of split.folds (its test side)
     fold: int = _key("split", 0, low=0)
     # -- batches
     batch_size: int = _key("loader", 16, low=1)
@@ -267,10 +281,28 @@ def check_data(values: dict[str, Any], key: str = "data") -> None:
     (:func:`~medmtl.settings.checks.check_fields`); the data sets of ``data=multi`` too."""
     check_fields(key, values, DataSettings)
     check_image_size(values.get("image_size", DATA.image_size), f"{key}.image_size")
+    check_folds(values, key)
     if values.get("augment_on") == "device":
         check_device_augment(Augment.from_dict(values.get("augment")), key)
     for name, member in (values.get("sets") or {}).items():
         check_data(member, f"{key}.sets.{name}")
+
+
+def check_folds(values: Mapping[str, Any], key: str = "data") -> None:
+    """``data.fold`` inside the folds it picks from, and one kind of folds at a time."""
+    cv = (values.get("split") or {}).get("folds")
+    inner = values.get("num_folds")
+    if cv and inner:
+        raise ConfigError(
+            f"{key}.split.folds={cv} (cross-validation: the test side is a fold) and "
+            f"{key}.num_folds={inner} (folds of train+val, a fixed test side) exclude each "
+            f"other; set one of them to null."
+        )
+    count = cv or inner
+    fold = values.get("fold", DATA.fold)
+    if count and isinstance(fold, int) and not 0 <= fold < count:
+        which = "split.folds" if cv else "num_folds"
+        raise ConfigError(f"{key}.fold={fold}: must be in 0..{count - 1} for {key}.{which}={count}.")
 
 
 def check_image_size(image_size: object, key: str = "data.image_size") -> None:

@@ -37,6 +37,8 @@ class RunRecord:
     image_size: int | None = _f("data/image_size", "data.image_size")
     num_folds: int | None = _f("data/num_folds", "data.num_folds")
     fold: int | None = _f("data/fold", "data.fold")
+    # cross-validation (data.split.folds): the run's test side is its fold of these
+    cv_folds: int | None = _f("data/cv_folds", "data.split.folds", optional=True)
     progressive_resize: dict | None = _f("data/progressive_resize")
     seed: int | None = _f("seed", "seed")
     # the model

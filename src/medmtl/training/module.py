@@ -378,6 +378,7 @@ class MultiTaskModule(L.LightningModule):
             data_name=data.get("name"),
             image_size=data.get("image_size"),
             num_folds=data.get("num_folds"),
+            cv_folds=(data.get("split") or {}).get("folds"),
             fold=fold_of(data),
             progressive_resize=self.progressive.to_dict() or None,
             seed=hp.get("seed"),

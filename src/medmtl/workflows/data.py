@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -28,7 +29,14 @@ def audit_data(data_cfg: DictConfig) -> AuditReport:
     """Decode every file of the data set and print the report; nothing is raised for a bad file."""
     dm = one_data_set(data_cfg)
     index = dm.build_index(strict=False)
-    report = audit(index, dm.split_path(index.root), dm.split_settings)
+    source = dm.data
+    whole = (  # an image list: its relation to the groups of the data set it was made from
+        dm.kind.index(replace(source, image_list=None), index.root, False)
+        if source.image_list
+        else None
+    )
+    name = Path(str(source.image_list)).name if source.image_list else ""
+    report = audit(index, dm.split_path(index.root), dm.split_settings, whole=whole, list_name=name)
     print(format_report(report))
     return report
 
@@ -43,4 +51,6 @@ def write_split(data_cfg: DictConfig, force: bool = False) -> Path:
     print(f"split file: {path}")
     for s in SPLITS:
         print(f"  {s}: {dm.split.count(s)} images")
+    if dm.split_settings.folds:
+        print(f"  (fold {dm.split_settings.fold} of {dm.split_settings.folds}: its test side)")
     return path

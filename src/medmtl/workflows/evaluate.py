@@ -34,12 +34,8 @@ from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import (
     PerImage,
-    answer_sets,
     metrics_dict,
     restrict,
-    segmentation,
-    selective,
-    uncertainty_rates,
     write_masks,
     write_predictions,
 )
@@ -168,14 +164,10 @@ def score_split(
         metrics["eval/model_classes"] = list(module.class_names)  # the confusion's columns
     else:
         metrics = dict(module.results[split])
-        if per is not None and per.tp is not None:  # a count the torch metrics do not keep
-            metrics[f"{split}/empty_lesion_rate"] = float(segmentation(per)["empty_lesion_rate"][0])
-        if per is not None and per.prob is not None:  # selective prediction (AURC, ...)
-            metrics.update({f"{split}/{k}": float(v[0]) for k, v in selective(per).items()})
-        if per is not None and per.answer_set is not None:
-            metrics.update({f"{split}/{k}": float(v[0]) for k, v in answer_sets(per).items()})
-        if per is not None:  # unlike the training data, referred, disagreement
-            metrics.update({f"{split}/{k}": float(v[0]) for k, v in uncertainty_rates(per).items()})
+        if per is not None:  # what the torch metrics do not keep (lesions left empty, AURC,
+            # answer sets, referrals, per-class Dice, weighted F1...), from the same images
+            for key, value in metrics_dict(per, split).items():
+                metrics.setdefault(key, value)
     metrics["eval/classes"] = eval_classes
     columns = list(by)
     if per is not None and len(set(per.datasets())) > 1 and "dataset" not in columns:
