@@ -97,3 +97,27 @@ def test_a_list_where_it_cannot_act_is_refused_before_any_image(overrides, said)
         cfg.data.image_list = str(Path(__file__))  # a file that exists
     with pytest.raises(ConfigError, match=said):
         datamodule_from_config(cfg.data)
+
+
+def test_the_audit_says_how_the_list_relates_to_busis_near_duplicate_groups(busi, capsys):
+    import json
+
+    from medmtl.config import compose
+    from medmtl.workflows.data import audit_data
+
+    report = audit_data(compose("data_tool", ["data=busi_curated", f"data.root={busi}"]).data)
+    rel = report.listed
+    # the groups are found on all 780 images: those of BUSI's own split file
+    busi_split = json.loads((Path(__file__).parents[2] / "splits" / "busi.json").read_text())
+    assert rel.total == 780 and rel.groups == busi_split["num_groups_with_duplicates"]
+    kept_groups = report.groups.members()  # groups with two or more kept images
+    assert rel.kept_several == len(kept_groups) > 0
+    assert rel.kept_grouped == sum(len(m) for m in kept_groups.values())
+    assert rel.kept_several + rel.kept_one <= rel.groups
+    out = capsys.readouterr().out
+    assert (
+        f"Image list curated_busi.csv: 450 of the data set's 780 images. Of medmtl's "
+        f"{rel.groups} near-duplicate groups in all 780, the list keeps two or more images of "
+        f"{rel.kept_several} ({rel.kept_grouped} kept images" in out
+    )
+    assert report.split_counts["fold0"] == {"normal": 16, "benign": 56, "malignant": 41}

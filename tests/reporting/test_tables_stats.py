@@ -94,7 +94,7 @@ def test_baseline_comparison_marks_what_is_significant(lambda_sweep, tmp_path):
     assert not same.diffs["cls_acc"].significant
     assert worse.diffs["cls_acc"].significant and worse.diffs["cls_acc"].ci.high < 0
     assert worse.diffs["cls_acc"].p_holm >= worse.diffs["cls_acc"].p  # Holm never lowers p
-    _, files = write_tables(lambda_sweep, tmp_path, reference=True, baseline="λ=0.7")
+    _, files = write_tables(lambda_sweep, tmp_path, reference="study", baseline="λ=0.7")
     md = files["md"].read_text()
     assert "λ=0.3 vs λ=0.7 (paired by seed/fold): Acc −0." in md and "not significant" in md
     assert "†" in md.split("λ=0.3")[1].split("\n")[0]  # the worse row is marked
@@ -165,7 +165,7 @@ def test_grid_with_a_missing_and_a_failed_cell(tmp_path):
     assert "failed (0.601)" in fpn  # FPN + ResNet50 failed
     assert "missing (0.771)" in md  # Unet++ + ResNeXt50 (study Dice 0.771) was not run
     assert "| ResNet50 | ResNeXt50 | WideResNet50 | EfficientNet-b4 |" in md
-    _, files = write_tables(tmp_path, tmp_path / "t", reference=True)
+    _, files = write_tables(tmp_path, tmp_path / "t", reference="study")
     assert files["heatmap"].exists() and files["grid_md"].exists()
 
 
@@ -177,7 +177,7 @@ def test_single_backbone_sweep_keeps_backbone_and_finds_reference(tmp_path):
     assert table.labels()[1] == (
         "unet + efficientnet_b4 (CPU stand-in: tu-efficientnet_lite0; weights: lite0_offline)"
     )
-    md = render(table, "md", reference=True, ci=False)
+    md = render(table, "md", reference="study", ci=False)
     assert md.count("study (published)") == 2 and "0.904" in md and "0.796" in md
 
 

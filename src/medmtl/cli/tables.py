@@ -3,6 +3,7 @@
 Examples:
   medmtl-tables multirun/table_lambda/<date> reference=study baseline="λ=0.7"
   medmtl-tables <sweep> columns=recipe into=docs/results.md:recipe wandb=offline
+  medmtl-tables multirun/curated_cpu/<date> columns=curated reference=curated
 (--reference study, --no-ci, --wandb ... are the same options.)
 """
 
@@ -29,7 +30,7 @@ def _run(argv: list[str]) -> int:
     table, files = write_tables(
         folder,
         Path(s.out) if s.out else None,
-        reference=s.reference == "study",
+        reference=s.reference,
         columns=s.columns,
         baseline=s.baseline,
         ci=s.ci,

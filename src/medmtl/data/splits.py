@@ -346,9 +346,7 @@ def read_split_file(
     parts = fold_names(folds) if folds else SPLITS
     bad = {e.get("split") for e in entries.values()} - set(parts)
     if bad:
-        raise DataError(
-            f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {parts}."
-        )
+        raise DataError(f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {parts}.")
     return (
         [entries[c]["split"] for c in case_ids],
         [int(entries[c]["group"]) for c in case_ids],

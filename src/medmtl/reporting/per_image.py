@@ -150,6 +150,43 @@ def subset(p: PerImage, keep: Sequence[bool]) -> PerImage:
     )
 
 
+def concat(parts: Sequence[PerImage]) -> PerImage:
+    """One evaluation of the images of several (cross-validation folds' test sides, each image
+    tested once): every per-image field joined in order. The parts must share their classes and
+    columns and must not share an image."""
+    first = parts[0]
+    seen: set[str] = set()
+    for part in parts:
+        if part.classes != first.classes or set(part.meta) != set(first.meta):
+            raise DataError(
+                "evaluations to be pooled have different classes or columns "
+                f"({part.classes} vs {first.classes}); pool the folds of one sweep row."
+            )
+        twice = seen.intersection(part.ids)
+        if twice:
+            raise DataError(
+                f"evaluations to be pooled share {len(twice)} image(s) (e.g. {sorted(twice)[0]}); "
+                "only folds whose test sides are disjoint pool into one out-of-fold evaluation."
+            )
+        seen.update(part.ids)
+    joined = {}
+    for f in fields(first):
+        values = [getattr(part, f.name) for part in parts]
+        arrays = [isinstance(v, np.ndarray) for v in values]  # every array is per image
+        if all(arrays):
+            joined[f.name] = np.concatenate(values)
+        elif any(arrays):
+            raise DataError(f"evaluations to be pooled: {f.name} is missing from some of them.")
+    names = [d for part in parts for d in part.datasets()]
+    return replace(
+        first,
+        ids=[i for part in parts for i in part.ids],
+        dataset=names[0] if len(set(names)) == 1 else names,
+        meta={k: [v for part in parts for v in part.meta[k]] for k in first.meta},
+        **joined,
+    )
+
+
 def restrict(p: PerImage, model_classes: Sequence[str], classes: Sequence[str]) -> PerImage:
     """An evaluation on a data set whose ``classes`` are fewer than the model's.
 

@@ -9,6 +9,7 @@ import io
 from medmtl.reporting.study import ARCH_NAMES, BACKBONE_NAMES, grid, reference_rows
 from medmtl.reporting.tables import (
     COLUMN_SETS,
+    OUT_OF_FOLD,
     SIG_MARK,
     Comparison,
     Table,
@@ -66,16 +67,17 @@ def caption(table: Table) -> str:
 def render(
     table: Table,
     fmt: str,
-    reference: bool = False,
+    reference: str | None = None,
     columns: str = "study",
     ci: bool = True,
     comparisons: list[Comparison] | None = None,
     baseline: str | None = None,
 ) -> str:
-    """The table as ``md``, ``csv`` or ``tex``, with the column set ``columns``."""
+    """The table as ``md``, ``csv`` or ``tex``, with the column set ``columns`` and, with
+    ``reference`` (``study`` | ``curated``), the published rows and the differences."""
     cols = COLUMN_SETS[columns]
     header, texts, bold = table_cells(table, cols, ci=ci)
-    refs = {i: (s, d) for i, s, d in reference_rows(table, cols)} if reference else {}
+    refs = {i: (s, d) for i, s, d in reference_rows(table, cols, reference)} if reference else {}
     comp = {c.row: c for c in comparisons or []}
     rows: list[tuple[list[str], list[bool]]] = []
     for i, row in enumerate(texts):
@@ -94,6 +96,12 @@ def render(
         legend.append(
             "Cells: one run: value [95 % bootstrap CI over test images]; several seeds/folds: "
             "mean ± std [95 % t-interval of the mean over the runs, clipped to [0, 1]]."
+        )
+    if any(OUT_OF_FOLD in row[0] for row in texts):
+        legend.append(
+            f"{OUT_OF_FOLD}: the test predictions of a row's cross-validation folds joined, every "
+            "image predicted once by the fold model that did not train on it; its cells are one "
+            "evaluation of all of them with a 95 % bootstrap CI over the images."
         )
     if comparisons is not None:
         legend.append(

@@ -64,6 +64,13 @@ class Run:
         return self.record.is_ensemble
 
     @property
+    def is_out_of_fold(self) -> bool:
+        """The pooled test predictions of a row's cross-validation folds
+        (:func:`medmtl.reporting.tables.out_of_fold`), not one run."""
+        record = self.record
+        return record.cv_folds is not None and record.fold is None
+
+    @property
     def repeat(self) -> tuple:
         """Which repeat of its cell this run is (seed, fold): runs of equal repeats are paired."""
         if self.is_ensemble:

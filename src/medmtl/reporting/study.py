@@ -17,6 +17,7 @@ from medmtl.models.registry import (
     study_archs,
     study_encoders,
 )
+from medmtl.reporting.curated import check_curated_allowed, curated_row_for
 from medmtl.reporting.runs import Run
 from medmtl.reporting.tables import COLUMNS, Column, Table, pooled_cell
 
@@ -74,7 +75,7 @@ def check_reference_allowed(table: Table) -> None:
 def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
     """The study's published row that matches a table row (by λ, or by architecture + backbone)."""
     ok = next((m for m in members if m.status == "ok"), None)
-    if ok is None or ok.is_ensemble:  # shown once, under the row's own runs
+    if ok is None or ok.is_ensemble or ok.is_out_of_fold:  # shown once, under the row's runs
         return None
     if table.kind == "lambda":
         if (ok.record.task or "multitask") != "multitask":
@@ -98,20 +99,41 @@ def study_row_for(table: Table, members: list[Run]) -> StudyRow | None:
     return None
 
 
+def check_reference(table: Table, reference: str) -> None:
+    """Refuse a reference whose published numbers are not on the table's data and protocol."""
+    if reference == "curated":
+        check_curated_allowed([r for _, members, _ in table.rows for r in members])
+    else:
+        check_reference_allowed(table)
+
+
 def reference_rows(
-    table: Table, columns: list[Column] = COLUMNS
+    table: Table, columns: list[Column] = COLUMNS, reference: str = "study"
 ) -> list[tuple[int, list[str], list[str]]]:
-    """(row index, study row, difference row) for rows that have a published counterpart."""
+    """(row index, published row, difference row) for rows that have a published counterpart:
+    the course study's (``study``) or the curated-BUSI study's Table 5 (``curated``)."""
     out = []
     for i, (_, members, _) in enumerate(table.rows):
-        ref = study_row_for(table, members)
-        if ref is None:
-            continue
-        study, diff = ["study (published)"], ["Δ ours − study"]
+        if reference == "curated":
+            row = curated_row_for(members)
+            if row is None:
+                continue
+            published = {k: v[0] for k, v in row.values.items()}
+            texts = {k: row.text(k) for k in row.values}
+            names = (f"curated study: {row.configuration} (published)", "Δ ours − published")
+        else:
+            ref = study_row_for(table, members)
+            if ref is None:
+                continue
+            published = {k.removeprefix("test/"): v for k, v in ref.values.items()}
+            texts = {k: f"{v:.3f}" for k, v in published.items()}
+            names = ("study (published)", "Δ ours − study")
+        study, diff = [names[0]], [names[1]]
         for col in columns:
-            v = ref.values.get(col.key)
+            metric = col.key.removeprefix("test/")
+            v = published.get(metric) if col.metric else None
             mean = pooled_cell(members, col).mean
-            study.append(f"{v:.3f}" if v is not None else "")
+            study.append(texts.get(metric, "") if col.metric else "")
             diff.append(f"{mean - v:+.3f}" if (v is not None and mean is not None) else "")
         out.append((i, study + [""], diff + [""]))
     return out

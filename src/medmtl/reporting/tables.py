@@ -10,14 +10,13 @@ missing or unreadable runs are shown as such and listed, never counted as zeros.
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmtl.errors import DataError, MedmtlError
-from medmtl.reporting.per_image import PerImage, compute_metrics, read_predictions
+from medmtl.reporting.per_image import PerImage, compute_metrics, concat, metrics_dict
 from medmtl.reporting.runs import Run, is_search, pooled
 from medmtl.reporting.statistics import (
     N_BOOT,
@@ -28,6 +27,7 @@ from medmtl.reporting.statistics import (
     mean_ci,
     paired_differences,
 )
+from medmtl.settings.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,21 @@ COLUMN_SETS = {
         Column("lesions empty", "test/empty_lesion_rate", higher=False),
         Column("called normal", "test/called_normal_rate", higher=False),
         *COST_COLUMNS,
+    ],
+    # beside the curated-BUSI study's Table 5 (reference=curated): its Dice per true class
+    # (an empty truth scores 1 if the prediction is empty, else 0), its DSC avg (= seg_dice),
+    # weighted F1 and accuracy, then medmtl's lesion Dice, detection and AUC
+    "curated": [
+        Column("DSC benign", "test/seg_dice_benign"),
+        Column("DSC malignant", "test/seg_dice_malignant"),
+        Column("DSC normal", "test/seg_dice_normal"),
+        Column("DSC avg", "test/seg_dice"),
+        Column("F1 weighted", "test/cls_f1_weighted"),
+        Column("ACC", "test/cls_acc"),
+        Column("Dice lesion", "test/seg_dice_lesion"),
+        Column("lesions empty", "test/empty_lesion_rate", higher=False),
+        Column("normal FP", "test/normal_fp_rate", higher=False),
+        Column("AUC", "test/cls_auc"),
     ],
     # how sure the model says it is, against how often it is right (lower is better)
     "calibration": [
@@ -178,10 +193,67 @@ ORDER = [
 ]
 
 
+OUT_OF_FOLD = "out-of-fold, pooled"  # the label of a row's pooled cross-validation folds
+
+
+def out_of_fold(members: list[Run]) -> Run | None:
+    """A row's cross-validation folds (``data.split.folds``: each fold model tested on its own
+    fold) as one evaluation of every image, each predicted by the model that did not see it:
+    their test predictions joined. None unless the row holds each of the K folds once, all
+    finished with their predictions (a failed fold is listed among the table's problems)."""
+    ok = [m for m in members if m.status == "ok" and not m.is_ensemble]
+    folds = ok[0].record.cv_folds if ok else None
+    if not folds or len(ok) != len(members):
+        return None
+    records = [m.record for m in ok]
+    if sorted(r.fold for r in records if r.cv_folds == folds) != list(range(int(folds))):
+        return None
+    parts = [m.predictions() for m in sorted(ok, key=lambda m: m.record.fold)]
+    if any(p is None for p in parts):
+        return None
+    pooled_p = concat(parts)  # type: ignore[arg-type]
+    first = records[0]
+    record = RunRecord(
+        **{
+            name: getattr(first, name)
+            for name in (
+                "data_name",
+                "image_size",
+                "cv_folds",
+                "arch",
+                "encoder",
+                "encoder_weights",
+                "encoder_study",
+                "task",
+                "seed",
+                "seg_weight",
+            )
+        },  # fmt: skip
+        num_images=len(pooled_p),
+        values=metrics_dict(pooled_p, "test"),
+    )
+    path = ok[0].path.parent / f"out_of_fold_{'_'.join(m.path.name for m in ok)}"
+    return Run(
+        path, dict(ok[0].overrides), "ok", metrics=record.to_metrics(), _predictions=pooled_p
+    )
+
+
 def build_table(runs: list[Run], root: Path | None = None) -> Table:
-    """Rows from the runs' settings; ensembles (medmtl-ensemble) follow the row they average."""
+    """Rows from the runs' settings; ensembles (medmtl-ensemble) follow the row they average,
+    and a row of cross-validation folds is followed by their pooled out-of-fold evaluation."""
     ensembles = [r for r in runs if r.is_ensemble]
     table = _build_rows([r for r in runs if not r.is_ensemble] or ensembles, root)
+    for at in reversed(range(len(table.rows))):
+        label, members, values = table.rows[at]
+        pooled_run = out_of_fold(members)
+        if pooled_run is not None:
+            n, folds = pooled_run.record.num_images, pooled_run.record.cv_folds
+            if label == "all runs":  # the sweep is the folds alone: say so
+                label = f"{folds}-fold cross-validation, per fold"
+                table.rows[at] = (label, members, values)
+            table.rows.insert(
+                at + 1, (f"{label} · {OUT_OF_FOLD} ({n} images)", [pooled_run], values)
+            )
     if len(ensembles) == len(runs):
         return table
     for ens in ensembles:
@@ -271,11 +343,16 @@ def _values(members: list[Run], col: Column) -> list[float]:
     return out
 
 
-@functools.lru_cache(maxsize=512)
-def _run_ci(path: Path, split: str, n_boot: int, seed: int) -> dict[str, Interval]:
-    # keyed by the run folder; the file does not change while the tables are made
-    p = read_predictions(path / f"predictions_{split}.csv")
-    return bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
+_CI_CACHE: dict[tuple, dict[str, Interval]] = {}
+
+
+def _run_ci(run: Run, n_boot: int, seed: int) -> dict[str, Interval]:
+    # keyed by the run folder; its predictions do not change while the tables are made
+    key = (run.path, run.split, n_boot, seed)
+    if key not in _CI_CACHE:
+        p = run.predictions()
+        _CI_CACHE[key] = bootstrap_ci(p, list(compute_metrics(p)), n_boot=n_boot, seed=seed)
+    return _CI_CACHE[key]
 
 
 def pooled_cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0) -> Cell:
@@ -297,7 +374,7 @@ def pooled_cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0
         interval = None
         run = next(m for m in members if m.status == "ok")
         if ci and col.metric and run.predictions() is not None:
-            interval = _run_ci(run.path, run.split, N_BOOT, seed).get(col.metric)
+            interval = _run_ci(run, N_BOOT, seed).get(col.metric)
     if interval is not None and math.isfinite(interval.low):
         text += f" [{interval.low:.{d}f}, {interval.high:.{d}f}]"
     return Cell(text, mean, interval)

@@ -352,7 +352,8 @@ class CompareSettings(Settings):
             )
 
 
-COLUMNS = ("study", "recipe", "validation", "calibration")
+COLUMNS = ("study", "recipe", "curated", "validation", "calibration")
+REFERENCES = ("study", "curated")  # published numbers beside a table (medmtl-tables reference=)
 
 
 @dataclass
@@ -361,15 +362,19 @@ class TablesSettings(Settings):
 
     multirun_dir: list[str] = required("the sweep folder", path="dir", noun="multirun folder")
     reference: str | None = opt(
-        None, "study: add the study's published numbers and the difference (BUSI runs only)"
+        None,
+        "study: add the study's published numbers and the difference (BUSI runs only) | "
+        "curated: the curated-BUSI study's Table 5 (experiment=curated runs only)",
     )
     baseline: str | None = opt(
         None, "compare every other row with this row: paired 95 % CI, Holm-corrected p-value"
     )
     columns: str = opt(
         "study",
-        "study | recipe (quality, epochs, wall time, memory) | validation (validation scores "
-        "only, for choosing settings) | calibration (ECE, NLL, Brier, conformal, temperature)",
+        "study | recipe (quality, epochs, wall time, memory) | curated (the curated-BUSI "
+        "study's Dice per class, weighted F1, accuracy; lesion Dice, detection, AUC) | "
+        "validation (validation scores only, for choosing settings) | calibration (ECE, NLL, "
+        "Brier, conformal, temperature)",
     )
     ci: bool = opt(True, "the 95 % confidence intervals (--no-ci: without)")
     out: str | None = opt(
@@ -394,7 +399,7 @@ class TablesSettings(Settings):
                 f"({' '.join(self.multirun_dir)})."
             )
         if self.reference is not None:
-            choice("reference", self.reference, ("study",))
+            choice("reference", self.reference, REFERENCES)
         choice("columns", self.columns, COLUMNS)
         if self.wandb is not None:
             choice("wandb", self.wandb, ("offline", "online"))

@@ -302,7 +302,9 @@ def check_folds(values: Mapping[str, Any], key: str = "data") -> None:
     fold = values.get("fold", DATA.fold)
     if count and isinstance(fold, int) and not 0 <= fold < count:
         which = "split.folds" if cv else "num_folds"
-        raise ConfigError(f"{key}.fold={fold}: must be in 0..{count - 1} for {key}.{which}={count}.")
+        raise ConfigError(
+            f"{key}.fold={fold}: must be in 0..{count - 1} for {key}.{which}={count}."
+        )
 
 
 def check_image_size(image_size: object, key: str = "data.image_size") -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.io.files import atomic_write_text, replace_section
+from medmtl.reporting.per_image import write_predictions
 from medmtl.reporting.render import render, render_grid
 from medmtl.reporting.runs import collect_runs
-from medmtl.reporting.study import check_reference_allowed
+from medmtl.reporting.study import check_reference
 from medmtl.reporting.table_figures import write_table_figures
 from medmtl.reporting.tables import COLUMN_SETS, Table, build_table, compare_with_baseline, find_row
 
@@ -16,17 +17,20 @@ from medmtl.reporting.tables import COLUMN_SETS, Table, build_table, compare_wit
 def write_tables(
     multirun_dir: str | Path,
     out_dir: str | Path | None = None,
-    reference: bool = False,
+    reference: str | None = None,
     columns: str = "study",
     baseline: str | None = None,
     ci: bool = True,
     figures: bool = True,
 ) -> tuple[Table, dict[str, Path]]:
-    """Collect the runs, build the table and write it as Markdown, CSV and LaTeX (and figures)."""
+    """Collect the runs, build the table and write it as Markdown, CSV and LaTeX (and figures),
+    with the published rows of ``reference`` (``study`` | ``curated``); a row of
+    cross-validation folds also gets its pooled out-of-fold predictions written
+    (``out_of_fold_<row>.csv``)."""
     root = Path(multirun_dir)
     table = build_table(collect_runs(root), root)
     if reference:
-        check_reference_allowed(table)
+        check_reference(table, reference)
     cols = COLUMN_SETS[columns]
     if baseline:
         baseline = find_row(table, baseline)
@@ -36,6 +40,10 @@ def write_tables(
     for fmt in ("md", "csv", "tex"):
         text = render(table, fmt, reference, columns, ci, comparisons, baseline)
         files[fmt] = atomic_write_text(out / f"{table.kind}.{fmt}", text)
+    pooled_runs = [m for _, members, _ in table.rows for m in members if m.is_out_of_fold]
+    for k, run in enumerate(pooled_runs, start=1):
+        name = "out_of_fold_predictions.csv" if len(pooled_runs) == 1 else f"out_of_fold_{k}.csv"
+        files[f"out_of_fold_{k}"] = write_predictions(out / name, run.predictions())
     if table.kind == "arch_backbone":
         for fmt in ("md", "csv", "tex"):
             files[f"grid_{fmt}"] = atomic_write_text(
