@@ -149,3 +149,9 @@ def test_a_failed_fold_leaves_no_pooled_row(tmp_path):
     root = _sweep(tmp_path / "sweep", fail=2)
     table = build_table(collect_runs(root), root)
     assert len(table.rows) == 1 and len(table.problems) == 1
+
+
+def test_the_pooled_row_is_not_marked_best_against_its_own_folds(tmp_path):
+    root = _sweep(tmp_path / "sweep")
+    _, _, bold = table_cells(build_table(collect_runs(root), root), COLUMN_SETS["curated"])
+    assert not any(bold[0]) and not any(bold[1])  # one row of models: nothing to rank

@@ -19,7 +19,14 @@ from medmtl.workflows.build import model_kwargs
 from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.max_epochs=1", "trainer.log_every_n_steps=1"]
-NOT_SWEEPS = {"demo", "busi_cpu", "busi_cpu_single", "busi_busbra_cpu", "cpu_member"}  # recipes
+NOT_SWEEPS = {
+    "demo",
+    "busi_cpu",
+    "busi_cpu_single",
+    "busi_busbra_cpu",
+    "cpu_member",
+    "curated_cpu",
+}  # recipes
 EXPERIMENTS = sorted(
     p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml") if p.stem not in NOT_SWEEPS
 )

@@ -18,7 +18,7 @@ from medmtl.workflows.rehearse import Cell, identity, markdown, select, study_jo
 
 # jobs per study: the sweep parameters' product
 JOBS = {"table_lambda": 5, "table_arch_backbone": 16, "table_arch_backbone_all": 36,
-        "table_transformer": 15, "stl_vs_mtl": 3, "loss_ablation": 20}  # fmt: skip
+        "table_transformer": 15, "stl_vs_mtl": 3, "loss_ablation": 20, "curated": 4}  # fmt: skip
 
 
 def test_every_study_expands_to_its_jobs():

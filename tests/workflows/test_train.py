@@ -13,7 +13,7 @@ from medmtl.models.checkpoint import load_checkpoint
 from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.evaluate import evaluate
 from medmtl.workflows.train import train
-from tests.conftest import TINY_MODEL, TINY_PHANTOM, run_cli
+from tests.conftest import ROOT, TINY_MODEL, TINY_PHANTOM, run_cli
 
 TINY = TINY_PHANTOM + TINY_MODEL + ["trainer.log_every_n_steps=1"]
 
@@ -300,6 +300,26 @@ def test_short_real_run_on_busi_subset(busi, make_cfg, tmp_path):
     saved = json.loads((tmp_path / "busi" / "metrics.json").read_text())
     assert saved["test/seg_dice"] == pytest.approx(metrics["test/seg_dice"])
     assert sum(map(sum, saved["test/confusion_matrix"])) >= 20
+
+
+def test_a_curated_fold_run_tests_on_its_fold_and_records_it(busi, make_cfg, tmp_path):
+    from medmtl.reporting.per_image import read_predictions
+
+    cfg = make_cfg(
+        TINY_MODEL
+        + ["data=busi_curated", f"data.root={busi}", "data.fold=3", "data.subset=24"]
+        + ["trainer.max_epochs=1"],
+        name="curated",
+    )
+    train(cfg)
+    saved = json.loads((tmp_path / "curated" / "metrics.json").read_text())
+    assert saved["data/cv_folds"] == 4 and saved["data/fold"] == 3
+    assert saved["data/num_folds"] is None
+    # the columns of the curated-BUSI comparison are in the record
+    assert {"test/seg_dice_normal", "test/seg_dice_benign", "test/cls_f1_weighted"} <= set(saved)
+    folds = json.loads((ROOT / "splits" / "busi_curated.json").read_text())["cases"]
+    tested = read_predictions(tmp_path / "curated" / "predictions_test.csv").ids
+    assert tested and {folds[i]["split"] for i in tested} == {"fold3"}
 
 
 def test_config_typo_exits_nonzero_with_key_named(tmp_path):

@@ -396,8 +396,10 @@ def table_cells(
         texts.append([label, *[c.text for c in cells], f"{ok}/{len(members)}"])
         means.append([c.mean for c in cells])
     bold = [[False] * len(header) for _ in texts]
+    # a row's pooled out-of-fold evaluation is the same models again, not a rival to mark
+    rivals = [i for i, (_, members, _) in enumerate(table.rows) if not members[0].is_out_of_fold]
     for j, col in enumerate(columns):
-        values = [(m[j], i) for i, m in enumerate(means) if m[j] is not None]
+        values = [(means[i][j], i) for i in rivals if means[i][j] is not None]
         if len(values) > 1 and col.higher is not None:
             best = (max if col.higher else min)(v for v, _ in values)
             for v, i in values:

@@ -481,6 +481,7 @@ STUDIES = (
     "table_transformer",
     "stl_vs_mtl",
     "loss_ablation",
+    "curated",  # a published peer's protocol (4 folds of curated BUSI)
 )
 
 
