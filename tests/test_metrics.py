@@ -118,3 +118,24 @@ def test_refer_flags_wide_sets_and_unlike_scans():
     np.testing.assert_array_equal(refer(sets, None), [0, 1, 1, 0])
     np.testing.assert_array_equal(refer(None, np.array([np.nan, 2.0])), [0, 1])
     assert refer(None, None) is None
+
+
+def test_lesions_two_found_one_split_and_a_false_positive():
+    from medmtl.metrics import LESION_FOUND_IOU, match_lesions
+
+    lesions = np.zeros((40, 40), dtype=int)
+    lesions[2:12, 2:12] = 1  # found by a prediction in two pieces
+    lesions[20:30, 20:30] = 2  # missed
+    pred = np.zeros((40, 40), dtype=bool)
+    pred[2:12, 2:6] = True
+    pred[2:12, 8:12] = True  # the same lesion, a second piece: not a false positive
+    pred[35:38, 2:5] = True  # touches no lesion: a false positive
+    ious, areas, fp = match_lesions(lesions, pred)
+    assert ious[0] == 0.8 and ious[1] == 0.0 and list(areas) == [100, 100] and fp == 1
+    assert (ious >= LESION_FOUND_IOU).tolist() == [True, False]
+    # a perfect prediction finds every lesion and invents nothing
+    ious, _, fp = match_lesions(lesions, lesions > 0)
+    assert ious.tolist() == [1.0, 1.0] and fp == 0
+    # no lesion, no prediction
+    ious, areas, fp = match_lesions(np.zeros((8, 8), int), np.zeros((8, 8), bool))
+    assert len(ious) == 0 and fp == 0

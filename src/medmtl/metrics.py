@@ -160,3 +160,44 @@ def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:
     if task == "cls":
         return cls_f1
     return 0.5 * (cls_f1 + seg_dice)
+
+
+# -- lesions (instances): found, missed, invented --------------------------------------------
+LESION_FOUND_IOU = 0.1  # a lesion is found at this IoU with the predicted components touching it
+# lesion size bins by area on the model's input grid, as a share of the image (small < 1 %,
+# medium 1-5 %, large >= 5 %): the grid's side changes with data.image_size, the share does not
+SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.05), ("large", 0.05, 1.01))
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """Connected components (8-connected) of a boolean mask: 0 background, 1..K."""
+    import cv2
+
+    _, labels = cv2.connectedComponents(np.asarray(mask, dtype=np.uint8), connectivity=8)
+    return labels
+
+
+def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Which lesions a predicted mask finds, and what it invents.
+
+    ``lesions``: (H, W) instance labels of the ground truth (0 background, 1..L one lesion
+    each); ``pred``: (H, W) boolean predicted mask. Lesion ``l`` is **found** when the predicted
+    components that touch it, together, overlap it with IoU ≥ :data:`LESION_FOUND_IOU` (a lesion predicted
+    in two pieces is found once); a predicted component that touches no lesion is a **false
+    positive**. Returns each lesion's IoU (L,), its area in pixels (L,), and the number of
+    false-positive components.
+    """
+    lesions = np.asarray(lesions)
+    comp = components(pred)
+    ids = [int(v) for v in np.unique(lesions) if v != 0]
+    ious, areas = np.zeros(len(ids)), np.zeros(len(ids))
+    for k, lesion_id in enumerate(ids):
+        inside = lesions == lesion_id
+        touching = np.unique(comp[inside])
+        hit = np.isin(comp, touching[touching != 0])
+        union = (inside | hit).sum()
+        ious[k] = (inside & hit).sum() / union if union else 0.0
+        areas[k] = inside.sum()
+    on_lesion = np.unique(comp[lesions != 0])
+    fp = int(len(set(np.unique(comp).tolist()) - set(on_lesion.tolist()) - {0}))
+    return ious, areas, fp
