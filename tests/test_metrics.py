@@ -139,3 +139,26 @@ def test_lesions_two_found_one_split_and_a_false_positive():
     # no lesion, no prediction
     ious, areas, fp = match_lesions(np.zeros((8, 8), int), np.zeros((8, 8), bool))
     assert len(ious) == 0 and fp == 0
+
+
+def test_lesion_counts_by_size_bin():
+    from medmtl.metrics import LESION_COLUMNS, lesion_counts
+
+    truth = np.zeros((100, 100), dtype=bool)
+    truth[0:5, 0:5] = True  # 25 px = 0.25 % of the image: small, missed
+    truth[40:70, 40:70] = True  # 900 px = 9 %: large, found exactly
+    pred = np.zeros_like(truth)
+    pred[40:70, 40:70] = True
+    pred[90:95, 90:95] = True  # a false positive
+    row = dict(zip(LESION_COLUMNS, lesion_counts(truth, pred), strict=True))
+    assert (row["lesions"], row["lesions_found"], row["fp_components"]) == (2, 1, 1)
+    assert (row["lesions_small"], row["lesions_found_small"], row["lesion_dice_sum_small"]) == (
+        1, 0, 0.0
+    )  # fmt: skip
+    assert (row["lesions_large"], row["lesions_found_large"], row["lesion_dice_sum_large"]) == (
+        1, 1, 1.0
+    )  # fmt: skip
+    assert row["lesions_medium"] == 0
+    # a normal image left empty: nothing to find, nothing invented
+    empty = lesion_counts(np.zeros((8, 8), bool), np.zeros((8, 8), bool))
+    assert not empty.any()

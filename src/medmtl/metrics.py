@@ -201,3 +201,31 @@ def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np
     on_lesion = np.unique(comp[lesions != 0])
     fp = int(len(set(np.unique(comp).tolist()) - set(on_lesion.tolist()) - {0}))
     return ious, areas, fp
+
+
+def _lesion_columns() -> tuple[str, ...]:
+    cols = ["lesions", "lesions_found", "fp_components"]
+    for name, _, _ in SIZE_BINS:
+        cols += [f"lesions_{name}", f"lesions_found_{name}", f"lesion_dice_sum_{name}"]
+    return tuple(cols)
+
+
+# the per-image lesion counts (predictions CSV columns, in this order)
+LESION_COLUMNS = _lesion_columns()
+
+
+def lesion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """One image's lesion counts, in :data:`LESION_COLUMNS` order: its lesions (the connected
+    components of the ground truth), those found (:func:`match_lesions`), the false-positive
+    components, and per size bin (:data:`SIZE_BINS`, by the lesion's share of the image) its
+    lesions, those found and the sum of their Dice (2 IoU / (1 + IoU))."""
+    truth = np.asarray(truth, dtype=bool)
+    ious, areas, fp = match_lesions(components(truth), pred)
+    found = ious >= LESION_FOUND_IOU
+    share = areas / truth.size
+    out = [len(ious), int(found.sum()), fp]
+    for _, low, high in SIZE_BINS:
+        inside = (share >= low) & (share < high)
+        dice = 2 * ious[inside] / (1 + ious[inside])
+        out += [int(inside.sum()), int(found[inside].sum()), float(dice.sum())]
+    return np.asarray(out, dtype=np.float64)

@@ -35,6 +35,11 @@ def test_train_writes_predictions_that_recompute_metrics_json(tiny_run):
     assert len(rows) == len(set(r["id"] for r in rows)) > 0
     assert rows[0]["dataset"] == "phantom" and rows[0]["split"] == "test"
     assert {"pred_class", "prob_normal", "dice", "iou", "gt_pixels", "pred_pixels"} <= set(rows[0])
+    # lesions found and invented, per image: a normal image has none to find
+    assert {"lesions", "lesions_found", "fp_components", "lesions_small"} <= set(rows[0])
+    assert all(float(r["lesions"]) == 0 for r in rows if r["true_class"] == "normal")
+    assert sum(float(r["lesions"]) for r in rows) >= sum(r["true_class"] != "normal" for r in rows)
+    assert "test/lesion_sensitivity" in metrics and "test/fp_per_image" in metrics
     classes = [k.removeprefix("prob_") for k in rows[0] if k.startswith("prob_")]
     prob = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
     np.testing.assert_allclose([float(r["entropy"]) for r in rows], entropy(prob), atol=1e-9)
@@ -175,3 +180,37 @@ def test_subset_cuts_every_per_image_field():
     assert part.meta["Device"] == ["a"] * 6
     m = compute_metrics(part)
     assert m["conformal_set_size"][0] == pytest.approx(sets[::2].sum(1).mean())
+
+
+def test_lesion_counts_round_trip_and_pool_over_images(tmp_path):
+    """Lesion sensitivity and false positives per image pool the images' counts (not a mean
+    of per-image rates), survive the CSV and resample in the bootstrap."""
+    from medmtl.metrics import LESION_COLUMNS
+    from medmtl.reporting.statistics import bootstrap_ci
+
+    counts = np.zeros((3, len(LESION_COLUMNS)))
+    at = {c: j for j, c in enumerate(LESION_COLUMNS)}
+    counts[
+        0, [at["lesions"], at["lesions_found"], at["lesions_large"], at["lesions_found_large"]]
+    ] = 1
+    counts[0, at["lesion_dice_sum_large"]] = 0.8
+    counts[1, [at["lesions"], at["lesions_medium"]]] = 3  # three lesions, one found
+    counts[1, [at["lesions_found"], at["lesions_found_medium"]]] = 1
+    counts[1, at["lesion_dice_sum_medium"]] = 0.6
+    counts[2, at["fp_components"]] = 2  # a normal image with two invented lesions
+    p = PerImage(
+        ["a", "b", "c"], ("normal", "benign", "malignant"), np.array([1, 2, 0]),
+        tp=np.array([80.0, 30, 0]), gt=np.array([100.0, 90, 0]), pred=np.array([100.0, 40, 20]),
+        lesion_counts=counts, split="test",
+    )  # fmt: skip
+    m = metrics_dict(p)
+    assert m["test/lesion_sensitivity"] == 2 / 4  # 2 of 4 lesions, not the mean of 1 and 1/3
+    assert m["test/fp_per_image"] == 2 / 3
+    assert m["test/lesion_sensitivity_medium"] == 1 / 3 and m["test/lesion_dice_large"] == 0.8
+    assert m["test/lesion_dice_medium"] == pytest.approx(0.2)
+    assert np.isnan(m["test/lesion_sensitivity_small"])  # no small lesion: undefined
+    back = read_predictions(write_predictions(tmp_path / "predictions_test.csv", p))
+    assert np.array_equal(back.lesion_counts, counts) and not back.meta
+    assert metrics_dict(back)["test/lesion_sensitivity"] == 0.5
+    ci = bootstrap_ci(p, ["lesion_sensitivity", "fp_per_image"], n_boot=200)
+    assert ci["fp_per_image"].low <= 2 / 3 <= ci["fp_per_image"].high

@@ -18,7 +18,7 @@ from medmtl.reporting.render import render, render_grid
 from medmtl.reporting.runs import collect_runs
 from medmtl.reporting.statistics import bootstrap_ci
 from medmtl.reporting.study import study_reference
-from medmtl.reporting.tables import build_table, compare_with_baseline, table_cells
+from medmtl.reporting.tables import COLUMN_SETS, build_table, compare_with_baseline, table_cells
 from medmtl.workflows.tables import write_tables
 from tests.conftest import run_cli
 from tests.reporting.test_statistics import make_run
@@ -274,3 +274,13 @@ def test_table_written_into_a_results_document_with_its_command(lambda_sweep, tm
     with pytest.raises(SystemExit) as bad:
         main([*args, "--into", str(doc)])  # no section name
     assert bad.value.code == 2
+
+
+def test_false_positives_per_image_are_not_clipped_to_one(tmp_path):
+    for seed, fp in ((0, 1.5), (1, 2.5)):
+        fake_run(tmp_path / str(seed), {"seed": str(seed)}, 0.8, 0.7, seed,
+                 extra={"test/fp_per_image": fp})  # fmt: skip
+    table = build_table(collect_runs(tmp_path), tmp_path)
+    header, texts, _ = table_cells(table, COLUMN_SETS["lesions"], ci=True)
+    cell = texts[0][header.index("FP / image")]
+    assert cell.startswith("2.00 ± 0.71 [") and float(cell.split(", ")[1].rstrip("]")) > 2.5

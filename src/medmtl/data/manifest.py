@@ -16,6 +16,7 @@ from pathlib import Path
 from medmtl.data.index import Case, DatasetIndex
 from medmtl.data.splits import SPLITS
 from medmtl.errors import DataError, summarize
+from medmtl.metrics import LESION_COLUMNS
 
 # per-image uncertainty: the network's outputs of these names (MultiTaskNet, EnsembleNet) are
 # the predictions files' columns of the same names
@@ -38,6 +39,7 @@ RESERVED = {
     "refer",
     "unlike_training",
     *UNCERTAINTY_COLUMNS,
+    *LESION_COLUMNS,
 }
 
 

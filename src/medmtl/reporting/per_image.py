@@ -24,6 +24,8 @@ from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
 from medmtl.metrics import (
     ANSWER_SEP,
+    LESION_COLUMNS,
+    SIZE_BINS,
     brier,
     calibration,
     dice_iou,
@@ -68,6 +70,8 @@ class PerImage:
     unlike_score: np.ndarray | None = None
     class_disagreement: np.ndarray | None = None
     mask_agreement: np.ndarray | None = None
+    # (n, len(LESION_COLUMNS)) lesions found, missed and invented (medmtl.metrics.lesion_counts)
+    lesion_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.label = np.asarray(self.label, dtype=np.int64)
@@ -89,6 +93,8 @@ class PerImage:
             self.model_pred = np.asarray(self.model_pred, dtype=np.int64)
         if self.answer_set is not None:
             self.answer_set = np.asarray(self.answer_set, dtype=np.float64)
+        if self.lesion_counts is not None:
+            self.lesion_counts = np.asarray(self.lesion_counts, dtype=np.float64)
         for name in UNCERTAINTY_COLUMNS:
             if getattr(self, name) is not None:
                 setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
@@ -238,6 +244,8 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         head += ["pred_class", *[f"prob_{c}" for c in p.classes], "entropy"]
     if p.tp is not None:
         head += ["dice", "iou", "gt_pixels", "pred_pixels", "tp_pixels"]
+    if p.lesion_counts is not None:
+        head += list(LESION_COLUMNS)
     if p.outside is not None:
         head.append(f"called_{p.outside_name}")
     if p.answer_set is not None:
@@ -261,6 +269,8 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         if p.tp is not None:
             row += [_fmt(p.dice[i]), _fmt(p.iou[i])]
             row += [str(int(round(v))) for v in (p.gt[i], p.pred[i], p.tp[i])]
+        if p.lesion_counts is not None:
+            row += [_fmt(v) for v in p.lesion_counts[i]]
         if p.outside is not None:
             row.append(str(int(p.outside[i])))
         if p.answer_set is not None:
@@ -362,6 +372,11 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
             for c in UNCERTAINTY_COLUMNS
             if c in head
         }
+        lesions = (
+            np.array([[float(r[c]) for c in LESION_COLUMNS] for r in rows])
+            if "lesions" in head
+            else None
+        )
     except (ValueError, KeyError) as exc:
         raise DataError(
             f"{path}: malformed value or column ({exc}); re-run the evaluation."
@@ -379,6 +394,7 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         outside_name=called.removeprefix("called_") if called else "",
         meta={c: [r[c] for r in rows] for c in head if c not in own},
         answer_set=answer_set,
+        lesion_counts=lesions,
         **uncertainty,
         **counts,
     )
@@ -483,6 +499,23 @@ def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np
     }
 
 
+def lesions(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Lesion-level detection from the per-image lesion counts: the share of lesions found
+    (over all lesions of the split, not per image), false-positive components per image, and
+    per size bin the share found and the mean Dice of its lesions."""
+    W = _weights(len(p), weights)
+    col = {name: p.lesion_counts[:, j] for j, name in enumerate(LESION_COLUMNS)}
+    out = {
+        "lesion_sensitivity": _safe(W @ col["lesions_found"], W @ col["lesions"]),
+        "fp_per_image": W @ col["fp_components"] / W.sum(1),
+    }
+    for name, _, _ in SIZE_BINS:
+        n = W @ col[f"lesions_{name}"]
+        out[f"lesion_sensitivity_{name}"] = _safe(W @ col[f"lesions_found_{name}"], n)
+        out[f"lesion_dice_{name}"] = _safe(W @ col[f"lesion_dice_sum_{name}"], n)
+    return out
+
+
 SELECTIVE_COVERAGES = (0.9, 0.8)  # the shares kept for the "error at x % coverage" metrics
 
 
@@ -575,6 +608,8 @@ def compute_metrics(p: PerImage, weights: np.ndarray | None = None) -> dict[str,
         out.update(selective(p, weights))
     if p.tp is not None:
         out.update(segmentation(p, weights))
+    if p.lesion_counts is not None:
+        out.update(lesions(p, weights))
     if p.answer_set is not None:
         out.update(answer_sets(p, weights))
     out.update(uncertainty_rates(p, weights))
@@ -635,5 +670,6 @@ def average_runs(runs: Sequence[PerImage]) -> PerImage:
         has_pred=mean("has_pred"),
         outside=mean("outside"),
         answer_set=mean("answer_set"),  # how often each class was in the runs' sets
+        lesion_counts=mean("lesion_counts"),
         **{c: mean(c) for c in UNCERTAINTY_COLUMNS},
     )

@@ -37,6 +37,7 @@ class Column:
     higher: bool | None = True  # higher is better (None: no best value to mark)
     scale: float = 1.0  # shown value = scale * stored value
     digits: int = 3
+    bounded: bool = True  # the metric is at most 1 (a t-interval is clipped to [0, 1])
 
     @property
     def metric(self) -> str | None:
@@ -95,6 +96,20 @@ COLUMN_SETS = {
         Column("lesions empty", "test/empty_lesion_rate", higher=False),
         Column("normal FP", "test/normal_fp_rate", higher=False),
         Column("AUC", "test/cls_auc"),
+    ],
+    # finding lesions: lesion-level detection, by lesion size (docs/metrics.md)
+    "lesions": [
+        Column("Dice lesion", "test/seg_dice_lesion"),
+        Column("lesion sens", "test/lesion_sensitivity"),
+        Column("FP / image", "test/fp_per_image", higher=False, digits=2, bounded=False),
+        Column("lesions empty", "test/empty_lesion_rate", higher=False),
+        Column("normal FP", "test/normal_fp_rate", higher=False),
+        Column("sens small", "test/lesion_sensitivity_small"),
+        Column("sens medium", "test/lesion_sensitivity_medium"),
+        Column("sens large", "test/lesion_sensitivity_large"),
+        Column("Dice small", "test/lesion_dice_small"),
+        Column("Dice medium", "test/lesion_dice_medium"),
+        Column("Dice large", "test/lesion_dice_large"),
     ],
     # how sure the model says it is, against how often it is right (lower is better)
     "calibration": [
@@ -366,9 +381,10 @@ def pooled_cell(members: list[Run], col: Column, ci: bool = False, seed: int = 0
     if len(values) > 1:
         text = f"{mean:.{d}f} ± {statistics.stdev(values):.{d}f}"
         interval = None
-        if ci and col.metric:  # metrics live in [0, 1]; a t-interval of 2 runs can overshoot
+        if ci and col.metric:  # a t-interval of 2 runs can overshoot a metric's [0, 1]
             iv = mean_ci(values)[2]
-            interval = Interval(iv.value, max(0.0, iv.low), min(1.0, iv.high))
+            high = min(1.0, iv.high) if col.bounded else iv.high  # every metric is ≥ 0
+            interval = Interval(iv.value, max(0.0, iv.low), high)
     else:
         text = f"{mean:.{d}f}"
         interval = None

@@ -352,7 +352,7 @@ class CompareSettings(Settings):
             )
 
 
-COLUMNS = ("study", "recipe", "curated", "validation", "calibration")
+COLUMNS = ("study", "recipe", "curated", "lesions", "validation", "calibration")
 REFERENCES = ("study", "curated")  # published numbers beside a table (medmtl-tables reference=)
 
 
@@ -373,6 +373,7 @@ class TablesSettings(Settings):
         "study",
         "study | recipe (quality, epochs, wall time, memory) | curated (the curated-BUSI "
         "study's Dice per class, weighted F1, accuracy; lesion Dice, detection, AUC) | "
+        "lesions (lesion sensitivity, false positives per image, by lesion size) | "
         "validation (validation scores only, for choosing settings) | calibration (ECE, NLL, "
         "Brier, conformal, temperature)",
     )

@@ -21,7 +21,7 @@ from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.data.splits import fold_of
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
-from medmtl.metrics import dice_iou, disagreement, overall_score
+from medmtl.metrics import dice_iou, disagreement, lesion_counts, overall_score
 from medmtl.models.calibration import calibration_record, drop_temperatures
 from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint, stored_net
 from medmtl.models.conformal import AnswerSets
@@ -335,6 +335,11 @@ class MultiTaskModule(L.LightningModule):
             keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_iou(tp, fp, fn)[0])
             keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
+            # lesions found, missed and invented, per image (medmtl.metrics.lesion_counts)
+            truth, pred = keep["mask"].cpu().numpy(), keep["pred_mask"].cpu().numpy()
+            keep["lesion_counts"] = torch.from_numpy(
+                np.stack([lesion_counts(t[0], q[0]) for t, q in zip(truth, pred, strict=True)])
+            )
             keep["image"] = self.display_images(batch["image"])
         if out.get("unlike_score") is not None:
             keep["unlike_score"] = out["unlike_score"].double()
@@ -356,7 +361,8 @@ class MultiTaskModule(L.LightningModule):
         Under DDP each rank saw part of the split (the sampler pads by repeating images), so
         the small per-image tensors are gathered and duplicates dropped by image index.
         """
-        wanted = ("index", "label", "prob", "tp", "gt", "pred", *UNCERTAINTY_COLUMNS)
+        wanted = ("index", "label", "prob", "tp", "gt", "pred", "lesion_counts",
+                  *UNCERTAINTY_COLUMNS)  # fmt: skip
         keys = [k for k in wanted if k in self.samples]
         local = {k: torch.cat(self.samples[k]) for k in keys}
         if self.trainer is not None and self.trainer.world_size > 1:

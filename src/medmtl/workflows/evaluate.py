@@ -84,6 +84,7 @@ def per_image_results(module: MultiTaskModule, dm: CasesDataModule, split: str) 
         tp=got.get("tp"),
         gt=got.get("gt"),
         pred=got.get("pred"),
+        lesion_counts=got.get("lesion_counts"),
         dataset=datasets[0] if len(set(datasets)) == 1 else datasets,
         split=split,
         meta={k: [cases[i].meta.get(k, "") for i in index] for k in keys},
