@@ -70,6 +70,7 @@ def test_inference_bench_tiny(tmp_path):
     assert abs(ratio - onnx / eager) <= ratio * (rounding + 0.005) + 0.01
 
 
+@pytest.mark.slow  # two timed trainings; make bench times the real ones (make test-full)
 def test_train_bench_tiny(tmp_path):
     out = tmp_path / "bench.md"
     assert main(["train", "--tiny", "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0

@@ -361,7 +361,12 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
 
 @pytest.mark.parametrize(
     "experiment,weights,folds",
-    [("busi_cpu", "lite2_offline", 5), ("busi_cpu_single", "lite0_offline", None)],
+    [
+        # the fold model at 160 px takes a minute on 2 cores: make test-full; its offline
+        # weights are checked in test_busi_cpu_with_another_lite_encoder_gets_its_weights
+        pytest.param("busi_cpu", "lite2_offline", 5, marks=pytest.mark.slow),
+        ("busi_cpu_single", "lite0_offline", None),
+    ],
 )
 def test_busi_cpu_experiment_fast_dev_run(experiment, weights, folds, busi, make_cfg, tmp_path):
     cfg = make_cfg([f"experiment={experiment}", f"data.root={busi}", "debug=fast_dev_run"])
