@@ -322,3 +322,15 @@ def test_a_multi_site_sweep_pools_its_data_sets_folds(tmp_path):
     multi = {"sets": {"busi": {"num_folds": 5, "fold": 3}, "busbra": {"num_folds": None}}}
     assert fold_of(multi) == 3 and fold_of({"num_folds": 5, "fold": 0}) == 0
     assert fold_of({"num_folds": None, "fold": 2}) is None and fold_of({"sets": {}}) is None
+
+
+def test_cross_validation_folds_are_not_ensembled():
+    """Each image of a protocol's folds was trained on by three of the four fold models: an
+    ensemble of them has no unseen test image."""
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.members import common_data
+
+    hp = {"data": {"name": "busi_curated", "split": {"folds": 4}}, "class_names": ["x"]}
+    with pytest.raises(ConfigError, match="folds of a cross-validation.*medmtl-tables <sweep>"):
+        common_data([(Path("f0"), hp), (Path("f1"), hp)])
+    assert common_data([(Path("f0"), hp)])["split"] == {"folds": 4}  # one model: its own fold

@@ -104,6 +104,13 @@ def common_data(members: list[tuple[Path, dict]]) -> dict:
             )
         if hp["class_names"] != first["class_names"]:
             raise ConfigError(f"{path}: other classes than {first_path}.")
+    folds = (first["data"].get("split") or {}).get("folds")
+    if folds and len(members) > 1:
+        raise ConfigError(
+            f"{first_path}: the members are folds of a cross-validation (data.split.folds="
+            f"{folds}): each image was trained on by some of them, so an ensemble of them has no "
+            "unseen test image. Pool their own tests instead: medmtl-tables <sweep>."
+        )
     return dict(first["data"], num_folds=None, fold=0)
 
 
