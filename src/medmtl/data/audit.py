@@ -106,17 +106,16 @@ def audit(
             report.empty_masks[case.class_name] += 1
             if case.class_name not in normal_classes:
                 report.lesion_class_empty.append(case)
-    report.groups = find_groups(thumbs, dedup.dedup_threshold)
     report.group_cases = thumb_cases
+    # with a list: the kept images' groups as the whole data set forms them (linked through
+    # images the list left out, too)
+    left = [t for t in left_thumbs if t is not None]
+    found = find_groups(thumbs + left, dedup.dedup_threshold)
+    n = len(thumbs)
+    report.groups = DuplicateGroups(
+        found.group_of[:n], [p for p in found.pairs if p[0] < n and p[1] < n]
+    )
     if whole is not None:
-        left = [t for t in left_thumbs if t is not None]
-        found = find_groups(thumbs + left, dedup.dedup_threshold)
-        # the kept images' groups as the whole data set forms them (linked through images the
-        # list left out, too)
-        n = len(thumbs)
-        report.groups = DuplicateGroups(
-            found.group_of[:n], [p for p in found.pairs if p[0] < n and p[1] < n]
-        )
         sizes = Counter(found.group_of)
         kept_in = Counter(found.group_of[:n])
         report.listed = ListRelation(

@@ -463,9 +463,13 @@ class MedDataModule(CasesDataModule):
         self._split_done = True
         s = self.split_settings
         if s.folds:  # cross-validation: the file holds each case's fold
-            groups = self.groups if s.by == "group" else list(range(len(cases)))
             self.split = cv_split(
-                self.split, [c.label for c in cases], groups, int(s.fold), s.val_fraction, s.seed
+                self.split,
+                [c.label for c in cases],
+                s.units(self.groups),
+                int(s.fold),
+                s.val_fraction,
+                s.seed,
             )
         elif s.num_folds:
             self.split = kfold_train_val(
@@ -525,8 +529,7 @@ class MedDataModule(CasesDataModule):
                 "data set gives its own split; set data.split.folds=null."
             )
         if s.folds:  # a protocol's cross-validation; the file records medmtl's groups
-            unit = groups if s.by == "group" else list(range(len(cases)))
-            split = make_cv_folds(labels, unit, int(s.folds), s.seed)
+            split = make_cv_folds(labels, s.units(groups), int(s.folds), s.seed)
             if s.by == "image":
                 settings["groups"] = "near duplicates (recorded; the folds split by image)"
         elif mixed:  # image-level validation marks (BUS-BRA's valid_<k>): redrawn by patient

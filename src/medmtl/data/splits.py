@@ -59,12 +59,31 @@ class SplitSettings:
 
     def parts(self) -> tuple[str, ...]:
         """What a case of the split file can be in: a split, or (cross-validation) a fold."""
-        return fold_names(self.folds) if self.folds else SPLITS
+        return split_parts(self.folds)
+
+    def units(self, groups: Sequence[int]) -> list[int]:
+        """What the folds keep together: the given groups, or (``by=image``) each image."""
+        return list(groups) if self.by == "group" else list(range(len(groups)))
+
+
+def fold_name(fold: int) -> str:
+    """The name of cross-validation fold ``fold`` in a split file: ``fold0``, ``fold1``..."""
+    return f"fold{int(fold)}"
 
 
 def fold_names(folds: int) -> tuple[str, ...]:
-    """The names of the cross-validation folds in a split file: ``fold0``, ``fold1``..."""
-    return tuple(f"fold{k}" for k in range(int(folds)))
+    """The names of ``folds`` cross-validation folds."""
+    return tuple(fold_name(k) for k in range(int(folds)))
+
+
+def split_parts(folds: int | None) -> tuple[str, ...]:
+    """The parts of a split file: the splits, or the names of ``folds`` cross-validation folds."""
+    return fold_names(folds) if folds else SPLITS
+
+
+def cv_folds_of(data: Mapping[str, Any]) -> int | None:
+    """The cross-validation folds a run's data settings draw (``data.split.folds``), or None."""
+    return (data.get("split") or {}).get("folds")
 
 
 def make_cv_folds(
@@ -82,8 +101,10 @@ def make_cv_folds(
         )
     sgkf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = np.empty(len(labels_a), dtype=object)
-    for k, (_, idx) in enumerate(sgkf.split(labels_a, labels_a, groups_a)):
-        out[idx] = f"fold{k}"
+    for name, (_, idx) in zip(
+        fold_names(folds), sgkf.split(labels_a, labels_a, groups_a), strict=True
+    ):
+        out[idx] = name
     return out.tolist()
 
 
@@ -99,7 +120,7 @@ def cv_split(
     ``val_fraction`` of the other folds (stratified, groups kept together, drawn with a seed
     of its own per fold) is the validation side, the rest trains."""
     names = sorted(set(parts))
-    test = f"fold{fold}"
+    test = fold_name(fold)
     if test not in names:
         raise DataError(f"data.fold={fold}: the split file has the folds {', '.join(names)}.")
     parts_a = np.asarray(parts, dtype=object)
@@ -343,7 +364,7 @@ def read_split_file(
             f"{path}: the split file holds {has}, but the run asks for {wants}. Set "
             "data.split_file to another file, or set data.split.folds to match."
         )
-    parts = fold_names(folds) if folds else SPLITS
+    parts = split_parts(folds)
     bad = {e.get("split") for e in entries.values()} - set(parts)
     if bad:
         raise DataError(f"{path}: unknown split name(s) {sorted(map(str, bad))}; expected {parts}.")
@@ -358,7 +379,7 @@ def fold_of(data: Mapping[str, Any]) -> int | None:
     """The fold a run's data settings select: ``data.fold`` with ``data.num_folds`` or
     ``data.split.folds``, or that of the combined data set that is split into folds
     (``data.sets.<name>``, e.g. the multi-site recipe's BUSI); None for a fixed split."""
-    if data.get("num_folds") or (data.get("split") or {}).get("folds"):
+    if data.get("num_folds") or cv_folds_of(data):
         return int(data.get("fold") or 0)
     for sub in (data.get("sets") or {}).values():
         if sub is not None and sub.get("num_folds"):

@@ -40,13 +40,14 @@ class PublishedRow:
 def curated_reference() -> tuple[PublishedRow, ...]:
     """Table 5's rows, in the order published."""
     lines = [ln for ln in CURATED_FILE.read_text().splitlines() if ln and not ln.startswith("#")]
-    rows: dict[str, PublishedRow] = {}
+    values: dict[str, dict[str, tuple[float, float | None]]] = {}
+    tasks: dict[str, str] = {}
     for r in csv.DictReader(lines):
-        row = rows.setdefault(r["configuration"], PublishedRow(r["configuration"], None, {}))
+        cell = (float(r["mean"]), float(r["std"]) if r["std"] else None)
+        values.setdefault(r["configuration"], {})[r["metric"]] = cell
         if r["task"]:
-            row = rows[r["configuration"]] = PublishedRow(row.configuration, r["task"], row.values)
-        row.values[r["metric"]] = (float(r["mean"]), float(r["std"]) if r["std"] else None)
-    return tuple(rows.values())
+            tasks[r["configuration"]] = r["task"]
+    return tuple(PublishedRow(name, tasks.get(name), v) for name, v in values.items())
 
 
 def check_curated_allowed(runs: list[Run]) -> None:

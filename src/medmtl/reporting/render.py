@@ -97,7 +97,7 @@ def render(
             "Cells: one run: value [95 % bootstrap CI over test images]; several seeds/folds: "
             "mean ± std [95 % t-interval of the mean over the runs, clipped to [0, 1]]."
         )
-    if any(OUT_OF_FOLD in row[0] for row in texts):
+    if any(members[0].is_out_of_fold for _, members, _ in table.rows):
         legend.append(
             f"{OUT_OF_FOLD}: the test predictions of a row's cross-validation folds joined, every "
             "image predicted once by the fold model that did not train on it; its cells are one "

@@ -243,7 +243,7 @@ def out_of_fold(members: list[Run]) -> Run | None:
                 "seed",
                 "seg_weight",
             )
-        },  # fmt: skip
+        },
         num_images=len(pooled_p),
         values=metrics_dict(pooled_p, "test"),
     )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from medmtl.data.manifest import UNCERTAINTY_COLUMNS
-from medmtl.data.splits import fold_of
+from medmtl.data.splits import cv_folds_of, fold_of
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
 from medmtl.metrics import dice_iou, disagreement, lesion_counts, overall_score
@@ -384,7 +384,7 @@ class MultiTaskModule(L.LightningModule):
             data_name=data.get("name"),
             image_size=data.get("image_size"),
             num_folds=data.get("num_folds"),
-            cv_folds=(data.get("split") or {}).get("folds"),
+            cv_folds=cv_folds_of(data),
             fold=fold_of(data),
             progressive_resize=self.progressive.to_dict() or None,
             seed=hp.get("seed"),

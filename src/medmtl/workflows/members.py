@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmtl.data.splits import fold_of
+from medmtl.data.splits import cv_folds_of, fold_of
 from medmtl.errors import ConfigError, DataError, summarize
 from medmtl.inference.core import ARTIFACT_CKPT
 from medmtl.models.checkpoint import checkpoint_not_found
@@ -104,7 +104,7 @@ def common_data(members: list[tuple[Path, dict]]) -> dict:
             )
         if hp["class_names"] != first["class_names"]:
             raise ConfigError(f"{path}: other classes than {first_path}.")
-    folds = (first["data"].get("split") or {}).get("folds")
+    folds = cv_folds_of(first["data"])
     if folds and len(members) > 1:
         raise ConfigError(
             f"{first_path}: the members are folds of a cross-validation (data.split.folds="

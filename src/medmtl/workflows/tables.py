@@ -26,7 +26,7 @@ def write_tables(
     """Collect the runs, build the table and write it as Markdown, CSV and LaTeX (and figures),
     with the published rows of ``reference`` (``study`` | ``curated``); a row of
     cross-validation folds also gets its pooled out-of-fold predictions written
-    (``out_of_fold_<row>.csv``)."""
+    (``out_of_fold_predictions.csv``; ``out_of_fold_<k>.csv`` for several such rows)."""
     root = Path(multirun_dir)
     table = build_table(collect_runs(root), root)
     if reference:
