@@ -532,3 +532,26 @@ def test_distillation_trains_a_student_on_a_teacher_run(make_cfg, tmp_path, tiny
     with pytest.raises(ConfigError, match="image_size differ"):
         train(other)
     assert not (tmp_path / "bad").exists()
+
+
+def test_lightnings_own_sigterm_stop_is_a_stop_not_a_finished_run(make_cfg, tmp_path, monkeypatch):
+    """Lightning ends fit with SIGTERMException (a SystemExit of status 0) when it saw SIGTERM
+    first: the run stops as by medmtl's handler, keeping its checkpoint, status 128 + 15."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from medmtl.errors import Stopped
+
+    def flagged(self):  # what Lightning's loop raises once its SIGTERM flag is set
+        if self.current_epoch >= 1:  # after an epoch whose checkpoint is kept
+            raise SIGTERMException
+
+    monkeypatch.setattr(MultiTaskModule, "on_train_epoch_end", flagged, raising=False)
+    cfg = make_cfg(TINY + ["trainer.max_epochs=3"], name="term")
+    with pytest.raises(Stopped) as stop:
+        train(cfg)
+    last = tmp_path / "term" / "checkpoints" / "last.ckpt"
+    assert stop.value.status == 143
+    assert str(stop.value) == (
+        f"stopped by SIGTERM; the epochs finished before it are kept; resume with ckpt_path={last}"
+    )
+    assert not (tmp_path / "term" / "metrics.json").exists()

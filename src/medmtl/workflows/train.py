@@ -18,6 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medmtl.data.build import datamodule_from_config
@@ -148,6 +149,15 @@ def record_failure(out_dir: str | Path, exc: BaseException) -> Path:
     return path
 
 
+def _as_stopped() -> Stopped:
+    """The stop Lightning's own SIGTERM flag means. Lightning notes a SIGTERM before medmtl's
+    handler runs and ends the stage with ``SIGTERMException``, a ``SystemExit`` whose status is
+    0; when that comes first, the run would end as if it had finished (seen once in CI)."""
+    import signal
+
+    return Stopped(signal.SIGTERM)
+
+
 def _kept_checkpoints(out_dir: Path) -> str:
     """What a run stopped during training keeps: its last epoch's checkpoint, to resume from."""
     last = Path(out_dir) / "checkpoints" / "last.ckpt"
@@ -215,6 +225,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         metrics = _fit_and_test(cfg, run, dm, module, callbacks, loggers, out_dir, start,
                                 wandb_own)  # fmt: skip
+    except SIGTERMException:  # while validating or testing: see _as_stopped
+        _close_loggers(loggers, failed=True)
+        raise _as_stopped() from None
     except BaseException:
         _close_loggers(loggers, failed=True)
         raise
@@ -263,7 +276,8 @@ def _fit_and_test(
 
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=run.ckpt_path, weights_only=True)
-    except Stopped as stop:
+    except (Stopped, SIGTERMException) as exc:
+        stop = exc if isinstance(exc, Stopped) else _as_stopped()
         raise stop.keeping(_kept_checkpoints(out_dir)) from None
     if trainer.interrupted:
         raise ConfigError(
