@@ -56,7 +56,7 @@ bench: install
 TEST_WORKERS ?= 2
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q -x -m "unit and not slow"
-	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "integration and not slow"
+	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "integration and not slow" --durations=25
 
 test-full: install
 	WANDB_MODE=disabled $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m ""

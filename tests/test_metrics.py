@@ -160,5 +160,30 @@ def test_lesion_counts_by_size_bin():
     )  # fmt: skip
     assert row["lesions_medium"] == 0
     # a normal image left empty: nothing to find, nothing invented
-    empty = lesion_counts(np.zeros((8, 8), bool), np.zeros((8, 8), bool))
-    assert not empty.any()
+    empty = dict(zip(LESION_COLUMNS, lesion_counts(np.zeros((8, 8), bool), np.zeros((8, 8), bool)),
+                     strict=True))  # fmt: skip
+    assert np.isnan(empty.pop("hd95")) and np.isnan(empty.pop("nsd"))  # no boundary to measure
+    assert not any(empty.values())
+
+
+def test_froc_counts_over_the_mask_threshold():
+    """Lesion 1 at probability 0.9, lesion 2 at 0.3, an invented blob at 0.6: each threshold
+    finds and invents what lies above it; a perfect map finds all at every threshold."""
+    from medmtl.metrics import FROC_THRESHOLDS, LESION_COLUMNS, lesion_counts
+
+    lesions = np.zeros((60, 60), dtype=np.uint8)
+    lesions[5:20, 5:20] = 1
+    lesions[30:45, 30:45] = 2
+    prob = np.zeros((60, 60))
+    prob[5:20, 5:20] = 0.9
+    prob[30:45, 30:45] = 0.3
+    prob[50:55, 5:10] = 0.6
+    row = dict(zip(LESION_COLUMNS, lesion_counts(lesions, prob), strict=True))
+    assert (row["lesions"], row["lesions_found"], row["fp_components"]) == (2, 1, 1)  # at 0.5
+    want = {0.05: (2, 1), 0.2: (2, 1), 0.3: (2, 1), 0.4: (1, 1), 0.6: (1, 1), 0.7: (1, 0),
+            0.9: (1, 0), 0.95: (0, 0)}  # fmt: skip
+    for t, (found, fp) in want.items():
+        assert (row[f"lesions_found_t{t:g}"], row[f"fp_components_t{t:g}"]) == (found, fp), t
+    perfect = dict(zip(LESION_COLUMNS, lesion_counts(lesions, lesions > 0), strict=True))
+    assert all(perfect[f"lesions_found_t{t:g}"] == 2 for t in FROC_THRESHOLDS)
+    assert all(perfect[f"fp_components_t{t:g}"] == 0 for t in FROC_THRESHOLDS)

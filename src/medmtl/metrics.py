@@ -181,13 +181,16 @@ def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np
     """Which lesions a predicted mask finds, and what it invents.
 
     ``lesions``: (H, W) instance labels of the ground truth (0 background, 1..L one lesion
-    each); ``pred``: (H, W) boolean predicted mask. Lesion ``l`` is **found** when the predicted
+    each; a boolean mask: each of its connected parts is a lesion); ``pred``: (H, W) boolean
+    predicted mask. Lesion ``l`` is **found** when the predicted
     components that touch it, together, overlap it with IoU ≥ :data:`LESION_FOUND_IOU` (a lesion predicted
     in two pieces is found once); a predicted component that touches no lesion is a **false
     positive**. Returns each lesion's IoU (L,), its area in pixels (L,), and the number of
     false-positive components.
     """
     lesions = np.asarray(lesions)
+    if lesions.dtype == bool:
+        lesions = components(lesions)
     comp = components(pred)
     ids = [int(v) for v in np.unique(lesions) if v != 0]
     ious, areas = np.zeros(len(ids)), np.zeros(len(ids))
@@ -203,29 +206,75 @@ def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np
     return ious, areas, fp
 
 
+# normalised surface Dice: a boundary pixel counts within this share of the image's side
+NSD_TOLERANCE = 0.01
+# FROC: lesions found and false-positive components at each of these mask thresholds (on the
+# mask probability the model outputs; its mask_threshold is recentred to 0.5), summarised as
+# the mean sensitivity at these false positives per image (the CPM of the LUNA16 challenge)
+FROC_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
 def _lesion_columns() -> tuple[str, ...]:
     cols = ["lesions", "lesions_found", "fp_components"]
     for name, _, _ in SIZE_BINS:
         cols += [f"lesions_{name}", f"lesions_found_{name}", f"lesion_dice_sum_{name}"]
-    return tuple(cols)
+    for t in FROC_THRESHOLDS:
+        cols += [f"lesions_found_t{t:g}", f"fp_components_t{t:g}"]
+    return (*cols, "hd95", "nsd")
 
 
 # the per-image lesion counts (predictions CSV columns, in this order)
 LESION_COLUMNS = _lesion_columns()
 
 
-def lesion_counts(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """One image's lesion counts, in :data:`LESION_COLUMNS` order: its lesions (the connected
-    components of the ground truth), those found (:func:`match_lesions`), the false-positive
-    components, and per size bin (:data:`SIZE_BINS`, by the lesion's share of the image) its
-    lesions, those found and the sum of their Dice (2 IoU / (1 + IoU))."""
-    truth = np.asarray(truth, dtype=bool)
-    ious, areas, fp = match_lesions(components(truth), pred)
+def lesion_counts(lesions: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """One image's lesion counts, in :data:`LESION_COLUMNS` order, for its predicted mask
+    probability map ``prob`` (lesion where ``prob >= 0.5``; a boolean mask is a map of 0 and
+    1): its lesions (``lesions``: instance labels, 0 background, or a boolean mask whose
+    connected parts are its lesions), those found (:func:`match_lesions`), the false-positive
+    components, per size bin (:data:`SIZE_BINS`, by the lesion's share of the image) its
+    lesions, those found and the sum of their Dice (2 IoU / (1 + IoU)), at each of
+    :data:`FROC_THRESHOLDS` the lesions found and the false-positive components, and the
+    mask's :func:`boundary_metrics` (NaN where undefined)."""
+    lesions = np.asarray(lesions)
+    if lesions.dtype == bool:
+        lesions = components(lesions)
+    prob = np.asarray(prob, dtype=np.float64)
+    ious, areas, fp = match_lesions(lesions, prob >= 0.5)
     found = ious >= LESION_FOUND_IOU
-    share = areas / truth.size
+    share = areas / lesions.size
     out = [len(ious), int(found.sum()), fp]
     for _, low, high in SIZE_BINS:
         inside = (share >= low) & (share < high)
         dice = 2 * ious[inside] / (1 + ious[inside])
         out += [int(inside.sum()), int(found[inside].sum()), float(dice.sum())]
+    for t in FROC_THRESHOLDS:
+        at_t, _, fp_t = match_lesions(lesions, prob >= t)
+        out += [int((at_t >= LESION_FOUND_IOU).sum()), fp_t]
+    out += boundary_metrics(lesions > 0, prob >= 0.5)
     return np.asarray(out, dtype=np.float64)
+
+
+def boundary_metrics(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """How close a predicted mask's boundary lies to the true one, in pixels of the grid: the
+    95th-percentile Hausdorff distance (the larger of the two directed 95th percentiles) and
+    the normalised surface Dice (the share of both boundaries within :data:`NSD_TOLERANCE` of
+    the image's side of the other), as MONAI's ``compute_hausdorff_distance(percentile=95)``
+    and ``compute_surface_dice`` define them (a test checks them against MONAI, which takes
+    seconds to import in every run). Without a true lesion both are NaN; an empty prediction
+    of a lesion has NSD 0 and no HD95 (NaN)."""
+    from scipy import ndimage
+
+    truth, pred = np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool)
+    if not truth.any():
+        return (np.nan, np.nan)
+    if not pred.any():
+        return (np.nan, 0.0)
+    edge_t, edge_p = (m ^ ndimage.binary_erosion(m) for m in (truth, pred))
+    to_truth = ndimage.distance_transform_edt(~edge_t)[edge_p]
+    to_pred = ndimage.distance_transform_edt(~edge_p)[edge_t]
+    hd95 = max(float(np.percentile(to_truth, 95)), float(np.percentile(to_pred, 95)))
+    tol = NSD_TOLERANCE * max(truth.shape)
+    nsd = ((to_truth <= tol).sum() + (to_pred <= tol).sum()) / (len(to_truth) + len(to_pred))
+    return (hd95, float(nsd))

@@ -198,6 +198,8 @@ def test_lesion_counts_round_trip_and_pool_over_images(tmp_path):
     counts[1, [at["lesions_found"], at["lesions_found_medium"]]] = 1
     counts[1, at["lesion_dice_sum_medium"]] = 0.6
     counts[2, at["fp_components"]] = 2  # a normal image with two invented lesions
+    counts[:, at["hd95"]] = [4.0, np.nan, np.nan]  # b's mask: no HD95; c: a normal image
+    counts[:, at["nsd"]] = [0.9, 0.0, np.nan]
     p = PerImage(
         ["a", "b", "c"], ("normal", "benign", "malignant"), np.array([1, 2, 0]),
         tp=np.array([80.0, 30, 0]), gt=np.array([100.0, 90, 0]), pred=np.array([100.0, 40, 20]),
@@ -209,8 +211,43 @@ def test_lesion_counts_round_trip_and_pool_over_images(tmp_path):
     assert m["test/lesion_sensitivity_medium"] == 1 / 3 and m["test/lesion_dice_large"] == 0.8
     assert m["test/lesion_dice_medium"] == pytest.approx(0.2)
     assert np.isnan(m["test/lesion_sensitivity_small"])  # no small lesion: undefined
+    assert m["test/seg_hd95_lesion"] == 4.0 and m["test/seg_nsd_lesion"] == pytest.approx(0.45)
     back = read_predictions(write_predictions(tmp_path / "predictions_test.csv", p))
-    assert np.array_equal(back.lesion_counts, counts) and not back.meta
+    assert np.array_equal(back.lesion_counts, counts, equal_nan=True) and not back.meta
     assert metrics_dict(back)["test/lesion_sensitivity"] == 0.5
     ci = bootstrap_ci(p, ["lesion_sensitivity", "fp_per_image"], n_boot=200)
     assert ci["fp_per_image"].low <= 2 / 3 <= ci["fp_per_image"].high
+
+
+def test_froc_of_a_perfect_prediction_and_of_a_trade_off():
+    """A perfect map: sensitivity 1 at no false positive, CPM 1. A map that finds its second
+    lesion only at 1.5 false positives per image: the CPM counts it from the rate 2 on."""
+    from medmtl.metrics import FROC_THRESHOLDS, LESION_COLUMNS, lesion_counts
+    from medmtl.reporting.evaluation import froc_figure
+    from medmtl.reporting.per_image import froc_cpm, froc_curve
+    from medmtl.reporting.per_image import lesions as lesion_metrics
+
+    lesions = np.zeros((40, 40), dtype=np.uint8)
+    lesions[5:15, 5:15] = 1
+    lesions[25:35, 25:35] = 2
+    perfect = np.stack([lesion_counts(lesions, lesions > 0)] * 2)
+    fp, sens = froc_curve(perfect)
+    assert fp.shape == sens.shape == (1, len(FROC_THRESHOLDS))
+    assert (sens == 1).all() and (fp == 0).all() and froc_cpm(fp, sens)[0] == 1.0
+    at = {c: j for j, c in enumerate(LESION_COLUMNS)}
+    counts = np.zeros((2, len(LESION_COLUMNS)))
+    counts[:, at["lesions"]] = 1
+    for t in FROC_THRESHOLDS:  # one of the two lesions found, both only below 0.3 with 3 FP
+        low = t < 0.3
+        counts[:, at[f"lesions_found_t{t:g}"]] = [1, 1 if low else 0]
+        counts[:, at[f"fp_components_t{t:g}"]] = [3, 0] if low else [0, 0]
+    fp, sens = froc_curve(counts)
+    assert sens[0].tolist() == [1.0 if t < 0.3 else 0.5 for t in FROC_THRESHOLDS]
+    assert fp[0].tolist() == [1.5 if t < 0.3 else 0.0 for t in FROC_THRESHOLDS]
+    # rates 1/8 .. 1: 0.5; 2, 4, 8: 1.0
+    assert froc_cpm(fp, sens)[0] == pytest.approx((4 * 0.5 + 3 * 1.0) / 7)
+    assert froc_figure(counts, "test FROC", n_boot=50) is not None
+    assert froc_figure(np.zeros((2, len(LESION_COLUMNS))), "no lesion") is None
+    p = PerImage(["a", "b"], ("normal", "benign", "malignant"), np.array([1, 1]),
+                 lesion_counts=counts, split="test")  # fmt: skip
+    assert lesion_metrics(p)["lesion_froc_cpm"][0] == pytest.approx(5 / 7)

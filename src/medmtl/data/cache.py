@@ -26,15 +26,21 @@ from medmtl.io.files import atomic_path
 from medmtl.io.image import read_image, read_mask, to_grey
 from medmtl.preprocess.pipeline import PreprocessSettings
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: lesion instance labels instead of one boolean mask
+MAX_LESIONS = 255  # instance labels are uint8
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CachedCase:
     image: np.ndarray  # (S, S) uint8
-    mask: np.ndarray  # (S, S) bool
+    lesions: np.ndarray  # (S, S) uint8 lesion instance labels, 0 background (lesion_labels)
     thumb: np.ndarray  # (t, t) float32, from the original image, for duplicate search
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(S, S) bool: the lesion mask the network learns (every lesion)."""
+        return self.lesions > 0
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -43,15 +49,55 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return small >= 0.5
 
 
+def resize_lesions(lesions: np.ndarray, size: int) -> np.ndarray:
+    """Resize instance labels: the foreground exactly as :func:`resize_mask` of all lesions
+    together, each of its pixels labelled with the lesion that covers most of it."""
+    keep = resize_mask(lesions > 0, size)
+    ids = [int(v) for v in np.unique(lesions) if v != 0]
+    if not ids:
+        return np.zeros((size, size), dtype=np.uint8)
+    shares = np.stack(
+        [cv2.resize((lesions == k).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+         for k in ids]
+    )  # fmt: skip
+    labels = np.asarray(ids, dtype=np.uint8)[shares.argmax(0)]
+    return np.where(keep, labels, 0).astype(np.uint8)
+
+
+def lesion_labels(masks: Sequence[np.ndarray], names: Sequence[object] = ()) -> np.ndarray:
+    """Instance labels (uint8, 0 background) of one image's lesion masks: each connected part
+    of each mask is a lesion of its own, numbered in file order, so that the lesions of an
+    image with several mask files stay apart even where they touch. A pixel two lesions share
+    goes to the smaller one, so that a lesion drawn inside another (BUSI's benign (58)) stays a
+    lesion. More than :data:`MAX_LESIONS` lesions is a DataError naming the file."""
+    from medmtl.metrics import components
+
+    parts: list[np.ndarray] = []
+    for k, mask in enumerate(masks):
+        labels = components(mask)
+        parts += [labels == j for j in range(1, int(labels.max()) + 1)]
+        if len(parts) > MAX_LESIONS:
+            name = names[k] if k < len(names) else f"mask {k}"
+            raise DataError(
+                f"{name}: more than {MAX_LESIONS} separate lesions in one image; is this a lesion "
+                "mask? Fix or remove it."
+            )
+    out = np.zeros(masks[0].shape if len(masks) else (0, 0), dtype=np.uint8)
+    for j in sorted(range(len(parts)), key=lambda j: -int(parts[j].sum())):
+        out[parts[j]] = j + 1  # larger first: a smaller lesion paints over what they share
+    return out
+
+
 class MaskSizeError(DataError):
     """A mask file whose size differs from its image's."""
 
 
 def read_case(case: Case):
-    """Grey image, OR-merged mask and metadata of one case; DataError on a bad file."""
+    """Grey image, lesion instance labels (:func:`lesion_labels`; ``> 0`` is the mask of all
+    of them) and metadata of one case; DataError on a bad file."""
     raw, meta = read_image(case.image)
     image = to_grey(raw)
-    mask = np.zeros(image.shape[:2], dtype=bool)
+    masks = []
     for mpath in case.masks:
         m = read_mask(mpath)
         if m.shape != image.shape:
@@ -59,16 +105,17 @@ def read_case(case: Case):
                 f"{mpath}: mask is {m.shape[1]}x{m.shape[0]} but its image is "
                 f"{image.shape[1]}x{image.shape[0]}. Fix or remove the mask."
             )
-        mask |= m
-    return image, mask, meta
+        masks.append(m)
+    lesions = lesion_labels(masks, case.masks) if masks else np.zeros(image.shape[:2], np.uint8)
+    return image, lesions, meta
 
 
 def load_case(case: Case, settings: PreprocessSettings, thumb_size: int = 32) -> CachedCase:
     """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
-    image, mask, meta = read_case(case)
+    image, lesions, meta = read_case(case)
     return CachedCase(
         image=settings.model_image(image, meta, str(case.image)),
-        mask=resize_mask(mask, settings.image_size),
+        lesions=resize_lesions(lesions, settings.image_size),
         thumb=thumbnail(image, thumb_size),
     )
 
@@ -105,13 +152,13 @@ def _load_or_build(
     if file.exists():
         try:
             with _READ_LOCK, np.load(file) as z:
-                return CachedCase(z["image"], z["mask"], z["thumb"])
+                return CachedCase(z["image"], z["lesions"], z["thumb"])
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
     item = load_case(case, settings, thumb_size)
     # two loader threads may build identical files (same key) at once: each has its own temp file
     with atomic_path(file) as tmp:
-        np.savez(tmp, image=item.image, mask=item.mask, thumb=item.thumb)
+        np.savez(tmp, image=item.image, lesions=item.lesions, thumb=item.thumb)
     return item
 
 

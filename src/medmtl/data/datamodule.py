@@ -67,10 +67,13 @@ class ArrayDataset(Dataset):
             self.transform.set_random_seed(info.seed % 2**31)
             self._worker_seeded = info.seed
         item = self.items[i]
-        out = self.transform(image=item.image[..., None], mask=item.mask.astype(np.uint8))
+        # the instance labels go through the same (nearest-neighbour) geometric transform
+        out = self.transform(image=item.image[..., None], mask=item.lesions)
+        lesions = torch.as_tensor(out["mask"], dtype=torch.uint8).unsqueeze(0)
         return {
             "image": out["image"].float(),
-            "mask": torch.as_tensor(out["mask"], dtype=torch.float32).unsqueeze(0),
+            "mask": (lesions > 0).float(),
+            "lesions": lesions,
             "label": torch.tensor(self.labels[i], dtype=torch.long),
             "index": i,
         }
@@ -305,7 +308,9 @@ class CasesDataModule(L.LightningDataModule):
         params = da.draw(Augment.from_dict(self.augment), image.shape[0], tuple(image.shape[2:]))
         image, mask = da.apply(image, batch["mask"], params)
         p = self.preprocess
-        return {**batch, "image": da.normalise(image, p.mean, p.std, p.standardize), "mask": mask}
+        # training uses the mask only: the unaugmented instance labels would not match it
+        rest = {k: v for k, v in batch.items() if k != "lesions"}
+        return {**rest, "image": da.normalise(image, p.mean, p.std, p.standardize), "mask": mask}
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", train=True)

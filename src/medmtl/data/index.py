@@ -1,7 +1,8 @@
 """Indexes of class-folder data sets (BUSI and any data set laid out like it).
 
 Layout: ``<root>/<class>/<name>.<ext>`` with masks ``<name>_mask.<ext>`` and, for images with
-several lesions, ``<name>_mask_1.<ext>``, ``<name>_mask_2.<ext>`` ... merged with a pixel-wise OR.
+several lesions, ``<name>_mask_1.<ext>``, ``<name>_mask_2.<ext>`` ...: each is a lesion of its own
+(:func:`medmtl.data.cache.lesion_labels`), and the network learns their union.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from medmtl.metrics import ECE_BINS, calibration
+from medmtl.metrics import ECE_BINS, FROC_FP_RATES, FROC_THRESHOLDS, calibration
 from medmtl.reporting.figures import save_figure
-from medmtl.reporting.per_image import risk_coverage
+from medmtl.reporting.per_image import froc_cpm, froc_curve, risk_coverage
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,37 @@ def risk_coverage_figure(prob: np.ndarray, label: np.ndarray, title: str) -> Fig
     return fig
 
 
+def froc_figure(counts: np.ndarray, title: str, n_boot: int = 1000) -> Figure | None:
+    """Lesion sensitivity against false-positive components per image over the mask threshold
+    (:func:`~medmtl.reporting.per_image.froc_curve`), with a 95 % bootstrap band over the
+    images and the CPM; None when the split has no lesion."""
+    from medmtl.reporting.statistics import resample_weights
+
+    fp, sens = froc_curve(counts)
+    if np.isnan(sens).all():
+        return None
+    boot_fp, boot_sens = froc_curve(counts, resample_weights(len(counts), n_boot))
+    low, high = np.nanquantile(boot_sens, [0.025, 0.975], axis=0)
+    fig = Figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
+    ax.fill_between(fp[0], low, high, color="tab:blue", alpha=0.2, step=None, label="95 % CI")
+    ax.plot(fp[0], sens[0], "o-", color="tab:blue", ms=3)
+    for x, y, t in zip(fp[0], sens[0], FROC_THRESHOLDS, strict=True):
+        if t in (0.05, 0.5, 0.95):
+            ax.annotate(f"t={t:g}", (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    for rate in FROC_FP_RATES:
+        ax.axvline(rate, ls=":", color="0.85", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(0, max(FROC_FP_RATES[-1], float(boot_fp.max())))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false-positive components per image")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_title(f"{title} — CPM {float(froc_cpm(fp, sens)[0]):.3f}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def curves_figure(metrics_csv: Path) -> Figure | None:
     """Training loss and validation overall/loss per epoch from Lightning's CSV log."""
     if not metrics_csv.exists():
@@ -253,6 +284,10 @@ def write_evaluation_figures(
                 out_dir / f"{split}_reliability.png",
             )
         )
+    if "lesion_counts" in samples:
+        fig = froc_figure(np.asarray(samples["lesion_counts"], np.float64), f"{split} FROC")
+        if fig is not None:
+            written.append(save_figure(fig, out_dir / f"{split}_froc.png"))
     fig = cases_figure(samples, class_names)
     if fig is not None:
         written.append(save_figure(fig, out_dir / f"{split}_cases.png"))

@@ -24,6 +24,8 @@ from medmtl.errors import DataError
 from medmtl.io.files import atomic_path, atomic_write_text
 from medmtl.metrics import (
     ANSWER_SEP,
+    FROC_FP_RATES,
+    FROC_THRESHOLDS,
     LESION_COLUMNS,
     SIZE_BINS,
     brier,
@@ -373,7 +375,9 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
             if c in head
         }
         lesions = (
-            np.array([[float(r[c]) for c in LESION_COLUMNS] for r in rows])
+            np.array(
+                [[float(r[c]) if r[c] != "" else np.nan for c in LESION_COLUMNS] for r in rows]
+            )  # fmt: skip
             if "lesions" in head
             else None
         )
@@ -502,7 +506,8 @@ def segmentation(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np
 def lesions(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Lesion-level detection from the per-image lesion counts: the share of lesions found
     (over all lesions of the split, not per image), false-positive components per image, and
-    per size bin the share found and the mean Dice of its lesions."""
+    per size bin the share found and the mean Dice of its lesions, the FROC curve's CPM, and
+    the mean HD95 and normalised surface Dice of the lesion images' masks."""
     W = _weights(len(p), weights)
     col = {name: p.lesion_counts[:, j] for j, name in enumerate(LESION_COLUMNS)}
     out = {
@@ -513,7 +518,38 @@ def lesions(p: PerImage, weights: np.ndarray | None = None) -> dict[str, np.ndar
         n = W @ col[f"lesions_{name}"]
         out[f"lesion_sensitivity_{name}"] = _safe(W @ col[f"lesions_found_{name}"], n)
         out[f"lesion_dice_{name}"] = _safe(W @ col[f"lesion_dice_sum_{name}"], n)
+    fp, sens = froc_curve(p.lesion_counts, weights)
+    out["lesion_froc_cpm"] = froc_cpm(fp, sens)
+    for key, name in (("seg_hd95_lesion", "hd95"), ("seg_nsd_lesion", "nsd")):
+        v = col[name]  # NaN where undefined: a normal image; HD95 of an empty prediction
+        out[key] = _safe(W @ np.nan_to_num(v), W @ np.isfinite(v))
     return out
+
+
+def froc_curve(
+    counts: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The FROC curve of per-image lesion counts (``(n, len(LESION_COLUMNS))``): false-positive
+    components per image and lesion sensitivity at each of :data:`FROC_THRESHOLDS`, each
+    ``(rows of weights, thresholds)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    W = _weights(len(counts), weights)
+    col = {name: counts[:, j] for j, name in enumerate(LESION_COLUMNS)}
+    n_lesions = W @ col["lesions"]
+    fp = np.stack([W @ col[f"fp_components_t{t:g}"] / W.sum(1) for t in FROC_THRESHOLDS], 1)
+    sens = np.stack(
+        [_safe(W @ col[f"lesions_found_t{t:g}"], n_lesions) for t in FROC_THRESHOLDS], 1
+    )
+    return fp, sens
+
+
+def froc_cpm(fp: np.ndarray, sens: np.ndarray) -> np.ndarray:
+    """The mean, over :data:`FROC_FP_RATES`, of the highest sensitivity reached with at most
+    that many false positives per image (0 where no threshold is that clean); NaN without
+    lesions."""
+    at = [np.where(fp <= rate, sens, -np.inf).max(1) for rate in FROC_FP_RATES]
+    cpm = np.mean([np.where(np.isfinite(a), a, 0.0) for a in at], axis=0)
+    return np.where(np.isnan(sens).all(1), np.nan, cpm)
 
 
 SELECTIVE_COVERAGES = (0.9, 0.8)  # the shares kept for the "error at x % coverage" metrics

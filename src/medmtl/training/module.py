@@ -335,10 +335,12 @@ class MultiTaskModule(L.LightningModule):
             keep.update(tp=tp, gt=tp + fn, pred=tp + fp, dice=dice_iou(tp, fp, fn)[0])
             keep["pred_mask"] = torch.sigmoid(out["seg"]) >= 0.5
             keep["mask"] = batch["mask"] >= 0.5
-            # lesions found, missed and invented, per image (medmtl.metrics.lesion_counts)
-            truth, pred = keep["mask"].cpu().numpy(), keep["pred_mask"].cpu().numpy()
+            # lesions found, missed and invented, per image (medmtl.metrics.lesion_counts); a
+            # batch without instance labels: each connected part of the mask is a lesion
+            prob = torch.sigmoid(out["seg"].float()).cpu().numpy()
+            truth = batch.get("lesions", keep["mask"]).cpu().numpy()
             keep["lesion_counts"] = torch.from_numpy(
-                np.stack([lesion_counts(t[0], q[0]) for t, q in zip(truth, pred, strict=True)])
+                np.stack([lesion_counts(t[0], q[0]) for t, q in zip(truth, prob, strict=True)])
             )
             keep["image"] = self.display_images(batch["image"])
         if out.get("unlike_score") is not None:
