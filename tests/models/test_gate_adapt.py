@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from medmtl.errors import ConfigError
 from medmtl.models.adapt import adapt_batchnorm, batchnorm_layers
 from medmtl.models.multitask import EMPTY_LOGIT, Gate, MultiTaskNet, gate_masks
 from medmtl.workflows.gate import GateEvidence, tune_gate
@@ -107,6 +108,54 @@ def test_tune_gate_never_trades_a_lesion_for_a_clean_normal_image():
         dice=ev.dice[2:], empty=ev.empty[2:], lesion=ev.lesion[2:], thresholds=(0.5, 0.6),
     )  # fmt: skip
     assert tune_gate(normal_only)["mask_threshold"] == 0.6
+
+
+def test_a_target_sensitivity_picks_the_fewest_normal_false_positives_that_reach_it(tmp_path):
+    """Four lesion images (one lesion each, image 3 two) and two normal ones, thresholds 0.5 and
+    0.2. The gate calls lesion image 1 normal at P 0.65; at 0.5 image 2's faint lesion is
+    missed. Reaching 0.95 takes a floor above 0.65 (or a mask ceiling) and the 0.2 threshold,
+    which costs one normal image a false mask: chosen, with its cost. The all-image Dice rule
+    would keep 0.5 (no false masks), and a target no setting reaches gets the highest."""
+    from medmtl.reporting.evaluation import gate_tradeoff_figure
+
+    ev = GateEvidence(
+        p_gate=np.array([0.1, 0.65, 0.2, 0.1, 0.9, 0.9]),
+        called=np.array([False, True, False, False, True, False]),
+        mask_max=np.array([0.9, 0.8, 0.3, 0.9, 0.1, 0.25]),
+        # columns: thresholds 0.5, 0.2
+        dice=np.array([[0.9, 0.85], [0.8, 0.8], [0.0, 0.5], [0.9, 0.9], [1.0, 1.0], [1.0, 0.0]]),
+        empty=np.array([[0, 0], [0, 0], [1, 0], [0, 0], [1, 1], [1, 0]], dtype=bool),
+        lesion=np.array([True, True, True, True, False, False]),
+        thresholds=(0.5, 0.2),
+        lesions=np.array([1.0, 1, 1, 2, 0, 0]),
+        found=np.array([[1, 1], [1, 1], [0, 1], [2, 2], [0, 0], [0, 0]], dtype=float),
+    )
+    plain = ev.score(0.0, None, 0.5)
+    assert plain["lesion_sensitivity"] == pytest.approx(3 / 5)  # image 1 gated, image 2 missed
+    out = tune_gate(ev, target_sensitivity=0.95)
+    assert out["reached"] is True and out["target_sensitivity"] == 0.95
+    assert out["mask_threshold"] == 0.2
+    assert out["chosen"]["lesion_sensitivity"] == 1.0
+    assert out["chosen"]["normal_fp_rate"] == 0.5  # the cost: one of the two normal images
+    # the first such setting: the arg-max gate, kept off masks that reach 0.5 (image 1)
+    assert out["empty_mask_min_prob"] == 0.0 and out["empty_mask_keep_above"] == 0.5
+    assert "reaches 0.95" in out["rule"]
+    assert tune_gate(ev)["mask_threshold"] == 0.5  # the Dice rule: fewer false masks
+    # a lower target is met without the false mask: 0.5, the floor that keeps image 1
+    low = tune_gate(ev, target_sensitivity=0.8)
+    assert low["mask_threshold"] == 0.5 and low["chosen"]["normal_fp_rate"] == 0.0
+    assert low["chosen"]["lesion_sensitivity"] == pytest.approx(4 / 5)
+    missed = GateEvidence(
+        **{**ev.__dict__, "found": np.minimum(ev.found, [[1, 1]] * 3 + [[1, 1]] * 3)}
+    )
+    none = tune_gate(missed, target_sensitivity=0.95)  # image 3's second lesion is never found
+    assert none["reached"] is False and none["chosen"]["lesion_sensitivity"] == 0.8
+    assert "no setting reaches" in none["rule"]
+    fig = gate_tradeoff_figure(out)
+    fig.savefig(tmp_path / "tradeoff.png")
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="target_sensitivity needs the lesions"):
+        tune_gate(GateEvidence(**{**ev.__dict__, "found": None}), target_sensitivity=0.9)
 
 
 def test_mask_threshold_recentres_the_map_in_evaluation_only():

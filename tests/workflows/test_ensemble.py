@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medmtl.errors import MedmtlError
 from medmtl.models.multitask import Gate
 from medmtl.reporting.per_image import read_predictions
 from medmtl.workflows.ensemble import ensemble
+from medmtl.workflows.gate import MASK_THRESHOLDS
 from tests.conftest import run_cli, train_tiny
 
 
@@ -133,7 +135,8 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     gate = json.loads((tmp_path / "tuned" / "gate.json").read_text())
     assert gate["num_images"] == 10 + 15 + 15 - m["num_images"]  # every train+val image once
     assert gate["chosen"]["seg_dice"] >= gate["plain"]["seg_dice"]
-    assert len(gate["candidates"]) == 49 * 6 and gate["candidates"][0] == gate["plain"]
+    assert len(gate["candidates"]) == 49 * len(MASK_THRESHOLDS)
+    assert gate["candidates"][0] == gate["plain"]
     assert tuned["empty_mask_min_prob"] == gate["empty_mask_min_prob"]
     assert tuned["empty_mask_keep_above"] == gate["empty_mask_keep_above"]
     assert tuned["mask_threshold"] == gate["mask_threshold"] == gate["chosen"]["mask_threshold"]
@@ -144,6 +147,24 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     assert tuned["conformal/num_images"] == gate["num_images"]
     assert 0 <= tuned["test/conformal_coverage"] <= 1
     assert (sweep / "ensemble" / "conformal.json").is_file()  # the sweep's own ensemble too
+    # the operating point for finding lesions: chosen out of fold, its cost on record
+    with pytest.raises(MedmtlError, match="add gate=tune"):
+        ensemble([sweep], tmp_path / "no", target_sensitivity=0.95)
+    sens = ensemble([sweep], tmp_path / "sens", tta=True, gate="tune", target_sensitivity=0.95,
+                    conformal_alpha=None)  # fmt: skip
+    chose = json.loads((tmp_path / "sens" / "gate.json").read_text())
+    assert chose["target_sensitivity"] == sens["gate/target_sensitivity"] == 0.95
+    reaching = [r for r in chose["candidates"] if r["lesion_sensitivity"] >= 0.95]
+    assert chose["reached"] is bool(reaching) and sens["gate/target_reached"] is bool(reaching)
+    if reaching:  # the fewest false masks on normal images among them
+        assert chose["chosen"] in reaching
+        assert chose["chosen"]["normal_fp_rate"] == min(r["normal_fp_rate"] for r in reaching)
+    else:
+        best = max(r["lesion_sensitivity"] for r in chose["candidates"])
+        assert chose["chosen"]["lesion_sensitivity"] == best
+    assert sens["gate/oof_lesion_sensitivity"] == chose["chosen"]["lesion_sensitivity"]
+    assert sens["gate/oof_normal_fp_rate"] == chose["chosen"]["normal_fp_rate"]
+    assert (tmp_path / "sens" / "figures" / "gate_tradeoff.png").stat().st_size > 0
     # the tuned ensemble folder evaluates with its own gate and flip in medmtl-eval
     from medmtl.workflows.evaluate import evaluate
     from tests.conftest import compose_cfg

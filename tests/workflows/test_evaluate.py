@@ -313,3 +313,30 @@ def test_a_lower_mask_threshold_finds_more_lesion_pixels(tiny_ckpt, tmp_path, ca
                       cache_dir, "eval")  # fmt: skip
     with pytest.raises(ConfigError, match="mask_threshold=1.2: expected a mask probability"):
         evaluate(bad)
+
+
+def test_breakdown_shows_where_the_conformal_guarantee_holds():
+    """by=Device with answer sets: coverage, set size, ECE and refer rate per scanner; the
+    scanner whose whole coverage CI lies below 1 - alpha is marked."""
+    from medmtl.reporting.breakdown import render
+
+    n = 40
+    label = np.array([1, 2] * n)
+    prob = np.tile([[0.1, 0.6, 0.3]], (2 * n, 1))
+    sets = np.zeros((2 * n, 3))
+    sets[:n, 1:] = 1  # scanner A: {benign, malignant}, always covered
+    sets[n:, 1] = 1  # scanner B: {benign}, half its images not covered
+    per = PerImage([str(i) for i in range(2 * n)], MODEL, label, prob, answer_set=sets,
+                   meta={"Device": ["A"] * n + ["B"] * n})  # fmt: skip
+    groups = breakdown(per, "Device", n_boot=200)
+    a, b = (g.metrics for g in groups)
+    assert a["conformal_coverage"] == 1.0 and b["conformal_coverage"] == 0.5
+    assert a["conformal_set_size"] == 2.0 and a["refer_rate"] == 1.0 and b["refer_rate"] == 0.0
+    assert "cls_ece" in a
+    table = render(groups, "md", coverage=0.9)
+    header, _, row_a, row_b = table.splitlines()[:4]
+    for name in ("ECE", "coverage", "set size", "refer"):
+        assert f" {name} |" in header
+    assert "**below**" in row_b and "**below**" not in row_a
+    assert "the guarantee does not hold there" in table
+    assert "**below**" not in render(groups, "md")  # no nominal coverage given: no verdict

@@ -3,6 +3,7 @@
 medmtl-ensemble <run folder> [<run folder> ...] | <sweep folder>  out=<folder>
                 [select=<key>=<value>] [split=test] [export=<model.onnx>] [data_root=<data folder>]
                 [empty_mask_class=as_trained|null|<class>] [tta=false] [gate=as_trained|tune]
+                [target_sensitivity=null|0.95]
                 [adapt=none|bn] [conformal_alpha=0.1|null] [conformal_by_class=false]
                 [wandb=none|offline|online]
 
@@ -14,7 +15,10 @@ as select=[a=1,b=2]). tta=true adds the horizontal mirror image of every input t
 average (test-time flip). gate=tune chooses the classification gate's thresholds (P(normal) and
 the mask's own maximum) and the mask threshold, written to gate.json, on the fold models'
 out-of-fold validation predictions, never on the test split: the best all-image Dice among the
-settings that leave no more lesion images empty than the plain gate at 0.5. adapt=bn re-estimates every member's batch-norm statistics on
+settings that leave no more lesion images empty than the plain gate at 0.5; with
+target_sensitivity=0.95, the fewest normal images with a false mask among the settings whose
+out-of-fold lesion sensitivity reaches 0.95 (the trade-off: figures/gate_tradeoff.png).
+adapt=bn re-estimates every member's batch-norm statistics on
 the evaluated images (AdaBN, no labels). conformal_alpha= calibrates conformal answer sets of
 k-fold members on their out-of-fold validation predictions (conformal.json; null: none;
 conformal_by_class=true: class by class). medmtl-tables shows an ensemble inside a sweep

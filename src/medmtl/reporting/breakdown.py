@@ -21,6 +21,13 @@ COLUMNS = (
     ("normal FP", "normal_fp_rate"),
     # lesion images whose final mask is empty: detection, not only Dice (issue 21)
     ("lesions empty", "empty_lesion_rate"),
+    ("lesion sens", "lesion_sensitivity"),
+    # the trust layer, where it holds and where not: calibration, the conformal guarantee
+    # (coverage against its nominal 1 - alpha) and how often the model hands the image over
+    ("ECE", "cls_ece"),
+    ("coverage", "conformal_coverage"),
+    ("set size", "conformal_set_size"),
+    ("refer", "refer_rate"),
 )
 
 
@@ -68,8 +75,10 @@ def _columns(groups: list[Group]) -> list[tuple[str, str]]:
     return cols
 
 
-def render(groups: list[Group], fmt: str = "md") -> str:
-    """The breakdown as a Markdown table (value [95 % CI]) or CSV (value, low, high)."""
+def render(groups: list[Group], fmt: str = "md", coverage: float | None = None) -> str:
+    """The breakdown as a Markdown table (value [95 % CI]) or CSV (value, low, high).
+    ``coverage``: the answer sets' nominal coverage (1 - alpha); a Markdown coverage cell
+    whose whole CI lies below it is marked, since the guarantee does not hold there."""
     cols = _columns(groups)
     column = groups[0].column if groups else "value"
     if fmt == "csv":
@@ -91,8 +100,22 @@ def render(groups: list[Group], fmt: str = "md") -> str:
         f"| {column} | n | " + " | ".join(h for h, _ in cols) + " |",
         "|" + "---|" * (len(cols) + 2),
     ]
+    below = False
     for g in groups:
-        cells = [g.ci[k].text() if k in g.ci else f"{g.metrics[k]:.3f}" for _, k in cols]
+        cells = []
+        for _, k in cols:
+            cell = g.ci[k].text() if k in g.ci else f"{g.metrics[k]:.3f}"
+            if k == "conformal_coverage" and coverage is not None and g.ci[k].high < coverage:
+                cell += " **below**"
+                below = True
+            cells.append(cell)
         lines.append(f"| {g.value} | {g.n} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: value [95 % bootstrap CI over the images of that row]."]
+    if coverage is not None and any(k == "conformal_coverage" for _, k in cols):
+        lines.append(
+            f"Conformal coverage is guaranteed at {coverage:g} on images like the calibration "
+            "images; **below**: the whole CI lies under it, so the guarantee does not hold there."
+            if below
+            else f"Nominal conformal coverage: {coverage:g}; no row's CI lies wholly below it."
+        )
     return "\n".join(lines) + "\n"

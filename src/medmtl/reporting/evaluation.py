@@ -169,6 +169,49 @@ def froc_figure(counts: np.ndarray, title: str, n_boot: int = 1000) -> Figure | 
     return fig
 
 
+def gate_tradeoff_figure(tuned: dict[str, Any]) -> Figure:
+    """Every gate setting :func:`medmtl.workflows.gate.tune_gate` weighed (``gate.json``): its
+    out-of-fold normal false-positive rate against its lesion sensitivity (or, without lesion
+    counts, the share of lesion images keeping a mask), coloured by mask threshold, with the
+    settings no other beats on both (the trade-off curve), the plain gate and the chosen one."""
+    rows = tuned["candidates"]
+    key = "lesion_sensitivity" if "lesion_sensitivity" in tuned["chosen"] else None
+
+    def y(r: dict[str, Any]) -> float:
+        return float(r[key]) if key else 1.0 - float(r["empty_lesion_rate"])
+
+    xs = np.array([float(r["normal_fp_rate"]) for r in rows])
+    ys = np.array([y(r) for r in rows])
+    thresholds = sorted({r["mask_threshold"] for r in rows})
+    fig = Figure(figsize=(5.2, 4.4))
+    ax = fig.subplots()
+    colours = [f"C{i}" for i in range(len(thresholds))]
+    for t, c in zip(thresholds, colours, strict=True):
+        on = np.array([r["mask_threshold"] == t for r in rows])
+        ax.scatter(xs[on], ys[on], s=9, color=c, alpha=0.6, label=f"mask threshold {t:g}")
+    order = np.lexsort((-ys, xs))
+    front, best = [], -np.inf
+    for i in order:  # the upper-left frontier: more found for no more false positives
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    ax.step(xs[front], ys[front], where="post", color="0.3", lw=1, label="trade-off")
+    plain, chosen = tuned["plain"], tuned["chosen"]
+    ax.scatter([plain["normal_fp_rate"]], [y(plain)], marker="s", s=50, facecolor="none",
+               edgecolor="k", label="plain gate")  # fmt: skip
+    ax.scatter([chosen["normal_fp_rate"]], [y(chosen)], marker="*", s=140, color="crimson",
+               label="chosen")  # fmt: skip
+    if tuned.get("target_sensitivity") is not None:
+        ax.axhline(tuned["target_sensitivity"], ls="--", color="crimson", lw=0.8,
+                   label=f"target {tuned['target_sensitivity']:g}")  # fmt: skip
+    ax.set_xlabel("normal images with a false mask (out of fold)")
+    ax.set_ylabel("lesion sensitivity (out of fold)" if key else "lesion images with a mask")
+    ax.set_title(f"Gate settings on {tuned['num_images']} out-of-fold images", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def curves_figure(metrics_csv: Path) -> Figure | None:
     """Training loss and validation overall/loss per epoch from Lightning's CSV log."""
     if not metrics_csv.exists():

@@ -289,6 +289,11 @@ class EnsembleSettings(Settings):
         "as_trained | tune (choose the gate's thresholds and the mask threshold on the fold "
         "models' out-of-fold validation predictions, never on the test split)",
     )
+    target_sensitivity: float | None = opt(
+        None,
+        "gate=tune for finding lesions: the fewest normal false positives whose out-of-fold "
+        "lesion sensitivity reaches this, e.g. 0.95 (null: the best all-image Dice)",
+    )
     adapt: str = opt("none", "none | bn (AdaBN on the evaluated images)")
     conformal_alpha: float | None = opt(
         0.1, "conformal answer sets' error rate, calibrated out of fold (null: none)"

@@ -13,12 +13,14 @@ from omegaconf import OmegaConf
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.data.splits import fold_of
-from medmtl.errors import ConfigError
+from medmtl.errors import ConfigError, open_fraction
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
 from medmtl.models.checkpoint import stored_net
 from medmtl.models.conformal import AnswerSets
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.reporting.evaluation import gate_tradeoff_figure
+from medmtl.reporting.figures import save_figure
 from medmtl.reporting.runs import collect_runs, pooled
 from medmtl.reporting.summary import write_json
 from medmtl.settings.commands import EnsembleSettings
@@ -55,13 +57,16 @@ def ensemble(
     conformal_alpha: float | None = ALPHA,
     conformal_by_class: bool = False,
     wandb: dict[str, Any] | None = None,
+    target_sensitivity: float | None = None,
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
 
     ``tta`` adds each member's horizontal mirror image to the average (test-time flip).
     ``adapt="bn"`` re-estimates each member's batch-norm statistics on the evaluated images.
     ``gate="tune"`` chooses the gate's thresholds on the members' out-of-fold validation
-    predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``). The conformal
+    predictions first (:mod:`medmtl.workflows.gate`; written to ``gate.json``), for the best
+    all-image Dice or, with ``target_sensitivity``, for the fewest normal false positives at
+    that out-of-fold lesion sensitivity (``figures/gate_tradeoff.png``). The conformal
     answer sets (error rate ``conformal_alpha``; None: none) are calibrated on the same
     out-of-fold predictions of k-fold members (written to ``conformal.json``). ``wandb``
     (:func:`medmtl.workflows.wandb_runs.wandb_request`) logs the ensemble's evaluation as a W&B
@@ -69,6 +74,15 @@ def ensemble(
     """
     if gate not in ("as_trained", "tune"):
         raise ConfigError(f"gate={gate}: choose as_trained or tune.")
+    if target_sensitivity is not None:
+        target_sensitivity = open_fraction(
+            target_sensitivity, "target_sensitivity", "a lesion sensitivity", 0.95
+        )
+        if gate != "tune":
+            raise ConfigError(
+                f"target_sensitivity={target_sensitivity} chooses the gate on out-of-fold "
+                "predictions; add gate=tune."
+            )
     quiet_third_party()
     out = Path(out)
     if (out / "metrics.json").exists():
@@ -119,9 +133,10 @@ def ensemble(
         )
     tuned = None
     if gate == "tune":
-        tuned = tune_gate(evidence)
+        tuned = tune_gate(evidence, target_sensitivity)
         head.configure_evaluation(gate={k: tuned[k] for k in GATE_KEYS})
         write_json(out / "gate.json", tuned)
+        save_figure(gate_tradeoff_figure(tuned), out / "figures" / "gate_tradeoff.png")
         log.info(
             "Gate chosen on %d out-of-fold validation images: P(normal) >= %s, keep a mask whose "
             "maximum reaches %s, mask threshold %s (all-image Dice %.4f; the plain gate's %.4f)",
@@ -158,8 +173,20 @@ def ensemble(
                 "gate/oof_seg_dice_plain": tuned["plain"]["seg_dice"],
                 "gate/oof_empty_lesion_rate": tuned["chosen"]["empty_lesion_rate"],
                 "gate/oof_empty_lesion_rate_plain": tuned["plain"]["empty_lesion_rate"],
+                "gate/oof_normal_fp_rate": tuned["chosen"]["normal_fp_rate"],
+                "gate/oof_normal_fp_rate_plain": tuned["plain"]["normal_fp_rate"],
             }
         )
+        if "lesion_sensitivity" in tuned["chosen"]:
+            extra.update(
+                {
+                    "gate/oof_lesion_sensitivity": tuned["chosen"]["lesion_sensitivity"],
+                    "gate/oof_lesion_sensitivity_plain": tuned["plain"]["lesion_sensitivity"],
+                }
+            )
+        if target_sensitivity is not None:
+            extra.update({"gate/target_sensitivity": target_sensitivity,
+                          "gate/target_reached": tuned["reached"]})  # fmt: skip
     if wandb is not None:
         known = recorded_identity(runs[0])
         sweep = runs[0].parent if all(r.parent == runs[0].parent for r in runs) else out
@@ -249,6 +276,7 @@ def run_ensemble_cli(settings: EnsembleSettings) -> int:
         conformal_alpha=s.conformal_alpha,
         conformal_by_class=s.conformal_by_class,
         wandb=option_request(s.wandb, "wandb"),
+        target_sensitivity=s.target_sensitivity,
     )
     return 0
 
@@ -264,10 +292,17 @@ class EnsembleAfterSweep(Callback):
     with a message naming the medmtl-ensemble command.
     """
 
-    def __init__(self, out: str = "ensemble", split: str = "test", gate: str = "as_trained"):
+    def __init__(
+        self,
+        out: str = "ensemble",
+        split: str = "test",
+        gate: str = "as_trained",
+        target_sensitivity: float | None = None,
+    ):
         self.out = out
         self.split = split
         self.gate = gate
+        self.target_sensitivity = target_sensitivity
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         """Ensemble the finished sweep (Hydra calls this once, after the last job)."""
@@ -292,6 +327,7 @@ class EnsembleAfterSweep(Callback):
             tta=run.tta,
             channels_last=run.channels_last,
             gate=self.gate,
+            target_sensitivity=self.target_sensitivity,
             # the sweep's jobs logged to W&B: so does their ensemble, into their group
             wandb=wandb_request(_settings(logger.get("wandb"))),
         )

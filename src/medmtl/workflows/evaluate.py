@@ -194,10 +194,12 @@ def write_split_outputs(
     ``figures`` is false) and, with ``save_masks``, ``masks_<split>.npz`` (the images and the
     masks that were scored); returns the figures written."""
     write_per_image(out_dir, per)
+    sets = module.answer_sets
+    coverage = 1 - sets.alpha if sets is not None else None
     for column, g in groups.items():
         for fmt in ("md", "csv"):
-            atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt))
-        log.info("By %s:\n%s", column, render(g, "md"))
+            atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt, coverage))
+        log.info("By %s:\n%s", column, render(g, "md", coverage))
     samples = module.test_samples()
     if save_masks and per is not None:
         write_masks(out_dir / f"masks_{split}.npz", per.ids, samples)

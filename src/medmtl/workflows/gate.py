@@ -13,6 +13,11 @@ A candidate that leaves more lesion images empty than the plain setting (arg-max
 is not eligible: the all-image Dice weighs a missed lesion like a false mask on a normal image,
 and a threshold raised to clean up normal images out of fold cost lesions on another scanner,
 which has no normal images to gain from it (docs/results.md, issue 21).
+
+For a screening aid the operating point is chosen for finding lesions instead
+(``target_sensitivity``): the lowest out-of-fold normal false-positive rate among the settings
+whose lesion sensitivity (lesions found, :func:`medmtl.metrics.match_lesions`) reaches the
+target; the trade-off between the two is drawn in ``figures/gate_tradeoff.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.errors import ConfigError
-from medmtl.metrics import dice_iou
+from medmtl.metrics import LESION_FOUND_IOU, dice_iou, match_lesions
 from medmtl.models.multitask import threshold_shift
 from medmtl.training.metrics import confusion_counts
 from medmtl.training.module import MultiTaskModule
@@ -38,8 +43,8 @@ log = logging.getLogger(__name__)
 # the candidates: P(normal) floors (0: the arg-max rule) and mask-maximum ceilings (None: off)
 MIN_PROBS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 KEEP_ABOVE = (None, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-# mask thresholds, the usual 0.5 first (ties keep it)
-MASK_THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.6, 0.7)
+# mask thresholds, the usual 0.5 first (ties keep it); the lowest ones for a sensitivity target
+MASK_THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.6, 0.7, 0.15, 0.1)
 
 
 @dataclass
@@ -58,6 +63,9 @@ class GateEvidence:
     # every class probability and the true class (the conformal answer sets' calibration)
     prob: np.ndarray | None = None
     label: np.ndarray | None = None
+    # each image's lesions, and (images, thresholds) how many of them its mask finds
+    lesions: np.ndarray | None = None
+    found: np.ndarray | None = None
 
     def score(
         self, min_prob: float, keep_above: float | None, threshold: float = 0.5
@@ -71,7 +79,7 @@ class GateEvidence:
         dice = np.where(gated, np.where(self.lesion, 0.0, 1.0), self.dice[:, j])
         empty_lesion = self.lesion & (gated | self.empty[:, j])
         normal = ~self.lesion
-        return {
+        out = {
             "seg_dice": float(dice.mean()),
             "seg_dice_lesion": float(dice[self.lesion].mean()) if self.lesion.any() else np.nan,
             "empty_lesion_rate": float(empty_lesion[self.lesion].mean())
@@ -79,6 +87,11 @@ class GateEvidence:
             else np.nan,
             "normal_fp_rate": float((dice[normal] < 1).mean()) if normal.any() else np.nan,
         }
+        if self.found is not None and self.lesions is not None:
+            total = float(self.lesions.sum())
+            found = np.where(gated, 0.0, self.found[:, j]).sum()
+            out["lesion_sensitivity"] = float(found / total) if total else np.nan
+        return out
 
 
 def _recentred(prob: np.ndarray, threshold: float) -> np.ndarray:
@@ -124,7 +137,8 @@ def gate_evidence(
         module.eval()
         dm = datamodule_from_config(data)
         dm.setup()
-        keys = ("p", "called", "max", "dice", "empty", "lesion", "prob", "label")
+        keys = ("p", "called", "max", "dice", "empty", "lesion", "prob", "label", "lesions",
+                "found")  # fmt: skip
         part: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for batch in dm.dataloader("val"):
@@ -141,9 +155,12 @@ def gate_evidence(
                     zeros = torch.zeros(len(prob), len(MASK_THRESHOLDS), dtype=torch.float64)
                     part["dice"].append(zeros)
                     part["empty"].append(zeros.bool())
+                    part["found"].append(zeros)
+                    part["lesions"].append(zeros[:, 0])
                     continue
                 part["max"].append(torch.sigmoid(seg).amax(dim=(1, 2, 3)))
-                dice, empty = [], []
+                truth = batch.get("lesions", batch["mask"] >= 0.5).numpy()[:, 0]
+                dice, empty, found = [], [], []
                 for threshold in MASK_THRESHOLDS:
                     at = _at_threshold(out, threshold)
                     if module.postprocess.active:
@@ -151,8 +168,15 @@ def gate_evidence(
                     tp, fp, fn, lesion = confusion_counts(at, batch["mask"])
                     dice.append(dice_iou(tp, fp, fn)[0])
                     empty.append(tp + fp == 0)
+                    found.append(_lesions_found(truth, (at >= 0).numpy()[:, 0]))
                 part["dice"].append(torch.stack(dice, dim=1))
                 part["empty"].append(torch.stack(empty, dim=1))
+                part["found"].append(torch.stack(found, dim=1))
+                part["lesions"].append(
+                    torch.tensor(
+                        [len(match_lesions(t, t > 0)[0]) for t in truth], dtype=torch.float64
+                    )
+                )
                 part["lesion"].append(lesion)
         parts.append({k: torch.cat(v).numpy() for k, v in part.items()})
         log.info("%s: %d validation images", run, len(parts[-1]["p"]))
@@ -166,13 +190,31 @@ def gate_evidence(
         lesion=cat["lesion"].astype(bool),
         prob=cat["prob"].astype(np.float64),
         label=cat["label"].astype(np.int64),
+        lesions=cat["lesions"].astype(np.float64),
+        found=cat["found"].astype(np.float64),
     )
 
 
-def tune_gate(evidence: GateEvidence) -> dict[str, Any]:
-    """The gate thresholds and mask threshold with the best out-of-fold all-image Dice among
-    those that leave no more lesion images empty than the plain setting (ties: the plainer
-    setting), with the plain gate's scores and every candidate's, for the record."""
+def _lesions_found(truth: np.ndarray, masks: np.ndarray) -> torch.Tensor:
+    """(n,) how many of each image's lesions (instance labels) its mask finds."""
+    return torch.tensor(
+        [
+            float((match_lesions(t, m)[0] >= LESION_FOUND_IOU).sum())
+            for t, m in zip(truth, masks, strict=True)
+        ],
+        dtype=torch.float64,
+    )
+
+
+def tune_gate(evidence: GateEvidence, target_sensitivity: float | None = None) -> dict[str, Any]:
+    """The gate thresholds and mask threshold chosen on the out-of-fold predictions, with the
+    plain gate's scores and every candidate's, for the record (ties: the plainer setting).
+
+    Without ``target_sensitivity``: the best all-image Dice among the settings that leave no
+    more lesion images empty than the plain setting. With it: the lowest normal false-positive
+    rate among the settings whose lesion sensitivity reaches it (ties: the best all-image
+    Dice); when none does, the highest lesion sensitivity, and ``reached`` is False.
+    """
     rows = []
     for threshold in evidence.thresholds:
         for min_prob in MIN_PROBS:
@@ -181,14 +223,45 @@ def tune_gate(evidence: GateEvidence) -> dict[str, Any]:
                              "keep_above": keep_above,
                              **evidence.score(min_prob, keep_above, threshold)})  # fmt: skip
     plain = rows[0]
-    eligible = [r for r in rows if not _more_empty(r, plain)]  # the plain setting always is
-    # the first best in candidate order: plain settings come first
-    best = max(eligible, key=lambda r: round(r["seg_dice"], 9))
+    extra: dict[str, Any] = {}
+    if target_sensitivity is None:
+        eligible = [r for r in rows if not _more_empty(r, plain)]  # the plain setting always is
+        # the first best in candidate order: plain settings come first
+        best = max(eligible, key=lambda r: round(r["seg_dice"], 9))
+        rule = "best all-image Dice, no more lesion images left empty than the plain gate"
+    else:
+        if "lesion_sensitivity" not in plain:
+            raise ConfigError(
+                "target_sensitivity needs the lesions of the validation images; these members' "
+                "evidence has none (a classification-only ensemble?)."
+            )
+
+        def sens(r: dict[str, Any]) -> float:
+            return float(np.nan_to_num(round(r["lesion_sensitivity"], 9), nan=0.0))
+
+        def fp(r: dict[str, Any]) -> float:
+            return float(np.nan_to_num(round(r["normal_fp_rate"], 9), nan=0.0))
+
+        reaching = [r for r in rows if sens(r) >= target_sensitivity - 1e-9]
+        if reaching:
+            best = min(reaching, key=lambda r: (fp(r), -round(r["seg_dice"], 9)))
+            rule = (f"lowest normal false-positive rate whose out-of-fold lesion sensitivity "
+                    f"reaches {target_sensitivity}")  # fmt: skip
+        else:
+            best = max(rows, key=lambda r: (sens(r), -fp(r)))
+            rule = (f"no setting reaches lesion sensitivity {target_sensitivity} out of fold: "
+                    "the highest one")  # fmt: skip
+            log.warning(
+                "No gate setting reaches lesion sensitivity %s on the %d out-of-fold images; "
+                "the highest, %.4f, is used.", target_sensitivity, len(evidence.p_gate), sens(best),
+            )  # fmt: skip
+        extra = {"target_sensitivity": target_sensitivity, "reached": bool(reaching)}
     return {
         "empty_mask_min_prob": best["min_prob"],
         "empty_mask_keep_above": best["keep_above"],
         "mask_threshold": best["mask_threshold"],
-        "rule": "best all-image Dice, no more lesion images left empty than the plain gate",
+        "rule": rule,
+        **extra,
         "chosen": best,
         "plain": plain,
         "num_images": int(len(evidence.p_gate)),
