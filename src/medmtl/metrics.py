@@ -8,7 +8,7 @@ compute Dice, IoU, the calibration error, NLL, Brier score and the overall score
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,7 @@ def brier(prob: np.ndarray, label: np.ndarray, weights: np.ndarray | None = None
 
 
 ANSWER_SEP = "|"  # between the class names of an answer set ("benign|malignant")
+REASON_SEP = "; "  # between the reasons to refer an image, in a CSV cell
 
 
 def entropy(prob: np.ndarray) -> np.ndarray:
@@ -140,17 +141,55 @@ def disagreement(outputs: Mapping[str, Any], threshold: float = 0.5) -> dict[str
     return out
 
 
-def refer(answer_set: np.ndarray | None, unlike_score: np.ndarray | None) -> np.ndarray | None:
-    """(n,) 1 where an answer set is not a single class or the unlike score is above 1 (a NaN
-    score, no unlike-training score, flags nothing); None when neither is known."""
-    if answer_set is None and unlike_score is None:
+def refer_reasons(
+    answer_set: np.ndarray | None,
+    unlike_score: np.ndarray | None,
+    mask_agreement: np.ndarray | None = None,
+    min_mask_agreement: float | None = None,
+    class_names: Sequence[str] = (),
+) -> list[list[str]] | None:
+    """Per image, why it should go to a human, in words the page shows: its answer set is not
+    a single class, it is unlike the training data (unlike score above 1; NaN flags nothing),
+    or an ensemble's members disagree about the mask (their mask agreement below
+    ``min_mask_agreement``, set on out-of-fold data). None when the model has none of these."""
+    checks = min_mask_agreement is not None and mask_agreement is not None
+    if answer_set is None and unlike_score is None and not checks:
         return None
-    flags = []
+    n = len(next(a for a in (answer_set, unlike_score, mask_agreement) if a is not None))
+    out: list[list[str]] = [[] for _ in range(n)]
     if answer_set is not None:
-        flags.append((np.asarray(answer_set) >= 0.5).sum(-1) != 1)
+        sets = np.asarray(answer_set) >= 0.5
+        for i, row in enumerate(sets):
+            if row.sum() == 0:
+                out[i].append("no class fits")
+            elif row.sum() > 1:
+                names = [class_names[j] for j in np.flatnonzero(row)] if class_names else []
+                out[i].append(
+                    f"it could be {' or '.join(names)}" if names else "several classes fit"
+                )
     if unlike_score is not None:
-        flags.append(np.nan_to_num(np.asarray(unlike_score, dtype=np.float64), nan=0.0) > 1)
-    return np.logical_or.reduce(flags).astype(np.float64)
+        score = np.nan_to_num(np.asarray(unlike_score, dtype=np.float64), nan=0.0)
+        for i in np.flatnonzero(score > 1):
+            out[i].append("the scan is unlike the training data")
+    if checks:
+        agree = np.nan_to_num(np.asarray(mask_agreement, dtype=np.float64), nan=1.0)
+        for i in np.flatnonzero(agree < min_mask_agreement):
+            out[i].append(f"the models' outlines agree only {100 * agree[i]:.0f} %")
+    return out
+
+
+def refer(
+    answer_set: np.ndarray | None,
+    unlike_score: np.ndarray | None,
+    mask_agreement: np.ndarray | None = None,
+    min_mask_agreement: float | None = None,
+) -> np.ndarray | None:
+    """(n,) 1 where an image should go to a human (:func:`refer_reasons` gives why); None when
+    the model has none of the signals."""
+    reasons = refer_reasons(answer_set, unlike_score, mask_agreement, min_mask_agreement)
+    if reasons is None:
+        return None
+    return np.array([1.0 if r else 0.0 for r in reasons])
 
 
 def overall_score(cls_f1: Any, seg_dice: Any, task: str) -> Any:

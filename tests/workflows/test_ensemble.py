@@ -115,9 +115,10 @@ def _fold_sweep(sweep: Path, cache: Path, *extra: str) -> subprocess.CompletedPr
     return _train_multirun(sweep, cache, ENSEMBLE_CALLBACK, *extra)
 
 
-def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
-    """The recipe's callback: a sweep over folds ends with its ensemble tested in <sweep>/ensemble."""
-    sweep = tmp_path / "folds"
+@pytest.fixture(scope="module")
+def fold_sweep(tmp_path_factory, cache_dir) -> Path:
+    """Two fold models of a 2-fold sweep with the recipe's callback (its ensemble inside)."""
+    sweep = tmp_path_factory.mktemp("sweep") / "folds"
     res = _fold_sweep(
         sweep,
         cache_dir,
@@ -127,12 +128,28 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
         "model.empty_mask_class=normal",
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def tuned(fold_sweep, tmp_path_factory) -> tuple[Path, dict, Path]:
+    """The sweep's ensemble with the gate tuned out of fold, exported to ONNX: its folder, its
+    metrics and the ONNX file."""
+    where = tmp_path_factory.mktemp("tuned")
+    metrics = ensemble([fold_sweep], where / "tuned", tta=True, gate="tune",
+                       export=where / "tuned.onnx")  # fmt: skip
+    return where / "tuned", metrics, where / "tuned.onnx"
+
+
+def test_fold_sweep_is_ensembled_when_it_ends(fold_sweep, tuned, tmp_path, cache_dir):
+    """The recipe's callback: a sweep over folds ends with its ensemble tested in <sweep>/ensemble."""
+    sweep = fold_sweep
     m = json.loads((sweep / "ensemble" / "metrics.json").read_text())
     assert m["ensemble/size"] == 2 and m["ensemble/folds"] == [0, 1] and m["ensemble/tta"] is True
     assert (sweep / "ensemble" / "predictions_test.csv").is_file()
     # gate=tune: the thresholds chosen on the two members' own validation folds (out of fold)
-    tuned = ensemble([sweep], tmp_path / "tuned", tta=True, gate="tune")
-    gate = json.loads((tmp_path / "tuned" / "gate.json").read_text())
+    folder, tuned, _ = tuned
+    gate = json.loads((folder / "gate.json").read_text())
     assert gate["num_images"] == 10 + 15 + 15 - m["num_images"]  # every train+val image once
     assert gate["chosen"]["seg_dice"] >= gate["plain"]["seg_dice"]
     assert len(gate["candidates"]) == 49 * len(MASK_THRESHOLDS)
@@ -142,7 +159,7 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     assert tuned["mask_threshold"] == gate["mask_threshold"] == gate["chosen"]["mask_threshold"]
     assert tuned["gate/oof_seg_dice"] == pytest.approx(gate["chosen"]["seg_dice"])
     # conformal answer sets calibrated on the same out-of-fold images, kept in the folder
-    sets = json.loads((tmp_path / "tuned" / "conformal.json").read_text())
+    sets = json.loads((folder / "conformal.json").read_text())
     assert len(sets["scores"]) == gate["num_images"] and sets["alpha"] == 0.1
     assert tuned["conformal/num_images"] == gate["num_images"]
     assert 0 <= tuned["test/conformal_coverage"] <= 1
@@ -169,15 +186,10 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     from medmtl.workflows.evaluate import evaluate
     from tests.conftest import compose_cfg
 
-    again = evaluate(
-        compose_cfg([f"ckpt_path={tmp_path / 'tuned'}"], tmp_path / "again", cache_dir, "eval")
-    )
+    again = evaluate(compose_cfg([f"ckpt_path={folder}"], tmp_path / "again", cache_dir, "eval"))
     assert again["empty_mask_min_prob"] == gate["empty_mask_min_prob"] and again["tta"] is True
     assert again["mask_threshold"] == gate["mask_threshold"]
-    a, b = (
-        read_predictions(d / "predictions_test.csv")
-        for d in (tmp_path / "tuned", tmp_path / "again")
-    )
+    a, b = (read_predictions(d / "predictions_test.csv") for d in (folder, tmp_path / "again"))
     assert np.array_equal(a.pred, b.pred) and np.allclose(a.prob, b.prob, atol=1e-6)
     assert np.array_equal(a.answer_set, b.answer_set)  # medmtl-eval uses the stored sets
     # the members' disagreement per image, and their unlike scores' mean
@@ -191,6 +203,18 @@ def test_fold_sweep_is_ensembled_when_it_ends(tmp_path, cache_dir):
     assert a.class_disagreement.max() > 0  # members trained on different folds do differ
     assert a.unlike_score is not None and np.isfinite(a.unlike_score).all()
     np.testing.assert_allclose(a.mask_agreement, b.mask_agreement, atol=1e-9)
+    # the ensemble's own temperature and its refer threshold, both set out of fold, kept in
+    # the folder and used again by medmtl-eval
+    cal = json.loads((folder / "calibration.json").read_text())
+    assert cal["calibration/fitted_on"] == "out-of-fold validation"
+    assert tuned["calibration/temperature"] == cal["calibration/temperature"] > 0
+    refer_rule = json.loads((folder / "refer.json").read_text())
+    assert refer_rule["refer/num_images"] == gate["num_images"]
+    assert a.min_mask_agreement == b.min_mask_agreement == refer_rule["refer/min_mask_agreement"]
+    from medmtl.metrics import refer
+
+    want = (a.mask_agreement < a.min_mask_agreement) | (refer(a.answer_set, a.unlike_score) > 0)
+    assert np.array_equal(a.refer > 0, want) and np.array_equal(a.refer, b.refer)
     # a sweep over two settings is two table rows: no ensemble, and the command to make one
     mixed = tmp_path / "mixed"
     res = _fold_sweep(mixed, cache_dir, "loss.seg_weight=0.3,0.7")
@@ -355,3 +379,76 @@ def test_cross_validation_folds_are_not_ensembled():
     with pytest.raises(ConfigError, match="folds of a cross-validation.*medmtl-tables <sweep>"):
         common_data([(Path("f0"), hp), (Path("f1"), hp)])
     assert common_data([(Path("f0"), hp)])["split"] == {"folds": 4}  # one model: its own fold
+
+
+class _TorchEnsemble:
+    """The PyTorch ensemble (an ensemble folder opened as medmtl-eval opens it) as a backend of
+    medmtl-predict's inference code."""
+
+    def __init__(self, folder: Path) -> None:
+        from medmtl.preprocess.pipeline import PreprocessSettings
+        from medmtl.workflows.members import open_model
+
+        opened = open_model(folder)
+        module = opened.module
+        self.net = module.net.eval()
+        self.settings = PreprocessSettings.from_dict(opened.data)
+        self.class_names = list(module.class_names)
+        self.task = module.task
+        self.postprocess = module.postprocess
+        self.answer_sets = module.answer_sets
+        self.min_mask_agreement = self.net.min_mask_agreement
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(batch))
+        return {k: v.numpy() for k, v in out.items() if v is not None}
+
+
+def test_the_exported_ensemble_answers_as_the_pytorch_ensemble_on_busi(tuned, busi, tmp_path):
+    """The ensemble's ONNX carries its answer sets, temperature, gate and refer rule: on real
+    BUSI images medmtl-predict with it gives the probabilities, answer sets and refer flags
+    (with their reasons) of the PyTorch ensemble, and /api/model's card lists the gate."""
+    from medmtl.inference.core import predict_paths
+    from medmtl.inference.onnx_backend import OnnxBackend
+
+    folder, metrics, onnx_path = tuned
+    images = tmp_path / "busi"
+    images.mkdir()
+    for cls in ("normal", "benign", "malignant"):  # links to the real files, nothing copied
+        for src in sorted((busi / cls).glob(f"{cls} (*).png"))[:4]:
+            if "_mask" not in src.name:
+                (images / src.name).symlink_to(src)
+    assert len(list(images.iterdir())) >= 9
+    res = run_cli("predict", "backend=onnx", f"model={onnx_path}", f"input={images}",
+                  f"out={tmp_path / 'onnx'}", timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    predict_paths(_TorchEnsemble(folder), images, tmp_path / "torch", progress=False)
+    rows = [
+        {r["file"]: r for r in csv.DictReader((tmp_path / d / "predictions.csv").open())}
+        for d in ("onnx", "torch")
+    ]
+    assert sorted(rows[0]) == sorted(rows[1]) and len(rows[0]) == len(list(images.iterdir()))
+    probs = [c for c in next(iter(rows[0].values())) if c.startswith("prob_")]
+    assert len(probs) == 3
+    for name, onnx_row in rows[0].items():
+        torch_row = rows[1][name]
+        for c in probs:
+            assert float(onnx_row[c]) == pytest.approx(float(torch_row[c]), abs=1e-4), (name, c)
+        for c in ("answer_set", "refer", "refer_reasons", "predicted_class"):
+            assert onnx_row[c] == torch_row[c], (name, c)
+    # the ONNX knows what the folder knows
+    backend = OnnxBackend(onnx_path)
+    assert backend.answer_sets is not None and backend.answer_sets.alpha == 0.1
+    assert backend.calibration["temperature"] == pytest.approx(metrics["calibration/temperature"])
+    assert backend.min_mask_agreement == metrics["refer/min_mask_agreement"]
+    gate = json.loads((folder / "gate.json").read_text())
+    assert backend.card["gate"] == {
+        "empty_mask_class": "normal",
+        "empty_mask_min_prob": gate["empty_mask_min_prob"],
+        "empty_mask_keep_above": gate["empty_mask_keep_above"],
+        "mask_threshold": gate["mask_threshold"],
+    }
+    assert backend.card["refer"]["min_mask_agreement"] == metrics["refer/min_mask_agreement"]

@@ -37,6 +37,7 @@ RESERVED = {
     "entropy",
     "answer_set",
     "refer",
+    "refer_min_mask_agreement",
     "unlike_training",
     *UNCERTAINTY_COLUMNS,
     *LESION_COLUMNS,

@@ -24,7 +24,7 @@ from medmtl.io.files import CsvRows
 from medmtl.io.image import read_image, to_grey
 from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
-from medmtl.metrics import ANSWER_SEP, disagreement, entropy, refer
+from medmtl.metrics import ANSWER_SEP, REASON_SEP, disagreement, entropy, refer_reasons
 from medmtl.models.postprocess import PostProcess
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.commands import check_predict_options
@@ -197,8 +197,9 @@ def uncertainty_row(backend: Backend, pred: BatchPrediction, k: int) -> dict:
     """Image ``k``'s uncertainty as the predictions CSV and the API give it: ``entropy``, the
     conformal ``answer_set`` (class names joined by ``|``), ``unlike_score`` and
     ``unlike_training`` (score above 1), the members' or the mirror's ``class_disagreement``
-    and ``mask_agreement``, and ``refer`` (the answer set is not one class, or the scan is
-    unlike the training data); only what the model has."""
+    and ``mask_agreement``, and ``refer`` with its ``refer_reasons`` (the answer set is not
+    one class, the scan is unlike the training data, or an ensemble's members disagree about
+    the mask: :func:`medmtl.metrics.refer_reasons`); only what the model has."""
     row: dict = {}
     sets = None
     if pred.cls is not None:
@@ -218,9 +219,12 @@ def uncertainty_row(backend: Backend, pred: BatchPrediction, k: int) -> dict:
         value = getattr(pred, name)
         if value is not None:
             row[name] = round(float(value[k]), 6)
-    flags = refer(sets, unlike)
-    if flags is not None:
-        row["refer"] = int(flags[0])
+    agreement = pred.mask_agreement[k : k + 1] if pred.mask_agreement is not None else None
+    why = refer_reasons(sets, unlike, agreement, getattr(backend, "min_mask_agreement", None),
+                        backend.class_names)  # fmt: skip
+    if why is not None:
+        row["refer"] = int(bool(why[0]))
+        row["refer_reasons"] = REASON_SEP.join(why[0])
     return row
 
 
@@ -496,6 +500,7 @@ UNCERTAINTY_FIELDS = (
     "class_disagreement",
     "mask_agreement",
     "refer",
+    "refer_reasons",
 )
 
 

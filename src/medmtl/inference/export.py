@@ -13,6 +13,7 @@ from medmtl.inference.torch_backend import TorchBackend
 from medmtl.io.files import atomic_path
 from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import stored_net
+from medmtl.models.multitask import gate_record
 from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -87,6 +88,8 @@ def export_network(
         "model": model,
         "calibration": calibration_record(net),
         "unlike": unlike_record(net),
+        "gate": gate_record(net, class_names),
+        "refer": {"min_mask_agreement": getattr(net, "min_mask_agreement", None)},
         **(extra or {}),
     }
     with atomic_path(out_path) as tmp:

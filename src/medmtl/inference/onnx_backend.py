@@ -51,11 +51,15 @@ class OnnxBackend:
         self.postprocess = PostProcess.from_dict(meta["postprocess"])
         self.calibration = dict(meta["calibration"])
         self.answer_sets = AnswerSets.from_dict(meta["conformal"])
+        # an ensemble's members disagreeing about the mask below this refers the image
+        self.min_mask_agreement = (meta.get("refer") or {}).get("min_mask_agreement")
         self.card = {
             **dict(meta["card"]),
             "calibration": self.calibration,
             "conformal": conformal_record(self.answer_sets),
             "unlike": dict(meta["unlike"]),
+            "gate": meta.get("gate"),  # None: an export from before the gate was recorded
+            "refer": {"min_mask_agreement": self.min_mask_agreement},
         }
         self.meta = meta
 

@@ -11,6 +11,7 @@ from medmtl.inference.card import card_from_checkpoint
 from medmtl.models.calibration import calibration_record
 from medmtl.models.checkpoint import CONFORMAL_KEY, network_from_checkpoint, stored_net
 from medmtl.models.conformal import AnswerSets, conformal_record
+from medmtl.models.multitask import gate_record
 from medmtl.models.postprocess import PostProcess
 from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -38,7 +39,10 @@ class TorchBackend:
             "calibration": calibration_record(self.net),
             "conformal": conformal_record(self.answer_sets),
             "unlike": unlike_record(self.net),
+            "gate": gate_record(self.net, self.class_names),
+            "refer": {"min_mask_agreement": None},  # a single model: no members to disagree
         }
+        self.min_mask_agreement = None
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

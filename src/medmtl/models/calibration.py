@@ -56,21 +56,25 @@ def fit_temperature(logits: np.ndarray, label: np.ndarray) -> float:
 def calibration_record(net: object) -> dict[str, object]:
     """What a model card and an exported model's metadata say about calibration: the
     network's temperature, or an ensemble's members' temperatures (each member is calibrated
-    on its own validation fold and the ensemble averages the calibrated probabilities)."""
+    on its own validation fold and the ensemble averages the calibrated probabilities) and the
+    ensemble's own, fitted on the members' out-of-fold probabilities."""
     members = getattr(net, "members", None)
     if members is not None:
         temps = [float(getattr(m, "temperature", 1.0)) for m in members]
+        own = float(getattr(net, "temperature", 1.0))
         return {
-            "method": "temperature scaling of each member, then their mean",
+            "method": "temperature scaling of each member, then their mean"
+            + (", then the ensemble's temperature (fitted out of fold)" if own != 1.0 else ""),
             "member_temperatures": temps,
-            "calibrated": any(t != 1.0 for t in temps),
+            "temperature": own,
+            "calibrated": own != 1.0 or any(t != 1.0 for t in temps),
         }
     t = float(getattr(net, "temperature", 1.0))
     return {"method": "temperature scaling", "temperature": t, "calibrated": t != 1.0}
 
 
 def drop_temperatures(net: object) -> None:
-    """Set the temperature of a network (or of every member of an ensemble) back to 1: the
+    """Set the temperature of a network (and of every member of an ensemble) back to 1: the
     uncalibrated model, e.g. to measure what calibration changed."""
-    for m in getattr(net, "members", None) or [net]:
+    for m in [net, *(getattr(net, "members", None) or [])]:
         m.set_temperature(1.0)

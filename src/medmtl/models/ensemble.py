@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medmtl.errors import ConfigError
-from medmtl.models.multitask import Gate, MultiTaskNet, gated
+from medmtl.models.multitask import Gate, MultiTaskNet, Tempered, gated
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -62,14 +62,16 @@ def combine_views(
     return out
 
 
-class EnsembleNet(nn.Module):
+class EnsembleNet(Tempered, nn.Module):
     """Averages the members' class probabilities and mask probability maps (not their masks).
 
     ``forward`` returns logits like :class:`MultiTaskNet` (``log`` of the mean class
     probabilities, ``logit`` of the mean mask probability), so softmax/sigmoid downstream give
     back the averaged probabilities and thresholding at 0.5 thresholds the mean map. The
     classification gate (``empty_mask_index``) acts once, on the averaged class, and the mask
-    threshold (``mask_threshold``) once, on the averaged map.
+    threshold (``mask_threshold``) once, on the averaged map. The ensemble's own temperature
+    (1 unless fitted on out-of-fold probabilities, :mod:`medmtl.workflows.ensemble`) divides
+    the log of the mean class probabilities, after each member's own.
     """
 
     def __init__(
@@ -87,6 +89,10 @@ class EnsembleNet(nn.Module):
         if len(tasks) != 1:
             raise ConfigError(f"ensemble members have different tasks ({sorted(tasks)}).")
         self.members = nn.ModuleList(members)
+        self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
+        # refer an image whose members' masks agree less than this (None: never; set on
+        # out-of-fold data by medmtl.workflows.ensemble)
+        self.min_mask_agreement: float | None = None
         for m in self.members:
             m.gate = Gate()  # gate and threshold the averaged output, not each member
         self.task = members[0].task
@@ -111,6 +117,8 @@ class EnsembleNet(nn.Module):
         (:func:`medmtl.metrics.class_disagreement`, :func:`medmtl.metrics.mask_agreement`)."""
         outs = [m(x) for m in self.members]
         out = average_outputs(outs)
+        if out["cls"] is not None and self.temperature != 1.0:
+            out["cls"] = out["cls"] / self.cls_temperature
         if outs[0]["cls"] is not None:
             out["member_cls"] = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs])
         if outs[0]["seg"] is not None:

@@ -68,6 +68,20 @@ def gate_masks(
     return torch.where(gate.view(-1, 1, 1, 1), torch.full_like(seg, EMPTY_LOGIT), seg)
 
 
+def gate_record(net: object, class_names: Sequence[str]) -> dict[str, Any]:
+    """What a model card and an exported model's metadata say about how the mask map becomes
+    a mask: the gated class (None: no gate), the gate's two thresholds and the mask threshold,
+    all inside the network's (and the exported graph's) output."""
+    gate: Gate = getattr(net, "gate", None) or Gate()
+    index = gate.empty_mask_index
+    return {
+        "empty_mask_class": None if index is None else class_names[index],
+        "empty_mask_min_prob": gate.empty_mask_min_prob,
+        "empty_mask_keep_above": gate.empty_mask_keep_above,
+        "mask_threshold": gate.mask_threshold,
+    }
+
+
 def threshold_shift(threshold: float) -> float:
     """The logit that moves a mask probability of ``threshold`` to 0.5 (0 for 0.5)."""
     return 0.0 if threshold == 0.5 else math.log(threshold / (1.0 - threshold))
@@ -161,7 +175,26 @@ def check_model_names(settings: NetSettings) -> None:
         check_deep_supervision(arch, settings.task)
 
 
-class MultiTaskNet(nn.Module):
+class Tempered:
+    """A network whose class logits are divided by its ``cls_temperature`` buffer (temperature
+    scaling, fitted on held-out data; 1: not calibrated)."""
+
+    cls_temperature: torch.Tensor
+
+    @property
+    def temperature(self) -> float:
+        """The class logits' temperature (1: not calibrated)."""
+        return float(self.cls_temperature)
+
+    def set_temperature(self, value: float) -> None:
+        """Divide the class logits by ``value`` from now on (checked: finite and > 0)."""
+        value = float(value)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"a temperature must be a positive number, got {value}.")
+        self.cls_temperature.fill_(value)
+
+
+class MultiTaskNet(Tempered, nn.Module):
     """Shared smp encoder with a segmentation decoder and/or a classification head.
 
     ``task="multitask"`` uses both heads, ``"seg"`` only the decoder and ``"cls"`` only the
@@ -298,18 +331,6 @@ class MultiTaskNet(nn.Module):
             mask_threshold=net.mask_threshold,
             deep_supervision=net.deep_supervision,
         )
-
-    @property
-    def temperature(self) -> float:
-        """The class logits' temperature (1: not calibrated)."""
-        return float(self.cls_temperature)
-
-    def set_temperature(self, value: float) -> None:
-        """Divide the class logits by ``value`` from now on (checked: finite and > 0)."""
-        value = float(value)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"a temperature must be a positive number, got {value}.")
-        self.cls_temperature.fill_(value)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         # checkpoints written before calibration existed have no temperature: they are uncalibrated

@@ -74,6 +74,8 @@ class PerImage:
     mask_agreement: np.ndarray | None = None
     # (n, len(LESION_COLUMNS)) lesions found, missed and invented (medmtl.metrics.lesion_counts)
     lesion_counts: np.ndarray | None = None
+    # an ensemble refers an image whose members' mask agreement is below this (set out of fold)
+    min_mask_agreement: float | None = None
 
     def __post_init__(self) -> None:
         self.label = np.asarray(self.label, dtype=np.int64)
@@ -105,7 +107,9 @@ class PerImage:
     def refer(self) -> np.ndarray | None:
         """(n,) 1 where the image should go to a human: its answer set is not a single class,
         or it is unlike the training data; None when the model has neither."""
-        return refer(self.answer_set, self.unlike_score)
+        return refer(
+            self.answer_set, self.unlike_score, self.mask_agreement, self.min_mask_agreement
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -257,6 +261,8 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
     referred = p.refer
     if referred is not None:
         head.append("refer")
+    if p.min_mask_agreement is not None:
+        head.append("refer_min_mask_agreement")
     head += list(p.meta)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -284,6 +290,8 @@ def write_predictions(path: str | Path, p: PerImage) -> Path:
         row += [_fmt(getattr(p, c)[i]) for c in uncertain]
         if referred is not None:
             row.append(str(int(referred[i])))
+        if p.min_mask_agreement is not None:
+            row.append(_fmt(p.min_mask_agreement))
         row += [p.meta[k][i] for k in p.meta]
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
@@ -399,6 +407,11 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
         meta={c: [r[c] for r in rows] for c in head if c not in own},
         answer_set=answer_set,
         lesion_counts=lesions,
+        min_mask_agreement=(
+            float(rows[0]["refer_min_mask_agreement"])
+            if "refer_min_mask_agreement" in head and rows
+            else None
+        ),
         **uncertainty,
         **counts,
     )

@@ -168,7 +168,7 @@ class RunRecord:
 # evaluation's own choices, the W&B run, distillation and the ensemble's gate
 VALUE_FAMILIES = (
     *SPLITS,
-    "calibration", "conformal", "unlike", "loss", "eval", "wandb", "distill", "gate",
+    "calibration", "conformal", "unlike", "loss", "eval", "wandb", "distill", "gate", "refer",
 )  # fmt: skip
 FIELD_META = {f.name: f.metadata for f in fields(RunRecord) if f.name != "values"}
 KEY_FIELDS = {meta["key"]: name for name, meta in FIELD_META.items()}

@@ -417,8 +417,9 @@ class MultiTaskModule(L.LightningModule):
             out["distill/temperature"] = self.teacher.temperature
         if net.task != "seg":  # temperature scaling (1: uncalibrated); an ensemble's members'
             calibration = calibration_record(net)
-            key = "member_temperatures" if "member_temperatures" in calibration else "temperature"
-            out[f"calibration/{key}"] = calibration[key]
+            for key in ("member_temperatures", "temperature"):
+                if key in calibration:
+                    out[f"calibration/{key}"] = calibration[key]
         if self.answer_sets is not None:
             out["conformal/alpha"] = self.answer_sets.alpha
             out["conformal/by_class"] = self.answer_sets.by_class

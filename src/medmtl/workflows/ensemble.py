@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
@@ -16,6 +17,7 @@ from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, open_fraction
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
+from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import stored_net
 from medmtl.models.conformal import AnswerSets
 from medmtl.preprocess.pipeline import PreprocessSettings
@@ -40,6 +42,11 @@ from medmtl.workflows.wandb_runs import (
 )
 
 log = logging.getLogger(__name__)
+# refer an image whose members agree about its mask less than on this share of the out-of-fold
+# validation images. The members trained on most of those images (all folds but one), so they
+# agree more there than on new images: more than this share of new images is referred, the
+# safe side for a screening aid
+REFER_AGREEMENT_QUANTILE = 0.05
 
 
 def ensemble(
@@ -105,22 +112,52 @@ def ensemble(
     # never trained on it; members of one fixed split: the ensemble itself on that split
     out_of_fold = None not in folds and len(set(folds)) == len(folds)
     shared_val = all(f is None for f in folds)
+    # the ensemble's temperature and answer sets are fitted on images no member trained on
+    calibrate = head.task != "seg" and (out_of_fold or shared_val)
     wants_sets = conformal_alpha is not None and head.task != "seg"
-    if wants_sets and not (out_of_fold or shared_val):
+    if wants_sets and not calibrate:
         log.warning(
             "No conformal answer sets: the members are neither k-fold models of distinct folds "
             "nor models of one fixed split, so no validation images are unseen by all of them."
         )
         wants_sets = False
+    # k-fold members' mask agreement on the images each fold held out: where refer sets in
+    agreement = out_of_fold and head.task == "multitask" and len(runs) > 1
     evidence = None
-    if gate == "tune" or (wants_sets and out_of_fold):
-        evidence = gate_evidence(runs, tta, channels_last, for_gate=gate == "tune")
+    if gate == "tune" or (calibrate and out_of_fold) or agreement:
+        evidence = gate_evidence(runs, tta, channels_last, for_gate=gate == "tune",
+                                 ensemble_net=head.net if agreement else None)  # fmt: skip
+    extra_refer: dict[str, Any] = {}
+    if agreement:
+        head.net.min_mask_agreement = float(
+            np.quantile(evidence.mask_agreement, REFER_AGREEMENT_QUANTILE)
+        )
+        extra_refer = {"refer/min_mask_agreement": head.net.min_mask_agreement,
+                       "refer/quantile": REFER_AGREEMENT_QUANTILE,
+                       "refer/num_images": int(len(evidence.mask_agreement))}  # fmt: skip
+        write_json(out / "refer.json", extra_refer)
+        log.info(
+            "Refer when the members' masks agree less than %.4f (the %g quantile of their "
+            "agreement on %d out-of-fold validation images)", head.net.min_mask_agreement,
+            REFER_AGREEMENT_QUANTILE, len(evidence.mask_agreement),
+        )  # fmt: skip
+    extra_cal: dict[str, Any] = {}
+    if calibrate and out_of_fold:
+        # k-fold members: the ensemble's own temperature on their out-of-fold probabilities
+        # (members of one split were each calibrated on that split's validation images)
+        prob, label, where = evidence.prob, evidence.label, "out-of-fold validation"
+        logits = np.log(np.clip(prob, 1e-7, 1.0))
+        temperature = fit_temperature(logits, label)
+        head.net.set_temperature(temperature)
+        prob = scaled_probabilities(logits, temperature)
+        extra_cal = {"calibration/temperature": temperature, "calibration/fitted_on": where,
+                     "calibration/num_images": int(len(label))}  # fmt: skip
+        write_json(out / "calibration.json", extra_cal)
+        log.info("Ensemble temperature %.4f fitted on %d %s images", temperature, len(label), where)
+    elif calibrate:
+        prob, label = _validation_probabilities(head, data)
+        where = "shared validation"
     if wants_sets:
-        if out_of_fold:
-            prob, label, where = evidence.prob, evidence.label, "out-of-fold validation"
-        else:
-            prob, label = _validation_probabilities(head, data)
-            where = "shared validation"
         head.configure_evaluation(
             answer_sets=AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
         )
@@ -165,6 +202,8 @@ def ensemble(
         ensemble_tta=tta,
         ensemble_gate=gate,
     )
+    extra.update(extra_cal)
+    extra.update(extra_refer)
     if tuned is not None:
         extra.update(
             {
@@ -224,6 +263,7 @@ def ensemble(
                 "ensemble_members": [Path(m).name for m in members],
                 "postprocess": head.postprocess.to_dict(),
                 "card": card_from_metrics(metrics, str(out / "metrics.json")),
+                "conformal": head.answer_sets.to_dict() if head.answer_sets else None,
             },
         )
         log.info("Exported the ensemble to %s", export)

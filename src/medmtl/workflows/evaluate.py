@@ -89,6 +89,7 @@ def per_image_results(module: MultiTaskModule, dm: CasesDataModule, split: str) 
         split=split,
         meta={k: [cases[i].meta.get(k, "") for i in index] for k in keys},
         answer_set=sets.predict(prob) if sets is not None and prob is not None else None,
+        min_mask_agreement=getattr(module.net, "min_mask_agreement", None),
         # a model without an unlike-training score gives NaN: no column rather than an empty one
         **{c: got[c] for c in UNCERTAINTY_COLUMNS if c in got and np.isfinite(got[c]).any()},
     )

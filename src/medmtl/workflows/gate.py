@@ -33,7 +33,7 @@ import torch
 
 from medmtl.data.build import datamodule_from_config
 from medmtl.errors import ConfigError
-from medmtl.metrics import LESION_FOUND_IOU, dice_iou, match_lesions
+from medmtl.metrics import LESION_FOUND_IOU, dice_iou, mask_agreement, match_lesions
 from medmtl.models.multitask import threshold_shift
 from medmtl.training.metrics import confusion_counts
 from medmtl.training.module import MultiTaskModule
@@ -66,6 +66,8 @@ class GateEvidence:
     # each image's lesions, and (images, thresholds) how many of them its mask finds
     lesions: np.ndarray | None = None
     found: np.ndarray | None = None
+    # the ensemble's members' mask agreement (metrics.mask_agreement) on each image
+    mask_agreement: np.ndarray | None = None
 
     def score(
         self, min_prob: float, keep_above: float | None, threshold: float = 0.5
@@ -112,11 +114,17 @@ def _at_threshold(out: dict[str, Any], threshold: float) -> torch.Tensor:
 
 
 def gate_evidence(
-    runs: Sequence[Path], tta: bool = False, channels_last: bool = True, for_gate: bool = True
+    runs: Sequence[Path],
+    tta: bool = False,
+    channels_last: bool = True,
+    for_gate: bool = True,
+    ensemble_net: torch.nn.Module | None = None,
 ) -> GateEvidence:
     """Each member on its own validation split (a k-fold member: its fold, which no other
     split of it trained on), gate off: what :func:`tune_gate` needs (``for_gate``: checked to
-    be multi-task models with a gate) and the conformal answer sets (class probabilities)."""
+    be multi-task models with a gate) and the conformal answer sets (class probabilities).
+    With ``ensemble_net`` (an :class:`~medmtl.models.ensemble.EnsembleNet` of the members),
+    also the members' mask agreement on the same images."""
     parts: list[dict[str, np.ndarray]] = []
     for run in runs:
         module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
@@ -138,11 +146,17 @@ def gate_evidence(
         dm = datamodule_from_config(data)
         dm.setup()
         keys = ("p", "called", "max", "dice", "empty", "lesion", "prob", "label", "lesions",
-                "found")  # fmt: skip
+                "found", "agreement")  # fmt: skip
         part: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for batch in dm.dataloader("val"):
                 out = module(batch["image"])
+                if ensemble_net is not None:
+                    members = ensemble_net(batch["image"]).get("member_seg")
+                    agree = np.ones(len(batch["image"])) if members is None else mask_agreement(
+                        members.float().numpy()
+                    )  # fmt: skip
+                    part["agreement"].append(torch.from_numpy(np.asarray(agree, np.float64)))
                 prob = torch.softmax(out["cls"].double(), dim=1)
                 part["p"].append(prob[:, index])
                 part["called"].append(prob.argmax(1) == index)
@@ -178,8 +192,9 @@ def gate_evidence(
                     )
                 )
                 part["lesion"].append(lesion)
-        parts.append({k: torch.cat(v).numpy() for k, v in part.items()})
+        parts.append({k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in part.items()})
         log.info("%s: %d validation images", run, len(parts[-1]["p"]))
+    parts = [{k: v for k, v in p.items() if len(v)} for p in parts]
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return GateEvidence(
         p_gate=cat["p"].astype(np.float64),
@@ -192,6 +207,7 @@ def gate_evidence(
         label=cat["label"].astype(np.int64),
         lesions=cat["lesions"].astype(np.float64),
         found=cat["found"].astype(np.float64),
+        mask_agreement=cat["agreement"].astype(np.float64) if "agreement" in cat else None,
     )
 
 

@@ -171,7 +171,8 @@ def _ensemble_members(folder: Path, record: RunRecord) -> list[Path]:
 
 
 def read_json(path: Path) -> dict:
-    """A JSON file beside a run's record (conformal.json), or one DataError line."""
+    """A JSON file beside a run's record (conformal.json, calibration.json), or one DataError
+    line."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -232,11 +233,15 @@ def open_model(path: str | Path) -> OpenedModel:
     module, data, hps = build_ensemble(runs, gate)
     # the gate thresholds it was evaluated with, and its conformal answer sets (medmtl-ensemble
     # writes them beside its metrics.json)
-    sets = folder / "conformal.json"
+    sets, calibration = folder / "conformal.json", folder / "calibration.json"
     module.configure_evaluation(
         gate={k: getattr(own, k) for k in GATE_KEYS if own.is_ensemble},
         answer_sets=AnswerSets.from_dict(read_json(sets)) if sets.is_file() else None,
     )
+    if calibration.is_file():  # the ensemble's own temperature, fitted on unseen images
+        module.net.set_temperature(read_json(calibration)["calibration/temperature"])
+    if (folder / "refer.json").is_file():  # where its members' masks disagree too much
+        module.net.min_mask_agreement = read_json(folder / "refer.json")["refer/min_mask_agreement"]
     record = RunRecord(
         members=[str(r) for r in runs],
         ensemble_size=len(runs),

@@ -44,7 +44,7 @@ from medmtl.inference.core import ImagePrediction, heatmap_overlay, predict_imag
 from medmtl.io.dicomweb import StudyAddress
 from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.image import IMAGE_EXTENSIONS
-from medmtl.metrics import ANSWER_SEP
+from medmtl.metrics import ANSWER_SEP, REASON_SEP
 from medmtl.settings.commands import LOOPBACK, ServeSettings
 from medmtl.workflows.predict import (
     dicom_output,
@@ -197,6 +197,8 @@ def result_json(
     out.update(pred.uncertainty)
     if "answer_set" in out:
         out["answer_set"] = [c for c in out["answer_set"].split(ANSWER_SEP) if c]
+    if "refer_reasons" in out:  # why the page says to refer, in words
+        out["refer_reasons"] = [r for r in out["refer_reasons"].split(REASON_SEP) if r]
     for flag in ("unlike_training", "refer"):
         if flag in out:
             out[flag] = bool(out[flag])

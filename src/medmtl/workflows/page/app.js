@@ -298,9 +298,8 @@ function showUncertainty(result) {
     words.push(`the outlines agree only ${Math.round(100 * d.mask_agreement)} %`);
   }
   el.querySelector(".uncertainty").textContent = words.length ? `Certainty: ${words.join("; ")}.` : "";
-  const why = [];
-  if (d.unlike_training) why.push("the scan is unlike the training data");
-  if (Array.isArray(sets) && sets.length !== 1) why.push(sets.length ? `it could be ${sets.join(" or ")}` : "no class fits");
+  // the server's reasons (medmtl.metrics.refer_reasons): answer set, unlike scan, outlines
+  const why = Array.isArray(d.refer_reasons) ? d.refer_reasons : [];
   el.querySelector(".warning.refer").hidden = !d.refer;
   el.querySelector(".refer-why").textContent = why.length ? `${why.join("; ")}. A human should read this scan.` : "A human should read this scan.";
   if (d.variance_png) {
