@@ -187,3 +187,20 @@ def test_froc_counts_over_the_mask_threshold():
     perfect = dict(zip(LESION_COLUMNS, lesion_counts(lesions, lesions > 0), strict=True))
     assert all(perfect[f"lesions_found_t{t:g}"] == 2 for t in FROC_THRESHOLDS)
     assert all(perfect[f"fp_components_t{t:g}"] == 0 for t in FROC_THRESHOLDS)
+
+
+def test_refer_reasons_name_each_cause_and_the_mask_rule_needs_its_threshold():
+    from medmtl.metrics import refer, refer_reasons
+
+    sets = np.array([[0, 1, 0], [0, 1, 1], [0, 0, 0], [0, 1, 0]], dtype=float)
+    unlike = np.array([0.5, 0.5, 0.5, np.nan])
+    agree = np.array([0.95, 0.9, 0.9, 0.4])
+    names = ("normal", "benign", "malignant")
+    why = refer_reasons(sets, unlike, agree, 0.6, names)
+    assert why == [[], ["it could be benign or malignant"], ["no class fits"],
+                   ["the models' outlines agree only 40 %"]]  # fmt: skip
+    np.testing.assert_array_equal(refer(sets, unlike, agree, 0.6), [0, 1, 1, 1])
+    # no threshold (a single model): mask agreement refers nothing
+    np.testing.assert_array_equal(refer(sets, unlike, agree, None), [0, 1, 1, 0])
+    assert refer_reasons(None, None, agree, None) is None
+    np.testing.assert_array_equal(refer(None, None, agree, 0.6), [0, 0, 0, 1])

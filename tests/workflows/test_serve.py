@@ -347,6 +347,9 @@ def test_the_page_warns_on_a_foreign_image_in_a_real_browser(server, tmp_path):
         assert warning.is_displayed() and "Unlike the training data" in warning.text
         referred = result.find_element(By.CSS_SELECTOR, ".warning.refer")
         assert referred.is_displayed() and "unlike the training data" in referred.text
+        # the page says every reason the API gives (medmtl.metrics.refer_reasons), in its words
+        assert "the scan is unlike the training data" in api["refer_reasons"]
+        assert all(reason in referred.text for reason in api["refer_reasons"])
         assert result.get_attribute("data-unlike") == "true"
         shown = result.find_element(By.CSS_SELECTOR, ".answer-set").text
         expected = " or ".join(api["answer_set"]) or "none of the classes"
