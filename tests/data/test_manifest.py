@@ -90,11 +90,13 @@ def test_manifest_is_read_with_masks_groups_and_metadata(listed, tmp_path):
     assert cases[0].group == "P01" and cases[1].group == "P01"  # two images per patient
     assert cases[0].meta == {"device": "dev1"} and cases[0].class_name == "benign"
     assert cases[-1].class_name == "malignant" and cases[-1].label == 1
-    # the two mask files of the first image are merged with OR: the whole lesion again
-    _, merged, _ = read_case(cases[0])
+    # the two mask files of the first image: the network learns their union, and each is a
+    # lesion of its own for the lesion-level metrics (as BUSI's _mask_1 files)
+    _, lesions, _ = read_case(cases[0])
     halves = [np.asarray(Image.open(m)) > 0 for m in cases[0].masks]
     assert len(halves) == 2 and halves[0].any() and halves[1].any()
-    assert np.array_equal(merged, halves[0] | halves[1])
+    assert np.array_equal(lesions > 0, halves[0] | halves[1])
+    assert sorted(np.unique(lesions).tolist()) == [0, 1, 2]
 
 
 def test_patients_stay_on_one_side_of_the_split_and_every_fold(listed, tmp_path):

@@ -95,6 +95,11 @@ def test_health_and_model_card(client, tiny_ckpt, tiny_run, onnx_model):
     assert card["conformal"] == {**onnx_card["conformal"], "fitted": True, "alpha": 0.1}
     assert card["unlike"]["threshold"] == pytest.approx(run["unlike/threshold"])
     assert onnx_card["unlike"] == card["unlike"]
+    # ... the gate and the mask threshold the masks are made with, and the refer rule
+    assert card["gate"] == {"empty_mask_class": None, "empty_mask_min_prob": 0.0,
+                            "empty_mask_keep_above": None, "mask_threshold": 0.5}  # fmt: skip
+    assert onnx_card["gate"] == card["gate"]
+    assert card["refer"] == onnx_card["refer"] == {"min_mask_agreement": None}
 
 
 def test_a_good_image(client, image, tiny_ckpt, tmp_path):
