@@ -93,13 +93,14 @@ def test_markdown_counts_passes_and_shows_reasons():
     assert "fail: out of memory" in text
 
 
-@pytest.mark.parametrize(
-    "limit", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["one-cell", "two-cells"]
-)
+# a study cell at full size on the CPU takes over a minute: make test-full; CI runs one full-size
+# cell through every step in tests/bench/test_gpu_check.py (gpu-check --dry)
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", [1, 2], ids=["one-cell", "two-cells"])
 def test_study_cells_at_full_size(busi, tmp_path, limit):
     """PSPNet with ResNet50 (and ResNeXt50: the cheapest of the study's cells) as profile=gpu
     trains them (16 images of 256 px a step): two training steps, validation, calibration,
-    test and the record; FLOPs and memory measured. CI rehearses one; test-full two."""
+    test and the record; FLOPs and memory measured. make test-full rehearses one and two."""
     from medmtl.cli.rehearse import main
 
     out = tmp_path / "rehearse"

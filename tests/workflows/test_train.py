@@ -365,7 +365,9 @@ def test_bad_checkpoint_is_refused(tmp_path, make_cfg):
         # the fold model at 160 px takes a minute on 2 cores: make test-full; its offline
         # weights are checked in test_busi_cpu_with_another_lite_encoder_gets_its_weights
         pytest.param("busi_cpu", "lite2_offline", 5, marks=pytest.mark.slow),
-        ("busi_cpu_single", "lite0_offline", None),
+        # 44 s, most of it caching all of BUSI at 160 px: make test-full (a real BUSI run is in
+        # test_short_real_run_on_busi_subset)
+        pytest.param("busi_cpu_single", "lite0_offline", None, marks=pytest.mark.slow),
     ],
 )
 def test_busi_cpu_experiment_fast_dev_run(experiment, weights, folds, busi, make_cfg, tmp_path):
