@@ -126,6 +126,8 @@ def gate_evidence(
     With ``ensemble_net`` (an :class:`~medmtl.models.ensemble.EnsembleNet` of the members),
     also the members' mask agreement on the same images."""
     parts: list[dict[str, np.ndarray]] = []
+    if ensemble_net is not None:
+        ensemble_net.eval()
     for run in runs:
         module, ckpt = MultiTaskModule.from_checkpoint(best_checkpoint(run))
         data = dict(ckpt["hyper_parameters"]["data"])
