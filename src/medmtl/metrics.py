@@ -280,7 +280,9 @@ def lesion_counts(lesions: np.ndarray, prob: np.ndarray) -> np.ndarray:
     if lesions.dtype == bool:
         lesions = components(lesions)
     prob = np.asarray(prob, dtype=np.float64)
-    ious, areas, fp = match_lesions(lesions, prob >= 0.5)
+    # the mask at 0.5, and at each FROC threshold (0.5 among them: matched once)
+    matched = {t: match_lesions(lesions, prob >= t) for t in dict.fromkeys((0.5, *FROC_THRESHOLDS))}
+    ious, areas, fp = matched[0.5]
     found = ious >= LESION_FOUND_IOU
     share = areas / lesions.size
     out = [len(ious), int(found.sum()), fp]
@@ -289,7 +291,7 @@ def lesion_counts(lesions: np.ndarray, prob: np.ndarray) -> np.ndarray:
         dice = 2 * ious[inside] / (1 + ious[inside])
         out += [int(inside.sum()), int(found[inside].sum()), float(dice.sum())]
     for t in FROC_THRESHOLDS:
-        at_t, _, fp_t = match_lesions(lesions, prob >= t)
+        at_t, _, fp_t = matched[t]
         out += [int((at_t >= LESION_FOUND_IOU).sum()), fp_t]
     out += boundary_metrics(lesions > 0, prob >= 0.5)
     return np.asarray(out, dtype=np.float64)

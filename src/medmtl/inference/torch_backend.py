@@ -34,15 +34,15 @@ class TorchBackend:
         self.hparams = hp
         # conformal answer sets calibrated after training (None: an older checkpoint)
         self.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
+        self.min_mask_agreement = None  # a single model: no members to disagree about a mask
         self.card = {
             **card_from_checkpoint(ckpt_path, hp),
             "calibration": calibration_record(self.net),
             "conformal": conformal_record(self.answer_sets),
             "unlike": unlike_record(self.net),
             "gate": gate_record(self.net, self.class_names),
-            "refer": {"min_mask_agreement": None},  # a single model: no members to disagree
+            "refer": {"min_mask_agreement": self.min_mask_agreement},
         }
-        self.min_mask_agreement = None
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:

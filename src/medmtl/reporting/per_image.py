@@ -243,6 +243,11 @@ def _fmt(v: float) -> str:
     return repr(float(v)) if math.isfinite(v) else ""
 
 
+def _parse(text: str) -> float:
+    """A number :func:`_fmt` wrote (an empty cell: NaN)."""
+    return float(text) if text != "" else np.nan
+
+
 def write_predictions(path: str | Path, p: PerImage) -> Path:
     """Write ``predictions_<split>.csv`` atomically: one row per image."""
     head = ["id", "dataset", "split", "true_class"]
@@ -378,14 +383,10 @@ def read_predictions(path: str | Path, classes: Sequence[str] | None = None) -> 
                 raise ValueError(f"answer_set names unknown classes {strange}")
             answer_set = np.array([[c in s for c in names] for s in sets], dtype=np.float64)
         uncertainty = {
-            c: np.array([float(r[c]) if r[c] != "" else np.nan for r in rows])
-            for c in UNCERTAINTY_COLUMNS
-            if c in head
+            c: np.array([_parse(r[c]) for r in rows]) for c in UNCERTAINTY_COLUMNS if c in head
         }
         lesions = (
-            np.array(
-                [[float(r[c]) if r[c] != "" else np.nan for c in LESION_COLUMNS] for r in rows]
-            )  # fmt: skip
+            np.array([[_parse(r[c]) for c in LESION_COLUMNS] for r in rows])
             if "lesions" in head
             else None
         )

@@ -154,10 +154,10 @@ def ensemble(
                      "calibration/num_images": int(len(label))}  # fmt: skip
         write_json(out / "calibration.json", extra_cal)
         log.info("Ensemble temperature %.4f fitted on %d %s images", temperature, len(label), where)
-    elif calibrate:
-        prob, label = _validation_probabilities(head, data)
-        where = "shared validation"
     if wants_sets:
+        if not out_of_fold:
+            prob, label = _validation_probabilities(head, data)
+            where = "shared validation"
         head.configure_evaluation(
             answer_sets=AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
         )

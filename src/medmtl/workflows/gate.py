@@ -184,15 +184,12 @@ def gate_evidence(
                     tp, fp, fn, lesion = confusion_counts(at, batch["mask"])
                     dice.append(dice_iou(tp, fp, fn)[0])
                     empty.append(tp + fp == 0)
-                    found.append(_lesions_found(truth, (at >= 0).numpy()[:, 0]))
+                    hits, lesions = _lesions_found(truth, (at >= 0).numpy()[:, 0])
+                    found.append(hits)
                 part["dice"].append(torch.stack(dice, dim=1))
                 part["empty"].append(torch.stack(empty, dim=1))
                 part["found"].append(torch.stack(found, dim=1))
-                part["lesions"].append(
-                    torch.tensor(
-                        [len(match_lesions(t, t > 0)[0]) for t in truth], dtype=torch.float64
-                    )
-                )
+                part["lesions"].append(lesions)  # the same at every threshold
                 part["lesion"].append(lesion)
         parts.append({k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in part.items()})
         log.info("%s: %d validation images", run, len(parts[-1]["p"]))
@@ -213,15 +210,13 @@ def gate_evidence(
     )
 
 
-def _lesions_found(truth: np.ndarray, masks: np.ndarray) -> torch.Tensor:
-    """(n,) how many of each image's lesions (instance labels) its mask finds."""
-    return torch.tensor(
-        [
-            float((match_lesions(t, m)[0] >= LESION_FOUND_IOU).sum())
-            for t, m in zip(truth, masks, strict=True)
-        ],
-        dtype=torch.float64,
-    )
+def _lesions_found(truth: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) how many of each image's lesions (instance labels) its mask finds, and (n,) how
+    many lesions it has."""
+    ious = [match_lesions(t, m)[0] for t, m in zip(truth, masks, strict=True)]
+    found = [float((i >= LESION_FOUND_IOU).sum()) for i in ious]
+    return (torch.tensor(found, dtype=torch.float64),
+            torch.tensor([float(len(i)) for i in ious], dtype=torch.float64))  # fmt: skip
 
 
 def tune_gate(evidence: GateEvidence, target_sensitivity: float | None = None) -> dict[str, Any]:
