@@ -208,12 +208,24 @@ LESION_FOUND_IOU = 0.1  # a lesion is found at this IoU with the predicted compo
 SIZE_BINS = (("small", 0.0, 0.01), ("medium", 0.01, 0.05), ("large", 0.05, 1.01))
 
 
+def size_bin(share: float) -> str:
+    """The :data:`SIZE_BINS` name of a lesion covering ``share`` of the image."""
+    return next(name for name, low, high in SIZE_BINS if low <= share < high)
+
+
 def components(mask: np.ndarray) -> np.ndarray:
     """Connected components (8-connected) of a boolean mask: 0 background, 1..K."""
     import cv2
 
     _, labels = cv2.connectedComponents(np.asarray(mask, dtype=np.uint8), connectivity=8)
     return labels
+
+
+def instances(lesions: np.ndarray) -> np.ndarray:
+    """Lesion instance labels (0 background, 1..L): as given, or for a boolean mask its
+    connected parts, each a lesion."""
+    lesions = np.asarray(lesions)
+    return components(lesions) if lesions.dtype == bool else lesions
 
 
 def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -227,9 +239,7 @@ def match_lesions(lesions: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np
     positive**. Returns each lesion's IoU (L,), its area in pixels (L,), and the number of
     false-positive components.
     """
-    lesions = np.asarray(lesions)
-    if lesions.dtype == bool:
-        lesions = components(lesions)
+    lesions = instances(lesions)
     comp = components(pred)
     ids = [int(v) for v in np.unique(lesions) if v != 0]
     ious, areas = np.zeros(len(ids)), np.zeros(len(ids))
@@ -276,9 +286,7 @@ def lesion_counts(lesions: np.ndarray, prob: np.ndarray) -> np.ndarray:
     lesions, those found and the sum of their Dice (2 IoU / (1 + IoU)), at each of
     :data:`FROC_THRESHOLDS` the lesions found and the false-positive components, and the
     mask's :func:`boundary_metrics` (NaN where undefined)."""
-    lesions = np.asarray(lesions)
-    if lesions.dtype == bool:
-        lesions = components(lesions)
+    lesions = instances(lesions)
     prob = np.asarray(prob, dtype=np.float64)
     # the mask at 0.5, and at each FROC threshold (0.5 among them: matched once)
     matched = {t: match_lesions(lesions, prob >= t) for t in dict.fromkeys((0.5, *FROC_THRESHOLDS))}

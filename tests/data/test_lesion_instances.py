@@ -84,3 +84,23 @@ def test_a_busi_image_with_two_touching_masks_keeps_two_lesions(busi):
     cached = load_case(case, PreprocessSettings(image_size=256))
     assert sorted(np.unique(cached.lesions).tolist()) == [0, 1, 2]
     assert cached.mask.dtype == bool and cached.mask.sum() == (cached.lesions > 0).sum()
+
+
+def test_a_lesion_lost_on_the_model_grid_is_named_in_a_warning(tmp_path, caplog):
+    from PIL import Image
+
+    from medmtl.data.index import Case
+    from medmtl.preprocess.pipeline import PreprocessSettings
+
+    mask = np.zeros((200, 200), np.uint8)
+    mask[20:120, 20:120] = 255
+    mask[180, 180] = 255  # one pixel: less than half a pixel of a 32 px grid
+    Image.fromarray(np.full((200, 200), 80, np.uint8)).save(tmp_path / "b.png")
+    Image.fromarray(mask).save(tmp_path / "b_mask.png")
+    case = Case("b.png", tmp_path / "b.png", (tmp_path / "b_mask.png",), 1, "benign")
+    with caplog.at_level("WARNING", logger="medmtl.data.cache"):
+        cached = load_case(case, PreprocessSettings(image_size=32))
+    assert sorted(np.unique(cached.lesions).tolist()) == [0, 1]
+    assert "b.png: 1 lesion(s) smaller than half a pixel" in caplog.text
+    assert "(areas 1 px on the original)" in caplog.text
+    np.testing.assert_allclose(cached.lesion_area_px, [10000, 1])

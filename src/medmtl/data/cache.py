@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -26,7 +26,9 @@ from medmtl.io.files import atomic_path
 from medmtl.io.image import read_image, read_mask, to_grey
 from medmtl.preprocess.pipeline import PreprocessSettings
 
-CACHE_VERSION = 2  # 2: lesion instance labels instead of one boolean mask
+# 2: lesion instance labels instead of one boolean mask; 3: each lesion's area on the original
+# image and the original pixel's area in mm²
+CACHE_VERSION = 3
 MAX_LESIONS = 255  # instance labels are uint8
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,16 @@ class CachedCase:
     image: np.ndarray  # (S, S) uint8
     lesions: np.ndarray  # (S, S) uint8 lesion instance labels, 0 background (lesion_labels)
     thumb: np.ndarray  # (t, t) float32, from the original image, for duplicate search
+    # lesion k's area in pixels of the original image at [k - 1] (0: no such label)
+    lesion_area_px: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    pixel_mm2: float = float("nan")  # an original pixel's area in mm² (NaN: spacing unknown)
+
+    def lesion_area_mm2(self, label: int) -> float:
+        """Lesion ``label``'s area in mm² on the original image (NaN where the spacing or the
+        lesion is unknown)."""
+        if not 0 < label <= len(self.lesion_area_px):
+            return float("nan")
+        return float(self.lesion_area_px[label - 1] * self.pixel_mm2)
 
     @property
     def mask(self) -> np.ndarray:
@@ -113,10 +125,22 @@ def read_case(case: Case):
 def load_case(case: Case, settings: PreprocessSettings, thumb_size: int = 32) -> CachedCase:
     """Read one case from disk and apply the deterministic transform; DataError on a bad file."""
     image, lesions, meta = read_case(case)
+    grid = resize_lesions(lesions, settings.image_size)
+    lost = sorted(set(np.unique(lesions).tolist()) - set(np.unique(grid).tolist()))
+    if lost:  # counted nowhere from here on: say so rather than drop it silently
+        log.warning(
+            "%s: %d lesion(s) smaller than half a pixel at data.image_size=%d are not scored "
+            "(areas %s px on the original)",
+            case.image, len(lost), settings.image_size,
+            ", ".join(str(int((lesions == k).sum())) for k in lost),
+        )  # fmt: skip
+    sp = meta.pixel_spacing_mm
     return CachedCase(
         image=settings.model_image(image, meta, str(case.image)),
-        lesions=resize_lesions(lesions, settings.image_size),
+        lesions=grid,
         thumb=thumbnail(image, thumb_size),
+        lesion_area_px=np.bincount(lesions.ravel(), minlength=1)[1:].astype(np.float64),
+        pixel_mm2=float(sp[0] * sp[1]) if sp else float("nan"),
     )
 
 
@@ -143,6 +167,9 @@ def _key(case: Case, settings: PreprocessSettings, thumb_size: int) -> str:
 _READ_LOCK = threading.Lock()
 
 
+_CACHED = ("image", "lesions", "thumb", "lesion_area_px", "pixel_mm2")
+
+
 def _load_or_build(
     case: Case, settings: PreprocessSettings, cache_dir: Path | None, thumb_size: int
 ) -> CachedCase:
@@ -152,13 +179,14 @@ def _load_or_build(
     if file.exists():
         try:
             with _READ_LOCK, np.load(file) as z:
-                return CachedCase(z["image"], z["lesions"], z["thumb"])
+                arrays = {k: z[k] for k in _CACHED}
+            return CachedCase(**arrays | {"pixel_mm2": float(arrays["pixel_mm2"])})
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is damaged; rebuilding it", file)
     item = load_case(case, settings, thumb_size)
     # two loader threads may build identical files (same key) at once: each has its own temp file
     with atomic_path(file) as tmp:
-        np.savez(tmp, image=item.image, lesions=item.lesions, thumb=item.thumb)
+        np.savez(tmp, **{k: getattr(item, k) for k in _CACHED})
     return item
 
 

@@ -225,6 +225,11 @@ class CasesDataModule(L.LightningDataModule):
         self._check_split(split)
         return [c for i, c in enumerate(self.index.cases) if self._in(split, i)]
 
+    def cached(self, split: str) -> list[CachedCase]:
+        """The cached arrays of one split's cases, in :meth:`cases` order."""
+        self._check_split(split)
+        return [c for i, c in enumerate(self.items) if self._in(split, i)]
+
     def _in(self, split: str, i: int) -> bool:
         return split == "all" or self.split[i] == split
 

@@ -27,14 +27,17 @@ from medmtl.metrics import (
     FROC_FP_RATES,
     FROC_THRESHOLDS,
     LESION_COLUMNS,
+    LESION_FOUND_IOU,
     SIZE_BINS,
     brier,
     calibration,
     dice_iou,
     entropy,
+    match_lesions,
     nll,
     overall_score,
     refer,
+    size_bin,
 )
 
 
@@ -311,7 +314,51 @@ def masks_in_order(ids: Sequence[str], samples: dict, what: str) -> dict[str, np
     keep = order[np.r_[True, index[order][1:] != index[order][:-1]]]  # one entry per image
     if len(keep) != len(ids):
         raise DataError(f"{what}: {len(keep)} evaluated images for {len(ids)} predictions.")
-    return {k: np.asarray(samples[k])[keep][:, 0] for k in ("image", "mask", "pred_mask")}
+    keys = [k for k in ("image", "mask", "pred_mask", "lesions") if k in samples]
+    return {k: np.asarray(samples[k])[keep][:, 0] for k in keys}
+
+
+# lesions_<split>.csv: one row per lesion
+LESION_TABLE = (
+    "id", "lesion", "size", "grid_area_px", "grid_share", "area_px", "area_mm2", "iou", "dice",
+    "found",
+)  # fmt: skip
+
+
+def write_lesions(
+    path: str | Path, ids: Sequence[str], samples: dict, cases: Sequence | None = None
+) -> Path:
+    """``lesions_<split>.csv``: each lesion of the evaluated images (``ids`` order, that of
+    ``predictions_<split>.csv``), matched against the mask that was scored as
+    :func:`medmtl.metrics.match_lesions` does: its label in the image, size bin and area on
+    the model's input grid, its area in pixels and mm² on the original image (``cases``: the
+    cached cases in ``ids`` order, :class:`medmtl.data.cache.CachedCase`; empty where
+    unknown), its IoU and Dice with the predicted components touching it, and whether it was
+    found. Written atomically; an image without lesions has no row."""
+    arrays = masks_in_order(ids, samples, str(path))
+    if cases is not None and len(cases) != len(ids):
+        raise DataError(f"{path}: {len(cases)} cached cases for {len(ids)} images.")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LESION_TABLE)
+    for i, case_id in enumerate(ids):
+        labels, pred = arrays["lesions"][i], arrays["pred_mask"][i]
+        ious, areas, _ = match_lesions(labels, pred)
+        ids_here = [int(v) for v in np.unique(labels) if v != 0]  # match_lesions' order
+        for label, iou, area in zip(ids_here, ious, areas, strict=True):
+            share = area / labels.size
+            case = cases[i] if cases is not None else None
+            original = (
+                case.lesion_area_px[label - 1]
+                if case is not None and label <= len(case.lesion_area_px)
+                else np.nan
+            )
+            mm2 = case.lesion_area_mm2(label) if case is not None else np.nan
+            w.writerow([
+                case_id, label, size_bin(share), int(area), _fmt(share), _fmt(original),
+                _fmt(mm2), _fmt(iou), _fmt(2 * iou / (1 + iou)), int(iou >= LESION_FOUND_IOU),
+            ])  # fmt: skip
+    return atomic_write_text(path, buf.getvalue())
 
 
 def write_masks(path: str | Path, ids: Sequence[str], samples: dict) -> Path:

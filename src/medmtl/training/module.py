@@ -21,7 +21,7 @@ from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.data.splits import cv_folds_of, fold_of
 from medmtl.data.transforms import amplitude_mix
 from medmtl.errors import ConfigError, MedmtlError
-from medmtl.metrics import dice_iou, disagreement, lesion_counts, overall_score
+from medmtl.metrics import dice_iou, disagreement, instances, lesion_counts, overall_score
 from medmtl.models.calibration import calibration_record, drop_temperatures
 from medmtl.models.checkpoint import CONFORMAL_KEY, load_checkpoint, stored_net
 from medmtl.models.conformal import AnswerSets
@@ -339,6 +339,8 @@ class MultiTaskModule(L.LightningModule):
             # batch without instance labels: each connected part of the mask is a lesion
             prob = torch.sigmoid(out["seg"].float()).cpu().numpy()
             truth = batch.get("lesions", keep["mask"]).cpu().numpy()
+            truth = np.stack([instances(t[0])[None] for t in truth])
+            keep["lesions"] = torch.from_numpy(truth)  # for the per-lesion table
             keep["lesion_counts"] = torch.from_numpy(
                 np.stack([lesion_counts(t[0], q[0]) for t, q in zip(truth, prob, strict=True)])
             )

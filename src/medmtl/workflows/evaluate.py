@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medmtl.data.build import datamodule_from_config
+from medmtl.data.cache import CachedCase
 from medmtl.data.datamodule import PREPROCESS_KEYS, CasesDataModule
 from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.errors import ConfigError, DataError, MedmtlError
@@ -36,6 +37,7 @@ from medmtl.reporting.per_image import (
     PerImage,
     metrics_dict,
     restrict,
+    write_lesions,
     write_masks,
     write_predictions,
 )
@@ -190,10 +192,13 @@ def write_split_outputs(
     run_csv: Path | None = None,
     save_masks: bool = False,
     figures: bool = True,
+    cases: Sequence[CachedCase] | None = None,
 ) -> list[Path]:
-    """``predictions_<split>.csv``, ``by_<column>.md|csv``, the evaluation figures (unless
-    ``figures`` is false) and, with ``save_masks``, ``masks_<split>.npz`` (the images and the
-    masks that were scored); returns the figures written."""
+    """``predictions_<split>.csv``, ``lesions_<split>.csv`` (with a segmentation head;
+    ``cases``: the split's cached cases, for the lesions' original areas), ``by_<column>.md|csv``,
+    the evaluation figures (unless ``figures`` is false) and, with ``save_masks``,
+    ``masks_<split>.npz`` (the images and the masks that were scored); returns the figures
+    written."""
     write_per_image(out_dir, per)
     sets = module.answer_sets
     coverage = 1 - sets.alpha if sets is not None else None
@@ -202,6 +207,15 @@ def write_split_outputs(
             atomic_write_text(out_dir / f"by_{column}.{fmt}", render(g, fmt, coverage))
         log.info("By %s:\n%s", column, render(g, "md", coverage))
     samples = module.test_samples()
+    if per is not None and "lesions" in samples:
+        if len(np.unique(samples["index"].numpy())) == len(per.ids):
+            write_lesions(out_dir / f"lesions_{split}.csv", per.ids, samples, cases)
+        else:  # each process kept the masks of its own images only
+            log.warning(
+                "no lesions_%s.csv: the test ran in several processes; medmtl-eval in one "
+                "process writes it.",
+                split,
+            )
     if save_masks and per is not None:
         write_masks(out_dir / f"masks_{split}.npz", per.ids, samples)
     classes = list(module.class_names)
@@ -339,7 +353,16 @@ def test_module(
     metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         drawn = write_split_outputs(
-            out_dir, module, split, metrics, per, groups, run_csv, save_masks, figures
+            out_dir,
+            module,
+            split,
+            metrics,
+            per,
+            groups,
+            run_csv,
+            save_masks,
+            figures,
+            cases=dm.cached(split),
         )
         if wandb is not None:
             samples = module.test_samples() if module.samples else None

@@ -331,6 +331,7 @@ def _fit_and_test(
             groups,
             out_dir / "csv" / "metrics.csv",
             figures=run.figures,
+            cases=dm.cached("test"),
         )
     record = module.describe().update(metrics)
     record.resumed_from = run.ckpt_path
