@@ -55,6 +55,22 @@ def test_two_runs_average_and_export(tiny_run, second_run, tmp_path, cache_dir):
     ens = read_predictions(out / "predictions_test.csv")
     a, b = (read_predictions(r / "predictions_test.csv") for r in (tiny_run, second_run))
     assert np.allclose(ens.prob, (a.prob + b.prob) / 2, atol=1e-5)  # the mean of the members
+    # members of one fixed split: answer sets and the refer threshold of their mask agreement
+    # are both set on the shared validation images, which neither member trained on
+    from medmtl.metrics import refer
+
+    rule = json.loads((out / "refer.json").read_text())
+    sets = json.loads((out / "conformal.json").read_text())
+    assert rule["refer/fitted_on"] == "shared validation"
+    assert rule["refer/num_images"] == len(sets["labels"]) > 0
+    assert (
+        ens.min_mask_agreement == rule["refer/min_mask_agreement"] == m["refer/min_mask_agreement"]
+    )
+    assert 0 < ens.min_mask_agreement <= 1
+    want = (ens.mask_agreement < ens.min_mask_agreement) | (
+        refer(ens.answer_set, ens.unlike_score) > 0
+    )
+    assert np.array_equal(ens.refer > 0, want)
     # the exported ensemble predicts through the ONNX backend like any model
     img = sorted((cache_dir / "phantom").rglob("*.png"))
     img = next(p for p in img if "_mask" not in p.name)

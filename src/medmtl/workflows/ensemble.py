@@ -17,6 +17,7 @@ from medmtl.data.splits import fold_of
 from medmtl.errors import ConfigError, open_fraction
 from medmtl.inference.card import card_from_metrics
 from medmtl.io.files import ensure_output_dir
+from medmtl.metrics import mask_agreement
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import stored_net
 from medmtl.models.conformal import AnswerSets
@@ -121,25 +122,34 @@ def ensemble(
             "nor models of one fixed split, so no validation images are unseen by all of them."
         )
         wants_sets = False
-    # k-fold members' mask agreement on the images each fold held out: where refer sets in
-    agreement = out_of_fold and head.task == "multitask" and len(runs) > 1
+    # the members' mask agreement on images none of them trained on (each fold's held-out
+    # images, or the shared validation split): where refer sets in
+    agreement = (out_of_fold or shared_val) and head.task == "multitask" and len(runs) > 1
     evidence = None
-    if gate == "tune" or (calibrate and out_of_fold) or agreement:
+    if gate == "tune" or (calibrate and out_of_fold) or (agreement and out_of_fold):
         evidence = gate_evidence(runs, tta, channels_last, for_gate=gate == "tune",
-                                 ensemble_net=head.net if agreement else None)  # fmt: skip
+                                 ensemble_net=head.net if agreement and out_of_fold else None)  # fmt: skip
+    shared = _shared_validation(head, data) if shared_val and (wants_sets or agreement) else None
     extra_refer: dict[str, Any] = {}
     if agreement:
-        head.net.min_mask_agreement = float(
-            np.quantile(evidence.mask_agreement, REFER_AGREEMENT_QUANTILE)
+        agree, agree_on = (
+            (evidence.mask_agreement, "out-of-fold validation")
+            if out_of_fold
+            else (shared["agreement"], "shared validation")
         )
+    if agreement and not len(agree):
+        log.warning("No mask-agreement refer rule: the members have no validation images.")
+    elif agreement:
+        head.net.min_mask_agreement = float(np.quantile(agree, REFER_AGREEMENT_QUANTILE))
         extra_refer = {"refer/min_mask_agreement": head.net.min_mask_agreement,
                        "refer/quantile": REFER_AGREEMENT_QUANTILE,
-                       "refer/num_images": int(len(evidence.mask_agreement))}  # fmt: skip
+                       "refer/num_images": int(len(agree)),
+                       "refer/fitted_on": agree_on}  # fmt: skip
         write_json(out / "refer.json", extra_refer)
         log.info(
             "Refer when the members' masks agree less than %.4f (the %g quantile of their "
-            "agreement on %d out-of-fold validation images)", head.net.min_mask_agreement,
-            REFER_AGREEMENT_QUANTILE, len(evidence.mask_agreement),
+            "agreement on %d %s images)", head.net.min_mask_agreement,
+            REFER_AGREEMENT_QUANTILE, len(agree), agree_on,
         )  # fmt: skip
     extra_cal: dict[str, Any] = {}
     if calibrate and out_of_fold:
@@ -156,8 +166,7 @@ def ensemble(
         log.info("Ensemble temperature %.4f fitted on %d %s images", temperature, len(label), where)
     if wants_sets:
         if not out_of_fold:
-            prob, label = _validation_probabilities(head, data)
-            where = "shared validation"
+            prob, label, where = shared["prob"], shared["label"], "shared validation"
         head.configure_evaluation(
             answer_sets=AnswerSets.fit(prob, label, conformal_alpha, conformal_by_class)
         )
@@ -271,23 +280,27 @@ def ensemble(
     return metrics
 
 
-def _validation_probabilities(head: Any, data: dict[str, Any]) -> tuple[Any, Any]:
-    """The ensemble's class probabilities and the labels of its members' shared validation
-    split (members of one fixed split: no member trained on it)."""
-    import numpy as np
+def _shared_validation(head: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The ensemble's class probabilities, its members' mask agreement (multi-task members,
+    without test-time flip, as :func:`medmtl.workflows.gate.gate_evidence` measures it out of
+    fold) and the labels on its members' shared validation split (members of one fixed split:
+    no member trained on it)."""
     import torch
 
     dm = datamodule_from_config(data)
     dm.setup()
     head.eval()
-    probs, labels = [], []
+    part: dict[str, list] = {"prob": [], "label": [], "agreement": []}
     with torch.no_grad():
         for batch in dm.dataloader("val"):
-            probs.append(torch.softmax(head(batch["image"])["cls"].double(), dim=1))
-            labels.append(batch["label"])
-    if not labels:
-        return np.zeros((0, len(head.class_names))), np.zeros(0, dtype=np.int64)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy().astype(np.int64)
+            out = head(batch["image"])
+            part["prob"].append(torch.softmax(out["cls"].double(), dim=1).numpy())
+            part["label"].append(batch["label"].numpy().astype(np.int64))
+            members = head.net(batch["image"]).get("member_seg")
+            if members is not None:
+                part["agreement"].append(mask_agreement(members.float().numpy()))
+    empty = {"prob": np.zeros((0, len(head.class_names))), "label": np.zeros(0, np.int64)}
+    return {k: np.concatenate(v) if v else empty.get(k, np.zeros(0)) for k, v in part.items()}
 
 
 def run_ensemble_cli(settings: EnsembleSettings) -> int:
