@@ -20,8 +20,12 @@ def test_older_metadata_gets_what_those_models_behaved_with():
     assert meta["calibration"]["temperature"] == 1.0 and not meta["calibration"]["calibrated"]
     assert meta["conformal"] is None and meta["unlike"] == {"fitted": False}
     assert meta["card"] == {} and meta["class_names"] == ["a", "b"]
-    kept = upgrade_onnx_meta({"postprocess": {"min_area": 3}, "unlike": {"fitted": True}})
+    assert meta["tta"] is False  # predicted without the flip, as medmtl-predict then did
+    kept = upgrade_onnx_meta(
+        {"postprocess": {"min_area": 3}, "unlike": {"fitted": True}, "tta": True}
+    )
     assert kept["postprocess"] == {"min_area": 3} and kept["unlike"] == {"fitted": True}
+    assert kept["tta"] is True
 
 
 def test_an_export_of_the_oldest_form_still_predicts(tiny_ckpt, tmp_path):

@@ -97,3 +97,25 @@ def test_tables_read_runs_through_the_record(tmp_path):
     (run,) = collect_runs(tmp_path)
     assert run.setting("seg_weight") == "0.3" and run.repeat == ("5", "None")
     assert run.value("test/cls_acc") == 0.9 and not run.is_ensemble
+
+
+def test_a_checkpoint_is_predicted_with_the_flip_its_run_was_evaluated_with(tmp_path):
+    """medmtl-predict's and the page's default test-time flip: the run's, which its temperature
+    and answer sets were fitted with."""
+    import json
+
+    from medmtl.settings.record import evaluated_tta
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"")
+    assert evaluated_tta(run / "checkpoints" / "best.ckpt") is False  # no record: no flip
+    (run / "metrics.json").write_text(json.dumps({"tta": True}))
+    assert evaluated_tta(run / "checkpoints" / "best.ckpt") is True
+    artifact = tmp_path / "artifact"  # a W&B model artifact: model.ckpt beside metrics.json
+    artifact.mkdir()
+    (artifact / "model.ckpt").write_bytes(b"")
+    (artifact / "metrics.json").write_text(json.dumps({"tta": False}))
+    assert evaluated_tta(artifact / "model.ckpt") is False
+    (artifact / "metrics.json").write_text(json.dumps({"tta": True}))
+    assert evaluated_tta(artifact / "model.ckpt") is True

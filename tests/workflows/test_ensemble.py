@@ -414,6 +414,7 @@ class _TorchEnsemble:
         self.postprocess = module.postprocess
         self.answer_sets = module.answer_sets
         self.min_mask_agreement = self.net.min_mask_agreement
+        self.tta = opened.tta
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         import torch
@@ -438,10 +439,13 @@ def test_the_exported_ensemble_answers_as_the_pytorch_ensemble_on_busi(tuned, bu
             if "_mask" not in src.name:
                 (images / src.name).symlink_to(src)
     assert len(list(images.iterdir())) >= 9
+    # medmtl-predict flips the images as the ensemble was evaluated (its answer sets, gate and
+    # temperature were fitted so) without being told; the PyTorch ensemble is told
+    assert OnnxBackend(onnx_path).tta is True and metrics["ensemble/tta"] is True
     res = run_cli("predict", "backend=onnx", f"model={onnx_path}", f"input={images}",
                   f"out={tmp_path / 'onnx'}", timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    predict_paths(_TorchEnsemble(folder), images, tmp_path / "torch", progress=False)
+    predict_paths(_TorchEnsemble(folder), images, tmp_path / "torch", tta=True, progress=False)
     rows = [
         {r["file"]: r for r in csv.DictReader((tmp_path / d / "predictions.csv").open())}
         for d in ("onnx", "torch")

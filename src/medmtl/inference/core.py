@@ -39,6 +39,7 @@ class Backend(Protocol):
     settings: PreprocessSettings
     class_names: list[str]
     task: str
+    tta: bool  # the test-time flip it was evaluated with: medmtl-predict's and the page's default
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(B,1,S,S) float32 -> the network's outputs: ``seg`` mask logits (B,1,S,S) and ``cls``

@@ -59,6 +59,7 @@ def export_onnx(ckpt_path: str | Path, out_path: str | Path, opset: int = 17) ->
             "postprocess": backend.postprocess.to_dict(),
             "card": backend.card,
             "conformal": backend.answer_sets.to_dict() if backend.answer_sets else None,
+            "tta": backend.tta,
         },
     )
 

@@ -53,6 +53,7 @@ class OnnxBackend:
         self.answer_sets = AnswerSets.from_dict(meta["conformal"])
         # an ensemble's members disagreeing about the mask below this refers the image
         self.min_mask_agreement = (meta.get("refer") or {}).get("min_mask_agreement")
+        self.tta = bool(meta["tta"])  # the flip it was evaluated with
         self.card = {
             **dict(meta["card"]),
             "calibration": self.calibration,

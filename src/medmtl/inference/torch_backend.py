@@ -15,6 +15,7 @@ from medmtl.models.multitask import gate_record
 from medmtl.models.postprocess import PostProcess
 from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
+from medmtl.settings.record import evaluated_tta
 
 
 class TorchBackend:
@@ -35,6 +36,8 @@ class TorchBackend:
         # conformal answer sets calibrated after training (None: an older checkpoint)
         self.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
         self.min_mask_agreement = None  # a single model: no members to disagree about a mask
+        # the flip its run was evaluated (and its temperature and answer sets fitted) with
+        self.tta = evaluated_tta(ckpt_path)
         self.card = {
             **card_from_checkpoint(ckpt_path, hp),
             "calibration": calibration_record(self.net),

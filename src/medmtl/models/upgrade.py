@@ -57,13 +57,15 @@ def upgrade(hp: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
 def upgrade_onnx_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """An exported model's ``medmtl`` metadata in today's form: the entries added since the
     first exports get the value those models behaved with (no post-processing, uncalibrated
-    logits, no conformal answer sets, no unlike-training score, an empty card)."""
+    logits, no conformal answer sets, no unlike-training score, an empty card, no test-time
+    flip)."""
     added = {
         "postprocess": ModelSettings().postprocess,
         "calibration": calibration_record(None),
         "conformal": None,
         "unlike": {"fitted": False},
         "card": {},
+        "tta": False,
     }
     out = dict(meta)
     for key, value in added.items():

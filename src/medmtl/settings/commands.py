@@ -154,7 +154,11 @@ class PredictSettings(Settings):
         path="any",
     )
     backend: str = opt("torch", "torch | onnx (onnx: no torch needed)")
-    tta: bool = opt(False, "test-time horizontal flip (the mean of both probabilities)")
+    tta: bool | None = opt(
+        None,
+        "test-time horizontal flip (the mean of both probabilities); null: as the model was "
+        "evaluated, which its temperature and answer sets were fitted with",
+    )
     explain: str | None = opt(None, "gradcam: a Grad-CAM heat map per image (PyTorch backend)")
     batch_size: int = opt(8, "images per forward pass")
     threshold: float = opt(0.5, "mask probability threshold, in [0, 1]")
@@ -186,7 +190,8 @@ class PredictSettings(Settings):
             )
         if self.explain is not None:
             choice("explain", self.explain, ("gradcam",))
-        self.tta = flag("tta", self.tta)
+        if self.tta is not None:  # None: as the model was evaluated
+            self.tta = flag("tta", self.tta)
         check_predict_options(self.batch_size, self.threshold)
         _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
@@ -211,7 +216,9 @@ class ServeSettings(Settings):
         None, "requests then need 'Authorization: Bearer <token>' (give one beyond localhost)"
     )
     threads: int = opt(0, "CPU threads (0: the runtime's default)")
-    tta: bool = opt(False, "test-time horizontal flip")
+    tta: bool | None = opt(
+        None, "test-time horizontal flip; null: as the model was evaluated (see medmtl-predict)"
+    )
     archive: str | None = opt(
         None,
         "an image archive's DICOMweb service, dicomweb://<host>:<port>/<prefix>: the page then "
@@ -242,7 +249,8 @@ class ServeSettings(Settings):
         ):
             raise ConfigError(f"port={self.port}: must be a port number (1..65535).")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
-        self.tta = flag("tta", self.tta)
+        if self.tta is not None:  # None: as the model was evaluated
+            self.tta = flag("tta", self.tta)
         self.open = flag("open", self.open)
         if self.auth_token is not None and not self.auth_token.strip():
             raise ConfigError("auth_token= is empty; give a secret, or leave the option out.")

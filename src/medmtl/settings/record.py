@@ -184,3 +184,14 @@ def read_record(path: str | Path) -> RunRecord:
     if not isinstance(data, dict):
         raise DataError(f"{path}: not a readable {path.name} (not a JSON object).")
     return RunRecord.from_metrics(data)
+
+
+def evaluated_tta(ckpt_path: str | Path) -> bool:
+    """The test-time flip the run of a checkpoint was evaluated with, and its temperature and
+    answer sets fitted with: its run's ``metrics.json`` (``<run>/checkpoints/<x>.ckpt``, or a
+    model artifact's folder holding both); False where there is none."""
+    folder = Path(ckpt_path).resolve().parent
+    record = folder / "metrics.json"
+    if folder.name == "checkpoints":
+        record = folder.parent / "metrics.json"
+    return bool(read_record(record).tta) if record.is_file() else False

@@ -273,6 +273,7 @@ def ensemble(
                 "postprocess": head.postprocess.to_dict(),
                 "card": card_from_metrics(metrics, str(out / "metrics.json")),
                 "conformal": head.answer_sets.to_dict() if head.answer_sets else None,
+                "tta": tta,  # what its temperature, answer sets and gate were fitted with
             },
         )
         log.info("Exported the ensemble to %s", export)

@@ -20,7 +20,7 @@ from medmtl.models.ensemble import EnsembleNet
 from medmtl.reporting.runs import collect_runs, pooled, read_overrides
 from medmtl.settings.data import keys as data_keys
 from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS
-from medmtl.settings.record import RunRecord, read_record
+from medmtl.settings.record import RunRecord, evaluated_tta, read_record
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,7 @@ def open_model(path: str | Path) -> OpenedModel:
     p = check_model_path(path)
     if p.is_file() or p.suffix == ".ckpt":
         module, ckpt = MultiTaskModule.from_checkpoint(p)
-        run_metrics = p.resolve().parent.parent / "metrics.json"
-        tta = bool(read_record(run_metrics).tta) if run_metrics.is_file() else False
+        tta = evaluated_tta(p)
         return OpenedModel(module, ckpt["hyper_parameters"]["data"], {"ckpt_path": str(p)}, tta)
     if (p / ARTIFACT_CKPT).is_file() and not (p / "checkpoints").is_dir():
         # a model artifact's folder (logger.wandb.log_model): the checkpoint and its metrics

@@ -217,7 +217,7 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     out = Path(opts.out)
     adapt = opts.adapt == "bn"
     options = {
-        "tta": opts.tta,
+        "tta": backend.tta if opts.tta is None else opts.tta,
         "explainer": explainer,
         "batch_size": opts.batch_size,
         "threshold": opts.threshold,

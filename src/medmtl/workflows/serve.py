@@ -242,6 +242,7 @@ def study_json(summary: Any, classes: list[str], push: bool) -> dict[str, Any]:
 def create_app(settings: ServeSettings) -> FastAPI:
     """The web page and API for ``settings.model``."""
     backend, explainer = load_model(settings.model, settings.threads)
+    tta = backend.tta if settings.tta is None else settings.tta  # None: as it was evaluated
     name = Path(settings.model).name
     classes = list(backend.class_names)
     archive_client = dicom = None
@@ -310,7 +311,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "postprocess": backend.postprocess.to_dict(),
             "gradcam": explainer is not None,
             "max_upload_mb": settings.max_upload_mb,
-            "tta": settings.tta,
+            "tta": tta,
             "archive": settings.archive is not None,
             **backend.card,
             "note": "A research tool, not a diagnosis.",
@@ -333,7 +334,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             try:
                 summary = predict_study(
                     backend, address, archive_client, Path(folder), dicom, push,
-                    tta=settings.tta, threshold=threshold, progress=False,
+                    tta=tta, threshold=threshold, progress=False,
                 )  # fmt: skip
             except MedmtlError as exc:
                 raise HTTPException(400, str(exc).replace(folder, "<server>")) from exc
@@ -360,7 +361,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 raise HTTPException(400, f"{file.filename or 'upload'}: the file is empty.")
             try:
                 pred = predict_image(
-                    backend, tmp, tta=settings.tta, explainer=explainer if gradcam else None
+                    backend, tmp, tta=tta, explainer=explainer if gradcam else None
                 )
             except (MedmtlError, OSError, ValueError) as exc:
                 raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
