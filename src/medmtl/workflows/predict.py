@@ -216,8 +216,11 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
         dicom = dicom_output(backend, opts.ckpt_path or opts.model, opts.seg_type)
     out = Path(opts.out)
     adapt = opts.adapt == "bn"
+    tta = backend.tta if opts.tta is None else opts.tta
+    if opts.tta is None and tta:
+        log.info("Test-time flip on, as the model was evaluated (tta=false turns it off)")
     options = {
-        "tta": backend.tta if opts.tta is None else opts.tta,
+        "tta": tta,
         "explainer": explainer,
         "batch_size": opts.batch_size,
         "threshold": opts.threshold,
