@@ -21,6 +21,7 @@ from medmtl.metrics import mask_agreement
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import stored_net
 from medmtl.models.conformal import AnswerSets
+from medmtl.models.ensemble import combine_views
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.evaluation import gate_tradeoff_figure
 from medmtl.reporting.figures import save_figure
@@ -294,10 +295,11 @@ def _shared_validation(head: Any, data: dict[str, Any]) -> dict[str, Any]:
     part: dict[str, list] = {"prob": [], "label": [], "agreement": []}
     with torch.no_grad():
         for batch in dm.dataloader("val"):
-            out = head(batch["image"])
+            views = head.views(batch["image"])  # the image's, then (tta) its mirror's
+            out = combine_views(views)
             part["prob"].append(torch.softmax(out["cls"].double(), dim=1).numpy())
             part["label"].append(batch["label"].numpy().astype(np.int64))
-            members = head.net(batch["image"]).get("member_seg")
+            members = views[0].get("member_seg")
             if members is not None:
                 part["agreement"].append(mask_agreement(members.float().numpy()))
     empty = {"prob": np.zeros((0, len(head.class_names))), "label": np.zeros(0, np.int64)}
