@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": (C.CompareSettings, None),
     "tables": (C.TablesSettings, "multirun_dir"),
     "unlike": (C.UnlikeSettings, "files"),
+    "shift": (C.ShiftSettings, None),
     "rehearse": (C.RehearseSettings, None),
     **{f"bench {what}": (cls, "what") for what, (cls, _) in C.BENCHES.items()},
 }
@@ -62,6 +63,8 @@ def _base(cls, positional, tmp: Path) -> list[str]:
         args.append(f"out={tmp / 'bench.md'}")
     if cls is C.CompareSettings:  # one of ckpt_paths= or evals= is needed
         args.append(f"ckpt_paths=[{valid['file']}]")
+    if cls is C.ShiftSettings:  # one of model= or ckpt_path= is needed
+        args.append(f"model={valid['file']}")
     return args
 
 
@@ -136,6 +139,9 @@ def test_every_fault_is_one_line_exit_2_and_nothing_written(
     if name == positional:
         base = [a for a in base if "=" in a]
         args = [value, *([value] if cls is C.UnlikeSettings else [])]
+    elif cls is C.ShiftSettings and name == "ckpt_path":
+        base = [a for a in base if not a.startswith("model=")]  # they exclude each other
+        args = [f"{name}={value}"]
     elif cls is C.CompareSettings and name in ("evals", "data_root"):
         base = [a for a in base if not a.startswith("ckpt_paths=")]  # they exclude each other
         args = [f"{name}={value}"] + ([f"evals=[{tmp_path}]"] if name == "data_root" else [])

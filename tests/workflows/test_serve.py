@@ -399,3 +399,40 @@ def test_the_page_in_a_real_browser(server, image, tmp_path):
         assert (tmp_path / "page.png").stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+def test_the_page_shows_the_shift_of_recent_uploads_in_a_real_browser(server, busi, tmp_path):
+    """Ten BUSI scans dropped on the page of a phantom model: the page says, above the
+    results, that together they differ from its training data; "Start anew" forgets them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    files = []
+    for cls in ("benign", "malignant", "normal"):
+        for k in range(1, 5):
+            files.append(tmp_path / f"{cls}_{k}.png")
+            shutil.copy(busi / cls / f"{cls} ({k}).png", files[-1])
+    files = files[:10]
+    browser = _browser()
+    try:
+        browser.get(f"{server}/")
+        WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
+        )
+        shift = browser.find_element(By.ID, "shift")
+        assert shift.is_displayed() and "0 of the 10 images" in shift.text
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
+        WebDriverWait(browser, 300).until(
+            lambda b: (
+                b.find_element(By.ID, "progress-text").text == "10 image(s) done"
+                and shift.get_attribute("data-shifted") == "true"
+            )
+        )
+        assert "Recent uploads: shift test of 10 image(s): unlike the training" in shift.text
+        assert browser.find_element(By.ID, "shift-advice").is_displayed()
+        browser.find_element(By.ID, "shift-reset").click()
+        WebDriverWait(browser, 30).until(lambda b: "0 of the 10 images" in shift.text)
+        assert shift.get_attribute("data-shifted") == "false"
+        assert not browser.find_element(By.ID, "shift-advice").is_displayed()
+    finally:
+        browser.quit()

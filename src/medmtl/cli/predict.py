@@ -28,6 +28,10 @@ def _run(argv: list[str]) -> int:
         f"{len(summary.rows)} image(s) predicted{no_seg} -> {out / 'predictions.csv'}; "
         f"{len(summary.failed)} failed; {len(summary.skipped)} skipped."
     )
+    if summary.shift is not None:
+        from medmtl.workflows.shift import SHIFT_JSON, describe
+
+        print(f"{describe(summary.shift)} -> {out / SHIFT_JSON}")
     if settings.push:
         print(f"{len(summary.stored)} result(s) (SEG, SR) stored in the archive: "
               f"{', '.join(summary.stored)}")  # fmt: skip

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -40,12 +40,14 @@ class Backend(Protocol):
     class_names: list[str]
     task: str
     tta: bool  # the test-time flip it was evaluated with: medmtl-predict's and the page's default
+    shift_references: list  # the shift test's (medmtl.models.shift; empty: none)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(B,1,S,S) float32 -> the network's outputs: ``seg`` mask logits (B,1,S,S) and ``cls``
         class logits (B,C) where the task has them, ``unlike_score`` (B,) where the model has
-        one, and an ensemble's ``member_cls`` (M,B,C) / ``member_seg`` (M,B,1,S,S)
-        probabilities."""
+        one, an ensemble's ``member_cls`` (M,B,C) / ``member_seg`` (M,B,1,S,S)
+        probabilities, and the pooled encoder ``features`` ((B,D); an ensemble (B,M,D))
+        where the model has a shift reference (``shift_references``)."""
         ...
 
 
@@ -68,6 +70,9 @@ class BatchPrediction:
     class_disagreement: np.ndarray | None = None  # (B,) members' / mirror's, 0..1
     mask_agreement: np.ndarray | None = None  # (B,) mean pairwise Dice of their masks
     mask_variance: np.ndarray | None = None  # (B,1,S,S) per-pixel variance of their maps
+    # (B, M, D) pooled encoder features of the image itself (M members, 1 for one model): the
+    # shift test's input (medmtl.models.shift); None where the model has no reference
+    features: np.ndarray | None = None
 
 
 def _flipped_back(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -95,6 +100,9 @@ def predict_batch(backend: Backend, batch: np.ndarray, tta: bool = False) -> Bat
     found = disagreement(spread)
     maps = spread["member_seg"] if spread["member_seg"] is not None else spread.get("view_seg")
     unlike = mean("unlike_score")
+    features = views[0].get("features")  # the image's own, not its mirror's
+    if features is not None and features.ndim == 2:
+        features = features[:, None, :]
     return BatchPrediction(
         seg=None if seg is None else np.mean(seg, axis=0),
         cls=None if cls is None else np.mean(cls, axis=0),
@@ -102,6 +110,7 @@ def predict_batch(backend: Backend, batch: np.ndarray, tta: bool = False) -> Bat
         class_disagreement=found.get("class_disagreement"),
         mask_agreement=found.get("mask_agreement"),
         mask_variance=None if maps is None else np.var(maps, axis=0),
+        features=features,
     )
 
 
@@ -150,6 +159,7 @@ class ImagePrediction:
     heatmap: np.ndarray | None = None  # (H, W) float in [0, 1]: Grad-CAM
     uncertainty: dict = field(default_factory=dict)  # :func:`uncertainty_row`
     variance8: np.ndarray | None = None  # (H, W) uint8: the pixel variance map, 0..255
+    features: np.ndarray | None = None  # (M, D) pooled features, for the shift test
 
     def mask(self, threshold: float, postprocess: PostProcess) -> np.ndarray | None:
         """The lesion mask: the 8-bit probability map at ``threshold``, post-processed.
@@ -187,6 +197,7 @@ def predict_image(
         heat,
         uncertainty_row(backend, pred, 0),
         variance8,
+        None if pred.features is None else pred.features[0],
     )
 
 
@@ -277,6 +288,9 @@ class PredictSummary:
     stored: list[str] = field(default_factory=list)  # push=true: SEGs the archive stored
     # dicom_seg=true: predicted DICOM images (with their PNGs) that got no SEG, and why
     no_seg: list[tuple[Path, str]] = field(default_factory=list)
+    # each predicted image's pooled features (M, D), for the shift test of the whole input
+    features: list[np.ndarray] = field(default_factory=list, repr=False)
+    shift: Any = None  # the shift test of the predicted images (medmtl.models.shift.ShiftResult)
     csvs: _ResultCsvs | None = field(default=None, repr=False, compare=False)
 
     def add_row(self, row: dict) -> None:
@@ -413,6 +427,8 @@ def _predict_loaded(
         try:
             row = _write_outputs(backend, li, k, pred, cams, target, out, threshold, dicom)
             summary.add_row(row)
+            if pred.features is not None:
+                summary.features.append(pred.features[k])
         except BaseException as exc:
             # an image without a row in predictions.csv keeps none of its outputs
             stem = target.with_suffix("")

@@ -30,12 +30,15 @@ class _Outputs(nn.Module):
 
 def output_names(net: nn.Module, task: str) -> list[str]:
     """The exported outputs: mask and class logits as the task has them, the unlike-training
-    score where the model has one, and an ensemble's members' probabilities."""
+    score where the model has one, the pooled features where it has a shift reference, and an
+    ensemble's members' probabilities."""
     names = [
         n for n, keep in (("mask_logits", task != "cls"), ("class_logits", task != "seg")) if keep
     ]
     if unlike_record(net)["fitted"]:
         names.append("unlike_score")
+    if net.shift_references():  # the pooled features the shift test compares
+        names.append("features")
     if getattr(net, "members", None) is not None:
         names += [
             n for n, keep in (("member_seg", task != "cls"), ("member_cls", task != "seg")) if keep
@@ -91,6 +94,7 @@ def export_network(
         "unlike": unlike_record(net),
         "gate": gate_record(net, class_names),
         "refer": {"min_mask_agreement": getattr(net, "min_mask_agreement", None)},
+        "shift": [r.to_dict() for r in net.shift_references()],
         **(extra or {}),
     }
     with atomic_path(out_path) as tmp:

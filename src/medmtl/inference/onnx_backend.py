@@ -10,6 +10,7 @@ import numpy as np
 from medmtl.errors import MedmtlError
 from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.shift import references_from_record, shift_record
 from medmtl.models.upgrade import upgrade_onnx_meta
 from medmtl.preprocess.pipeline import PreprocessSettings
 
@@ -54,6 +55,8 @@ class OnnxBackend:
         # an ensemble's members disagreeing about the mask below this refers the image
         self.min_mask_agreement = (meta.get("refer") or {}).get("min_mask_agreement")
         self.tta = bool(meta["tta"])  # the flip it was evaluated with
+        # the shift test's references (an export from before them: none)
+        self.shift_references = references_from_record(meta.get("shift"))
         self.card = {
             **dict(meta["card"]),
             "calibration": self.calibration,
@@ -61,6 +64,7 @@ class OnnxBackend:
             "unlike": dict(meta["unlike"]),
             "gate": meta.get("gate"),  # None: an export from before the gate was recorded
             "refer": {"min_mask_agreement": self.min_mask_agreement},
+            "shift": shift_record(self.shift_references),
         }
         self.meta = meta
 

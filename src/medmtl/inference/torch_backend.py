@@ -13,6 +13,7 @@ from medmtl.models.checkpoint import CONFORMAL_KEY, network_from_checkpoint, sto
 from medmtl.models.conformal import AnswerSets, conformal_record
 from medmtl.models.multitask import gate_record
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.shift import shift_record
 from medmtl.models.unlike import unlike_record
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.record import evaluated_tta
@@ -36,6 +37,7 @@ class TorchBackend:
         # conformal answer sets calibrated after training (None: an older checkpoint)
         self.answer_sets = AnswerSets.from_dict(ckpt.get(CONFORMAL_KEY))
         self.min_mask_agreement = None  # a single model: no members to disagree about a mask
+        self.shift_references = self.net.shift_references()  # the shift test's, if fitted
         # the flip its run was evaluated (and its temperature and answer sets fitted) with
         self.tta = evaluated_tta(ckpt_path)
         self.card = {
@@ -45,6 +47,7 @@ class TorchBackend:
             "unlike": unlike_record(self.net),
             "gate": gate_record(self.net, self.class_names),
             "refer": {"min_mask_agreement": self.min_mask_agreement},
+            "shift": shift_record(self.shift_references),
         }
 
     @torch.inference_mode()

@@ -81,17 +81,17 @@ def store_calibration(
     path: str | Path,
     temperature: float,
     answer_sets: dict[str, Any] | None = None,
-    unlike: dict[str, torch.Tensor] | None = None,
+    buffers: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the class logits' temperature, the conformal answer sets' calibration
-    (:meth:`medmtl.models.conformal.AnswerSets.to_dict`) and the unlike-training score's
-    buffers (``net.unlike.state_dict()``) into a checkpoint, atomically: the old file stays
-    whole until the new one is complete."""
+    (:meth:`medmtl.models.conformal.AnswerSets.to_dict`) and other fitted buffers of the
+    network (by their names in it: ``unlike.threshold``, ``shift_sample``...) into a
+    checkpoint, atomically: the old file stays whole until the new one is complete."""
     ckpt = load_checkpoint(path)
     state = ckpt["state_dict"]
     state["net.cls_temperature"] = torch.tensor(float(temperature))
-    for name, value in (unlike or {}).items():
-        state[f"net.unlike.{name}"] = value.detach().cpu().clone()
+    for name, value in (buffers or {}).items():
+        state[f"net.{name}"] = value.detach().cpu().clone()
     if answer_sets is not None:
         ckpt[CONFORMAL_KEY] = answer_sets
     with atomic_path(path) as tmp:

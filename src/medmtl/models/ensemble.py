@@ -9,6 +9,7 @@ from torch import nn
 
 from medmtl.errors import ConfigError
 from medmtl.models.multitask import Gate, MultiTaskNet, Tempered, gated
+from medmtl.models.shift import ShiftReference
 
 # probabilities are turned back into logits for the rest of the pipeline; eps keeps them finite
 _EPS = 1e-7
@@ -19,7 +20,7 @@ def average_outputs(
 ) -> dict[str, torch.Tensor | None]:
     """The mean of several outputs' probabilities, as logits again (ensembles and flip TTA);
     the other outputs (the unlike score, an ensemble's members' probabilities) are averaged
-    as they are."""
+    as they are, except the pooled features: the first output's."""
     seg = cls = None
     if outs[0]["seg"] is not None:
         prob = torch.stack([torch.sigmoid(o["seg"]) for o in outs]).mean(0)
@@ -28,7 +29,11 @@ def average_outputs(
         prob = torch.stack([torch.softmax(o["cls"], dim=1) for o in outs]).mean(0)
         cls = torch.log(prob.clamp_min(_EPS))
     out: dict[str, torch.Tensor | None] = {"seg": seg, "cls": cls}
-    for key in outs[0].keys() - {"seg", "cls"}:
+    # the pooled features are the first output's (the image itself; an ensemble stacks its
+    # members' own, EnsembleNet.forward): a mean of different encoders' features means nothing
+    if "features" in outs[0]:
+        out["features"] = outs[0]["features"]
+    for key in outs[0].keys() - {"seg", "cls", "features"}:
         values = [o.get(key) for o in outs]
         if all(v is not None for v in values):
             out[key] = torch.stack(values).mean(0)
@@ -110,13 +115,21 @@ class EnsembleNet(Tempered, nn.Module):
             members[0].num_classes,
         )
 
+    def shift_references(self) -> list[ShiftReference]:
+        """Each member's shift-test reference, in member order (none unless all have one)."""
+        refs = [m.shift_reference() for m in self.members]
+        return [r for r in refs if r is not None] if all(r is not None for r in refs) else []
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """The averaged outputs (the unlike score is the members' mean: each member's is in
         units of its own threshold), and each member's class probabilities ``member_cls``
         (M, B, C) and mask probabilities ``member_seg`` (M, B, 1, H, W) for their disagreement
-        (:func:`medmtl.metrics.class_disagreement`, :func:`medmtl.metrics.mask_agreement`)."""
+        (:func:`medmtl.metrics.class_disagreement`, :func:`medmtl.metrics.mask_agreement`), and
+        in eval mode their pooled features ``features`` (B, M, D) for the shift test."""
         outs = [m(x) for m in self.members]
         out = average_outputs(outs)
+        if outs[0].get("features") is not None:  # (B, M, D): each member's for its own test
+            out["features"] = torch.stack([o["features"] for o in outs], dim=1)
         if out["cls"] is not None and self.temperature != 1.0:
             out["cls"] = out["cls"] / self.cls_temperature
         if outs[0]["cls"] is not None:

@@ -15,6 +15,7 @@ from medmtl.errors import ConfigError
 from medmtl.models.deep_supervision import DeepSupervision, check_deep_supervision
 from medmtl.models.norm import replace_batchnorm
 from medmtl.models.registry import ARCHITECTURES, ARCHS
+from medmtl.models.shift import ShiftReference
 from medmtl.models.unlike import FeatureDistance, pooled
 from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline_weights_for
 from medmtl.settings.checks import choice
@@ -27,6 +28,8 @@ NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
 
 # the segmentation logit of a gated (empty) mask: sigmoid(-30) ~ 1e-13
 EMPTY_LOGIT = -30.0
+# the buffers holding the shift test's reference, in ShiftReference's field order
+SHIFT_BUFFERS = ("shift_mean", "shift_components", "shift_sample")
 
 
 class ClassificationHead(nn.Module):
@@ -200,7 +203,9 @@ class MultiTaskNet(Tempered, nn.Module):
     ``task="multitask"`` uses both heads, ``"seg"`` only the decoder and ``"cls"`` only the
     classification head (the decoder is not built), so single-task baselines share this code.
     ``forward`` returns ``{"seg": (B,1,H,W) logits or None, "cls": (B,C) logits or None,
-    "unlike_score": (B,) unlike-training score (:mod:`medmtl.models.unlike`, NaN until fitted)}``.
+    "unlike_score": (B,) unlike-training score (:mod:`medmtl.models.unlike`, NaN until fitted),
+    "features": (B, D) the pooled deepest encoder feature (the shift test's input,
+    :mod:`medmtl.models.shift`)}``; the last two in eval mode only (None in training).
 
     ``empty_mask_index`` (multi-task only): in eval mode, an image classified as this class
     (e.g. ``normal``) gets an empty mask, so the classification gates the segmentation
@@ -309,6 +314,11 @@ class MultiTaskNet(Tempered, nn.Module):
         self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
         # how unlike the training data a scan is (medmtl.models.unlike), fitted after training
         self.unlike = FeatureDistance(self.encoder.out_channels[-1], num_classes)
+        # the shift test's projection and reference sample (medmtl.models.shift): empty until
+        # fitted after training; their sizes come with a checkpoint (_load_from_state_dict)
+        dims = self.encoder.out_channels[-1]
+        for name, shape in (("mean", (dims,)), ("components", (0, dims)), ("sample", (0, 0))):
+            self.register_buffer(f"shift_{name}", torch.zeros(shape))
 
     @classmethod
     def from_settings(cls, net: NetSettings, class_names: Sequence[str]) -> MultiTaskNet:
@@ -338,6 +348,11 @@ class MultiTaskNet(Tempered, nn.Module):
         # ... and no unlike-training score: it stays unfitted (NaN)
         for name, value in self.unlike.state_dict().items():
             state_dict.setdefault(f"{prefix}unlike.{name}", value.clone())
+        # ... and no shift reference (empty); a stored one brings its own sizes
+        for name in SHIFT_BUFFERS:
+            stored = state_dict.setdefault(prefix + name, getattr(self, name).clone())
+            if isinstance(stored, torch.Tensor) and stored.shape != getattr(self, name).shape:
+                self._buffers[name] = torch.zeros_like(stored)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -353,9 +368,11 @@ class MultiTaskNet(Tempered, nn.Module):
         cls = None
         if self.cls_head is not None:
             cls = self.cls_head(features[-1]) / self.cls_temperature
-        # the unlike score in evaluation only (training has no use for it)
-        unlike = None if self.training else self.unlike(pooled(features[-1]))
-        out = {"seg": gated(self, seg, cls), "cls": cls, "unlike_score": unlike}
+        # the unlike score and the pooled features (for the shift test) in evaluation only
+        # (training has no use for them)
+        vector = None if self.training else pooled(features[-1])
+        unlike = None if vector is None else self.unlike(vector)
+        out = {"seg": gated(self, seg, cls), "cls": cls, "unlike_score": unlike, "features": vector}
         if aux is not None:  # training with deep supervision: the stages' mask logits
             out["seg_aux"] = aux
         return out
@@ -363,3 +380,24 @@ class MultiTaskNet(Tempered, nn.Module):
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) the deepest encoder feature averaged over space (what the unlike score uses)."""
         return pooled(self.encoder(x)[-1])
+
+    def shift_reference(self) -> ShiftReference | None:
+        """The shift test's projection and reference sample (None: not fitted)."""
+        if self.shift_sample.shape[0] == 0:
+            return None
+        return ShiftReference(
+            *(getattr(self, name).double().cpu().numpy() for name in SHIFT_BUFFERS)
+        )
+
+    def shift_references(self) -> list[ShiftReference]:
+        """The shift test's references: this network's, if fitted (an ensemble: its members')."""
+        ref = self.shift_reference()
+        return [] if ref is None else [ref]
+
+    def set_shift_reference(self, ref: ShiftReference | None) -> None:
+        """Hold ``ref`` (None: none) in the buffers a checkpoint carries."""
+        empty = (torch.zeros_like(self.shift_mean), torch.zeros(0, len(self.shift_mean)),
+                 torch.zeros(0, 0))  # fmt: skip
+        values = empty if ref is None else (ref.mean, ref.components, ref.sample)
+        for name, value in zip(SHIFT_BUFFERS, values, strict=True):
+            self._buffers[name] = torch.as_tensor(value, dtype=torch.float32).clone()

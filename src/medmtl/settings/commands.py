@@ -17,6 +17,7 @@ from medmtl.errors import ConfigError, open_fraction
 from medmtl.settings.checks import check_fields, choice, flag, number, opt, own_values, ranged
 from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
+from medmtl.settings.train import SHIFT_ALPHA, SHIFT_DIMS, SHIFT_PERMUTATIONS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
 # DICOM SEG: the thresholded mask or the probability map
@@ -331,6 +332,9 @@ class CalibrateSettings(Settings):
         0.95, "the share of validation images the unlike-score threshold passes (null: none)"
     )
     data_root: str | None = opt(None, "where the run's data lies now", path="dir")
+    shift_dims: int | None = opt(
+        SHIFT_DIMS, "principal components of the shift test's reference (null: none)", low=1
+    )
 
     def __post_init__(self) -> None:
         if self.alpha is not None:
@@ -339,6 +343,8 @@ class CalibrateSettings(Settings):
             self.unlike_quantile = open_fraction(
                 self.unlike_quantile, "unlike_quantile", "a share of the images", 0.95
             )
+        if self.shift_dims is not None:
+            _at_least("shift_dims", self.shift_dims, 1, "1 or more (null: no shift reference)")
 
 
 @dataclass
@@ -421,6 +427,37 @@ class TablesSettings(Settings):
     @property
     def folder(self) -> str:
         return self.multirun_dir[0]
+
+
+@dataclass
+class ShiftSettings(Settings):
+    """``medmtl-shift``."""
+
+    input: str = required("a folder of images, a list.csv manifest, or an image", path="any")
+    model: str | None = opt(None, "an exported model.onnx (ONNX Runtime)", path="file")
+    ckpt_path: str | None = opt(
+        None, "a checkpoint, or a run, ensemble or sweep folder (PyTorch)", path="any"
+    )
+    out: str | None = opt(None, "also write the result here (shift.json)", path="outfile")
+    alpha: float = opt(SHIFT_ALPHA, "flag the batch when p is below this")
+    permutations: int = opt(SHIFT_PERMUTATIONS, "permutations behind the p-value")
+    seed: int = opt(0, "the permutations' seed")
+    batch_size: int = opt(8, "images per forward pass")
+    frame: int = opt(0, "the frame of a multi-frame DICOM (0: the first)")
+    threads: int = opt(0, "CPU threads (0: the runtime's default)")
+    image_column: str = opt("image", "input=<list.csv>: the column naming the images")
+
+    def __post_init__(self) -> None:
+        if bool(self.model) == bool(self.ckpt_path):
+            raise ConfigError(
+                "give the model once: model=<model.onnx> or ckpt_path=<checkpoint or folder>."
+            )
+        self.alpha = open_fraction(self.alpha, "alpha", "a significance level", SHIFT_ALPHA)
+        _at_least("permutations", self.permutations, 99, "99 or more (1999 by default)")
+        _at_least("seed", self.seed, 0, "0 or more")
+        _at_least("batch_size", self.batch_size, 1, "1 or more")
+        _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
+        _at_least("threads", self.threads, 0, "0 (the default) or more")
 
 
 @dataclass

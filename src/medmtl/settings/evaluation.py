@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from medmtl.errors import ConfigError, open_fraction
-from medmtl.settings.checks import choice, flag, known_keys, number, opt, own_values
+from medmtl.settings.checks import (
+    check_own_fields,
+    choice,
+    flag,
+    known_keys,
+    number,
+    opt,
+    own_values,
+)
 
 SPLITS = ("train", "val", "test", "all")  # all: every image of the data set (nothing is split)
 ADAPT_CHOICES = ("none", "bn")
@@ -41,6 +49,24 @@ def check_gate_value(key: str, value: Any, prefix: str = "") -> Any:
         return None  # never kept
     got = 0.0 if value is None else value
     return number(prefix + key, got, float, 0.0, 1.0, A_PROBABILITY)
+
+
+@dataclass
+class ShiftPower:
+    """How often random batches of the evaluated images would be flagged by the shift test
+    (:mod:`medmtl.models.shift`): its power on another scanner, its false alarms on the
+    model's own."""
+
+    test: bool = opt(False, "test the split against the model's reference (true with batches)")
+    batches: list[int] = opt([], "also random batches of these sizes, e.g. [10,30,100]")
+    repeats: int = opt(200, "random batches of each size", low=1)
+    seed: int = opt(0, "the draws' seed", low=0)
+
+    def __post_init__(self) -> None:
+        sizes = [self.batches] if isinstance(self.batches, int) else list(self.batches or [])
+        self.batches = [number("shift.batches", b, int, 2, None, "2 or more images") for b in sizes]
+        check_own_fields(self, "shift")
+        self.test = bool(self.test or self.batches)
 
 
 @dataclass
@@ -91,8 +117,19 @@ class EvalSettings:
     )
     channels_last: bool = opt(True, "channels-last memory format, as in training")
     figures: bool = opt(True, "the evaluation figures (false: metrics and CSVs only)")
+    shift: ShiftPower = opt(
+        ShiftPower(),
+        "the shift test of the split against the model's reference (shift.test=true; "
+        "shift.batches=[10,30,100]: also random batches of these sizes)",
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.shift, Mapping):
+            self.shift = ShiftPower(**known_keys("shift", dict(self.shift), ShiftPower))
+        elif not isinstance(self.shift, ShiftPower):
+            raise ConfigError(
+                f"shift={self.shift!r}: expected shift.test=true or shift.batches=[...]."
+            )
         choice("split", self.split, SPLITS)
         choice("adapt", self.adapt, ADAPT_CHOICES)
         for key in ("calibrated", "save_masks", "channels_last", "figures"):

@@ -164,11 +164,13 @@ class RunRecord:
 
 
 # the measured values a record holds (``values``), by the first part of their key: the metrics
-# of each split, then calibration, conformal sets, unlike-training score, loss weights, the
-# evaluation's own choices, the W&B run, distillation and the ensemble's gate
+# of each split, then calibration, conformal sets, unlike-training score, the shift test's
+# reference and measurements, loss weights, the evaluation's own choices, the W&B run,
+# distillation and the ensemble's gate
 VALUE_FAMILIES = (
     *SPLITS,
-    "calibration", "conformal", "unlike", "loss", "eval", "wandb", "distill", "gate", "refer",
+    "calibration", "conformal", "unlike", "shift", "loss", "eval", "wandb", "distill", "gate",
+    "refer",
 )  # fmt: skip
 FIELD_META = {f.name: f.metadata for f in fields(RunRecord) if f.name != "values"}
 KEY_FIELDS = {meta["key"]: name for name, meta in FIELD_META.items()}

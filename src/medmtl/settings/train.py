@@ -19,6 +19,11 @@ from medmtl.settings.checks import check_fields, check_own_fields, known_keys, o
 
 ALPHA = 0.1  # conformal.alpha: the answer sets' error rate
 QUANTILE = 0.95  # unlike.quantile: the share of validation scans that pass
+SHIFT_DIMS = 16  # shift.dims: principal components of the features the shift test compares
+SHIFT_ALPHA = 0.01  # the shift test's level: a batch with p below it is flagged
+SHIFT_PERMUTATIONS = 1999  # permutations behind a shift test's p-value
+SHIFT_MIN_IMAGES = 10  # fewer images are not tested (medmtl-predict's summary, the page)
+SHIFT_RECENT = 100  # the page's shift test: the server's most recent uploads, at most this many
 
 
 def check_alpha(alpha: Any, key: str = "conformal.alpha") -> float:
@@ -68,6 +73,17 @@ class Unlike:
 
 
 @dataclass
+class Shift:
+    """The shift test's reference: the validation images' pooled encoder features on the
+    leading principal components of the training images' (medmtl.models.shift)."""
+
+    dims: int | None = opt(SHIFT_DIMS, "principal components compared (null: no reference)", low=1)
+
+    def __post_init__(self) -> None:
+        check_own_fields(self, "shift")
+
+
+@dataclass
 class Distill:
     """Knowledge distillation: also learn a trained teacher's class probabilities and mask map;
     loss (1 - weight)·L_task + weight·L_distill, probabilities softened by temperature."""
@@ -95,6 +111,7 @@ GROUPS: dict[str, type] = {
     "calibration": Calibration,
     "conformal": Conformal,
     "unlike": Unlike,
+    "shift": Shift,
     "distill": Distill,
 }
 
@@ -119,6 +136,7 @@ class TrainSettings:
     calibration: Calibration = _group(Calibration)
     conformal: Conformal = _group(Conformal)
     unlike: Unlike = _group(Unlike)
+    shift: Shift = _group(Shift)
     distill: Distill = _group(Distill)
     channels_last: bool = opt(True, "channels-last memory format (1.18x on the 2-core CPU)")
     optimized_metric: str = opt("val/overall", "what a Hydra sweeper optimises")

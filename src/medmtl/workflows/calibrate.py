@@ -23,7 +23,9 @@ from medmtl.metrics import brier, calibration, nll
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import store_calibration
 from medmtl.models.conformal import AnswerSets
-from medmtl.settings.train import ALPHA, QUANTILE
+from medmtl.models.multitask import SHIFT_BUFFERS
+from medmtl.models.shift import ShiftReference
+from medmtl.settings.train import ALPHA, QUANTILE, SHIFT_DIMS
 from medmtl.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -61,37 +63,65 @@ def split_features(
     module: MultiTaskModule, dm: CasesDataModule, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pooled deepest encoder feature (:func:`medmtl.models.unlike.pooled`) of every image
-    of ``split`` without augmentation, (n, D), and the labels."""
+    of ``split`` without augmentation, (n, D) (an ensemble: each member's, (n, M, D)), and the
+    labels."""
     net = module.net
+    members = getattr(net, "members", None)
+    nets = list(members) if members is not None else [net]
     features: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     module.eval()
     with torch.no_grad():
         for batch in dm.dataloader(split):
-            features.append(net.pooled_features(batch["image"]).double())
+            x = batch["image"]
+            features.append(torch.stack([m.pooled_features(x) for m in nets], dim=1).double())
             labels.append(batch["label"])
+    dims = nets[0].unlike.means.shape[1]
     if not labels:
-        return np.zeros((0, net.unlike.means.shape[1])), np.zeros(0, dtype=np.int64)
-    return torch.cat(features).numpy(), torch.cat(labels).numpy().astype(np.int64)
+        empty = (0, len(nets), dims) if members is not None else (0, dims)
+        return np.zeros(empty), np.zeros(0, dtype=np.int64)
+    stacked = torch.cat(features).numpy()
+    label = torch.cat(labels).numpy().astype(np.int64)
+    return (stacked if members is not None else stacked[:, 0]), label
 
 
-def fit_unlike(
-    module: MultiTaskModule, dm: CasesDataModule, quantile: float = QUANTILE
+def fit_feature_scores(
+    module: MultiTaskModule,
+    dm: CasesDataModule,
+    quantile: float | None = QUANTILE,
+    shift_dims: int | None = SHIFT_DIMS,
 ) -> dict[str, Any]:
-    """Fit the unlike-training score of ``module.net`` (:mod:`medmtl.models.unlike`): class
-    means and covariance on the training split, threshold on the validation split; returns
-    the ``unlike/...`` entries of ``metrics.json`` (nothing without validation images)."""
+    """Fit what the pooled encoder features of ``module.net`` give, from one pass over the
+    training and validation images: the unlike-training score (:mod:`medmtl.models.unlike`;
+    class means and covariance on training, threshold on validation; ``quantile`` None: not)
+    and the shift test's reference (:mod:`medmtl.models.shift`; projection on training,
+    reference sample of validation; ``shift_dims`` None: not). Returns the ``unlike/...``
+    and ``shift/...`` entries of ``metrics.json`` (nothing without validation images)."""
+    if quantile is None and shift_dims is None:
+        return {}
     train, label = split_features(module, dm, "train")
     val, _ = split_features(module, dm, "val")
-    if len(val) == 0 or len(train) < 2:
+    out: dict[str, Any] = {}
+    if quantile is not None and (len(val) == 0 or len(train) < 2):
         log.warning("unlike-training score: no validation or training images, so none is fitted.")
-        return {}
-    out = module.net.unlike.fit(train, label, val, quantile)
-    log.info(
-        "unlike-training score: fitted on %d training images, threshold %.3f (%.0f %% of %d "
-        "validation images below it)", len(train), out["unlike/threshold"], 100 * quantile,
-        len(val),
-    )  # fmt: skip
+    elif quantile is not None:
+        out.update(module.net.unlike.fit(train, label, val, quantile))
+        log.info(
+            "unlike-training score: fitted on %d training images, threshold %.3f (%.0f %% of %d "
+            "validation images below it)", len(train), out["unlike/threshold"], 100 * quantile,
+            len(val),
+        )  # fmt: skip
+    if shift_dims is not None and (len(val) < 2 or len(train) < 2):
+        log.warning("shift test: fewer than 2 validation or training images, so no reference.")
+    elif shift_dims is not None:
+        ref = ShiftReference.fit(train, val, shift_dims)
+        module.net.set_shift_reference(ref)
+        out.update({"shift/dims": int(ref.components.shape[0]), "shift/num_train": len(train),
+                    "shift/num_reference": ref.size})  # fmt: skip
+        log.info(
+            "shift test: reference of %d validation images on %d principal components of %d "
+            "training images", ref.size, ref.components.shape[0], len(train),
+        )  # fmt: skip
     return out
 
 
@@ -112,6 +142,7 @@ def calibrate_module(
     alpha: float = ALPHA,
     by_class: bool = False,
     unlike_quantile: float | None = QUANTILE,
+    shift_dims: int | None = SHIFT_DIMS,
 ) -> dict[str, Any]:
     """Fit the temperature on the validation split, set it in ``module.net`` and return the
     ``calibration/...`` entries of ``metrics.json``: the temperature, the number of images it
@@ -119,12 +150,12 @@ def calibrate_module(
     The conformal answer sets (error rate ``alpha``) are calibrated on the same validation
     images, from the calibrated probabilities, and set as ``module.answer_sets``.
 
-    With ``unlike_quantile`` (None: not), the unlike-training score is fitted too
-    (:func:`fit_unlike`).
+    With ``unlike_quantile`` and ``shift_dims`` (None: not), the unlike-training score and
+    the shift test's reference are fitted too (:func:`fit_feature_scores`).
 
     A model without a classification head, or without validation images, is left at 1.
     """
-    unlike = fit_unlike(module, dm, unlike_quantile) if unlike_quantile is not None else {}
+    unlike = fit_feature_scores(module, dm, unlike_quantile, shift_dims)
     if module.net.cls_head is None:
         return unlike
     logits, label = split_logits(module, dm, "val")
@@ -160,10 +191,15 @@ def calibrate_module(
 
 def save_calibration(ckpt_path: str | Path, module: MultiTaskModule) -> None:
     """Store what :func:`calibrate_module` fitted into ``module`` (temperature, answer sets,
-    unlike-training score) in the checkpoint ``ckpt_path``, atomically."""
+    unlike-training score, shift reference) in the checkpoint ``ckpt_path``, atomically."""
+    net = module.net
     sets = module.answer_sets.to_dict() if module.answer_sets is not None else None
-    unlike = module.net.unlike.state_dict() if module.net.unlike.fitted else None
-    store_calibration(ckpt_path, module.net.temperature, sets, unlike)
+    buffers = (
+        {f"unlike.{k}": v for k, v in net.unlike.state_dict().items()} if net.unlike.fitted else {}
+    )
+    if net.shift_reference() is not None:
+        buffers.update({name: getattr(net, name) for name in SHIFT_BUFFERS})
+    store_calibration(ckpt_path, net.temperature, sets, buffers)
 
 
 def recalibrate(
@@ -172,10 +208,12 @@ def recalibrate(
     by_class: bool | None = None,
     unlike_quantile: float | None = QUANTILE,
     data_root: str | None = None,
+    shift_dims: int | None = SHIFT_DIMS,
 ) -> list[dict[str, Any]]:
     """Calibrate trained runs again, or for the first time (checkpoints written before a part
     existed): for every run folder (or every run of a sweep folder), fit the temperature, the
-    conformal answer sets and the unlike-training score on its own validation split, exactly
+    conformal answer sets, the unlike-training score and the shift test's reference on its
+    own validation split, exactly
     as training does, store them in its best checkpoint (atomically) and write
     ``calibration.json`` beside ``metrics.json``. ``alpha`` / ``by_class`` None: the run's own
     settings (or the defaults). Returns each run's record."""
@@ -204,7 +242,13 @@ def recalibrate(
         dm.prepare_data()
         dm.setup("fit")
         record = calibrate_module(
-            module, dm, report=(), alpha=a, by_class=bool(b), unlike_quantile=unlike_quantile
+            module,
+            dm,
+            report=(),
+            alpha=a,
+            by_class=bool(b),
+            unlike_quantile=unlike_quantile,
+            shift_dims=shift_dims,
         )
         save_calibration(ckpt_path, module)
         record = {"ckpt_path": str(ckpt_path), **record}

@@ -43,11 +43,13 @@ from medmtl.reporting.per_image import (
 )
 from medmtl.reporting.summary import print_metrics, write_record
 from medmtl.settings.checks import choice
-from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, EvalSettings
+from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, EvalSettings, ShiftPower
 from medmtl.settings.model import GateSettings
 from medmtl.training.module import MultiTaskModule
+from medmtl.workflows.calibrate import split_features
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import open_model
+from medmtl.workflows.shift import batch_power, references_of
 from medmtl.workflows.wandb_runs import (
     code_version,
     flat_config,
@@ -295,6 +297,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         save_masks=settings.save_masks,
         wandb=eval_wandb(cfg, opened),
         figures=settings.figures,
+        shift=settings.shift if settings.shift.test else None,
     )
 
 
@@ -312,6 +315,7 @@ def test_module(
     save_masks: bool = False,
     wandb: dict[str, Any] | None = None,
     figures: bool = True,
+    shift: ShiftPower | None = None,
 ) -> dict[str, Any]:
     """Test ``module`` on one split (``all``: every image) of the data ``data_cfg`` describes;
     write ``metrics.json``, ``predictions_<split>.csv``, the figures and, for each column in
@@ -320,7 +324,8 @@ def test_module(
     ``adapt="bn"`` first re-estimates the batch-norm statistics on the split's images
     (:func:`medmtl.models.adapt.adapt_batchnorm`, no labels used). ``wandb`` (a request of
     :mod:`medmtl.workflows.wandb_runs` with its ``job_type`` and ``config``) also logs the
-    evaluation as a W&B run.
+    evaluation as a W&B run. ``shift``: also the shift test of the split's images against the
+    model's reference, and of random batches of them (:func:`medmtl.workflows.shift.batch_power`).
     """
     choice("adapt", adapt, ADAPT_CHOICES)
     dm = datamodule_from_config(data_cfg)
@@ -350,6 +355,10 @@ def test_module(
         record.values["adapt/images"] = adapted
     if mapping != {c: c for c in data_classes}:
         record.values["eval/class_map"] = mapping
+    if shift is not None and trainer.is_global_zero:
+        refs = references_of(module.net, "shift.test")
+        features, _ = split_features(module, dm, split)
+        record.values.update(batch_power(refs, features, shift))
     metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         drawn = write_split_outputs(

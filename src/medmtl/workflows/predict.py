@@ -25,6 +25,7 @@ from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
 from medmtl.settings.commands import PredictSettings, check_adapt_backend
+from medmtl.workflows.shift import test_summary
 
 RETRIEVED = "retrieved"  # input=dicomweb://...: the study's images, in the output folder
 
@@ -228,17 +229,21 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     }
     if address is not None:
         archive = dicomweb_client(address.service, opts.token, opts.user)
-        return predict_study(backend, address, archive, out, dicom, opts.push, adapt,
-                             **options)  # fmt: skip
-    plan = columns = None
-    if Path(opts.input).suffix.lower() == ".csv":
-        plan, columns = listed_images(Path(opts.input), out, opts.image_column)
-    if adapt:
-        n = adapt_to_inputs(backend, Path(opts.input), out, plan, opts.frame)
-        log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
-    return predict_paths(
-        backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
-    )
+        summary = predict_study(backend, address, archive, out, dicom, opts.push, adapt,
+                                **options)  # fmt: skip
+    else:
+        plan = columns = None
+        if Path(opts.input).suffix.lower() == ".csv":
+            plan, columns = listed_images(Path(opts.input), out, opts.image_column)
+        if adapt:
+            n = adapt_to_inputs(backend, Path(opts.input), out, plan, opts.frame)
+            log.info("adapt=bn: batch-norm statistics re-estimated on %d input image(s)", n)
+        summary = predict_paths(
+            backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
+        )
+    # do these images, together, look like the model's training data? (shift.json)
+    summary.shift = test_summary(backend, summary.features, out)
+    return summary
 
 
 def export(

@@ -11,7 +11,10 @@ project) and the API:
   the uncertainty: ``entropy``, the conformal ``answer_set`` (a list of classes),
   ``unlike_score`` / ``unlike_training``, an ensemble's (or, with TTA, the mirror's)
   ``class_disagreement``, ``mask_agreement`` and pixel ``variance_png``, and ``refer``;
-* ``GET /api/health``, ``GET /api/model`` (the model card).
+* ``GET /api/health``, ``GET /api/model`` (the model card);
+* ``GET /api/shift``: the shift test of the most recent uploads together (do they come from
+  the distribution the model was trained on? :mod:`medmtl.models.shift`); ``DELETE
+  /api/shift`` starts the window anew (a new scanner, a new session).
 
 Uploads are written to a temporary folder removed when the request ends; an upload over the
 size limit gets 413, a file that cannot be read as an image 400 with one line, and the
@@ -53,6 +56,7 @@ from medmtl.workflows.predict import (
     open_onnx,
     predict_study,
 )
+from medmtl.workflows.shift import RecentUploads
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
@@ -245,6 +249,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     tta = backend.tta if settings.tta is None else settings.tta  # None: as it was evaluated
     name = Path(settings.model).name
     classes = list(backend.class_names)
+    recent = RecentUploads(backend.shift_references)
     archive_client = dicom = None
     if settings.archive is not None:  # checked and opened once, at start
         service = StudyAddress.parse(f"{settings.archive.rstrip('/')}/studies/1").service
@@ -317,6 +322,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "note": "A research tool, not a diagnosis.",
         }
 
+    @app.get("/api/shift", dependencies=[Depends(authorised)])
+    def shift() -> dict[str, Any]:
+        """The shift test of the server's most recent uploads (in memory only)."""
+        return recent.report()
+
+    @app.delete("/api/shift", dependencies=[Depends(authorised)])
+    def shift_reset() -> dict[str, Any]:
+        """Forget the recent uploads' features: the window starts anew."""
+        recent.clear()
+        return recent.report()
+
     @app.post("/api/study", dependencies=[Depends(authorised)])
     def study(
         study_uid: Annotated[str, Form(pattern=r"^[0-9][0-9.]{0,63}$")],
@@ -366,6 +382,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             except (MedmtlError, OSError, ValueError) as exc:
                 raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
         out = result_json(pred, file.filename or "", classes, threshold, backend.postprocess)
+        recent.add(pred.features)
         log.info(
             "predicted a %dx%d image in %.0f ms",
             out["width"],

@@ -37,7 +37,7 @@ from medmtl.workflows.build import (
     check_train_config,
     explicit_overrides,
 )
-from medmtl.workflows.calibrate import calibrate_module, fit_unlike, save_calibration
+from medmtl.workflows.calibrate import calibrate_module, fit_feature_scores, save_calibration
 from medmtl.workflows.distill import attach_teacher, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
@@ -299,14 +299,15 @@ def _fit_and_test(
                 "No checkpoint was saved (fast_dev_run or no callbacks): testing the last weights."
             )
         module.configure_evaluation(tta=run.tta)
-        quantile = run.unlike.quantile
+        quantile, dims = run.unlike.quantile, run.shift.dims
         if run.calibration.temperature:
             metrics.update(
                 calibrate_module(module, dm, alpha=run.conformal.alpha,
-                                 by_class=run.conformal.by_class, unlike_quantile=quantile)
+                                 by_class=run.conformal.by_class, unlike_quantile=quantile,
+                                 shift_dims=dims)
             )  # fmt: skip
-        elif quantile is not None:
-            metrics.update(fit_unlike(module, dm, quantile))
+        else:
+            metrics.update(fit_feature_scores(module, dm, quantile, dims))
         if best and trainer.is_global_zero:
             save_calibration(best, module)
         trainer.validate(module, datamodule=dm, verbose=False)

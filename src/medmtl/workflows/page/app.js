@@ -331,8 +331,24 @@ async function pump() {
   }
   $("progress").value = total();
   $("progress-text").textContent = `${total()} image(s) done`;
+  await showShift();
   $("csv").disabled = !state.results.some((r) => r.data);
   state.busy = false;
+}
+
+// do the recent uploads, together, look like the training data? (GET /api/shift)
+async function showShift(options = {}) {
+  try {
+    const report = await api("/api/shift", options);
+    const el = $("shift");
+    el.hidden = !report.fitted;
+    $("shift-text").textContent = report.text;
+    const shifted = Boolean(report.result && report.result.shifted);
+    el.dataset.shifted = shifted ? "true" : "false";
+    $("shift-advice").hidden = !shifted;
+  } catch (err) {
+    $("shift-text").textContent = `The shift test could not be read: ${err.message}`;
+  }
 }
 
 function addFiles(files) {
@@ -490,6 +506,8 @@ async function init() {
     }
   });
   $("csv").addEventListener("click", csv);
+  $("shift-reset").addEventListener("click", () => showShift({ method: "DELETE" }));
+  await showShift();
   $("study-go").addEventListener("click", predictStudy);
   document.body.dataset.ready = "true";
 }

@@ -1,0 +1,294 @@
+"""The shift test end to end (:mod:`medmtl.models.shift`): of a folder or list of images
+(``medmtl-shift``), of the images ``medmtl-predict`` predicted, of the page's recent uploads
+(:class:`RecentUploads`), and of an evaluated split with the share of random batches flagged
+(``medmtl-eval shift.batches=[...]``)."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.models.shift import ShiftReference, ShiftResult, shift_test
+from medmtl.settings.evaluation import ShiftPower
+from medmtl.settings.train import (
+    SHIFT_ALPHA,
+    SHIFT_MIN_IMAGES,
+    SHIFT_PERMUTATIONS,
+    SHIFT_RECENT,
+)
+
+log = logging.getLogger(__name__)
+SHIFT_JSON = "shift.json"
+
+
+def references_of(model: Any, name: str | Path) -> list[ShiftReference]:
+    """A backend's or a network's shift references, or one line saying how to fit them."""
+    refs = getattr(model, "shift_references", [])
+    refs = refs() if callable(refs) else refs
+    if not refs:
+        raise ConfigError(
+            f"{name}: this model has no reference sample for the shift test (trained before it "
+            "existed, or with shift.dims=null); fit one with medmtl-calibrate <run or sweep "
+            "folder>, then export again."
+        )
+    return list(refs)
+
+
+def as_members(features: np.ndarray) -> np.ndarray:
+    """Pooled features as (n, M, D): a single model's (n, D) get M = 1."""
+    features = np.asarray(features)
+    return features[:, None, :] if features.ndim == 2 else features
+
+
+def describe(result: ShiftResult) -> str:
+    """One line on a batch's shift test."""
+    verdict = (
+        f"unlike the training distribution (p < {result.alpha:g})"
+        if result.shifted
+        else f"no evidence of a shift at p < {result.alpha:g}"
+    )
+    return (
+        f"shift test of {result.images} image(s): {verdict}; p = {result.p_value:.4g}, "
+        f"MMD² {result.mmd2:.4f} ({result.z:.1f} null SDs)"
+    )
+
+
+def write_result(path: Path, result: ShiftResult, extra: dict[str, Any] | None = None) -> Path:
+    """``shift.json`` (atomically)."""
+    from medmtl.reporting.summary import write_json
+
+    write_json(path, {**result.to_dict(), **(extra or {})})
+    return path
+
+
+def test_summary(backend: Any, features: Sequence[np.ndarray], out: Path) -> ShiftResult | None:
+    """The shift test of ``medmtl-predict``'s predicted images, written to ``out/shift.json``;
+    None (and why, in the log) for a model without a reference or fewer than
+    :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES` images."""
+    if not getattr(backend, "shift_references", None):
+        return None
+    if len(features) < SHIFT_MIN_IMAGES:
+        log.info("shift test: %d image(s) predicted; it needs %d or more, so none was run.",
+                 len(features), SHIFT_MIN_IMAGES)  # fmt: skip
+        return None
+    result = shift_test(backend.shift_references, np.stack(features))
+    write_result(out / SHIFT_JSON, result)
+    return result
+
+
+def _batches(
+    backend: Any, files: Sequence[Path], batch_size: int, frame: int
+) -> Iterable[tuple[list[Path], np.ndarray]]:
+    from medmtl.inference.core import load_for_model
+
+    kept: list[Path] = []
+    buf: list[np.ndarray] = []
+    for path in files:
+        try:
+            buf.append(load_for_model(path, backend.settings, frame).model_input)
+        except (DataError, OSError, ValueError, MemoryError) as exc:
+            raise DataError(
+                f"{path}: cannot be read for the shift test ({exc}); remove it or fix it."
+            ) from exc
+        kept.append(path)
+        if len(buf) == batch_size:
+            yield kept, np.stack(buf)[:, None].astype(np.float32)
+            kept, buf = [], []
+    if buf:
+        yield kept, np.stack(buf)[:, None].astype(np.float32)
+
+
+def image_features(
+    backend: Any, files: Sequence[Path], batch_size: int = 8, frame: int = 0
+) -> np.ndarray:
+    """(n, M, D) pooled features of every file (the image itself, no flip)."""
+    parts = []
+    for _, batch in _batches(backend, files, batch_size, frame):
+        out = backend.run(batch)
+        if out.get("features") is None:
+            raise ConfigError("this model gives no pooled features; export it again.")
+        parts.append(as_members(out["features"]))
+    return np.concatenate(parts)
+
+
+def batch_power(
+    refs: Sequence[ShiftReference],
+    features: np.ndarray,
+    power: ShiftPower,
+    alpha: float = SHIFT_ALPHA,
+    permutations: int = SHIFT_PERMUTATIONS,
+) -> dict[str, Any]:
+    """The test of all ``features`` and, for each size in ``power.batches``, the share of
+    ``power.repeats`` random batches (drawn without replacement within a batch) flagged at
+    ``alpha``, with its Wilson 95 % interval (the batches overlap, so the interval is
+    narrower than for independent data sets). ``shift/...`` entries for ``metrics.json``."""
+    from scipy.stats import binomtest
+
+    features = as_members(features)
+    whole = shift_test(refs, features, alpha, permutations)
+    out: dict[str, Any] = {
+        "shift/images": whole.images,
+        "shift/p_value": whole.p_value,
+        "shift/mmd2": whole.mmd2,
+        "shift/z": whole.z,
+        "shift/alpha": alpha,
+        "shift/reference_images": [r.size for r in refs],
+    }
+    rng = np.random.default_rng(power.seed)
+    for size in power.batches:
+        if size > len(features):
+            raise ConfigError(
+                f"shift.batches: a batch of {size} images from a split of {len(features)}; "
+                "give smaller sizes."
+            )
+        flagged = 0
+        for r in range(power.repeats):
+            pick = rng.choice(len(features), size, replace=False)
+            flagged += shift_test(refs, features[pick], alpha, permutations, seed=r).shifted
+        ci = binomtest(flagged, power.repeats).proportion_ci(method="wilson")
+        out.update({
+            f"shift/flagged_{size}": flagged / power.repeats,
+            f"shift/flagged_{size}_ci": [float(ci.low), float(ci.high)],
+        })  # fmt: skip
+        log.info("shift test: %d of %d random batches of %d images flagged at p < %g",
+                 flagged, power.repeats, size, alpha)  # fmt: skip
+    if power.batches:
+        out["shift/repeats"] = power.repeats
+    return out
+
+
+class _NetFeatures:
+    """A PyTorch model (checkpoint, run, ensemble or sweep folder) giving pooled features the
+    way a predictor backend does."""
+
+    def __init__(self, path: str | Path) -> None:
+        from medmtl.preprocess.pipeline import PreprocessSettings
+        from medmtl.workflows.members import open_model
+
+        opened = open_model(path)
+        self.net = opened.module.net.eval()
+        self.settings = PreprocessSettings.from_dict(opened.data)
+        self.shift_references = self.net.shift_references()
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            return {"features": self.net(torch.from_numpy(batch))["features"].double().numpy()}
+
+
+def input_files(
+    inp: Path, image_column: str = "image"
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files of a file, a folder (recursively) or a list.csv, and the files left
+    out with the reason (hidden, not an image); a listed file that is missing is an error."""
+    from medmtl.io.outputs import plan_files
+
+    inp = inp.expanduser()
+    if not inp.exists():
+        raise DataError(f"{inp}: input not found.")
+    if inp.suffix.lower() == ".csv":
+        from medmtl.data.manifest import read_csv_rows
+
+        _, rows = read_csv_rows(inp.resolve(), (image_column,), "image list")
+        plan = plan_files([inp.resolve().parent / r[image_column] for r in rows], inp.parent, inp)
+    else:
+        base = inp if inp.is_dir() else inp.parent
+        plan = plan_files(sorted(inp.rglob("*")) if inp.is_dir() else [inp], base, base)
+    if plan.missing:
+        first, why = plan.missing[0]
+        raise DataError(
+            f"{inp}: {len(plan.missing)} listed image(s) not found, e.g. {first} ({why}); "
+            "fix the list."
+        )
+    return [src for src, _ in plan.items], plan.skipped
+
+
+def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
+    """``medmtl-shift``: the shift test of every image of ``settings.input`` against the
+    model's reference (``shift.json`` at ``settings.out`` if given), and the files left out."""
+    if settings.model:
+        from medmtl.inference.onnx_backend import OnnxBackend
+
+        backend: Any = OnnxBackend(settings.model, threads=settings.threads or None)
+        name = settings.model
+    else:
+        if settings.threads:
+            import torch
+
+            torch.set_num_threads(settings.threads)
+        backend, name = _NetFeatures(settings.ckpt_path), settings.ckpt_path
+    refs = references_of(backend, name)
+    files, skipped = input_files(Path(settings.input), settings.image_column)
+    if len(files) < 2:
+        raise DataError(
+            f"{settings.input}: {len(files)} image(s); the shift test needs 2 or more "
+            f"({SHIFT_MIN_IMAGES} or more to find a moderate shift)."
+        )
+    features = image_features(backend, files, settings.batch_size, settings.frame)
+    result = shift_test(refs, features, settings.alpha, settings.permutations, settings.seed)
+    if settings.out:
+        write_result(Path(settings.out), result, {
+            "input": str(settings.input), "model": str(name),
+            "left_out": [{"file": str(p), "reason": why} for p, why in skipped],
+        })  # fmt: skip
+    return result, skipped
+
+
+class RecentUploads:
+    """The page's shift test: the pooled features of the server's most recent uploads (at
+    most ``size``, kept in memory only) tested together against the model's references."""
+
+    def __init__(self, references: Sequence[ShiftReference], size: int = SHIFT_RECENT) -> None:
+        import threading
+
+        self.references = list(references)
+        self.size = size
+        self._features: deque[np.ndarray] = deque(maxlen=size)
+        self._lock = threading.Lock()  # FastAPI runs the endpoints in a thread pool
+        self._cached: dict[str, Any] | None = None
+
+    def add(self, features: np.ndarray | None) -> None:
+        if features is None or not self.references:
+            return
+        with self._lock:
+            self._features.append(np.asarray(features))
+            self._cached = None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._features.clear()
+            self._cached = None
+
+    def report(self) -> dict[str, Any]:
+        """The window's size, and its test once it holds enough images (else why not)."""
+        with self._lock:
+            if self._cached is not None:
+                return self._cached
+            n = len(self._features)
+            out: dict[str, Any] = {
+                "fitted": bool(self.references),
+                "images": n,
+                "needed": SHIFT_MIN_IMAGES,
+                "window": self.size,
+                "result": None,
+            }
+            if not self.references:
+                out["text"] = "This model has no reference for the shift test."
+            elif n < SHIFT_MIN_IMAGES:
+                out["text"] = (
+                    f"Shift test of the recent uploads: {n} of the {SHIFT_MIN_IMAGES} images "
+                    "it needs."
+                )
+            else:
+                result = shift_test(self.references, np.stack(self._features))
+                out["result"] = result.to_dict()
+                out["text"] = f"Recent uploads: {describe(result)}."
+            self._cached = out
+            return out
