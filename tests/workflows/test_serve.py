@@ -317,8 +317,8 @@ def _api_predict(server: str, path: Path) -> dict:
         return json.loads(r.read())
 
 
-def _page_result(browser, server: str, path: Path):
-    """Open the page, drop ``path`` on it and return its finished result element."""
+def open_page(browser, server: str) -> None:
+    """Open the page and wait until it has read the model card and is ready."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -326,6 +326,14 @@ def _page_result(browser, server: str, path: Path):
     WebDriverWait(browser, 30).until(
         lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
     )
+
+
+def _page_result(browser, server: str, path: Path):
+    """Open the page, drop ``path`` on it and return its finished result element."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_page(browser, server)
     browser.find_element(By.ID, "files").send_keys(str(path.resolve()))
     result = browser.find_element(By.CSS_SELECTOR, ".result")
     WebDriverWait(browser, 120).until(
@@ -415,10 +423,7 @@ def test_the_page_shows_the_shift_of_recent_uploads_in_a_real_browser(server, bu
     files = files[:10]
     browser = _browser()
     try:
-        browser.get(f"{server}/")
-        WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
-        )
+        open_page(browser, server)
         shift = browser.find_element(By.ID, "shift")
         assert shift.is_displayed() and "0 of the 10 images" in shift.text
         browser.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))

@@ -15,7 +15,7 @@ from medmtl.workflows.serve import create_app
 from tests.archive import PASSWORD, USER, orthanc
 from tests.conftest import DICOM_DIR
 from tests.io.test_dicomweb import _in_study
-from tests.workflows.test_serve import _browser
+from tests.workflows.test_serve import _browser, open_page
 
 US1 = DICOM_DIR / "US1_UNCR.dcm"
 
@@ -75,10 +75,7 @@ def test_the_page_predicts_a_study_in_a_real_browser(archive, tiny_ckpt, tmp_pat
     with running_server(tiny_ckpt, tmp_path / "serve.log", options=options, env=env) as (url, _):
         browser = _browser()
         try:
-            browser.get(f"{url}/")
-            WebDriverWait(browser, 30).until(
-                lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true"
-            )
+            open_page(browser, url)
             section = browser.find_element(By.ID, "archive")
             WebDriverWait(browser, 30).until(lambda b: section.is_displayed())
             browser.find_element(By.ID, "study-uid").send_keys(study.StudyInstanceUID)
