@@ -2,7 +2,7 @@
 
 medmtl-calibrate <run folder> [<run folder> ...] | <sweep folder>
                  [alpha=<as the run's|0.1>] [by_class=<as the run's|false>]
-                 [unlike_quantile=0.95|null] [shift_dims=16|null] [data_root=<data folder>]
+                 [unlike_quantile=0.95|null] [shift_dims=64|null] [data_root=<data folder>]
 
 For every run (every finished run of a sweep folder), fits on the run's own validation split,
 exactly as medmtl-train does after training: the temperature of the class probabilities, the

@@ -19,7 +19,7 @@ from medmtl.settings.checks import check_fields, check_own_fields, known_keys, o
 
 ALPHA = 0.1  # conformal.alpha: the answer sets' error rate
 QUANTILE = 0.95  # unlike.quantile: the share of validation scans that pass
-SHIFT_DIMS = 16  # shift.dims: principal components of the features the shift test compares
+SHIFT_DIMS = 64  # shift.dims: principal components compared (chosen on the Logiq 7 dev fold)
 SHIFT_ALPHA = 0.01  # the shift test's level: a batch with p below it is flagged
 SHIFT_PERMUTATIONS = 1999  # permutations behind a shift test's p-value
 SHIFT_MIN_IMAGES = 10  # fewer images are not tested (medmtl-predict's summary, the page)
