@@ -26,6 +26,7 @@ from medmtl.io.meta import ImageMeta
 from medmtl.io.outputs import FolderPlan, plan_outputs, write_png
 from medmtl.metrics import ANSWER_SEP, REASON_SEP, disagreement, entropy, refer_reasons
 from medmtl.models.postprocess import PostProcess
+from medmtl.models.shift import as_members
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.commands import check_predict_options
 
@@ -101,8 +102,7 @@ def predict_batch(backend: Backend, batch: np.ndarray, tta: bool = False) -> Bat
     maps = spread["member_seg"] if spread["member_seg"] is not None else spread.get("view_seg")
     unlike = mean("unlike_score")
     features = views[0].get("features")  # the image's own, not its mirror's
-    if features is not None and features.ndim == 2:
-        features = features[:, None, :]
+    features = None if features is None else as_members(features)
     return BatchPrediction(
         seg=None if seg is None else np.mean(seg, axis=0),
         cls=None if cls is None else np.mean(cls, axis=0),

@@ -183,9 +183,7 @@ def shift_test(
 ) -> ShiftResult:
     """Test a batch's pooled features, (m, D) for one model or (m, M, D) for an ensemble of
     M members (each member's own features), against the model's references."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim == 2:
-        features = features[:, None, :]
+    features = as_members(np.asarray(features, dtype=np.float64))
     if not references:
         raise ConfigError(
             "this model has no reference sample for the shift test (trained before it existed): "
@@ -208,6 +206,12 @@ def shift_test(
         alpha=alpha,
         members=members,
     )
+
+
+def as_members(features: np.ndarray) -> np.ndarray:
+    """Pooled features as (n, M, D): a single model's (n, D) get M = 1."""
+    features = np.asarray(features)
+    return features[:, None, :] if features.ndim == 2 else features
 
 
 def shift_record(references: Sequence[ShiftReference]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from medmtl.io.dicomweb import client as dicomweb_client
 from medmtl.io.files import ensure_output_dir
 from medmtl.io.outputs import FolderPlan, check_out_outside_input, plan_files, plan_outputs
 from medmtl.settings.commands import PredictSettings, check_adapt_backend
-from medmtl.workflows.shift import test_summary
+from medmtl.workflows.shift import shift_of_predictions
 
 RETRIEVED = "retrieved"  # input=dicomweb://...: the study's images, in the output folder
 
@@ -242,7 +242,7 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
             backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
         )
     # do these images, together, look like the model's training data? (shift.json)
-    summary.shift = test_summary(backend, summary.features, out)
+    summary.shift = shift_of_predictions(backend, summary.features, out)
     return summary
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import ConfigError, DataError
-from medmtl.models.shift import ShiftReference, ShiftResult, shift_test
+from medmtl.models.shift import ShiftReference, ShiftResult, as_members, shift_test
 from medmtl.settings.evaluation import ShiftPower
 from medmtl.settings.train import (
     SHIFT_ALPHA,
@@ -40,12 +40,6 @@ def references_of(model: Any, name: str | Path) -> list[ShiftReference]:
     return list(refs)
 
 
-def as_members(features: np.ndarray) -> np.ndarray:
-    """Pooled features as (n, M, D): a single model's (n, D) get M = 1."""
-    features = np.asarray(features)
-    return features[:, None, :] if features.ndim == 2 else features
-
-
 def describe(result: ShiftResult) -> str:
     """One line on a batch's shift test."""
     verdict = (
@@ -67,7 +61,9 @@ def write_result(path: Path, result: ShiftResult, extra: dict[str, Any] | None =
     return path
 
 
-def test_summary(backend: Any, features: Sequence[np.ndarray], out: Path) -> ShiftResult | None:
+def shift_of_predictions(
+    backend: Any, features: Sequence[np.ndarray], out: Path
+) -> ShiftResult | None:
     """The shift test of ``medmtl-predict``'s predicted images, written to ``out/shift.json``;
     None (and why, in the log) for a model without a reference or fewer than
     :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES` images."""
