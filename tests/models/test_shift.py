@@ -118,7 +118,10 @@ def test_the_network_carries_its_reference_and_an_old_one_has_none():
     np.testing.assert_allclose(features, net.pooled_features(x).detach().numpy(), rtol=1e-5)
     assert net.shift_references() == []
     old = {k: v for k, v in net.state_dict().items() if not k.startswith("shift_")}
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
     net.set_shift_reference(ShiftReference.fit(features, features[:12], 4))
+    # in place, at fixed sizes: weight averaging (EMA) and DDP swap and broadcast buffers
+    assert {k: v.shape for k, v in net.state_dict().items()} == shapes
     fresh = MultiTaskNet("Unet", "resnet18", None, 1, 3)
     fresh.load_state_dict(net.state_dict())  # sizes come with the state
     got = fresh.shift_reference()
@@ -134,3 +137,10 @@ def test_the_network_carries_its_reference_and_an_old_one_has_none():
     assert stacked.shape == (3, 2, 512)
     assert len(ens.shift_references()) == 2
     assert EnsembleNet([fresh, older]).shift_references() == []  # not all members have one
+    # more reference images than the network holds: a seeded subset; too many components: refused
+    big = ShiftReference.fit(features, np.repeat(features, 20, axis=0), 4)
+    assert big.size == 512
+    with pytest.raises(ConfigError, match="does not fit this network"):
+        net.set_shift_reference(
+            ShiftReference(np.zeros(512), np.zeros((200, 512)), np.zeros((5, 200)))
+        )

@@ -21,6 +21,7 @@ from medmtl.models.weights import OFFLINE_WEIGHTS, load_offline_weights, offline
 from medmtl.settings.checks import choice
 from medmtl.settings.evaluation import AS_TRAINED, GATE_KEYS, check_gate_value
 from medmtl.settings.model import GateSettings, NetSettings
+from medmtl.settings.train import SHIFT_MAX_DIMS, SHIFT_MAX_REFERENCE
 
 # smp's Mix Transformer encoders have no decoder for these architectures
 NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
@@ -28,8 +29,8 @@ NO_TRANSFORMER = tuple(a.name for a in ARCHS if not a.mix_transformer)
 
 # the segmentation logit of a gated (empty) mask: sigmoid(-30) ~ 1e-13
 EMPTY_LOGIT = -30.0
-# the buffers holding the shift test's reference, in ShiftReference's field order
-SHIFT_BUFFERS = ("shift_mean", "shift_components", "shift_sample")
+# the buffers holding the shift test's reference (ShiftReference's fields, then their sizes)
+SHIFT_BUFFERS = ("shift_mean", "shift_components", "shift_sample", "shift_size")
 
 
 class ClassificationHead(nn.Module):
@@ -314,11 +315,17 @@ class MultiTaskNet(Tempered, nn.Module):
         self.register_buffer("cls_temperature", torch.ones((), dtype=torch.float32))
         # how unlike the training data a scan is (medmtl.models.unlike), fitted after training
         self.unlike = FeatureDistance(self.encoder.out_channels[-1], num_classes)
-        # the shift test's projection and reference sample (medmtl.models.shift): empty until
-        # fitted after training; their sizes come with a checkpoint (_load_from_state_dict)
+        # the shift test's projection and reference sample (medmtl.models.shift), fitted
+        # after training. Fixed sizes (the caps), filled up to shift_size = (images, components):
+        # weight averaging and DDP need buffers whose shapes never change
         dims = self.encoder.out_channels[-1]
-        for name, shape in (("mean", (dims,)), ("components", (0, dims)), ("sample", (0, 0))):
+        for name, shape in (
+            ("mean", (dims,)),
+            ("components", (SHIFT_MAX_DIMS, dims)),
+            ("sample", (SHIFT_MAX_REFERENCE, SHIFT_MAX_DIMS)),
+        ):
             self.register_buffer(f"shift_{name}", torch.zeros(shape))
+        self.register_buffer("shift_size", torch.zeros(2, dtype=torch.long))
 
     @classmethod
     def from_settings(cls, net: NetSettings, class_names: Sequence[str]) -> MultiTaskNet:
@@ -348,11 +355,10 @@ class MultiTaskNet(Tempered, nn.Module):
         # ... and no unlike-training score: it stays unfitted (NaN)
         for name, value in self.unlike.state_dict().items():
             state_dict.setdefault(f"{prefix}unlike.{name}", value.clone())
-        # ... and no shift reference (empty); a stored one brings its own sizes
-        for name in SHIFT_BUFFERS:
-            stored = state_dict.setdefault(prefix + name, getattr(self, name).clone())
-            if isinstance(stored, torch.Tensor) and stored.shape != getattr(self, name).shape:
-                self._buffers[name] = torch.zeros_like(stored)
+        # ... and no shift reference (empty)
+        if prefix + "shift_size" not in state_dict:
+            for name in SHIFT_BUFFERS:
+                state_dict[prefix + name] = torch.zeros_like(getattr(self, name))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -383,10 +389,13 @@ class MultiTaskNet(Tempered, nn.Module):
 
     def shift_reference(self) -> ShiftReference | None:
         """The shift test's projection and reference sample (None: not fitted)."""
-        if self.shift_sample.shape[0] == 0:
+        n, k = (int(v) for v in self.shift_size)
+        if n == 0:
             return None
         return ShiftReference(
-            *(getattr(self, name).double().cpu().numpy() for name in SHIFT_BUFFERS)
+            self.shift_mean.double().cpu().numpy(),
+            self.shift_components[:k].double().cpu().numpy(),
+            self.shift_sample[:n, :k].double().cpu().numpy(),
         )
 
     def shift_references(self) -> list[ShiftReference]:
@@ -395,9 +404,19 @@ class MultiTaskNet(Tempered, nn.Module):
         return [] if ref is None else [ref]
 
     def set_shift_reference(self, ref: ShiftReference | None) -> None:
-        """Hold ``ref`` (None: none) in the buffers a checkpoint carries."""
-        empty = (torch.zeros_like(self.shift_mean), torch.zeros(0, len(self.shift_mean)),
-                 torch.zeros(0, 0))  # fmt: skip
-        values = empty if ref is None else (ref.mean, ref.components, ref.sample)
-        for name, value in zip(SHIFT_BUFFERS, values, strict=True):
-            self._buffers[name] = torch.as_tensor(value, dtype=torch.float32).clone()
+        """Hold ``ref`` (None: none) in the buffers a checkpoint carries, in place."""
+        for name in SHIFT_BUFFERS:
+            getattr(self, name).zero_()
+        if ref is None:
+            return
+        n, k = ref.sample.shape
+        if k > SHIFT_MAX_DIMS or n > SHIFT_MAX_REFERENCE or ref.mean.shape != self.shift_mean.shape:
+            raise ConfigError(
+                f"a shift reference of {n} images on {k} components of {ref.mean.shape[0]} "
+                f"features does not fit this network (at most {SHIFT_MAX_REFERENCE} images, "
+                f"{SHIFT_MAX_DIMS} components, {self.shift_mean.shape[0]} features)."
+            )
+        self.shift_mean.copy_(torch.as_tensor(ref.mean))
+        self.shift_components[:k].copy_(torch.as_tensor(ref.components))
+        self.shift_sample[:n, :k].copy_(torch.as_tensor(ref.sample))
+        self.shift_size.copy_(torch.tensor([n, k]))

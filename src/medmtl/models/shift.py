@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import ConfigError
-from medmtl.settings.train import SHIFT_ALPHA, SHIFT_PERMUTATIONS
+from medmtl.settings.train import SHIFT_ALPHA, SHIFT_MAX_REFERENCE, SHIFT_PERMUTATIONS
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,22 @@ class ShiftReference:
     sample: np.ndarray
 
     @classmethod
-    def fit(cls, train: np.ndarray, reference: np.ndarray, dims: int) -> ShiftReference:
-        """The projection from ``train`` (n, D) features, the reference from ``reference``."""
+    def fit(
+        cls,
+        train: np.ndarray,
+        reference: np.ndarray,
+        dims: int,
+        max_reference: int = SHIFT_MAX_REFERENCE,
+    ) -> ShiftReference:
+        """The projection from ``train`` (n, D) features, the reference from ``reference`` (a
+        seeded random subset of ``max_reference`` images when it has more)."""
         from sklearn.decomposition import PCA
 
         train = np.asarray(train, dtype=np.float64)
         reference = np.asarray(reference, dtype=np.float64)
+        if len(reference) > max_reference:
+            keep = np.random.default_rng(0).choice(len(reference), max_reference, replace=False)
+            reference = reference[np.sort(keep)]
         if len(train) < 2 or len(reference) < 2:
             raise ConfigError(
                 "the shift test needs training and validation images "

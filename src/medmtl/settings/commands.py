@@ -17,7 +17,7 @@ from medmtl.errors import ConfigError, open_fraction
 from medmtl.settings.checks import check_fields, choice, flag, number, opt, own_values, ranged
 from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
-from medmtl.settings.train import SHIFT_ALPHA, SHIFT_DIMS, SHIFT_PERMUTATIONS
+from medmtl.settings.train import SHIFT_ALPHA, SHIFT_DIMS, SHIFT_MAX_DIMS, SHIFT_PERMUTATIONS
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
 # DICOM SEG: the thresholded mask or the probability map
@@ -344,7 +344,7 @@ class CalibrateSettings(Settings):
                 self.unlike_quantile, "unlike_quantile", "a share of the images", 0.95
             )
         if self.shift_dims is not None:
-            _at_least("shift_dims", self.shift_dims, 1, "1 or more (null: no shift reference)")
+            self.shift_dims = number("shift_dims", self.shift_dims, int, 1, SHIFT_MAX_DIMS)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from medmtl.settings.checks import check_fields, check_own_fields, known_keys, o
 ALPHA = 0.1  # conformal.alpha: the answer sets' error rate
 QUANTILE = 0.95  # unlike.quantile: the share of validation scans that pass
 SHIFT_DIMS = 64  # shift.dims: principal components compared (chosen on the Logiq 7 dev fold)
+SHIFT_MAX_DIMS = 128  # the network holds at most this many components ...
+SHIFT_MAX_REFERENCE = 512  # ... and reference images (a seeded random subset of more)
 SHIFT_ALPHA = 0.01  # the shift test's level: a batch with p below it is flagged
 SHIFT_PERMUTATIONS = 1999  # permutations behind a shift test's p-value
 SHIFT_MIN_IMAGES = 10  # fewer images are not tested (medmtl-predict's summary, the page)
@@ -77,7 +79,9 @@ class Shift:
     """The shift test's reference: the validation images' pooled encoder features on the
     leading principal components of the training images' (medmtl.models.shift)."""
 
-    dims: int | None = opt(SHIFT_DIMS, "principal components compared (null: no reference)", low=1)
+    dims: int | None = opt(
+        SHIFT_DIMS, "principal components compared (null: no reference)", low=1, high=SHIFT_MAX_DIMS
+    )
 
     def __post_init__(self) -> None:
         check_own_fields(self, "shift")
