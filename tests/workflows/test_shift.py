@@ -134,6 +134,15 @@ def test_predict_tests_its_inputs_together(onnx_model, busi_folder, tmp_path, ca
     assert not (tmp_path / "p3" / "shift.json").exists()  # 3 images: too few to test
 
 
+def test_predict_with_adabn_runs_no_shift_test(tiny_ckpt, busi_folder, tmp_path, capsys):
+    """adapt=bn re-estimates the network's statistics on these very images: its features no
+    longer answer "like the reference?", so no shift test is run."""
+    out = tmp_path / "bn"
+    rc = predict_cli([f"ckpt_path={tiny_ckpt}", f"input={busi_folder}", f"out={out}", "adapt=bn"])
+    assert rc == 0 and "shift test" not in capsys.readouterr().out
+    assert (out / "predictions.csv").exists() and not (out / "shift.json").exists()
+
+
 def test_eval_measures_random_batches(tiny_run, tiny_ckpt, make_cfg):
     """Random batches of the model's own test images are rarely flagged; the whole split is
     tested too."""

@@ -241,8 +241,12 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
         summary = predict_paths(
             backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
         )
-    # do these images, together, look like the model's training data? (shift.json)
-    summary.shift = shift_of_predictions(backend, summary.features, out)
+    # do these images, together, look like the model's training data? (shift.json). Not after
+    # adapt=bn: the network's statistics are then the inputs' own, not its reference's
+    if adapt:
+        log.info("shift test: not run with adapt=bn (the network was adapted to these images).")
+    else:
+        summary.shift = shift_of_predictions(backend, summary.features, out)
     return summary
 
 
