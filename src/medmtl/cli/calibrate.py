@@ -9,8 +9,9 @@ exactly as medmtl-train does after training: the temperature of the class probab
 conformal answer sets (error rate alpha, class by class with by_class=true) and the
 "unlike the training data" score (its threshold passes unlike_quantile of the validation
 images; null: none) and the shift test's reference (the validation images' features on
-shift_dims principal components of the training images'; null: none). They are stored in the run's best checkpoint (atomically; the rest of
-it is unchanged) and listed in <run>/calibration.json. For checkpoints trained before one of
+shift_dims principal components of the training images'; null: none). They are stored in the
+run's best checkpoint (atomically; the rest of it is unchanged) and listed in
+<run>/calibration.json. For checkpoints trained before one of
 these existed; evaluate again (medmtl-eval, medmtl-ensemble) to see their effect.
 """
 

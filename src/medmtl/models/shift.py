@@ -194,11 +194,7 @@ def shift_test(
     """Test a batch's pooled features, (m, D) for one model or (m, M, D) for an ensemble of
     M members (each member's own features), against the model's references."""
     features = as_members(np.asarray(features, dtype=np.float64))
-    if not references:
-        raise ConfigError(
-            "this model has no reference sample for the shift test (trained before it existed): "
-            "fit one with medmtl-calibrate <run or sweep folder>."
-        )
+    require_references(references)
     if features.shape[1] != len(references):
         raise ConfigError(
             f"shift test: features of {features.shape[1]} members for {len(references)} references."
@@ -216,6 +212,19 @@ def shift_test(
         alpha=alpha,
         members=members,
     )
+
+
+def require_references(
+    references: Sequence[ShiftReference], name: str = "this model"
+) -> list[ShiftReference]:
+    """``references`` (one per member), or one line saying how a model gets them."""
+    if not references:
+        raise ConfigError(
+            f"{name}: no reference sample for the shift test (trained before it existed, or "
+            "with shift.dims=null); fit one with medmtl-calibrate <run or sweep folder>, then "
+            "export again."
+        )
+    return list(references)
 
 
 def as_members(features: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from medmtl.data.manifest import UNCERTAINTY_COLUMNS
 from medmtl.errors import ConfigError, DataError, MedmtlError
 from medmtl.io.files import atomic_write_text, ensure_output_dir
 from medmtl.models.adapt import adapt_batchnorm
+from medmtl.models.shift import require_references
 from medmtl.reporting.breakdown import Group, breakdown, flat_metrics, render
 from medmtl.reporting.evaluation import write_evaluation_figures
 from medmtl.reporting.per_image import (
@@ -49,7 +50,7 @@ from medmtl.training.module import MultiTaskModule
 from medmtl.workflows.calibrate import split_features
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import open_model
-from medmtl.workflows.shift import batch_power, references_of
+from medmtl.workflows.shift import batch_power
 from medmtl.workflows.wandb_runs import (
     code_version,
     flat_config,
@@ -356,7 +357,7 @@ def test_module(
     if mapping != {c: c for c in data_classes}:
         record.values["eval/class_map"] = mapping
     if shift is not None and trainer.is_global_zero:
-        refs = references_of(module.net, "shift.test")
+        refs = require_references(module.net.shift_references(), "shift.test")
         features, _ = split_features(module, dm, split)
         record.values.update(batch_power(refs, features, shift))
     metrics = record.to_metrics()

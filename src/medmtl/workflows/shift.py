@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import ConfigError, DataError
-from medmtl.models.shift import ShiftReference, ShiftResult, as_members, shift_test
+from medmtl.models.shift import (
+    ShiftReference,
+    ShiftResult,
+    as_members,
+    require_references,
+    shift_test,
+)
 from medmtl.settings.evaluation import ShiftPower
 from medmtl.settings.train import (
     SHIFT_ALPHA,
@@ -25,19 +31,6 @@ from medmtl.settings.train import (
 
 log = logging.getLogger(__name__)
 SHIFT_JSON = "shift.json"
-
-
-def references_of(model: Any, name: str | Path) -> list[ShiftReference]:
-    """A backend's or a network's shift references, or one line saying how to fit them."""
-    refs = getattr(model, "shift_references", [])
-    refs = refs() if callable(refs) else refs
-    if not refs:
-        raise ConfigError(
-            f"{name}: this model has no reference sample for the shift test (trained before it "
-            "existed, or with shift.dims=null); fit one with medmtl-calibrate <run or sweep "
-            "folder>, then export again."
-        )
-    return list(refs)
 
 
 def describe(result: ShiftResult) -> str:
@@ -80,10 +73,9 @@ def shift_of_predictions(
 
 def _batches(
     backend: Any, files: Sequence[Path], batch_size: int, frame: int
-) -> Iterable[tuple[list[Path], np.ndarray]]:
+) -> Iterable[np.ndarray]:
     from medmtl.inference.core import load_for_model
 
-    kept: list[Path] = []
     buf: list[np.ndarray] = []
     for path in files:
         try:
@@ -92,12 +84,11 @@ def _batches(
             raise DataError(
                 f"{path}: cannot be read for the shift test ({exc}); remove it or fix it."
             ) from exc
-        kept.append(path)
         if len(buf) == batch_size:
-            yield kept, np.stack(buf)[:, None].astype(np.float32)
-            kept, buf = [], []
+            yield np.stack(buf)[:, None].astype(np.float32)
+            buf = []
     if buf:
-        yield kept, np.stack(buf)[:, None].astype(np.float32)
+        yield np.stack(buf)[:, None].astype(np.float32)
 
 
 def image_features(
@@ -105,7 +96,7 @@ def image_features(
 ) -> np.ndarray:
     """(n, M, D) pooled features of every file (the image itself, no flip)."""
     parts = []
-    for _, batch in _batches(backend, files, batch_size, frame):
+    for batch in _batches(backend, files, batch_size, frame):
         out = backend.run(batch)
         if out.get("features") is None:
             raise ConfigError("this model gives no pooled features; export it again.")
@@ -220,7 +211,7 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
 
             torch.set_num_threads(settings.threads)
         backend, name = _NetFeatures(settings.ckpt_path), settings.ckpt_path
-    refs = references_of(backend, name)
+    refs = require_references(backend.shift_references, str(name))
     files, skipped = input_files(Path(settings.input), settings.image_column)
     if len(files) < 2:
         raise DataError(
