@@ -8,7 +8,13 @@ import torch
 from scipy.stats import kstest
 
 from medmtl.errors import ConfigError
-from medmtl.models.shift import ShiftReference, mmd_test, shift_record, shift_test
+from medmtl.models.shift import (
+    ShiftReference,
+    mmd_test,
+    one_per_group,
+    shift_record,
+    shift_test,
+)
 
 D = 24
 
@@ -83,6 +89,37 @@ def test_an_ensemble_combines_its_members_by_bonferroni():
         shift_test(refs, rng.normal(size=(20, 3, D)))
     with pytest.raises(ConfigError, match="no reference sample"):
         shift_test([], batch)
+
+
+def test_near_copies_count_once():
+    """The known failure and its mend: a batch of the reference's own distribution in which
+    each image comes three times (with slight noise, as a re-crop would) is not exchangeable
+    with the reference, and the plain test flags it far above its level; with the copies'
+    groups it tests 10 distinct images and holds its level. A reference with copies is
+    thinned the same way."""
+    rng = np.random.default_rng(7)
+    ref = _reference(rng)
+    groups = np.repeat(np.arange(10), 3)
+    plain, grouped = [], []
+    for seed in range(40):
+        r = np.random.default_rng(100 + seed)
+        batch = np.repeat(r.normal(size=(10, D)), 3, axis=0) + 0.01 * r.normal(size=(30, D))
+        plain.append(shift_test([ref], batch, permutations=199).shifted)
+        test = shift_test([ref], batch, permutations=199, groups=groups)
+        assert (test.images, test.distinct) == (30, 10)
+        grouped.append(test.shifted)
+    assert np.mean(plain) >= 0.5 and np.mean(grouped) <= 0.1
+    assert shift_test([ref], batch, groups=groups).to_dict()["distinct"] == 10
+    assert one_per_group([5, 3, 5, 3, 9], 5).tolist() == [0, 1, 4]
+    assert one_per_group(None, 3).tolist() == [0, 1, 2]
+    with pytest.raises(ConfigError, match="2 group ids for 3 images"):
+        one_per_group([1, 2], 3)
+    with pytest.raises(ConfigError, match="near copies of 1"):
+        shift_test([ref], batch[:3], groups=[0, 0, 0])
+    copies = np.repeat(rng.normal(size=(20, D)), 3, axis=0)
+    train = rng.normal(size=(200, D))
+    thinned = ShiftReference.fit(train, copies, 8, groups=np.repeat(np.arange(20), 3))
+    assert thinned.size == 20
 
 
 def test_the_reference_is_checked_and_round_trips():

@@ -31,7 +31,7 @@ def onnx_model(tiny_ckpt, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def busi_folder(busi, tmp_path_factory) -> Path:
-    """12 BUSI scans, 4 of each class."""
+    """12 BUSI scans, 4 of each class; malignant (3) and (4) are near copies (one lesion)."""
     folder = tmp_path_factory.mktemp("busi12")
     for cls in ("benign", "malignant", "normal"):
         for k in range(1, 5):
@@ -55,8 +55,8 @@ def test_a_trained_model_carries_its_reference_into_the_export(
     np.testing.assert_allclose(o_ref.sample, t_ref.sample, rtol=1e-5, atol=1e-6)
     assert onnx_b.card["shift"] == torch_b.card["shift"] and torch_b.card["shift"]["fitted"]
     files = sorted(busi_folder.iterdir())
-    ft, fo = image_features(torch_b, files), image_features(onnx_b, files)
-    assert ft.shape == (12, 1, t_ref.mean.shape[0])
+    (ft, thumbs), (fo, _) = image_features(torch_b, files), image_features(onnx_b, files)
+    assert ft.shape == (12, 1, t_ref.mean.shape[0]) and len(thumbs) == 12
     np.testing.assert_allclose(fo, ft, rtol=1e-3, atol=1e-4)
     a, b = shift_test([t_ref], ft), shift_test([o_ref], fo)
     assert a.shifted and b.shifted  # BUSI scans, for a model of the phantom
@@ -67,9 +67,13 @@ def test_medmtl_shift_on_a_folder_and_a_list(onnx_model, tiny_run, busi_folder, 
     out = tmp_path / "shift.json"
     rc = shift_cli([f"model={onnx_model}", f"input={busi_folder}", f"out={out}"])
     printed = capsys.readouterr().out
-    assert rc == 0 and "shift test of 12 image(s): unlike the training distribution" in printed
+    assert rc == 0 and (
+        "shift test of 12 image(s) (11 distinct: near copies count once): unlike the training "
+        "distribution" in printed
+    )
     saved = json.loads(out.read_text())
-    assert saved["shifted"] is True and saved["images"] == 12 and saved["p_value"] < 0.01
+    assert saved["shifted"] is True and saved["p_value"] < 0.01
+    assert (saved["images"], saved["distinct"]) == (12, 11)
     assert saved["input"] == str(busi_folder) and saved["left_out"] == []
     # the same through PyTorch from the run folder, and from a list of the images
     listing = tmp_path / "list.csv"
@@ -79,7 +83,7 @@ def test_medmtl_shift_on_a_folder_and_a_list(onnx_model, tiny_run, busi_folder, 
         for f in sorted(busi_folder.iterdir()):
             w.writerow([f.resolve(), "x"])
     rc = shift_cli([f"ckpt_path={tiny_run}", f"input={listing}", "image_column=path"])
-    assert rc == 0 and "shift test of 12 image(s): unlike" in capsys.readouterr().out
+    assert rc == 0 and "shift test of 12 image(s) (11 distinct" in capsys.readouterr().out
     # a note among the images is listed as left out, not tested
     (busi_folder / "notes.txt").write_text("x")
     try:
@@ -89,6 +93,35 @@ def test_medmtl_shift_on_a_folder_and_a_list(onnx_model, tiny_run, busi_folder, 
         assert "notes.txt" in printed
     finally:
         (busi_folder / "notes.txt").unlink()
+
+
+def test_near_copies_in_the_input_count_once(onnx_model, busi_folder, tmp_path, capsys):
+    """The same scan three more times (a copy, a re-encoded JPEG, a re-crop) is tested as
+    one image: the reason is written beside the result, and too few distinct images for
+    medmtl-predict's summary means no test."""
+    import cv2
+
+    folder = tmp_path / "copies"
+    shutil.copytree(busi_folder, folder)
+    first = folder / "benign_1.png"
+    shutil.copy(first, folder / "benign_1_copy.png")
+    grey = cv2.imread(str(first), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(folder / "benign_1_jpeg.jpg"), grey, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    cv2.imwrite(str(folder / "benign_1_crop.png"), grey[4:-4, 4:-4])
+    out = tmp_path / "shift.json"
+    assert shift_cli([f"model={onnx_model}", f"input={folder}", f"out={out}"]) == 0
+    assert "shift test of 15 image(s) (11 distinct: near copies count once)" in (
+        capsys.readouterr().out
+    )
+    saved = json.loads(out.read_text())
+    assert (saved["images"], saved["distinct"]) == (15, 11)
+    # 11 files, 8 distinct: fewer than the 10 medmtl-predict's summary needs
+    for f in ("malignant_1.png", "malignant_2.png", "malignant_3.png", "normal_4.png"):
+        (folder / f).unlink()
+    rc = predict_cli([f"model={onnx_model}", f"input={folder}", f"out={tmp_path / 'pred'}"])
+    assert rc == 0 and "shift test" not in capsys.readouterr().out
+    assert (tmp_path / "pred" / "predictions.csv").exists()
+    assert not (tmp_path / "pred" / "shift.json").exists()
 
 
 def test_medmtl_shift_refusals(onnx_model, tiny_ckpt, busi_folder, tmp_path, capsys):
@@ -155,6 +188,8 @@ def test_eval_measures_random_batches(tiny_run, tiny_ckpt, make_cfg):
     )
     metrics = evaluate(cfg)
     assert metrics["shift/images"] == metrics["num_images"]
+    assert 2 <= metrics["shift/distinct"] <= metrics["shift/images"]
+    assert 2 <= metrics["shift/distinct_4"] <= 4
     assert 0 <= metrics["shift/p_value"] <= 1 and metrics["shift/repeats"] == 10
     assert metrics["shift/flagged_4"] <= 0.3  # its own distribution: about alpha = 1 %
     low, high = metrics["shift/flagged_4_ci"]
@@ -175,8 +210,15 @@ def test_the_api_tests_the_recent_uploads(tiny_ckpt, busi_folder):
         r = client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")})
         assert r.status_code == 200
     report = client.get("/api/shift").json()
-    assert report["images"] == 9 and report["result"] is None and "9 of the 10" in report["text"]
-    for f in files[9:]:
+    assert report["images"] == 9 and report["result"] is None
+    assert "8 of the 10 distinct images" in report["text"]  # malignant (3) and (4): one
+    again = files[0]  # the same scan uploaded twice counts once
+    client.post("/api/predict", files={"file": (again.name, again.read_bytes(), "image/png")})
+    report = client.get("/api/shift").json()
+    assert (report["images"], report["distinct"], report["result"]) == (10, 8, None)
+    assert "(10 uploads: near copies count once)" in report["text"]
+    client.delete("/api/shift")
+    for f in files:
         client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")})
     report = client.get("/api/shift").json()
     assert report["images"] == 12 and report["result"]["shifted"] is True

@@ -230,6 +230,12 @@ class CasesDataModule(L.LightningDataModule):
         self._check_split(split)
         return [c for i, c in enumerate(self.items) if self._in(split, i)]
 
+    def split_groups(self, split: str) -> list[int]:
+        """The group (near copies, the data set's patients) of each of one split's cases, in
+        :meth:`cases` order."""
+        self._check_split(split)
+        return [g for i, g in enumerate(self.groups) if self._in(split, i)]
+
     def _in(self, split: str, i: int) -> bool:
         return split == "all" or self.split[i] == split
 

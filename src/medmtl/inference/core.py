@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from medmtl.data.duplicates import thumbnail
 from medmtl.errors import DataError, Stopped, WriteError
 from medmtl.inference.dicom_out import (
     RESULT_SUFFIX,
@@ -29,6 +30,7 @@ from medmtl.models.postprocess import PostProcess
 from medmtl.models.shift import as_members
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.commands import check_predict_options
+from medmtl.settings.data import Dedup
 
 # a model folder (a W&B model artifact, logger.wandb.log_model): its checkpoint and ONNX export
 ARTIFACT_CKPT, ARTIFACT_ONNX = "model.ckpt", "model.onnx"
@@ -120,6 +122,7 @@ class LoadedImage:
     image8: np.ndarray  # display image, 8-bit grey at the original size
     model_input: np.ndarray  # (S, S) float32, normalised
     meta: ImageMeta
+    thumb: np.ndarray | None = None  # the near-copy thumbnail (medmtl.data.duplicates)
 
 
 def load_for_model(path: Path, settings: PreprocessSettings, frame: int = 0) -> LoadedImage:
@@ -127,7 +130,8 @@ def load_for_model(path: Path, settings: PreprocessSettings, frame: int = 0) -> 
     raw, meta = read_image(path, frame=frame)
     grey = to_grey(raw)
     image8 = settings.to_uint8(grey, meta, str(path))
-    return LoadedImage(path, image8, settings.model_input(grey, meta, str(path)), meta)
+    model_input = settings.model_input(grey, meta, str(path))
+    return LoadedImage(path, image8, model_input, meta, thumbnail(grey, Dedup().thumb_size))
 
 
 def probability_at_size(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -160,6 +164,7 @@ class ImagePrediction:
     uncertainty: dict = field(default_factory=dict)  # :func:`uncertainty_row`
     variance8: np.ndarray | None = None  # (H, W) uint8: the pixel variance map, 0..255
     features: np.ndarray | None = None  # (M, D) pooled features, for the shift test
+    thumb: np.ndarray | None = None  # its near-copy thumbnail, for the same
 
     def mask(self, threshold: float, postprocess: PostProcess) -> np.ndarray | None:
         """The lesion mask: the 8-bit probability map at ``threshold``, post-processed.
@@ -198,6 +203,7 @@ def predict_image(
         uncertainty_row(backend, pred, 0),
         variance8,
         None if pred.features is None else pred.features[0],
+        li.thumb,
     )
 
 
@@ -290,6 +296,7 @@ class PredictSummary:
     no_seg: list[tuple[Path, str]] = field(default_factory=list)
     # each predicted image's pooled features (M, D), for the shift test of the whole input
     features: list[np.ndarray] = field(default_factory=list, repr=False)
+    thumbs: list[np.ndarray] = field(default_factory=list, repr=False)  # and their thumbnails
     shift: Any = None  # the shift test of the predicted images (medmtl.models.shift.ShiftResult)
     csvs: _ResultCsvs | None = field(default=None, repr=False, compare=False)
 
@@ -429,6 +436,7 @@ def _predict_loaded(
             summary.add_row(row)
             if pred.features is not None:
                 summary.features.append(pred.features[k])
+                summary.thumbs.append(li.thumb)
         except BaseException as exc:
             # an image without a row in predictions.csv keeps none of its outputs
             stem = target.with_suffix("")

@@ -13,6 +13,12 @@ the model.
   by permutation of the pooled sample (``scipy.stats.permutation_test``, one-sided). The
   effect size is MMD² itself (0: no difference; at most 2) and its distance from the
   permutation null in null standard deviations (``z``).
+- **Near copies count once.** The permutation p-value holds for exchangeable images; two
+  images of the same lesion (a re-crop, the same scan with other overlays, the same patient)
+  are not, and a sample holding several such pairs is flagged far more often than ``alpha``
+  says (``docs/results.md``, issue 43). So the reference keeps one image per group of the
+  split (near copies and the data set's patients), and a batch one image per group of near
+  copies (:func:`one_per_group`; the groups come from the caller).
 - **Ensembles.** Each member has its own projection and reference (a fold model: its own
   validation fold); the batch is tested against each, and the p-values are combined by
   Bonferroni (the smallest times the number of members), valid whatever their dependence.
@@ -49,13 +55,15 @@ class ShiftReference:
         reference: np.ndarray,
         dims: int,
         max_reference: int = SHIFT_MAX_REFERENCE,
+        groups: Sequence[int] | None = None,
     ) -> ShiftReference:
-        """The projection from ``train`` (n, D) features, the reference from ``reference`` (a
-        seeded random subset of ``max_reference`` images when it has more)."""
+        """The projection from ``train`` (n, D) features, the reference from ``reference``:
+        one image per group of ``groups`` (one id per reference image; none: every image its
+        own), a seeded random subset of ``max_reference`` of them when there are more."""
         from sklearn.decomposition import PCA
 
         train = np.asarray(train, dtype=np.float64)
-        reference = np.asarray(reference, dtype=np.float64)
+        reference = np.asarray(reference, dtype=np.float64)[one_per_group(groups, len(reference))]
         if len(reference) > max_reference:
             keep = np.random.default_rng(0).choice(len(reference), max_reference, replace=False)
             reference = reference[np.sort(keep)]
@@ -154,12 +162,25 @@ def mmd_test(
     }
 
 
+def one_per_group(groups: Sequence[int] | None, n: int) -> np.ndarray:
+    """The indices of the first of ``n`` images in each group (``groups``: one id per image;
+    None: all ``n``), in order."""
+    if groups is None:
+        return np.arange(n)
+    if len(groups) != n:
+        raise ConfigError(f"shift test: {len(groups)} group ids for {n} images.")
+    _, first = np.unique(np.asarray(groups), return_index=True)
+    return np.sort(first)
+
+
 @dataclass(frozen=True)
 class ShiftResult:
     """A batch's test against a model: the combined p-value, the effect size (the members'
-    mean MMD² and z) and each member's own test."""
+    mean MMD² and z) and each member's own test. ``images`` were given, ``distinct`` of them
+    tested (near copies counted once)."""
 
     images: int
+    distinct: int
     p_value: float
     mmd2: float
     z: float
@@ -174,6 +195,7 @@ class ShiftResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "images": self.images,
+            "distinct": self.distinct,
             "shifted": self.shifted,
             "p_value": self.p_value,
             "alpha": self.alpha,
@@ -190,11 +212,20 @@ def shift_test(
     alpha: float = SHIFT_ALPHA,
     permutations: int = SHIFT_PERMUTATIONS,
     seed: int = 0,
+    groups: Sequence[int] | None = None,
 ) -> ShiftResult:
     """Test a batch's pooled features, (m, D) for one model or (m, M, D) for an ensemble of
-    M members (each member's own features), against the model's references."""
+    M members (each member's own features), against the model's references; with ``groups``
+    (one id per image, e.g. its group of near copies), one image per group."""
     features = as_members(np.asarray(features, dtype=np.float64))
     require_references(references)
+    images = len(features)
+    features = features[one_per_group(groups, images)]
+    if len(features) < 2 <= images:
+        raise ConfigError(
+            f"shift test: the {images} images are near copies of {len(features)}; it needs "
+            "2 or more distinct images."
+        )
     if features.shape[1] != len(references):
         raise ConfigError(
             f"shift test: features of {features.shape[1]} members for {len(references)} references."
@@ -205,7 +236,8 @@ def shift_test(
         members.append({**test, "reference_images": ref.size})
     p = min(1.0, len(members) * min(t["p_value"] for t in members))  # Bonferroni
     return ShiftResult(
-        images=len(features),
+        images=images,
+        distinct=len(features),
         p_value=p,
         mmd2=float(np.mean([t["mmd2"] for t in members])),
         z=float(np.mean([t["z"] for t in members])),

@@ -95,7 +95,8 @@ def fit_feature_scores(
     training and validation images: the unlike-training score (:mod:`medmtl.models.unlike`;
     class means and covariance on training, threshold on validation; ``quantile`` None: not)
     and the shift test's reference (:mod:`medmtl.models.shift`; projection on training,
-    reference sample of validation; ``shift_dims`` None: not). Returns the ``unlike/...``
+    reference sample of validation, one image per group of the split; ``shift_dims`` None:
+    not). Returns the ``unlike/...``
     and ``shift/...`` entries of ``metrics.json`` (nothing without validation images)."""
     if quantile is None and shift_dims is None:
         return {}
@@ -114,13 +115,14 @@ def fit_feature_scores(
     if shift_dims is not None and (len(val) < 2 or len(train) < 2):
         log.warning("shift test: fewer than 2 validation or training images, so no reference.")
     elif shift_dims is not None:
-        ref = ShiftReference.fit(train, val, shift_dims)
+        ref = ShiftReference.fit(train, val, shift_dims, groups=dm.split_groups("val"))
         module.net.set_shift_reference(ref)
         out.update({"shift/dims": int(ref.components.shape[0]), "shift/num_train": len(train),
                     "shift/num_reference": ref.size})  # fmt: skip
         log.info(
-            "shift test: reference of %d validation images on %d principal components of %d "
-            "training images", ref.size, ref.components.shape[0], len(train),
+            "shift test: reference of %d validation images (one per group of %d) on %d "
+            "principal components of %d training images", ref.size, len(val),
+            ref.components.shape[0], len(train),
         )  # fmt: skip
     return out
 

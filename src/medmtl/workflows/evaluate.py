@@ -359,7 +359,8 @@ def test_module(
     if shift is not None and trainer.is_global_zero:
         refs = require_references(module.net.shift_references(), "shift.test")
         features, _ = split_features(module, dm, split)
-        record.values.update(batch_power(refs, features, shift))
+        thumbs = [c.thumb for c in dm.cached(split)]
+        record.values.update(batch_power(refs, features, thumbs, shift))
     metrics = record.to_metrics()
     if trainer.is_global_zero:  # under DDP every rank gets here; one writes
         drawn = write_split_outputs(

@@ -246,7 +246,7 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
     if adapt:
         log.info("shift test: not run with adapt=bn (the network was adapted to these images).")
     else:
-        summary.shift = shift_of_predictions(backend, summary.features, out)
+        summary.shift = shift_of_predictions(backend, summary.features, summary.thumbs, out)
     return summary
 
 

@@ -382,7 +382,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             except (MedmtlError, OSError, ValueError) as exc:
                 raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
         out = result_json(pred, file.filename or "", classes, threshold, backend.postprocess)
-        recent.add(pred.features)
+        recent.add(pred.features, pred.thumb)
         log.info(
             "predicted a %dx%d image in %.0f ms",
             out["width"],

@@ -1,7 +1,11 @@
 """The shift test end to end (:mod:`medmtl.models.shift`): of a folder or list of images
 (``medmtl-shift``), of the images ``medmtl-predict`` predicted, of the page's recent uploads
 (:class:`RecentUploads`), and of an evaluated split with the share of random batches flagged
-(``medmtl-eval shift.batches=[...]``)."""
+(``medmtl-eval shift.batches=[...]``).
+
+Each path tests one image per group of near copies (:func:`near_copies`: the thumbnail
+correlation medmtl's splits group by), so that the same lesion imaged twice counts once.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,16 @@ log = logging.getLogger(__name__)
 SHIFT_JSON = "shift.json"
 
 
+def near_copies(thumbs: Sequence[np.ndarray]) -> list[int]:
+    """A group id per image: images whose thumbnails correlate at medmtl's near-duplicate
+    threshold share one (:func:`medmtl.data.duplicates.find_groups`, ``data.dedup``'s
+    defaults, as the splits are grouped)."""
+    from medmtl.data.duplicates import find_groups
+    from medmtl.settings.data import Dedup
+
+    return find_groups(list(thumbs), Dedup().threshold).group_of
+
+
 def describe(result: ShiftResult) -> str:
     """One line on a batch's shift test."""
     verdict = (
@@ -40,8 +54,13 @@ def describe(result: ShiftResult) -> str:
         if result.shifted
         else f"no evidence of a shift at p < {result.alpha:g}"
     )
+    copies = (
+        f" ({result.distinct} distinct: near copies count once)"
+        if result.distinct < result.images
+        else ""
+    )
     return (
-        f"shift test of {result.images} image(s): {verdict}; p = {result.p_value:.4g}, "
+        f"shift test of {result.images} image(s){copies}: {verdict}; p = {result.p_value:.4g}, "
         f"MMD² {result.mmd2:.4f} ({result.z:.1f} null SDs)"
     )
 
@@ -55,58 +74,68 @@ def write_result(path: Path, result: ShiftResult, extra: dict[str, Any] | None =
 
 
 def shift_of_predictions(
-    backend: Any, features: Sequence[np.ndarray], out: Path
+    backend: Any, features: Sequence[np.ndarray], thumbs: Sequence[np.ndarray], out: Path
 ) -> ShiftResult | None:
-    """The shift test of ``medmtl-predict``'s predicted images, written to ``out/shift.json``;
-    None (and why, in the log) for a model without a reference or fewer than
-    :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES` images."""
+    """The shift test of ``medmtl-predict``'s predicted images (their ``features`` and
+    ``thumbs``), written to ``out/shift.json``; None (and why, in the log) for a model without
+    a reference or fewer than :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES` distinct images."""
     if not getattr(backend, "shift_references", None):
         return None
-    if len(features) < SHIFT_MIN_IMAGES:
-        log.info("shift test: %d image(s) predicted; it needs %d or more, so none was run.",
-                 len(features), SHIFT_MIN_IMAGES)  # fmt: skip
+    groups = near_copies(thumbs)
+    distinct = len(set(groups))
+    if distinct < SHIFT_MIN_IMAGES:
+        log.info("shift test: %d image(s) predicted, %d distinct; it needs %d or more, so none "
+                 "was run.", len(features), distinct, SHIFT_MIN_IMAGES)  # fmt: skip
         return None
-    result = shift_test(backend.shift_references, np.stack(features))
+    result = shift_test(backend.shift_references, np.stack(features), groups=groups)
     write_result(out / SHIFT_JSON, result)
     return result
 
 
 def _batches(
     backend: Any, files: Sequence[Path], batch_size: int, frame: int
-) -> Iterable[np.ndarray]:
+) -> Iterable[tuple[np.ndarray, list[np.ndarray]]]:
     from medmtl.inference.core import load_for_model
 
-    buf: list[np.ndarray] = []
+    buf: list[Any] = []
     for path in files:
         try:
-            buf.append(load_for_model(path, backend.settings, frame).model_input)
+            buf.append(load_for_model(path, backend.settings, frame))
         except (DataError, OSError, ValueError, MemoryError) as exc:
             raise DataError(
                 f"{path}: cannot be read for the shift test ({exc}); remove it or fix it."
             ) from exc
         if len(buf) == batch_size:
-            yield np.stack(buf)[:, None].astype(np.float32)
+            yield _stacked(buf)
             buf = []
     if buf:
-        yield np.stack(buf)[:, None].astype(np.float32)
+        yield _stacked(buf)
+
+
+def _stacked(loaded: Sequence[Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+    batch = np.stack([li.model_input for li in loaded])[:, None].astype(np.float32)
+    return batch, [li.thumb for li in loaded]
 
 
 def image_features(
     backend: Any, files: Sequence[Path], batch_size: int = 8, frame: int = 0
-) -> np.ndarray:
-    """(n, M, D) pooled features of every file (the image itself, no flip)."""
-    parts = []
-    for batch in _batches(backend, files, batch_size, frame):
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(n, M, D) pooled features of every file (the image itself, no flip), and each file's
+    near-copy thumbnail."""
+    parts, thumbs = [], []
+    for batch, batch_thumbs in _batches(backend, files, batch_size, frame):
         out = backend.run(batch)
         if out.get("features") is None:
             raise ConfigError("this model gives no pooled features; export it again.")
         parts.append(as_members(out["features"]))
-    return np.concatenate(parts)
+        thumbs += batch_thumbs
+    return np.concatenate(parts), thumbs
 
 
 def batch_power(
     refs: Sequence[ShiftReference],
     features: np.ndarray,
+    thumbs: Sequence[np.ndarray],
     power: ShiftPower,
     alpha: float = SHIFT_ALPHA,
     permutations: int = SHIFT_PERMUTATIONS,
@@ -114,13 +143,16 @@ def batch_power(
     """The test of all ``features`` and, for each size in ``power.batches``, the share of
     ``power.repeats`` random batches (drawn without replacement within a batch) flagged at
     ``alpha``, with its Wilson 95 % interval (the batches overlap, so the interval is
-    narrower than for independent data sets). ``shift/...`` entries for ``metrics.json``."""
+    narrower than for independent data sets). Near copies count once, found from ``thumbs``
+    in each batch as a user's batch would be. ``shift/...`` entries for ``metrics.json``."""
     from scipy.stats import binomtest
 
     features = as_members(features)
-    whole = shift_test(refs, features, alpha, permutations)
+    thumbs = list(thumbs)
+    whole = shift_test(refs, features, alpha, permutations, groups=near_copies(thumbs))
     out: dict[str, Any] = {
         "shift/images": whole.images,
+        "shift/distinct": whole.distinct,
         "shift/p_value": whole.p_value,
         "shift/mmd2": whole.mmd2,
         "shift/z": whole.z,
@@ -134,14 +166,18 @@ def batch_power(
                 f"shift.batches: a batch of {size} images from a split of {len(features)}; "
                 "give smaller sizes."
             )
-        flagged = 0
+        flagged, distinct = 0, []
         for r in range(power.repeats):
             pick = rng.choice(len(features), size, replace=False)
-            flagged += shift_test(refs, features[pick], alpha, permutations, seed=r).shifted
+            groups = near_copies([thumbs[i] for i in pick])
+            test = shift_test(refs, features[pick], alpha, permutations, seed=r, groups=groups)
+            flagged += test.shifted
+            distinct.append(test.distinct)
         ci = binomtest(flagged, power.repeats).proportion_ci(method="wilson")
         out.update({
             f"shift/flagged_{size}": flagged / power.repeats,
             f"shift/flagged_{size}_ci": [float(ci.low), float(ci.high)],
+            f"shift/distinct_{size}": float(np.mean(distinct)),
         })  # fmt: skip
         log.info("shift test: %d of %d random batches of %d images flagged at p < %g",
                  flagged, power.repeats, size, alpha)  # fmt: skip
@@ -164,6 +200,7 @@ class _NetFeatures:
         self.shift_references = self.net.shift_references()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The pooled features of a (B, 1, S, S) batch, as a backend's ``run`` gives them."""
         import torch
 
         with torch.inference_mode():
@@ -218,8 +255,10 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
             f"{settings.input}: {len(files)} image(s); the shift test needs 2 or more "
             f"({SHIFT_MIN_IMAGES} or more to find a moderate shift)."
         )
-    features = image_features(backend, files, settings.batch_size, settings.frame)
-    result = shift_test(refs, features, settings.alpha, settings.permutations, settings.seed)
+    features, thumbs = image_features(backend, files, settings.batch_size, settings.frame)
+    result = shift_test(
+        refs, features, settings.alpha, settings.permutations, settings.seed, near_copies(thumbs)
+    )
     if settings.out:
         write_result(Path(settings.out), result, {
             "input": str(settings.input), "model": str(name),
@@ -230,22 +269,24 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
 
 class RecentUploads:
     """The page's shift test: the pooled features of the server's most recent uploads (at
-    most ``size``, kept in memory only) tested together against the model's references."""
+    most ``size``, kept in memory only, with their near-copy thumbnails) tested together
+    against the model's references."""
 
     def __init__(self, references: Sequence[ShiftReference], size: int = SHIFT_RECENT) -> None:
         import threading
 
         self.references = list(references)
         self.size = size
-        self._features: deque[np.ndarray] = deque(maxlen=size)
+        self._features: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=size)
         self._lock = threading.Lock()  # FastAPI runs the endpoints in a thread pool
         self._cached: dict[str, Any] | None = None
 
-    def add(self, features: np.ndarray | None) -> None:
-        if features is None or not self.references:
+    def add(self, features: np.ndarray | None, thumb: np.ndarray | None) -> None:
+        """Remember one upload's pooled features (M, D) and thumbnail."""
+        if features is None or thumb is None or not self.references:
             return
         with self._lock:
-            self._features.append(np.asarray(features))
+            self._features.append((np.asarray(features), np.asarray(thumb)))
             self._cached = None
 
     def clear(self) -> None:
@@ -259,22 +300,27 @@ class RecentUploads:
             if self._cached is not None:
                 return self._cached
             n = len(self._features)
+            groups = near_copies([t for _, t in self._features])
+            distinct = len(set(groups))
             out: dict[str, Any] = {
                 "fitted": bool(self.references),
                 "images": n,
+                "distinct": distinct,
                 "needed": SHIFT_MIN_IMAGES,
                 "window": self.size,
                 "result": None,
             }
             if not self.references:
                 out["text"] = "This model has no reference for the shift test."
-            elif n < SHIFT_MIN_IMAGES:
+            elif distinct < SHIFT_MIN_IMAGES:
+                copies = f" ({n} uploads: near copies count once)" if distinct < n else ""
                 out["text"] = (
-                    f"Shift test of the recent uploads: {n} of the {SHIFT_MIN_IMAGES} images "
-                    "it needs."
+                    f"Shift test of the recent uploads: {distinct} of the {SHIFT_MIN_IMAGES} "
+                    f"distinct images it needs{copies}."
                 )
             else:
-                result = shift_test(self.references, np.stack(self._features))
+                features = np.stack([f for f, _ in self._features])
+                result = shift_test(self.references, features, groups=groups)
                 out["result"] = result.to_dict()
                 out["text"] = f"Recent uploads: {describe(result)}."
             self._cached = out
