@@ -222,3 +222,27 @@ def test_a_mirrored_ensembles_maps_come_back_onto_the_image_grid():
         direct = torch.sigmoid(members[1](torch.flip(x, dims=[3]))["seg"])
     torch.testing.assert_close(back["member_seg"][1], torch.flip(direct, dims=[3]))
     assert torch.equal(back["member_cls"], ens(torch.flip(x, dims=[3]))["member_cls"])
+
+
+def test_a_fine_tuning_takes_the_learned_state_and_leaves_the_fitted_one():
+    """start_from copies weights and batch-norm statistics, not the temperature, the
+    unlike-training score or the shift reference (fitted anew after the fine-tuning); another
+    network is a ValueError that says which weights differ."""
+    source = MultiTaskNet("Unet", "resnet18", None, 1, 3)
+    with torch.no_grad():
+        source.encoder.conv1.weight.mul_(3)
+        source.encoder.bn1.running_mean.fill_(0.7)
+    source.set_temperature(2.5)
+    source.unlike.threshold.fill_(4.0)
+    source.shift_size.fill_(3)
+    target = MultiTaskNet("Unet", "resnet18", None, 1, 3)
+    target.start_from(source)
+    torch.testing.assert_close(target.encoder.conv1.weight, source.encoder.conv1.weight)
+    torch.testing.assert_close(target.encoder.bn1.running_mean, source.encoder.bn1.running_mean)
+    assert target.temperature == 1.0 and float(target.unlike.threshold) != 4.0
+    assert target.shift_size.tolist() == [0, 0] and target.shift_reference() is None
+    assert not any(k.startswith(MultiTaskNet.FITTED) for k in source.learned_state())
+    with pytest.raises(ValueError, match="size mismatch"):
+        MultiTaskNet("Unet", "resnet18", None, 1, 2).start_from(source)
+    with pytest.raises(ValueError, match="weights differ by name"):
+        MultiTaskNet("Unet", "resnet34", None, 1, 3).start_from(source)

@@ -511,6 +511,42 @@ def test_detection_levers_train_end_to_end(make_cfg, tmp_path, monkeypatch):
     assert module.net.deep_supervision is not None
 
 
+def test_a_fine_tuning_starts_from_a_models_weights(make_cfg, tmp_path, tiny_run, tiny_ckpt):
+    """init_from=<run>: the new run starts from the model's learned weights (at a learning
+    rate too small to move them, they are still the model's after an epoch), records where it
+    started, and fits its own temperature and references; a model it cannot start from is
+    refused, naming init_from, before anything is written."""
+    from medmtl.errors import ConfigError
+
+    still = ["trainer.max_epochs=1", "optimizer.lr=1e-12", "optimizer.weight_decay=0"]
+    train(make_cfg(TINY + still + [f"init_from={tiny_run}"], name="tuned"))
+    source = load_checkpoint(tiny_ckpt)["state_dict"]
+    tuned_run = tmp_path / "tuned"
+    tuned = load_checkpoint(next((tuned_run / "checkpoints").glob("epoch*.ckpt")))["state_dict"]
+    conv = [k for k, v in source.items() if k.endswith("weight") and v.ndim == 4]
+    assert len(conv) > 10
+    for k in conv:
+        torch.testing.assert_close(tuned[k], source[k], rtol=0, atol=1e-6)
+    saved = json.loads((tuned_run / "metrics.json").read_text())
+    assert saved["init_from"] == str(tiny_run) and saved["shift/num_reference"] >= 2
+    train(make_cfg(TINY + still, name="fresh"))  # the same run without init_from: other weights
+    fresh = load_checkpoint(next((tmp_path / "fresh" / "checkpoints").glob("epoch*.ckpt")))
+    assert not torch.allclose(fresh["state_dict"][conv[0]], source[conv[0]])
+    refusals = {
+        "data.image_size=96": "init_from=.*image_size differ",
+        "model/encoder=resnet18": "init_from=.*another network than this run's",
+    }
+    for override, says in refusals.items():
+        with pytest.raises(ConfigError, match=says):
+            train(make_cfg(TINY + still + [override, f"init_from={tiny_run}"], name="bad"))
+        assert not (tmp_path / "bad" / "checkpoints").exists()
+    # the phantom always has the three classes: a model of two is refused by the same check
+    from medmtl.workflows.members import check_classes, open_model
+
+    with pytest.raises(ConfigError, match=r"init_from=x: its classes \['normal', 'benign', "):
+        check_classes(open_model(tiny_ckpt), ["benign", "malignant"], "init_from=x")
+
+
 def test_distillation_trains_a_student_on_a_teacher_run(make_cfg, tmp_path, tiny_run):
     """distill.teacher=<run>: the student's loss includes the distillation term, the run
     records its teacher, and the checkpoint holds the student alone."""

@@ -327,6 +327,27 @@ class MultiTaskNet(Tempered, nn.Module):
             self.register_buffer(f"shift_{name}", torch.zeros(shape))
         self.register_buffer("shift_size", torch.zeros(2, dtype=torch.long))
 
+    # what is fitted after training on held-out images, not learned: a fine-tuning starts
+    # without it (medmtl-train init_from=) and fits it anew
+    FITTED = ("cls_temperature", "unlike.", "shift_")
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        """The state dict without what is fitted after training (:attr:`FITTED`): the learned
+        weights and batch-norm statistics."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.FITTED)}
+
+    def start_from(self, other: MultiTaskNet) -> None:
+        """Take ``other``'s learned state (:meth:`learned_state`); this network's fitted
+        state stays as it is (fresh: uncalibrated). ValueError for another network."""
+        try:
+            result = self.load_state_dict(other.learned_state(), strict=False)
+        except RuntimeError as exc:  # the same names with other shapes
+            raise ValueError(str(exc).strip().splitlines()[-1].strip()) from exc
+        missing = [k for k in result.missing_keys if not k.startswith(self.FITTED)]
+        if missing or result.unexpected_keys:
+            keys = missing or result.unexpected_keys
+            raise ValueError(f"{len(keys)} weights differ by name, e.g. {keys[0]}")
+
     @classmethod
     def from_settings(cls, net: NetSettings, class_names: Sequence[str]) -> MultiTaskNet:
         """The network ``net`` describes, for the data's ``class_names`` (the gate's class

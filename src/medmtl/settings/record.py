@@ -82,6 +82,7 @@ class RunRecord:
     ckpt_path: str | None = _f("ckpt_path", optional=True)
     run_dir: str | None = _f("run", optional=True)
     resumed_from: str | None = _f("resumed_from", optional=True)
+    init_from: str | None = _f("init_from", "init_from", optional=True)
     export: str | None = _f("export", optional=True)
     # an ensemble
     members: list[str] | None = _f("ensemble/members", optional=True)

@@ -133,6 +133,11 @@ class TrainSettings:
     tags: list[str] = opt([], "labels of the run (W&B tags, run records)")
     seed: int | None = opt(42, "seed_everything(seed, workers=True); null: no seeding")
     ckpt_path: str | None = opt(None, "resume: <run>/checkpoints/last.ckpt")
+    init_from: str | None = opt(
+        None,
+        "fine-tune: start from this model's weights (a checkpoint or run folder), with "
+        "a new schedule and a new run folder",
+    )
     test: bool = opt(True, "after training, evaluate the best checkpoint on val and test")
     threads: int | None = opt(None, "torch CPU threads per run (null: torch's default)", low=1)
     tta: bool = opt(False, "test-time flip in the final evaluation of the best checkpoint")

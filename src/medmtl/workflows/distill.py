@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 
-from medmtl.errors import ConfigError
-from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.settings.train import Distill
 from medmtl.training.module import MultiTaskModule, Teacher
-from medmtl.workflows.members import OpenedModel, open_model
+from medmtl.workflows.members import OpenedModel, check_classes, check_reads_like, open_model
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +27,14 @@ log = logging.getLogger(__name__)
 def open_teacher(settings: Distill, student_data: Mapping[str, Any]) -> OpenedModel:
     """The teacher of ``distill.teacher``, checked to read images as the student does."""
     opened = open_model(settings.teacher)
-    theirs = PreprocessSettings.from_dict(opened.data)
-    ours = PreprocessSettings.from_dict(dict(student_data))
-    if theirs != ours:
-        differ = [
-            k for k, v in ours.to_dict().items() if theirs.to_dict().get(k) != v
-        ]  # fmt: skip
-        raise ConfigError(
-            f"distill.teacher={settings.teacher}: it reads images otherwise than this run "
-            f"({', '.join(differ)} differ); train the student with the teacher's data settings."
-        )
+    check_reads_like(opened, student_data, f"distill.teacher={settings.teacher}")
     return opened
 
 
 def attach_teacher(module: MultiTaskModule, opened: OpenedModel, settings: Distill) -> None:
     """Give ``module`` the opened teacher for training (gate, mask threshold and flip off: the
     student learns the teacher's own probabilities)."""
-    if list(opened.module.class_names) != list(module.class_names):
-        raise ConfigError(
-            f"distill.teacher={settings.teacher}: its classes "
-            f"{list(opened.module.class_names)} are not this run's {list(module.class_names)}."
-        )
+    check_classes(opened, module.class_names, f"distill.teacher={settings.teacher}")
     opened.module.configure_evaluation(gate={"empty_mask_index": None, "mask_threshold": 0.5})
     net = opened.module.net
     net.eval().requires_grad_(False)

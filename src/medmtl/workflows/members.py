@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,31 @@ def check_model_path(path: str | Path) -> Path:
     if not p.exists():
         raise ConfigError(f"{p}: not found; give {MODEL_PATHS}.")
     return p
+
+
+def check_reads_like(opened: OpenedModel, data: Mapping[str, Any], option: str) -> None:
+    """Refuse, naming ``option``, a model that reads images otherwise than ``data`` says
+    (conversion, CLAHE, size, normalisation): a distillation teacher, the start of a
+    fine-tuning."""
+    from medmtl.preprocess.pipeline import PreprocessSettings
+
+    theirs = PreprocessSettings.from_dict(opened.data).to_dict()
+    ours = PreprocessSettings.from_dict(dict(data)).to_dict()
+    differ = [k for k, v in ours.items() if theirs.get(k) != v]
+    if differ:
+        raise ConfigError(
+            f"{option}: it reads images otherwise than this run ({', '.join(differ)} differ); "
+            "train with its data settings."
+        )
+
+
+def check_classes(opened: OpenedModel, classes: Sequence[str], option: str) -> None:
+    """Refuse, naming ``option``, a model that knows other ``classes`` than this run."""
+    if list(opened.module.class_names) != list(classes):
+        raise ConfigError(
+            f"{option}: its classes {list(opened.module.class_names)} are not this run's "
+            f"{list(classes)}."
+        )
 
 
 def open_model(path: str | Path) -> OpenedModel:

@@ -41,6 +41,7 @@ from medmtl.workflows.calibrate import calibrate_module, fit_feature_scores, sav
 from medmtl.workflows.distill import attach_teacher, open_teacher
 from medmtl.workflows.evaluate import score_split, write_split_outputs
 from medmtl.workflows.logs import quiet_third_party
+from medmtl.workflows.members import OpenedModel, check_classes, check_reads_like, open_model
 from medmtl.workflows.resume import merge_csv_logs, resume_in_run_folder
 from medmtl.workflows.slurm import requeued_checkpoint
 from medmtl.workflows.wandb_runs import (
@@ -182,6 +183,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             check_online("logger.wandb.offline=false")
     # a distillation teacher is opened (and refused) before anything is written
     teacher = open_teacher(run.distill, settings.data) if run.distill.teacher else None
+    # so is the model a fine-tuning starts from (a resumed one goes on from its own state)
+    initial = open_initial(run.init_from, settings.data) if run.init_from else None
     if not run.ckpt_path and (last := requeued_checkpoint(cfg.paths.output_dir)):
         # SLURM requeued this job (pre-emption, time limit): go on from its last epoch
         log.info("SLURM requeued this job: resuming from %s", last)
@@ -207,6 +210,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"the data now has {list(dm.classes)}; resume with the same data."
         )
     module = build_module(settings, dm)
+    if initial is not None and not run.ckpt_path:
+        start_from(module, initial, str(run.init_from))
     module.use_channels_last(run.channels_last)
     if teacher is not None:
         attach_teacher(module, teacher, run.distill)
@@ -233,6 +238,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     _close_loggers(loggers, failed=False)
     return metrics
+
+
+def open_initial(path: str, data: Any) -> OpenedModel:
+    """The model ``init_from`` names, checked to be one network that reads images as this run
+    does."""
+    opened = open_model(path)
+    option = f"init_from={path}"
+    if getattr(opened.module.net, "members", None) is not None:
+        raise ConfigError(
+            f"{option}: an ensemble; a fine-tuning starts from one model (a member's run folder "
+            "or checkpoint)."
+        )
+    check_reads_like(opened, data, option)
+    return opened
+
+
+def start_from(module: MultiTaskModule, opened: OpenedModel, path: str) -> None:
+    """A fine-tuning's start: ``module``'s network takes the learned weights of ``opened``
+    (not its temperature, unlike-training score or shift reference, which are fitted anew
+    after training)."""
+    option = f"init_from={path}"
+    check_classes(opened, module.class_names, option)
+    try:
+        module.net.start_from(opened.module.net)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{option}: another network than this run's ({exc}); set model.arch and "
+            "model.encoder as it was trained."
+        ) from exc
+    log.info("Fine-tuning from %s", path)
 
 
 def _close_loggers(loggers: list, failed: bool) -> None:
@@ -336,6 +371,7 @@ def _fit_and_test(
         )
     record = module.describe().update(metrics)
     record.resumed_from = run.ckpt_path
+    record.init_from = run.init_from
     record.world_size = int(trainer.world_size)
     # how the processes were started: LightningEnvironment (local), SLURMEnvironment (srun), ...
     env = getattr(trainer.strategy, "cluster_environment", None)
