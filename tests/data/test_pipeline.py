@@ -275,3 +275,53 @@ def test_a_small_training_split_keeps_its_batches_under_ddp(tmp_path):
     assert dm.train_dataloader().drop_last
     dm.trainer = SimpleNamespace(world_size=2)
     assert not dm.train_dataloader().drop_last
+
+
+def _multi(tmp_path, **settings):
+    from medmtl.data.build import datamodule_from_config
+
+    def phantom(seed: int, counts: dict) -> dict:
+        return {"source": "phantom", "phantom": {"seed": seed, "counts": counts, "size": 64}}
+
+    return datamodule_from_config({
+        "source": "multi", "name": "multi", "classes": ["normal", "benign", "malignant"],
+        "sets": {"source": phantom(2, {"normal": 12, "benign": 60, "malignant": 24}),
+                 "site": phantom(3, {"normal": 12, "benign": 12, "malignant": 12})},
+        "image_size": 64, "cache_dir": str(tmp_path / "c"), **settings,
+    })  # fmt: skip
+
+
+def test_set_sampling_gives_a_small_data_set_its_share_of_the_draws(tmp_path):
+    """A new scanner's 36 images beside 96 replayed ones: data.set_sampling={site: 0.5} draws
+    half of every epoch from them; with class_sampling, each set keeps its classes' shares."""
+    import torch
+
+    for class_sampling in (None, {"malignant": 2.0}):
+        dm = _multi(tmp_path, set_sampling={"site": 0.5}, class_sampling=class_sampling)
+        dm.setup()
+        loader = dm.train_dataloader()
+        names = np.array([c.dataset for c in dm.cases("train")])
+        labels = np.array(loader.dataset.labels)
+        torch.manual_seed(0)
+        picks = np.array([i for _ in range(200) for i in loader.sampler])
+        assert len(list(loader.sampler)) == len(names)  # an epoch keeps its length
+        assert (names == "site").mean() < 0.3  # by size it would get 27 %
+        assert np.mean(names[picks] == "site") == pytest.approx(0.5, abs=0.02)
+        source = picks[names[picks] == "source"]
+        have = np.bincount(labels[names == "source"], minlength=3).astype(float)
+        if class_sampling:
+            have[2] *= 2
+        drawn = np.bincount(labels[source], minlength=3) / len(source)
+        assert np.allclose(drawn, have / have.sum(), atol=0.03), drawn
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [({"elsewhere": 0.5}, "data.set_sampling.elsewhere: not a data set trained on"),
+     ({"site": 1.5}, r"data.set_sampling.site=1.5: a share between 0 and 1"),
+     ({"site": "x"}, "a share between 0 and 1"),
+     ({"site": 0.5, "source": 0.4}, "they must sum to 1 when every data set is named")],
+)  # fmt: skip
+def test_set_sampling_refusals(tmp_path, setting, match):
+    with pytest.raises(ConfigError, match=match):
+        _multi(tmp_path, set_sampling=setting)

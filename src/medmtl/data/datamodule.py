@@ -274,17 +274,23 @@ class CasesDataModule(L.LightningDataModule):
                 f"{self.name}: the {split} split has no images; choose another split or split=all."
             )
 
+    def draw_weights(self, labels: Sequence[int], split: str) -> np.ndarray | None:
+        """Each training image's chance of a draw (summing to 1), or None to shuffle: every
+        class drawn with its share (``balanced_sampling``, ``class_sampling``)."""
+        if not (self.loader.balanced_sampling or self.loader.class_sampling):
+            return None
+        counts = np.bincount(labels, minlength=len(self.classes))
+        share = class_shares(
+            counts, self.classes, self.loader.balanced_sampling, self.loader.class_sampling
+        )
+        return np.array([share[c] / counts[c] for c in labels])
+
     def dataloader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.dataset(split, train)
         sampler = None
-        if train and (self.loader.balanced_sampling or self.loader.class_sampling):
-            # each class drawn with its share (with replacement), one epoch = len(ds) draws
-            counts = np.bincount(ds.labels, minlength=len(self.classes))
-            share = class_shares(
-                counts, self.classes, self.loader.balanced_sampling, self.loader.class_sampling
-            )
-            weights = [share[c] / counts[c] for c in ds.labels]
-            sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True)
+        weights = self.draw_weights(ds.labels, split) if train else None
+        if weights is not None:  # drawn with replacement, one epoch = len(ds) draws
+            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(ds), replacement=True)
         return DataLoader(
             ds,
             batch_size=self.loader.batch_size if train else self.eval_batch_size,

@@ -11,10 +11,12 @@ not used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medmtl.data.datamodule import (
     DATA_KEYS,
@@ -52,6 +54,7 @@ class MultiDataModule(CasesDataModule):
         loader: LoaderSettings | None = None,
         augment: dict | None = None,
         cache_dir: str | None = CACHE_DIR,
+        set_sampling: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(name, classes, preprocess, loader, augment, cache_dir)
         if not sets:
@@ -64,6 +67,7 @@ class MultiDataModule(CasesDataModule):
             raise ConfigError("data.leave_out needs two or more data sets in data.sets.")
         self.sets = sets
         self.leave_out = leave_out
+        self.set_sampling = check_set_sampling(set_sampling, sets, leave_out)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> MultiDataModule:
@@ -104,11 +108,34 @@ class MultiDataModule(CasesDataModule):
             classes=classes,
             sets=sets,
             leave_out=d.get("leave_out"),
+            set_sampling=d.get("set_sampling"),
             preprocess=PreprocessSettings.from_dict(d),
             loader=LoaderSettings.from_dict(d),
             augment=d.get("augment"),
             cache_dir=d.get("cache_dir", CACHE_DIR),
         )
+
+    def draw_weights(self, labels: Sequence[int], split: str) -> np.ndarray | None:
+        """The class draws (:meth:`CasesDataModule.draw_weights`) rescaled so that each data
+        set of ``data.set_sampling`` gets its share of the draws, the others the rest in
+        proportion to their sizes."""
+        weights = super().draw_weights(labels, split)
+        if not self.set_sampling:
+            return weights
+        names = np.array([c.dataset for c in self.cases(split)])
+        weights = np.full(len(names), 1 / len(names)) if weights is None else weights.copy()
+        rest = [n for n in self.sets if n not in self.set_sampling]
+        rest_total = sum(weights[names == n].sum() for n in rest)
+        left = 1 - sum(self.set_sampling.values())
+        for name in self.sets:
+            here = names == name
+            if not here.any():
+                continue
+            share = self.set_sampling.get(name)
+            if share is None:
+                share = left * weights[here].sum() / rest_total
+            weights[here] *= share / weights[here].sum()
+        return weights / weights.sum()
 
     def prepare_data(self) -> None:
         for dm in self.sets.values():
@@ -174,3 +201,38 @@ class MultiDataModule(CasesDataModule):
         )
         own = {c for n in names for c in self.sets[n].own_classes}
         return [c for c in self.classes if c in own]
+
+
+def check_set_sampling(
+    shares: Mapping[str, Any] | None, sets: Mapping[str, Any], leave_out: str | None
+) -> dict[str, float] | None:
+    """``data.set_sampling`` checked: data sets that are trained on, shares in (0, 1) that
+    leave some for the sets not named (all named: they sum to 1)."""
+    if not shares:
+        return None
+    out = {}
+    for name, share in dict(shares).items():
+        if name not in sets or name == leave_out:
+            raise ConfigError(
+                f"data.set_sampling.{name}: not a data set trained on "
+                f"({', '.join(n for n in sets if n != leave_out)})."
+            )
+        try:
+            out[name] = float(share)
+        except (TypeError, ValueError):
+            out[name] = float("nan")
+        if not 0 < out[name] < 1:
+            raise ConfigError(f"data.set_sampling.{name}={share}: a share between 0 and 1.")
+    total = sum(out.values())
+    trained = [n for n in sets if n != leave_out]
+    if total > 1 + 1e-9 or (total < 1 - 1e-9 and set(out) == set(trained)):
+        raise ConfigError(
+            f"data.set_sampling: shares summing to {total:g}; they must sum to 1 when every "
+            "data set is named, and to less than 1 when some are not."
+        )
+    if total >= 1 - 1e-9 and set(out) != set(trained):
+        raise ConfigError(
+            f"data.set_sampling: shares summing to {total:g} leave nothing for "
+            f"{', '.join(n for n in trained if n not in out)}."
+        )
+    return out
