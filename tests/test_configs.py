@@ -156,7 +156,7 @@ def test_every_data_key_is_described_once_in_the_schema(data):
     for sub in (d.get("sets") or {}).values():  # data=multi's data sets start from it too
         assert set(sub) <= set(keys()) and sub["dedup"] == schema_defaults()["dedup"]
     assert keys("preprocess") == PREPROCESS_KEYS and "image_size" in PREPROCESS_KEYS
-    assert set(keys()) - {"sets", "leave_out"} == DATA_KEYS
+    assert set(keys()) - {"sets", "leave_out", "set_sampling"} == DATA_KEYS
     assert set(EVAL_DATA_KEYS) >= {"image_size", "classes", "split_file", "leave_out"}
     assert not set(EVAL_DATA_KEYS) & {"batch_size", "augment", "fold", "root", "cache_dir"}
 

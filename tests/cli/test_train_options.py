@@ -35,7 +35,7 @@ CHOICES = {"model.task": TASKS, "model.norm": NORMS, "data.source": ("folder",)}
 FREE = {"data.name", "data.root", "data.manifest", "data.split_file", "data.cache_dir",
         "data.leave_out", "model.empty_mask_class", "optimizer._target_",
         "data.conversion.center", "task_name", "ckpt_path", "optimized_metric",
-        "distill.teacher", "data.image_list"}  # fmt: skip
+        "distill.teacher", "data.image_list", "init_from"}  # fmt: skip
 # beyond the schemas' own bounds: the trainer's epochs, upper bounds checked in code, and the
 # model's nested names
 EXTRA = [
@@ -165,6 +165,7 @@ def test_every_train_setting_refuses_its_faults(key, value, fault, composed):
             ["audit", "data=busbra", "data.root=/nonexistent/b"],
             "/nonexistent/b: BUS-BRA folder not found",
         ),
+        ("train", ["experiment=demo", "init_from=/nonexistent/run"], "/nonexistent/run: not found"),
         ("eval", ["ckpt_path=/nonexistent/m.ckpt"], "/nonexistent/m.ckpt: checkpoint not found"),
         ("eval", ["ckpt_path=/nonexistent/run"], "/nonexistent/run: not found"),
         ("eval", ["split=test"], "Missing mandatory value: ckpt_path"),

@@ -238,7 +238,7 @@ class DataSettings:
     leave_out: str | None = _key("multi", member=True, common=False)
     # the share of training draws from a data set, e.g. {site: 0.5} (a few images of a new
     # scanner with the source's replayed); the others share the rest by size. None: by size
-    set_sampling: dict | None = _key("multi", member=True, common=False)
+    set_sampling: dict | None = _key("multi", common=False)
 
 
 DATA = DataSettings()  # the defaults, to read one: DATA.image_size

@@ -150,8 +150,9 @@ def check_train_values(cfg: DictConfig) -> RunSettings:
 
 def check_this_machine(cfg: DictConfig, settings: RunSettings) -> None:
     """What the machine that trains must offer: a usable GPU for a GPU trainer, the encoder's
-    weights (downloadable or cached), a distillation teacher's file, the data set's folder. A sweep sent to a cluster runs
-    this inside each job, where the answer counts (a failure is the job's ``failed.json``)."""
+    weights (downloadable or cached), a distillation teacher's file, the model a fine-tuning
+    starts from, the data set's folder. A sweep sent to a cluster runs this inside each job,
+    where the answer counts (a failure is the job's ``failed.json``)."""
     trainer = cfg.get("trainer")
     accelerator = str(trainer_setting(trainer, "accelerator"))
     if accelerator in ("gpu", "cuda"):
@@ -161,8 +162,9 @@ def check_this_machine(cfg: DictConfig, settings: RunSettings) -> None:
         if problem:
             raise ConfigError(f"trainer.accelerator={accelerator}: {problem}; {_gpu_advice()}.")
     check_downloadable(settings.net.encoder, settings.net.encoder_weights)
-    if settings.run.distill.teacher:
-        check_model_path(settings.run.distill.teacher)
+    for model in (settings.run.distill.teacher, settings.run.init_from):
+        if model:
+            check_model_path(model)
     # the data set's source and its folder, last: the one thing a user on another machine may
     # still have to point at (no file is read)
     datamodule_from_config(settings.data)
