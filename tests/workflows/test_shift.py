@@ -79,11 +79,16 @@ def test_medmtl_shift_on_a_folder_and_a_list(onnx_model, tiny_run, busi_folder, 
     listing = tmp_path / "list.csv"
     with listing.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "note"])
-        for f in sorted(busi_folder.iterdir()):
-            w.writerow([f.resolve(), "x"])
+        w.writerow(["path", "note", "patient"])
+        for k, f in enumerate(sorted(busi_folder.iterdir())):
+            w.writerow([f.resolve(), "x", "p0" if k < 3 else f"p{k}"])  # benign 1-3: one patient
     rc = shift_cli([f"ckpt_path={tiny_run}", f"input={listing}", "image_column=path"])
     assert rc == 0 and "shift test of 12 image(s) (11 distinct" in capsys.readouterr().out
+    # the images of one patient count once too
+    rc = shift_cli([f"model={onnx_model}", f"input={listing}", "image_column=path",
+                    "group_column=patient", f"out={out}"])  # fmt: skip
+    assert rc == 0 and "shift test of 12 image(s) (9 distinct" in capsys.readouterr().out
+    assert json.loads(out.read_text())["distinct"] == 9
     # a note among the images is listed as left out, not tested
     (busi_folder / "notes.txt").write_text("x")
     try:
@@ -135,6 +140,9 @@ def test_medmtl_shift_refusals(onnx_model, tiny_ckpt, busi_folder, tmp_path, cap
     listing = tmp_path / "missing.csv"
     listing.write_text("image\nnot_there.png\n")
     assert "not_there.png" in refusal([f"model={onnx_model}", f"input={listing}"])
+    assert "groups come from a list.csv" in refusal(
+        [f"model={onnx_model}", f"input={busi_folder}", "group_column=patient"]
+    )
     assert "give the model once" in refusal(
         [f"model={onnx_model}", f"ckpt_path={tiny_ckpt}", f"input={busi_folder}"]
     )

@@ -5,8 +5,10 @@ medmtl-shift ckpt_path=<checkpoint|run|ensemble|sweep folder> input=... [alpha=0
 
 A two-sample test of the images' pooled encoder features against the reference sample stored
 with the model (its validation images): the maximum mean discrepancy (MMD²) and its
-permutation p-value; an ensemble tests against each member's reference (Bonferroni). Exit
-status 0 either way; the verdict is printed (docs/inference.md, "Has the scanner changed?").
+permutation p-value; an ensemble tests against each member's reference (Bonferroni). Near
+copies (the same scan twice, a re-crop) count once, and so do the images of one patient when a
+list names them (group_column=<column>). Exit status 0 either way; the verdict is printed
+(docs/inference.md, "Has the scanner changed?").
 """
 
 from __future__ import annotations

@@ -446,6 +446,11 @@ class ShiftSettings(Settings):
     frame: int = opt(0, "the frame of a multi-frame DICOM (0: the first)")
     threads: int = opt(0, "CPU threads (0: the runtime's default)")
     image_column: str = opt("image", "input=<list.csv>: the column naming the images")
+    group_column: str | None = opt(
+        None,
+        "input=<list.csv>: a column of patient or case ids; one image of each is tested, "
+        "as of near copies",
+    )
 
     def __post_init__(self) -> None:
         if bool(self.model) == bool(self.ckpt_path):

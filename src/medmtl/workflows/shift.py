@@ -37,14 +37,17 @@ log = logging.getLogger(__name__)
 SHIFT_JSON = "shift.json"
 
 
-def near_copies(thumbs: Sequence[np.ndarray]) -> list[int]:
+def near_copies(
+    thumbs: Sequence[np.ndarray], given: Sequence[str | None] | None = None
+) -> list[int]:
     """A group id per image: images whose thumbnails correlate at medmtl's near-duplicate
     threshold share one (:func:`medmtl.data.duplicates.find_groups`, ``data.dedup``'s
-    defaults, as the splits are grouped)."""
-    from medmtl.data.duplicates import find_groups
+    defaults), and so do images of one ``given`` group (a patient), as the splits group."""
+    from medmtl.data.duplicates import combine_groups, find_groups
     from medmtl.settings.data import Dedup
 
-    return find_groups(list(thumbs), Dedup().threshold).group_of
+    found = find_groups(list(thumbs), Dedup().threshold)
+    return combine_groups(found, given) if given is not None else found.group_of
 
 
 def describe(result: ShiftResult) -> str:
@@ -208,21 +211,31 @@ class _NetFeatures:
 
 
 def input_files(
-    inp: Path, image_column: str = "image"
-) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """The image files of a file, a folder (recursively) or a list.csv, and the files left
-    out with the reason (hidden, not an image); a listed file that is missing is an error."""
+    inp: Path, image_column: str = "image", group_column: str | None = None
+) -> tuple[list[Path], list[tuple[Path, str]], list[str | None] | None]:
+    """The image files of a file, a folder (recursively) or a list.csv, the files left out
+    with the reason (hidden, not an image), and each file's ``group_column`` value (a list's
+    patient or case id; None without one); a listed file that is missing is an error."""
     from medmtl.io.outputs import plan_files
 
     inp = inp.expanduser()
     if not inp.exists():
         raise DataError(f"{inp}: input not found.")
+    group_of: dict[Path, str | None] | None = None
     if inp.suffix.lower() == ".csv":
         from medmtl.data.manifest import read_csv_rows
 
-        _, rows = read_csv_rows(inp.resolve(), (image_column,), "image list")
-        plan = plan_files([inp.resolve().parent / r[image_column] for r in rows], inp.parent, inp)
+        needed = (image_column,) + ((group_column,) if group_column else ())
+        _, rows = read_csv_rows(inp.resolve(), needed, "image list")
+        listed = [inp.resolve().parent / r[image_column] for r in rows]
+        if group_column:
+            group_of = {p: r[group_column] or None for p, r in zip(listed, rows, strict=True)}
+        plan = plan_files(listed, inp.parent, inp)
     else:
+        if group_column:
+            raise ConfigError(
+                f"group_column={group_column}: groups come from a list.csv; {inp} is not one."
+            )
         base = inp if inp.is_dir() else inp.parent
         plan = plan_files(sorted(inp.rglob("*")) if inp.is_dir() else [inp], base, base)
     if plan.missing:
@@ -231,7 +244,9 @@ def input_files(
             f"{inp}: {len(plan.missing)} listed image(s) not found, e.g. {first} ({why}); "
             "fix the list."
         )
-    return [src for src, _ in plan.items], plan.skipped
+    files = [src for src, _ in plan.items]
+    groups = None if group_of is None else [group_of[f] for f in files]
+    return files, plan.skipped, groups
 
 
 def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
@@ -249,7 +264,9 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
             torch.set_num_threads(settings.threads)
         backend, name = _NetFeatures(settings.ckpt_path), settings.ckpt_path
     refs = require_references(backend.shift_references, str(name))
-    files, skipped = input_files(Path(settings.input), settings.image_column)
+    files, skipped, given = input_files(
+        Path(settings.input), settings.image_column, settings.group_column
+    )
     if len(files) < 2:
         raise DataError(
             f"{settings.input}: {len(files)} image(s); the shift test needs 2 or more "
@@ -257,8 +274,9 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
         )
     features, thumbs = image_features(backend, files, settings.batch_size, settings.frame)
     result = shift_test(
-        refs, features, settings.alpha, settings.permutations, settings.seed, near_copies(thumbs)
-    )
+        refs, features, settings.alpha, settings.permutations, settings.seed,
+        near_copies(thumbs, given),
+    )  # fmt: skip
     if settings.out:
         write_result(Path(settings.out), result, {
             "input": str(settings.input), "model": str(name),
