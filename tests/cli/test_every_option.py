@@ -30,7 +30,7 @@ COMMANDS = {
     **{f"bench {what}": (cls, "what") for what, (cls, _) in C.BENCHES.items()},
 }
 # options whose any text is valid (names, tokens, a row label, hosts...)
-FREE_TEXT = {"image_column", "auth_token", "token", "user", "archive_user", "baseline",
+FREE_TEXT = {"image_column", "group_column", "auth_token", "token", "user", "archive_user", "baseline",
              "host", "select", "into", "empty_mask_class", "split", "archive",
              "busi_root", "busi_image", "match"}  # fmt: skip
 # options no fault is fed to, and why
