@@ -39,13 +39,6 @@ def _decode(data_url: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tiny_ckpt, tmp_path_factory) -> Path:
-    from medmtl.inference.export import export_onnx
-
-    return export_onnx(tiny_ckpt, tmp_path_factory.mktemp("onnx") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
 def client(tiny_ckpt) -> TestClient:
     return TestClient(create_app(ServeSettings(model=str(tiny_ckpt))))
 

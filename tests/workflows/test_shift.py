@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,23 +19,6 @@ from medmtl.cli.shift import _run as shift_cli
 from medmtl.cli.shift import main as shift_main
 from medmtl.models.shift import shift_test
 from tests.conftest import refused
-
-
-@pytest.fixture(scope="module")
-def onnx_model(tiny_ckpt, tmp_path_factory) -> Path:
-    from medmtl.inference.export import export_onnx
-
-    return export_onnx(tiny_ckpt, tmp_path_factory.mktemp("shift_onnx") / "model.onnx")
-
-
-@pytest.fixture(scope="module")
-def busi_folder(busi, tmp_path_factory) -> Path:
-    """12 BUSI scans, 4 of each class; malignant (3) and (4) are near copies (one lesion)."""
-    folder = tmp_path_factory.mktemp("busi12")
-    for cls in ("benign", "malignant", "normal"):
-        for k in range(1, 5):
-            shutil.copy(busi / cls / f"{cls} ({k}).png", folder / f"{cls}_{k}.png")
-    return folder
 
 
 def test_a_trained_model_carries_its_reference_into_the_export(

@@ -32,6 +32,8 @@ def _run(argv: list[str]) -> int:
         from medmtl.workflows.shift import SHIFT_JSON, describe
 
         print(f"{describe(summary.shift)} -> {out / SHIFT_JSON}")
+    if summary.label_order is not None:
+        print(f"the order in which to label them -> {summary.label_order}")
     if settings.push:
         print(f"{len(summary.stored)} result(s) (SEG, SR) stored in the archive: "
               f"{', '.join(summary.stored)}")  # fmt: skip

@@ -298,6 +298,7 @@ class PredictSummary:
     features: list[np.ndarray] = field(default_factory=list, repr=False)
     thumbs: list[np.ndarray] = field(default_factory=list, repr=False)  # and their thumbnails
     shift: Any = None  # the shift test of the predicted images (medmtl.models.shift.ShiftResult)
+    label_order: Path | None = None  # label_order=true: the CSV of the order to label them in
     csvs: _ResultCsvs | None = field(default=None, repr=False, compare=False)
 
     def add_row(self, row: dict) -> None:

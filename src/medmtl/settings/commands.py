@@ -176,11 +176,16 @@ class PredictSettings(Settings):
     push: bool = opt(False, "input=dicomweb://...: store the SEGs back into the study (STOW-RS)")
     token: str | None = opt(None, "DICOMweb bearer token (default: DICOMWEB_TOKEN)")
     user: str | None = opt(None, "DICOMweb user (basic auth; the password: DICOMWEB_PASSWORD)")
+    label_order: bool = opt(
+        False,
+        "also label_order.csv: the order in which to label these images, the most informative "
+        "first, each unlike those before it",
+    )
 
     def __post_init__(self) -> None:
         choice("backend", self.backend, ("torch", "onnx"))
         choice("seg_type", self.seg_type, SEG_TYPES)
-        for key in ("dicom_seg", "push"):
+        for key in ("dicom_seg", "push", "label_order"):
             setattr(self, key, flag(key, getattr(self, key)))
         if self.push and not (
             self.dicom_seg and self.input.startswith(("dicomweb://", "dicomwebs://"))
@@ -199,6 +204,11 @@ class PredictSettings(Settings):
         if self.adapt not in ADAPT_CHOICES:
             raise ConfigError(f"adapt={self.adapt} is unknown; choose none or bn.")
         check_adapt_backend(self.adapt, on_onnx=self.backend == "onnx")
+        if self.label_order and self.adapt != "none":
+            raise ConfigError(
+                "label_order=true ranks the images by the model's own features and doubt; "
+                f"run it without adapt={self.adapt}."
+            )
 
 
 @dataclass

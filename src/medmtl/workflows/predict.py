@@ -247,7 +247,22 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
         log.info("shift test: not run with adapt=bn (the network was adapted to these images).")
     else:
         summary.shift = shift_of_predictions(backend, summary.features, summary.thumbs, out)
+    if opts.label_order:
+        summary.label_order = order_to_label(backend, summary, out)
     return summary
+
+
+def order_to_label(backend: Any, summary: Any, out: Path) -> Path | None:
+    """``label_order.csv`` of the predicted images (:mod:`medmtl.workflows.label_order`); None
+    when no image was predicted."""
+    from medmtl.workflows.label_order import write_label_order
+
+    if not summary.rows:
+        return None
+    if len(summary.features) != len(summary.rows):
+        raise ConfigError("label_order=true: this model gives no pooled features; export it again.")
+    references = getattr(backend, "shift_references", None) or []
+    return write_label_order(out, summary.rows, summary.features, summary.thumbs, references)
 
 
 def export(
