@@ -26,6 +26,7 @@ COMMANDS = {
     "tables": (C.TablesSettings, "multirun_dir"),
     "unlike": (C.UnlikeSettings, "files"),
     "shift": (C.ShiftSettings, None),
+    "adapt": (C.AdaptSettings, None),
     "rehearse": (C.RehearseSettings, None),
     **{f"bench {what}": (cls, "what") for what, (cls, _) in C.BENCHES.items()},
 }

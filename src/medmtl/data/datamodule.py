@@ -511,8 +511,10 @@ class MedDataModule(CasesDataModule):
             len(cases),
             ", ".join(f"{k} {v}" for k, v in counts.items()),
         )
-        # an evaluation needs only the split it tests (_check_split); training needs them all
-        empty = [s for s in SPLITS if counts[s] == 0] if stage != "test" else []
+        # an evaluation needs only the split it tests (_check_split); training needs them all,
+        # but the test side of a data set split without one (data.split.test_fraction=0)
+        wanted = [k for k in SPLITS if k != "test" or s.test_fraction > 0]
+        empty = [k for k in wanted if counts[k] == 0] if stage != "test" else []
         if empty:
             raise DataError(
                 f"{self.name}: split(s) {', '.join(empty)} have no images; use more data."

@@ -138,17 +138,24 @@ def make_split(
     test_fraction: float = 0.2,
     seed: int = 42,
 ) -> list[str]:
-    """Assign each case to train/val/test, keeping every group on one side, stratified by class."""
+    """Assign each case to train/val/test, keeping every group on one side, stratified by class.
+
+    ``test_fraction=0``: no test side (cases only to learn from and to validate or calibrate
+    on, e.g. a new site's cases for medmtl-adapt)."""
     labels_a = np.asarray(labels)
     groups_a = np.asarray(groups)
     n = len(labels_a)
-    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or val_fraction + test_fraction >= 1:
+    if not 0 <= test_fraction < 1 or not 0 < val_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataError(
-            f"data.split.val_fraction={val_fraction} and test_fraction={test_fraction}: each must be "
-            "in (0, 1) and their sum below 1."
+            f"data.split.val_fraction={val_fraction} and test_fraction={test_fraction}: "
+            "val_fraction in (0, 1), test_fraction in [0, 1), their sum below 1."
         )
     out = np.array(["train"] * n, dtype=object)
-    test_idx = _take_fraction(labels_a, groups_a, np.arange(n), test_fraction, seed)
+    test_idx = (
+        _take_fraction(labels_a, groups_a, np.arange(n), test_fraction, seed)
+        if test_fraction > 0
+        else np.zeros(0, dtype=np.int64)
+    )
     out[test_idx] = "test"
     rest = np.setdiff1d(np.arange(n), test_idx)
     val_idx = _take_fraction(

@@ -17,7 +17,14 @@ from medmtl.errors import ConfigError, open_fraction
 from medmtl.settings.checks import check_fields, choice, flag, number, opt, own_values, ranged
 from medmtl.settings.data import check_image_size
 from medmtl.settings.evaluation import ADAPT_CHOICES, AS_TRAINED, SPLITS
-from medmtl.settings.train import SHIFT_ALPHA, SHIFT_DIMS, SHIFT_MAX_DIMS, SHIFT_PERMUTATIONS
+from medmtl.settings.train import (
+    ALPHA,
+    SHIFT_ALPHA,
+    SHIFT_DIMS,
+    SHIFT_MAX_DIMS,
+    SHIFT_PERMUTATIONS,
+    check_alpha,
+)
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
 # DICOM SEG: the thresholded mask or the probability map
@@ -473,6 +480,57 @@ class ShiftSettings(Settings):
         _at_least("batch_size", self.batch_size, 1, "1 or more")
         _at_least("frame", self.frame, 0, "0 or more (the first frame is 0)")
         _at_least("threads", self.threads, 0, "0 (the default) or more")
+
+
+# medmtl-adapt's defaults: provisional, not yet chosen on the external dev fold (issue 43)
+ADAPT_EPOCHS = 4
+ADAPT_LR = 3.0e-4
+ADAPT_SITE_SHARE = 0.5
+ADAPT_CALIBRATE_FRACTION = 0.4
+ADAPT_MIN_TRAIN = 10  # the fewest site cases a fine-tuning learns from
+
+
+@dataclass
+class AdaptSettings(Settings):
+    """``medmtl-adapt``."""
+
+    model: str = required(
+        "the model to adapt: a run, ensemble or sweep folder (each member is fine-tuned)",
+        path="any",
+    )
+    site: str = required(
+        "the site's labelled cases: a manifest CSV (image, mask, label; group: the patient)",
+        path="file",
+    )
+    out: str = required("a new folder for the adapted model", path="out")
+    epochs: int = opt(ADAPT_EPOCHS, "fine-tuning epochs of each member")
+    lr: float = opt(ADAPT_LR, "the fine-tuning's learning rate (cosine schedule)")
+    site_share: float = opt(
+        ADAPT_SITE_SHARE,
+        "the share of training draws from the site's cases (the rest: the "
+        "source's training images, replayed)",
+    )
+    calibrate_fraction: float = opt(
+        ADAPT_CALIBRATE_FRACTION,
+        "the site's cases held back (by patient) to fit the "
+        "temperature, the answer sets and the references",
+    )
+    alpha: float = opt(ALPHA, "the answer sets' error rate, calibrated on the site")
+    seed: int = opt(0, "the seed of the site's split")
+    export: bool = opt(True, "also export the adapted model to ONNX (<out>/model.onnx)")
+    threads: int = opt(0, "CPU threads (0: torch's default)")
+
+    def __post_init__(self) -> None:
+        _at_least("epochs", self.epochs, 1, "1 or more")
+        self.lr = open_fraction(self.lr, "lr", "a learning rate", ADAPT_LR)
+        self.site_share = open_fraction(self.site_share, "site_share", "a share", ADAPT_SITE_SHARE)
+        self.calibrate_fraction = open_fraction(
+            self.calibrate_fraction, "calibrate_fraction", "a share", ADAPT_CALIBRATE_FRACTION
+        )
+        self.alpha = check_alpha(self.alpha, "alpha")
+        _at_least("seed", self.seed, 0, "0 or more")
+        _at_least("threads", self.threads, 0, "0 (the default) or more")
+        self.export = flag("export", self.export)
 
 
 @dataclass

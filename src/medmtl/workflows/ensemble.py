@@ -67,6 +67,7 @@ def ensemble(
     conformal_by_class: bool = False,
     wandb: dict[str, Any] | None = None,
     target_sensitivity: float | None = None,
+    calibration_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Average the members on ``split`` and evaluate like a single run; optionally export ONNX.
 
@@ -79,7 +80,9 @@ def ensemble(
     answer sets (error rate ``conformal_alpha``; None: none) are calibrated on the same
     out-of-fold predictions of k-fold members (written to ``conformal.json``). ``wandb``
     (:func:`medmtl.workflows.wandb_runs.wandb_request`) logs the ensemble's evaluation as a W&B
-    run (job_type ensemble) in its members' group.
+    run (job_type ensemble) in its members' group. ``calibration_data`` (a data config): fit
+    the ensemble's temperature and answer sets on its validation split instead (a new site's
+    held-back cases, :mod:`medmtl.workflows.adapt`).
     """
     if gate not in ("as_trained", "tune"):
         raise ConfigError(f"gate={gate}: choose as_trained or tune.")
@@ -115,8 +118,9 @@ def ensemble(
     out_of_fold = None not in folds and len(set(folds)) == len(folds)
     shared_val = all(f is None for f in folds)
     # the ensemble's temperature and answer sets are fitted on images no member trained on
-    calibrate = head.task != "seg" and (out_of_fold or shared_val)
-    wants_sets = conformal_alpha is not None and head.task != "seg"
+    on_site = calibration_data is not None and head.task != "seg"
+    calibrate = head.task != "seg" and (out_of_fold or shared_val) and not on_site
+    wants_sets = conformal_alpha is not None and head.task != "seg" and not on_site
     if wants_sets and not calibrate:
         log.warning(
             "No conformal answer sets: the members are neither k-fold models of distinct folds "
@@ -178,6 +182,8 @@ def ensemble(
             where,
             conformal_alpha,
         )
+    if on_site:
+        extra_cal = _calibrate_on(head, calibration_data, conformal_alpha, conformal_by_class, out)
     tuned = None
     if gate == "tune":
         tuned = tune_gate(evidence, target_sensitivity)
@@ -280,6 +286,28 @@ def ensemble(
         log.info("Exported the ensemble to %s", export)
         metrics["export"] = str(export)
     return metrics
+
+
+def _calibrate_on(
+    head: Any, data: dict[str, Any], alpha: float | None, by_class: bool, out: Path
+) -> dict[str, Any]:
+    """The ensemble's temperature and (``alpha``) answer sets fitted on the validation split of
+    ``data`` (calibration.json, conformal.json); its ``calibration/...`` entries."""
+    part = _shared_validation(head, data)
+    logits = np.log(np.clip(part["prob"], 1e-7, 1.0))
+    temperature = fit_temperature(logits, part["label"])
+    head.net.set_temperature(temperature)
+    where = f"validation of {data.get('name') or data.get('source')}"
+    extra = {"calibration/temperature": temperature, "calibration/fitted_on": where,
+             "calibration/num_images": int(len(part["label"]))}  # fmt: skip
+    write_json(out / "calibration.json", extra)
+    if alpha is not None:
+        prob = scaled_probabilities(logits, temperature)
+        head.configure_evaluation(answer_sets=AnswerSets.fit(prob, part["label"], alpha, by_class))
+        write_json(out / "conformal.json", head.answer_sets.to_dict())
+    log.info("Ensemble temperature %.4f and answer sets fitted on %d images (%s)", temperature,
+             len(part["label"]), where)  # fmt: skip
+    return extra
 
 
 def _shared_validation(head: Any, data: dict[str, Any]) -> dict[str, Any]:

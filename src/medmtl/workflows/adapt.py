@@ -1,0 +1,242 @@
+"""``medmtl-adapt``: a trained model (one run, or every member of an ensemble) adapted to a
+new site with a few of its labelled cases, and calibrated again on that site.
+
+1. **The site's cases** (a manifest CSV) are split once, by patient and stratified by class,
+   into cases to learn from and cases held back (``calibrate_fraction``); the split is
+   written to ``<out>/site_split.json`` and every member uses it. Too few of either is refused
+   in one line before anything is trained.
+2. **Each member** is fine-tuned (``medmtl-train init_from=<member>``) in ``<out>/<member>``
+   on its own training data, replayed, together with the site's cases (``data=multi``, the
+   site drawn ``site_share`` of the time: ``data.set_sampling``), validated on its own
+   validation images and the site's held-back ones, with its own settings otherwise
+   (architecture, loss, augmentation); only the epochs and the learning rate are the
+   adaptation's. Its temperature and answer sets are then fitted on the site's held-back
+   cases alone (the per-site guarantee); its unlike-training score and shift reference come
+   from the fine-tuning (training images: source and site; reference: both held-back sets).
+3. **An ensemble** of the adapted members is built as ``medmtl-ensemble`` builds one
+   (``<out>/ensemble``: evaluated on the members' test split, the source's), and its own
+   temperature and answer sets are fitted again on the site's held-back cases.
+4. **ONNX** (``<out>/model.onnx``) like any model, and ``<out>/adapt.json``: what was adapted
+   (each member's run and checkpoint with its SHA-256), with which cases (the manifest, its
+   SHA-256, the cases learned from and held back), the settings and the time it took.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf, open_dict
+
+from medmtl.errors import ConfigError, DataError
+from medmtl.settings.commands import ADAPT_MIN_TRAIN, AdaptSettings
+
+log = logging.getLogger(__name__)
+SITE = "site"  # the site's name among the data sets of each fine-tuning
+ADAPT_JSON = "adapt.json"
+
+
+def calibration_minimum(alpha: float) -> int:
+    """The fewest held-back cases for which answer sets at error rate ``alpha`` are not every
+    class: the conformal quantile needs ``(n + 1)(1 - alpha) <= n``."""
+    return math.ceil((1 - alpha) / alpha - 1e-9)
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256 (provenance in ``adapt.json``)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def site_data(settings: AdaptSettings, preprocess: dict[str, Any], classes: list[str]) -> dict:
+    """The site's data config: its manifest, split once into cases to learn from and cases
+    held back (no test side), read as the model reads images."""
+    out = Path(settings.out).resolve()
+    return {
+        **preprocess,
+        "source": "manifest",
+        "name": SITE,
+        "manifest": str(Path(settings.site).resolve()),
+        "classes": list(classes),
+        "split_file": str(out / "site_split.json"),
+        "split": {
+            "seed": settings.seed,
+            "val_fraction": settings.calibrate_fraction,
+            "test_fraction": 0.0,
+        },
+    }
+
+
+def check_site(dm: Any, alpha: float, site: str) -> dict[str, int]:
+    """The numbers of site cases to learn from and held back, or one line saying there are too
+    few to both adapt and calibrate."""
+    n_train, n_val = len(dm.cases("train")), len(dm.cases("val"))
+    need = calibration_minimum(alpha)
+    if n_train < ADAPT_MIN_TRAIN or n_val < need:
+        raise DataError(
+            f"{site}: {n_train + n_val} labelled case(s) give {n_train} to learn from and "
+            f"{n_val} held back; adapting needs {ADAPT_MIN_TRAIN} to learn from and {need} held "
+            f"back to calibrate at alpha {alpha:g} (about "
+            f"{math.ceil(max(ADAPT_MIN_TRAIN / (1 - _fraction(dm)), need / _fraction(dm)))} "
+            "cases in all at this calibrate_fraction); label more cases."
+        )
+    return {"train": n_train, "val": n_val}
+
+
+def _fraction(dm: Any) -> float:
+    n_train, n_val = len(dm.cases("train")), len(dm.cases("val"))
+    return n_val / (n_train + n_val) if n_train + n_val else 0.5
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string under the folder ``old`` moved under ``new``."""
+    if isinstance(value, dict):
+        return {k: _moved(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, old, new) for v in value]
+    if isinstance(value, str) and (value == old or value.startswith(old.rstrip("/") + "/")):
+        return new + value[len(old) :]
+    return value
+
+
+def member_config(run: Path, site: dict[str, Any], settings: AdaptSettings, out: Path):
+    """The fine-tuning of one member: its own resolved config, starting from its weights, on
+    its own data plus the site's, for the adaptation's epochs and learning rate."""
+    from medmtl.data.datamodule import DATA_KEYS
+    from medmtl.settings.data import keys as data_keys
+
+    resolved = OmegaConf.to_container(OmegaConf.load(run / "config_resolved.yaml"))
+    # every path under the member's own folder (checkpoints, logs) moves to the new one: the
+    # member is read, never written
+    cfg = OmegaConf.create(_moved(resolved, str(resolved["paths"]["output_dir"]), str(out)))
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if data.get("source") == "multi":
+        sets = dict(data.get("sets") or {})
+        if data.get("leave_out"):
+            sets.pop(data["leave_out"], None)
+    else:
+        sets = {data.get("name") or data["source"]: {k: data[k] for k in DATA_KEYS if k in data}}
+    if SITE in sets:
+        raise ConfigError(f"{run}: already trained on a data set named {SITE}.")
+    # what the network sees, how batches are drawn and augmented: the member's own
+    own = [*data_keys("preprocess"), *data_keys("loader"), *data_keys("module")]
+    multi = {k: data[k] for k in own if k in data}
+    multi.update(
+        source="multi",
+        name="adapted",
+        classes=list(data.get("classes") or site["classes"]),
+        sets={**sets, SITE: site},
+        set_sampling={SITE: settings.site_share},
+        leave_out=None,
+    )
+    with open_dict(cfg):
+        cfg.data = multi
+        cfg.init_from = str(run)
+        cfg.ckpt_path = None
+        cfg.trainer.max_epochs = settings.epochs
+        cfg.optimizer.lr = settings.lr
+        cfg.paths.output_dir = str(out)
+        cfg.task_name = "adapt"
+        if settings.threads:
+            cfg.threads = settings.threads
+    return cfg
+
+
+def adapt(settings: AdaptSettings) -> dict[str, Any]:
+    """Adapt ``settings.model`` to the site's cases (see the module's docstring); returns the
+    record written to ``<out>/adapt.json``."""
+    from medmtl.data.build import datamodule_from_config
+    from medmtl.io.files import ensure_output_dir
+    from medmtl.reporting.summary import write_json
+    from medmtl.settings.data import keys as data_keys
+    from medmtl.workflows.calibrate import calibrate_module, save_calibration
+    from medmtl.workflows.members import best_checkpoint, open_model
+    from medmtl.workflows.train import train
+
+    start = time.time()
+    out = Path(settings.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"out={out}: not empty; give a new folder for the adapted model.")
+    opened = open_model(settings.model)
+    runs = list(opened.members or ([Path(opened.record["run"])] if "run" in opened.record else []))
+    if not runs:
+        raise ConfigError(
+            f"model={settings.model}: a checkpoint alone; give its run folder (its settings "
+            "are what the fine-tuning repeats)."
+        )
+    classes = list(opened.module.class_names)
+    # read as the model reads images, cached where its data is
+    preprocess = {k: opened.data[k] for k in (*data_keys("preprocess"), "cache_dir")
+                  if k in opened.data}  # fmt: skip
+    del opened  # the members are opened again, one at a time, by their fine-tuning
+    ensure_output_dir(out, "out")
+    site = site_data(settings, preprocess, classes)
+    site_dm = datamodule_from_config(site)
+    site_dm.prepare_data()
+    site_dm.setup("fit")
+    counts = check_site(site_dm, settings.alpha, settings.site)
+    log.info("%s: %d cases to learn from, %d held back to calibrate", settings.site,
+             counts["train"], counts["val"])  # fmt: skip
+    members: list[dict[str, Any]] = []
+    adapted: list[Path] = []
+    for run in runs:
+        t0 = time.time()
+        target = out / run.name
+        metrics = train(member_config(run, site, settings, target))
+        ckpt = best_checkpoint(target)
+        tuned = open_model(ckpt)
+        tuned.module.configure_evaluation(tta=tuned.tta)  # the views its evaluation uses
+        calibration = calibrate_module(tuned.module, site_dm, report=(), alpha=settings.alpha,
+                                       unlike_quantile=None, shift_dims=None)  # fmt: skip
+        calibration["calibration/fitted_on"] = f"validation of {SITE}"
+        save_calibration(ckpt, tuned.module)
+        write_json(target / "site_calibration.json", calibration)
+        source_ckpt = best_checkpoint(run)
+        members.append({
+            "from": str(run),
+            "from_checkpoint": str(source_ckpt),
+            "from_sha256": sha256(source_ckpt),
+            "run": str(target),
+            "checkpoint": str(ckpt),
+            "wall_time_s": round(time.time() - t0, 1),
+            "val_overall": metrics.get("val/overall"),
+            **calibration,
+        })  # fmt: skip
+        adapted.append(target)
+    export = out / "model.onnx" if settings.export else None
+    if len(adapted) > 1:  # the ensemble of the adapted members, calibrated on the site too
+        from medmtl.workflows.ensemble import ensemble
+
+        model_dir = out / "ensemble"
+        ensemble(adapted, model_dir, split="test", export=export, conformal_alpha=settings.alpha,
+                 calibration_data=site)  # fmt: skip
+    else:
+        model_dir = adapted[0]
+        if export is not None:
+            from medmtl.inference.export import export_onnx
+
+            export_onnx(best_checkpoint(model_dir), export)
+    record = {
+        "adapted_from": str(settings.model),
+        "model": str(model_dir),
+        "export": None if export is None else str(export),
+        "site": {
+            "manifest": str(Path(settings.site).resolve()),
+            "sha256": sha256(Path(settings.site)),
+            "split_file": site["split_file"],
+            "learned_from": [str(c.image) for c in site_dm.cases("train")],
+            "held_back": [str(c.image) for c in site_dm.cases("val")],
+        },
+        "settings": settings.to_dict(),
+        "members": members,
+        "wall_time_s": round(time.time() - start, 1),
+    }
+    write_json(out / ADAPT_JSON, record)
+    return record

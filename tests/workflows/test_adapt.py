@@ -1,0 +1,171 @@
+"""medmtl-adapt on a constructed new site: the phantom imaged by a "scanner" that inverts its
+grey levels (dark lesions become bright). A tiny model of the phantom fails there; adapted
+with 36 of the site's cases it segments the site's other cases better, keeps the phantom's own
+test split within tolerance, and its answer sets are calibrated on the site."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medmtl.cli.adapt import _run as adapt_cli
+from medmtl.cli.adapt import main as adapt_main
+from medmtl.data.phantom import ensure_phantom
+from tests.conftest import TINY_MODEL, compose_cfg, refused, shared_once
+
+COUNTS = {"normal": 16, "benign": 20, "malignant": 20}
+# the source model: the phantom's 80 images at 64 px, from the offline ImageNet weights
+SOURCE = [
+    "data.phantom.counts.normal=20",
+    "data.phantom.counts.benign=30",
+    "data.phantom.counts.malignant=30",
+    "data.phantom.size=96",
+    "model.encoder.weights=lite0_offline",
+    "optimizer.lr=2e-3",
+    "trainer.max_epochs=8",
+]
+
+
+def _site(root: Path, cache: Path, seed: int, per_class: int | None = None) -> Path:
+    """The phantom of ``seed`` with inverted grey levels, as a manifest (one patient per
+    image); ``per_class``: only that many images of each class."""
+    source = ensure_phantom(cache, seed, COUNTS, 96)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cls in COUNTS:
+        images = sorted(p for p in (source / cls).glob("*.png") if not p.stem.endswith("_mask"))
+        for image in images[:per_class]:
+            grey = np.asarray(Image.open(image).convert("L"))
+            Image.fromarray(255 - grey).save(root / image.name)
+            mask = image.with_name(image.stem + "_mask.png")
+            rows.append({"image": image.name, "mask": "", "label": cls, "group": image.stem})
+            if mask.exists():
+                Image.open(mask).save(root / mask.name)
+                rows[-1]["mask"] = mask.name
+    manifest = root / "cases.csv"
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "mask", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory, cache_dir) -> Path:
+    """A tiny model of the phantom, trained a few epochs (good enough to lose on the site)."""
+    from medmtl.workflows.train import train
+
+    def make(out: Path) -> None:
+        overrides = TINY_MODEL + SOURCE + ["seed=0", "figures=false"]
+        train(compose_cfg(overrides, out, cache_dir))
+
+    return shared_once(tmp_path_factory, "adapt_source", make)
+
+
+def _evaluate(model: Path, manifest: Path | None, cache: Path, out: Path) -> dict:
+    from medmtl.workflows.evaluate import evaluate
+
+    data = [] if manifest is None else [
+        "data=manifest", f"data.manifest={manifest}", f"data.split_file={out}.split.json",
+        "split=all",
+    ]  # fmt: skip
+    cfg = compose_cfg([f"ckpt_path={model}", "figures=false", *data], out, cache, "eval")
+    return evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_adapting_to_a_new_site_helps_there_and_keeps_the_source(
+    source_run, tmp_path, cache_dir, capsys
+):
+    site = _site(tmp_path / "site", cache_dir, seed=5)
+    unseen = _site(tmp_path / "site_test", cache_dir, seed=6, per_class=8)
+    out = tmp_path / "adapted"
+    files = {p: p.stat().st_mtime_ns for p in source_run.rglob("*")}
+    assert (
+        adapt_cli([f"model={source_run}", f"site={site}", f"out={out}", "epochs=4", "lr=1e-3"]) == 0
+    )
+    assert {p: p.stat().st_mtime_ns for p in source_run.rglob("*")} == files  # only read
+    printed = capsys.readouterr().out
+    record = json.loads((out / "adapt.json").read_text())
+    assert f"adapted 1 member(s) with {len(record['site']['learned_from'])} site case(s)" in printed
+    n_learn, n_held = len(record["site"]["learned_from"]), len(record["site"]["held_back"])
+    assert n_learn + n_held == sum(COUNTS.values()) and n_held >= 9
+    assert not set(record["site"]["learned_from"]) & set(record["site"]["held_back"])
+    member = record["members"][0]
+    assert member["from"] == str(source_run) and len(member["from_sha256"]) == 64
+    assert member["calibration/fitted_on"] == "validation of site"
+    assert member["calibration/num_images"] == n_held
+    assert (out / "model.onnx").is_file() and record["export"] == str(out / "model.onnx")
+    tuned = json.loads((Path(member["run"]) / "metrics.json").read_text())
+    assert tuned["init_from"] == str(source_run)
+    before = _evaluate(source_run, unseen, cache_dir, tmp_path / "before")
+    after = _evaluate(Path(member["run"]), unseen, cache_dir, tmp_path / "after")
+    gain = after["all/seg_dice_lesion"] - before["all/seg_dice_lesion"]
+    assert gain > 0.05, (before["all/seg_dice_lesion"], after["all/seg_dice_lesion"])
+    source_before = _evaluate(source_run, None, cache_dir, tmp_path / "src_before")
+    source_after = _evaluate(Path(member["run"]), None, cache_dir, tmp_path / "src_after")
+    kept = (source_before["test/seg_dice_lesion"], source_after["test/seg_dice_lesion"])
+    assert kept[1] >= kept[0] - 0.1, kept
+    print(
+        f"site lesion Dice {before['all/seg_dice_lesion']:.4f} -> "
+        f"{after['all/seg_dice_lesion']:.4f}; source test {kept[0]:.4f} -> {kept[1]:.4f}"
+    )
+
+
+def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
+    tiny_run, tmp_path, cache_dir, capsys
+):
+    """Two members (a sweep folder): each fine-tuned in its own folder from its own weights,
+    the ensemble of the adapted members with its temperature and answer sets fitted on the
+    site's held-back cases, and the ONNX export carrying those answer sets."""
+    import shutil
+
+    from medmtl.inference.onnx_backend import OnnxBackend
+
+    sweep = tmp_path / "sweep"
+    for k in range(2):
+        shutil.copytree(tiny_run, sweep / str(k))
+    site = _site(tmp_path / "site", cache_dir, seed=5, per_class=12)
+    out = tmp_path / "adapted"
+    files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
+    assert adapt_cli([f"model={sweep}", f"site={site}", f"out={out}", "epochs=1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == files  # read, not written
+    assert "adapted 2 member(s)" in capsys.readouterr().out
+    record = json.loads((out / "adapt.json").read_text())
+    assert [m["from"] for m in record["members"]] == [str(sweep / "0"), str(sweep / "1")]
+    assert record["model"] == str(out / "ensemble") and (out / "0" / "metrics.json").is_file()
+    held = len(record["site"]["held_back"])
+    assert held + len(record["site"]["learned_from"]) == 36
+    calibration = json.loads((out / "ensemble" / "calibration.json").read_text())
+    assert calibration["calibration/fitted_on"] == "validation of site"
+    assert calibration["calibration/num_images"] == held
+    sets = json.loads((out / "ensemble" / "conformal.json").read_text())
+    onnx = OnnxBackend(out / "model.onnx")
+    assert onnx.answer_sets.to_dict() == sets and len(onnx.shift_references) == 2
+    assert json.loads((out / "0" / "site_calibration.json").read_text())[
+        "calibration/num_images"
+    ] == held  # fmt: skip
+
+
+def test_too_few_cases_and_foreign_classes_are_refused(tiny_run, tmp_path, cache_dir, capsys):
+    few = _site(tmp_path / "few", cache_dir, seed=5, per_class=4)
+    says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={few}",
+                                       f"out={tmp_path / 'a'}"]), capsys)  # fmt: skip
+    assert "label more cases" in says and "to calibrate at alpha 0.1" in says
+    assert not (tmp_path / "a" / "adapt.json").exists()
+    foreign = _site(tmp_path / "foreign", cache_dir, seed=5, per_class=12)
+    text = foreign.read_text().replace(",malignant,", ",cancer,")
+    foreign.write_text(text)
+    says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={foreign}",
+                                       f"out={tmp_path / 'b'}"]), capsys)  # fmt: skip
+    assert "label 'cancer' is not one of the classes" in says
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "old.txt").write_text("x")
+    says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={foreign}",
+                                       f"out={tmp_path / 'c'}"]), capsys)  # fmt: skip
+    assert "not empty" in says
