@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from medmtl.cli.adapt import _run as adapt_cli
@@ -139,8 +141,13 @@ def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
     record = json.loads((out / "adapt.json").read_text())
     assert [m["from"] for m in record["members"]] == [str(sweep / "0"), str(sweep / "1")]
     assert record["model"] == str(out / "ensemble") and (out / "0" / "metrics.json").is_file()
-    held = len(record["site"]["held_back"])
-    assert held + len(record["site"]["learned_from"]) == 36
+    held, learned = len(record["site"]["held_back"]), len(record["site"]["learned_from"])
+    assert held + learned == 36
+    # an epoch draws each site case about once: learned / site_share draws, batches of 8
+    tuned = OmegaConf.load(out / "0" / "config_resolved.yaml")
+    assert tuned.trainer.limit_train_batches == math.ceil(learned / 0.5 / 8)
+    assert tuned.data.set_sampling == {"site": 0.5} and tuned.init_from == str(sweep / "0")
+    assert str(tiny_run) not in (out / "0" / "config_resolved.yaml").read_text()
     calibration = json.loads((out / "ensemble" / "calibration.json").read_text())
     assert calibration["calibration/fitted_on"] == "validation of site"
     assert calibration["calibration/num_images"] == held

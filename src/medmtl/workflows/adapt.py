@@ -7,7 +7,8 @@ new site with a few of its labelled cases, and calibrated again on that site.
    in one line before anything is trained.
 2. **Each member** is fine-tuned (``medmtl-train init_from=<member>``) in ``<out>/<member>``
    on its own training data, replayed, together with the site's cases (``data=multi``, the
-   site drawn ``site_share`` of the time: ``data.set_sampling``), validated on its own
+   site drawn ``site_share`` of the time: ``data.set_sampling``; an epoch draws each site
+   case about once), validated on its own
    validation images and the site's held-back ones, with its own settings otherwise
    (architecture, loss, augmentation); only the epochs and the learning rate are the
    adaptation's. Its temperature and answer sets are then fitted on the site's held-back
@@ -106,9 +107,13 @@ def _moved(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def member_config(run: Path, site: dict[str, Any], settings: AdaptSettings, out: Path):
+def member_config(
+    run: Path, site: dict[str, Any], settings: AdaptSettings, out: Path, site_cases: int
+):
     """The fine-tuning of one member: its own resolved config, starting from its weights, on
-    its own data plus the site's, for the adaptation's epochs and learning rate."""
+    its own data plus the site's, for the adaptation's epochs and learning rate. An epoch is
+    as long as it takes to draw each of the ``site_cases`` once on average (the source's
+    images fill the rest of its batches), not a pass over all the source's images."""
     from medmtl.data.datamodule import DATA_KEYS
     from medmtl.settings.data import keys as data_keys
 
@@ -141,6 +146,10 @@ def member_config(run: Path, site: dict[str, Any], settings: AdaptSettings, out:
         cfg.init_from = str(run)
         cfg.ckpt_path = None
         cfg.trainer.max_epochs = settings.epochs
+        batch = int(multi.get("batch_size") or 16)
+        cfg.trainer.limit_train_batches = max(
+            1, math.ceil(site_cases / settings.site_share / batch)
+        )
         cfg.optimizer.lr = settings.lr
         cfg.paths.output_dir = str(out)
         cfg.task_name = "adapt"
@@ -189,7 +198,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     for run in runs:
         t0 = time.time()
         target = out / run.name
-        metrics = train(member_config(run, site, settings, target))
+        metrics = train(member_config(run, site, settings, target, counts["train"]))
         ckpt = best_checkpoint(target)
         tuned = open_model(ckpt)
         tuned.module.configure_evaluation(tta=tuned.tta)  # the views its evaluation uses
