@@ -75,25 +75,20 @@ def site_data(settings: AdaptSettings, preprocess: dict[str, Any], classes: list
     }
 
 
-def check_site(dm: Any, alpha: float, site: str) -> dict[str, int]:
-    """The numbers of site cases to learn from and held back, or one line saying there are too
-    few to both adapt and calibrate."""
+def check_site(dm: Any, alpha: float, fraction: float, site: str) -> dict[str, int]:
+    """The numbers of site cases to learn from and held back (``fraction`` of them), or one
+    line saying there are too few to both adapt and calibrate."""
     n_train, n_val = len(dm.cases("train")), len(dm.cases("val"))
     need = calibration_minimum(alpha)
     if n_train < ADAPT_MIN_TRAIN or n_val < need:
+        total = math.ceil(max(ADAPT_MIN_TRAIN / (1 - fraction), need / fraction))
         raise DataError(
             f"{site}: {n_train + n_val} labelled case(s) give {n_train} to learn from and "
             f"{n_val} held back; adapting needs {ADAPT_MIN_TRAIN} to learn from and {need} held "
-            f"back to calibrate at alpha {alpha:g} (about "
-            f"{math.ceil(max(ADAPT_MIN_TRAIN / (1 - _fraction(dm)), need / _fraction(dm)))} "
-            "cases in all at this calibrate_fraction); label more cases."
+            f"back to calibrate at alpha {alpha:g} (about {total} cases in all at "
+            f"calibrate_fraction={fraction:g}); label more cases."
         )
     return {"train": n_train, "val": n_val}
-
-
-def _fraction(dm: Any) -> float:
-    n_train, n_val = len(dm.cases("train")), len(dm.cases("val"))
-    return n_val / (n_train + n_val) if n_train + n_val else 0.5
 
 
 def _moved(value: Any, old: str, new: str) -> Any:
@@ -185,19 +180,29 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     preprocess = {k: opened.data[k] for k in (*data_keys("preprocess"), "cache_dir")
                   if k in opened.data}  # fmt: skip
     del opened  # the members are opened again, one at a time, by their fine-tuning
+    created = not out.exists()
     ensure_output_dir(out, "out")
     site = site_data(settings, preprocess, classes)
-    site_dm = datamodule_from_config(site)
-    site_dm.prepare_data()
-    site_dm.setup("fit")
-    counts = check_site(site_dm, settings.alpha, settings.site)
+    try:
+        site_dm = datamodule_from_config(site)
+        site_dm.prepare_data()
+        site_dm.setup("fit")
+        counts = check_site(site_dm, settings.alpha, settings.calibrate_fraction, settings.site)
+    except BaseException:  # refused before any training: leave no half-made folder behind
+        Path(site["split_file"]).unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     log.info("%s: %d cases to learn from, %d held back to calibrate", settings.site,
              counts["train"], counts["val"])  # fmt: skip
     members: list[dict[str, Any]] = []
     adapted: list[Path] = []
-    for run in runs:
+    names = [r.name for r in runs]  # members of several sweeps may share a folder name
+    if len(set(names)) < len(names):
+        names = [f"member{k}" for k in range(len(runs))]
+    for run, name in zip(runs, names, strict=True):
         t0 = time.time()
-        target = out / run.name
+        target = out / name
         metrics = train(member_config(run, site, settings, target, counts["train"]))
         ckpt = best_checkpoint(target)
         tuned = open_model(ckpt)
