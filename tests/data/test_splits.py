@@ -100,6 +100,19 @@ def test_make_split_keeps_groups_together():
     assert make_split(labels, groups, 0.1, 0.2, seed=1) == split  # deterministic
 
 
+def test_a_split_without_a_test_side():
+    """test_fraction=0 (a new site's cases for medmtl-adapt): train and val only, groups kept
+    together, val about its fraction; a negative fraction is still refused."""
+    labels = [0, 1, 2] * 20
+    groups = [i // 2 for i in range(60)]
+    split = make_split(labels, groups, val_fraction=0.4, test_fraction=0.0, seed=3)
+    assert set(split) == {"train", "val"} and 0.3 <= split.count("val") / 60 <= 0.5
+    for g in set(groups):
+        assert len({s for s, gg in zip(split, groups, strict=True) if gg == g}) == 1
+    with pytest.raises(DataError, match="test_fraction in \\[0, 1\\)"):
+        make_split(labels, groups, val_fraction=0.4, test_fraction=-0.1)
+
+
 def test_find_groups_is_transitive_and_thresholded():
     rng = np.random.default_rng(0)
     a = rng.random((32, 32))
