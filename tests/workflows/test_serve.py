@@ -428,9 +428,22 @@ def test_the_page_shows_the_shift_of_recent_uploads_in_a_real_browser(server, bu
         )
         assert "Recent uploads: shift test of 10 image(s): unlike the training" in shift.text
         assert browser.find_element(By.ID, "shift-advice").is_displayed()
+        # which to label first: the page lists the API's order of the same uploads
+        with urllib.request.urlopen(f"{server}/api/label_order", timeout=30) as r:
+            order = [item["file"] for item in json.load(r)["order"]]
+        WebDriverWait(browser, 30).until(
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "#label-order-list li")) == 10
+        )
+        listed = browser.find_elements(By.CSS_SELECTOR, "#label-order-list li")
+        assert [li.get_attribute("data-file") for li in listed] == order
+        assert sorted(order) == sorted(f.name for f in files)
+        assert browser.find_element(By.ID, "label-order").is_displayed()
         browser.find_element(By.ID, "shift-reset").click()
         WebDriverWait(browser, 30).until(lambda b: "0 of the 10 distinct images" in shift.text)
         assert shift.get_attribute("data-shifted") == "false"
         assert not browser.find_element(By.ID, "shift-advice").is_displayed()
+        WebDriverWait(browser, 30).until(
+            lambda b: not b.find_element(By.ID, "label-order").is_displayed()
+        )
     finally:
         browser.quit()

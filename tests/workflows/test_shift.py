@@ -212,7 +212,14 @@ def test_the_api_tests_the_recent_uploads(tiny_ckpt, busi_folder):
         client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")})
     report = client.get("/api/shift").json()
     assert report["images"] == 12 and report["result"]["shifted"] is True
+    # the same window in the order in which to label it: each upload once, near copies last
+    order = client.get("/api/label_order").json()
+    assert order["images"] == 12 and [r["rank"] for r in order["order"]] == list(range(1, 13))
+    assert sorted(r["file"] for r in order["order"]) == sorted(f.name for f in files)
+    assert order["order"][-1]["near_copy_of"] in ("malignant_3.png", "malignant_4.png")
+    assert max(r["informativeness"] for r in order["order"]) == order["order"][0]["informativeness"]
     assert report["text"].startswith("Recent uploads: shift test of 12 image(s)")
     cleared = client.delete("/api/shift").json()
     assert cleared["images"] == 0 and cleared["result"] is None
+    assert client.get("/api/label_order").json() == {"images": 0, "order": []}
     assert client.get("/api/model").json()["shift"]["fitted"] is True

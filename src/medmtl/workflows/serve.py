@@ -14,7 +14,9 @@ project) and the API:
 * ``GET /api/health``, ``GET /api/model`` (the model card);
 * ``GET /api/shift``: the shift test of the most recent uploads together (do they come from
   the distribution the model was trained on? :mod:`medmtl.models.shift`); ``DELETE
-  /api/shift`` starts the window anew (a new scanner, a new session).
+  /api/shift`` starts the window anew (a new scanner, a new session);
+* ``GET /api/label_order``: the same uploads in the order in which to label them
+  (:mod:`medmtl.workflows.label_order`).
 
 Uploads are written to a temporary folder removed when the request ends; an upload over the
 size limit gets 413, a file that cannot be read as an image 400 with one line, and the
@@ -327,6 +329,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """The shift test of the server's most recent uploads (in memory only)."""
         return recent.report()
 
+    @app.get("/api/label_order", dependencies=[Depends(authorised)])
+    def order_to_label() -> dict[str, Any]:
+        """The recent uploads in the order in which to label them (the most informative first,
+        each unlike those before it; near copies last)."""
+        return recent.label_order()
+
     @app.delete("/api/shift", dependencies=[Depends(authorised)])
     def shift_reset() -> dict[str, Any]:
         """Forget the recent uploads' features: the window starts anew."""
@@ -382,7 +390,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             except (MedmtlError, OSError, ValueError) as exc:
                 raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
         out = result_json(pred, file.filename or "", classes, threshold, backend.postprocess)
-        recent.add(pred.features, pred.thumb)
+        recent.add(pred.features, pred.thumb, {"file": file.filename or "", **pred.uncertainty})
         log.info(
             "predicted a %dx%d image in %.0f ms",
             out["width"],

@@ -288,24 +288,45 @@ def shift_of_input(settings: Any) -> tuple[ShiftResult, list[tuple[Path, str]]]:
 class RecentUploads:
     """The page's shift test: the pooled features of the server's most recent uploads (at
     most ``size``, kept in memory only, with their near-copy thumbnails) tested together
-    against the model's references."""
+    against the model's references; and the order in which to label them
+    (:meth:`label_order`, from their file names and the model's doubt)."""
 
     def __init__(self, references: Sequence[ShiftReference], size: int = SHIFT_RECENT) -> None:
         import threading
 
         self.references = list(references)
         self.size = size
-        self._features: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=size)
+        self._features: deque[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = deque(maxlen=size)
         self._lock = threading.Lock()  # FastAPI runs the endpoints in a thread pool
         self._cached: dict[str, Any] | None = None
 
-    def add(self, features: np.ndarray | None, thumb: np.ndarray | None) -> None:
-        """Remember one upload's pooled features (M, D) and thumbnail."""
+    def add(
+        self,
+        features: np.ndarray | None,
+        thumb: np.ndarray | None,
+        row: dict[str, Any] | None = None,
+    ) -> None:
+        """Remember one upload's pooled features (M, D), thumbnail and ``row`` (its ``file``
+        name and the model's doubt: :func:`medmtl.inference.core.uncertainty_row`)."""
         if features is None or thumb is None or not self.references:
             return
         with self._lock:
-            self._features.append((np.asarray(features), np.asarray(thumb)))
+            self._features.append((np.asarray(features), np.asarray(thumb), dict(row or {})))
             self._cached = None
+
+    def label_order(self) -> dict[str, Any]:
+        """The recent uploads in the order in which to label them
+        (:func:`medmtl.workflows.label_order.label_order`)."""
+        from medmtl.workflows.label_order import label_order
+
+        with self._lock:
+            kept = list(self._features)
+        if not kept:
+            return {"images": 0, "order": []}
+        rows = [{"file": "", **row} for _, _, row in kept]
+        features = np.stack([f for f, _, _ in kept])
+        groups = near_copies([t for _, t, _ in kept])
+        return {"images": len(kept), "order": label_order(rows, features, groups, self.references)}
 
     def clear(self) -> None:
         with self._lock:
@@ -318,7 +339,7 @@ class RecentUploads:
             if self._cached is not None:
                 return self._cached
             n = len(self._features)
-            groups = near_copies([t for _, t in self._features])
+            groups = near_copies([t for _, t, _ in self._features])
             distinct = len(set(groups))
             out: dict[str, Any] = {
                 "fitted": bool(self.references),
@@ -337,7 +358,7 @@ class RecentUploads:
                     f"distinct images it needs{copies}."
                 )
             else:
-                features = np.stack([f for f, _ in self._features])
+                features = np.stack([f for f, _, _ in self._features])
                 result = shift_test(self.references, features, groups=groups)
                 out["result"] = result.to_dict()
                 out["text"] = f"Recent uploads: {describe(result)}."

@@ -332,6 +332,7 @@ async function pump() {
   $("progress").value = total();
   $("progress-text").textContent = `${total()} image(s) done`;
   await showShift();
+  await showLabelOrder();
   $("csv").disabled = !state.results.some((r) => r.data);
   state.busy = false;
 }
@@ -348,6 +349,27 @@ async function showShift(options = {}) {
     $("shift-advice").hidden = !shifted;
   } catch (err) {
     $("shift-text").textContent = `The shift test could not be read: ${err.message}`;
+  }
+}
+
+// the recent uploads in the order in which to label them (GET /api/label_order)
+async function showLabelOrder() {
+  const list = $("label-order-list");
+  try {
+    const report = await api("/api/label_order");
+    list.replaceChildren(
+      ...report.order.map((item) => {
+        const li = document.createElement("li");
+        li.dataset.file = item.file;
+        const copy = item.near_copy_of ? `, a near copy of ${item.near_copy_of}` : "";
+        li.textContent = `${item.file} (doubt ${Number(item.informativeness).toFixed(2)}${copy})`;
+        return li;
+      }),
+    );
+    $("label-order").hidden = report.images < 2;
+  } catch {
+    list.replaceChildren();
+    $("label-order").hidden = true;
   }
 }
 
@@ -506,8 +528,12 @@ async function init() {
     }
   });
   $("csv").addEventListener("click", csv);
-  $("shift-reset").addEventListener("click", () => showShift({ method: "DELETE" }));
+  $("shift-reset").addEventListener("click", async () => {
+    await showShift({ method: "DELETE" });
+    await showLabelOrder();
+  });
   await showShift();
+  await showLabelOrder();
   $("study-go").addEventListener("click", predictStudy);
   document.body.dataset.ready = "true";
 }
