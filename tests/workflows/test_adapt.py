@@ -33,13 +33,15 @@ SOURCE = [
 ]
 
 
-def _site(root: Path, cache: Path, seed: int, per_class: int | None = None) -> Path:
+def _site(
+    root: Path, cache: Path, seed: int, per_class: int | None = None, classes=tuple(COUNTS)
+) -> Path:
     """The phantom of ``seed`` with inverted grey levels, as a manifest (one patient per
-    image); ``per_class``: only that many images of each class."""
+    image); ``per_class``: only that many images of each of ``classes``."""
     source = ensure_phantom(cache, seed, COUNTS, 96)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
-    for cls in COUNTS:
+    for cls in classes:
         images = sorted(p for p in (source / cls).glob("*.png") if not p.stem.endswith("_mask"))
         for image in images[:per_class]:
             grey = np.asarray(Image.open(image).convert("L"))
@@ -132,7 +134,10 @@ def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
     sweep = tmp_path / "sweep"
     for k in range(2):
         shutil.copytree(tiny_run, sweep / str(k))
-    site = _site(tmp_path / "site", cache_dir, seed=5, per_class=12)
+    # like a breast clinic's scanner: no normal image among the cases
+    site = _site(
+        tmp_path / "site", cache_dir, seed=5, per_class=18, classes=("benign", "malignant")
+    )
     out = tmp_path / "adapted"
     files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
     assert adapt_cli([f"model={sweep}", f"site={site}", f"out={out}", "epochs=1"]) == 0

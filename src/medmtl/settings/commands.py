@@ -486,7 +486,7 @@ class ShiftSettings(Settings):
 ADAPT_EPOCHS = 4
 ADAPT_LR = 3.0e-4
 ADAPT_SITE_SHARE = 0.5
-ADAPT_CALIBRATE_FRACTION = 0.4
+ADAPT_CALIBRATE_FRACTION = 0.5
 ADAPT_MIN_TRAIN = 10  # the fewest site cases a fine-tuning learns from
 
 

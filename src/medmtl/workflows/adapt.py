@@ -57,8 +57,9 @@ def sha256(path: Path) -> str:
 
 
 def site_data(settings: AdaptSettings, preprocess: dict[str, Any], classes: list[str]) -> dict:
-    """The site's data config: its manifest, split once into cases to learn from and cases
-    held back (no test side), read as the model reads images."""
+    """The site's data config: its manifest (labelled with ``classes``, those of the model's
+    that it has), split once into cases to learn from and cases held back (no test side),
+    read as the model reads images."""
     out = Path(settings.out).resolve()
     return {
         **preprocess,
@@ -157,6 +158,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     """Adapt ``settings.model`` to the site's cases (see the module's docstring); returns the
     record written to ``<out>/adapt.json``."""
     from medmtl.data.build import datamodule_from_config
+    from medmtl.data.manifest import read_csv_rows
     from medmtl.io.files import ensure_output_dir
     from medmtl.reporting.summary import write_json
     from medmtl.settings.data import keys as data_keys
@@ -182,12 +184,17 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     del opened  # the members are opened again, one at a time, by their fine-tuning
     created = not out.exists()
     ensure_output_dir(out, "out")
-    site = site_data(settings, preprocess, classes)
+    # the model's classes the site has (a scanner's cases may have no normal image); a label
+    # the model does not know is refused with the other problems of the list
+    _, rows = read_csv_rows(Path(settings.site).resolve(), ("image", "label"), "case list")
+    present = [c for c in classes if any(r["label"] == c for r in rows)]
+    site = site_data(settings, preprocess, present or classes)
     try:
         site_dm = datamodule_from_config(site)
         site_dm.prepare_data()
         site_dm.setup("fit")
         counts = check_site(site_dm, settings.alpha, settings.calibrate_fraction, settings.site)
+        site_dm.relabel(classes, {c: c for c in site_dm.classes})  # the model's class indices
     except BaseException:  # refused before any training: leave no half-made folder behind
         Path(site["split_file"]).unlink(missing_ok=True)
         if created and not any(out.iterdir()):
