@@ -540,6 +540,14 @@ def test_a_fine_tuning_starts_from_a_models_weights(make_cfg, tmp_path, tiny_run
         with pytest.raises(ConfigError, match=says):
             train(make_cfg(TINY + still + [override, f"init_from={tiny_run}"], name="bad"))
         assert not (tmp_path / "bad" / "checkpoints").exists()
+    # an ensemble (a sweep folder of two runs) is not one network to start from
+    import shutil
+
+    for k in range(2):
+        shutil.copytree(tiny_run, tmp_path / "sweep" / str(k))
+    with pytest.raises(ConfigError, match="init_from=.*an ensemble; a fine-tuning starts from"):
+        train(make_cfg(TINY + still + [f"init_from={tmp_path / 'sweep'}"], name="bad"))
+    assert not (tmp_path / "bad" / "checkpoints").exists()
     # the phantom always has the three classes: a model of two is refused by the same check
     from medmtl.workflows.members import check_classes, open_model
 

@@ -296,7 +296,7 @@ class RecentUploads:
 
         self.references = list(references)
         self.size = size
-        self._features: deque[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = deque(maxlen=size)
+        self._uploads: deque[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = deque(maxlen=size)
         self._lock = threading.Lock()  # FastAPI runs the endpoints in a thread pool
         self._cached: dict[str, Any] | None = None
 
@@ -311,7 +311,7 @@ class RecentUploads:
         if features is None or thumb is None or not self.references:
             return
         with self._lock:
-            self._features.append((np.asarray(features), np.asarray(thumb), dict(row or {})))
+            self._uploads.append((np.asarray(features), np.asarray(thumb), dict(row or {})))
             self._cached = None
 
     def label_order(self) -> dict[str, Any]:
@@ -320,7 +320,7 @@ class RecentUploads:
         from medmtl.workflows.label_order import label_order
 
         with self._lock:
-            kept = list(self._features)
+            kept = list(self._uploads)
         if not kept:
             return {"images": 0, "order": []}
         rows = [{"file": "", **row} for _, _, row in kept]
@@ -330,7 +330,7 @@ class RecentUploads:
 
     def clear(self) -> None:
         with self._lock:
-            self._features.clear()
+            self._uploads.clear()
             self._cached = None
 
     def report(self) -> dict[str, Any]:
@@ -338,8 +338,8 @@ class RecentUploads:
         with self._lock:
             if self._cached is not None:
                 return self._cached
-            n = len(self._features)
-            groups = near_copies([t for _, t, _ in self._features])
+            n = len(self._uploads)
+            groups = near_copies([t for _, t, _ in self._uploads])
             distinct = len(set(groups))
             out: dict[str, Any] = {
                 "fitted": bool(self.references),
@@ -358,7 +358,7 @@ class RecentUploads:
                     f"distinct images it needs{copies}."
                 )
             else:
-                features = np.stack([f for f, _, _ in self._features])
+                features = np.stack([f for f, _, _ in self._uploads])
                 result = shift_test(self.references, features, groups=groups)
                 out["result"] = result.to_dict()
                 out["text"] = f"Recent uploads: {describe(result)}."
