@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from medmtl.data.build import datamodule_from_config
+from medmtl.data.duplicates import near_copies
 from medmtl.models.shift import ShiftReference, shift_test
 from medmtl.workflows.calibrate import split_features
 from medmtl.workflows.members import best_checkpoint, open_model
-from medmtl.workflows.shift import near_copies
 
 sweep = Path(sys.argv[1])
 members = sys.argv[2:] or ["0", "1"]

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from medmtl.preprocess.pipeline import convert_to_uint8
-from medmtl.settings.data import Conversion
+from medmtl.settings.data import Conversion, Dedup
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,13 @@ def combine_groups(found: DuplicateGroups, given: Sequence[str | None]) -> list[
     for i, g in enumerate(found.group_of):
         groups.union(first.setdefault(("found", g), i), i)
     return groups.numbered()
+
+
+def near_copies(
+    thumbs: Sequence[np.ndarray], given: Sequence[str | None] | None = None
+) -> list[int]:
+    """A group id per image of a set to test together (the shift test, the labelling order):
+    images whose thumbnails correlate at ``data.dedup``'s default threshold share one, and so
+    do images of one ``given`` group (a patient), as the splits group them."""
+    found = find_groups(list(thumbs), Dedup().threshold)
+    return combine_groups(found, given) if given is not None else found.group_of

@@ -12,7 +12,7 @@ the most informative first, each unlike those already chosen.
   already chosen divided by the largest such distance (a greedy k-centre walk weighted by
   doubt: a doubtful image like one already chosen waits, and so does a certain one).
 - **Near copies last.** An image in one near-copy group with an image already chosen
-  (:func:`medmtl.workflows.shift.near_copies`) comes after every other image: labelling the
+  (:func:`medmtl.data.duplicates.near_copies`) comes after every other image: labelling the
   same lesion twice teaches little.
 """
 
@@ -117,14 +117,14 @@ def write_label_order(
     out: Path,
     rows: Sequence[Mapping[str, Any]],
     features: Sequence[np.ndarray],
-    thumbs: Sequence[np.ndarray],
+    groups: Sequence[int],
     references: Sequence[ShiftReference] = (),
 ) -> Path:
-    """``out/label_order.csv`` of the predicted images (moved into place when complete)."""
+    """``out/label_order.csv`` of the predicted images, given their near-copy ``groups``
+    (moved into place when complete)."""
     from medmtl.io.files import CsvRows
-    from medmtl.workflows.shift import near_copies
 
-    order = label_order(rows, np.stack(features), near_copies(thumbs), references)
+    order = label_order(rows, np.stack(features), groups, references)
     csv_rows = CsvRows(out / LABEL_ORDER_CSV, list(COLUMNS))
     for row in order:
         csv_rows.add(row)

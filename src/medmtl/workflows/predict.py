@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medmtl import __version__
+from medmtl.data.duplicates import near_copies
 from medmtl.errors import ConfigError, DataError
 from medmtl.inference.core import (
     ARTIFACT_CKPT,
@@ -241,20 +242,22 @@ def predict(settings: PredictSettings | dict[str, Any]) -> PredictSummary:
         summary = predict_paths(
             backend, Path(opts.input), out, plan=plan, columns=columns, dicom=dicom, **options
         )
+    # the predicted images' groups of near copies, for both tests of them together below
+    groups = near_copies(summary.thumbs)
     # do these images, together, look like the model's training data? (shift.json). Not after
     # adapt=bn: the network's statistics are then the inputs' own, not its reference's
     if adapt:
         log.info("shift test: not run with adapt=bn (the network was adapted to these images).")
     else:
-        summary.shift = shift_of_predictions(backend, summary.features, summary.thumbs, out)
+        summary.shift = shift_of_predictions(backend, summary.features, groups, out)
     if opts.label_order:
-        summary.label_order = order_to_label(backend, summary, out)
+        summary.label_order = order_to_label(backend, summary, groups, out)
     return summary
 
 
-def order_to_label(backend: Any, summary: Any, out: Path) -> Path | None:
-    """``label_order.csv`` of the predicted images (:mod:`medmtl.workflows.label_order`); None
-    when no image was predicted."""
+def order_to_label(backend: Any, summary: Any, groups: list[int], out: Path) -> Path | None:
+    """``label_order.csv`` of the predicted images (:mod:`medmtl.workflows.label_order`), given
+    their near-copy ``groups``; None when no image was predicted."""
     from medmtl.workflows.label_order import write_label_order
 
     if not summary.rows:
@@ -262,7 +265,7 @@ def order_to_label(backend: Any, summary: Any, out: Path) -> Path | None:
     if len(summary.features) != len(summary.rows):
         raise ConfigError("label_order=true: this model gives no pooled features; export it again.")
     references = getattr(backend, "shift_references", None) or []
-    return write_label_order(out, summary.rows, summary.features, summary.thumbs, references)
+    return write_label_order(out, summary.rows, summary.features, groups, references)
 
 
 def export(

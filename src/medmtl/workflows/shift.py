@@ -3,8 +3,9 @@
 (:class:`RecentUploads`), and of an evaluated split with the share of random batches flagged
 (``medmtl-eval shift.batches=[...]``).
 
-Each path tests one image per group of near copies (:func:`near_copies`: the thumbnail
-correlation medmtl's splits group by), so that the same lesion imaged twice counts once.
+Each path tests one image per group of near copies
+(:func:`medmtl.data.duplicates.near_copies`: the thumbnail correlation medmtl's splits group
+by), so that the same lesion imaged twice counts once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medmtl.data.duplicates import near_copies
 from medmtl.errors import ConfigError, DataError
 from medmtl.models.shift import (
     ShiftReference,
@@ -35,19 +37,6 @@ from medmtl.settings.train import (
 
 log = logging.getLogger(__name__)
 SHIFT_JSON = "shift.json"
-
-
-def near_copies(
-    thumbs: Sequence[np.ndarray], given: Sequence[str | None] | None = None
-) -> list[int]:
-    """A group id per image: images whose thumbnails correlate at medmtl's near-duplicate
-    threshold share one (:func:`medmtl.data.duplicates.find_groups`, ``data.dedup``'s
-    defaults), and so do images of one ``given`` group (a patient), as the splits group."""
-    from medmtl.data.duplicates import combine_groups, find_groups
-    from medmtl.settings.data import Dedup
-
-    found = find_groups(list(thumbs), Dedup().threshold)
-    return combine_groups(found, given) if given is not None else found.group_of
 
 
 def describe(result: ShiftResult) -> str:
@@ -77,14 +66,14 @@ def write_result(path: Path, result: ShiftResult, extra: dict[str, Any] | None =
 
 
 def shift_of_predictions(
-    backend: Any, features: Sequence[np.ndarray], thumbs: Sequence[np.ndarray], out: Path
+    backend: Any, features: Sequence[np.ndarray], groups: Sequence[int], out: Path
 ) -> ShiftResult | None:
     """The shift test of ``medmtl-predict``'s predicted images (their ``features`` and
-    ``thumbs``), written to ``out/shift.json``; None (and why, in the log) for a model without
-    a reference or fewer than :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES` distinct images."""
+    near-copy ``groups``), written to ``out/shift.json``; None (and why, in the log) for a
+    model without a reference or fewer than :data:`~medmtl.settings.train.SHIFT_MIN_IMAGES`
+    distinct images."""
     if not getattr(backend, "shift_references", None):
         return None
-    groups = near_copies(thumbs)
     distinct = len(set(groups))
     if distinct < SHIFT_MIN_IMAGES:
         log.info("shift test: %d image(s) predicted, %d distinct; it needs %d or more, so none "
