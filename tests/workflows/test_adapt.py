@@ -164,6 +164,33 @@ def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
     ] == held  # fmt: skip
 
 
+def test_a_site_with_fewer_classes_is_calibrated_in_the_model_s_labels(
+    tiny_run, tmp_path, cache_dir
+):
+    """The ensemble's temperature and answer sets are fitted on the site's held-back cases
+    labelled as the model's classes: a benign case of a benign/malignant site is the model's
+    benign, not its first class (normal)."""
+    from medmtl.data.build import datamodule_from_config
+    from medmtl.workflows.ensemble import _shared_validation
+    from medmtl.workflows.members import build_ensemble
+
+    manifest = _site(
+        tmp_path / "site", cache_dir, seed=5, per_class=6, classes=("benign", "malignant")
+    )
+    head, data, _ = build_ensemble([tiny_run, tiny_run])
+    site = {k: data[k] for k in ("image_size", "cache_dir") if k in data}
+    site.update(source="manifest", name="site", manifest=str(manifest),
+                classes=["benign", "malignant"], split_file=str(tmp_path / "split.json"),
+                split={"seed": 0, "val_fraction": 0.5, "test_fraction": 0.0})  # fmt: skip
+    part = _shared_validation(head, site)
+    dm = datamodule_from_config(site)
+    dm.setup()
+    names = list(head.class_names)
+    truth = [names.index(c.class_name) for c in dm.cases("val")]
+    assert names[0] == "normal" and len(truth) >= 5
+    assert part["label"].tolist() == truth and set(truth) == {1, 2}
+
+
 def test_too_few_cases_and_foreign_classes_are_refused(tiny_run, tmp_path, cache_dir, capsys):
     few = _site(tmp_path / "few", cache_dir, seed=5, per_class=4)
     says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={few}",

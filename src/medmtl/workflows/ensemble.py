@@ -31,7 +31,7 @@ from medmtl.settings.commands import EnsembleSettings
 from medmtl.settings.evaluation import GATE_KEYS
 from medmtl.settings.record import RunRecord
 from medmtl.settings.train import ALPHA, TrainSettings, check_alpha
-from medmtl.workflows.evaluate import test_module
+from medmtl.workflows.evaluate import class_mapping, test_module
 from medmtl.workflows.gate import gate_evidence, tune_gate
 from medmtl.workflows.logs import quiet_third_party
 from medmtl.workflows.members import build_ensemble, find_members, shared_overrides
@@ -319,6 +319,9 @@ def _shared_validation(head: Any, data: dict[str, Any]) -> dict[str, Any]:
 
     dm = datamodule_from_config(data)
     dm.setup()
+    # labels as the head's class indices: a data set may have fewer classes (a site without
+    # normal images), whose own indices would name other classes of the head
+    dm.relabel(head.class_names, class_mapping(dm.classes, head.class_names, None))
     head.eval()
     part: dict[str, list] = {"prob": [], "label": [], "agreement": []}
     with torch.no_grad():
