@@ -2,11 +2,14 @@
 
 medmtl-serve [model=<model.onnx | checkpoint.ckpt>] [host=127.0.0.1] [port=8000]
              [max_upload_mb=50] [auth_token=<secret>] [threads=0] [tta=false]
+             [site_dir=<folder>]
 
 Without model= it serves the model of the newest `make demo` run. The page is at
 http://<host>:<port>/, the API documentation at /docs. It listens on this machine only unless
 host= says otherwise; beyond it, give auth_token= (requests then need
 'Authorization: Bearer <token>').
+With site_dir= the page lets a clinician correct a result (draw and erase the lesion, set the
+class) and save the case to that folder on this machine, for medmtl-adapt.
 """
 
 from __future__ import annotations

@@ -146,9 +146,11 @@ def lesion_seg(
     meta: ImageMeta,
     output: DicomOutput,
     description: str,
+    corrected: bool = False,
 ) -> Any:
     """The SEG of one image: segment 1, the lesion, on the source's grid. ``mask`` (binary)
-    or ``probability`` (fractional, 0..1) are at the size of the predicted image."""
+    or ``probability`` (fractional, 0..1) are at the size of the predicted image.
+    ``corrected``: the model's mask as a person corrected it (semi-automatic, not automatic)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -172,7 +174,11 @@ def lesion_seg(
         segment_label="lesion",
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=(
+            hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+            if corrected
+            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        ),
         algorithm_identification=identification,
         tracking_uid=hd.UID(),
         tracking_id=f"lesion of {meta.source}"[:64],

@@ -248,6 +248,12 @@ class ServeSettings(Settings):
     open: bool = opt(
         False, "listen beyond this machine without auth_token= (anyone who can reach it may use it)"
     )
+    site_dir: str | None = opt(
+        None,
+        "a folder on this machine for the cases corrected on the page (manifest cases.csv, "
+        "mask PNGs, DICOM SEGs), for medmtl-adapt; none: correcting is off",
+        path="out",
+    )
 
     def __post_init__(self) -> None:
         if self.archive is not None and not self.archive.startswith(

@@ -17,6 +17,11 @@ project) and the API:
   /api/shift`` starts the window anew (a new scanner, a new session);
 * ``GET /api/label_order``: the same uploads in the order in which to label them
   (:mod:`medmtl.workflows.label_order`).
+* with ``site_dir=``, a clinician's corrections (:mod:`medmtl.workflows.site_cases`):
+  ``POST /api/cases`` (multipart ``file``: the image again, ``mask``: a PNG of its size,
+  non-zero where a lesion is, ``label``, optional ``group``: the patient's pseudonym) saves a
+  case to the site folder, ``GET /api/cases`` lists them, ``GET /api/cases/{case}`` shows one
+  (image and mask as PNG) and ``DELETE /api/cases/{case}`` removes it and its files.
 
 Uploads are written to a temporary folder removed when the request ends; an upload over the
 size limit gets 413, a file that cannot be read as an image 400 with one line, and the
@@ -59,6 +64,7 @@ from medmtl.workflows.predict import (
     predict_study,
 )
 from medmtl.workflows.shift import RecentUploads
+from medmtl.workflows.site_cases import SiteCases
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).parent / "page"
@@ -245,6 +251,37 @@ def study_json(summary: Any, classes: list[str], push: bool) -> dict[str, Any]:
     }
 
 
+def empty_class(backend: Any) -> str | None:
+    """The model's class without a lesion: its gate's (the mask is emptied for it), else
+    ``normal`` if it has one."""
+    gated = (backend.card.get("gate") or {}).get("empty_mask_class")
+    return gated or ("normal" if "normal" in backend.class_names else None)
+
+
+def site_cases(settings: ServeSettings, backend: Any) -> SiteCases | None:
+    """The folder of the page's corrected cases (``site_dir=``), checked at start; None: off."""
+    if settings.site_dir is None:
+        return None
+    if backend.task == "cls":
+        raise ConfigError("site_dir=: this model has no segmentation head; there is no mask "
+                          "to correct. Drop site_dir=.")  # fmt: skip
+    algorithm = dicom_output(backend, settings.model).algorithm
+    return SiteCases(settings.site_dir, list(backend.class_names), empty_class(backend), algorithm)
+
+
+def case_json(row: dict[str, str]) -> dict[str, Any]:
+    """A saved case as the page lists it (no folder of the server)."""
+    return {
+        "case": row["case"],
+        "file": row.get("uploaded_as", ""),
+        "label": row["label"],
+        "group": row.get("group", ""),
+        "lesion_px": int(row.get("lesion_px") or 0),
+        "seg": bool(row.get("seg")),
+        "saved": row.get("saved", ""),
+    }
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     """The web page and API for ``settings.model``."""
     backend, explainer = load_model(settings.model, settings.threads)
@@ -252,6 +289,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     name = Path(settings.model).name
     classes = list(backend.class_names)
     recent = RecentUploads(backend.shift_references)
+    site = site_cases(settings, backend)
     archive_client = dicom = None
     if settings.archive is not None:  # checked and opened once, at start
         service = StudyAddress.parse(f"{settings.archive.rstrip('/')}/studies/1").service
@@ -320,6 +358,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "max_upload_mb": settings.max_upload_mb,
             "tta": tta,
             "archive": settings.archive is not None,
+            "site_cases": site is not None,
             **backend.card,
             "note": "A research tool, not a diagnosis.",
         }
@@ -398,6 +437,71 @@ def create_app(settings: ServeSettings) -> FastAPI:
             (time.perf_counter() - start) * 1000,
         )
         return JSONResponse(out)
+
+    def the_site() -> SiteCases:
+        if site is None:
+            raise HTTPException(
+                400, "this server keeps no corrected cases (start it with site_dir=<folder>)."
+            )
+        return site
+
+    @app.post("/api/cases", dependencies=[Depends(authorised)], status_code=201)
+    def save_case(
+        file: Annotated[UploadFile, File(description="the image, as it was predicted")],
+        mask: Annotated[UploadFile, File(description="PNG of the image's size; non-zero: lesion")],
+        label: Annotated[str, Form(description="the case's class")],
+        group: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = None,
+    ) -> dict[str, Any]:
+        """Save a corrected case (its mask and class) to the site folder; the same image
+        saved again replaces its correction."""
+        from medmtl.io.image import read_mask
+
+        cases = the_site()
+        name = file.filename or "upload"
+        with tempfile.TemporaryDirectory(prefix="medmtl-case-") as folder:
+            tmp = Path(folder) / f"upload{_safe_suffix(name)}"
+            mask_tmp = Path(folder) / "mask.png"
+            for upload, path in ((file, tmp), (mask, mask_tmp)):
+                with path.open("wb") as fh:
+                    while chunk := upload.file.read(2**20):
+                        fh.write(chunk)
+            try:
+                drawn = read_mask(mask_tmp)
+            except (MedmtlError, OSError, ValueError) as exc:
+                raise HTTPException(400, f"{name}: the mask is not a readable PNG.") from exc
+            try:
+                row, replaced = cases.save(tmp, name, drawn, label, group)
+            except (MedmtlError, OSError, ValueError) as exc:
+                raise HTTPException(400, _one_line(exc, tmp, name)) from exc
+        log.info("saved a corrected case (%s, %s lesion pixels)", row["label"], row["lesion_px"])
+        return {**case_json(row), "replaced": replaced}
+
+    @app.get("/api/cases", dependencies=[Depends(authorised)])
+    def list_cases() -> dict[str, Any]:
+        """The site folder's saved cases, oldest first."""
+        return {"cases": [case_json(r) for r in the_site().rows()]}
+
+    @app.get("/api/cases/{case}", dependencies=[Depends(authorised)])
+    def show_case(case: str) -> dict[str, Any]:
+        """One saved case with its image (as the page shows it) and its mask, as PNG."""
+        from medmtl.inference.core import load_for_model
+
+        try:
+            row, image, drawn = the_site().read(case)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from exc
+        image8 = load_for_model(image, backend.settings).image8
+        return {**case_json(row), "image_png": _png(image8),
+                "mask_png": _png(drawn.astype(np.uint8) * 255)}  # fmt: skip
+
+    @app.delete("/api/cases/{case}", dependencies=[Depends(authorised)])
+    def delete_case(case: str) -> dict[str, Any]:
+        """Remove a saved case and its files."""
+        try:
+            row = the_site().delete(case)
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from exc
+        return {"deleted": case_json(row)}
 
     return app
 

@@ -138,15 +138,9 @@ function pixels(dataUrl) {
   });
 }
 
-function draw(result) {
-  const t = Number($("threshold").value);
-  const { w, h, grey, el } = result;
-  const canvas = el.querySelector("canvas.overlay");
-  canvas.width = w;
-  canvas.height = h;
-  const ctx = canvas.getContext("2d");
+// the grey image with the mask's fill and contour; returns the mask's area in pixels
+function paintOverlay(ctx, grey, mask, w, h) {
   const out = ctx.createImageData(w, h);
-  const mask = result.prob ? lesionMask(result, t) : new Uint8Array(w * h);
   let area = 0;
   for (let p = 0; p < w * h; p++) {
     const v = grey[p];
@@ -168,6 +162,19 @@ function draw(result) {
     out.data[4 * p + 3] = 255;
   }
   ctx.putImageData(out, 0, 0);
+  return area;
+}
+
+function draw(result) {
+  const t = Number($("threshold").value);
+  const { w, h, grey, el } = result;
+  const canvas = el.querySelector("canvas.overlay");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  // a mask being corrected is the clinician's: the threshold no longer changes it
+  const mask = result.edit || (result.prob ? lesionMask(result, t) : new Uint8Array(w * h));
+  const area = paintOverlay(ctx, grey, mask, w, h);
   result.area = area;
   result.threshold = t;
   const spacing = result.data.pixel_spacing_mm;
@@ -177,6 +184,13 @@ function draw(result) {
   el.querySelector(".area-mm").textContent =
     result.areaMm === null ? " (no pixel spacing in this file)" : `, ${result.areaMm.toFixed(2)} mm²`;
   // the mask as it is shown, as a PNG to download
+  const link = el.querySelector(".mask-download");
+  link.href = maskCanvas(mask, w, h).toDataURL("image/png");
+  link.download = `${result.name.replace(/\.[^.]+$/, "")}_mask.png`;
+}
+
+// a mask as a black and white canvas (255: lesion), for a PNG
+function maskCanvas(mask, w, h) {
   const m = document.createElement("canvas");
   m.width = w;
   m.height = h;
@@ -187,9 +201,185 @@ function draw(result) {
     md.data[4 * p] = v; md.data[4 * p + 1] = v; md.data[4 * p + 2] = v; md.data[4 * p + 3] = 255;
   }
   mctx.putImageData(md, 0, 0);
-  const link = el.querySelector(".mask-download");
-  link.href = m.toDataURL("image/png");
-  link.download = `${result.name.replace(/\.[^.]+$/, "")}_mask.png`;
+  return m;
+}
+
+// -- correcting a result (medmtl-serve site_dir=): draw and erase the lesion, set the class,
+// save the case to the site's folder on the server --------------------------------------------
+function paintAt(result, x, y) {
+  const { w, h, edit } = result;
+  const r = Number(result.el.querySelector(".brush").value) / 2;
+  const value = result.tool === "erase" ? 0 : 1;
+  for (let yy = Math.max(0, Math.floor(y - r)); yy <= Math.min(h - 1, Math.ceil(y + r)); yy++) {
+    for (let xx = Math.max(0, Math.floor(x - r)); xx <= Math.min(w - 1, Math.ceil(x + r)); xx++) {
+      if ((xx - x) ** 2 + (yy - y) ** 2 <= r * r) edit[yy * result.w + xx] = value;
+    }
+  }
+}
+
+function strokeTo(result, e) {
+  const canvas = result.el.querySelector("canvas.overlay");
+  const rect = canvas.getBoundingClientRect();
+  const x = ((e.clientX - rect.left) * result.w) / rect.width;
+  const y = ((e.clientY - rect.top) * result.h) / rect.height;
+  const last = result.last || { x, y };
+  const steps = Math.max(1, Math.ceil(Math.hypot(x - last.x, y - last.y)));
+  for (let k = 1; k <= steps; k++) {
+    paintAt(result, last.x + ((x - last.x) * k) / steps, last.y + ((y - last.y) * k) / steps);
+  }
+  result.last = { x, y };
+  draw(result);
+}
+
+function setTool(result, tool) {
+  result.tool = tool;
+  for (const b of result.el.querySelectorAll(".tool")) {
+    b.setAttribute("aria-pressed", b.dataset.tool === tool ? "true" : "false");
+  }
+}
+
+function startCorrecting(result) {
+  const t = Number($("threshold").value);
+  result.edit = Uint8Array.from(result.prob ? lesionMask(result, t) : new Uint8Array(result.w * result.h));
+  const select = result.el.querySelector(".correct-class");
+  select.replaceChildren(...result.data.classes.map((c) => new Option(c, c)));
+  select.value = result.data.predicted_class || result.data.classes[0];
+  setTool(result, "draw");
+  result.el.querySelector(".correct-tools").hidden = false;
+  result.el.querySelector(".correct-start").hidden = true;
+  result.el.dataset.correcting = "true";
+  draw(result);
+}
+
+function stopCorrecting(result) {
+  result.edit = null;
+  result.el.querySelector(".correct-tools").hidden = true;
+  result.el.querySelector(".correct-start").hidden = false;
+  result.el.dataset.correcting = "false";
+  draw(result);
+}
+
+async function saveCase(result) {
+  const status = result.el.querySelector(".correct-status");
+  const blob = await new Promise((resolve) => maskCanvas(result.edit, result.w, result.h).toBlob(resolve, "image/png"));
+  const form = new FormData();
+  form.append("file", result.file, result.file.name);
+  form.append("mask", blob, "mask.png");
+  form.append("label", result.el.querySelector(".correct-class").value);
+  status.textContent = "Saving…";
+  try {
+    const saved = await api("/api/cases", { method: "POST", body: form });
+    result.el.dataset.savedCase = saved.case;
+    status.textContent = `Saved as case ${saved.case} (${saved.label})` +
+      (saved.replaced ? ", replacing its earlier correction." : ".");
+    await showSiteCases();
+  } catch (err) {
+    status.textContent = `Not saved: ${err.message}`;
+  }
+}
+
+function wireCorrecting(result) {
+  const el = result.el;
+  el.querySelector(".correct").hidden = !(state.card && state.card.site_cases && result.prob);
+  el.querySelector(".correct-start").addEventListener("click", () => startCorrecting(result));
+  el.querySelector(".correct-cancel").addEventListener("click", () => stopCorrecting(result));
+  for (const b of el.querySelectorAll(".tool")) {
+    b.addEventListener("click", () => setTool(result, b.dataset.tool));
+  }
+  el.querySelector(".clear-mask").addEventListener("click", () => {
+    result.edit.fill(0);
+    draw(result);
+  });
+  el.querySelector(".correct-save").addEventListener("click", () => saveCase(result));
+  const canvas = el.querySelector("canvas.overlay");
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!result.edit) return;
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    result.last = null;
+    strokeTo(result, e);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (result.edit && result.last && e.buttons) strokeTo(result, e);
+  });
+  const end = () => { result.last = null; };
+  canvas.addEventListener("pointerup", end);
+  canvas.addEventListener("pointercancel", end);
+}
+
+// the site's saved cases: list, review, delete (GET/DELETE /api/cases)
+async function showSiteCases() {
+  if (!(state.card && state.card.site_cases)) return;
+  const body = $("site-table").querySelector("tbody");
+  try {
+    const data = await api("/api/cases");
+    body.replaceChildren(...data.cases.map((c) => {
+      const tr = document.createElement("tr");
+      tr.dataset.case = c.case;
+      tr.dataset.label = c.label;
+      for (const text of [c.case, c.file, c.label, String(c.lesion_px), c.seg ? "yes" : "–", c.saved]) {
+        cell(tr, text);
+      }
+      const td = document.createElement("td");
+      const review = document.createElement("button");
+      review.type = "button";
+      review.className = "review";
+      review.textContent = "Review";
+      review.addEventListener("click", () => reviewCase(c));
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "delete";
+      remove.textContent = "Delete";
+      remove.addEventListener("click", async () => {
+        if (remove.dataset.armed !== "true") {  // a second click deletes: no slip of the mouse
+          remove.dataset.armed = "true";
+          remove.textContent = "Delete its files?";
+          return;
+        }
+        try {
+          await api(`/api/cases/${c.case}`, { method: "DELETE" });
+          $("site-status").textContent = `Deleted case ${c.case}.`;
+          $("site-review").hidden = true;
+        } catch (err) {
+          $("site-status").textContent = `Not deleted: ${err.message}`;
+        }
+        await showSiteCases();
+      });
+      td.append(review, remove);
+      tr.appendChild(td);
+      return tr;
+    }));
+    $("site-table").hidden = data.cases.length === 0;
+    $("site-count").textContent = `${data.cases.length} case(s) saved on the server.`;
+  } catch (err) {
+    $("site-status").textContent = `The saved cases could not be read: ${err.message}`;
+  }
+}
+
+async function reviewCase(c) {
+  try {
+    const data = await api(`/api/cases/${c.case}`);
+    const img = await pixels(data.image_png);
+    const mk = await pixels(data.mask_png);
+    const { width: w, height: h } = img;
+    const grey = new Uint8Array(w * h);
+    const mask = new Uint8Array(w * h);
+    for (let p = 0; p < w * h; p++) {
+      grey[p] = img.data[4 * p];
+      mask[p] = mk.data[4 * p] > 0 ? 1 : 0;
+    }
+    const canvas = $("site-review").querySelector("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    const area = paintOverlay(canvas.getContext("2d"), grey, mask, w, h);
+    $("site-review").dataset.case = c.case;
+    $("site-review").dataset.area = String(area);
+    $("site-review").querySelector("figcaption").textContent =
+      `case ${c.case} (${data.file}): ${data.label}, ${area} lesion pixels`;
+    $("site-review").hidden = false;
+  } catch (err) {
+    $("site-status").textContent = `The case could not be shown: ${err.message}`;
+  }
 }
 
 function showBars(result) {
@@ -260,6 +450,7 @@ async function run(result) {
     showUncertainty(result);
     if (data.gradcam_png) showCam(result, data.gradcam_png);
     draw(result);
+    wireCorrecting(result);
     result.el.dataset.state = "done";
   } catch (err) {
     result.error = err.message;
@@ -421,6 +612,7 @@ async function loadCard() {
         ? `; calibrated (temperature ${Number(card.calibration.temperature).toFixed(2)})` : "") +
       (card.unlike && card.unlike.fitted ? "; warns on scans unlike its training data" : "; cannot tell scans unlike its training data");
     $("archive").hidden = !card.archive;
+    $("site").hidden = !card.site_cases;
     $("gradcam").disabled = !card.gradcam;
     $("gradcam-label").title = card.gradcam ? "" : "Grad-CAM needs a checkpoint (PyTorch backend)";
   } catch (err) {
@@ -535,6 +727,7 @@ async function init() {
   await showShift();
   await showLabelOrder();
   $("study-go").addEventListener("click", predictStudy);
+  await showSiteCases();
   document.body.dataset.ready = "true";
 }
 
