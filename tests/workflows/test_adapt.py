@@ -130,17 +130,21 @@ def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
     import shutil
 
     from medmtl.inference.onnx_backend import OnnxBackend
+    from medmtl.workflows.ensemble import ensemble
 
     sweep = tmp_path / "sweep"
     for k in range(2):
         shutil.copytree(tiny_run, sweep / str(k))
+    # the source ensemble, evaluated with the flip and a gate of its own
+    gate = {"empty_mask_min_prob": 0.7, "empty_mask_keep_above": None, "mask_threshold": 0.3}
+    ensemble([sweep], sweep / "ensemble", tta=True, gate=gate)
     # like a breast clinic's scanner: no normal image among the cases
     site = _site(
         tmp_path / "site", cache_dir, seed=5, per_class=18, classes=("benign", "malignant")
     )
     out = tmp_path / "adapted"
     files = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
-    assert adapt_cli([f"model={sweep}", f"site={site}", f"out={out}", "epochs=1"]) == 0
+    assert adapt_cli([f"model={sweep / 'ensemble'}", f"site={site}", f"out={out}", "epochs=1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == files  # read, not written
     assert "adapted 2 member(s)" in capsys.readouterr().out
     record = json.loads((out / "adapt.json").read_text())
@@ -153,6 +157,10 @@ def test_an_ensemble_is_adapted_member_by_member_and_calibrated_on_the_site(
     assert tuned.trainer.limit_train_batches == math.ceil(learned / 0.5 / 8)
     assert tuned.data.set_sampling == {"site": 0.5} and tuned.init_from == str(sweep / "0")
     assert str(tiny_run) not in (out / "0" / "config_resolved.yaml").read_text()
+    # the adapted ensemble is evaluated at its source's operating point: flip and gate
+    adapted = json.loads((out / "ensemble" / "metrics.json").read_text())
+    assert adapted["ensemble/tta"] is True and adapted["mask_threshold"] == 0.3
+    assert adapted["empty_mask_min_prob"] == 0.7 and record["ensemble"]["gate"] == gate
     calibration = json.loads((out / "ensemble" / "calibration.json").read_text())
     assert calibration["calibration/fitted_on"] == "validation of site"
     assert calibration["calibration/num_images"] == held

@@ -15,7 +15,8 @@ new site with a few of its labelled cases, and calibrated again on that site.
    cases alone (the per-site guarantee); its unlike-training score and shift reference come
    from the fine-tuning (training images: source and site; reference: both held-back sets).
 3. **An ensemble** of the adapted members is built as ``medmtl-ensemble`` builds one
-   (``<out>/ensemble``: evaluated on the members' test split, the source's), and its own
+   (``<out>/ensemble``: evaluated on the members' test split, the source's) with the source
+   ensemble's test-time flip and gate thresholds (its operating point), and its own
    temperature and answer sets are fitted again on the site's held-back cases.
 4. **ONNX** (``<out>/model.onnx``) like any model, and ``<out>/adapt.json``: what was adapted
    (each member's run and checkpoint with its SHA-256), with which cases (the manifest, its
@@ -160,8 +161,10 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     from medmtl.data.build import datamodule_from_config
     from medmtl.data.manifest import read_csv_rows
     from medmtl.io.files import ensure_output_dir
+    from medmtl.models.multitask import gate_record
     from medmtl.reporting.summary import write_json
     from medmtl.settings.data import keys as data_keys
+    from medmtl.settings.evaluation import GATE_KEYS
     from medmtl.workflows.calibrate import calibrate_module, save_calibration
     from medmtl.workflows.members import best_checkpoint, open_model
     from medmtl.workflows.train import train
@@ -178,6 +181,11 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
             "are what the fine-tuning repeats)."
         )
     classes = list(opened.module.class_names)
+    # an ensemble is rebuilt as it was evaluated: its flip and its gate's thresholds (a tuned
+    # gate is the source's operating point; the adapted members' own would move it)
+    source_tta = bool(opened.tta)
+    source_gate = {k: v for k, v in gate_record(opened.module.net, classes).items()
+                   if k in GATE_KEYS}  # fmt: skip
     # read as the model reads images, cached where its data is
     preprocess = {k: opened.data[k] for k in (*data_keys("preprocess"), "cache_dir")
                   if k in opened.data}  # fmt: skip
@@ -237,7 +245,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
 
         model_dir = out / "ensemble"
         ensemble(adapted, model_dir, split="test", export=export, conformal_alpha=settings.alpha,
-                 calibration_data=site)  # fmt: skip
+                 calibration_data=site, tta=source_tta, gate=source_gate)  # fmt: skip
     else:
         model_dir = adapted[0]
         if export is not None:
@@ -256,6 +264,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
             "held_back": [str(c.image) for c in site_dm.cases("val")],
         },
         "settings": settings.to_dict(),
+        "ensemble": {"tta": source_tta, "gate": source_gate} if len(adapted) > 1 else None,
         "members": members,
         "wall_time_s": round(time.time() - start, 1),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def ensemble(
     channels_last: bool = True,
     select: dict[str, str] | None = None,
     tta: bool = False,
-    gate: str = "as_trained",
+    gate: str | Mapping[str, Any] = "as_trained",
     adapt: str = "none",
     conformal_alpha: float | None = ALPHA,
     conformal_by_class: bool = False,
@@ -82,9 +82,17 @@ def ensemble(
     (:func:`medmtl.workflows.wandb_runs.wandb_request`) logs the ensemble's evaluation as a W&B
     run (job_type ensemble) in its members' group. ``calibration_data`` (a data config): fit
     the ensemble's temperature and answer sets on its validation split instead (a new site's
-    held-back cases, :mod:`medmtl.workflows.adapt`).
+    held-back cases, :mod:`medmtl.workflows.adapt`). ``gate`` may also be the thresholds
+    themselves (:data:`GATE_KEYS`): an adapted ensemble keeps its source's.
     """
-    if gate not in ("as_trained", "tune"):
+    given_gate = dict(gate) if isinstance(gate, Mapping) else None
+    if given_gate is not None:
+        unknown = sorted(set(given_gate) - set(GATE_KEYS))
+        if unknown:
+            raise ConfigError(f"gate: unknown key(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(GATE_KEYS)}.")  # fmt: skip
+        gate = "given"
+    elif gate not in ("as_trained", "tune"):
         raise ConfigError(f"gate={gate}: choose as_trained or tune.")
     if target_sensitivity is not None:
         target_sensitivity = open_fraction(
@@ -185,6 +193,8 @@ def ensemble(
     if on_site:
         extra_cal = _calibrate_on(head, calibration_data, conformal_alpha, conformal_by_class, out)
     tuned = None
+    if given_gate is not None:
+        head.configure_evaluation(gate=given_gate)
     if gate == "tune":
         tuned = tune_gate(evidence, target_sensitivity)
         head.configure_evaluation(gate={k: tuned[k] for k in GATE_KEYS})
@@ -383,7 +393,7 @@ class EnsembleAfterSweep(Callback):
         self,
         out: str = "ensemble",
         split: str = "test",
-        gate: str = "as_trained",
+        gate: str | Mapping[str, Any] = "as_trained",
         target_sensitivity: float | None = None,
     ):
         self.out = out
