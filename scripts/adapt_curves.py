@@ -99,7 +99,7 @@ def main() -> None:
         run([sys.executable, str(HERE / "logiq7_dev_site.py"), "0", "0", str(pool)], log)
     onnx = out / "source.onnx"
     if not onnx.is_file():
-        run(["medmtl-ensemble", f"runs={source.parent}", f"out={out / 'source_ensemble'}",
+        run(["medmtl-ensemble", str(source.parent), f"out={out / 'source_ensemble'}",
              f"export={onnx}", "tta=true", "gate=tune", "target_sensitivity=0.95"], log)  # fmt: skip
     order = pool / "order" / "label_order.csv"
     if not order.is_file():
