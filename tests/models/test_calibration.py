@@ -126,3 +126,19 @@ def test_stored_temperature_reaches_torch_and_onnx_predictions(tiny_ckpt, tmp_pa
     np.testing.assert_array_equal(p_hot.argmax(1), p_plain.argmax(1))
     assert onnx.meta["calibration"]["temperature"] == pytest.approx(4.0)
     assert onnx.card["calibration"]["temperature"] == pytest.approx(4.0)  # the page's model card
+
+
+def test_a_temperature_at_the_top_of_its_range_is_warned_about(caplog):
+    """Labels that are not the classes of the probabilities (a site's own class indices for a
+    model with one class more) drive the temperature to its upper bound: said in the log."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    label = rng.integers(1, 3, 200)  # the model's benign (1) and malignant (2)
+    logits = 2.0 * np.eye(3)[label] + rng.normal(0, 1.0, (200, 3))
+    with caplog.at_level(logging.WARNING, logger="medmtl.models.calibration"):
+        assert fit_temperature(logits, label) < 2
+    assert "top of its range" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="medmtl.models.calibration"):
+        t = fit_temperature(logits, label - 1)  # the site's indices: normal and benign
+    assert t > 19 and "top of its range" in caplog.text

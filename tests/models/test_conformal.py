@@ -104,3 +104,41 @@ def test_answer_sets_in_the_predictions_file_and_their_metrics(tmp_path):
     again = read_predictions(path)
     np.testing.assert_array_equal(again.answer_set.astype(bool), sets)
     assert "answer_set" not in again.meta
+
+
+def _site(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A new site for a model of three classes: exchangeable cases of classes 1 and 2 only
+    (a breast clinic's scanner: no normal image), on which the model is overconfident (its
+    logits 4 times what its true probabilities say)."""
+    truth = rng.dirichlet([0.05, 0.6, 0.6], size=n)
+    truth[:, 0] = np.minimum(truth[:, 0], 0.02)
+    truth /= truth.sum(1, keepdims=True)
+    site = truth[:, 1:] / truth[:, 1:].sum(1, keepdims=True)
+    label = 1 + (rng.random(n) > site[:, 0]).astype(np.int64)
+    return 4 * np.log(truth), label
+
+
+def test_recalibrated_on_a_site_the_sets_cover_at_the_nominal_rate_there():
+    """medmtl-adapt's recalibration: a temperature and answer sets fitted on 25 held-back site
+    cases cover the site's other cases at 1 − α on average (split conformal: E[coverage] in
+    [1 − α, 1 − α + 1/(n + 1)]); the source's calibration does not carry over."""
+    from medmtl.models.calibration import scaled_probabilities
+    from medmtl.models.conformal import fit_calibration
+
+    alpha, n_cal, n_test, seeds = 0.1, 25, 400, 200
+    source = AnswerSets.fit(*_data(400, np.random.default_rng(99)), alpha=alpha)
+    cover, source_cover, temps = [], [], []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        temperature, sets = fit_calibration(*_site(n_cal, rng), alpha=alpha)
+        logits, label = _site(n_test, rng)
+        prob = scaled_probabilities(logits, temperature)
+        cover.append(sets.predict(prob)[np.arange(n_test), label].mean())
+        source_cover.append(
+            source.predict(scaled_probabilities(logits, 1.0))[np.arange(n_test), label].mean()
+        )
+        temps.append(temperature)
+    sd = np.sqrt(alpha * (1 - alpha) * (1 / n_test + 1 / n_cal) / seeds)
+    assert 1 - alpha - 3 * sd <= np.mean(cover) <= 1 - alpha + 1 / (n_cal + 1) + 3 * sd
+    assert np.mean(source_cover) < 1 - alpha - 0.03  # the source's sets under-cover the site
+    assert 3 < np.median(temps) < 5  # the overconfidence is found: logits divided by ~4

@@ -9,12 +9,14 @@ on exactly that mean, so the deployed probabilities are the calibrated ones.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 
 from medmtl.metrics import nll
 
+log = logging.getLogger(__name__)
 # the search range of T; NLL(T) has one minimum, and a bound reached says the data is odd
 T_BOUNDS = (0.05, 20.0)
 
@@ -50,7 +52,18 @@ def fit_temperature(logits: np.ndarray, label: np.ndarray) -> float:
 
     low, high = (math.log(b) for b in T_BOUNDS)
     best = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
-    return math.exp(best.x) if loss(best.x) < loss(0.0) else 1.0
+    if loss(best.x) >= loss(0.0):
+        return 1.0
+    # flattening without end: the probabilities are no better than a guess of the labels
+    # (at the lower end they separate the images perfectly, which small sets often do)
+    if high - best.x < 0.01:
+        log.warning(
+            "calibration: the temperature fitted on %d images, %.4g, is at the top of its "
+            "range (%g): the probabilities say nothing of these labels; are the labels the "
+            "classes the probabilities are of?",
+            len(label), math.exp(best.x), T_BOUNDS[1],
+        )  # fmt: skip
+    return math.exp(best.x)
 
 
 def calibration_record(net: object) -> dict[str, object]:

@@ -121,6 +121,21 @@ class AnswerSets:
         )
 
 
+def fit_calibration(
+    logits: np.ndarray, label: np.ndarray, alpha: float | None = ALPHA, by_class: bool = False
+) -> tuple[float, AnswerSets | None]:
+    """The temperature fitted on labelled images' class ``logits`` and, at error rate
+    ``alpha`` (None: none), the answer sets of the probabilities it gives, on the same images
+    (a model's validation split, an ensemble's unseen images, a new site's held-back cases)."""
+    from medmtl.models.calibration import fit_temperature, scaled_probabilities
+
+    temperature = fit_temperature(logits, label)
+    if alpha is None:
+        return temperature, None
+    prob = scaled_probabilities(logits, temperature)
+    return temperature, AnswerSets.fit(prob, label, alpha, by_class)
+
+
 def conformal_record(sets: AnswerSets | None) -> dict[str, Any]:
     """What a model card says about the answer sets: their error rate, class-conditional or
     not, and the number of calibration images (``{"fitted": False}`` without sets)."""

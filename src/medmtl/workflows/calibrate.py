@@ -20,9 +20,9 @@ import torch
 
 from medmtl.data.datamodule import CasesDataModule
 from medmtl.metrics import brier, calibration, nll
-from medmtl.models.calibration import fit_temperature, scaled_probabilities
+from medmtl.models.calibration import scaled_probabilities
 from medmtl.models.checkpoint import store_calibration
-from medmtl.models.conformal import AnswerSets
+from medmtl.models.conformal import fit_calibration
 from medmtl.models.multitask import SHIFT_BUFFERS
 from medmtl.models.shift import ShiftReference
 from medmtl.settings.train import ALPHA, QUANTILE, SHIFT_DIMS
@@ -161,15 +161,11 @@ def calibrate_module(
     if module.net.cls_head is None:
         return unlike
     logits, label = split_logits(module, dm, "val")
-    temperature = fit_temperature(logits, label)
+    temperature, sets = fit_calibration(logits, label, alpha, by_class)
     if len(label) == 0:
         log.warning("calibration: no validation images, so the temperature stays 1.")
     module.net.set_temperature(temperature)
-    module.configure_evaluation(
-        answer_sets=AnswerSets.fit(
-            scaled_probabilities(logits, temperature), label, alpha, by_class
-        )
-    )
+    module.configure_evaluation(answer_sets=sets)
     out: dict[str, Any] = {
         **unlike,
         "calibration/temperature": temperature,

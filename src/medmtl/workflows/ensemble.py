@@ -20,7 +20,7 @@ from medmtl.io.files import ensure_output_dir
 from medmtl.metrics import mask_agreement
 from medmtl.models.calibration import fit_temperature, scaled_probabilities
 from medmtl.models.checkpoint import stored_net
-from medmtl.models.conformal import AnswerSets
+from medmtl.models.conformal import AnswerSets, fit_calibration
 from medmtl.models.ensemble import combine_views
 from medmtl.preprocess.pipeline import PreprocessSettings
 from medmtl.reporting.evaluation import gate_tradeoff_figure
@@ -305,16 +305,15 @@ def _calibrate_on(
     ``data`` (calibration.json, conformal.json); its ``calibration/...`` entries."""
     part = _shared_validation(head, data)
     logits = np.log(np.clip(part["prob"], 1e-7, 1.0))
-    temperature = fit_temperature(logits, part["label"])
+    temperature, sets = fit_calibration(logits, part["label"], alpha, by_class)
     head.net.set_temperature(temperature)
     where = f"validation of {data.get('name') or data.get('source')}"
     extra = {"calibration/temperature": temperature, "calibration/fitted_on": where,
              "calibration/num_images": int(len(part["label"]))}  # fmt: skip
     write_json(out / "calibration.json", extra)
-    if alpha is not None:
-        prob = scaled_probabilities(logits, temperature)
-        head.configure_evaluation(answer_sets=AnswerSets.fit(prob, part["label"], alpha, by_class))
-        write_json(out / "conformal.json", head.answer_sets.to_dict())
+    if sets is not None:
+        head.configure_evaluation(answer_sets=sets)
+        write_json(out / "conformal.json", sets.to_dict())
     log.info("Ensemble temperature %.4f and answer sets fitted on %d images (%s)", temperature,
              len(part["label"]), where)  # fmt: skip
     return extra
