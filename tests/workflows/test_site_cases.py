@@ -274,3 +274,21 @@ def test_correcting_a_result_in_a_real_browser(site_server, busi, tmp_path):
             assert json.loads(r.read()) == {"cases": []}
     finally:
         browser.quit()
+
+
+def test_a_dicom_that_cannot_have_a_seg_is_saved_without_one(site, tmp_path):
+    """The correction is what adapting needs: kept, with the reason there is no SEG."""
+    client, folder = site
+    ds = pydicom.dcmread(DICOM_DIR / "US1_UNCR.dcm")
+    for key in ("StudyID", "AccessionNumber"):
+        if key in ds:
+            delattr(ds, key)
+    path = tmp_path / "bare.dcm"
+    ds.save_as(path)
+    res = _save(client, path, _two_lesions((int(ds.Rows), int(ds.Columns))), "benign")
+    assert res.status_code == 201, res.text
+    saved = res.json()
+    assert saved["seg"] is False and "StudyID" in saved["seg_error"]
+    case = folder / "cases" / saved["case"]
+    assert (case / "mask.png").is_file() and not (case / "seg.dcm").exists()
+    assert "seg_error" not in (folder / "cases.csv").read_text()

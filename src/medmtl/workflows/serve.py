@@ -279,6 +279,7 @@ def case_json(row: dict[str, str]) -> dict[str, Any]:
         "lesion_px": int(row.get("lesion_px") or 0),
         "seg": bool(row.get("seg")),
         "saved": row.get("saved", ""),
+        **({"seg_error": row["seg_error"]} if row.get("seg_error") else {}),
     }
 
 

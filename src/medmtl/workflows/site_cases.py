@@ -114,7 +114,8 @@ class SiteCases:
         """Save one corrected case: the uploaded file ``upload`` (as the user named it,
         ``name``), its lesion ``mask`` (at the image's size) and its class. Returns its row
         and whether it replaced the same image's earlier correction. A DataError names what
-        is wrong with the case; nothing is written then."""
+        is wrong with the case; nothing is written then. A DICOM that cannot have a SEG
+        (it lacks what a SEG copies) is saved without one: the row's ``seg_error`` says why."""
         if label not in self.classes:
             raise DataError(
                 f"{name}: class {label!r} is not one of the model's ({', '.join(self.classes)})."
@@ -160,7 +161,11 @@ class SiteCases:
                 shutil.copyfile(upload, tmp / f"image{suffix}")
                 write_png(mask.astype(np.uint8) * 255, tmp / "mask.png")
                 if dicom:
-                    self._write_seg(upload, tmp / "seg.dcm", mask, meta, label)
+                    try:
+                        self._write_seg(upload, tmp / "seg.dcm", mask, meta, label)
+                    except DataError as exc:  # the correction is kept; only its SEG is not
+                        row["seg"] = ""
+                        row["seg_error"] = str(exc).split(": ", 1)[-1]
                 old = self._set_aside(target)
             try:
                 self._write_rows([r for r in self.rows() if r.get("case") != case] + [row])

@@ -271,7 +271,8 @@ async function saveCase(result) {
     const saved = await api("/api/cases", { method: "POST", body: form });
     result.el.dataset.savedCase = saved.case;
     status.textContent = `Saved as case ${saved.case} (${saved.label})` +
-      (saved.replaced ? ", replacing its earlier correction." : ".");
+      (saved.replaced ? ", replacing its earlier correction." : ".") +
+      (saved.seg_error ? ` No DICOM SEG: ${saved.seg_error}` : "");
     await showSiteCases();
   } catch (err) {
     status.textContent = `Not saved: ${err.message}`;
