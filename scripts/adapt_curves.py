@@ -12,9 +12,12 @@ result exists, so the script can be run again after an interruption.
 <out>/curves.csv: a row per run; <out>/curves.md: per point the mean over draws with the
 t-interval of the mean (one draw: the image bootstrap), and each run's image-bootstrap CI.
 
+Choosing the adaptation's settings on the dev fold only: --dev-only (no test fold, and no
+chosen order) with --adapt key=value ... (medmtl-adapt's options), one <out> per setting.
+
 Run (BUSI_ROOT, BUSBRA_ROOT set; the venv's commands on PATH):
   python scripts/adapt_curves.py <source ensemble folder> <out> [--n 25 50 100]
-      [--draws 3] [--chosen-draws 1]
+      [--draws 3] [--chosen-draws 1] [--adapt epochs=8 lr=1e-3] [--dev-only]
 """
 
 from __future__ import annotations
@@ -88,7 +91,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--chosen-draws", type=int, default=1)
+    ap.add_argument("--adapt", nargs="*", default=[], help="medmtl-adapt options, key=value")
+    ap.add_argument("--dev-only", action="store_true", help="the dev fold only: no test fold")
     args = ap.parse_args()
+    if args.dev_only:
+        args.chosen_draws = 0
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "steps.log"
@@ -98,19 +105,18 @@ def main() -> None:
     if not (pool / "list.csv").is_file():
         run([sys.executable, str(HERE / "logiq7_dev_site.py"), "0", "0", str(pool)], log)
     onnx = out / "source.onnx"
-    if not onnx.is_file():
+    order = pool / "order" / "label_order.csv"
+    if args.chosen_draws and not onnx.is_file():
         run(["medmtl-ensemble", str(source.parent), f"out={out / 'source_ensemble'}",
              f"export={onnx}", "tta=true", "gate=tune", "target_sensitivity=0.95"], log)  # fmt: skip
-    order = pool / "order" / "label_order.csv"
-    if not order.is_file():
+    if args.chosen_draws and not order.is_file():
         run(["medmtl-predict", f"model={onnx}", f"input={pool / 'list.csv'}",
              f"out={pool / 'order'}", "label_order=true"], log)  # fmt: skip
     rows = []
-    zero = {
-        "logiq7": scores(evaluate(source, out / "n0" / "logiq7", LOGIQ7_TEST, log), "test"),
-        "dev": scores(evaluate(source, out / "n0" / "dev", dev_data(pool), log), "all"),
-        "busi": json_split(source, "test"),
-    }
+    zero = {"dev": scores(evaluate(source, out / "n0" / "dev", dev_data(pool), log), "all")}
+    if not args.dev_only:
+        zero["logiq7"] = scores(evaluate(source, out / "n0" / "logiq7", LOGIQ7_TEST, log), "test")
+        zero["busi"] = json_split(source, "test")
     rows.append(flat("source", 0, 0, zero, None))
     # N by N, as given (the first one first: its runs are the goal's)
     plan = [(how, n, d) for n in args.n
@@ -126,14 +132,13 @@ def main() -> None:
         adapted = here / "adapted"
         if not (adapted / "adapt.json").is_file():
             run(["medmtl-adapt", f"model={source}", f"site={site / 'cases.csv'}",
-                 f"out={adapted}", f"seed={draw}"], log)  # fmt: skip
+                 f"out={adapted}", f"seed={draw}", *args.adapt], log)  # fmt: skip
         record = json.loads((adapted / "adapt.json").read_text())
         model = Path(record["model"])
-        found = {
-            "logiq7": scores(evaluate(model, here / "logiq7", LOGIQ7_TEST, log), "test"),
-            "dev": scores(evaluate(model, here / "dev", dev_data(site), log), "all"),
-            "busi": json_split(model, "test"),
-        }
+        found = {"dev": scores(evaluate(model, here / "dev", dev_data(site), log), "all")}
+        if not args.dev_only:
+            found["logiq7"] = scores(evaluate(model, here / "logiq7", LOGIQ7_TEST, log), "test")
+            found["busi"] = json_split(model, "test")
         rows.append(flat(how, n, draw, found, record))
         write(out, rows)
         print(f"{how} N={n} draw {draw}: done", flush=True)
