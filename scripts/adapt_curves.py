@@ -118,10 +118,15 @@ def main() -> None:
         zero["logiq7"] = scores(evaluate(source, out / "n0" / "logiq7", LOGIQ7_TEST, log), "test")
         zero["busi"] = json_split(source, "test")
     rows.append(flat("source", 0, 0, zero, None))
-    # N by N, as given (the first one first: its runs are the goal's)
+    # N by N, as given (the first one first: its runs are the goal's), then the runs an
+    # earlier call of the script finished in <out> (all of them are in the tables)
     plan = [(how, n, d) for n in args.n
             for how, draws in (("random", args.draws), ("chosen", args.chosen_draws))
             for d in range(draws)]  # fmt: skip
+    for done in sorted(out.glob("*/n*_d*/adapted/adapt.json")):
+        n, d = done.parent.parent.name[1:].split("_d")
+        if (done.parents[2].name, int(n), int(d)) not in plan:
+            plan.append((done.parents[2].name, int(n), int(d)))
     for how, n, draw in plan:
         here = out / how / f"n{n}_d{draw}"
         site = here / "site"

@@ -2,7 +2,7 @@
 labelled cases, and calibrate it again on that site.
 
 medmtl-adapt model=<run|ensemble|sweep folder> site=<cases.csv> out=<new folder>
-             [epochs=4] [lr=3e-4] [site_share=0.5] [calibrate_fraction=0.5] [alpha=0.1]
+             [epochs=4] [lr=1e-3] [site_share=0.5] [calibrate_fraction=0.5] [alpha=0.1]
 
 The site's cases (a manifest CSV: image, mask, label, and group for the patient) are split by
 patient into cases to learn from and cases held back. Each member is fine-tuned from its own
