@@ -472,3 +472,14 @@ def test_the_exported_ensemble_answers_as_the_pytorch_ensemble_on_busi(tuned, bu
         "mask_threshold": gate["mask_threshold"],
     }
     assert backend.card["refer"]["min_mask_agreement"] == metrics["refer/min_mask_agreement"]
+
+
+def test_given_gate_thresholds_are_checked(tmp_path):
+    """``gate=<thresholds>`` (an adapted ensemble keeps its source's): an unknown key is one
+    line naming the known ones, before any member is opened."""
+    from medmtl.errors import ConfigError
+    from medmtl.workflows.ensemble import ensemble
+
+    with pytest.raises(ConfigError, match="unknown key.*bogus.*known: empty_mask_min_prob"):
+        ensemble([tmp_path / "no-such-run"], tmp_path / "out", gate={"bogus": 1})
+    assert not (tmp_path / "out").exists()
