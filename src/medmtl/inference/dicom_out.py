@@ -11,7 +11,6 @@ segment), a JSON sidecar without patient data, and a line in the SEG's content d
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import DataError
-from medmtl.io.files import atomic_path, atomic_write_text
+from medmtl.io.files import atomic_path, atomic_write_text, file_sha256
 from medmtl.io.meta import ImageMeta
 
 SERIES_NUMBER = 9901  # the SEG series, after the scanner's own series numbers
@@ -44,11 +43,7 @@ class Algorithm:
     @classmethod
     def of_model(cls, path: str | Path, version: str) -> Algorithm:
         path = Path(path)
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return cls("medmtl", version, digest.hexdigest()[:16], path.name)
+        return cls("medmtl", version, file_sha256(path)[:16], path.name)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,17 @@ class CsvRows:
         return self.path
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex, read a MiB at a time (provenance and names)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def replace_section(path: str | Path, name: str, body: str, title: str = "") -> Path:
     """Replace (or append) the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
     of a Markdown file, atomically; the rest of the file is kept. ``title`` starts a new file.

@@ -25,7 +25,6 @@ new site with a few of its labelled cases, and calibrated again on that site.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -46,15 +45,6 @@ def calibration_minimum(alpha: float) -> int:
     """The fewest held-back cases for which answer sets at error rate ``alpha`` are not every
     class: the conformal quantile needs ``(n + 1)(1 - alpha) <= n``."""
     return math.ceil((1 - alpha) / alpha - 1e-9)
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256 (provenance in ``adapt.json``)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def site_data(settings: AdaptSettings, preprocess: dict[str, Any], classes: list[str]) -> dict:
@@ -160,7 +150,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     record written to ``<out>/adapt.json``."""
     from medmtl.data.build import datamodule_from_config
     from medmtl.data.manifest import read_csv_rows
-    from medmtl.io.files import ensure_output_dir
+    from medmtl.io.files import ensure_output_dir, file_sha256
     from medmtl.models.multitask import gate_record
     from medmtl.reporting.summary import write_json
     from medmtl.settings.data import keys as data_keys
@@ -231,7 +221,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
         members.append({
             "from": str(run),
             "from_checkpoint": str(source_ckpt),
-            "from_sha256": sha256(source_ckpt),
+            "from_sha256": file_sha256(source_ckpt),
             "run": str(target),
             "checkpoint": str(ckpt),
             "wall_time_s": round(time.time() - t0, 1),
@@ -258,7 +248,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
         "export": None if export is None else str(export),
         "site": {
             "manifest": str(Path(settings.site).resolve()),
-            "sha256": sha256(Path(settings.site)),
+            "sha256": file_sha256(settings.site),
             "split_file": site["split_file"],
             "learned_from": [str(c.image) for c in site_dm.cases("train")],
             "held_back": [str(c.image) for c in site_dm.cases("val")],

@@ -169,6 +169,13 @@ def _safe_suffix(name: str) -> str:
     return suffix if suffix in IMAGE_EXTENSIONS else ""
 
 
+def _write_upload(upload: UploadFile, path: Path) -> None:
+    """An uploaded file copied to ``path`` a MiB at a time (never whole in memory)."""
+    with path.open("wb") as fh:
+        while chunk := upload.file.read(2**20):
+            fh.write(chunk)
+
+
 def _one_line(exc: BaseException, tmp: Path, name: str) -> str:
     """The error's first line with the temporary path replaced by the upload's name."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -418,9 +425,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="medmtl-upload-") as folder:
             tmp = Path(folder) / f"upload{_safe_suffix(file.filename or '')}"
-            with tmp.open("wb") as fh:
-                while chunk := file.file.read(2**20):
-                    fh.write(chunk)
+            _write_upload(file, tmp)
             if tmp.stat().st_size == 0:
                 raise HTTPException(400, f"{file.filename or 'upload'}: the file is empty.")
             try:
@@ -462,10 +467,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         with tempfile.TemporaryDirectory(prefix="medmtl-case-") as folder:
             tmp = Path(folder) / f"upload{_safe_suffix(name)}"
             mask_tmp = Path(folder) / "mask.png"
-            for upload, path in ((file, tmp), (mask, mask_tmp)):
-                with path.open("wb") as fh:
-                    while chunk := upload.file.read(2**20):
-                        fh.write(chunk)
+            _write_upload(file, tmp)
+            _write_upload(mask, mask_tmp)
             try:
                 drawn = read_mask(mask_tmp)
             except (MedmtlError, OSError, ValueError) as exc:

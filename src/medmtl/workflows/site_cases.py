@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from medmtl.errors import DataError
-from medmtl.io.files import CsvRows, atomic_path, ensure_output_dir
+from medmtl.io.files import CsvRows, atomic_path, ensure_output_dir, file_sha256
 from medmtl.io.image import is_dicom, read_image
 from medmtl.io.outputs import write_png
 
@@ -44,11 +44,7 @@ CASE_ID = re.compile(r"^[0-9a-f]{16}$")
 
 def case_id(path: Path) -> str:
     """A case's name: the first 16 hex digits of its image file's SHA-256."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def lesion_count(mask: np.ndarray) -> int:
@@ -91,21 +87,21 @@ class SiteCases:
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"{self.manifest}: not a readable case list ({exc}).") from exc
 
-    def folder(self, case: str) -> Path:
-        """A case's folder, or one line saying there is no such case."""
+    def _row(self, rows: list[dict[str, str]], case: str) -> dict[str, str]:
+        """The manifest row of ``case``, or a KeyError saying there is no such case."""
         if not CASE_ID.match(case or ""):
             raise KeyError(f"{case!r} is not a case name (16 hex digits).")
-        if not any(r.get("case") == case for r in self.rows()):
-            raise KeyError(f"no saved case {case} in this site folder.")
-        return self.root / "cases" / case
+        for row in rows:
+            if row.get("case") == case:
+                return row
+        raise KeyError(f"no saved case {case} in this site folder.")
 
     def read(self, case: str) -> tuple[dict[str, str], Path, np.ndarray]:
         """A saved case's row, its image file and its mask."""
         from medmtl.io.image import read_mask
 
-        folder = self.folder(case)
-        row = next(r for r in self.rows() if r.get("case") == case)
-        return row, self.root / row["image"], read_mask(folder / "mask.png")
+        row = self._row(self.rows(), case)
+        return row, self.root / row["image"], read_mask(self.root / row["mask"])
 
     # -- writing ------------------------------------------------------------------------------
     def save(
@@ -181,11 +177,10 @@ class SiteCases:
     def delete(self, case: str) -> dict[str, str]:
         """Remove a saved case: its row first, then its files. Returns the row removed."""
         with self._lock:
-            folder = self.folder(case)
             rows = self.rows()
-            row = next(r for r in rows if r.get("case") == case)
-            self._write_rows([r for r in rows if r.get("case") != case])
-            shutil.rmtree(folder, ignore_errors=True)
+            row = self._row(rows, case)
+            self._write_rows([r for r in rows if r is not row])
+            shutil.rmtree(self.root / "cases" / case, ignore_errors=True)
         return row
 
     def _set_aside(self, target: Path) -> Path | None:
