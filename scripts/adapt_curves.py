@@ -12,8 +12,9 @@ result exists, so the script can be run again after an interruption.
 <out>/curves.csv: a row per run; <out>/curves.md: per point the mean over draws with the
 t-interval of the mean (one draw: the image bootstrap), and each run's image-bootstrap CI.
 
-Choosing the adaptation's settings on the dev fold only: --dev-only (no test fold, and no
-chosen order) with --adapt key=value ... (medmtl-adapt's options), one <out> per setting.
+Choosing the adaptation's settings on the dev fold only: --dev-only (no test fold; no chosen
+order unless --chosen-draws is given) with --adapt key=value ... (medmtl-adapt's options), one
+<out> per setting.
 
 Run (BUSI_ROOT, BUSBRA_ROOT set; the venv's commands on PATH):
   python scripts/adapt_curves.py <source ensemble folder> <out> [--n 25 50 100]
@@ -90,12 +91,12 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--n", type=int, nargs="+", default=[25, 50, 100])
     ap.add_argument("--draws", type=int, default=3)
-    ap.add_argument("--chosen-draws", type=int, default=1)
+    ap.add_argument("--chosen-draws", type=int, default=None, help="1 (0 with --dev-only)")
     ap.add_argument("--adapt", nargs="*", default=[], help="medmtl-adapt options, key=value")
     ap.add_argument("--dev-only", action="store_true", help="the dev fold only: no test fold")
     args = ap.parse_args()
-    if args.dev_only:
-        args.chosen_draws = 0
+    if args.chosen_draws is None:
+        args.chosen_draws = 0 if args.dev_only else 1
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "steps.log"

@@ -38,6 +38,29 @@ def test_the_most_doubtful_first_then_the_unlike_and_near_copies_last():
     assert all(r["near_copy_of"] == "" for r in order[:-1])
 
 
+def test_the_predicted_classes_take_turns():
+    """Six images called benign that the model doubts more than the two called malignant and
+    the one called normal: ranked by doubt alone the benign would all come first; balanced,
+    the classes take turns while each has images left (the most doubtful of each first), then
+    the benign that are left, by doubt and distance."""
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(9, 8))
+    called = ["benign"] * 6 + ["malignant"] * 2 + ["normal"]
+    doubt = [0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.3, 0.2, 0.1]
+    rows = [{**r, "predicted_class": c} for r, c in zip(_rows(doubt), called, strict=True)]
+    order = label_order(rows, features, list(range(9)))
+    said = [r["predicted_class"] for r in order]
+    assert order[0]["file"] == "im0.png"  # the most doubtful of all
+    assert set(said[:3]) == {"benign", "malignant", "normal"}
+    assert set(said[3:5]) == {"benign", "malignant"}
+    assert said[5:] == ["benign"] * 4
+    assert [r["file"] for r in order if r["predicted_class"] == "malignant"][0] == "im6.png"
+    assert sorted(r["file"] for r in order) == sorted(r["file"] for r in rows)
+    # without predicted classes (a model that only segments) nothing is balanced
+    plain = label_order(_rows(doubt[:6]), features[:6], list(range(6)))
+    assert {r["predicted_class"] for r in plain} == {""}
+
+
 def test_doubt_is_the_mean_of_what_the_model_gives():
     assert informativeness({"entropy": 0.4}) == pytest.approx(0.4)
     both = {"entropy": 0.4, "class_disagreement": 0.2, "mask_agreement": 0.4}
@@ -62,9 +85,10 @@ def test_predict_writes_the_order_to_label_in(onnx_model, busi_folder, tmp_path,
     with (out / "label_order.csv").open() as fh:
         order = list(csv.DictReader(fh))
     with (out / "predictions.csv").open() as fh:
-        predicted = {r["file"] for r in csv.DictReader(fh)}
+        predicted = {r["file"]: r["predicted_class"] for r in csv.DictReader(fh)}
     assert [int(r["rank"]) for r in order] == list(range(1, 13))
-    assert {r["file"] for r in order} == predicted and len(predicted) == 12
+    assert {r["file"] for r in order} == set(predicted) and len(predicted) == 12
+    assert all(r["predicted_class"] == predicted[r["file"]] for r in order)
     doubt = [float(r["informativeness"]) for r in order]
     assert doubt[0] == max(doubt)
     assert order[-1]["near_copy_of"] != "" and "malignant" in order[-1]["file"]

@@ -208,8 +208,10 @@ def test_the_api_tests_the_recent_uploads(tiny_ckpt, busi_folder):
     assert (report["images"], report["distinct"], report["result"]) == (10, 8, None)
     assert "(10 uploads: near copies count once)" in report["text"]
     client.delete("/api/shift")
+    called = {}
     for f in files:
-        client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")})
+        r = client.post("/api/predict", files={"file": (f.name, f.read_bytes(), "image/png")})
+        called[f.name] = r.json()["predicted_class"]
     report = client.get("/api/shift").json()
     assert report["images"] == 12 and report["result"]["shifted"] is True
     # the same window in the order in which to label it: each upload once, near copies last
@@ -217,6 +219,7 @@ def test_the_api_tests_the_recent_uploads(tiny_ckpt, busi_folder):
     assert order["images"] == 12 and [r["rank"] for r in order["order"]] == list(range(1, 13))
     assert sorted(r["file"] for r in order["order"]) == sorted(f.name for f in files)
     assert order["order"][-1]["near_copy_of"] in ("malignant_3.png", "malignant_4.png")
+    assert {r["file"]: r["predicted_class"] for r in order["order"]} == called
     assert max(r["informativeness"] for r in order["order"]) == order["order"][0]["informativeness"]
     assert report["text"].startswith("Recent uploads: shift test of 12 image(s)")
     cleared = client.delete("/api/shift").json()

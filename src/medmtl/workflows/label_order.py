@@ -11,6 +11,11 @@ the most informative first, each unlike those already chosen.
   maximises ``(FLOOR + informativeness) × distance``, its distance to the nearest image
   already chosen divided by the largest such distance (a greedy k-centre walk weighted by
   doubt: a doubtful image like one already chosen waits, and so does a certain one).
+- **Balanced by predicted class.** Each turn picks among the images of the predicted class
+  (``predicted_class``) chosen least so far, so the classes take turns while each has images
+  left. On a new scanner the model doubts some classes far more than others; ranked by doubt
+  alone, the first 50 Logiq 7 cases were 46 benign and 5 malignant (docs/results.md, issue 43),
+  and a site's fine-tuning and its answer sets need the rare class too.
 - **Near copies last.** An image in one near-copy group with an image already chosen
   (:func:`medmtl.data.duplicates.near_copies`) comes after every other image: labelling the
   same lesion twice teaches little.
@@ -32,6 +37,7 @@ FLOOR = 0.05
 COLUMNS = (
     "rank",
     "file",
+    "predicted_class",
     "informativeness",
     "entropy",
     "class_disagreement",
@@ -70,9 +76,9 @@ def label_order(
     groups: Sequence[int],
     references: Sequence[ShiftReference] = (),
 ) -> list[dict[str, Any]]:
-    """The order in which to label the images of ``rows`` (predictions rows with ``file``),
-    given their pooled ``features`` and near-copy ``groups``: one dict per image with the
-    :data:`COLUMNS`, first to label first."""
+    """The order in which to label the images of ``rows`` (predictions rows with ``file`` and,
+    where the model classifies, ``predicted_class``), given their pooled ``features`` and
+    near-copy ``groups``: one dict per image with the :data:`COLUMNS`, first to label first."""
     n = len(rows)
     if not (len(features) == len(groups) == n):
         raise ValueError(f"{n} rows, {len(features)} features and {len(groups)} groups.")
@@ -80,6 +86,8 @@ def label_order(
         return []
     u = np.array([informativeness(r) for r in rows])
     z = feature_space(features, references)
+    predicted = np.array([str(r.get("predicted_class") or "") for r in rows])
+    taken = dict.fromkeys(predicted.tolist(), 0)
     nearest = np.full(n, np.inf)
     chosen: list[int] = []
     first_of: dict[int, int] = {}
@@ -88,6 +96,8 @@ def label_order(
     while left.any():
         copies = np.array([groups[i] in first_of for i in range(n)])
         pool = left & ~copies if (left & ~copies).any() else left
+        least = min(taken[c] for c in set(predicted[pool].tolist()))
+        pool &= np.array([taken[c] == least for c in predicted.tolist()])
         if not chosen:
             score, distance = u + FLOOR, np.full(n, np.nan)
         else:
@@ -99,6 +109,7 @@ def label_order(
         out.append({
             "rank": len(out) + 1,
             "file": row["file"],
+            "predicted_class": predicted[pick],
             "informativeness": round(float(u[pick]), 6),
             "entropy": row.get("entropy", ""),
             "class_disagreement": row.get("class_disagreement", ""),
@@ -107,6 +118,7 @@ def label_order(
             "near_copy_of": rows[first_of[groups[pick]]]["file"] if copies[pick] else "",
         })  # fmt: skip
         first_of.setdefault(groups[pick], pick)
+        taken[predicted[pick]] += 1
         chosen.append(pick)
         left[pick] = False
         nearest = np.minimum(nearest, np.linalg.norm(z - z[pick], axis=1))

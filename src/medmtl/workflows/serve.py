@@ -435,7 +435,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             except (MedmtlError, OSError, ValueError) as exc:
                 raise HTTPException(400, _one_line(exc, tmp, file.filename or "")) from exc
         out = result_json(pred, file.filename or "", classes, threshold, backend.postprocess)
-        recent.add(pred.features, pred.thumb, {"file": file.filename or "", **pred.uncertainty})
+        recent.add(pred.features, pred.thumb, {
+            "file": file.filename or "", "predicted_class": out.get("predicted_class", ""),
+            **pred.uncertainty,
+        })  # fmt: skip
         log.info(
             "predicted a %dx%d image in %.0f ms",
             out["width"],

@@ -554,7 +554,9 @@ async function showLabelOrder() {
         const li = document.createElement("li");
         li.dataset.file = item.file;
         const copy = item.near_copy_of ? `, a near copy of ${item.near_copy_of}` : "";
-        li.textContent = `${item.file} (doubt ${Number(item.informativeness).toFixed(2)}${copy})`;
+        const said = item.predicted_class ? `called ${item.predicted_class}, ` : "";
+        li.textContent =
+          `${item.file} (${said}doubt ${Number(item.informativeness).toFixed(2)}${copy})`;
         return li;
       }),
     );
