@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from medmtl.cli.adapt import _run as adapt_cli
 from medmtl.cli.adapt import main as adapt_main
 from medmtl.data.phantom import ensure_phantom
+from medmtl.workflows.adapt import logs_on_success
 from tests.conftest import TINY_MODEL, compose_cfg, refused, shared_once
 
 COUNTS = {"normal": 16, "benign": 20, "malignant": 20}
@@ -199,12 +201,17 @@ def test_a_site_with_fewer_classes_is_calibrated_in_the_model_s_labels(
     assert part["label"].tolist() == truth and set(truth) == {1, 2}
 
 
-def test_too_few_cases_and_foreign_classes_are_refused(tiny_run, tmp_path, cache_dir, capsys):
+def test_too_few_cases_and_foreign_classes_are_refused(
+    tiny_run, tmp_path, cache_dir, capsys, caplog
+):
     few = _site(tmp_path / "few", cache_dir, seed=5, per_class=4)
+    caplog.set_level(logging.INFO)
     says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={few}",
                                        f"out={tmp_path / 'a'}"]), capsys)  # fmt: skip
     assert "label more cases" in says and "to calibrate at alpha 0.1" in says
     assert not (tmp_path / "a").exists()  # nothing left behind
+    # the site's split file was written and removed: no advice to keep it
+    assert "Wrote the split file" not in caplog.text
     foreign = _site(tmp_path / "foreign", cache_dir, seed=5, per_class=12)
     text = foreign.read_text().replace(",malignant,", ",cancer,")
     foreign.write_text(text)
@@ -216,3 +223,18 @@ def test_too_few_cases_and_foreign_classes_are_refused(tiny_run, tmp_path, cache
     says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={foreign}",
                                        f"out={tmp_path / 'c'}"]), capsys)  # fmt: skip
     assert "not empty" in says
+
+
+def test_the_data_module_s_logs_come_only_after_the_site_is_accepted(caplog):
+    caplog.set_level(logging.INFO)
+    logger = logging.getLogger("medmtl.data.datamodule")
+    with logs_on_success("medmtl.data.datamodule"):
+        logger.warning("Wrote the split file x.json")
+        assert "x.json" not in caplog.text
+    assert "Wrote the split file x.json" in caplog.text
+    caplog.clear()
+    with pytest.raises(ValueError), logs_on_success("medmtl.data.datamodule"):
+        logger.warning("Wrote the split file y.json")
+        raise ValueError("refused")
+    logger.warning("later")
+    assert "y.json" not in caplog.text and "later" in caplog.text
