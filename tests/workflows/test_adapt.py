@@ -238,3 +238,23 @@ def test_the_data_module_s_logs_come_only_after_the_site_is_accepted(caplog):
         raise ValueError("refused")
     logger.warning("later")
     assert "y.json" not in caplog.text and "later" in caplog.text
+
+
+def test_keep_last_keeps_the_end_of_the_schedule(tiny_run, tmp_path, cache_dir, capsys):
+    """keep=last: each member keeps its last epoch whatever its validation score (the
+    held-back cases then only calibrate), without early stopping; a third word is refused."""
+    site = _site(tmp_path / "site", cache_dir, seed=5, per_class=12)
+    out = tmp_path / "last"
+    assert adapt_cli([f"model={tiny_run}", f"site={site}", f"out={out}", "epochs=3",
+                      "keep=last", "export=false"]) == 0  # fmt: skip
+    tuned = OmegaConf.load(out / tiny_run.name / "config_resolved.yaml")
+    assert tuned.callbacks.model_checkpoint.monitor == "step"
+    assert "early_stopping" not in tuned.callbacks
+    record = json.loads((out / "adapt.json").read_text())
+    kept = Path(record["members"][0]["checkpoint"]).name
+    assert kept.startswith("epoch002-") and record["settings"]["keep"] == "last"
+    source = OmegaConf.load(tiny_run / "config_resolved.yaml")
+    assert source.callbacks.model_checkpoint.monitor == "val/overall"  # best: as trained
+    says = refused(lambda: adapt_main([f"model={tiny_run}", f"site={site}",
+                                       f"out={tmp_path / 'x'}", "keep=first"]), capsys)  # fmt: skip
+    assert "keep='first' is unknown; choose one of last, best" in says

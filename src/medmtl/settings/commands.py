@@ -496,6 +496,7 @@ ADAPT_LR = 1.0e-3
 ADAPT_SITE_SHARE = 0.5
 ADAPT_CALIBRATE_FRACTION = 0.5
 ADAPT_MIN_TRAIN = 10  # the fewest site cases a fine-tuning learns from
+ADAPT_KEEP = ("last", "best")
 
 
 @dataclass
@@ -523,6 +524,13 @@ class AdaptSettings(Settings):
         "the site's cases held back (by patient) to fit the "
         "temperature, the answer sets and the references",
     )
+    keep: str = opt(
+        "best",
+        "the epoch each member keeps: best (by its validation score on the source's "
+        "validation images and the site's held-back cases) or last (the end of its schedule; "
+        "the held-back cases then only calibrate)",
+        choices=ADAPT_KEEP,
+    )
     alpha: float = opt(ALPHA, "the answer sets' error rate, calibrated on the site")
     seed: int = opt(0, "the seed of the site's split")
     export: bool = opt(True, "also export the adapted model to ONNX (<out>/model.onnx)")
@@ -535,6 +543,7 @@ class AdaptSettings(Settings):
         self.calibrate_fraction = open_fraction(
             self.calibrate_fraction, "calibrate_fraction", "a share", ADAPT_CALIBRATE_FRACTION
         )
+        choice("keep", self.keep, ADAPT_KEEP)
         self.alpha = check_alpha(self.alpha, "alpha")
         _at_least("seed", self.seed, 0, "0 or more")
         _at_least("threads", self.threads, 0, "0 (the default) or more")

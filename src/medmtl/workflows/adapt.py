@@ -161,6 +161,11 @@ def member_config(
             1, math.ceil(site_cases / settings.site_share / batch)
         )
         cfg.optimizer.lr = settings.lr
+        if settings.keep == "last" and "model_checkpoint" in (cfg.get("callbacks") or {}):
+            # the best by "step" is the last epoch; its validation still runs and is logged
+            cfg.callbacks.model_checkpoint.monitor = "step"
+            cfg.callbacks.model_checkpoint.mode = "max"
+            cfg.callbacks.pop("early_stopping", None)
         cfg.paths.output_dir = str(out)
         cfg.task_name = "adapt"
         if settings.threads:
