@@ -491,7 +491,7 @@ class ShiftSettings(Settings):
 # medmtl-adapt's defaults. epochs and lr: chosen on the Logiq 7 dev fold (50 cases, the fold's
 # other 142 scored; docs/results.md, issue 43) among (4, 3e-4), (4, 1e-3), (8, 3e-4), (8, 1e-3)
 # within the 10-minute budget; site share and the held-back half are not chosen yet
-ADAPT_EPOCHS = 4
+ADAPT_EPOCHS = 10
 ADAPT_LR = 1.0e-3
 ADAPT_SITE_SHARE = 0.5
 ADAPT_CALIBRATE_FRACTION = 0.5
@@ -525,10 +525,10 @@ class AdaptSettings(Settings):
         "temperature, the answer sets and the references",
     )
     keep: str = opt(
-        "best",
-        "the epoch each member keeps: best (by its validation score on the source's "
-        "validation images and the site's held-back cases) or last (the end of its schedule; "
-        "the held-back cases then only calibrate)",
+        ADAPT_KEEP[0],
+        "the epoch each member keeps: last (the end of its schedule; the held-back cases then "
+        "only calibrate) or best (by its validation score on the source's validation images "
+        "and the site's held-back cases together)",
         choices=ADAPT_KEEP,
     )
     alpha: float = opt(ALPHA, "the answer sets' error rate, calibrated on the site")
