@@ -488,9 +488,10 @@ class ShiftSettings(Settings):
         _at_least("threads", self.threads, 0, "0 (the default) or more")
 
 
-# medmtl-adapt's defaults. epochs and lr: chosen on the Logiq 7 dev fold (50 cases, the fold's
-# other 142 scored; docs/results.md, issue 43) among (4, 3e-4), (4, 1e-3), (8, 3e-4), (8, 1e-3)
-# within the 10-minute budget; site share and the held-back half are not chosen yet
+# medmtl-adapt's defaults. epochs, lr and keep: chosen on the Logiq 7 dev fold (50 cases, the
+# fold's other 142 scored; docs/results.md, issue 43) within the 10-minute budget, among 4 or 8
+# epochs at lr 3e-4 or 1e-3 keeping the best epoch, then 4, 8 or 10 keeping the last; holding
+# back a third instead of half was tried and did not help; the site share is not chosen
 ADAPT_EPOCHS = 10
 ADAPT_LR = 1.0e-3
 ADAPT_SITE_SHARE = 0.5

@@ -14,8 +14,9 @@ the most informative first, each unlike those already chosen.
 - **Balanced by predicted class.** Each turn picks among the images of the predicted class
   (``predicted_class``) chosen least so far, so the classes take turns while each has images
   left. On a new scanner the model doubts some classes far more than others; ranked by doubt
-  alone, the first 50 Logiq 7 cases were 46 benign and 5 malignant (docs/results.md, issue 43),
-  and a site's fine-tuning and its answer sets need the rare class too.
+  alone, the Logiq 7 patients of the first 50 cases had 46 benign and 5 malignant images
+  (docs/results.md, issue 43), and a site's fine-tuning and its answer sets need the rare
+  class too.
 - **Near copies last.** An image in one near-copy group with an image already chosen
   (:func:`medmtl.data.duplicates.near_copies`) comes after every other image: labelling the
   same lesion twice teaches little.
