@@ -19,7 +19,7 @@ from PIL import Image
 from medmtl.cli.adapt import _run as adapt_cli
 from medmtl.cli.adapt import main as adapt_main
 from medmtl.data.phantom import ensure_phantom
-from medmtl.workflows.adapt import logs_on_success
+from medmtl.workflows.logs import logs_on_success
 from tests.conftest import TINY_MODEL, compose_cfg, refused, shared_once
 
 COUNTS = {"normal": 16, "benign": 20, "malignant": 20}

@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,27 +81,6 @@ def check_site(dm: Any, alpha: float, fraction: float, site: str) -> dict[str, i
             f"calibrate_fraction={fraction:g}); label more cases."
         )
     return {"train": n_train, "val": n_val}
-
-
-@contextmanager
-def logs_on_success(name: str) -> Iterator[None]:
-    """Hold back logger ``name``'s records while the body runs; emit them only if it ends
-    without an exception. A refused site's split file is removed, so the data module's advice
-    to keep it would be wrong."""
-    logger = logging.getLogger(name)
-    held: list[logging.LogRecord] = []
-
-    def hold(record: logging.LogRecord) -> bool:
-        held.append(record)
-        return False
-
-    logger.addFilter(hold)
-    try:
-        yield
-    finally:
-        logger.removeFilter(hold)
-    for record in held:
-        logger.handle(record)
 
 
 def _moved(value: Any, old: str, new: str) -> Any:
@@ -184,6 +161,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     from medmtl.settings.data import keys as data_keys
     from medmtl.settings.evaluation import GATE_KEYS
     from medmtl.workflows.calibrate import calibrate_module, save_calibration
+    from medmtl.workflows.logs import logs_on_success
     from medmtl.workflows.members import best_checkpoint, open_model
     from medmtl.workflows.train import train
 
@@ -216,6 +194,7 @@ def adapt(settings: AdaptSettings) -> dict[str, Any]:
     present = [c for c in classes if any(r["label"] == c for r in rows)]
     site = site_data(settings, preprocess, present or classes)
     try:
+        # a refused site's split file is removed: the data module's advice to keep it waits
         with logs_on_success("medmtl.data.datamodule"):
             site_dm = datamodule_from_config(site)
             site_dm.prepare_data()

@@ -2,13 +2,16 @@
 
 Only messages nobody can act on go: a library's advertisement, a deprecation inside a library,
 the same line printed twice, and warnings about a folder that medmtl itself reuses on purpose
-when it resumes a run. Everything that says something about the run stays.
+when it resumes a run. Everything that says something about the run stays. A step whose
+result may still be undone holds its lines back until it succeeds (:func:`logs_on_success`).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Lightning prints every message twice under Hydra: once through the console handler the
 # `lightning` package adds on import, once through the root logger Hydra configured
@@ -56,3 +59,23 @@ def quiet_third_party(resuming: bool = False) -> None:
     if resuming:
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not")
+
+
+@contextmanager
+def logs_on_success(name: str) -> Iterator[None]:
+    """Hold back logger ``name``'s records while the body runs; emit them only if it ends
+    without an exception (advice about a result the caller may still undo)."""
+    logger = logging.getLogger(name)
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
+    for record in held:
+        logger.handle(record)

@@ -20,7 +20,6 @@ is logged as a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from lightning.pytorch.callbacks import Callback
 from medmtl.config import project_root
 from medmtl.errors import ConfigError
 from medmtl.inference.core import ARTIFACT_CKPT, ARTIFACT_ONNX
+from medmtl.io.files import file_sha256
 from medmtl.metrics import dice_iou
 from medmtl.reporting.per_image import PerImage, masks_in_order
 from medmtl.reporting.wandb_media import figure_media, masked_image, predictions_table, scalars
@@ -202,7 +202,7 @@ def split_record(files: Mapping[str, Path]) -> dict[str, str]:
     out = {}
     for name, path in files.items():
         out[f"data/split_file/{name}"] = str(path)
-        out[f"data/split_sha256/{name}"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        out[f"data/split_sha256/{name}"] = file_sha256(path)
     return out
 
 
